@@ -1,0 +1,273 @@
+"""Pydantic models of the llmfleet custom resources (group ``llmfleet.dev``, version ``v1alpha1``).
+
+These models are the single source of truth for the CRDs: field names are the camelCase names a
+user writes in YAML (``costPerGPUHour``), Python code uses the snake_case attribute
+(``cost_per_gpu_hour``). Unknown fields are refused so that a typo never silently falls back to
+a default. Every numeric field carries its unit in its name or its description.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from llmfleet.api.units import DURATION_PATTERN, format_duration, parse_duration_s
+
+API_GROUP = "llmfleet.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+#: Tensor-parallel degrees vLLM supports on one node for the dense and MoE models we catalogue.
+ALLOWED_TP = (1, 2, 4, 8)
+
+DurationS = Annotated[
+    float,
+    BeforeValidator(parse_duration_s),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes ``metadata`` llmfleet reads; other keys are kept but ignored."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# LLMWorkload
+
+
+class ModelArchitecture(_Model):
+    """Architecture numbers of a model, for models the catalogue does not know.
+
+    Values come from the model's Hugging Face ``config.json``.
+    """
+
+    num_layers: int = Field(gt=0, description="num_hidden_layers")
+    hidden_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0, description="num_key_value_heads (GQA); equal to heads for MHA")
+    intermediate_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    params_billion: float = Field(gt=0, description="total parameters, billions")
+    active_params_billion: float | None = Field(
+        default=None, gt=0, description="parameters used per token (MoE), billions; default: all"
+    )
+    bytes_per_weight: float = Field(default=2.0, gt=0, description="2 for BF16/FP16, 1 for FP8")
+    max_context_tokens: int = Field(default=4096, gt=0)
+
+
+class LengthPercentiles(_Model):
+    """A token-length distribution given by three percentiles (tokens)."""
+
+    p50: int = Field(gt=0)
+    p90: int = Field(gt=0)
+    p99: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LengthPercentiles":
+        if not (self.p50 <= self.p90 <= self.p99):
+            raise ValueError(f"percentiles must satisfy p50 <= p90 <= p99, got {self.p50}, {self.p90}, {self.p99}")
+        return self
+
+
+class TraceRef(_Model):
+    """A request trace to derive the demand from (rate and length histogram)."""
+
+    path: str = Field(description="file path (local to where the planner runs)")
+    format: Literal["azure", "mooncake", "burstgpt", "csv"] = "azure"
+    rate_scale: float = Field(default=1.0, gt=0, description="multiplier applied to the trace's request rate")
+
+
+class TrafficSpec(_Model):
+    """Offered load of a workload: a request rate with length percentiles, or a trace."""
+
+    request_rate_per_second: float | None = Field(default=None, gt=0, description="mean arrivals, req/s")
+    peak_quantile: float = Field(
+        default=0.9, ge=0.5, le=1.0,
+        description="plan for this quantile of the per-window request rate of a trace (1.0 = max)",
+    )
+    rate_window_seconds: float = Field(default=60.0, gt=0, description="window for the peak rate, s")
+    input_tokens: LengthPercentiles | None = None
+    output_tokens: LengthPercentiles | None = None
+    trace: TraceRef | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> "TrafficSpec":
+        if self.trace is None:
+            missing = [
+                n for n, v in (
+                    ("requestRatePerSecond", self.request_rate_per_second),
+                    ("inputTokens", self.input_tokens),
+                    ("outputTokens", self.output_tokens),
+                ) if v is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"without a trace, traffic needs {', '.join(missing)} "
+                    "(or give traffic.trace with a path and format)"
+                )
+        return self
+
+
+class SLOSpec(_Model):
+    """Latency SLOs: time to first token and time per output token at a percentile."""
+
+    ttft: DurationS = Field(description="time-to-first-token target, e.g. '500ms'")
+    tpot: DurationS = Field(description="time-per-output-token target, e.g. '50ms'")
+    percentile: float = Field(default=90.0, ge=50.0, lt=100.0, description="percentile the targets apply to, %")
+
+
+class ServingSpec(_Model):
+    """How replicas of the workload are run."""
+
+    image: str = "vllm/vllm-openai:v0.6.3"
+    tensor_parallel_sizes: list[int] = Field(default_factory=lambda: list(ALLOWED_TP))
+    disaggregation: Literal["auto", "always", "never"] = "auto"
+    extra_args: list[str] = Field(default_factory=list)
+    min_replicas: int = Field(default=1, ge=0)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.1, le=0.98, description="vLLM --gpu-memory-utilization")
+
+    @model_validator(mode="after")
+    def _tp(self) -> "ServingSpec":
+        bad = [tp for tp in self.tensor_parallel_sizes if tp not in ALLOWED_TP]
+        if bad or not self.tensor_parallel_sizes:
+            raise ValueError(f"tensorParallelSizes must be a non-empty subset of {list(ALLOWED_TP)}, got {self.tensor_parallel_sizes}")
+        return self
+
+
+class LLMWorkloadSpec(_Model):
+    model: str = Field(min_length=1, description="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B-Instruct")
+    architecture: ModelArchitecture | None = Field(default=None, description="override for models not in the catalogue")
+    traffic: TrafficSpec
+    slo: SLOSpec
+    priority: str = Field(default="standard", description="tier name; see FleetPolicy.spec.priorityTiers")
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+
+
+class LLMWorkload(_Model):
+    api_version: Literal["llmfleet.dev/v1alpha1"] = GROUP_VERSION
+    kind: Literal["LLMWorkload"] = "LLMWorkload"
+    metadata: ObjectMeta
+    spec: LLMWorkloadSpec
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``, the identity of a namespaced workload."""
+        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
+
+
+# --------------------------------------------------------------------------------------------
+# GPUPool
+
+
+class GPUSpecOverride(_Model):
+    """A full GPU spec for GPU types the catalogue does not know (datasheet values)."""
+
+    memory_gb: float = Field(gt=0)
+    mem_bandwidth_gbps: float = Field(gt=0, description="HBM/GDDR bandwidth, GB/s")
+    peak_bf16_tflops: float = Field(gt=0, description="dense BF16 TFLOPS")
+    tdp_watts: float = Field(gt=0)
+    interconnect_gbps: float = Field(default=64.0, gt=0, description="per-GPU intra-node all-reduce bandwidth, GB/s")
+
+
+class PowerRange(_Model):
+    min_watts: float = Field(gt=0)
+    max_watts: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PowerRange":
+        if self.min_watts > self.max_watts:
+            raise ValueError(f"minWatts ({self.min_watts}) must not exceed maxWatts ({self.max_watts})")
+        return self
+
+
+class GPUPoolSpec(_Model):
+    gpu_type: str = Field(min_length=1, description="catalogue name (e.g. H100-SXM) or a name for `gpu`")
+    gpu: GPUSpecOverride | None = Field(default=None, description="full spec when gpuType is not catalogued")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    gpus_per_node: int = Field(default=8, ge=1, le=16)
+    max_gpus: int = Field(ge=0, description="GPUs of this pool the fleet may use (availability)")
+    cost_per_gpu_hour: float | None = Field(default=None, ge=0, description="USD per GPU-hour; default: catalogue list price")
+    power: PowerRange | None = None
+    interconnect: str | None = Field(default=None, description="KV-transfer domain; pools with the same value can exchange KV")
+
+
+class GPUPool(_Model):
+    api_version: Literal["llmfleet.dev/v1alpha1"] = GROUP_VERSION
+    kind: Literal["GPUPool"] = "GPUPool"
+    metadata: ObjectMeta
+    spec: GPUPoolSpec
+
+
+# --------------------------------------------------------------------------------------------
+# FleetPolicy
+
+
+class PriorityTier(_Model):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    value: int = Field(ge=0, le=1_000_000_000, description="PriorityClass value; higher is served first")
+
+
+def _default_tiers() -> list[PriorityTier]:
+    return [
+        PriorityTier(name="critical", value=1_000_000),
+        PriorityTier(name="high", value=100_000),
+        PriorityTier(name="standard", value=10_000),
+        PriorityTier(name="low", value=1_000),
+    ]
+
+
+class SolverOptions(_Model):
+    time_limit_seconds: float = Field(default=30.0, gt=0)
+    relative_gap: float = Field(default=1e-3, ge=0, le=0.5, description="stop when the proven gap is below this")
+
+
+def _unique_tiers(tiers: list[PriorityTier]) -> list[PriorityTier]:
+    names = [t.name for t in tiers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"priorityTiers names must be unique, got {names}")
+    return tiers
+
+
+class FleetPolicySpec(_Model):
+    mode: Literal["apply", "plan", "advisory"] = "apply"
+    power_budget_watts: float | None = Field(default=None, gt=0)
+    energy_price_per_kwh: float = Field(default=0.0, ge=0, description="USD per kWh, added to the cost at TDP")
+    headroom: float = Field(default=0.1, ge=0, le=1.0, description="extra capacity planned above demand, fraction")
+    replan_interval_seconds: float = Field(default=300.0, gt=0)
+    hysteresis: float = Field(default=0.1, ge=0, le=1.0, description="relative demand change that triggers a re-plan")
+    solver: SolverOptions = Field(default_factory=SolverOptions)
+    priority_tiers: Annotated[list[PriorityTier], AfterValidator(_unique_tiers)] = Field(default_factory=_default_tiers)
+
+
+class FleetPolicy(_Model):
+    api_version: Literal["llmfleet.dev/v1alpha1"] = GROUP_VERSION
+    kind: Literal["FleetPolicy"] = "FleetPolicy"
+    metadata: ObjectMeta
+    spec: FleetPolicySpec = Field(default_factory=FleetPolicySpec)
+
+
+KINDS: dict[str, type[_Model]] = {"LLMWorkload": LLMWorkload, "GPUPool": GPUPool, "FleetPolicy": FleetPolicy}

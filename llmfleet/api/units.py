@@ -1,0 +1,54 @@
+"""Parsing of the unit-bearing scalars that appear in llmfleet custom resources.
+
+Durations are written the way Kubernetes users write them (``500ms``, ``0.2s``, ``1m``) and are
+held internally as float seconds. A bare number is refused: a latency SLO without a unit is the
+classic source of a 1000x mistake.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DURATION_RE = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>us|µs|ms|s|m)\s*$")
+_UNIT_SECONDS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+#: JSON-schema pattern accepted for duration strings (kept in step with ``_DURATION_RE``).
+DURATION_PATTERN = r"^(\d+(\.\d+)?|\.\d+)(us|µs|ms|s|m)$"
+
+
+def parse_duration_s(value: object) -> float:
+    """Parse a duration such as ``"500ms"`` or ``"1.5s"`` into seconds.
+
+    Args:
+        value: a string ``<number><unit>`` with unit one of ``us``, ``ms``, ``s``, ``m``; a float
+            that is already in seconds is passed through (this is what a model round-trip gives).
+
+    Returns:
+        The duration in seconds (float, > 0).
+
+    Raises:
+        ValueError: for a bare number given as a string, an unknown unit, or a value that is not
+            positive. The message lists the accepted units.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '500ms' or '2s'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.match(str(value))
+        if not match:
+            raise ValueError(
+                f"invalid duration {value!r}: write a number with a unit, one of us, ms, s, m "
+                "(for example '500ms' or '0.2s')"
+            )
+        seconds = float(match["value"]) * _UNIT_SECONDS[match["unit"]]
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way a user would write them: ``0.5`` -> ``"500ms"``, ``2`` -> ``"2s"``."""
+    if seconds < 1:
+        return f"{seconds * 1e3:g}ms"
+    return f"{seconds:g}s"

@@ -1,0 +1,85 @@
+"""GPU catalogue: datasheet specs and default list prices, shipped with the package.
+
+Source of every row: ``gpus.csv`` beside this file, transcribed from ``shared/data/gpu_specs.csv``
+(vendor datasheets for memory, bandwidth, dense BF16/FP8 TFLOPS and TDP; cloud list prices per
+GPU-hour) with the per-GPU intra-node interconnect bandwidth added from the same datasheets. Each
+row keeps its ``spec_source`` and ``price_source`` columns. Prices are defaults that
+``GPUPool.spec.costPerGPUHour`` overrides; they are never used where a pool gives its own.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class GPUType:
+    """Datasheet description of one GPU type (per GPU)."""
+
+    name: str
+    memory_gb: float
+    mem_bandwidth_gbps: float
+    """HBM/GDDR bandwidth, GB/s"""
+    peak_bf16_tflops: float
+    """dense BF16 tensor-core peak, TFLOPS"""
+    tdp_watts: float
+    interconnect_gbps: float
+    """per-GPU bandwidth available to an intra-node all-reduce, GB/s (NVLink or PCIe)"""
+    min_power_cap_watts: float | None = None
+    default_cost_per_gpu_hour: float | None = None
+    spec_source: str = ""
+    price_source: str = ""
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gb * 1e9
+
+    @property
+    def mem_bandwidth_bytes_per_s(self) -> float:
+        return self.mem_bandwidth_gbps * 1e9
+
+    @property
+    def peak_flops(self) -> float:
+        return self.peak_bf16_tflops * 1e12
+
+
+def _float(s: str) -> float | None:
+    return float(s) if s.strip() else None
+
+
+@cache
+def gpu_catalog() -> dict[str, GPUType]:
+    """All catalogued GPU types by name (``A10G``, ``L4``, ``L40S``, ``A100-40G``, ``A100-80G``,
+    ``H100-SXM``, ``H100-PCIe``, ``H200``, ``B200``, ``MI300X``, ``A40``)."""
+    text = resources.files(__package__).joinpath("gpus.csv").read_text()
+    out = {}
+    for r in csv.DictReader(text.splitlines()):
+        out[r["name"]] = GPUType(
+            name=r["name"],
+            memory_gb=float(r["memory_gb"]),
+            mem_bandwidth_gbps=float(r["mem_bandwidth_gbps"]),
+            peak_bf16_tflops=float(r["peak_bf16_tflops"]),
+            tdp_watts=float(r["tdp_watts"]),
+            interconnect_gbps=float(r["interconnect_gbps"]),
+            min_power_cap_watts=_float(r["min_power_cap_watts"]),
+            default_cost_per_gpu_hour=_float(r["default_cost_per_gpu_hour"]),
+            spec_source=r["spec_source"],
+            price_source=r["price_source"],
+        )
+    return out
+
+
+def get_gpu(name: str) -> GPUType:
+    """Look up a catalogued GPU type by name (case-insensitive).
+
+    Raises:
+        KeyError: naming the unknown type and listing the catalogued ones.
+    """
+    cat = gpu_catalog()
+    for key, gpu in cat.items():
+        if key.lower() == name.lower():
+            return gpu
+    raise KeyError(f"unknown GPU type {name!r}; catalogued: {', '.join(cat)} (or give GPUPool.spec.gpu)")

@@ -1,0 +1,142 @@
+"""Demand of one workload: a request rate and a 2-D histogram of request sizes.
+
+Request sizes are bucketed on a fixed log-spaced grid (factor 4 per bucket) in both input and
+output tokens, as Mélange does, so that the capacity of a replica can be computed per bucket and
+the solver can split each bucket's traffic across GPU types. The grid is fixed (not fitted to the
+trace) so that plans of different workloads and re-plans over time use the same buckets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from llmfleet.api.models import LengthPercentiles, TrafficSpec
+
+#: Bucket edges, tokens. Bucket i holds lengths in [edges[i], edges[i+1]).
+INPUT_EDGES_TOKENS = np.array([1, 128, 512, 2048, 8192, 32768, 2**31], dtype=float)
+OUTPUT_EDGES_TOKENS = np.array([1, 32, 128, 512, 2048, 2**31], dtype=float)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Offered load of one workload.
+
+    Attributes:
+        rate_mean_rps: mean arrival rate over the trace or as declared, req/s.
+        rate_plan_rps: the rate to plan for (the chosen peak quantile of windowed rates), req/s.
+        share: shape (n_in, n_out), fraction of requests per (input, output) bucket; sums to 1.
+        input_tokens: shape (n_in, n_out), mean input length of the requests in each bucket
+            (0 where the bucket is empty).
+        output_tokens: shape (n_in, n_out), mean output length per bucket (0 where empty).
+        input_edges, output_edges: bucket edges, tokens.
+    """
+
+    rate_mean_rps: float
+    rate_plan_rps: float
+    share: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    input_edges: np.ndarray = field(default_factory=INPUT_EDGES_TOKENS.copy)
+    output_edges: np.ndarray = field(default_factory=OUTPUT_EDGES_TOKENS.copy)
+
+    def buckets(self) -> list[tuple[int, int]]:
+        """Indices (i, j) of the non-empty buckets."""
+        return [tuple(ix) for ix in np.argwhere(self.share > 0)]
+
+    def scaled(self, factor: float) -> "Demand":
+        """The same length mix at ``factor`` times the rate."""
+        return Demand(self.rate_mean_rps * factor, self.rate_plan_rps * factor, self.share,
+                      self.input_tokens, self.output_tokens, self.input_edges, self.output_edges)
+
+    @property
+    def mean_input_tokens(self) -> float:
+        return float((self.share * self.input_tokens).sum())
+
+    @property
+    def mean_output_tokens(self) -> float:
+        return float((self.share * self.output_tokens).sum())
+
+
+def histogram(input_tokens: np.ndarray, output_tokens: np.ndarray,
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bucket requests on the fixed grid.
+
+    Returns:
+        (share, mean_input, mean_output), each of shape (n_in, n_out).
+    """
+    inp = np.asarray(input_tokens, dtype=float)
+    out = np.asarray(output_tokens, dtype=float)
+    w = np.ones_like(inp) if weights is None else np.asarray(weights, dtype=float)
+    i = np.clip(np.searchsorted(INPUT_EDGES_TOKENS, inp, side="right") - 1, 0, len(INPUT_EDGES_TOKENS) - 2)
+    j = np.clip(np.searchsorted(OUTPUT_EDGES_TOKENS, out, side="right") - 1, 0, len(OUTPUT_EDGES_TOKENS) - 2)
+    shape = (len(INPUT_EDGES_TOKENS) - 1, len(OUTPUT_EDGES_TOKENS) - 1)
+    count = np.zeros(shape)
+    sum_in = np.zeros(shape)
+    sum_out = np.zeros(shape)
+    np.add.at(count, (i, j), w)
+    np.add.at(sum_in, (i, j), w * inp)
+    np.add.at(sum_out, (i, j), w * out)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_in = np.where(count > 0, sum_in / count, 0.0)
+        mean_out = np.where(count > 0, sum_out / count, 0.0)
+    return count / count.sum(), mean_in, mean_out
+
+
+def windowed_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
+    """Request rate in each full window of ``window_s`` seconds, req/s (shape (n_windows,))."""
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    span = float(arrival_s.max() - arrival_s.min()) if len(arrival_s) else 0.0
+    n = max(int(span // window_s), 1)
+    counts, _ = np.histogram(arrival_s - arrival_s.min(), bins=n, range=(0.0, n * window_s))
+    return counts / window_s
+
+
+def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s: float = 60.0,
+                      rate_scale: float = 1.0) -> Demand:
+    """Demand of a trace (columns ``arrival_s``, ``input_tokens``, ``output_tokens``).
+
+    The planning rate is the ``peak_quantile`` of the per-window rates (windows of ``window_s``);
+    with a trace shorter than one window the mean rate is used. ``rate_scale`` multiplies both rates.
+
+    Raises:
+        ValueError: for an empty trace or one whose requests all arrive at the same instant.
+    """
+    if trace.empty:
+        raise ValueError("trace is empty")
+    arrival = trace["arrival_s"].to_numpy()
+    span = float(arrival.max() - arrival.min())
+    if span <= 0:
+        raise ValueError("trace spans no time: cannot derive a request rate")
+    mean = len(trace) / span
+    plan = float(np.quantile(windowed_rates(arrival, window_s), peak_quantile)) if span >= window_s else mean
+    share, mi, mo = histogram(trace["input_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    return Demand(mean * rate_scale, plan * rate_scale, share, mi, mo)
+
+
+def _lognormal_quantiles(p: LengthPercentiles, n: int) -> np.ndarray:
+    """``n`` evenly spaced quantiles of the log-normal through p50 and p90 (p99 caps the tail)."""
+    mu = np.log(p.p50)
+    sigma = max((np.log(p.p90) - mu) / norm.ppf(0.9), 1e-6)
+    q = (np.arange(n) + 0.5) / n
+    return np.minimum(np.exp(mu + sigma * norm.ppf(q)), max(p.p99 * 1.5, p.p90))
+
+
+def demand_from_spec(traffic: TrafficSpec, n_samples: int = 4000) -> Demand:
+    """Demand from a declared rate and input/output length percentiles.
+
+    Lengths are modelled as independent log-normals fitted to p50 and p90 (the usual shape of
+    LLM prompt and answer lengths, e.g. the Azure 2023 traces), truncated at 1.5 x p99.
+    """
+    assert traffic.input_tokens and traffic.output_tokens and traffic.request_rate_per_second
+    inp = _lognormal_quantiles(traffic.input_tokens, n_samples)
+    out = _lognormal_quantiles(traffic.output_tokens, n_samples)
+    # independent marginals: take every pair on a coarse product of the two quantile grids
+    k = 200
+    ii, oo = np.meshgrid(inp[:: n_samples // k], out[:: n_samples // k], indexing="ij")
+    share, mi, mo = histogram(ii.ravel(), oo.ravel())
+    rate = traffic.request_rate_per_second
+    return Demand(rate, rate, share, mi, mo)

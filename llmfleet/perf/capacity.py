@@ -1,0 +1,154 @@
+"""Capacity of one colocated vLLM replica under TTFT and TPOT percentile SLOs.
+
+For requests of one size (input I, output O tokens) arriving as a Poisson stream at rate λ to a
+replica that runs continuous batching with prefill priority (vLLM's scheduler):
+
+- Decode. With B requests decoding, one iteration takes t_d(B) (``steptime.decode_time_s`` at
+  context B x (I + O/2)). Each request also waits for the prefills of the requests that arrive
+  during its life; by Little's law that is B arrivals on average, so the steady state satisfies
+  λ(B) = B / (O t_d(B) + B t_p), and the TPOT of one request is t_d + K t_p / O with
+  K ~ Poisson(B) prefills interleaved; its percentile uses the Poisson quantile of K.
+- Prefill. Prompts queue for the GPU as an M/D/1 queue with service time t_p (DistServe models
+  the prefill instance the same way, Zhong et al., OSDI 2024, §3.1): waiting-time tail
+  P(W > t) ≈ ρ exp(-2(1-ρ) t / t_p) (Kingman's heavy-traffic exponential tail with zero service
+  variance), so W_q = t_p ln(ρ / (1-q)) / (2 (1-ρ)) for ρ > 1-q and 0 otherwise. TTFT at the
+  percentile is t_p + W_q plus one decode iteration that may be running when the prompt arrives.
+- Memory. B x (I + O) tokens must fit the KV cache: (memory x gpu_memory_utilization -
+  weights/TP - activation reserve) x TP / KV bytes per token (KV heads are replicated when
+  TP exceeds the KV-head count), and B is capped at vLLM's default ``max_num_seqs`` (256).
+
+The capacity κ is the largest λ that meets both percentile targets and the memory limit. It is 0
+where the SLO cannot be met at any load (for example a prompt whose prefill alone exceeds the
+TTFT target). All functions are vectorised over request-size buckets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.stats import poisson
+
+from llmfleet.catalog.gpus import GPUType
+from llmfleet.catalog.models import ModelSpec
+from llmfleet.perf.steptime import PerfParams, decode_time_s, default_params, prefill_time_s
+
+MAX_NUM_SEQS = 256
+"""vLLM's default ``--max-num-seqs`` (vllm/config.py, SchedulerConfig)"""
+
+ACTIVATION_RESERVE_BYTES = 2e9
+"""per-GPU memory vLLM's profiling run keeps for activations and CUDA graphs at default
+``--max-num-batched-tokens`` (estimate; vLLM reports 1-3 GB for 7B-70B models in its startup logs)"""
+
+
+def kv_capacity_tokens(model: ModelSpec, gpu: GPUType, tp: int, gpu_memory_utilization: float = 0.9) -> float:
+    """KV-cache capacity of a TP group, tokens (<= 0 when the weights do not fit)."""
+    per_gpu_free = gpu.memory_bytes * gpu_memory_utilization - model.weight_bytes / tp - ACTIVATION_RESERVE_BYTES
+    replication = max(1.0, tp / model.num_kv_heads)
+    return per_gpu_free * tp / (model.kv_bytes_per_token * replication)
+
+
+def weights_fit(model: ModelSpec, gpu: GPUType, tp: int, gpu_memory_utilization: float = 0.9) -> bool:
+    """True when the weights leave room for a KV cache of at least 2,048 tokens (one typical request)."""
+    return kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization) >= 2048
+
+
+@lru_cache(maxsize=64)
+def _poisson_quantiles(q: float, max_batch: int) -> np.ndarray:
+    """quantile q of Poisson(B) for B = 1..max_batch, shape (max_batch, 1)"""
+    return poisson.ppf(q, np.arange(1, max_batch + 1, dtype=float))[:, None]
+
+
+def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float) -> np.ndarray:
+    """Approximate q-quantile of the M/D/1 waiting time, s (inf when rate x service >= 1)."""
+    rho = np.asarray(rate, dtype=float) * service_s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = service_s * np.log(np.maximum(rho, 1e-300) / (1.0 - q)) / (2.0 * (1.0 - rho))
+    w = np.where(rho > 1.0 - q, w, 0.0)
+    return np.where(rho >= 1.0, np.inf, w)
+
+
+@dataclass(frozen=True)
+class ReplicaCurves:
+    """Operating curves of one replica over batch sizes B = 1..max_batch for each bucket.
+
+    Shapes: ``rate`` and ``tpot_s`` are (max_batch, S); ``prefill_s`` and ``feasible_batch``
+    (S,). ``rate[b, s]`` is the request rate that keeps b+1 requests decoding.
+    """
+
+    rate: np.ndarray
+    tpot_s: np.ndarray
+    decode_s: np.ndarray
+    prefill_s: np.ndarray
+    kv_ok: np.ndarray
+
+
+def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                   percentile: float, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
+                   max_num_seqs: int = MAX_NUM_SEQS) -> ReplicaCurves:
+    """Rate, TPOT percentile and memory feasibility against batch size for each bucket.
+
+    Args:
+        input_tokens, output_tokens: shape (S,), representative request size of each bucket.
+        percentile: SLO percentile, % (e.g. 90).
+    """
+    p = p or default_params()
+    inp = np.asarray(input_tokens, dtype=float)[None, :]
+    out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
+    batch = np.arange(1, max_num_seqs + 1, dtype=float)[:, None]
+    t_p = prefill_time_s(model, gpu, tp, inp[0], p=p)
+    t_d = decode_time_s(model, gpu, tp, batch, batch * (inp + out / 2.0), p=p)
+    rate = batch / (out * t_d + batch * t_p[None, :])
+    k_q = _poisson_quantiles(percentile / 100.0, max_num_seqs)
+    tpot = t_d + k_q * t_p[None, :] / out
+    kv_ok = batch * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
+    kv_ok &= (inp + out) <= model.max_context_tokens
+    return ReplicaCurves(rate, tpot, t_d, t_p, kv_ok)
+
+
+def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                 ttft_s: float, tpot_s: float, percentile: float, p: PerfParams | None = None,
+                 gpu_memory_utilization: float = 0.9) -> np.ndarray:
+    """κ: the largest request rate, req/s, one replica serves within both SLO percentiles.
+
+    Args:
+        input_tokens, output_tokens: shape (S,), bucket request sizes (tokens).
+        ttft_s, tpot_s: SLO targets, s. percentile: %, e.g. 90.
+
+    Returns:
+        Shape (S,), req/s; 0 where the SLO cannot be met or the request does not fit.
+    """
+    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
+    ok = c.kv_ok & (c.tpot_s <= tpot_s)
+    rate_tpot = np.where(ok, c.rate, 0.0).max(axis=0)
+    # the batch at which the decode-side rate is reached sets the residual decode step in TTFT
+    b_star = np.where(ok, c.rate, -1.0).argmax(axis=0)
+    t_d = c.decode_s[b_star, np.arange(c.decode_s.shape[1])]
+    budget = ttft_s - c.prefill_s - t_d
+    q = percentile / 100.0
+    lo = np.zeros_like(budget)
+    hi = np.where(budget > 0, 1.0 / c.prefill_s, 0.0)
+    for _ in range(50):  # bisection: W_q is increasing in the rate
+        mid = (lo + hi) / 2.0
+        good = mdl_wait_quantile_s(mid, c.prefill_s, q) <= budget
+        lo = np.where(good, mid, lo)
+        hi = np.where(good, hi, mid)
+    return np.where(budget > 0, np.minimum(rate_tpot, lo), 0.0)
+
+
+def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                    rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
+                    gpu_memory_utilization: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted (TTFT, TPOT) at the percentile, s, for each bucket served at ``rate_rps``
+    req/s by one replica. Shapes (S,). inf where the rate exceeds what the replica can sustain."""
+    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
+    rate = np.asarray(rate_rps, dtype=float)
+    cols = np.arange(c.rate.shape[1])
+    # smallest batch whose steady-state rate reaches the offered rate
+    reach = c.rate >= rate[None, :]
+    b = np.where(reach.any(axis=0), reach.argmax(axis=0), -1)
+    tpot = np.where(b >= 0, c.tpot_s[np.maximum(b, 0), cols], np.inf)
+    t_d = np.where(b >= 0, c.decode_s[np.maximum(b, 0), cols], np.inf)
+    ttft = c.prefill_s + t_d + mdl_wait_quantile_s(rate, c.prefill_s, percentile / 100.0)
+    return ttft, tpot

@@ -39,9 +39,14 @@ DurationS = Annotated[
 ]
 
 
+def _alias(name: str) -> str:
+    """camelCase with the acronyms Kubernetes users expect: ``maxGPUs``, ``costPerGPUHour``."""
+    return to_camel(name).replace("Gpu", "GPU").replace("Kwh", "KWh")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=_alias, populate_by_name=True, extra="forbid", frozen=True
     )
 
 

@@ -121,20 +121,21 @@ def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     """
     c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
     ok = c.kv_ok & (c.tpot_s <= tpot_s)
-    rate_tpot = np.where(ok, c.rate, 0.0).max(axis=0)
-    # the batch at which the decode-side rate is reached sets the residual decode step in TTFT
-    b_star = np.where(ok, c.rate, -1.0).argmax(axis=0)
-    t_d = c.decode_s[b_star, np.arange(c.decode_s.shape[1])]
-    budget = ttft_s - c.prefill_s - t_d
+    # For each batch size B: the TTFT budget left for queueing after the prefill and one decode
+    # iteration (which grows with B), and the largest rate whose M/D/1 wait quantile fits it.
+    budget = ttft_s - c.prefill_s[None, :] - c.decode_s
+    service = np.broadcast_to(c.prefill_s[None, :], budget.shape)
     q = percentile / 100.0
     lo = np.zeros_like(budget)
-    hi = np.where(budget > 0, 1.0 / c.prefill_s, 0.0)
-    for _ in range(50):  # bisection: W_q is increasing in the rate
+    hi = np.where(budget > 0, 1.0 / service, 0.0)
+    for _ in range(50):  # bisection: the wait quantile is increasing in the rate
         mid = (lo + hi) / 2.0
-        good = mdl_wait_quantile_s(mid, c.prefill_s, q) <= budget
+        good = mdl_wait_quantile_s(mid, service, q) <= budget
         lo = np.where(good, mid, lo)
         hi = np.where(good, hi, mid)
-    return np.where(budget > 0, np.minimum(rate_tpot, lo), 0.0)
+    # a replica can run at any B that meets TPOT and memory; the TTFT-limited rate caps it
+    rate = np.where(ok & (budget > 0), np.minimum(c.rate, lo), 0.0)
+    return rate.max(axis=0)
 
 
 def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,

@@ -1,0 +1,98 @@
+"""Read Mélange's solver input and solve it with llmfleet's formulation.
+
+Mélange (Griggs et al., "Mélange: Cost Efficient Large Language Model Serving by Exploiting GPU
+Heterogeneity", 2024; tyler-griggs/melange-release) takes a JSON object with
+
+- ``gpu_info``: ``{name: {"cost": USD/h, "tputs": [[req/s per input bucket][per output bucket]]}}``
+  (a list of ``{"name", "cost", "tputs"}`` is accepted too); a throughput of 0 means the SLO is
+  unreachable on that GPU for that bucket;
+- ``workload_distribution``: the share of requests per (input, output) bucket (normalised here);
+- ``total_request_rate``: req/s;
+- ``slice_factor``: how finely Mélange slices each bucket. Ignored: llmfleet's traffic shares are
+  continuous, which is the limit of an infinitely fine slice.
+
+Each GPU becomes a pool of unlimited availability and one replica config (TP 1) whose capacity
+per bucket is the profiled throughput.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from llmfleet.catalog.gpus import GPUType
+from llmfleet.solver.problem import FleetProblem, PoolInfo, ReplicaConfig, WorkloadProblem
+
+UNLIMITED_GPUS = 10**6
+
+
+class MelangeInputError(ValueError):
+    """Input JSON that does not follow Mélange's format; the message names the key."""
+
+
+def _gpu_entries(gpu_info) -> list[tuple[str, float, np.ndarray]]:
+    if isinstance(gpu_info, dict):
+        items = list(gpu_info.items())
+    elif isinstance(gpu_info, list):
+        items = [(g.get("name"), g) for g in gpu_info]
+    else:
+        raise MelangeInputError("gpu_info must be an object {name: {cost, tputs}} or a list of {name, cost, tputs}")
+    out = []
+    for name, g in items:
+        if not name or not isinstance(g, dict) or "cost" not in g or "tputs" not in g:
+            raise MelangeInputError(f"gpu_info[{name!r}] needs 'cost' (USD/h) and 'tputs' (2-D req/s)")
+        tputs = np.asarray(g["tputs"], dtype=float)
+        if tputs.ndim != 2 or (tputs < 0).any():
+            raise MelangeInputError(f"gpu_info[{name!r}].tputs must be a 2-D matrix of non-negative req/s")
+        if float(g["cost"]) < 0:
+            raise MelangeInputError(f"gpu_info[{name!r}].cost must be >= 0 USD/h")
+        out.append((str(name), float(g["cost"]), tputs))
+    return out
+
+
+def problem_from_melange(data: dict, time_limit_s: float = 30.0, relative_gap: float = 1e-4) -> FleetProblem:
+    """Build a one-workload FleetProblem from a Mélange input object.
+
+    Raises:
+        MelangeInputError: missing keys, shapes that disagree, negative values.
+    """
+    for key in ("gpu_info", "workload_distribution", "total_request_rate"):
+        if key not in data:
+            raise MelangeInputError(f"missing key {key!r} (Mélange input needs gpu_info, workload_distribution, total_request_rate)")
+    dist = np.asarray(data["workload_distribution"], dtype=float)
+    rate = float(data["total_request_rate"])
+    if dist.ndim != 2 or (dist < 0).any() or dist.sum() <= 0:
+        raise MelangeInputError("workload_distribution must be a 2-D matrix of non-negative shares, not all zero")
+    if rate <= 0:
+        raise MelangeInputError("total_request_rate must be > 0 req/s")
+    gpus = _gpu_entries(data["gpu_info"])
+    cells = np.argwhere(dist > 0)
+    share = dist[cells[:, 0], cells[:, 1]] / dist.sum()
+    pools, configs = {}, []
+    for name, cost, tputs in gpus:
+        if tputs.shape != dist.shape:
+            raise MelangeInputError(f"gpu_info[{name!r}].tputs has shape {tputs.shape}; workload_distribution has {dist.shape}")
+        gpu = GPUType(name=name, memory_gb=0, mem_bandwidth_gbps=0, peak_bf16_tflops=0, tdp_watts=0,
+                      interconnect_gbps=0, spec_source="Mélange input")
+        pool = PoolInfo(name=name, gpu=gpu, max_gpus=UNLIMITED_GPUS, gpus_per_node=1, cost_per_gpu_hour=cost)
+        pools[name] = pool
+        kappa = tputs[cells[:, 0], cells[:, 1]]
+        if (kappa > 0).any():
+            configs.append(ReplicaConfig(pool=pool, tp=1, capacity_rps=kappa, cost_per_replica_hour=cost))
+    w = WorkloadProblem(key="melange", workload=None, model=None, demand=None, rate_rps=rate, share=share,
+                        input_tokens=cells[:, 0].astype(float), output_tokens=cells[:, 1].astype(float),
+                        tier="standard", tier_value=0, min_replicas=0, configs=configs)
+    return FleetProblem([w], pools, time_limit_s=time_limit_s, relative_gap=relative_gap)
+
+
+def load_melange(path: str | Path, **kwargs) -> FleetProblem:
+    """Read a Mélange input JSON file. Raises MelangeInputError (bad JSON or format)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise MelangeInputError(f"{path}: cannot read Mélange JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise MelangeInputError(f"{path}: expected a JSON object")
+    return problem_from_melange(data, **kwargs)

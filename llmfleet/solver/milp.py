@@ -1,0 +1,264 @@
+"""The fleet MILP (DESIGN §6), built with PuLP and solved with HiGHS (CBC as fallback).
+
+Variables, for every workload w, feasible replica config c and request-size bucket b:
+    n[w,c] ∈ Z≥0   replicas
+    x[w,c,b] ∈ [0,1]   share of bucket b's traffic served by config c (continuous: Mélange uses
+                       binary slices; the continuous share is the limit of infinitely fine slices)
+    u[w,b] ∈ [0,1]     share shed, only when capacity is short
+Constraints:
+    Σ_c x[w,c,b] + u[w,b] = 1                           every bucket served or shed
+    Σ_b λ_w s_wb x[w,c,b] / κ[w,c,b] ≤ n[w,c]           replicas carry their load (κ from perf)
+    Σ_{w, c in pool} TP_c n[w,c] ≤ maxGPUs(pool)         availability
+    Σ TP_c n[w,c] TDP_c ≤ power budget                   (when the FleetPolicy sets one)
+    Σ_c n[w,c] ≥ minReplicas(w)
+Objective: Σ n TP (price + TDP x energy price). When all demand fits, one solve with u = 0.
+Otherwise priorities are lexicographic: minimise the shed req/s of the top tier, fix it, then the
+next tier, and finally minimise cost with every tier's service fixed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pulp
+
+from llmfleet.perf.capacity import latency_at_rate
+from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
+from llmfleet.solver.problem import FleetProblem, WorkloadProblem
+
+_SHED_TOL = 1e-6
+
+
+def _solver(time_limit_s: float, gap: float, mip: bool = True):
+    if pulp.HiGHS().available():
+        return pulp.HiGHS(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap, threads=1), "HiGHS"
+    return pulp.PULP_CBC_CMD(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap), "CBC"
+
+
+@dataclass
+class _Model:
+    prob: pulp.LpProblem
+    n: dict
+    x: dict
+    u: dict
+    cost: pulp.LpAffineExpression
+
+
+def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
+    prob = pulp.LpProblem("llmfleet", pulp.LpMinimize)
+    n, x, u = {}, {}, {}
+    cost_terms = []
+    pool_use: dict[str, list] = {name: [] for name in fp.pools}
+    power_terms = []
+    for wi, w in enumerate(fp.workloads):
+        served: list[list] = [[] for _ in range(len(w.share))]
+        for ci, c in enumerate(w.configs):
+            var_n = pulp.LpVariable(f"n_{wi}_{ci}", lowBound=0, cat=pulp.LpInteger)
+            n[wi, ci] = var_n
+            load = []
+            for b in np.flatnonzero(c.capacity_rps > 0):
+                var_x = pulp.LpVariable(f"x_{wi}_{ci}_{b}", lowBound=0, upBound=1)
+                x[wi, ci, b] = var_x
+                served[b].append(var_x)
+                load.append((var_x, w.rate_rps * w.share[b] / c.capacity_rps[b]))
+            prob += pulp.LpAffineExpression(load) - var_n <= 0, f"load_{wi}_{ci}"
+            energy = c.tp * c.pool.gpu.tdp_watts / 1000.0 * fp.energy_price_per_kwh
+            cost_terms.append((var_n, c.cost_per_replica_hour + energy))
+            pool_use[c.pool.name].append((var_n, c.tp))
+            power_terms.append((var_n, c.tp * c.pool.gpu.tdp_watts))
+        for b in range(len(w.share)):
+            terms = list(served[b])
+            if allow_shed:
+                u[wi, b] = pulp.LpVariable(f"u_{wi}_{b}", lowBound=0, upBound=1)
+                terms.append(u[wi, b])
+            prob += pulp.lpSum(terms) == 1, f"serve_{wi}_{b}"
+        if w.min_replicas and w.configs:
+            prob += pulp.lpSum(n[wi, ci] for ci in range(len(w.configs))) >= w.min_replicas, f"minrep_{wi}"
+    for name, terms in pool_use.items():
+        if terms:
+            prob += pulp.LpAffineExpression(terms) <= fp.pools[name].max_gpus, f"pool_{name}"
+    if fp.power_budget_watts is not None and power_terms:
+        prob += pulp.LpAffineExpression(power_terms) <= fp.power_budget_watts, "power_budget"
+    cost = pulp.LpAffineExpression(cost_terms)
+    prob.setObjective(cost)
+    return _Model(prob, n, x, u, cost)
+
+
+def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
+    w = fp.workloads[wi]
+    return pulp.LpAffineExpression([(m.u[wi, b], w.rate_rps * w.share[b]) for b in range(len(w.share))])
+
+
+def _run(m: _Model, fp: FleetProblem, deadline: float) -> tuple[str, float | None]:
+    """Solve; return (status, MIP dual bound or None)."""
+    solver, _ = _solver(max(deadline - time.perf_counter(), 0.1), fp.relative_gap)
+    m.prob.solve(solver)
+    status = pulp.LpStatus[m.prob.status]
+    bound = None
+    model = getattr(m.prob, "solverModel", None)
+    if model is not None and hasattr(model, "getInfo"):
+        info = model.getInfo()
+        bound = getattr(info, "mip_dual_bound", None)
+    return status, bound
+
+
+def _lp_bound(fp: FleetProblem, allow_shed: bool, extra=None) -> float | None:
+    """Objective of the LP relaxation (all integrality dropped): a lower bound on the cost."""
+    m = _build(fp, allow_shed)
+    if extra:
+        extra(m)
+    solver, _ = _solver(fp.time_limit_s, fp.relative_gap, mip=False)
+    m.prob.solve(solver)
+    return pulp.value(m.prob.objective) if m.prob.status == pulp.LpStatusOptimal else None
+
+
+def solve(fp: FleetProblem) -> Plan:
+    """Solve the fleet MILP.
+
+    Returns:
+        A Plan. ``status`` is ``optimal`` (proven within the relative gap), ``feasible`` (time limit
+        hit with a solution), ``shortage`` (some demand shed; ``workloads[*].shed_rps`` and the
+        messages say which and why) or ``infeasible`` (no plan at all; messages explain). Never
+        raises for an infeasible input.
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + fp.time_limit_s
+    _, backend = _solver(1, 0)
+    messages = _unreachable_messages(fp)
+
+    m = _build(fp, allow_shed=False)
+    status, bound = _run(m, fp, deadline)
+    shedding = status != "Optimal"
+    fixes = []
+    if shedding:
+        m = _build(fp, allow_shed=True)
+        for tier_value in sorted({w.tier_value for w in fp.workloads}, reverse=True):
+            members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
+            shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in members)
+            m.prob.setObjective(shed)
+            status, _ = _run(m, fp, deadline)
+            if status != "Optimal":
+                break
+            best = pulp.value(shed) or 0.0
+            m.prob += shed <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_shed"
+            fixes.append((members, best))
+        if status == "Optimal":
+            m.prob.setObjective(m.cost)
+            status, bound = _run(m, fp, deadline)
+    if status not in ("Optimal",) and m.prob.sol_status not in (pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal):
+        messages += _infeasible_messages(fp)
+        return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,
+                    solve_time_s=time.perf_counter() - t0, solver=backend, assignments=[],
+                    workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier) for w in fp.workloads],
+                    messages=messages)
+
+    def fix_tiers(mm: _Model) -> None:
+        for members, best in fixes:
+            mm.prob += pulp.lpSum(_shed_rps(fp, mm, wi) for wi in members) <= best + _SHED_TOL * max(1.0, best)
+
+    lp_bound = _lp_bound(fp, shedding, fix_tiers if shedding else None)
+    plan = _extract(fp, m, shedding)
+    plan.solver = backend
+    plan.solve_time_s = time.perf_counter() - t0
+    plan.lp_bound = lp_bound
+    plan.dual_bound = bound
+    best_bound = max(b for b in (lp_bound, bound, 0.0) if b is not None)
+    plan.gap = (plan.cost_per_hour - best_bound) / plan.cost_per_hour if plan.cost_per_hour > 1e-9 else 0.0
+    plan.gap = max(plan.gap, 0.0)
+    if shedding:
+        plan.status = "shortage"
+        messages += _shortage_messages(fp, m, plan)
+    else:
+        plan.status = "optimal" if plan.gap <= fp.relative_gap + 1e-9 else "feasible"
+    plan.messages = messages
+    return plan
+
+
+def _extract(fp: FleetProblem, m: _Model, shedding: bool) -> Plan:
+    assignments, results = [], []
+    total = 0.0
+    for wi, w in enumerate(fp.workloads):
+        shed = sum((m.u[wi, b].value() or 0.0) * w.rate_rps * w.share[b] for b in range(len(w.share))) if shedding else 0.0
+        for ci, c in enumerate(w.configs):
+            reps = int(round(m.n[wi, ci].value() or 0))
+            if reps == 0:
+                continue
+            bucket_rps = np.zeros(len(w.share))
+            for b in np.flatnonzero(c.capacity_rps > 0):
+                bucket_rps[b] = (m.x[wi, ci, b].value() or 0.0) * w.rate_rps * w.share[b]
+            util = float((bucket_rps[c.capacity_rps > 0] / c.capacity_rps[c.capacity_rps > 0]).sum() / reps)
+            cost = reps * c.cost_per_replica_hour + reps * c.tp * c.pool.gpu.tdp_watts / 1000.0 * fp.energy_price_per_kwh
+            total += cost
+            a = Assignment(
+                workload=w.key, pool=c.pool.name, gpu_type=c.pool.gpu.name, tp=c.tp, replicas=reps,
+                gpus=reps * c.tp, cost_per_hour=cost, rate_rps=float(bucket_rps.sum()),
+                utilization=util, bucket_rate_rps=bucket_rps, config=c,
+            )
+            if w.model is not None and a.rate_rps > 0:
+                a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0))
+            assignments.append(a)
+        results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
+    return Plan(status="", cost_per_hour=total, lp_bound=None, dual_bound=None, gap=None, solve_time_s=0.0,
+                solver="", assignments=assignments, workloads=results, messages=[])
+
+
+def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float) -> tuple[float, float]:
+    """Traffic-weighted TTFT and TPOT at the SLO percentile of a replica group at utilization
+    ``util``: each bucket is evaluated at util x κ, the rate at which it alone would load a
+    replica as much as the actual mix does."""
+    served = bucket_rps > 0
+    slo = w.workload.spec.slo
+    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, w.input_tokens[served], w.output_tokens[served],
+                                 util * c.capacity_rps[served], slo.percentile,
+                                 gpu_memory_utilization=w.workload.spec.serving.gpu_memory_utilization)
+    weights = bucket_rps[served] / bucket_rps[served].sum()
+    return float((weights * ttft).sum()), float((weights * tpot).sum())
+
+
+def _describe_bucket(w: WorkloadProblem, b: int) -> str:
+    return f"requests of ~{w.input_tokens[b]:.0f} input / ~{w.output_tokens[b]:.0f} output tokens ({w.share[b]:.1%} of traffic)"
+
+
+def _unreachable_messages(fp: FleetProblem) -> list[str]:
+    out = []
+    for w in fp.workloads:
+        if not w.configs:
+            out.append(f"{w.key}: no GPU pool can serve it within its SLO (no (GPU type, TP) fits the model "
+                       "and meets ttft/tpot; loosen spec.slo, allow more spec.serving.tensorParallelSizes, or add a pool)")
+            continue
+        for b in range(len(w.share)):
+            if not any(c.capacity_rps[b] > 0 for c in w.configs):
+                out.append(f"{w.key}: SLO unreachable on every pool for {_describe_bucket(w, b)}; that traffic is shed")
+    return out
+
+
+def _infeasible_messages(fp: FleetProblem) -> list[str]:
+    out = []
+    need = sum(w.min_replicas * min((c.tp for c in w.configs), default=1) for w in fp.workloads)
+    avail = sum(p.max_gpus for p in fp.pools.values())
+    if need > avail:
+        out.append(f"minReplicas of all workloads need at least {need} GPUs; the pools offer {avail} (spec.maxGPUs)")
+    if fp.power_budget_watts is not None:
+        out.append(f"check FleetPolicy spec.powerBudgetWatts ({fp.power_budget_watts:.0f} W) against the minimum replicas")
+    return out or ["no plan satisfies spec.serving.minReplicas together with GPUPool spec.maxGPUs"]
+
+
+def _shortage_messages(fp: FleetProblem, m: _Model, plan: Plan) -> list[str]:
+    out = []
+    full = []
+    for name, pool in fp.pools.items():
+        used = sum(a.gpus for a in plan.assignments if a.pool == name)
+        if pool.max_gpus and used >= pool.max_gpus:
+            full.append(f"{name} ({used}/{pool.max_gpus} GPUs)")
+    power = ""
+    if fp.power_budget_watts is not None:
+        watts = sum(a.gpus * a.config.pool.gpu.tdp_watts for a in plan.assignments)
+        if watts >= 0.98 * fp.power_budget_watts:
+            power = f"; power budget binds ({watts:.0f}/{fp.power_budget_watts:.0f} W)"
+    for r in plan.workloads:
+        if r.shed_rps > 1e-6:
+            why = f"pools at capacity: {', '.join(full)}" if full else "SLO unreachable for part of its traffic"
+            out.append(f"{r.workload} (tier {r.tier}): {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served; {why}{power}")
+    return out

@@ -1,0 +1,97 @@
+"""The Plan the solver returns: replicas per (workload, pool, TP), cost, bound, gap, explanations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Assignment:
+    """Replicas of one workload on one (pool, TP) configuration.
+
+    Attributes:
+        rate_rps: traffic routed to this group, req/s; ``bucket_rate_rps`` per bucket, shape (S,).
+        utilization: load / capacity of the group under the SLO (<= 1).
+        ttft_s, tpot_s: predicted latency at the SLO percentile, traffic-weighted over buckets, s.
+    """
+
+    workload: str
+    pool: str
+    gpu_type: str
+    tp: int
+    replicas: int
+    gpus: int
+    cost_per_hour: float
+    rate_rps: float
+    utilization: float
+    bucket_rate_rps: np.ndarray
+    config: Any = field(repr=False, default=None)
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    role: str = "colocated"
+
+    def to_dict(self) -> dict:
+        return {
+            "workload": self.workload, "pool": self.pool, "gpuType": self.gpu_type, "tensorParallelSize": self.tp,
+            "role": self.role, "replicas": self.replicas, "gpus": self.gpus,
+            "costPerHour": round(self.cost_per_hour, 4), "rateRps": round(self.rate_rps, 4),
+            "utilization": round(self.utilization, 4),
+            "predictedTTFTSeconds": None if self.ttft_s is None else round(self.ttft_s, 4),
+            "predictedTPOTSeconds": None if self.tpot_s is None else round(self.tpot_s, 5),
+        }
+
+
+@dataclass
+class WorkloadResult:
+    workload: str
+    demand_rps: float
+    served_rps: float
+    shed_rps: float
+    tier: str
+
+    def to_dict(self) -> dict:
+        return {"workload": self.workload, "tier": self.tier, "demandRps": round(self.demand_rps, 4),
+                "servedRps": round(self.served_rps, 4), "shedRps": round(self.shed_rps, 4)}
+
+
+@dataclass
+class Plan:
+    """A fleet plan.
+
+    Attributes:
+        status: ``optimal`` | ``feasible`` (time limit) | ``shortage`` (demand shed) | ``infeasible``.
+        cost_per_hour: USD per hour of the chosen fleet (GPU-hours + energy), None if infeasible.
+        lp_bound: objective of the LP relaxation, USD/h (a lower bound on any plan's cost).
+        dual_bound: the MIP solver's proven lower bound, USD/h (HiGHS), None with CBC.
+        gap: (cost - best bound) / cost.
+        messages: human-readable explanations (unreachable SLOs, shed demand, binding limits).
+    """
+
+    status: str
+    cost_per_hour: float | None
+    lp_bound: float | None
+    dual_bound: float | None
+    gap: float | None
+    solve_time_s: float
+    solver: str
+    assignments: list[Assignment]
+    workloads: list[WorkloadResult]
+    messages: list[str]
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(a.gpus for a in self.assignments)
+
+    def to_dict(self) -> dict:
+        r = lambda v, d=4: None if v is None else round(v, d)  # noqa: E731
+        return {
+            "status": self.status, "costPerHour": r(self.cost_per_hour), "lpBound": r(self.lp_bound),
+            "dualBound": r(self.dual_bound), "gap": r(self.gap, 6), "solveTimeSeconds": r(self.solve_time_s, 3),
+            "solver": self.solver, "totalGPUs": self.total_gpus,
+            "assignments": [a.to_dict() for a in self.assignments],
+            "workloads": [w.to_dict() for w in self.workloads],
+            "messages": list(self.messages),
+        }

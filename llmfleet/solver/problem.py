@@ -1,0 +1,180 @@
+"""Turn LLMWorkloads, GPUPools and the FleetPolicy into the numbers the MILP needs.
+
+For each workload: its demand (rate to plan for, with the policy's headroom, and the share of
+each request-size bucket) and every feasible replica configuration c = (pool, TP) with the
+capacity κ[c, b] of one replica for each bucket b under the workload's SLO (``perf.capacity``).
+A configuration is feasible when TP is allowed by the workload, fits one node of the pool, and
+the weights leave room for a KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from llmfleet.api.loader import FleetSpec, ManifestError
+from llmfleet.api.models import GPUPool, LLMWorkload
+from llmfleet.catalog.gpus import GPUType, get_gpu
+from llmfleet.catalog.models import ModelSpec, resolve_model
+from llmfleet.perf.capacity import capacity_rps, weights_fit
+from llmfleet.perf.steptime import PerfParams, default_params
+from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
+from llmfleet.workload.traces import TraceError, load_trace
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A GPUPool resolved against the catalogue."""
+
+    name: str
+    gpu: GPUType
+    max_gpus: int
+    gpus_per_node: int
+    cost_per_gpu_hour: float
+    """USD per GPU-hour (pool override or catalogue list price)"""
+
+
+@dataclass
+class ReplicaConfig:
+    """One way to run a replica of a workload: ``tp`` GPUs of ``pool``.
+
+    ``capacity_rps`` has shape (S,) over the workload's non-empty buckets: κ, req/s per replica.
+    """
+
+    pool: PoolInfo
+    tp: int
+    capacity_rps: np.ndarray
+    cost_per_replica_hour: float
+
+    @property
+    def gpus(self) -> int:
+        return self.tp
+
+
+@dataclass
+class WorkloadProblem:
+    """A workload as the MILP sees it.
+
+    Attributes:
+        rate_rps: the rate to plan for (peak quantile x (1 + headroom)), req/s.
+        share: shape (S,), fraction of requests in each non-empty bucket.
+        input_tokens, output_tokens: shape (S,), bucket request sizes.
+        tier_value: PriorityClass value of the workload's tier (higher is served first).
+        workload, model, demand: the objects it came from (None for Mélange-format input).
+    """
+
+    key: str
+    workload: LLMWorkload | None
+    model: ModelSpec | None
+    demand: Demand | None
+    rate_rps: float
+    share: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    tier: str
+    tier_value: int
+    min_replicas: int
+    configs: list[ReplicaConfig] = field(default_factory=list)
+
+
+@dataclass
+class FleetProblem:
+    workloads: list[WorkloadProblem]
+    pools: dict[str, PoolInfo]
+    power_budget_watts: float | None = None
+    energy_price_per_kwh: float = 0.0
+    time_limit_s: float = 30.0
+    relative_gap: float = 1e-3
+
+
+def resolve_pool(pool: GPUPool) -> PoolInfo:
+    """Resolve a GPUPool's GPU type and price.
+
+    Raises:
+        ManifestError: unknown GPU type without ``spec.gpu``, or no price anywhere.
+    """
+    s = pool.spec
+    if s.gpu is not None:
+        gpu = GPUType(name=s.gpu_type, memory_gb=s.gpu.memory_gb, mem_bandwidth_gbps=s.gpu.mem_bandwidth_gbps,
+                      peak_bf16_tflops=s.gpu.peak_bf16_tflops, tdp_watts=s.gpu.tdp_watts,
+                      interconnect_gbps=s.gpu.interconnect_gbps, spec_source="GPUPool.spec.gpu")
+    else:
+        try:
+            gpu = get_gpu(s.gpu_type)
+        except KeyError as err:
+            raise ManifestError(f"GPUPool {pool.metadata.name}: spec.gpuType: {err.args[0]}") from None
+    cost = s.cost_per_gpu_hour if s.cost_per_gpu_hour is not None else gpu.default_cost_per_gpu_hour
+    if cost is None:
+        raise ManifestError(
+            f"GPUPool {pool.metadata.name}: spec.costPerGPUHour is required: the catalogue has no list price for {gpu.name}"
+        )
+    return PoolInfo(pool.metadata.name, gpu, s.max_gpus, s.gpus_per_node, cost)
+
+
+def workload_demand(w: LLMWorkload, source: Path | None) -> Demand:
+    """The workload's demand from its trace (path relative to the YAML file) or its declared traffic.
+
+    Raises:
+        ManifestError: the trace cannot be read (the message names the field and file).
+    """
+    t = w.spec.traffic
+    if t.trace is None:
+        return demand_from_spec(t)
+    path = Path(t.trace.path)
+    if not path.is_absolute() and source is not None:
+        path = source.parent / path
+    try:
+        trace = load_trace(path, t.trace.format)
+        return demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
+    except (TraceError, ValueError) as err:
+        raise ManifestError(f"LLMWorkload {w.key}: spec.traffic.trace: {err}") from None
+
+
+def build_problem(spec: FleetSpec, params: PerfParams | None = None,
+                  demands: dict[str, Demand] | None = None) -> FleetProblem:
+    """Assemble the MILP inputs for a whole fleet.
+
+    Args:
+        demands: optional demand per workload key, overriding the spec (e.g. from telemetry).
+
+    Raises:
+        ManifestError: unknown model or GPU type, missing price, unreadable trace.
+    """
+    params = params or default_params()
+    policy = spec.policy.spec
+    tiers = {t.name: t.value for t in policy.priority_tiers}
+    pools = {p.metadata.name: resolve_pool(p) for p in spec.pools}
+    problems = []
+    for w in spec.workloads:
+        try:
+            model = resolve_model(w.spec.model, w.spec.architecture)
+        except KeyError as err:
+            raise ManifestError(f"LLMWorkload {w.key}: spec.model: {err.args[0]}") from None
+        demand = (demands or {}).get(w.key) or workload_demand(w, spec.sources.get(f"LLMWorkload/{w.metadata.namespace or ''}/{w.metadata.name}"))
+        idx = np.argwhere(demand.share > 0)
+        share = demand.share[idx[:, 0], idx[:, 1]]
+        inp = demand.input_tokens[idx[:, 0], idx[:, 1]]
+        out = demand.output_tokens[idx[:, 0], idx[:, 1]]
+        wp = WorkloadProblem(
+            key=w.key, workload=w, model=model, demand=demand,
+            rate_rps=demand.rate_plan_rps * (1.0 + policy.headroom),
+            share=share, input_tokens=inp, output_tokens=out,
+            tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
+        )
+        slo, serving = w.spec.slo, w.spec.serving
+        for pool in pools.values():
+            for tp in serving.tensor_parallel_sizes:
+                if tp > pool.gpus_per_node or tp > pool.max_gpus:
+                    continue
+                if not weights_fit(model, pool.gpu, tp, serving.gpu_memory_utilization):
+                    continue
+                kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile,
+                                     params, serving.gpu_memory_utilization)
+                if not (kappa > 0).any():
+                    continue
+                wp.configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
+        problems.append(wp)
+    return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
+                        policy.solver.time_limit_seconds, policy.solver.relative_gap)

@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmfleet.api.models import TrafficSpec
+from llmfleet.workload.demand import demand_from_spec, demand_from_trace, windowed_rates
+from llmfleet.workload.traces import TraceError, load_trace
+
+from conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def azure():
+    return load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
+
+
+def test_azure_sample_matches_published_statistics(azure):
+    # shared/data/README.md: 19,366 rows, 5.5 req/s mean, input p50/p90/p99 = 1020/2734/4142, output 129/424/601
+    assert len(azure) == 19366
+    assert len(azure) / azure["arrival_s"].max() == pytest.approx(5.5, abs=0.1)
+    assert np.percentile(azure["input_tokens"], [50, 90, 99]) == pytest.approx([1020, 2734, 4142], rel=0.01)
+    assert np.percentile(azure["output_tokens"], [50, 90, 99]) == pytest.approx([129, 424, 601], rel=0.01)
+    assert azure["arrival_s"].is_monotonic_increasing and azure["arrival_s"].iloc[0] == 0
+
+
+def test_mooncake_trace(shared_data):
+    t = load_trace(shared_data / "traces" / "mooncake_fast25_synthetic.jsonl", "mooncake")
+    assert len(t) == 3993
+    # README: input p50 11.6k tokens
+    assert np.median(t["input_tokens"]) == pytest.approx(11600, rel=0.05)
+
+
+def test_burstgpt_schema_and_failed_requests(tmp_path):
+    f = tmp_path / "burst.csv"
+    f.write_text(
+        "Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "10.5,1,2.0,ChatGPT,300,120,420,Conversation log\n"
+        "5.0,2,1.0,GPT-4,800,0,800,API log\n"  # a failed request: no response
+        "12.0,3,3.0,ChatGPT,50,500,550,Conversation log\n"
+    )
+    t = load_trace(f, "burstgpt")
+    assert t["input_tokens"].tolist() == [300, 50]
+    assert t["output_tokens"].tolist() == [120, 500]
+    assert t["arrival_s"].tolist() == [0.0, 1.5]
+
+
+def test_generic_csv_and_missing_column(tmp_path):
+    good = tmp_path / "g.csv"
+    good.write_text("timestamp,input_tokens,output_tokens\n2,10,5\n1,20,6\n")
+    t = load_trace(good, "csv")
+    assert t["input_tokens"].tolist() == [20, 10]
+    bad = tmp_path / "b.csv"
+    bad.write_text("time,input_tokens,output_tokens\n1,2,3\n")
+    with pytest.raises(TraceError, match="missing column.*timestamp"):
+        load_trace(bad, "csv")
+    with pytest.raises(TraceError, match="allowed: azure, mooncake, burstgpt, csv"):
+        load_trace(good, "parquet")
+
+
+def test_demand_from_trace(azure):
+    d = demand_from_trace(azure, peak_quantile=0.9, window_s=60)
+    assert d.share.sum() == pytest.approx(1.0)
+    assert d.rate_mean_rps == pytest.approx(5.53, abs=0.01)
+    rates = windowed_rates(azure["arrival_s"].to_numpy(), 60)
+    assert d.rate_plan_rps == pytest.approx(np.quantile(rates, 0.9))
+    assert d.rate_plan_rps > d.rate_mean_rps  # the trace is bursty: the p90 minute is above the mean
+    # bucket means are means of the requests in them: they lie inside the bucket edges
+    for i, j in d.buckets():
+        assert d.input_edges[i] <= d.input_tokens[i, j] < d.input_edges[i + 1]
+    assert d.mean_input_tokens == pytest.approx(azure["input_tokens"].mean())
+
+
+def test_demand_from_percentiles_resembles_the_trace_it_summarises(azure):
+    spec = TrafficSpec(request_rate_per_second=5.5, input_tokens={"p50": 1020, "p90": 2734, "p99": 4142},
+                       output_tokens={"p50": 129, "p90": 424, "p99": 601})
+    d = demand_from_spec(spec)
+    assert d.share.sum() == pytest.approx(1.0)
+    assert d.mean_input_tokens == pytest.approx(azure["input_tokens"].mean(), rel=0.25)
+    assert d.mean_output_tokens == pytest.approx(azure["output_tokens"].mean(), rel=0.25)

@@ -8,6 +8,8 @@ workload whose model is not here gives ``spec.architecture`` instead.
 from __future__ import annotations
 
 import re
+
+import numpy as np
 from dataclasses import dataclass
 
 from llmfleet.api.models import ModelArchitecture
@@ -62,7 +64,7 @@ class ModelSpec:
         e, k = self.num_experts, self.experts_per_token
         per_expert = (self.params_billion - self.active_params_billion) / (e - k) * 1e9 * self.bytes_per_weight
         dense = self.active_weight_bytes - k * per_expert
-        touched = e * (1.0 - (1.0 - k / e) ** max(batch_tokens, 1.0))
+        touched = e * (1.0 - (1.0 - k / e) ** np.maximum(batch_tokens, 1.0))
         return dense + per_expert * touched
 
     @property

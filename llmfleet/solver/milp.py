@@ -18,6 +18,7 @@ next tier, and finally minimise cost with every tier's service fixed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -43,23 +44,25 @@ class _Model:
     n: dict
     x: dict
     u: dict
+    unreachable: set
     cost: pulp.LpAffineExpression
 
 
 def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     prob = pulp.LpProblem("llmfleet", pulp.LpMinimize)
     n, x, u = {}, {}, {}
+    unreachable: set[tuple[int, int]] = set()
     cost_terms = []
     pool_use: dict[str, list] = {name: [] for name in fp.pools}
     power_terms = []
     for wi, w in enumerate(fp.workloads):
         served: list[list] = [[] for _ in range(len(w.share))]
         for ci, c in enumerate(w.configs):
-            var_n = pulp.LpVariable(f"n_{wi}_{ci}", lowBound=0, cat=pulp.LpInteger)
+            var_n = prob.add_variable(f"n_{wi}_{ci}", lowBound=0, cat=pulp.LpInteger)
             n[wi, ci] = var_n
             load = []
             for b in np.flatnonzero(c.capacity_rps > 0):
-                var_x = pulp.LpVariable(f"x_{wi}_{ci}_{b}", lowBound=0, upBound=1)
+                var_x = prob.add_variable(f"x_{wi}_{ci}_{b}", lowBound=0, upBound=1)
                 x[wi, ci, b] = var_x
                 served[b].append(var_x)
                 load.append((var_x, w.rate_rps * w.share[b] / c.capacity_rps[b]))
@@ -70,8 +73,11 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
             power_terms.append((var_n, c.tp * c.pool.gpu.tdp_watts))
         for b in range(len(w.share)):
             terms = list(served[b])
+            if not terms:  # no config meets the SLO for this bucket: shed by necessity, not a choice
+                unreachable.add((wi, b))
+                continue
             if allow_shed:
-                u[wi, b] = pulp.LpVariable(f"u_{wi}_{b}", lowBound=0, upBound=1)
+                u[wi, b] = prob.add_variable(f"u_{wi}_{b}", lowBound=0, upBound=1)
                 terms.append(u[wi, b])
             prob += pulp.lpSum(terms) == 1, f"serve_{wi}_{b}"
         if w.min_replicas and w.configs:
@@ -83,12 +89,12 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
         prob += pulp.LpAffineExpression(power_terms) <= fp.power_budget_watts, "power_budget"
     cost = pulp.LpAffineExpression(cost_terms)
     prob.setObjective(cost)
-    return _Model(prob, n, x, u, cost)
+    return _Model(prob, n, x, u, unreachable, cost)
 
 
 def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
     w = fp.workloads[wi]
-    return pulp.LpAffineExpression([(m.u[wi, b], w.rate_rps * w.share[b]) for b in range(len(w.share))])
+    return pulp.LpAffineExpression([(m.u[wi, b], w.rate_rps * w.share[b]) for b in range(len(w.share)) if (wi, b) in m.u])
 
 
 def _run(m: _Model, fp: FleetProblem, deadline: float) -> tuple[str, float | None]:
@@ -114,8 +120,93 @@ def _lp_bound(fp: FleetProblem, allow_shed: bool, extra=None) -> float | None:
     return pulp.value(m.prob.objective) if m.prob.status == pulp.LpStatusOptimal else None
 
 
+def prune_dominated(w: WorkloadProblem) -> list:
+    """Drop configs that another TP degree of the same pool dominates exactly.
+
+    ``tp`` GPUs as one replica of TP ``tp`` are dominated by the same GPUs as ``tp/tp'`` replicas
+    of TP ``tp'`` (same pool, same cost, same GPUs, at least as many replicas) when
+    κ(tp) <= (tp/tp') κ(tp') in every bucket: any plan using the former can swap in the latter.
+    """
+    keep = []
+    for c in w.configs:
+        dominated = any(
+            o.pool.name == c.pool.name and o.tp < c.tp and c.tp % o.tp == 0
+            and (c.capacity_rps <= (c.tp // o.tp) * o.capacity_rps + 1e-12).all()
+            for o in w.configs
+        )
+        if not dominated:
+            keep.append(c)
+    return keep
+
+
+def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
+    """Do independently solved workloads fit the shared pool availability and power budget?"""
+    for name, pool in fp.pools.items():
+        if sum(a.gpus for a in plan.assignments if a.pool == name) > pool.max_gpus:
+            return False
+    if fp.power_budget_watts is not None:
+        watts = sum(a.gpus * a.config.pool.gpu.tdp_watts for a in plan.assignments)
+        if watts > fp.power_budget_watts:
+            return False
+    return True
+
+
 def solve(fp: FleetProblem) -> Plan:
-    """Solve the fleet MILP.
+    """Solve the fleet plan for all workloads together.
+
+    Workloads interact only through the shared limits (pool availability, power budget). So the
+    workloads are first solved one by one; when the union of those optimal plans respects the
+    shared limits it is optimal for the joint problem too (the joint feasible set is contained in
+    the product of the individual ones), with the sum of the individual bounds as its bound.
+    Otherwise the joint MILP is solved (``solve_joint``).
+    """
+    t0 = time.perf_counter()
+    fp = dataclasses.replace(fp, workloads=[dataclasses.replace(w, configs=prune_dominated(w)) for w in fp.workloads])
+    if len(fp.workloads) > 1:
+        parts = []
+        for w in fp.workloads:
+            remaining = fp.time_limit_s - (time.perf_counter() - t0)
+            if remaining <= 0:
+                break
+            part = solve_joint(dataclasses.replace(fp, workloads=[w], time_limit_s=remaining))
+            if part.status != "optimal":
+                break
+            parts.append(part)
+        if len(parts) == len(fp.workloads):
+            merged = _merge(parts)
+            if _coupling_ok(fp, merged):
+                merged.solve_time_s = time.perf_counter() - t0
+                merged.status = "optimal" if merged.gap <= fp.relative_gap + 1e-9 else "feasible"
+                return _mark_shortage(merged)
+    remaining = max(fp.time_limit_s - (time.perf_counter() - t0), 1.0)
+    plan = solve_joint(dataclasses.replace(fp, time_limit_s=remaining))
+    plan.solve_time_s = time.perf_counter() - t0
+    return _mark_shortage(plan)
+
+
+def _mark_shortage(plan: Plan) -> Plan:
+    """A plan that leaves any demand unserved (capacity short, or an SLO no config meets) is a
+    ``shortage``, whatever the solver's own status; the messages say why."""
+    if plan.status in ("optimal", "feasible") and any(r.shed_rps > 0 for r in plan.workloads):
+        plan.status = "shortage"
+    return plan
+
+
+def _merge(parts: list[Plan]) -> Plan:
+    def total(attr):
+        vals = [getattr(p, attr) for p in parts]
+        return None if any(v is None for v in vals) else sum(vals)
+
+    cost = sum(p.cost_per_hour for p in parts)
+    bound = max(v for v in (total("lp_bound"), total("dual_bound"), 0.0) if v is not None)
+    return Plan(status="", cost_per_hour=cost, lp_bound=total("lp_bound"), dual_bound=total("dual_bound"),
+                gap=max((cost - bound) / cost, 0.0) if cost > 1e-9 else 0.0, solve_time_s=0.0, solver=parts[0].solver,
+                assignments=[a for p in parts for a in p.assignments], workloads=[r for p in parts for r in p.workloads],
+                messages=[m for p in parts for m in p.messages])
+
+
+def solve_joint(fp: FleetProblem) -> Plan:
+    """Solve the fleet MILP over all workloads at once.
 
     Returns:
         A Plan. ``status`` is ``optimal`` (proven within the relative gap), ``feasible`` (time limit
@@ -180,7 +271,10 @@ def _extract(fp: FleetProblem, m: _Model, shedding: bool) -> Plan:
     assignments, results = [], []
     total = 0.0
     for wi, w in enumerate(fp.workloads):
-        shed = sum((m.u[wi, b].value() or 0.0) * w.rate_rps * w.share[b] for b in range(len(w.share))) if shedding else 0.0
+        shed = sum((1.0 if (wi, b) in m.unreachable else (m.u[wi, b].value() or 0.0) if (wi, b) in m.u else 0.0)
+                   * w.rate_rps * w.share[b] for b in range(len(w.share)))
+        if shed < 1e-6 * w.rate_rps:  # below the solver's feasibility tolerance: nothing is shed
+            shed = 0.0
         for ci, c in enumerate(w.configs):
             reps = int(round(m.n[wi, ci].value() or 0))
             if reps == 0:

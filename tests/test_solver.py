@@ -1,0 +1,193 @@
+import itertools
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from llmfleet.api.loader import load_fleet
+from llmfleet.solver.baseline import cheapest_full_service, single_type_baselines
+from llmfleet.solver.melange import MelangeInputError, problem_from_melange
+from llmfleet.solver.milp import solve
+from llmfleet.solver.problem import build_problem
+
+from conftest import EXAMPLES
+
+MELANGE_EXAMPLE = {
+    "gpu_info": {"A10G": {"cost": 1.01, "tputs": [[2, 1], [5, 2]]},
+                 "A100-80GB": {"cost": 3.67, "tputs": [[20, 20], [40, 20]]}},
+    "workload_distribution": [[0.2, 0.1], [0.5, 0.2]],
+    "total_request_rate": 30,
+    "slice_factor": 4,
+}
+
+
+def test_melange_published_example_costs_no_more_than_melange():
+    """Mélange answers $6.70/h (slice factor 1) and $5.69/h (slice factor 4). By hand: bucket loads
+    are 6, 3, 15, 6 req/s; on A100 they need 0.3+0.15+0.375+0.3 = 1.125 replicas, so one A100 takes
+    all but 0.125 A100-units, which is 5 req/s of the 40-req/s bucket = exactly one A10G (κ=5):
+    1 x A100 + 1 x A10G = $4.68/h. Two A100s ($7.34) or any 0-A100 fleet (>= 12 A10G) cost more."""
+    plan = solve(problem_from_melange(MELANGE_EXAMPLE))
+    assert plan.status == "optimal"
+    assert plan.cost_per_hour <= 5.69
+    assert plan.cost_per_hour == pytest.approx(4.68)
+    assert {a.gpu_type: a.replicas for a in plan.assignments} == {"A10G": 1, "A100-80GB": 1}
+    assert plan.lp_bound <= plan.cost_per_hour + 1e-9
+
+
+def brute_force_cost(data: dict, max_replicas: int) -> float:
+    """Cheapest replica vector found by enumeration, each checked by an LP feasibility problem
+    (can the bucket loads be split over the replicas?) solved with SciPy, independently of PuLP."""
+    dist = np.asarray(data["workload_distribution"], float).ravel()
+    load = dist / dist.sum() * data["total_request_rate"]
+    gpus = list(data["gpu_info"].items())
+    tputs = [np.asarray(g["tputs"], float).ravel() for _, g in gpus]
+    best = np.inf
+    for n in itertools.product(range(max_replicas + 1), repeat=len(gpus)):
+        cost = sum(k * g["cost"] for k, (_, g) in zip(n, gpus))
+        if cost >= best:
+            continue
+        # variables x[g, b] = share of bucket b on GPU type g
+        nb = len(load)
+        a_eq, b_eq = [], []
+        for b in range(nb):
+            row = np.zeros(len(gpus) * nb)
+            for g in range(len(gpus)):
+                row[g * nb + b] = 1
+            a_eq.append(row)
+            b_eq.append(1.0)
+        a_ub, b_ub, bounds = [], [], []
+        for g in range(len(gpus)):
+            row = np.zeros(len(gpus) * nb)
+            for b in range(nb):
+                if tputs[g][b] > 0:
+                    row[g * nb + b] = load[b] / tputs[g][b]
+            a_ub.append(row)
+            b_ub.append(n[g])
+            bounds += [(0, 1 if tputs[g][b] > 0 else 0) for b in range(nb)]
+        res = linprog(np.zeros(len(gpus) * nb), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds)
+        if res.status == 0:
+            best = cost
+    return best
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_milp_matches_exhaustive_search(seed):
+    rng = np.random.default_rng(seed)
+    shape = (2, 2)
+    data = {
+        "gpu_info": {f"G{i}": {"cost": float(rng.uniform(0.5, 5.0)),
+                               "tputs": (rng.uniform(0.5, 1.0, shape) * rng.uniform(2, 30)).round(2).tolist()}
+                     for i in range(3)},
+        "workload_distribution": rng.dirichlet(np.ones(4)).reshape(shape).tolist(),
+        "total_request_rate": float(rng.uniform(5, 25)),
+    }
+    plan = solve(problem_from_melange(data))
+    assert plan.cost_per_hour == pytest.approx(brute_force_cost(data, max_replicas=8), abs=1e-6)
+
+
+def test_zero_throughput_means_unusable_for_that_bucket():
+    data = json.loads(json.dumps(MELANGE_EXAMPLE))
+    data["gpu_info"]["A100-80GB"]["tputs"][1][0] = 0  # the big bucket cannot run on A100
+    plan = solve(problem_from_melange(data))
+    a10g = next(a for a in plan.assignments if a.gpu_type == "A10G")
+    # 15 req/s of that bucket at 5 req/s per A10G, plus nothing else forces A10G
+    assert a10g.bucket_rate_rps[2] == pytest.approx(15.0)
+    assert a10g.replicas >= 3
+
+
+def test_melange_input_errors_name_the_key():
+    with pytest.raises(MelangeInputError, match="total_request_rate"):
+        problem_from_melange({"gpu_info": {}, "workload_distribution": [[1]]})
+    bad = json.loads(json.dumps(MELANGE_EXAMPLE))
+    bad["gpu_info"]["A10G"]["tputs"] = [[1, 2, 3]]
+    with pytest.raises(MelangeInputError, match="A10G.*shape"):
+        problem_from_melange(bad)
+
+
+def test_examples_plan_respects_availability_and_slo():
+    fp = build_problem(load_fleet([EXAMPLES]))
+    plan = solve(fp)
+    assert plan.status == "optimal" and plan.gap <= 1e-3
+    assert plan.lp_bound <= plan.cost_per_hour + 1e-6
+    for name, pool in fp.pools.items():
+        assert sum(a.gpus for a in plan.assignments if a.pool == name) <= pool.max_gpus
+    for a in plan.assignments:
+        slo = next(w for w in fp.workloads if w.key == a.workload).workload.spec.slo
+        assert a.utilization <= 1 + 1e-6
+        assert a.ttft_s <= slo.ttft * 1.001 and a.tpot_s <= slo.tpot * 1.001
+    served = {w.workload: w.served_rps for w in plan.workloads}
+    for w in fp.workloads:
+        assert served[w.key] == pytest.approx(w.rate_rps)
+        assert sum(a.rate_rps for a in plan.assignments if a.workload == w.key) == pytest.approx(w.rate_rps, rel=1e-6)
+
+
+def test_heterogeneous_plan_is_no_dearer_than_any_single_type():
+    fp = build_problem(load_fleet([EXAMPLES]))
+    plan = solve(fp)
+    best = cheapest_full_service(single_type_baselines(fp))
+    assert best is not None
+    assert plan.cost_per_hour <= best[1].cost_per_hour + 1e-6
+
+
+SCARCE = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: gold, namespace: prod}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic: {requestRatePerSecond: 20, inputTokens: {p50: 500, p90: 1500, p99: 3000}, outputTokens: {p50: 100, p90: 300, p99: 500}}
+  slo: {ttft: 1s, tpot: 100ms}
+  priority: critical
+  serving: {tensorParallelSizes: [1]}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: bronze, namespace: prod}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic: {requestRatePerSecond: 20, inputTokens: {p50: 500, p90: 1500, p99: 3000}, outputTokens: {p50: 100, p90: 300, p99: 500}}
+  slo: {ttft: 1s, tpot: 100ms}
+  priority: low
+  serving: {tensorParallelSizes: [1], minReplicas: %(minrep)d}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: a100}
+spec: {gpuType: A100-80G, maxGPUs: %(gpus)d, gpusPerNode: 8}
+"""
+
+
+def scarce_problem(tmp_path, gpus, minrep=0):
+    f = tmp_path / "scarce.yaml"
+    f.write_text(textwrap.dedent(SCARCE % {"gpus": gpus, "minrep": minrep}))
+    return build_problem(load_fleet([f]))
+
+
+def test_priority_tiers_when_gpus_are_short(tmp_path):
+    ample = solve(scarce_problem(tmp_path, gpus=64))
+    per_workload = {w: sum(a.gpus for a in ample.assignments if a.workload == w) for w in ("prod/gold", "prod/bronze")}
+    need_gold = per_workload["prod/gold"]
+    assert ample.status == "optimal" and need_gold >= 1
+    # exactly enough GPUs for the top tier: it is served in full, the low tier absorbs the shortage
+    plan = solve(scarce_problem(tmp_path, gpus=need_gold))
+    res = {w.workload: w for w in plan.workloads}
+    assert plan.status == "shortage"
+    assert res["prod/gold"].shed_rps == pytest.approx(0.0, abs=1e-6)
+    assert res["prod/bronze"].shed_rps > 0
+    assert any("prod/bronze" in m and "a100" in m for m in plan.messages)
+
+
+def test_infeasible_min_replicas_is_explained_not_raised(tmp_path):
+    plan = solve(scarce_problem(tmp_path, gpus=2, minrep=5))
+    assert plan.status == "infeasible" and plan.cost_per_hour is None
+    assert any("maxGPUs" in m for m in plan.messages)
+
+
+def test_unreachable_slo_is_reported(tmp_path):
+    f = tmp_path / "tight.yaml"
+    f.write_text(textwrap.dedent(SCARCE % {"gpus": 64, "minrep": 0}).replace("ttft: 1s", "ttft: 5ms", 1))
+    plan = solve(build_problem(load_fleet([f])))
+    assert plan.status == "shortage"
+    assert any(m.startswith("prod/gold: no GPU pool can serve it") for m in plan.messages)

@@ -110,6 +110,12 @@ def _run(m: _Model, fp: FleetProblem, deadline: float) -> tuple[str, float | Non
     return status, bound
 
 
+def _has_solution(m: _Model) -> bool:
+    """True when the last solve left an integer-feasible solution in the variables."""
+    return m.prob.status == pulp.LpStatusOptimal or m.prob.sol_status in (
+        pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal)
+
+
 def _lp_bound(fp: FleetProblem, allow_shed: bool, extra=None) -> float | None:
     """Objective of the LP relaxation (all integrality dropped): a lower bound on the cost."""
     m = _build(fp, allow_shed)
@@ -219,26 +225,34 @@ def solve_joint(fp: FleetProblem) -> Plan:
     _, backend = _solver(1, 0)
     messages = _unreachable_messages(fp)
 
+    # If even the LP relaxation cannot serve everything, capacity is short: skip the full-service
+    # MILP, whose proof of infeasibility can take the whole time limit on a large fleet.
+    full_service_lp = _lp_bound(fp, allow_shed=False)
     m = _build(fp, allow_shed=False)
-    status, bound = _run(m, fp, deadline)
-    shedding = status != "Optimal"
+    if full_service_lp is not None:
+        now = time.perf_counter()
+        status, bound = _run(m, fp, now + (deadline - now) / 2)
+    shedding = full_service_lp is None or not _has_solution(m)  # capacity is short
     fixes = []
     if shedding:
         m = _build(fp, allow_shed=True)
-        for tier_value in sorted({w.tier_value for w in fp.workloads}, reverse=True):
+        tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
+        for k, tier_value in enumerate(tiers):
             members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
             shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in members)
             m.prob.setObjective(shed)
-            status, _ = _run(m, fp, deadline)
-            if status != "Optimal":
+            # share the remaining time between this tier, the tiers after it and the cost phase
+            now = time.perf_counter()
+            _run(m, fp, now + (deadline - now) / (len(tiers) - k + 1))
+            if not _has_solution(m):
                 break
+            # the shed this tier reached (optimal, or the best found in its share of the time)
             best = pulp.value(shed) or 0.0
             m.prob += shed <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_shed"
             fixes.append((members, best))
-        if status == "Optimal":
-            m.prob.setObjective(m.cost)
-            status, bound = _run(m, fp, deadline)
-    if status not in ("Optimal",) and m.prob.sol_status not in (pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal):
+        m.prob.setObjective(m.cost)
+        status, bound = _run(m, fp, deadline)
+    if not _has_solution(m):
         messages += _infeasible_messages(fp)
         return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,
                     solve_time_s=time.perf_counter() - t0, solver=backend, assignments=[],

@@ -250,8 +250,16 @@ def solve_joint(fp: FleetProblem) -> Plan:
             best = pulp.value(shed) or 0.0
             m.prob += shed <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_shed"
             fixes.append((members, best))
+            incumbent = {v.name: v.varValue for v in m.prob.variables()}
         m.prob.setObjective(m.cost)
         status, bound = _run(m, fp, deadline)
+        if not _has_solution(m) and fixes:
+            # out of time before the cost phase found a plan: keep the last tier phase's plan,
+            # which serves every tier as well as the phases could, at a cost that is not minimised
+            for v in m.prob.variables():
+                v.varValue = incumbent[v.name]
+            m.prob.status, m.prob.sol_status = pulp.LpStatusOptimal, pulp.LpSolutionIntegerFeasible
+            bound = None
     if not _has_solution(m):
         messages += _infeasible_messages(fp)
         return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,

@@ -126,7 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             bt.add_column("$/H", justify="right")
             bt.add_column("GPUS", justify="right")
             bt.add_column("STATUS")
-            for t, p in sorted(baselines.items(), key=lambda kv: (kv[1].cost_per_hour is None, kv[1].cost_per_hour or 0)):
+            for t, p in sorted(baselines.items(), key=lambda kv: (kv[1].status not in ("optimal", "feasible"), kv[1].cost_per_hour or 0)):
                 full = p.status in ("optimal", "feasible")
                 bt.add_row(t, f"{p.cost_per_hour:.2f}" if full else "-", str(p.total_gpus) if full else "-",
                            "meets all SLOs" if full else "cannot serve all demand")

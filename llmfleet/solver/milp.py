@@ -273,8 +273,8 @@ def solve_joint(fp: FleetProblem) -> Plan:
         for members, best in fixes:
             mm.prob += pulp.lpSum(_shed_rps(fp, mm, wi) for wi in members) <= best + _SHED_TOL * max(1.0, best)
 
-    lp_bound = _lp_bound(fp, shedding, fix_tiers if shedding else None)
-    plan = _extract(fp, m, shedding)
+    lp_bound = _lp_bound(fp, True, fix_tiers) if shedding else full_service_lp
+    plan = _extract(fp, m)
     plan.solver = backend
     plan.solve_time_s = time.perf_counter() - t0
     plan.lp_bound = lp_bound
@@ -291,7 +291,7 @@ def solve_joint(fp: FleetProblem) -> Plan:
     return plan
 
 
-def _extract(fp: FleetProblem, m: _Model, shedding: bool) -> Plan:
+def _extract(fp: FleetProblem, m: _Model) -> Plan:
     assignments, results = [], []
     total = 0.0
     for wi, w in enumerate(fp.workloads):

@@ -12,9 +12,8 @@ import dataclasses
 
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
-from llmfleet.solver.problem import FleetProblem
+from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem
 
-UNLIMITED_GPUS = 10**6
 
 
 def single_type_problem(fp: FleetProblem, gpu_type: str) -> FleetProblem:

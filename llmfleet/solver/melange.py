@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from llmfleet.catalog.gpus import GPUType
-from llmfleet.solver.problem import FleetProblem, PoolInfo, ReplicaConfig, WorkloadProblem
+from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, PoolInfo, ReplicaConfig, WorkloadProblem
 
-UNLIMITED_GPUS = 10**6
 
 
 class MelangeInputError(ValueError):

@@ -24,6 +24,10 @@ from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
 from llmfleet.workload.traces import TraceError, load_trace
 
 
+UNLIMITED_GPUS = 10**6
+"""availability used where a pool has no limit (Mélange input, single-type baselines)"""
+
+
 @dataclass(frozen=True)
 class PoolInfo:
     """A GPUPool resolved against the catalogue."""

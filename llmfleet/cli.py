@@ -26,6 +26,7 @@ from llmfleet.solver.baseline import cheapest_full_service, single_type_baseline
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
+from llmfleet.solver.problem import build_problem
 
 EXIT_INVALID = 2
 EXIT_UNSERVED = 3
@@ -67,10 +68,49 @@ def plan_table(plan: Plan, title: str) -> Table:
 def _summary(plan: Plan) -> str:
     if plan.cost_per_hour is None:
         return f"status {plan.status}: no plan ({plan.solver}, {plan.solve_time_s:.2f}s)"
-    bound = plan.dual_bound if plan.dual_bound is not None else plan.lp_bound
-    return (f"status {plan.status}: ${plan.cost_per_hour:.2f}/h, {plan.total_gpus} GPUs; "
-            f"LP bound ${plan.lp_bound:.2f}/h, best bound ${bound:.2f}/h, gap {plan.gap:.2%}; "
+    bounds = [b for b in (plan.dual_bound, plan.lp_bound) if b is not None]
+    lp_text = f"LP bound ${plan.lp_bound:.2f}/h, " if plan.lp_bound is not None else ""
+    bound_text = f"{lp_text}best bound ${max(bounds):.2f}/h, gap {plan.gap:.2%}; " if bounds else ""
+    return (f"status {plan.status}: ${plan.cost_per_hour:.2f}/h, {plan.total_gpus} GPUs; {bound_text}"
             f"solved by {plan.solver} in {plan.solve_time_s:.2f}s")
+
+
+def _saving(plan: Plan, baselines: dict[str, Plan]) -> dict | None:
+    """Saving of ``plan`` against the cheapest single-type fleet that serves all demand, USD/h."""
+    best = cheapest_full_service(baselines)
+    if best is None or plan.cost_per_hour is None:
+        return None
+    gpu_type, base = best
+    return {"againstGPUType": gpu_type, "baselineCostPerHour": round(base.cost_per_hour, 4),
+            "savingPerHour": round(base.cost_per_hour - plan.cost_per_hour, 4),
+            "savingFraction": round(1 - plan.cost_per_hour / base.cost_per_hour, 4)}
+
+
+def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], saving: dict | None, source: str) -> None:
+    console.print(plan_table(plan, f"Fleet plan for {source}"))
+    console.print(_summary(plan), highlight=False)
+    for r in plan.workloads:
+        if r.shed_rps > 1e-6:
+            console.print(f"[yellow]unserved:[/yellow] {r.workload}: {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s", highlight=False)
+    for m in plan.messages:
+        console.print(f"[yellow]note:[/yellow] {m}", highlight=False)
+    if not baselines:
+        return
+    bt = Table(title="Single-GPU-type fleets meeting the same SLOs (availability ignored)", title_justify="left")
+    bt.add_column("GPU")
+    bt.add_column("$/H", justify="right")
+    bt.add_column("GPUS", justify="right")
+    bt.add_column("STATUS")
+    for t, p in sorted(baselines.items(), key=lambda kv: (not kv[1].serves_all_demand, kv[1].cost_per_hour or 0)):
+        full = p.serves_all_demand
+        bt.add_row(t, f"{p.cost_per_hour:.2f}" if full else "-", str(p.total_gpus) if full else "-",
+                   "meets all SLOs" if full else "cannot serve all demand")
+    console.print(bt)
+    if saving:
+        console.print(f"saving: ${saving['savingPerHour']:.2f}/h ({saving['savingFraction']:.1%}) against the cheapest "
+                      f"single-type fleet ({saving['againstGPUType']}, ${saving['baselineCostPerHour']:.2f}/h)", highlight=False)
+    elif plan.cost_per_hour is not None:
+        console.print("saving: no single GPU type can serve all workloads within their SLOs", highlight=False)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -83,10 +123,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 fp = load_melange(args.melange, time_limit_s=args.time_limit or 30.0)
                 source = args.melange
             else:
-                spec = load_fleet(args.filename)
-                from llmfleet.solver.problem import build_problem  # after validation: heavier import
-
-                fp = build_problem(spec)
+                fp = build_problem(load_fleet(args.filename))
                 if args.time_limit:
                     fp.time_limit_s = args.time_limit
                 source = ", ".join(args.filename)
@@ -100,45 +137,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.no_baseline:
         with progress("Solving single-GPU-type baselines…", show_progress):
             baselines = single_type_baselines(fp)
-    best = cheapest_full_service(baselines)
+    saving = _saving(plan, baselines)
 
     if args.output in ("json", "yaml"):
         doc = plan.to_dict()
         doc["baselines"] = {t: {"status": p.status, "costPerHour": None if p.cost_per_hour is None else round(p.cost_per_hour, 4)}
                             for t, p in baselines.items()}
-        if best and plan.cost_per_hour is not None:
-            doc["saving"] = {"againstGPUType": best[0], "baselineCostPerHour": round(best[1].cost_per_hour, 4),
-                             "savingPerHour": round(best[1].cost_per_hour - plan.cost_per_hour, 4),
-                             "savingFraction": round(1 - plan.cost_per_hour / best[1].cost_per_hour, 4)}
-        text = json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False)
-        print(text)
+        if saving:
+            doc["saving"] = saving
+        print(json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
     else:
-        console.print(plan_table(plan, f"Fleet plan for {source}"))
-        console.print(_summary(plan), highlight=False)
-        for r in plan.workloads:
-            if r.shed_rps > 1e-6:
-                console.print(f"[yellow]unserved:[/yellow] {r.workload}: {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s", highlight=False)
-        for m in plan.messages:
-            console.print(f"[yellow]note:[/yellow] {m}", highlight=False)
-        if baselines:
-            bt = Table(title="Single-GPU-type fleets meeting the same SLOs (availability ignored)", title_justify="left")
-            bt.add_column("GPU")
-            bt.add_column("$/H", justify="right")
-            bt.add_column("GPUS", justify="right")
-            bt.add_column("STATUS")
-            for t, p in sorted(baselines.items(), key=lambda kv: (kv[1].status not in ("optimal", "feasible"), kv[1].cost_per_hour or 0)):
-                full = p.status in ("optimal", "feasible")
-                bt.add_row(t, f"{p.cost_per_hour:.2f}" if full else "-", str(p.total_gpus) if full else "-",
-                           "meets all SLOs" if full else "cannot serve all demand")
-            console.print(bt)
-            if best and plan.cost_per_hour is not None:
-                saving = best[1].cost_per_hour - plan.cost_per_hour
-                console.print(f"saving: ${saving:.2f}/h ({saving / best[1].cost_per_hour:.1%}) against the cheapest "
-                              f"single-type fleet ({best[0]}, ${best[1].cost_per_hour:.2f}/h)", highlight=False)
-            elif plan.cost_per_hour is not None:
-                console.print("saving: no single GPU type can serve all workloads within their SLOs", highlight=False)
-    unserved = plan.status in ("shortage", "infeasible")
-    return EXIT_UNSERVED if unserved else 0
+        _print_report(console, plan, baselines, saving, source)
+    return EXIT_UNSERVED if plan.status in ("shortage", "infeasible") else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

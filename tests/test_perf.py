@@ -13,13 +13,9 @@ from llmfleet.perf.capacity import capacity_rps, kv_capacity_tokens, mdl_wait_qu
 from llmfleet.perf.steptime import PerfParams, default_params, prefill_time_s
 
 
-@pytest.fixture(scope="module")
-def splitwise(request):
-    from conftest import SHARED_DATA
-    path = SHARED_DATA / "profiles" / "splitwise_perf_model.csv"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return load_splitwise(path)
+@pytest.fixture
+def splitwise(shared_data):
+    return load_splitwise(shared_data / "profiles" / "splitwise_perf_model.csv")
 
 
 def test_held_out_gpu_accuracy(splitwise):

@@ -1,6 +1,5 @@
 import itertools
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -131,27 +130,18 @@ def test_heterogeneous_plan_is_no_dearer_than_any_single_type():
     assert plan.cost_per_hour <= best[1].cost_per_hour + 1e-6
 
 
-SCARCE = """
+WORKLOAD = """
 apiVersion: llmfleet.dev/v1alpha1
 kind: LLMWorkload
-metadata: {name: gold, namespace: prod}
+metadata: {name: %(name)s, namespace: prod}
 spec:
   model: meta-llama/Llama-3.1-8B-Instruct
   traffic: {requestRatePerSecond: 20, inputTokens: {p50: 500, p90: 1500, p99: 3000}, outputTokens: {p50: 100, p90: 300, p99: 500}}
-  slo: {ttft: 1s, tpot: 100ms}
-  priority: critical
-  serving: {tensorParallelSizes: [1]}
----
-apiVersion: llmfleet.dev/v1alpha1
-kind: LLMWorkload
-metadata: {name: bronze, namespace: prod}
-spec:
-  model: meta-llama/Llama-3.1-8B-Instruct
-  traffic: {requestRatePerSecond: 20, inputTokens: {p50: 500, p90: 1500, p99: 3000}, outputTokens: {p50: 100, p90: 300, p99: 500}}
-  slo: {ttft: 1s, tpot: 100ms}
-  priority: low
+  slo: {ttft: %(ttft)s, tpot: 100ms}
+  priority: %(tier)s
   serving: {tensorParallelSizes: [1], minReplicas: %(minrep)d}
----
+"""
+POOL = """
 apiVersion: llmfleet.dev/v1alpha1
 kind: GPUPool
 metadata: {name: a100}
@@ -159,9 +149,13 @@ spec: {gpuType: A100-80G, maxGPUs: %(gpus)d, gpusPerNode: 8}
 """
 
 
-def scarce_problem(tmp_path, gpus, minrep=0):
+def scarce_problem(tmp_path, gpus, minrep=0, gold_ttft="1s"):
+    """Two identical 8B workloads, tiers critical (gold) and low (bronze), on one A100 pool."""
+    docs = [WORKLOAD % {"name": "gold", "ttft": gold_ttft, "tier": "critical", "minrep": 1},
+            WORKLOAD % {"name": "bronze", "ttft": "1s", "tier": "low", "minrep": minrep},
+            POOL % {"gpus": gpus}]
     f = tmp_path / "scarce.yaml"
-    f.write_text(textwrap.dedent(SCARCE % {"gpus": gpus, "minrep": minrep}))
+    f.write_text("---".join(docs))
     return build_problem(load_fleet([f]))
 
 
@@ -186,8 +180,6 @@ def test_infeasible_min_replicas_is_explained_not_raised(tmp_path):
 
 
 def test_unreachable_slo_is_reported(tmp_path):
-    f = tmp_path / "tight.yaml"
-    f.write_text(textwrap.dedent(SCARCE % {"gpus": 64, "minrep": 0}).replace("ttft: 1s", "ttft: 5ms", 1))
-    plan = solve(build_problem(load_fleet([f])))
+    plan = solve(scarce_problem(tmp_path, gpus=64, gold_ttft="5ms"))
     assert plan.status == "shortage"
     assert any(m.startswith("prod/gold: no GPU pool can serve it") for m in plan.messages)

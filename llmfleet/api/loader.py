@@ -34,6 +34,11 @@ class FleetSpec:
     """object key (``kind/namespace/name``) -> the file it came from, for error messages"""
 
 
+def source_key(obj: LLMWorkload | GPUPool | FleetPolicy) -> str:
+    """Key of an object in ``FleetSpec.sources``: ``kind/namespace/name`` (namespace empty when unset)."""
+    return f"{obj.kind}/{obj.metadata.namespace or ''}/{obj.metadata.name}"
+
+
 def format_validation_error(err: ValidationError, where: str) -> str:
     """One line per problem: ``<where>: spec.slo.ttft: invalid duration '5' ...``."""
     lines = []
@@ -103,7 +108,7 @@ def load_fleet(paths: list[str | Path]) -> FleetSpec:
             obj = parse_document(doc, f"{f}[{i}]")
             if obj is None:
                 continue
-            key = f"{obj.kind}/{obj.metadata.namespace or ''}/{obj.metadata.name}"
+            key = source_key(obj)
             if key in spec.sources:
                 raise ManifestError(f"{f}: {obj.kind} {obj.metadata.name!r} is also defined in {spec.sources[key]}")
             spec.sources[key] = f

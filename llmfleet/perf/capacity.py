@@ -49,9 +49,14 @@ def kv_capacity_tokens(model: ModelSpec, gpu: GPUType, tp: int, gpu_memory_utili
     return per_gpu_free * tp / (model.kv_bytes_per_token * replication)
 
 
+MIN_KV_TOKENS = 2048
+"""smallest KV cache worth deploying: two median chat requests (Azure 2023 conversation trace:
+median input 1,020 tokens; shared/data/README.md)"""
+
+
 def weights_fit(model: ModelSpec, gpu: GPUType, tp: int, gpu_memory_utilization: float = 0.9) -> bool:
-    """True when the weights leave room for a KV cache of at least 2,048 tokens (one typical request)."""
-    return kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization) >= 2048
+    """True when the weights leave room for a KV cache of at least ``MIN_KV_TOKENS``."""
+    return kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization) >= MIN_KV_TOKENS
 
 
 @lru_cache(maxsize=64)
@@ -73,8 +78,8 @@ def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float) -> np
 class ReplicaCurves:
     """Operating curves of one replica over batch sizes B = 1..max_batch for each bucket.
 
-    Shapes: ``rate`` and ``tpot_s`` are (max_batch, S); ``prefill_s`` and ``feasible_batch``
-    (S,). ``rate[b, s]`` is the request rate that keeps b+1 requests decoding.
+    Shapes: ``rate`` (req/s), ``tpot_s``, ``decode_s`` (s) and ``kv_ok`` are (max_batch, S);
+    ``prefill_s`` (s) is (S,). ``rate[b, s]`` is the request rate that keeps b+1 requests decoding.
     """
 
     rate: np.ndarray

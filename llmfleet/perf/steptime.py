@@ -42,7 +42,7 @@ ACTIVATION_BYTES = 2.0
 
 @dataclass(frozen=True)
 class PerfParams:
-    """Calibrated efficiencies and overheads (dimensionless or seconds)."""
+    """Calibrated efficiencies (dimensionless), overheads (s, or bytes where named) and their source."""
 
     eff_compute: float = 0.6
     """achieved fraction of peak dense BF16 FLOPs in GEMMs"""

@@ -15,7 +15,6 @@ from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem
 
 
-
 def single_type_problem(fp: FleetProblem, gpu_type: str) -> FleetProblem:
     """The same problem restricted to configs on ``gpu_type``, with unlimited availability."""
     pools = {name: dataclasses.replace(p, max_gpus=UNLIMITED_GPUS)
@@ -36,5 +35,5 @@ def single_type_baselines(fp: FleetProblem) -> dict[str, Plan]:
 
 def cheapest_full_service(baselines: dict[str, Plan]) -> tuple[str, Plan] | None:
     """The cheapest single-type plan that serves all demand (status optimal or feasible)."""
-    ok = [(t, p) for t, p in baselines.items() if p.status in ("optimal", "feasible")]
+    ok = [(t, p) for t, p in baselines.items() if p.serves_all_demand]
     return min(ok, key=lambda tp: tp[1].cost_per_hour) if ok else None

@@ -26,7 +26,6 @@ from llmfleet.catalog.gpus import GPUType
 from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, PoolInfo, ReplicaConfig, WorkloadProblem
 
 
-
 class MelangeInputError(ValueError):
     """Input JSON that does not follow Mélange's format; the message names the key."""
 

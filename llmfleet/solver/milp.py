@@ -33,10 +33,29 @@ _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
 
 
+def _use_highs() -> bool:
+    return pulp.HiGHS().available()
+
+
 def _solver(time_limit_s: float, gap: float, mip: bool = True):
-    if pulp.HiGHS().available():
-        return pulp.HiGHS(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap, threads=1), "HiGHS"
-    return pulp.PULP_CBC_CMD(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap), "CBC"
+    """HiGHS (through highspy) where installed, else PuLP's bundled CBC."""
+    if _use_highs():
+        return pulp.HiGHS(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap, threads=1)
+    return pulp.PULP_CBC_CMD(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap)
+
+
+def _replica_cost_per_hour(fp: FleetProblem, c) -> float:
+    """USD/h of one replica: its GPU-hours plus its energy at TDP (kW x USD/kWh)."""
+    return c.cost_per_replica_hour + c.tp * c.pool.gpu.tdp_watts / 1000.0 * fp.energy_price_per_kwh
+
+
+def _pool_gpus(plan: Plan, pool: str) -> int:
+    return sum(a.gpus for a in plan.assignments if a.pool == pool)
+
+
+def _plan_watts(plan: Plan) -> float:
+    """Power of the planned GPUs at TDP, W."""
+    return sum(a.gpus * a.config.pool.gpu.tdp_watts for a in plan.assignments)
 
 
 @dataclass
@@ -68,8 +87,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
                 served[b].append(var_x)
                 load.append((var_x, w.rate_rps * w.share[b] / c.capacity_rps[b]))
             prob += pulp.LpAffineExpression(load) - var_n <= 0, f"load_{wi}_{ci}"
-            energy = c.tp * c.pool.gpu.tdp_watts / 1000.0 * fp.energy_price_per_kwh
-            cost_terms.append((var_n, c.cost_per_replica_hour + energy))
+            cost_terms.append((var_n, _replica_cost_per_hour(fp, c)))
             pool_use[c.pool.name].append((var_n, c.tp))
             power_terms.append((var_n, c.tp * c.pool.gpu.tdp_watts))
         for b in range(len(w.share)):
@@ -100,7 +118,7 @@ def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
 
 def _run(m: _Model, fp: FleetProblem, deadline: float, gap: float | None = None) -> tuple[str, float | None]:
     """Solve within ``deadline`` to relative ``gap`` (default: the policy's); return (status, MIP dual bound or None)."""
-    solver, _ = _solver(max(deadline - time.perf_counter(), 0.1), fp.relative_gap if gap is None else gap)
+    solver = _solver(max(deadline - time.perf_counter(), 0.1), fp.relative_gap if gap is None else gap)
     m.prob.solve(solver)
     status = pulp.LpStatus[m.prob.status]
     bound = None
@@ -122,7 +140,7 @@ def _lp_bound(fp: FleetProblem, allow_shed: bool, extra=None) -> float | None:
     m = _build(fp, allow_shed)
     if extra:
         extra(m)
-    solver, _ = _solver(fp.time_limit_s, fp.relative_gap, mip=False)
+    solver = _solver(fp.time_limit_s, fp.relative_gap, mip=False)
     m.prob.solve(solver)
     return pulp.value(m.prob.objective) if m.prob.status == pulp.LpStatusOptimal else None
 
@@ -148,14 +166,9 @@ def prune_dominated(w: WorkloadProblem) -> list:
 
 def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
     """Do independently solved workloads fit the shared pool availability and power budget?"""
-    for name, pool in fp.pools.items():
-        if sum(a.gpus for a in plan.assignments if a.pool == name) > pool.max_gpus:
-            return False
-    if fp.power_budget_watts is not None:
-        watts = sum(a.gpus * a.config.pool.gpu.tdp_watts for a in plan.assignments)
-        if watts > fp.power_budget_watts:
-            return False
-    return True
+    if any(_pool_gpus(plan, name) > pool.max_gpus for name, pool in fp.pools.items()):
+        return False
+    return fp.power_budget_watts is None or _plan_watts(plan) <= fp.power_budget_watts
 
 
 def solve(fp: FleetProblem) -> Plan:
@@ -223,7 +236,7 @@ def solve_joint(fp: FleetProblem) -> Plan:
     """
     t0 = time.perf_counter()
     deadline = t0 + fp.time_limit_s
-    _, backend = _solver(1, 0)
+    backend = "HiGHS" if _use_highs() else "CBC"
     messages = _unreachable_messages(fp)
 
     # If even the LP relaxation cannot serve everything, capacity is short: skip the full-service
@@ -284,19 +297,25 @@ def solve_joint(fp: FleetProblem) -> Plan:
     plan.gap = max(plan.gap, 0.0)
     if shedding:
         plan.status = "shortage"
-        messages += _shortage_messages(fp, m, plan)
+        messages += _shortage_messages(fp, plan)
     else:
         plan.status = "optimal" if plan.gap <= fp.relative_gap + 1e-9 else "feasible"
     plan.messages = messages
     return plan
 
 
+def _shed_share(m: _Model, wi: int, b: int) -> float:
+    """Share of bucket b of workload wi left unserved in the solution."""
+    if (wi, b) in m.unreachable:
+        return 1.0
+    return (m.u[wi, b].value() or 0.0) if (wi, b) in m.u else 0.0
+
+
 def _extract(fp: FleetProblem, m: _Model) -> Plan:
     assignments, results = [], []
     total = 0.0
     for wi, w in enumerate(fp.workloads):
-        shed = sum((1.0 if (wi, b) in m.unreachable else (m.u[wi, b].value() or 0.0) if (wi, b) in m.u else 0.0)
-                   * w.rate_rps * w.share[b] for b in range(len(w.share)))
+        shed = sum(_shed_share(m, wi, b) * w.rate_rps * w.share[b] for b in range(len(w.share)))
         if shed < 1e-6 * w.rate_rps:  # below the solver's feasibility tolerance: nothing is shed
             shed = 0.0
         for ci, c in enumerate(w.configs):
@@ -307,7 +326,7 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
             for b in np.flatnonzero(c.capacity_rps > 0):
                 bucket_rps[b] = (m.x[wi, ci, b].value() or 0.0) * w.rate_rps * w.share[b]
             util = float((bucket_rps[c.capacity_rps > 0] / c.capacity_rps[c.capacity_rps > 0]).sum() / reps)
-            cost = reps * c.cost_per_replica_hour + reps * c.tp * c.pool.gpu.tdp_watts / 1000.0 * fp.energy_price_per_kwh
+            cost = reps * _replica_cost_per_hour(fp, c)
             total += cost
             a = Assignment(
                 workload=w.key, pool=c.pool.name, gpu_type=c.pool.gpu.name, tp=c.tp, replicas=reps,
@@ -363,16 +382,16 @@ def _infeasible_messages(fp: FleetProblem) -> list[str]:
     return out or ["no plan satisfies spec.serving.minReplicas together with GPUPool spec.maxGPUs"]
 
 
-def _shortage_messages(fp: FleetProblem, m: _Model, plan: Plan) -> list[str]:
+def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
     out = []
     full = []
     for name, pool in fp.pools.items():
-        used = sum(a.gpus for a in plan.assignments if a.pool == name)
+        used = _pool_gpus(plan, name)
         if pool.max_gpus and used >= pool.max_gpus:
             full.append(f"{name} ({used}/{pool.max_gpus} GPUs)")
     power = ""
     if fp.power_budget_watts is not None:
-        watts = sum(a.gpus * a.config.pool.gpu.tdp_watts for a in plan.assignments)
+        watts = _plan_watts(plan)
         if watts >= 0.98 * fp.power_budget_watts:
             power = f"; power budget binds ({watts:.0f}/{fp.power_budget_watts:.0f} W)"
     for r in plan.workloads:

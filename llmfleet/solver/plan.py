@@ -82,6 +82,11 @@ class Plan:
     messages: list[str]
 
     @property
+    def serves_all_demand(self) -> bool:
+        """True for a plan (optimal or time-limited) that sheds no request."""
+        return self.status in ("optimal", "feasible")
+
+    @property
     def total_gpus(self) -> int:
         return sum(a.gpus for a in self.assignments)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmfleet.api.loader import FleetSpec, ManifestError
+from llmfleet.api.loader import FleetSpec, ManifestError, source_key
 from llmfleet.api.models import GPUPool, LLMWorkload
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
@@ -52,10 +52,6 @@ class ReplicaConfig:
     capacity_rps: np.ndarray
     cost_per_replica_hour: float
 
-    @property
-    def gpus(self) -> int:
-        return self.tp
-
 
 @dataclass
 class WorkloadProblem:
@@ -85,6 +81,9 @@ class WorkloadProblem:
 
 @dataclass
 class FleetProblem:
+    """The whole MILP input: workloads with their configs, the pools (by name) and the policy's
+    power budget (W), energy price (USD/kWh), solver time limit (s) and relative gap."""
+
     workloads: list[WorkloadProblem]
     pools: dict[str, PoolInfo]
     power_budget_watts: float | None = None
@@ -156,7 +155,7 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             model = resolve_model(w.spec.model, w.spec.architecture)
         except KeyError as err:
             raise ManifestError(f"LLMWorkload {w.key}: spec.model: {err.args[0]}") from None
-        demand = (demands or {}).get(w.key) or workload_demand(w, spec.sources.get(f"LLMWorkload/{w.metadata.namespace or ''}/{w.metadata.name}"))
+        demand = (demands or {}).get(w.key) or workload_demand(w, spec.sources.get(source_key(w)))
         idx = np.argwhere(demand.share > 0)
         share = demand.share[idx[:, 0], idx[:, 1]]
         inp = demand.input_tokens[idx[:, 0], idx[:, 1]]

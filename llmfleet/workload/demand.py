@@ -47,11 +47,6 @@ class Demand:
         """Indices (i, j) of the non-empty buckets."""
         return [tuple(ix) for ix in np.argwhere(self.share > 0)]
 
-    def scaled(self, factor: float) -> "Demand":
-        """The same length mix at ``factor`` times the rate."""
-        return Demand(self.rate_mean_rps * factor, self.rate_plan_rps * factor, self.share,
-                      self.input_tokens, self.output_tokens, self.input_edges, self.output_edges)
-
     @property
     def mean_input_tokens(self) -> float:
         return float((self.share * self.input_tokens).sum())
@@ -125,18 +120,21 @@ def _lognormal_quantiles(p: LengthPercentiles, n: int) -> np.ndarray:
     return np.minimum(np.exp(mu + sigma * norm.ppf(q)), max(p.p99 * 1.5, p.p90))
 
 
-def demand_from_spec(traffic: TrafficSpec, n_samples: int = 4000) -> Demand:
+def demand_from_spec(traffic: TrafficSpec, n_quantiles: int = 200) -> Demand:
     """Demand from a declared rate and input/output length percentiles.
 
     Lengths are modelled as independent log-normals fitted to p50 and p90 (the usual shape of
-    LLM prompt and answer lengths, e.g. the Azure 2023 traces), truncated at 1.5 x p99.
+    LLM prompt and answer lengths, e.g. the Azure 2023 traces), truncated at 1.5 x p99; the
+    histogram is built from every pair of ``n_quantiles`` evenly spaced quantiles of each.
+
+    Raises:
+        ValueError: when the rate or a length distribution is missing (TrafficSpec refuses that too).
     """
-    assert traffic.input_tokens and traffic.output_tokens and traffic.request_rate_per_second
-    inp = _lognormal_quantiles(traffic.input_tokens, n_samples)
-    out = _lognormal_quantiles(traffic.output_tokens, n_samples)
-    # independent marginals: take every pair on a coarse product of the two quantile grids
-    k = 200
-    ii, oo = np.meshgrid(inp[:: n_samples // k], out[:: n_samples // k], indexing="ij")
+    if not (traffic.input_tokens and traffic.output_tokens and traffic.request_rate_per_second):
+        raise ValueError("traffic needs requestRatePerSecond, inputTokens and outputTokens without a trace")
+    inp = _lognormal_quantiles(traffic.input_tokens, n_quantiles)
+    out = _lognormal_quantiles(traffic.output_tokens, n_quantiles)
+    ii, oo = np.meshgrid(inp, out, indexing="ij")  # independent marginals
     share, mi, mo = histogram(ii.ravel(), oo.ravel())
     rate = traffic.request_rate_per_second
     return Demand(rate, rate, share, mi, mo)

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import yaml
 from rich.console import Console
@@ -151,6 +152,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_UNSERVED if plan.status in ("shortage", "infeasible") else 0
 
 
+def cmd_crds(args: argparse.Namespace) -> int:
+    from llmfleet.api.crds import crd_files, write_crds
+
+    if args.check:
+        out = Path(args.directory)
+        stale = [n for n, text in crd_files().items() if not (out / n).exists() or (out / n).read_text() != text]
+        extra = sorted(p.name for p in out.glob("*.yaml") if p.name not in crd_files()) if out.is_dir() else []
+        if stale or extra:
+            err_console.print(f"[red]error:[/red] {out} is out of date with llmfleet/api/models.py: "
+                              f"{', '.join(stale + extra)}; run `llmfleet crds -d {out}`", highlight=False)
+            return 1
+        print(f"{out}: up to date")
+        return 0
+    for path in write_crds(args.directory):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="llmfleet", description="Cost-optimal heterogeneous GPU fleets for LLM serving.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -164,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, metavar="SECONDS", help="override FleetPolicy spec.solver.timeLimitSeconds")
     p.add_argument("--no-baseline", action="store_true", help="skip the single-GPU-type comparison")
     p.set_defaults(func=cmd_plan)
+
+    c = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models",
+                       description="Write the CRDs (LLMWorkload, GPUPool, FleetPolicy) generated from the pydantic models.")
+    c.add_argument("-d", "--directory", default="crds", help="output folder (default: crds)")
+    c.add_argument("--check", action="store_true", help="only check that the folder is up to date (exit 1 if not)")
+    c.set_defaults(func=cmd_crds)
     return ap
 
 

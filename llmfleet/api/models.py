@@ -60,6 +60,87 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+
+# --------------------------------------------------------------------------------------------
+# Status (written by the operator; the CRD status subresource schema comes from these models)
+
+
+class Condition(_Model):
+    """A Kubernetes-convention condition (``metav1.Condition``)."""
+
+    type: str = Field(description="Planned, Ready, Degraded or SLOAtRisk")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", description="CamelCase machine-readable reason")
+    message: str = Field(default="", description="human-readable explanation")
+    last_transition_time: str | None = Field(default=None, description="RFC 3339 time the status last changed")
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class PlannedGroup(_Model):
+    """One group of identical replicas in a plan: a workload on one (GPU type, TP, role)."""
+
+    workload: str | None = Field(default=None, description="namespace/name (only in the FleetPolicy status)")
+    pool: str
+    gpu_type: str
+    tensor_parallel_size: int = Field(ge=1)
+    role: Literal["colocated", "prefill", "decode"] = "colocated"
+    replicas: int = Field(ge=0)
+    gpus: int = Field(ge=0)
+    cost_per_hour: float = Field(ge=0, description="USD per hour of this group")
+    rate_rps: float = Field(ge=0, description="traffic routed to the group, req/s")
+    utilization: float = Field(ge=0, description="planned load / capacity under the SLO")
+    deployment: str | None = Field(default=None, description="name of the Deployment that runs the group")
+
+
+class LLMWorkloadStatus(_Model):
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    plan: list[PlannedGroup] = Field(default_factory=list, description="this workload's slice of the fleet plan")
+    demand_rps: float | None = Field(default=None, ge=0, description="request rate planned for, req/s")
+    served_rps: float | None = Field(default=None, ge=0, description="part of the demand the plan serves, req/s")
+    gpus: int | None = Field(default=None, ge=0, description="GPUs planned for the workload")
+    cost_per_hour: float | None = Field(default=None, ge=0, description="USD per hour of the workload's replicas")
+    replicas: int | None = Field(default=None, ge=0, description="replicas planned")
+    ready_replicas: int | None = Field(default=None, ge=0, description="replicas available (Deployment status)")
+    ready: str | None = Field(default=None, description="ready/planned replicas, e.g. 2/3")
+    predicted_ttft_seconds: float | None = Field(default=None, ge=0)
+    predicted_tpot_seconds: float | None = Field(default=None, ge=0)
+
+
+class GPUPoolStatus(_Model):
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    planned_gpus: int | None = Field(default=None, ge=0, description="GPUs of the pool the plan uses")
+    cost_per_gpu_hour: float | None = Field(default=None, ge=0, description="price in effect, USD per GPU-hour")
+
+
+class ChildChange(_Model):
+    """One difference between the plan and what runs in the cluster."""
+
+    action: Literal["create", "update", "delete", "unchanged"]
+    kind: str
+    namespace: str | None = None
+    name: str
+    replicas_from: int | None = None
+    replicas_to: int | None = None
+
+
+class FleetPolicyStatus(_Model):
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    plan_status: str | None = Field(default=None, description="optimal, feasible, shortage or infeasible")
+    cost_per_hour: float | None = Field(default=None, ge=0, description="USD per hour of the whole plan")
+    lp_bound: float | None = Field(default=None, description="LP relaxation bound, USD per hour")
+    gap: float | None = Field(default=None, description="relative gap between the plan and the best bound")
+    solve_time_seconds: float | None = Field(default=None, ge=0)
+    solver: str | None = None
+    total_gpus: int | None = Field(default=None, ge=0)
+    plan: list[PlannedGroup] = Field(default_factory=list)
+    diff: list[ChildChange] = Field(default_factory=list, description="children to change to reach the plan")
+    messages: list[str] = Field(default_factory=list)
+    last_plan_time: str | None = Field(default=None, description="RFC 3339 time of the last solve")
+    applied: bool | None = Field(default=None, description="whether the plan was carried out (mode apply)")
+
 # --------------------------------------------------------------------------------------------
 # LLMWorkload
 
@@ -149,7 +230,11 @@ class ServingSpec(_Model):
     """How replicas of the workload are run."""
 
     image: str = "vllm/vllm-openai:v0.6.3"
-    tensor_parallel_sizes: list[int] = Field(default_factory=lambda: list(ALLOWED_TP))
+    tensor_parallel_sizes: list[int] = Field(
+        default_factory=lambda: list(ALLOWED_TP), min_length=1,
+        description="TP degrees the planner may choose from",
+        json_schema_extra={"items": {"type": "integer", "enum": list(ALLOWED_TP)}},
+    )
     disaggregation: Literal["auto", "always", "never"] = "auto"
     extra_args: list[str] = Field(default_factory=list)
     min_replicas: int = Field(default=1, ge=0)
@@ -164,6 +249,8 @@ class ServingSpec(_Model):
 
 
 class LLMWorkloadSpec(_Model):
+    """What a user declares for one served model: its traffic, latency SLOs and priority tier."""
+
     model: str = Field(min_length=1, description="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B-Instruct")
     architecture: ModelArchitecture | None = Field(default=None, description="override for models not in the catalogue")
     traffic: TrafficSpec
@@ -173,10 +260,13 @@ class LLMWorkloadSpec(_Model):
 
 
 class LLMWorkload(_Model):
+    """A served model with its traffic, latency SLOs and priority; llmfleet plans and runs its replicas."""
+
     api_version: Literal["llmfleet.dev/v1alpha1"] = GROUP_VERSION
     kind: Literal["LLMWorkload"] = "LLMWorkload"
     metadata: ObjectMeta
     spec: LLMWorkloadSpec
+    status: LLMWorkloadStatus | None = None
 
     @property
     def key(self) -> str:
@@ -199,6 +289,8 @@ class GPUSpecOverride(_Model):
 
 
 class PowerRange(_Model):
+    """Allowed power cap range of one GPU, W (nvidia-smi -q -d POWER: Min/Max Power Limit)."""
+
     min_watts: float = Field(gt=0)
     max_watts: float = Field(gt=0)
 
@@ -210,6 +302,8 @@ class PowerRange(_Model):
 
 
 class GPUPoolSpec(_Model):
+    """GPUs of one type the fleet may use: how many, on which nodes, at what price and power."""
+
     gpu_type: str = Field(min_length=1, description="catalogue name (e.g. H100-SXM) or a name for `gpu`")
     gpu: GPUSpecOverride | None = Field(default=None, description="full spec when gpuType is not catalogued")
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -221,10 +315,13 @@ class GPUPoolSpec(_Model):
 
 
 class GPUPool(_Model):
+    """GPUs of one type that llmfleet may use for LLM serving, with price, power range and availability."""
+
     api_version: Literal["llmfleet.dev/v1alpha1"] = GROUP_VERSION
     kind: Literal["GPUPool"] = "GPUPool"
     metadata: ObjectMeta
     spec: GPUPoolSpec
+    status: GPUPoolStatus | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,6 +329,8 @@ class GPUPool(_Model):
 
 
 class PriorityTier(_Model):
+    """A priority tier: workloads name it in spec.priority; it becomes a PriorityClass."""
+
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     value: int = Field(ge=0, le=1_000_000_000, description="PriorityClass value; higher is served first")
 
@@ -246,6 +345,8 @@ def _default_tiers() -> list[PriorityTier]:
 
 
 class SolverOptions(_Model):
+    """MILP time limit (s) and the relative gap at which a plan counts as optimal."""
+
     time_limit_seconds: float = Field(default=30.0, gt=0)
     relative_gap: float = Field(default=1e-3, ge=0, le=0.5, description="stop when the proven gap is below this")
 
@@ -258,6 +359,8 @@ def _unique_tiers(tiers: list[PriorityTier]) -> list[PriorityTier]:
 
 
 class FleetPolicySpec(_Model):
+    """Fleet-wide settings: apply or only plan, power budget, energy price, solver, priority tiers."""
+
     mode: Literal["apply", "plan", "advisory"] = "apply"
     power_budget_watts: float | None = Field(default=None, gt=0)
     energy_price_per_kwh: float = Field(default=0.0, ge=0, description="USD per kWh, added to the cost at TDP")
@@ -269,10 +372,13 @@ class FleetPolicySpec(_Model):
 
 
 class FleetPolicy(_Model):
+    """Fleet-wide planning policy (one object, named default); its status holds the whole plan."""
+
     api_version: Literal["llmfleet.dev/v1alpha1"] = GROUP_VERSION
     kind: Literal["FleetPolicy"] = "FleetPolicy"
     metadata: ObjectMeta
     spec: FleetPolicySpec = Field(default_factory=FleetPolicySpec)
+    status: FleetPolicyStatus | None = None
 
 
 KINDS: dict[str, type[_Model]] = {"LLMWorkload": LLMWorkload, "GPUPool": GPUPool, "FleetPolicy": FleetPolicy}

@@ -1,0 +1,151 @@
+"""The operator's only door to the Kubernetes API: list, server-side apply, delete, status and
+events, each retried on conflicts and transient errors.
+
+Built on ``kubernetes.dynamic.DynamicClient`` so that custom and built-in kinds go through the
+same calls. Server-side apply uses field manager ``llmfleet`` and forces conflicts, as the
+Kubernetes documentation asks of controllers; fields other managers own and llmfleet does not
+set (an HPA's replicas, a user's annotations) are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
+
+from llmfleet.api.models import API_GROUP, API_VERSION
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "llmfleet"
+RETRY_STATUSES = {409, 429, 500, 502, 503, 504}
+T = TypeVar("T")
+
+KINDS = {
+    "LLMWorkload": (f"{API_GROUP}/{API_VERSION}", "LLMWorkload"),
+    "GPUPool": (f"{API_GROUP}/{API_VERSION}", "GPUPool"),
+    "FleetPolicy": (f"{API_GROUP}/{API_VERSION}", "FleetPolicy"),
+    "Deployment": ("apps/v1", "Deployment"),
+    "Service": ("v1", "Service"),
+    "PriorityClass": ("scheduling.k8s.io/v1", "PriorityClass"),
+    "Event": ("v1", "Event"),
+}
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_of(err: Exception) -> int | None:
+    return getattr(err, "status", None)
+
+
+def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay_s: float = 0.2) -> T:
+    """Call ``fn``; on 409 Conflict, 429 or 5xx retry with exponential back-off.
+
+    Raises:
+        the last ApiException/DynamicApiError when every attempt failed, or at once for other
+        statuses (403, 404, 422: retrying cannot help).
+    """
+    for i in range(attempts):
+        try:
+            return fn()
+        except (ApiException, DynamicApiError) as err:
+            if _status_of(err) not in RETRY_STATUSES or i == attempts - 1:
+                raise
+            log.info("%s: HTTP %s, retrying (%d/%d)", what, _status_of(err), i + 1, attempts)
+            time.sleep(base_delay_s * 2 ** i)
+    raise AssertionError("unreachable")
+
+
+class Kube:
+    """Thin, retrying wrapper over the dynamic client. Objects go in and out as plain dicts."""
+
+    def __init__(self, api_client: client.ApiClient | None = None):
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self.dyn = DynamicClient(api_client)
+        self.instance = socket.gethostname()
+        self._resources: dict[str, Any] = {}
+
+    def resource(self, kind: str):
+        if kind not in self._resources:
+            api_version, k = KINDS[kind]
+            self._resources[kind] = self.dyn.resources.get(api_version=api_version, kind=k)
+        return self._resources[kind]
+
+    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+        res = self.resource(kind)
+        kwargs = {"label_selector": label_selector} if label_selector else {}
+        if namespace is not None and res.namespaced:
+            kwargs["namespace"] = namespace
+        out = with_retry(lambda: res.get(**kwargs), f"list {kind}")
+        return [item.to_dict() for item in out.items]
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        res = self.resource(kind)
+        try:
+            return with_retry(lambda: res.get(name=name, namespace=namespace), f"get {kind} {name}").to_dict()
+        except NotFoundError:
+            return None
+
+    def apply(self, manifest: dict, field_manager: str = FIELD_MANAGER) -> dict:
+        """Server-side apply ``manifest`` (creates it when missing); returns the live object."""
+        res = self.resource(manifest["kind"])
+        md = manifest["metadata"]
+        return with_retry(
+            lambda: res.server_side_apply(body=manifest, name=md["name"], namespace=md.get("namespace"),
+                                          field_manager=field_manager, force_conflicts=True),
+            f"apply {manifest['kind']} {md['name']}",
+        ).to_dict()
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+        """Delete with background propagation; a missing object is not an error."""
+        res = self.resource(kind)
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        try:
+            with_retry(lambda: res.delete(name=name, namespace=namespace, body=body), f"delete {kind} {name}")
+        except NotFoundError:
+            pass
+
+    def patch_status(self, kind: str, name: str, namespace: str | None, status: dict) -> None:
+        """JSON-merge-patch the status subresource (lists are replaced whole)."""
+        res = self.resource(kind).subresources["status"]
+        body = {"status": status}
+        try:
+            with_retry(lambda: res.patch(body=body, name=name, namespace=namespace,
+                                         content_type="application/merge-patch+json"),
+                       f"status of {kind} {name}")
+        except NotFoundError:
+            pass  # deleted meanwhile
+
+    def event(self, obj: dict, reason: str, message: str, warning: bool = False) -> None:
+        """Record a core/v1 Event about ``obj`` (events of cluster-scoped objects go to ``default``)."""
+        md = obj["metadata"]
+        ns = md.get("namespace") or "default"
+        now = now_rfc3339()
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{md['name']}.", "namespace": ns},
+            "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": md["name"],
+                               "namespace": md.get("namespace"), "uid": md.get("uid"),
+                               "resourceVersion": md.get("resourceVersion")},
+            "reason": reason, "message": message[:1000], "type": "Warning" if warning else "Normal",
+            "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": self.instance, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            with_retry(lambda: self.resource("Event").create(body=body, namespace=ns), f"event {reason}")
+        except (ApiException, DynamicApiError) as err:  # an event is never worth failing a reconcile
+            log.warning("could not record event %s on %s: %s", reason, md["name"], err)

@@ -1,0 +1,179 @@
+"""Render a fleet plan into the Kubernetes objects that run it (plain manifests, no API calls).
+
+One Deployment per (workload, pool, TP, role) running ``vllm serve``; one Service per workload;
+one PriorityClass per priority tier in use. Everything carries the labels
+``app.kubernetes.io/managed-by: llmfleet`` and ``llmfleet.dev/workload``; namespaced children carry
+an owner reference to their LLMWorkload so that the garbage collector removes them with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llmfleet.api.models import GROUP_VERSION, LLMWorkload
+from llmfleet.solver.plan import Assignment
+
+MANAGED_BY = "llmfleet"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_WORKLOAD = "llmfleet.dev/workload"
+LABEL_GROUP = "llmfleet.dev/group"
+LABEL_ROLE = "llmfleet.dev/role"
+LABEL_POOL = "llmfleet.dev/pool"
+LABEL_GPU_TYPE = "llmfleet.dev/gpu-type"
+LABEL_TP = "llmfleet.dev/tensor-parallel-size"
+LABEL_ENTRYPOINT = "llmfleet.dev/entrypoint"
+ANNOTATION_POWER_LIMIT = "llmfleet.dev/gpu-power-limit-watts"
+ANNOTATION_SPEC_HASH = "llmfleet.dev/spec-hash"
+ANNOTATION_EXTERNAL_REPLICAS = "llmfleet.dev/replicas-managed-externally"
+"""Set to "true" on a Deployment whose spec.replicas an autoscaler (HPA, KEDA) owns: llmfleet
+then leaves the replica count alone and keeps managing the rest of the Deployment."""
+
+PRIORITY_CLASS_PREFIX = "llmfleet-"
+VLLM_PORT = 8000
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def dns_name(*parts: str, max_len: int = 63) -> str:
+    """Join parts into a DNS-1123 label; names over ``max_len`` keep a stable 8-hex hash suffix."""
+    raw = "-".join(p.lower().replace("_", "-").replace(".", "-").replace("/", "-") for p in parts if p)
+    raw = "".join(ch for ch in raw if ch.isalnum() or ch == "-").strip("-")
+    if len(raw) <= max_len:
+        return raw
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return f"{raw[:max_len - 9].rstrip('-')}-{digest}"
+
+
+def priority_class_name(tier: str) -> str:
+    return f"{PRIORITY_CLASS_PREFIX}{tier}"
+
+
+def deployment_name(workload: str, pool: str, tp: int, role: str) -> str:
+    """``<workload>-<pool>-tp<N>`` for colocated replicas, with ``-prefill``/``-decode`` for P/D."""
+    return dns_name(workload, pool, f"tp{tp}", "" if role == "colocated" else role, max_len=52)
+
+
+def _owner_reference(w: LLMWorkload) -> dict[str, Any]:
+    return {"apiVersion": GROUP_VERSION, "kind": "LLMWorkload", "name": w.metadata.name,
+            "uid": w.metadata.model_extra["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def _base_labels(w: LLMWorkload) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": w.metadata.name,
+            "app.kubernetes.io/part-of": "llmfleet", LABEL_MANAGED_BY: MANAGED_BY, LABEL_WORKLOAD: w.metadata.name}
+
+
+def spec_hash(manifest: dict[str, Any]) -> str:
+    """Stable short hash of a manifest's content (without the hash annotation itself)."""
+    doc = json.loads(json.dumps(manifest, sort_keys=True))
+    doc.get("metadata", {}).get("annotations", {}).pop(ANNOTATION_SPEC_HASH, None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def vllm_args(w: LLMWorkload, a: Assignment) -> list[str]:
+    """Arguments of ``vllm serve`` for one group (role flags for disaggregated prefill/decode)."""
+    s = w.spec.serving
+    args = [w.spec.model, "--tensor-parallel-size", str(a.tp), "--port", str(VLLM_PORT),
+            "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+    if a.role in ("prefill", "decode"):
+        kv_role = "kv_producer" if a.role == "prefill" else "kv_consumer"
+        args += ["--kv-transfer-config", json.dumps({"kv_connector": "PyNcclConnector", "kv_role": kv_role})]
+    return args + list(s.extra_args)
+
+
+def render_deployment(w: LLMWorkload, a: Assignment, pool_node_selector: dict[str, str],
+                      power_limit_watts: float, replicas: int | None) -> dict[str, Any]:
+    """The Deployment of one planned group.
+
+    Args:
+        w: the workload (its ``metadata.uid`` must be set: it comes from the API server).
+        a: the planned group (pool, TP, role, replicas).
+        pool_node_selector: the GPUPool's ``spec.nodeSelector``.
+        power_limit_watts: planned per-GPU power cap, W (annotation read by the power agent).
+        replicas: replica count to set; None leaves ``spec.replicas`` out (external autoscaler).
+    """
+    name = deployment_name(w.metadata.name, a.pool, a.tp, a.role)
+    labels = {**_base_labels(w), "app.kubernetes.io/component": a.role, LABEL_ROLE: a.role, LABEL_POOL: a.pool,
+              LABEL_GPU_TYPE: dns_name(a.gpu_type), LABEL_TP: str(a.tp), LABEL_GROUP: name}
+    pod_labels = dict(labels)
+    if a.role in ("colocated", "prefill"):
+        pod_labels[LABEL_ENTRYPOINT] = "true"  # requests enter here; decode replicas get KV from prefill
+    power = {ANNOTATION_POWER_LIMIT: str(int(round(power_limit_watts)))}
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {LABEL_WORKLOAD: w.metadata.name, LABEL_GROUP: name}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": {
+                **power, "prometheus.io/scrape": "true", "prometheus.io/port": str(VLLM_PORT),
+                "prometheus.io/path": "/metrics"}},
+            "spec": {
+                "priorityClassName": priority_class_name(w.spec.priority),
+                "nodeSelector": dict(pool_node_selector),
+                "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+                "terminationGracePeriodSeconds": 60,
+                "containers": [{
+                    "name": "vllm",
+                    "image": w.spec.serving.image,
+                    "command": ["vllm", "serve"],
+                    "args": vllm_args(w, a),
+                    "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
+                    "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
+                                       "failureThreshold": 3},
+                    "resources": {"limits": {GPU_RESOURCE: a.tp}, "requests": {GPU_RESOURCE: a.tp}},
+                    "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+                }],
+                # NCCL between TP ranks needs more shared memory than the container default
+                "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+            },
+        },
+    }
+    if replicas is not None:
+        spec = {"replicas": replicas, **spec}
+    manifest = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": w.metadata.namespace or "default", "labels": labels,
+                     "annotations": dict(power), "ownerReferences": [_owner_reference(w)]},
+        "spec": spec,
+    }
+    manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = spec_hash(manifest)
+    return manifest
+
+
+def render_service(w: LLMWorkload) -> dict[str, Any]:
+    """The workload's Service: port 80 → vLLM's OpenAI API on colocated and prefill replicas."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": w.metadata.name, "namespace": w.metadata.namespace or "default",
+                     "labels": _base_labels(w), "ownerReferences": [_owner_reference(w)]},
+        "spec": {
+            "selector": {LABEL_WORKLOAD: w.metadata.name, LABEL_ENTRYPOINT: "true"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_priority_class(tier: str, value: int) -> dict[str, Any]:
+    """The PriorityClass of one tier (cluster-scoped, not owned: several workloads share it)."""
+    return {
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": priority_class_name(tier),
+                     "labels": {LABEL_MANAGED_BY: MANAGED_BY, "app.kubernetes.io/part-of": "llmfleet"}},
+        "value": value, "globalDefault": False, "preemptionPolicy": "PreemptLowerPriority",
+        "description": f"llmfleet priority tier {tier!r} (FleetPolicy spec.priorityTiers)",
+    }
+
+
+@dataclass(frozen=True)
+class ChildKey:
+    """Identity of a child object: kind, namespace ('' for cluster-scoped) and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> "ChildKey":
+        md = manifest["metadata"]
+        return cls(manifest["kind"], md.get("namespace") or "", md["name"])

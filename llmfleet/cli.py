@@ -1,4 +1,4 @@
-"""Command line: ``llmfleet plan``.
+"""Command line: ``llmfleet plan | crds | operator``.
 
     llmfleet plan -f examples/                 # table: workload, GPU, TP, replicas, $/h, TTFT, TPOT
     llmfleet plan -f examples/ -o json         # the Plan as JSON (or -o yaml)
@@ -170,6 +170,27 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    # before kopf and the kubernetes client are imported: the client fixes its default
+    # kubeconfig path from $KUBECONFIG at import time
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).resolve())
+    import kopf
+
+    os.environ["LLMFLEET_TRACE_DIR"] = str(Path(args.trace_dir).resolve())
+    os.environ["LLMFLEET_DEBOUNCE_SECONDS"] = str(args.debounce_seconds)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import llmfleet.operator  # noqa: F401  (registers the handlers)
+
+    kopf.run(clusterwide=True, standalone=args.peering is None, peering_name=args.peering,
+             liveness_endpoint=args.liveness)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="llmfleet", description="Cost-optimal heterogeneous GPU fleets for LLM serving.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -189,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-d", "--directory", default="crds", help="output folder (default: crds)")
     c.add_argument("--check", action="store_true", help="only check that the folder is up to date (exit 1 if not)")
     c.set_defaults(func=cmd_crds)
+
+    o = sub.add_parser("operator", help="run the Kubernetes operator (kopf) against the current kubeconfig",
+                       description="Watch LLMWorkloads, GPUPools and the FleetPolicy; plan jointly; reconcile "
+                                   "Deployments, Services and PriorityClasses.")
+    o.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)")
+    o.add_argument("--trace-dir", default=".", help="folder that relative spec.traffic.trace.path values are read from")
+    o.add_argument("--debounce-seconds", type=float, default=1.0, help="quiet time gathered before a reconcile")
+    o.add_argument("--peering", metavar="NAME", help="kopf peering object for several replicas (default: standalone)")
+    o.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    o.add_argument("-v", "--verbose", action="store_true")
+    o.set_defaults(func=cmd_operator)
     return ap
 
 

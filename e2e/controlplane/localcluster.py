@@ -156,7 +156,7 @@ class LocalCluster:
         self._spawn("kube-controller-manager", [
             str(b / "kube-controller-manager"), f"--kubeconfig={kcm}", "--leader-elect=false", "--port=0",
             "--secure-port=0", f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={d / 'ca.crt'}",
-            "--controllers=*,-nodelifecycle", "--concurrent-deployment-syncs=10", "--concurrent-gc-syncs=10",
+            "--controllers=*,-nodelifecycle", "--use-service-account-credentials=true", "--concurrent-deployment-syncs=10", "--concurrent-gc-syncs=10",
         ])
         self._spawn("kube-scheduler", [str(b / "kube-scheduler"), f"--kubeconfig={sched}", "--leader-elect=false",
                                        "--port=0", "--secure-port=0"])

@@ -104,6 +104,16 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+def _without_defaults(node: Any) -> Any:
+    """Drop ``default`` everywhere: the operator writes status whole, and the 1.20 API server
+    refuses an empty-string default (it reads it as null)."""
+    if isinstance(node, list):
+        return [_without_defaults(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+
+
 def openapi_schema(kind: str) -> dict[str, Any]:
     """The structural ``openAPIV3Schema`` of one kind (spec and status from the pydantic model).
 
@@ -122,7 +132,7 @@ def openapi_schema(kind: str) -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": _structural(props["spec"], defs),
-            "status": _structural(props["status"], defs),
+            "status": _without_defaults(_structural(props["status"], defs)),
         },
     }
     if "spec" in js.get("required", []):

@@ -20,7 +20,16 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 class ManifestError(ValueError):
-    """A document that cannot be used; the message names the file, the object and the field."""
+    """A document that cannot be used; the message names the file, the object and the field.
+
+    Attributes:
+        obj: ``(kind, key)`` of the offending object when one object is to blame (``key`` is
+            ``namespace/name`` for an LLMWorkload, ``name`` for a GPUPool), else None.
+    """
+
+    def __init__(self, message: str, obj: tuple[str, str] | None = None):
+        super().__init__(message)
+        self.obj = obj
 
 
 @dataclass
@@ -32,6 +41,9 @@ class FleetSpec:
     policy: FleetPolicy = field(default_factory=lambda: FleetPolicy(metadata={"name": "default"}))
     sources: dict[str, Path] = field(default_factory=dict)
     """object key (``kind/namespace/name``) -> the file it came from, for error messages"""
+    base_dir: Path | None = None
+    """folder relative trace paths are resolved against for objects with no source file (the
+    operator's ``--trace-dir``); objects read from a file resolve against that file's folder"""
 
 
 def source_key(obj: LLMWorkload | GPUPool | FleetPolicy) -> str:

@@ -10,6 +10,7 @@ set (an HPA's replicas, a user's annotations) are left alone.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from datetime import datetime, timezone
@@ -70,10 +71,14 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient | None = None):
         if api_client is None:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
+            if os.environ.get("KUBECONFIG"):
+                # read the variable now: the client fixes its default path when first imported
+                config.load_kube_config(config_file=os.environ["KUBECONFIG"].split(os.pathsep)[0])
+            else:
+                try:
+                    config.load_incluster_config()
+                except config.ConfigException:
+                    config.load_kube_config()
             api_client = client.ApiClient()
         self.dyn = DynamicClient(api_client)
         self.instance = socket.gethostname()

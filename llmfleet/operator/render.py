@@ -121,7 +121,7 @@ def render_deployment(w: LLMWorkload, a: Assignment, pool_node_selector: dict[st
                     "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
                     "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
                                        "failureThreshold": 3},
-                    "resources": {"limits": {GPU_RESOURCE: a.tp}, "requests": {GPU_RESOURCE: a.tp}},
+                    "resources": {"limits": {GPU_RESOURCE: str(a.tp)}, "requests": {GPU_RESOURCE: str(a.tp)}},
                     "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
                 }],
                 # NCCL between TP ranks needs more shared memory than the container default
@@ -143,7 +143,7 @@ def render_deployment(w: LLMWorkload, a: Assignment, pool_node_selector: dict[st
 
 def render_service(w: LLMWorkload) -> dict[str, Any]:
     """The workload's Service: port 80 → vLLM's OpenAI API on colocated and prefill replicas."""
-    return {
+    manifest = {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": w.metadata.name, "namespace": w.metadata.namespace or "default",
                      "labels": _base_labels(w), "ownerReferences": [_owner_reference(w)]},
@@ -152,6 +152,8 @@ def render_service(w: LLMWorkload) -> dict[str, Any]:
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+    manifest["metadata"]["annotations"] = {ANNOTATION_SPEC_HASH: spec_hash(manifest)}
+    return manifest
 
 
 def render_priority_class(tier: str, value: int) -> dict[str, Any]:

@@ -107,17 +107,20 @@ def resolve_pool(pool: GPUPool) -> PoolInfo:
         try:
             gpu = get_gpu(s.gpu_type)
         except KeyError as err:
-            raise ManifestError(f"GPUPool {pool.metadata.name}: spec.gpuType: {err.args[0]}") from None
+            raise ManifestError(f"GPUPool {pool.metadata.name}: spec.gpuType: {err.args[0]}",
+                                ("GPUPool", pool.metadata.name)) from None
     cost = s.cost_per_gpu_hour if s.cost_per_gpu_hour is not None else gpu.default_cost_per_gpu_hour
     if cost is None:
         raise ManifestError(
-            f"GPUPool {pool.metadata.name}: spec.costPerGPUHour is required: the catalogue has no list price for {gpu.name}"
+            f"GPUPool {pool.metadata.name}: spec.costPerGPUHour is required: the catalogue has no list price for {gpu.name}",
+            ("GPUPool", pool.metadata.name),
         )
     return PoolInfo(pool.metadata.name, gpu, s.max_gpus, s.gpus_per_node, cost)
 
 
-def workload_demand(w: LLMWorkload, source: Path | None) -> Demand:
-    """The workload's demand from its trace (path relative to the YAML file) or its declared traffic.
+def workload_demand(w: LLMWorkload, base_dir: Path | None) -> Demand:
+    """The workload's demand from its trace (a relative path is taken from ``base_dir``) or its
+    declared traffic.
 
     Raises:
         ManifestError: the trace cannot be read (the message names the field and file).
@@ -126,13 +129,13 @@ def workload_demand(w: LLMWorkload, source: Path | None) -> Demand:
     if t.trace is None:
         return demand_from_spec(t)
     path = Path(t.trace.path)
-    if not path.is_absolute() and source is not None:
-        path = source.parent / path
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
     try:
         trace = load_trace(path, t.trace.format)
         return demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
     except (TraceError, ValueError) as err:
-        raise ManifestError(f"LLMWorkload {w.key}: spec.traffic.trace: {err}") from None
+        raise ManifestError(f"LLMWorkload {w.key}: spec.traffic.trace: {err}", ("LLMWorkload", w.key)) from None
 
 
 def build_problem(spec: FleetSpec, params: PerfParams | None = None,
@@ -154,8 +157,9 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         try:
             model = resolve_model(w.spec.model, w.spec.architecture)
         except KeyError as err:
-            raise ManifestError(f"LLMWorkload {w.key}: spec.model: {err.args[0]}") from None
-        demand = (demands or {}).get(w.key) or workload_demand(w, spec.sources.get(source_key(w)))
+            raise ManifestError(f"LLMWorkload {w.key}: spec.model: {err.args[0]}", ("LLMWorkload", w.key)) from None
+        source = spec.sources.get(source_key(w))
+        demand = (demands or {}).get(w.key) or workload_demand(w, source.parent if source else spec.base_dir)
         idx = np.argwhere(demand.share > 0)
         share = demand.share[idx[:, 0], idx[:, 1]]
         inp = demand.input_tokens[idx[:, 0], idx[:, 1]]

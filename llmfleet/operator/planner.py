@@ -1,0 +1,487 @@
+"""The cluster-wide planner: one reconcile reads every LLMWorkload, GPUPool and the FleetPolicy,
+solves them jointly with the planner core, and makes the cluster follow the plan.
+
+A reconcile is idempotent and safe to interrupt: children have deterministic names and are
+written with server-side apply, so a restarted operator converges to the same objects with no
+duplicates. Nothing running changes for an object that fails validation (its children are frozen
+and its GPUs stay counted as taken), nor when the solve fails (every child is kept), nor in
+``mode: plan``/``advisory`` (the plan and the diff go to the FleetPolicy status for review).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmfleet.api.loader import FleetSpec, ManifestError, parse_document
+from llmfleet.api.models import FleetPolicy, GPUPool, LLMWorkload
+from llmfleet.catalog.gpus import get_gpu
+from llmfleet.operator.conditions import condition, set_condition
+from llmfleet.operator.kube import Kube, now_rfc3339
+from llmfleet.operator.render import (
+    ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
+    MANAGED_BY, ChildKey, render_deployment, render_priority_class, render_service,
+)
+from llmfleet.solver.milp import solve
+from llmfleet.solver.plan import Assignment, Plan
+from llmfleet.solver.problem import build_problem
+
+log = logging.getLogger(__name__)
+
+POLICY_NAME = "default"
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+HANDOFF_MANAGER = "llmfleet-replicas-handoff"
+
+
+@dataclass
+class Parsed:
+    """The cluster's llmfleet objects after validation."""
+
+    workloads: dict[str, tuple[dict, LLMWorkload]] = field(default_factory=dict)   # key -> (raw, model)
+    pools: dict[str, tuple[dict, GPUPool]] = field(default_factory=dict)
+    policy: tuple[dict, FleetPolicy] | None = None
+    invalid: dict[tuple[str, str], tuple[dict, str]] = field(default_factory=dict)  # (kind, key) -> (raw, msg)
+    ignored_policies: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile did (for logs and tests)."""
+
+    plan: Plan | None
+    solved: bool
+    mode: str
+    diff: list[dict]
+    applied: bool
+    errors: list[str]
+
+
+def _key(raw: dict) -> str:
+    md = raw["metadata"]
+    return f"{md['namespace']}/{md['name']}" if md.get("namespace") else md["name"]
+
+
+def _for_parsing(raw: dict) -> dict:
+    """The object without status (written by us, and by kopf's own bookkeeping)."""
+    return {k: v for k, v in raw.items() if k != "status"}
+
+
+def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]) -> Parsed:
+    """Validate the raw objects with the API models; invalid ones are kept with their message."""
+    out = Parsed()
+    for kind, items in (("LLMWorkload", workloads), ("GPUPool", pools), ("FleetPolicy", policies)):
+        for raw in items:
+            key = _key(raw)
+            if kind == "FleetPolicy" and raw["metadata"]["name"] != POLICY_NAME:
+                out.ignored_policies.append(raw)
+                continue
+            try:
+                obj = parse_document(_for_parsing(raw), f"{kind} {key}")
+            except ManifestError as err:
+                out.invalid[(kind, key)] = (raw, str(err))
+                continue
+            if kind == "LLMWorkload":
+                out.workloads[key] = (raw, obj)
+            elif kind == "GPUPool":
+                out.pools[key] = (raw, obj)
+            else:
+                out.policy = (raw, obj)
+    policy = out.policy[1] if out.policy else FleetPolicy(metadata={"name": POLICY_NAME})
+    tiers = [t.name for t in policy.spec.priority_tiers]
+    for key, (raw, w) in list(out.workloads.items()):
+        if w.spec.priority not in tiers:
+            out.invalid[("LLMWorkload", key)] = (
+                raw, f"LLMWorkload {key}: spec.priority: {w.spec.priority!r} is not a tier of FleetPolicy "
+                     f"{POLICY_NAME}; allowed: {', '.join(tiers)}")
+            del out.workloads[key]
+    return out
+
+
+def _deployment_gpus(dep: dict) -> int:
+    labels = dep["metadata"].get("labels", {})
+    return int(labels.get(LABEL_TP, "0")) * int(dep.get("spec", {}).get("replicas") or 0)
+
+
+def _owns_replicas(dep: dict, manager: str) -> bool:
+    for mf in dep["metadata"].get("managedFields") or []:
+        if mf.get("manager") == manager and "f:replicas" in json.dumps(mf.get("fieldsV1", {})):
+            return True
+    return False
+
+
+class FleetPlanner:
+    """Reconciles the whole fleet. Thread-safe: one reconcile runs at a time.
+
+    Args:
+        kube: API access.
+        trace_dir: folder that relative ``spec.traffic.trace.path`` values are read from.
+    """
+
+    def __init__(self, kube: Kube, trace_dir: Path | None = None):
+        self.kube = kube
+        self.trace_dir = trace_dir or Path.cwd()
+        self._lock = threading.Lock()
+        self._cache: tuple[str, Plan] | None = None
+        self.replan_interval_s: float | None = None
+
+    def invalidate(self) -> None:
+        """Forget the cached plan: the next reconcile solves afresh."""
+        self._cache = None
+
+    # ------------------------------------------------------------------ solve
+    def _plan(self, parsed: Parsed, held: dict[str, int]) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
+        """Solve (or reuse the cached plan for identical inputs).
+
+        Returns (plan, solved_now, objects that failed while building the problem). ``held``
+        maps pool name -> GPUs taken by frozen children, removed from its availability.
+        """
+        policy = parsed.policy[1] if parsed.policy else FleetPolicy(metadata={"name": POLICY_NAME})
+        workloads = {k: w for k, (_, w) in parsed.workloads.items()}
+        pools = {k: p.model_copy(update={"spec": p.spec.model_copy(
+            update={"max_gpus": max(0, p.spec.max_gpus - held.get(k, 0))})}) for k, (_, p) in parsed.pools.items()}
+        failed: dict[tuple[str, str], str] = {}
+        while True:
+            if not workloads or not pools:
+                return None, False, failed
+            digest = hashlib.sha256(json.dumps(
+                [[w.spec.model_dump(mode="json") for _, w in sorted(workloads.items())],
+                 [(k, p.spec.model_dump(mode="json")) for k, p in sorted(pools.items())],
+                 policy.spec.model_dump(mode="json"), str(self.trace_dir)], sort_keys=True).encode()).hexdigest()
+            if self._cache and self._cache[0] == digest:
+                return self._cache[1], False, failed
+            spec = FleetSpec(workloads=list(workloads.values()), pools=list(pools.values()), policy=policy,
+                             base_dir=self.trace_dir)
+            try:
+                problem = build_problem(spec)
+            except ManifestError as err:
+                if err.obj is None:
+                    raise
+                failed[err.obj] = str(err)
+                (workloads if err.obj[0] == "LLMWorkload" else pools).pop(err.obj[1], None)
+                continue
+            t0 = time.perf_counter()
+            plan = solve(problem)
+            log.info("solved %d workloads on %d pools: %s, %s USD/h in %.2fs", len(workloads), len(pools),
+                     plan.status, plan.cost_per_hour, time.perf_counter() - t0)
+            self._cache = (digest, plan)
+            return plan, True, failed
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self) -> ReconcileReport:
+        with self._lock:
+            return self._reconcile()
+
+    def _reconcile(self) -> ReconcileReport:
+        kube = self.kube
+        parsed = parse_cluster(kube.list("LLMWorkload"), kube.list("GPUPool"), kube.list("FleetPolicy"))
+        policy_raw, policy = parsed.policy or (None, FleetPolicy(metadata={"name": POLICY_NAME}))
+        mode = policy.spec.mode
+        self.replan_interval_s = policy.spec.replan_interval_seconds
+        live_deps = kube.list("Deployment", label_selector=MANAGED_SELECTOR)
+        live_svcs = kube.list("Service", label_selector=MANAGED_SELECTOR)
+
+        frozen = {key.split("/", 1)[1] if "/" in key else key
+                  for (kind, key) in parsed.invalid if kind == "LLMWorkload"}
+        frozen_ns = {key for (kind, key) in parsed.invalid if kind == "LLMWorkload"}
+        held: dict[str, int] = {}
+        for d in live_deps:
+            if self._workload_key(d) in frozen_ns:
+                pool = d["metadata"]["labels"].get(LABEL_POOL, "")
+                held[pool] = held.get(pool, 0) + _deployment_gpus(d)
+
+        errors: list[str] = []
+        try:
+            plan, solved, failed = self._plan(parsed, held)
+        except Exception as err:  # a solver crash must never touch running children
+            log.exception("planning failed")
+            plan, solved, failed = None, False, {}
+            errors.append(f"planning failed: {err}")
+        for (kind, key), msg in failed.items():
+            table = parsed.workloads if kind == "LLMWorkload" else parsed.pools
+            raw = table.pop(key)[0]
+            parsed.invalid[(kind, key)] = (raw, msg)
+            if kind == "LLMWorkload":
+                frozen_ns.add(key)
+
+        usable = plan is not None and plan.cost_per_hour is not None
+        desired: dict[ChildKey, dict] = {}
+        group_of: dict[str, list[tuple[Assignment, dict]]] = {}
+        if usable:
+            live_by_key = {ChildKey.of(d): d for d in live_deps}
+            for a in plan.assignments:
+                raw, w = parsed.workloads[a.workload]
+                pool = parsed.pools[a.pool][1]
+                watts = pool.spec.power.max_watts if pool.spec.power else a.config.pool.gpu.tdp_watts
+                manifest = render_deployment(w, a, pool.spec.node_selector, watts, a.replicas)
+                live = live_by_key.get(ChildKey.of(manifest))
+                if live and live["metadata"].get("annotations", {}).get(ANNOTATION_EXTERNAL_REPLICAS) == "true":
+                    manifest = render_deployment(w, a, pool.spec.node_selector, watts, None)
+                desired[ChildKey.of(manifest)] = manifest
+                group_of.setdefault(a.workload, []).append((a, manifest))
+            for key in group_of:
+                svc = render_service(parsed.workloads[key][1])
+                desired[ChildKey.of(svc)] = svc
+
+        diff = self._diff(desired, live_deps, live_svcs, frozen_ns) if usable else []
+        applied = False
+        if usable and mode == "apply":
+            errors += self._apply(desired, diff, live_deps, parsed, policy)
+            applied = True
+            live_deps = kube.list("Deployment", label_selector=MANAGED_SELECTOR)
+
+        self._write_statuses(parsed, policy_raw, plan, solved, usable, group_of, live_deps, diff, applied, errors,
+                             mode)
+        return ReconcileReport(plan, solved, mode, diff, applied, errors)
+
+    @staticmethod
+    def _workload_key(child: dict) -> str:
+        md = child["metadata"]
+        return f"{md.get('namespace')}/{md.get('labels', {}).get(LABEL_WORKLOAD, '')}"
+
+    def _diff(self, desired: dict[ChildKey, dict], live_deps: list[dict], live_svcs: list[dict],
+              frozen_ns: set[str]) -> list[dict]:
+        """Changes that take the cluster to ``desired``; children of frozen workloads are kept."""
+        live = {ChildKey.of({"kind": "Deployment", **d}): d for d in live_deps}
+        live.update({ChildKey.of({"kind": "Service", **s}): s for s in live_svcs})
+        changes = []
+        for key, manifest in desired.items():
+            cur = live.get(key)
+            want = manifest.get("spec", {}).get("replicas") if key.kind == "Deployment" else None
+            have = cur.get("spec", {}).get("replicas") if cur and key.kind == "Deployment" else None
+            if cur is None:
+                action = "create"
+            elif (cur["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != \
+                    manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+                action = "update"
+            else:
+                action = "unchanged"
+            if want is None and key.kind == "Deployment":
+                want = have  # replicas owned by an external autoscaler
+            changes.append({"action": action, "kind": key.kind, "namespace": key.namespace, "name": key.name,
+                            "replicasFrom": have, "replicasTo": want})
+        for key, cur in live.items():
+            if key in desired or self._workload_key(cur) in frozen_ns:
+                continue
+            have = cur.get("spec", {}).get("replicas") if key.kind == "Deployment" else None
+            changes.append({"action": "delete", "kind": key.kind, "namespace": key.namespace, "name": key.name,
+                            "replicasFrom": have, "replicasTo": None})
+        return changes
+
+    def _apply(self, desired: dict[ChildKey, dict], diff: list[dict], live_deps: list[dict], parsed: Parsed,
+               policy: FleetPolicy) -> list[str]:
+        """Carry out ``diff``: PriorityClasses first, then growing groups (highest tier first) before
+        shrinking ones, so serving capacity is made before it is broken; deletions last."""
+        errors = []
+        tier_values = {t.name: t.value for t in policy.spec.priority_tiers}
+        in_use = {w.spec.priority for _, w in parsed.workloads.values()}
+        for tier in sorted(in_use):
+            try:
+                if self.kube.get("PriorityClass", f"llmfleet-{tier}") is None:
+                    self.kube.apply(render_priority_class(tier, tier_values[tier]))
+            except Exception as err:
+                errors.append(f"PriorityClass llmfleet-{tier}: {err}")
+        live = {ChildKey.of({"kind": "Deployment", **d}): d for d in live_deps}
+
+        def order(change: dict) -> tuple:
+            m = desired.get(ChildKey(change["kind"], change["namespace"], change["name"]))
+            tier = m["spec"]["template"]["spec"]["priorityClassName"].removeprefix("llmfleet-") if m and \
+                change["kind"] == "Deployment" else ""
+            shrinking = (change["replicasTo"] or 0) < (change["replicasFrom"] or 0)
+            return (shrinking, -tier_values.get(tier, 0), change["kind"] != "Deployment", change["name"])
+
+        for change in sorted((c for c in diff if c["action"] != "delete"), key=order):
+            key = ChildKey(change["kind"], change["namespace"], change["name"])
+            manifest = desired[key]
+            try:
+                cur = live.get(key)
+                if cur is not None and "replicas" not in manifest["spec"] and _owns_replicas(cur, "llmfleet"):
+                    # hand spec.replicas to another field manager first, or omitting it from our
+                    # apply would reset it to the default of 1
+                    self.kube.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "metadata": {"name": key.name, "namespace": key.namespace},
+                                     "spec": {"replicas": cur["spec"].get("replicas", 1)}},
+                                    field_manager=HANDOFF_MANAGER)
+                self.kube.apply(manifest)
+            except Exception as err:
+                errors.append(f"{key.kind} {key.namespace}/{key.name}: {err}")
+        for change in diff:
+            if change["action"] == "delete":
+                try:
+                    self.kube.delete(change["kind"], change["name"], change["namespace"] or None)
+                except Exception as err:
+                    errors.append(f"delete {change['kind']} {change['namespace']}/{change['name']}: {err}")
+        return errors
+
+    # ------------------------------------------------------------------ status and events
+    def _write_statuses(self, parsed: Parsed, policy_raw: dict | None, plan: Plan | None, solved: bool,
+                        usable: bool, group_of: dict[str, list[tuple[Assignment, dict]]], live_deps: list[dict],
+                        diff: list[dict], applied: bool, errors: list[str], mode: str) -> None:
+        live = {ChildKey.of({"kind": "Deployment", **d}): d for d in live_deps}
+        results = {r.workload: r for r in (plan.workloads if plan else [])}
+        plan_msgs = "; ".join(plan.messages) if plan and plan.messages else ""
+
+        for (kind, key), (raw, msg) in parsed.invalid.items():
+            st = dict(raw.get("status") or {})
+            gen = raw["metadata"].get("generation")
+            conds = set_condition(st.get("conditions") or [], "Planned", False, "InvalidSpec",
+                                  msg + "; running children are left unchanged", gen)
+            if kind == "LLMWorkload":
+                conds = set_condition(conds, "Degraded", True, "InvalidSpec", msg, gen)
+            self._set_status(kind, raw, {**st, "observedGeneration": gen, "conditions": conds},
+                             event=("InvalidSpec", msg, True))
+
+        for key, (raw, w) in parsed.workloads.items():
+            gen = raw["metadata"].get("generation")
+            st = dict(raw.get("status") or {})
+            conds = st.get("conditions") or []
+            event = None
+            if not usable:
+                why = "; ".join(errors) or plan_msgs or "no plan"
+                status = plan.status if plan else "error"
+                conds = set_condition(conds, "Planned", False, "PlanFailed" if status != "infeasible" else "Infeasible",
+                                      f"{why}; the running children are kept", gen)
+                event = ("PlanFailed", why, True)
+                self._set_status("LLMWorkload", raw, {**st, "observedGeneration": gen, "conditions": conds}, event)
+                continue
+            groups = group_of.get(key, [])
+            slice_ = [self._group_status(a, m) for a, m in groups]
+            replicas = sum(a.replicas for a, _ in groups)
+            ready = 0
+            for _, m in groups:
+                d = live.get(ChildKey.of(m))
+                ready += int((d or {}).get("status", {}).get("availableReplicas") or 0) if d else 0
+            r = results.get(key)
+            shed = r.shed_rps if r else 0.0
+            conds = set_condition(conds, "Planned", True, "Planned" if mode == "apply" else "PlannedForReview",
+                                  f"{replicas} replicas on {sum(a.gpus for a, _ in groups)} GPUs, "
+                                  f"${sum(a.cost_per_hour for a, _ in groups):.2f}/h"
+                                  + ("" if mode == "apply" else f" (FleetPolicy mode {mode}: not applied)"), gen)
+            all_ready = replicas > 0 and ready >= replicas
+            conds = set_condition(conds, "Ready", all_ready, "Available" if all_ready else "ReplicasNotReady",
+                                  f"{ready}/{replicas} replicas available", gen)
+            if shed > 1e-6:
+                conds = set_condition(conds, "Degraded", True, "CapacityShortage",
+                                      f"{shed:.2f} of {r.demand_rps:.2f} req/s cannot be served within the SLO "
+                                      f"(tier {r.tier}): {plan_msgs}", gen)
+            elif any(k[0] == "GPUPool" for k in parsed.invalid):
+                conds = set_condition(conds, "Degraded", True, "InvalidGPUPool",
+                                      "a GPUPool is invalid and was left out of the plan", gen)
+            else:
+                conds = set_condition(conds, "Degraded", False, "AsPlanned", "", gen)
+            old_groups = [(g.get("pool"), g.get("tensorParallelSize"), g.get("role"), g.get("replicas"))
+                          for g in st.get("plan") or []]
+            new_groups = [(g["pool"], g["tensorParallelSize"], g["role"], g["replicas"]) for g in slice_]
+            if sorted(old_groups, key=str) != sorted(new_groups, key=str):
+                event = ("PlanChanged", "plan: " + (", ".join(
+                    f"{g['replicas']}x {g['gpuType']} TP{g['tensorParallelSize']} {g['role']}" for g in slice_)
+                    or "no replicas") + ("" if mode == "apply" else f" (mode {mode}, not applied)"), False)
+            ttfts = [a.ttft_s for a, _ in groups if a.ttft_s is not None]
+            tpots = [a.tpot_s for a, _ in groups if a.tpot_s is not None]
+            new = {
+                "observedGeneration": gen, "conditions": conds, "plan": slice_,
+                "demandRps": round(r.demand_rps, 3) if r else None, "servedRps": round(r.served_rps, 3) if r else None,
+                "gpus": sum(a.gpus for a, _ in groups), "costPerHour": round(sum(a.cost_per_hour for a, _ in groups), 4),
+                "replicas": replicas, "readyReplicas": ready, "ready": f"{ready}/{replicas}",
+                "predictedTTFTSeconds": round(max(ttfts), 4) if ttfts else None,
+                "predictedTPOTSeconds": round(max(tpots), 5) if tpots else None,
+            }
+            self._set_status("LLMWorkload", raw, new, event)
+
+        pool_gpus: dict[str, int] = {}
+        for a in (plan.assignments if usable else []):
+            pool_gpus[a.pool] = pool_gpus.get(a.pool, 0) + a.gpus
+        for key, (raw, p) in parsed.pools.items():
+            gen = raw["metadata"].get("generation")
+            st = dict(raw.get("status") or {})
+            price = p.spec.cost_per_gpu_hour
+            if price is None:
+                try:
+                    price = get_gpu(p.spec.gpu_type).default_cost_per_gpu_hour
+                except KeyError:
+                    price = None
+            conds = set_condition(st.get("conditions") or [], "Planned", True, "Valid", "", gen)
+            self._set_status("GPUPool", raw, {**st, "observedGeneration": gen, "conditions": conds,
+                                              "plannedGPUs": pool_gpus.get(key, 0) if usable else st.get("plannedGPUs"),
+                                              "costPerGPUHour": price}, None)
+
+        for raw in parsed.ignored_policies:
+            self._set_status("FleetPolicy", raw, {"conditions": set_condition(
+                (raw.get("status") or {}).get("conditions") or [], "Planned", False, "Ignored",
+                f"llmfleet reads only the FleetPolicy named {POLICY_NAME!r}", raw["metadata"].get("generation"))},
+                None)
+        if policy_raw is not None:
+            gen = policy_raw["metadata"].get("generation")
+            st = dict(policy_raw.get("status") or {})
+            if usable:
+                conds = set_condition(st.get("conditions") or [], "Planned", True, plan.status.capitalize(),
+                                      plan_msgs or f"{plan.status}: ${plan.cost_per_hour:.2f}/h", gen)
+            else:
+                why = "; ".join(errors) or plan_msgs or ("no valid LLMWorkload or GPUPool" if plan is None else "no plan")
+                conds = set_condition(st.get("conditions") or [], "Planned", False,
+                                      (plan.status.capitalize() if plan else "NothingToPlan"), why, gen)
+            conds = set_condition(conds, "Applied", applied and not errors,
+                                  "Applied" if applied and not errors else ("ApplyFailed" if errors else f"Mode{mode.capitalize()}"),
+                                  "; ".join(errors) if errors else ("" if applied else f"mode {mode}: children unchanged"),
+                                  gen)
+            new = {"observedGeneration": gen, "conditions": conds, "applied": applied,
+                   "diff": [{k: v for k, v in c.items() if v not in (None, "")} for c in diff if c["action"] != "unchanged"]}
+            if plan is not None:
+                d = plan.to_dict()
+                new.update({
+                    "planStatus": plan.status, "costPerHour": d["costPerHour"], "lpBound": d["lpBound"],
+                    "gap": d["gap"], "solveTimeSeconds": d["solveTimeSeconds"], "solver": plan.solver,
+                    "totalGPUs": plan.total_gpus, "messages": list(plan.messages),
+                    "plan": [self._group_status(a, None, with_workload=True) for a in plan.assignments],
+                })
+                if solved:
+                    new["lastPlanTime"] = now_rfc3339()
+            event = None
+            if errors:
+                event = ("ApplyFailed", "; ".join(errors), True)
+            elif solved and plan is not None:
+                event = ("Planned", f"{plan.status}: " + (f"${plan.cost_per_hour:.2f}/h on {plan.total_gpus} GPUs"
+                                                        if plan.cost_per_hour is not None else plan_msgs), not usable)
+            self._set_status("FleetPolicy", policy_raw, {**st, **new}, event)
+
+    @staticmethod
+    def _group_status(a: Assignment, manifest: dict | None, with_workload: bool = False) -> dict:
+        from llmfleet.operator.render import deployment_name
+        g = {"pool": a.pool, "gpuType": a.gpu_type, "tensorParallelSize": a.tp, "role": a.role,
+             "replicas": a.replicas, "gpus": a.gpus, "costPerHour": round(a.cost_per_hour, 4),
+             "rateRps": round(a.rate_rps, 3), "utilization": round(a.utilization, 3),
+             "deployment": manifest["metadata"]["name"] if manifest else
+             deployment_name(a.workload.split("/", 1)[-1], a.pool, a.tp, a.role)}
+        if with_workload:
+            g = {"workload": a.workload, **g}
+        return g
+
+    def _set_status(self, kind: str, raw: dict, status: dict, event: tuple[str, str, bool] | None) -> None:
+        """Patch the status when it changed; record ``event`` only then (no event storms)."""
+        old = raw.get("status") or {}
+        clean = {k: v for k, v in status.items() if v is not None}
+        if _strip_times(clean) == _strip_times({k: v for k, v in old.items() if k in clean or k in status}):
+            return
+        # JSON merge patch: null removes keys we no longer report
+        patch = {**{k: None for k in old if k not in clean and k in status}, **clean}
+        md = raw["metadata"]
+        self.kube.patch_status(kind, md["name"], md.get("namespace"), patch)
+        if event:
+            reason, message, warning = event
+            old_cond = condition(old.get("conditions") or [], "Planned")
+            if reason == "InvalidSpec" and old_cond and old_cond.get("message", "").startswith(message):
+                return
+            self.kube.event({"apiVersion": raw["apiVersion"], "kind": kind, "metadata": md}, reason, message, warning)
+
+
+def _strip_times(status: dict) -> Any:
+    """Status without timestamps, to compare what changed in substance."""
+    out = {k: v for k, v in status.items() if k != "lastPlanTime"}
+    if "conditions" in out:
+        out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in out["conditions"]]
+    return out

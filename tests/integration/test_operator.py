@@ -1,0 +1,310 @@
+"""The operator on a real control plane (kube-apiserver, controller-manager and scheduler 1.20.2).
+
+Every test starts its own cluster and operator process; see conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import yaml
+
+from llmfleet.operator.render import ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_POWER_LIMIT
+
+from .conftest import REPO, wait_until
+
+EXAMPLES = REPO / "examples"
+
+# Fake nodes for the example pools: label values are what GPU feature discovery publishes.
+EXAMPLE_NODES = [("a10g", "NVIDIA-A10G", 4, 2), ("l4", "NVIDIA-L4", 8, 1), ("l40s", "NVIDIA-L40S", 8, 2),
+                 ("a100", "NVIDIA-A100-SXM4-80GB", 8, 1), ("h100", "NVIDIA-H100-80GB-HBM3", 8, 2)]
+
+
+def add_example_nodes(cluster):
+    for prefix, product, gpus, count in EXAMPLE_NODES:
+        for i in range(count):
+            cluster.lc.add_gpu_node(f"{prefix}-{i}", product, gpus)
+
+
+def offline_plan() -> dict:
+    """The plan ``llmfleet plan`` computes from the same files, with no cluster involved."""
+    out = subprocess.run([sys.executable, "-m", "llmfleet.cli", "plan", "-f", str(EXAMPLES), "-o", "json",
+                          "--no-baseline"], capture_output=True, text=True, check=True, cwd=REPO)
+    return json.loads(out.stdout)
+
+
+def groups_in_cluster(cluster) -> dict[tuple[str, str, int], int]:
+    """(workload, pool, TP) -> replicas of the llmfleet Deployments."""
+    out = {}
+    for d in cluster.deployments().values():
+        labels = d["metadata"]["labels"]
+        out[(labels["llmfleet.dev/workload"], labels["llmfleet.dev/pool"],
+             int(labels["llmfleet.dev/tensor-parallel-size"]))] = d["spec"]["replicas"]
+    return out
+
+
+def all_pods_running(cluster, selector: str | None = None) -> bool:
+    pods = cluster.pods(selector=selector)
+    return bool(pods) and all(p["status"].get("phase") == "Running" for p in pods)
+
+
+def test_examples_become_planned_deployments_bound_to_matching_gpu_nodes(cluster, operator):
+    add_example_nodes(cluster)
+    t0 = time.monotonic()
+    cluster.kubectl("apply", "-f", str(EXAMPLES))
+    expected = {(a["workload"].split("/")[1], a["pool"], a["tensorParallelSize"]): a["replicas"]
+                for a in offline_plan()["assignments"]}
+    assert expected, "the example plan has replicas"
+    wait_until(lambda: groups_in_cluster(cluster) == expected, 90, "the planned Deployments")
+    print(f"kubectl apply -> all planned Deployments: {time.monotonic() - t0:.2f}s")
+
+    # pods run on nodes of the pool's GPU type, with the GPUs, priority and power cap planned
+    wait_until(lambda: all_pods_running(cluster), 60, "pods Running")
+    nodes = cluster.nodes_by_name()
+    pools = {p["metadata"]["name"]: p for p in cluster.get_json("gpupools")["items"]}
+    for d in cluster.deployments().values():
+        pool = pools[d["metadata"]["labels"]["llmfleet.dev/pool"]]
+        product = pool["spec"]["nodeSelector"]["nvidia.com/gpu.product"]
+        tmpl = d["spec"]["template"]["spec"]
+        assert tmpl["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == \
+            d["metadata"]["labels"]["llmfleet.dev/tensor-parallel-size"]
+        assert tmpl["containers"][0]["args"][:3] == [
+            cluster.workload(d["metadata"]["labels"]["llmfleet.dev/workload"])["spec"]["model"],
+            "--tensor-parallel-size", d["metadata"]["labels"]["llmfleet.dev/tensor-parallel-size"]]
+        assert tmpl["priorityClassName"] in ("llmfleet-high", "llmfleet-standard")
+        assert int(d["metadata"]["annotations"][ANNOTATION_POWER_LIMIT]) > 0
+        owner = d["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["controller"]) == \
+            ("LLMWorkload", d["metadata"]["labels"]["llmfleet.dev/workload"], True)
+        for p in cluster.pods(selector=f"llmfleet.dev/group={d['metadata']['name']}"):
+            assert nodes[p["spec"]["nodeName"]]["metadata"]["labels"]["nvidia.com/gpu.product"] == product
+
+    # status: printer columns carry real values once the Deployments are available
+    wait_until(lambda: all(cluster.condition(w, "Ready") and cluster.condition(w, "Ready")["status"] == "True"
+                           for w in cluster.get_json("llmworkloads")["items"]), 60, "Ready=True")
+    table = cluster.kubectl("get", "llmworkloads").stdout
+    print(table)
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "MODEL", "RATE", "TTFT-SLO", "TPOT-SLO", "GPUS", "COST/H", "READY", "AGE"]
+    plan = offline_plan()
+    for row in table.splitlines()[1:]:
+        cols = dict(zip(header, row.split()))
+        mine = [a for a in plan["assignments"] if a["workload"].endswith("/" + cols["NAME"])]
+        assert int(cols["GPUS"]) == sum(a["gpus"] for a in mine)
+        assert abs(float(cols["COST/H"]) - sum(a["costPerHour"] for a in mine)) < 0.01
+        replicas = sum(a["replicas"] for a in mine)
+        assert cols["READY"] == f"{replicas}/{replicas}"
+    policy = cluster.get_json("fleetpolicy", "default")["status"]
+    assert policy["planStatus"] == "optimal" and abs(policy["costPerHour"] - plan["costPerHour"]) < 0.01
+    services = cluster.get_json("services")["items"]
+    assert {s["metadata"]["name"] for s in services} >= {"chat-8b", "assistant-70b"}
+    reasons = {e["reason"] for e in cluster.get_json("events")["items"] if e["source"].get("component") == "llmfleet"}
+    assert {"PlanChanged", "Planned"} <= reasons
+
+
+ASSISTANT = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: assistant-70b, namespace: default}
+spec:
+  model: meta-llama/Llama-3.1-70B-Instruct
+  traffic:
+    requestRatePerSecond: RATE
+    inputTokens: {p50: 1020, p90: 2734, p99: 4142}
+    outputTokens: {p50: 129, p90: 424, p99: 601}
+  slo: {ttft: 2s, tpot: 120ms, percentile: 90}
+  priority: standard
+  serving: {tensorParallelSizes: [4]}
+"""
+H100_POOL = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: h100-sxm}
+spec: {gpuType: H100-SXM, gpusPerNode: 8, maxGPUs: 16, costPerGPUHour: 6.9,
+       nodeSelector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}}
+"""
+
+
+def test_traffic_change_updates_children_in_place_and_deletion_collects_them(cluster, operator):
+    for i in range(2):
+        cluster.lc.add_gpu_node(f"h100-{i}", "NVIDIA-H100-80GB-HBM3", 8)
+    cluster.apply(H100_POOL + "---" + ASSISTANT.replace("RATE", "1"))
+    name = "assistant-70b-h100-sxm-tp4"
+    first = wait_until(lambda: cluster.deployments().get(name), 60, "the Deployment")
+    replicas_before = first["spec"]["replicas"]
+
+    cluster.apply(ASSISTANT.replace("RATE", "6"))
+    after = wait_until(lambda: (d := cluster.deployments().get(name)) and d["spec"]["replicas"] > replicas_before
+                       and d, 60, "more replicas for 6x the traffic")
+    assert after["metadata"]["uid"] == first["metadata"]["uid"], "updated in place, not recreated"
+    w = wait_until(lambda: (w := cluster.workload("assistant-70b"))["status"].get("observedGeneration")
+                   == w["metadata"]["generation"] and w["status"].get("replicas") == after["spec"]["replicas"] and w,
+                   30, "status of the new generation")
+    assert w["metadata"]["generation"] == 2
+    assert cluster.condition(w, "Planned")["status"] == "True"
+
+    cluster.kubectl("delete", "llmworkload", "assistant-70b")
+    wait_until(lambda: not cluster.deployments() and not [
+        s for s in cluster.get_json("services")["items"] if s["metadata"]["name"] == "assistant-70b"],
+        60, "garbage collection of the children")
+    wait_until(lambda: not cluster.pods(), 60, "pods gone")
+
+
+L4_POOL = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: l4}
+spec: {gpuType: L4, gpusPerNode: 4, maxGPUs: MAX, nodeSelector: {nvidia.com/gpu.product: NVIDIA-L4}}
+"""
+L4_WORKLOAD = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: NAME, namespace: default}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic: {requestRatePerSecond: RATE, inputTokens: {p50: 200, p90: 400, p99: 800},
+            outputTokens: {p50: 100, p90: 200, p99: 300}}
+  slo: {ttft: 2s, tpot: 150ms}
+  priority: TIER
+  serving: {tensorParallelSizes: [1]}
+"""
+
+
+def l4_workload(name: str, rate: float, tier: str) -> str:
+    return L4_WORKLOAD.replace("NAME", name).replace("RATE", str(rate)).replace("TIER", tier)
+
+
+def test_priority_tiers_plan_the_top_tier_first_and_the_scheduler_preempts_the_lower_tier(cluster, operator):
+    # One node with 4 L4s, while the pool still declares 6 (a node was lost): the plan fits the
+    # pool, the cluster does not, and PriorityClasses decide who runs.
+    cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
+    cluster.apply(L4_POOL.replace("MAX", "6") + "---" + l4_workload("batch-8b", 5, "low"))
+    wait_until(lambda: (d := cluster.deployments().get("batch-8b-l4-tp1")) and d["spec"]["replicas"] == 4,
+               60, "4 low-tier replicas")
+    wait_until(lambda: all_pods_running(cluster, "llmfleet.dev/workload=batch-8b")
+               and len(cluster.pods(selector="llmfleet.dev/workload=batch-8b")) == 4, 60, "low tier running")
+
+    cluster.apply(l4_workload("chat-8b", 2, "high"))
+    wait_until(lambda: len([p for p in cluster.pods(selector="llmfleet.dev/workload=chat-8b")
+                            if p["status"].get("phase") == "Running"]) == 2, 60, "high tier running")
+    preempted = [e for e in cluster.get_json("events")["items"] if e["reason"] == "Preempted"]
+    assert len(preempted) >= 2 and all("batch-8b" in e["involvedObject"]["name"] for e in preempted)
+    assert all(p["spec"]["priorityClassName"] == "llmfleet-high"
+               for p in cluster.pods(selector="llmfleet.dev/workload=chat-8b"))
+
+    # the pool is corrected to what exists: now the planner itself must choose, top tier first
+    cluster.apply(L4_POOL.replace("MAX", "4"))
+    wait_until(lambda: cluster.deployments()["batch-8b-l4-tp1"]["spec"]["replicas"] == 2, 60, "low tier shrunk")
+    assert cluster.deployments()["chat-8b-l4-tp1"]["spec"]["replicas"] == 2
+    low = wait_until(lambda: (w := cluster.workload("batch-8b")) and cluster.condition(w, "Degraded")
+                     and cluster.condition(w, "Degraded")["reason"] == "CapacityShortage" and w, 30, "Degraded")
+    assert "tier low" in cluster.condition(low, "Degraded")["message"]
+    high = cluster.workload("chat-8b")
+    assert cluster.condition(high, "Degraded")["status"] == "False"
+    assert high["status"]["servedRps"] == high["status"]["demandRps"]
+    wait_until(lambda: all_pods_running(cluster) and len(cluster.pods()) == 4, 60, "all 4 GPUs in use, none pending")
+
+
+def test_invalid_objects_are_refused_or_conditioned_and_running_children_stay(cluster, operator):
+    cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
+    cluster.apply(L4_POOL.replace("MAX", "4") + "---" + l4_workload("chat-8b", 2, "high"))
+    before = wait_until(lambda: cluster.deployments().get("chat-8b-l4-tp1"), 60, "the Deployment")
+
+    # refused by the CRD schema: a duration without a unit, a TP degree vLLM does not take
+    bad = cluster.apply(l4_workload("chat-8b", 2, "high").replace("ttft: 2s", "ttft: 2"), check=False)
+    assert bad.returncode != 0 and "spec.slo.ttft" in bad.stderr
+    bad = cluster.apply(l4_workload("chat-8b", 2, "high").replace("[1]", "[3]"), check=False)
+    assert bad.returncode != 0 and "tensorParallelSizes" in bad.stderr
+
+    # accepted by the schema, refused by the planner: percentiles out of order, unknown tier
+    cluster.apply(l4_workload("chat-8b", 2, "high").replace("p90: 400", "p90: 100"))
+    w = wait_until(lambda: (w := cluster.workload("chat-8b")) and cluster.condition(w, "Planned")
+                   and cluster.condition(w, "Planned")["status"] == "False" and w, 30, "Planned=False")
+    planned = cluster.condition(w, "Planned")
+    assert planned["reason"] == "InvalidSpec" and "spec.traffic.inputTokens" in planned["message"]
+    assert planned["observedGeneration"] == w["metadata"]["generation"]
+    time.sleep(3)  # give a wrong operator time to act
+    after = cluster.deployments()["chat-8b-l4-tp1"]
+    assert (after["metadata"]["uid"], after["spec"]["replicas"], after["metadata"]["generation"]) == \
+        (before["metadata"]["uid"], before["spec"]["replicas"], before["metadata"]["generation"])
+    events = [e for e in cluster.get_json("events")["items"] if e["reason"] == "InvalidSpec"]
+    assert events and events[0]["type"] == "Warning"
+
+    cluster.apply(l4_workload("chat-8b", 2, "gold"))
+    wait_until(lambda: "spec.priority" in (cluster.condition(cluster.workload("chat-8b"), "Planned") or {}).get(
+        "message", ""), 30, "Planned=False naming spec.priority")
+    assert cluster.deployments()["chat-8b-l4-tp1"]["metadata"]["uid"] == before["metadata"]["uid"]
+
+    cluster.apply(l4_workload("chat-8b", 2, "high"))  # fixed: planned again
+    wait_until(lambda: (cluster.condition(cluster.workload("chat-8b"), "Planned") or {}).get("status") == "True",
+               30, "Planned=True after the fix")
+
+
+def test_operator_killed_mid_reconcile_converges_to_the_same_children(cluster, operator):
+    add_example_nodes(cluster)
+    cluster.kubectl("apply", "-f", str(EXAMPLES))
+    expected = {(a["workload"].split("/")[1], a["pool"], a["tensorParallelSize"]): a["replicas"]
+                for a in offline_plan()["assignments"]}
+    # kill it as soon as the first child exists: the rest of that reconcile never happens
+    wait_until(lambda: cluster.deployments(), 60, "the first child", interval_s=0.05)
+    operator.kill()
+    partial = groups_in_cluster(cluster)
+    operator.start()
+    wait_until(lambda: groups_in_cluster(cluster) == expected, 90, "the planned Deployments after restart")
+    wait_until(lambda: all_pods_running(cluster), 60, "pods Running")
+    time.sleep(2)
+    assert groups_in_cluster(cluster) == expected, f"was {partial} at the kill"
+    # no duplicates: one ReplicaSet per Deployment, exactly the planned number of pods
+    rs = cluster.get_json("replicasets")["items"]
+    assert len(rs) == len(expected)
+    assert len(cluster.pods()) == sum(expected.values())
+    assert len(cluster.get_json("services")["items"]) == 3  # 2 workloads + the kubernetes Service
+
+
+def test_plan_mode_changes_nothing_until_apply(cluster, operator):
+    cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
+    policy = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
+              "spec": {"mode": "plan"}}
+    cluster.apply([policy])
+    cluster.apply(L4_POOL.replace("MAX", "4") + "---" + l4_workload("chat-8b", 2, "high"))
+    st = wait_until(lambda: cluster.get_json("fleetpolicy", "default").get("status", {}).get("diff"), 60,
+                    "the diff in the FleetPolicy status")
+    assert {(c["action"], c["kind"], c["name"]) for c in st} == {
+        ("create", "Deployment", "chat-8b-l4-tp1"), ("create", "Service", "chat-8b")}
+    assert cluster.get_json("fleetpolicy", "default")["status"]["applied"] is False
+    time.sleep(2)
+    assert not cluster.deployments()
+    assert cluster.condition(cluster.workload("chat-8b"), "Planned")["reason"] == "PlannedForReview"
+
+    cluster.apply([{**policy, "spec": {"mode": "apply"}}])
+    wait_until(lambda: cluster.deployments().get("chat-8b-l4-tp1"), 60, "children after switching to apply")
+    wait_until(lambda: cluster.get_json("fleetpolicy", "default")["status"].get("applied") is True, 30, "applied")
+
+
+def test_externally_scaled_deployment_keeps_its_replicas(cluster, operator):
+    cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
+    cluster.lc.add_gpu_node("l4-1", "NVIDIA-L4", 4)
+    cluster.apply(L4_POOL.replace("MAX", "8") + "---" + l4_workload("chat-8b", 2, "high"))
+    wait_until(lambda: cluster.deployments().get("chat-8b-l4-tp1"), 60, "the Deployment")
+    # an autoscaler takes over: opt-out annotation, then it scales to 5
+    cluster.kubectl("annotate", "deployment", "chat-8b-l4-tp1", f"{ANNOTATION_EXTERNAL_REPLICAS}=true")
+    time.sleep(2)  # the operator hands spec.replicas over
+    cluster.kubectl("scale", "deployment", "chat-8b-l4-tp1", "--replicas=5")
+    cluster.apply(l4_workload("chat-8b", 1, "high"))  # a plan that alone would shrink it
+    wait_until(lambda: cluster.workload("chat-8b")["status"].get("observedGeneration") == 2, 30, "re-plan")
+    time.sleep(2)
+    assert cluster.deployments()["chat-8b-l4-tp1"]["spec"]["replicas"] == 5
+
+
+def test_operator_permissions_are_least_privilege(cluster, operator):
+    kc = operator.kubeconfig
+    can = lambda *a: cluster.kubectl("auth", "can-i", *a, check=False, kubeconfig=kc).stdout.strip()  # noqa: E731
+    assert can("patch", "deployments", "-n", "default") == "yes"
+    assert can("patch", "llmworkloads.llmfleet.dev", "--subresource=status", "-n", "default") == "yes"
+    for verb, res in (("delete", "priorityclasses"), ("update", "llmworkloads.llmfleet.dev"),
+                      ("get", "secrets"), ("create", "pods"), ("list", "customresourcedefinitions"),
+                      ("delete", "llmworkloads.llmfleet.dev")):
+        assert can(verb, res, "-A") == "no", f"{verb} {res} must stay forbidden"

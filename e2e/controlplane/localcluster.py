@@ -317,15 +317,35 @@ class FakeKubelet:
                 "hostIP": "127.0.0.1", "podIP": "10.244.0.1", "startTime": now}})
 
 
-def main() -> int:
-    """Keep a local control plane with a few fake GPU nodes running until Ctrl-C."""
-    cluster = LocalCluster(Path(sys.argv[1]) if len(sys.argv) > 1 else None).start()
+EXAMPLE_NODES = [("a10g", "NVIDIA-A10G", 4, 2), ("l4", "NVIDIA-L4", 8, 1), ("l40s", "NVIDIA-L40S", 8, 2),
+                 ("a100", "NVIDIA-A100-SXM4-80GB", 8, 1), ("h100", "NVIDIA-H100-80GB-HBM3", 8, 2)]
+"""(name prefix, nvidia.com/gpu.product, GPUs per node, nodes): fake nodes for examples/gpupools.yaml"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Keep a local control plane with fake GPU nodes running until Ctrl-C or SIGTERM."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m e2e.controlplane.localcluster", description=main.__doc__)
+    ap.add_argument("--workdir", type=Path, help="folder for certificates, kubeconfigs, etcd data and logs")
+    ap.add_argument("--example-nodes", action="store_true", help="add fake GPU nodes for examples/gpupools.yaml")
+    ap.add_argument("--gpu-node", action="append", default=[], metavar="NAME:PRODUCT:GPUS",
+                    help="add a fake node, e.g. l4-0:NVIDIA-L4:8 (repeatable)")
+    args = ap.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = LocalCluster(args.workdir).start()
     kubelet = FakeKubelet(cluster.api_client()).start()
-    print(f"control plane up; logs and certificates in {cluster.workdir}")
-    print(f"export KUBECONFIG={cluster.admin_kubeconfig}")
-    print(f"kubectl 1.20.2: {cluster.bin_dir / 'kubectl'}", flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        nodes = [(f"{prefix}-{i}", product, gpus) for prefix, product, gpus, count in
+                 (EXAMPLE_NODES if args.example_nodes else []) for i in range(count)]
+        nodes += [(n, p, int(g)) for n, p, g in (spec.split(":") for spec in args.gpu_node)]
+        for name, product, gpus in nodes:
+            cluster.add_gpu_node(name, product, gpus)
+        print(f"control plane up with {len(nodes)} fake GPU nodes; logs in {cluster.workdir}")
+        print(f"export KUBECONFIG={cluster.admin_kubeconfig}", flush=True)
+        stop.wait()
     finally:
         kubelet.stop()
         cluster.stop()

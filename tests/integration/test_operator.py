@@ -10,17 +10,13 @@ import subprocess
 import sys
 import time
 
-import yaml
-
+from e2e.controlplane.localcluster import EXAMPLE_NODES
 from llmfleet.operator.render import ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_POWER_LIMIT
 
 from .conftest import REPO, wait_until
 
 EXAMPLES = REPO / "examples"
 
-# Fake nodes for the example pools: label values are what GPU feature discovery publishes.
-EXAMPLE_NODES = [("a10g", "NVIDIA-A10G", 4, 2), ("l4", "NVIDIA-L4", 8, 1), ("l40s", "NVIDIA-L40S", 8, 2),
-                 ("a100", "NVIDIA-A100-SXM4-80GB", 8, 1), ("h100", "NVIDIA-H100-80GB-HBM3", 8, 2)]
 
 
 def add_example_nodes(cluster):

@@ -1,0 +1,81 @@
+"""Rendering of plan groups into Kubernetes manifests (no cluster needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmfleet.api.models import LLMWorkload
+from llmfleet.operator.render import (
+    ANNOTATION_SPEC_HASH, deployment_name, dns_name, render_deployment, render_priority_class, spec_hash,
+)
+from llmfleet.solver.plan import Assignment
+
+WORKLOAD = LLMWorkload.model_validate({
+    "apiVersion": "llmfleet.dev/v1alpha1", "kind": "LLMWorkload",
+    "metadata": {"name": "chat-8b", "namespace": "team-a", "uid": "1234"},
+    "spec": {"model": "meta-llama/Llama-3.1-8B-Instruct",
+             "traffic": {"requestRatePerSecond": 2, "inputTokens": {"p50": 100, "p90": 200, "p99": 300},
+                         "outputTokens": {"p50": 100, "p90": 200, "p99": 300}},
+             "slo": {"ttft": "1s", "tpot": "100ms"}, "priority": "high",
+             "serving": {"extraArgs": ["--max-model-len", "8192"]}},
+})
+
+
+def assignment(tp=2, replicas=3, role="colocated", pool="h100-sxm"):
+    return Assignment(workload="team-a/chat-8b", pool=pool, gpu_type="H100-SXM", tp=tp, replicas=replicas,
+                      gpus=tp * replicas, cost_per_hour=1.0, rate_rps=1.0, utilization=0.5,
+                      bucket_rate_rps=np.zeros(1), role=role)
+
+
+def test_deployment_runs_vllm_with_the_planned_tp_gpus_priority_and_power_cap():
+    d = render_deployment(WORKLOAD, assignment(), {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, 550.0, 3)
+    assert d["metadata"]["name"] == "chat-8b-h100-sxm-tp2" and d["metadata"]["namespace"] == "team-a"
+    assert d["spec"]["replicas"] == 3
+    pod = d["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["command"] == ["vllm", "serve"]
+    assert c["args"][:4] == ["meta-llama/Llama-3.1-8B-Instruct", "--tensor-parallel-size", "2", "--port"]
+    assert c["args"][-2:] == ["--max-model-len", "8192"]
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}  # a string: SSA wants quantities typed
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["priorityClassName"] == "llmfleet-high"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert d["spec"]["template"]["metadata"]["annotations"]["llmfleet.dev/gpu-power-limit-watts"] == "550"
+    assert d["metadata"]["ownerReferences"] == [{"apiVersion": "llmfleet.dev/v1alpha1", "kind": "LLMWorkload",
+                                                 "name": "chat-8b", "uid": "1234", "controller": True,
+                                                 "blockOwnerDeletion": True}]
+    assert d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "llmfleet"
+    # the selector is immutable in apps/v1: it must not depend on anything the plan can change
+    assert d["spec"]["selector"]["matchLabels"] == {"llmfleet.dev/workload": "chat-8b",
+                                                    "llmfleet.dev/group": "chat-8b-h100-sxm-tp2"}
+
+
+def test_external_replicas_leave_the_field_out_and_the_hash_tracks_content():
+    a = render_deployment(WORKLOAD, assignment(), {}, 700, 3)
+    b = render_deployment(WORKLOAD, assignment(replicas=4), {}, 700, 4)
+    ext = render_deployment(WORKLOAD, assignment(), {}, 700, None)
+    assert "replicas" not in ext["spec"]
+    assert a["metadata"]["annotations"][ANNOTATION_SPEC_HASH] != b["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
+    assert a["metadata"]["annotations"][ANNOTATION_SPEC_HASH] == spec_hash(a)
+
+
+def test_prefill_and_decode_roles_get_kv_transfer_flags_and_only_prefill_takes_requests():
+    p = render_deployment(WORKLOAD, assignment(role="prefill"), {}, 700, 1)
+    d = render_deployment(WORKLOAD, assignment(role="decode"), {}, 700, 1)
+    assert p["metadata"]["name"].endswith("-prefill") and d["metadata"]["name"].endswith("-decode")
+    assert '"kv_producer"' in " ".join(p["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert '"kv_consumer"' in " ".join(d["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert p["spec"]["template"]["metadata"]["labels"].get("llmfleet.dev/entrypoint") == "true"
+    assert "llmfleet.dev/entrypoint" not in d["spec"]["template"]["metadata"]["labels"]
+
+
+def test_names_are_dns_labels_and_long_ones_stay_unique():
+    long_a = deployment_name("a" * 60, "pool-x", 8, "decode")
+    long_b = deployment_name("a" * 60, "pool-y", 8, "decode")
+    assert len(long_a) <= 52 and long_a != long_b
+    assert dns_name("H100_SXM.80GB") == "h100-sxm-80gb"
+
+
+def test_priority_class_per_tier():
+    pc = render_priority_class("critical", 1_000_000)
+    assert (pc["metadata"]["name"], pc["value"], pc["globalDefault"]) == ("llmfleet-critical", 1_000_000, False)

@@ -29,6 +29,7 @@ log = logging.getLogger("llmfleet.operator")
 CUSTOM_RESOURCES = ("llmworkloads", "gpupools", "fleetpolicies")
 DEFAULT_REPLAN_INTERVAL_S = 300.0
 FAILURE_BACKOFF_S = 5.0
+CRD_WAIT_S = 30
 
 
 class PlannerLoop:
@@ -83,11 +84,15 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
     trace_dir = Path(os.environ.get("LLMFLEET_TRACE_DIR") or Path.cwd())
     debounce_s = float(os.environ.get("LLMFLEET_DEBOUNCE_SECONDS", "1.0"))
     kube = Kube()
-    try:
-        kube.resource("LLMWorkload")
-    except Exception as err:  # exit and let the Deployment restart us once the CRDs are installed
-        raise kopf.PermanentError(f"the llmfleet CRDs are not served by this cluster ({err}); "
-                                  "install them first: kubectl apply -f crds/") from err
+    for attempt in range(CRD_WAIT_S):
+        try:
+            kube.resource("LLMWorkload")
+            break
+        except Exception as err:  # CRDs just applied may take a moment to be served
+            if attempt == CRD_WAIT_S - 1:  # exit; the Deployment restarts us once they are installed
+                raise kopf.PermanentError(f"the llmfleet CRDs are not served by this cluster ({err}); "
+                                          "install them first: kubectl apply -f crds/") from err
+            await asyncio.sleep(1.0)
     loop = PlannerLoop(FleetPlanner(kube, trace_dir), debounce_s)
     memo.planner_loop = loop
     memo.planner_task = asyncio.create_task(loop.run())

@@ -154,11 +154,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_crds(args: argparse.Namespace) -> int:
     from llmfleet.api.crds import crd_files, write_crds
+    from llmfleet.api.models import API_GROUP
 
     if args.check:
         out = Path(args.directory)
         stale = [n for n, text in crd_files().items() if not (out / n).exists() or (out / n).read_text() != text]
-        extra = sorted(p.name for p in out.glob("*.yaml") if p.name not in crd_files()) if out.is_dir() else []
+        ours = [p for p in out.glob(f"{API_GROUP}_*.yaml")] if out.is_dir() else []
+        extra = sorted(p.name for p in ours if p.name not in crd_files())
         if stale or extra:
             err_console.print(f"[red]error:[/red] {out} is out of date with llmfleet/api/models.py: "
                               f"{', '.join(stale + extra)}; run `llmfleet crds -d {out}`", highlight=False)
@@ -207,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models",
                        description="Write the CRDs (LLMWorkload, GPUPool, FleetPolicy) generated from the pydantic models.")
-    c.add_argument("-d", "--directory", default="crds", help="output folder (default: crds)")
+    c.add_argument("-d", "--directory", default="crds",
+                   help="output folder (default: crds; the Helm chart keeps a copy in helm/llmfleet/crds)")
     c.add_argument("--check", action="store_true", help="only check that the folder is up to date (exit 1 if not)")
     c.set_defaults(func=cmd_crds)
 

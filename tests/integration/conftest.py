@@ -105,8 +105,8 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    """A fresh control plane with the llmfleet CRDs and the operator's ServiceAccount and RBAC."""
+def cluster_bare(tmp_path):
+    """A fresh control plane with a fake kubelet and nothing installed."""
     try:
         lc = LocalCluster(tmp_path / "k8s")
     except ControlPlaneUnavailable as err:
@@ -115,17 +115,23 @@ def cluster(tmp_path):
         pytest.skip(str(err))
     lc.start()
     kubelet = FakeKubelet(lc.api_client()).start()
-    c = Cluster(lc)
     try:
-        c.kubectl("apply", "-f", str(REPO / "crds"))
-        wait_until(lambda: c.kubectl("get", "llmworkloads", check=False).returncode == 0, 30, "CRDs served")
-        c.kubectl("create", "namespace", OPERATOR_NS)
-        c.kubectl("create", "serviceaccount", "-n", OPERATOR_NS, OPERATOR_SA)
-        c.apply([cluster_role(), cluster_role_binding(OPERATOR_NS, OPERATOR_SA)])
-        yield c
+        yield Cluster(lc)
     finally:
         kubelet.stop()
         lc.stop()
+
+
+@pytest.fixture
+def cluster(cluster_bare):
+    """A fresh control plane with the llmfleet CRDs and the operator's ServiceAccount and RBAC."""
+    c = cluster_bare
+    c.kubectl("apply", "-f", str(REPO / "crds"))
+    wait_until(lambda: c.kubectl("get", "llmworkloads", check=False).returncode == 0, 30, "CRDs served")
+    c.kubectl("create", "namespace", OPERATOR_NS)
+    c.kubectl("create", "serviceaccount", "-n", OPERATOR_NS, OPERATOR_SA)
+    c.apply([cluster_role(), cluster_role_binding(OPERATOR_NS, OPERATOR_SA)])
+    return c
 
 
 @pytest.fixture

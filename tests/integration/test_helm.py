@@ -1,0 +1,68 @@
+"""`helm install` of the chart into the real control plane (through the Helm SDK, no helm binary),
+then the operator, authenticated as the chart's ServiceAccount, reconciles workloads: the RBAC the
+chart grants suffices, and what it does not grant stays forbidden. The black-box e2e tests run
+against the result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import helm_python as helm
+
+from .conftest import REPO, OperatorProcess, wait_until
+
+CHART = REPO / "helm" / "llmfleet"
+RELEASE, NAMESPACE = "llmfleet", "llmfleet-system"
+
+
+def test_helm_install_then_operator_as_the_chart_service_account(cluster_bare, tmp_path):
+    c = cluster_bare
+    c.lc.add_gpu_node("l4-0", "NVIDIA-L4", 8)
+    cfg = helm.Config(kubeconfig_path=str(c.lc.admin_kubeconfig), namespace=NAMESPACE)
+    release = cfg.install(str(CHART), RELEASE, {
+        "gpuPools": [{"name": "l4", "spec": {"gpuType": "L4", "gpusPerNode": 8, "maxGPUs": 8,
+                                             "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}}],
+        "fleetPolicy": {"create": True, "spec": {"mode": "apply"}},
+    }, namespace=NAMESPACE, create_namespace=True, timeout=120)
+    assert (release["status"], release["revision"]) == ("deployed", 1)
+
+    # what the chart made: CRDs (from crds/), the tiers' PriorityClasses, the pool and policy
+    crds = {x["metadata"]["name"] for x in c.get_json("crd")["items"]}
+    assert {"llmworkloads.llmfleet.dev", "gpupools.llmfleet.dev", "fleetpolicies.llmfleet.dev"} <= crds
+    pcs = {x["metadata"]["name"] for x in c.get_json("priorityclasses")["items"]}
+    assert {"llmfleet-critical", "llmfleet-high", "llmfleet-standard", "llmfleet-low"} <= pcs
+    assert c.get_json("gpupool", "l4")["spec"]["maxGPUs"] == 8
+    dep = c.get_json("deployment", RELEASE, "-n", NAMESPACE)
+    sc = dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+
+    # the operator process, authenticated as the chart's ServiceAccount with its token
+    kc = c.lc.service_account_kubeconfig(NAMESPACE, RELEASE, tmp_path / "chart-sa.kubeconfig")
+    op = OperatorProcess(kc, tmp_path, REPO / "examples").start()
+    try:
+        can = lambda *a: c.kubectl("auth", "can-i", *a, check=False, kubeconfig=kc).stdout.strip()  # noqa: E731
+        assert can("patch", "deployments", "-n", "default") == "yes"
+        for verb, res in (("delete", "priorityclasses"), ("get", "secrets"), ("create", "pods"),
+                          ("delete", "llmworkloads.llmfleet.dev"), ("update", "nodes"), ("list", "clusterkopfpeerings.kopf.dev")):
+            assert can(verb, res, "-A") == "no", f"{verb} {res} must stay forbidden"
+        denied = c.kubectl("delete", "priorityclass", "llmfleet-low", check=False, kubeconfig=kc)
+        assert denied.returncode != 0 and "forbidden" in denied.stderr
+
+        # the e2e suite, black-box, against this cluster
+        env = {**os.environ, "KUBECONFIG": str(c.lc.admin_kubeconfig), "KUBECTL": str(c.lc.bin_dir / "kubectl")}
+        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "e2e")],
+                             capture_output=True, text=True, env=env, cwd=REPO)
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+        assert "3 passed" in res.stdout
+        assert "Forbidden" not in op.log() and "forbidden" not in op.log()
+    finally:
+        op.stop()
+
+    # an upgrade keeps the release working (CRDs are not touched by Helm on upgrade)
+    upgraded = cfg.upgrade(str(CHART), RELEASE, {"replicaCount": 2}, namespace=NAMESPACE, timeout=120)
+    assert (upgraded["status"], upgraded["revision"]) == ("deployed", 2)
+    role = c.get_json("clusterrole", RELEASE)
+    assert any(r["apiGroups"] == ["kopf.dev"] for r in role["rules"])
+    wait_until(lambda: c.get_json("deployment", RELEASE, "-n", NAMESPACE)["spec"]["replicas"] == 2, 30, "2 replicas")

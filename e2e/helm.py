@@ -11,7 +11,6 @@ for machines with no helm binary. Flags follow helm's own for the common cases:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import helm_python as helm

@@ -26,7 +26,7 @@ from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.kube import Kube, now_rfc3339
 from llmfleet.operator.render import (
     ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
-    MANAGED_BY, ChildKey, render_deployment, render_priority_class, render_service,
+    MANAGED_BY, ChildKey, deployment_name, render_deployment, render_priority_class, render_service,
 )
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
@@ -186,8 +186,7 @@ class FleetPlanner:
         live_deps = kube.list("Deployment", label_selector=MANAGED_SELECTOR)
         live_svcs = kube.list("Service", label_selector=MANAGED_SELECTOR)
 
-        frozen = {key.split("/", 1)[1] if "/" in key else key
-                  for (kind, key) in parsed.invalid if kind == "LLMWorkload"}
+        # workloads that failed validation: their children are frozen and keep their GPUs
         frozen_ns = {key for (kind, key) in parsed.invalid if kind == "LLMWorkload"}
         held: dict[str, int] = {}
         for d in live_deps:
@@ -451,7 +450,6 @@ class FleetPlanner:
 
     @staticmethod
     def _group_status(a: Assignment, manifest: dict | None, with_workload: bool = False) -> dict:
-        from llmfleet.operator.render import deployment_name
         g = {"pool": a.pool, "gpuType": a.gpu_type, "tensorParallelSize": a.tp, "role": a.role,
              "replicas": a.replicas, "gpus": a.gpus, "costPerHour": round(a.cost_per_hour, 4),
              "rateRps": round(a.rate_rps, 3), "utilization": round(a.utilization, 3),

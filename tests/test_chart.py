@@ -64,7 +64,8 @@ def test_chart_lints_strictly():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_rendered_builtin_objects_are_valid_kubernetes(variant):
     docs = render(VARIANTS[variant])
-    builtin = [d for d in docs if not d["apiVersion"].startswith(("llmfleet.dev/", "monitoring.coreos.com/"))]
+    builtin = [d for d in docs
+               if not d["apiVersion"].startswith(("llmfleet.dev/", "monitoring.coreos.com/", "kopf.dev/"))]
     assert {d["kind"] for d in builtin} >= {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                           "PriorityClass", "Service"}
     for d in builtin:
@@ -90,9 +91,14 @@ def test_clusterrole_grants_exactly_what_the_operator_uses():
     role = next(d for d in render({}) if d["kind"] == "ClusterRole")
     assert role["rules"] == OPERATOR_RULES
     role2 = next(d for d in render({"replicaCount": 2}) if d["kind"] == "ClusterRole")
-    assert role2["rules"][:-1] == OPERATOR_RULES
-    assert role2["rules"][-1] == {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
-                                  "resourceNames": ["llmfleet"], "verbs": ["get", "list", "watch", "patch"]}
+    assert role2["rules"][:-2] == OPERATOR_RULES
+    assert role2["rules"][-2:] == [
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "resourceNames": ["llmfleet"],
+         "verbs": ["get", "patch"]}]
+    peering = [d for d in render({"replicaCount": 2}) if d["kind"] == "ClusterKopfPeering"]
+    assert [p["metadata"]["name"] for p in peering] == ["llmfleet"]
+    assert not [d for d in render({}) if d["kind"] == "ClusterKopfPeering"]
     binding = next(d for d in render({}) if d["kind"] == "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "llmfleet", "namespace": "llmfleet-system"}]
 

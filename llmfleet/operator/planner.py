@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.api.loader import FleetSpec, ManifestError, parse_document
-from llmfleet.api.models import FleetPolicy, GPUPool, LLMWorkload
+from llmfleet.api.models import FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoolStatus, LLMWorkload, LLMWorkloadStatus
 from llmfleet.catalog.gpus import get_gpu
 from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.kube import Kube, now_rfc3339
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 POLICY_NAME = "default"
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 HANDOFF_MANAGER = "llmfleet-replicas-handoff"
+STATUS_MODELS = {"LLMWorkload": LLMWorkloadStatus, "GPUPool": GPUPoolStatus, "FleetPolicy": FleetPolicyStatus}
 
 
 @dataclass
@@ -256,8 +257,8 @@ class FleetPlanner:
             if cur is None:
                 action = "create"
             elif (cur["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != \
-                    manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
-                action = "update"
+                    manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH] or (want is not None and want != have):
+                action = "update"  # our manifest changed, or someone scaled the Deployment by hand
             else:
                 action = "unchanged"
             if want is None and key.kind == "Deployment":
@@ -294,7 +295,9 @@ class FleetPlanner:
             shrinking = (change["replicasTo"] or 0) < (change["replicasFrom"] or 0)
             return (shrinking, -tier_values.get(tier, 0), change["kind"] != "Deployment", change["name"])
 
-        for change in sorted((c for c in diff if c["action"] != "delete"), key=order):
+        # only real changes: re-applying an unchanged child still bumps its managedFields, and the
+        # watch event that follows would wake the planner again, forever
+        for change in sorted((c for c in diff if c["action"] in ("create", "update")), key=order):
             key = ChildKey(change["kind"], change["namespace"], change["name"])
             manifest = desired[key]
             try:
@@ -387,8 +390,8 @@ class FleetPlanner:
                 "demandRps": round(r.demand_rps, 3) if r else None, "servedRps": round(r.served_rps, 3) if r else None,
                 "gpus": sum(a.gpus for a, _ in groups), "costPerHour": round(sum(a.cost_per_hour for a, _ in groups), 4),
                 "replicas": replicas, "readyReplicas": ready, "ready": f"{ready}/{replicas}",
-                "predictedTTFTSeconds": round(max(ttfts), 4) if ttfts else None,
-                "predictedTPOTSeconds": round(max(tpots), 5) if tpots else None,
+                "predictedTtftSeconds": round(max(ttfts), 4) if ttfts else None,
+                "predictedTpotSeconds": round(max(tpots), 5) if tpots else None,
             }
             self._set_status("LLMWorkload", raw, new, event)
 
@@ -463,6 +466,9 @@ class FleetPlanner:
         """Patch the status when it changed; record ``event`` only then (no event storms)."""
         old = raw.get("status") or {}
         clean = {k: v for k, v in status.items() if v is not None}
+        # the CRD's structural schema silently prunes unknown keys: check against the model that
+        # generated it, or a misspelt key would differ from the stored status on every reconcile
+        STATUS_MODELS[kind].model_validate(clean)
         if _strip_times(clean) == _strip_times({k: v for k, v in old.items() if k in clean or k in status}):
             return
         # JSON merge patch: null removes keys we no longer report

@@ -71,8 +71,9 @@ class Cluster:
 class OperatorProcess:
     """``llmfleet operator`` as a child process, with its log in the cluster's workdir."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, trace_dir: Path):
+    def __init__(self, kubeconfig: Path, workdir: Path, trace_dir: Path, extra_args: tuple[str, ...] = ()):
         self.kubeconfig, self.workdir, self.trace_dir = kubeconfig, workdir, trace_dir
+        self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -81,7 +82,7 @@ class OperatorProcess:
         log = open(self.workdir / f"operator-{self.starts}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmfleet.cli", "operator", "--kubeconfig", str(self.kubeconfig),
-             "--trace-dir", str(self.trace_dir), "--debounce-seconds", "0.5"],
+             "--trace-dir", str(self.trace_dir), "--debounce-seconds", "0.5", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
 

@@ -21,11 +21,12 @@ def test_helm_install_then_operator_as_the_chart_service_account(cluster_bare, t
     c = cluster_bare
     c.lc.add_gpu_node("l4-0", "NVIDIA-L4", 8)
     cfg = helm.Config(kubeconfig_path=str(c.lc.admin_kubeconfig), namespace=NAMESPACE)
-    release = cfg.install(str(CHART), RELEASE, {
+    values = {
         "gpuPools": [{"name": "l4", "spec": {"gpuType": "L4", "gpusPerNode": 8, "maxGPUs": 8,
                                              "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}}],
         "fleetPolicy": {"create": True, "spec": {"mode": "apply"}},
-    }, namespace=NAMESPACE, create_namespace=True, timeout=120)
+    }
+    release = cfg.install(str(CHART), RELEASE, values, namespace=NAMESPACE, create_namespace=True, timeout=120)
     assert (release["status"], release["revision"]) == ("deployed", 1)
 
     # what the chart made: CRDs (from crds/), the tiers' PriorityClasses, the pool and policy
@@ -61,8 +62,32 @@ def test_helm_install_then_operator_as_the_chart_service_account(cluster_bare, t
         op.stop()
 
     # an upgrade keeps the release working (CRDs are not touched by Helm on upgrade)
-    upgraded = cfg.upgrade(str(CHART), RELEASE, {"replicaCount": 2}, namespace=NAMESPACE, timeout=120)
+    upgraded = cfg.upgrade(str(CHART), RELEASE, {**values, "replicaCount": 2}, namespace=NAMESPACE, timeout=120)
     assert (upgraded["status"], upgraded["revision"]) == ("deployed", 2)
     role = c.get_json("clusterrole", RELEASE)
     assert any(r["apiGroups"] == ["kopf.dev"] for r in role["rules"])
     wait_until(lambda: c.get_json("deployment", RELEASE, "-n", NAMESPACE)["spec"]["replicas"] == 2, 30, "2 replicas")
+
+    # with peering, the same ServiceAccount still suffices: kopf claims the peering object and plans
+    peer = OperatorProcess(kc, tmp_path, REPO / "examples", ("--peering", "llmfleet")).start()
+    try:
+        c.apply(WORKLOAD)
+        wait_until(lambda: c.deployments().get("peer-chat-l4-tp1"), 90, "a child planned by the peered operator")
+        peering = c.get_json("clusterkopfpeering", "llmfleet")
+        assert peering.get("status"), "kopf recorded itself in the peering object"
+        assert "orbidden" not in peer.log()
+    finally:
+        peer.stop()
+
+
+WORKLOAD = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: peer-chat, namespace: default}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic: {requestRatePerSecond: 1, inputTokens: {p50: 200, p90: 400, p99: 800},
+            outputTokens: {p50: 100, p90: 200, p99: 300}}
+  slo: {ttft: 2s, tpot: 150ms}
+  serving: {tensorParallelSizes: [1]}
+"""

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from e2e.controlplane.localcluster import EXAMPLE_NODES, FakeKubelet, LocalCluster  # noqa: E402
+from llmfleet.operator.render import deployment_name  # noqa: E402
 
 
 def main() -> int:
@@ -45,8 +46,8 @@ def main() -> int:
         plan = json.loads(subprocess.run([sys.executable, "-m", "llmfleet.cli", "plan", "-f", str(REPO / "examples"),
                                           "-o", "json", "--no-baseline"], capture_output=True, text=True,
                                          cwd=REPO).stdout)
-        expected = {f"{a['workload'].split('/')[1]}-{a['pool']}-tp{a['tensorParallelSize']}": a["replicas"]
-                    for a in plan["assignments"]}
+        expected = {deployment_name(a["workload"].split("/")[1], a["pool"], a["tensorParallelSize"], a["role"]):
+                    a["replicas"] for a in plan["assignments"]}
         log = open(work / "operator.log", "wb")
         op = subprocess.Popen([sys.executable, "-m", "llmfleet.cli", "operator", "--kubeconfig",
                                str(cluster.admin_kubeconfig), "--trace-dir", str(REPO / "examples"),

@@ -18,9 +18,10 @@ import yaml
 
 
 def _values(args) -> dict:
+    """Values from ``-f`` files, then ``--set``, later ones winning key by key, as helm does."""
     values: dict = {}
     for f in args.values or []:
-        values = {**values, **(yaml.safe_load(open(f)) or {})}
+        values = _merge(values, yaml.safe_load(open(f)) or {})
     for s in args.set or []:
         values = _merge(values, helm.parse_set_string(s))
     return values

@@ -12,6 +12,7 @@ KUBECONFIG to export) and stop it with Ctrl-C.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -243,7 +244,6 @@ class LocalCluster:
             for ref in sa.secrets or []:
                 secret = api.read_namespaced_secret(ref.name, namespace)
                 if secret.type == "kubernetes.io/service-account-token" and secret.data and "token" in secret.data:
-                    import base64
                     token = base64.b64decode(secret.data["token"]).decode()
                     return True
             return False

@@ -20,43 +20,48 @@ from llmfleet.api.models import API_GROUP, API_VERSION, FleetPolicy, GPUPool, LL
 
 CATEGORY = "llmfleet"
 
-# name -> (model, scope, plural, short names, printer columns)
-_PRINTER = lambda name, typ, path, **kw: {"name": name, "type": typ, "jsonPath": path, **kw}  # noqa: E731
-_AGE = _PRINTER("AGE", "date", ".metadata.creationTimestamp")
 
+def _column(name: str, typ: str, path: str, **extra: Any) -> dict[str, Any]:
+    """One ``additionalPrinterColumns`` entry (``kubectl get`` column)."""
+    return {"name": name, "type": typ, "jsonPath": path, **extra}
+
+
+_AGE = _column("AGE", "date", ".metadata.creationTimestamp")
+
+# kind -> model, scope, plural, short names and printer columns
 CRD_KINDS: dict[str, dict[str, Any]] = {
     "LLMWorkload": {
         "model": LLMWorkload, "scope": "Namespaced", "plural": "llmworkloads", "short": ["llmw"],
         "columns": [
-            _PRINTER("MODEL", "string", ".spec.model"),
-            _PRINTER("RATE", "number", ".status.demandRps", description="request rate planned for, req/s"),
-            _PRINTER("TTFT-SLO", "string", ".spec.slo.ttft"),
-            _PRINTER("TPOT-SLO", "string", ".spec.slo.tpot"),
-            _PRINTER("GPUS", "integer", ".status.gpus"),
-            _PRINTER("COST/H", "number", ".status.costPerHour", description="USD per hour"),
-            _PRINTER("READY", "string", ".status.ready", description="ready/planned replicas"),
+            _column("MODEL", "string", ".spec.model"),
+            _column("RATE", "number", ".status.demandRps", description="request rate planned for, req/s"),
+            _column("TTFT-SLO", "string", ".spec.slo.ttft"),
+            _column("TPOT-SLO", "string", ".spec.slo.tpot"),
+            _column("GPUS", "integer", ".status.gpus"),
+            _column("COST/H", "number", ".status.costPerHour", description="USD per hour"),
+            _column("READY", "string", ".status.ready", description="ready/planned replicas"),
             _AGE,
         ],
     },
     "GPUPool": {
         "model": GPUPool, "scope": "Cluster", "plural": "gpupools", "short": ["gpupool", "gpup"],
         "columns": [
-            _PRINTER("GPU", "string", ".spec.gpuType"),
-            _PRINTER("MAX-GPUS", "integer", ".spec.maxGPUs"),
-            _PRINTER("PLANNED", "integer", ".status.plannedGPUs"),
-            _PRINTER("$/GPU-H", "number", ".status.costPerGPUHour"),
+            _column("GPU", "string", ".spec.gpuType"),
+            _column("MAX-GPUS", "integer", ".spec.maxGPUs"),
+            _column("PLANNED", "integer", ".status.plannedGPUs"),
+            _column("$/GPU-H", "number", ".status.costPerGPUHour"),
             _AGE,
         ],
     },
     "FleetPolicy": {
         "model": FleetPolicy, "scope": "Cluster", "plural": "fleetpolicies", "short": ["fleetpol"],
         "columns": [
-            _PRINTER("MODE", "string", ".spec.mode"),
-            _PRINTER("PLAN", "string", ".status.planStatus"),
-            _PRINTER("COST/H", "number", ".status.costPerHour", description="USD per hour"),
-            _PRINTER("GPUS", "integer", ".status.totalGPUs"),
-            _PRINTER("GAP", "number", ".status.gap", priority=1),
-            _PRINTER("SOLVE-S", "number", ".status.solveTimeSeconds", priority=1),
+            _column("MODE", "string", ".spec.mode"),
+            _column("PLAN", "string", ".status.planStatus"),
+            _column("COST/H", "number", ".status.costPerHour", description="USD per hour"),
+            _column("GPUS", "integer", ".status.totalGPUs"),
+            _column("GAP", "number", ".status.gap", priority=1),
+            _column("SOLVE-S", "number", ".status.solveTimeSeconds", priority=1),
             _AGE,
         ],
     },
@@ -126,7 +131,7 @@ def openapi_schema(kind: str) -> dict[str, Any]:
     props = js["properties"]
     schema: dict[str, Any] = {
         "type": "object",
-        "description": (model.__doc__ or kind).strip().splitlines()[0] if model.__doc__ else kind,
+        "description": (model.__doc__ or kind).strip().splitlines()[0],
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},

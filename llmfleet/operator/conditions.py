@@ -23,4 +23,5 @@ def set_condition(conditions: list[dict], type_: str, status: bool | None, reaso
 
 
 def condition(conditions: list[dict], type_: str) -> dict | None:
+    """The condition of type ``type_`` in a status's list, or None."""
     return next((c for c in conditions or [] if c.get("type") == type_), None)

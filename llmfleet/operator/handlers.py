@@ -41,7 +41,6 @@ class PlannerLoop:
         self.debounce_s = debounce_s
         self.wake_event = asyncio.Event()
         self.generations: dict[str, int | None] = {}
-        self.reconciles = 0
 
     def wake(self, reason: str) -> None:
         log.debug("planner woken: %s", reason)
@@ -59,7 +58,6 @@ class PlannerLoop:
             self.wake_event.clear()
             try:
                 report = await asyncio.to_thread(self.planner.reconcile)
-                self.reconciles += 1
                 interval = self.planner.replan_interval_s or DEFAULT_REPLAN_INTERVAL_S
                 if report.errors:
                     log.warning("reconcile finished with errors: %s", "; ".join(report.errors))

@@ -41,6 +41,7 @@ KINDS = {
 
 
 def now_rfc3339() -> str:
+    """The current UTC time as Kubernetes writes it (RFC 3339, seconds)."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -85,12 +86,15 @@ class Kube:
         self._resources: dict[str, Any] = {}
 
     def resource(self, kind: str):
+        """The discovered API resource of one of ``KINDS`` (cached). Raises ResourceNotFoundError
+        when the cluster does not serve it, e.g. the CRDs are not installed."""
         if kind not in self._resources:
             api_version, k = KINDS[kind]
             self._resources[kind] = self.dyn.resources.get(api_version=api_version, kind=k)
         return self._resources[kind]
 
     def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+        """All objects of ``kind`` (in ``namespace``, or cluster-wide), as dicts."""
         res = self.resource(kind)
         kwargs = {"label_selector": label_selector} if label_selector else {}
         if namespace is not None and res.namespaced:
@@ -99,6 +103,7 @@ class Kube:
         return [item.to_dict() for item in out.items]
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        """One object as a dict, or None when it does not exist."""
         res = self.resource(kind)
         try:
             return with_retry(lambda: res.get(name=name, namespace=namespace), f"get {kind} {name}").to_dict()

@@ -21,16 +21,16 @@ from typing import Any
 
 from llmfleet.api.loader import FleetSpec, ManifestError, parse_document
 from llmfleet.api.models import FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoolStatus, LLMWorkload, LLMWorkloadStatus
-from llmfleet.catalog.gpus import get_gpu
 from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.kube import Kube, now_rfc3339
 from llmfleet.operator.render import (
     ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
-    MANAGED_BY, ChildKey, deployment_name, render_deployment, render_priority_class, render_service,
+    MANAGED_BY, ChildKey, deployment_name, priority_class_name, render_deployment, render_priority_class,
+    render_service,
 )
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
-from llmfleet.solver.problem import build_problem
+from llmfleet.solver.problem import build_problem, resolve_pool
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ class Parsed:
     policy: tuple[dict, FleetPolicy] | None = None
     invalid: dict[tuple[str, str], tuple[dict, str]] = field(default_factory=dict)  # (kind, key) -> (raw, msg)
     ignored_policies: list[dict] = field(default_factory=list)
+
+    @property
+    def policy_model(self) -> FleetPolicy:
+        """The FleetPolicy in force: the cluster's ``default``, or the model defaults without one."""
+        return self.policy[1] if self.policy else FleetPolicy(metadata={"name": POLICY_NAME})
 
 
 @dataclass
@@ -93,8 +98,7 @@ def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]
                 out.pools[key] = (raw, obj)
             else:
                 out.policy = (raw, obj)
-    policy = out.policy[1] if out.policy else FleetPolicy(metadata={"name": POLICY_NAME})
-    tiers = [t.name for t in policy.spec.priority_tiers]
+    tiers = [t.name for t in out.policy_model.spec.priority_tiers]
     for key, (raw, w) in list(out.workloads.items()):
         if w.spec.priority not in tiers:
             out.invalid[("LLMWorkload", key)] = (
@@ -104,16 +108,20 @@ def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]
     return out
 
 
+def _by_key(kind: str, items: list[dict]) -> dict[ChildKey, dict]:
+    """Live objects of one kind indexed by ChildKey (list items may lack ``kind``)."""
+    return {ChildKey.of({"kind": kind, **item}): item for item in items}
+
+
 def _deployment_gpus(dep: dict) -> int:
     labels = dep["metadata"].get("labels", {})
     return int(labels.get(LABEL_TP, "0")) * int(dep.get("spec", {}).get("replicas") or 0)
 
 
 def _owns_replicas(dep: dict, manager: str) -> bool:
-    for mf in dep["metadata"].get("managedFields") or []:
-        if mf.get("manager") == manager and "f:replicas" in json.dumps(mf.get("fieldsV1", {})):
-            return True
-    return False
+    """Whether field manager ``manager`` owns ``spec.replicas`` of a live Deployment."""
+    return any(mf.get("manager") == manager and "f:replicas" in (mf.get("fieldsV1") or {}).get("f:spec", {})
+               for mf in dep["metadata"].get("managedFields") or [])
 
 
 class FleetPlanner:
@@ -142,7 +150,7 @@ class FleetPlanner:
         Returns (plan, solved_now, objects that failed while building the problem). ``held``
         maps pool name -> GPUs taken by frozen children, removed from its availability.
         """
-        policy = parsed.policy[1] if parsed.policy else FleetPolicy(metadata={"name": POLICY_NAME})
+        policy = parsed.policy_model
         workloads = {k: w for k, (_, w) in parsed.workloads.items()}
         pools = {k: p.model_copy(update={"spec": p.spec.model_copy(
             update={"max_gpus": max(0, p.spec.max_gpus - held.get(k, 0))})}) for k, (_, p) in parsed.pools.items()}
@@ -181,7 +189,8 @@ class FleetPlanner:
     def _reconcile(self) -> ReconcileReport:
         kube = self.kube
         parsed = parse_cluster(kube.list("LLMWorkload"), kube.list("GPUPool"), kube.list("FleetPolicy"))
-        policy_raw, policy = parsed.policy or (None, FleetPolicy(metadata={"name": POLICY_NAME}))
+        policy_raw = parsed.policy[0] if parsed.policy else None
+        policy = parsed.policy_model
         mode = policy.spec.mode
         self.replan_interval_s = policy.spec.replan_interval_seconds
         live_deps = kube.list("Deployment", label_selector=MANAGED_SELECTOR)
@@ -213,7 +222,7 @@ class FleetPlanner:
         desired: dict[ChildKey, dict] = {}
         group_of: dict[str, list[tuple[Assignment, dict]]] = {}
         if usable:
-            live_by_key = {ChildKey.of(d): d for d in live_deps}
+            live_by_key = _by_key("Deployment", live_deps)
             for a in plan.assignments:
                 raw, w = parsed.workloads[a.workload]
                 pool = parsed.pools[a.pool][1]
@@ -247,8 +256,7 @@ class FleetPlanner:
     def _diff(self, desired: dict[ChildKey, dict], live_deps: list[dict], live_svcs: list[dict],
               frozen_ns: set[str]) -> list[dict]:
         """Changes that take the cluster to ``desired``; children of frozen workloads are kept."""
-        live = {ChildKey.of({"kind": "Deployment", **d}): d for d in live_deps}
-        live.update({ChildKey.of({"kind": "Service", **s}): s for s in live_svcs})
+        live = {**_by_key("Deployment", live_deps), **_by_key("Service", live_svcs)}
         changes = []
         for key, manifest in desired.items():
             cur = live.get(key)
@@ -282,18 +290,18 @@ class FleetPlanner:
         in_use = {w.spec.priority for _, w in parsed.workloads.values()}
         for tier in sorted(in_use):
             try:
-                if self.kube.get("PriorityClass", f"llmfleet-{tier}") is None:
+                if self.kube.get("PriorityClass", priority_class_name(tier)) is None:
                     self.kube.apply(render_priority_class(tier, tier_values[tier]))
             except Exception as err:
-                errors.append(f"PriorityClass llmfleet-{tier}: {err}")
-        live = {ChildKey.of({"kind": "Deployment", **d}): d for d in live_deps}
+                errors.append(f"PriorityClass {priority_class_name(tier)}: {err}")
+        live = _by_key("Deployment", live_deps)
 
         def order(change: dict) -> tuple:
-            m = desired.get(ChildKey(change["kind"], change["namespace"], change["name"]))
-            tier = m["spec"]["template"]["spec"]["priorityClassName"].removeprefix("llmfleet-") if m and \
-                change["kind"] == "Deployment" else ""
+            manifest = desired[ChildKey(change["kind"], change["namespace"], change["name"])]
+            workload = f"{change['namespace']}/{manifest['metadata']['labels'][LABEL_WORKLOAD]}"
+            tier_value = tier_values[parsed.workloads[workload][1].spec.priority]
             shrinking = (change["replicasTo"] or 0) < (change["replicasFrom"] or 0)
-            return (shrinking, -tier_values.get(tier, 0), change["kind"] != "Deployment", change["name"])
+            return (shrinking, -tier_value, change["kind"] != "Deployment", change["name"])
 
         # only real changes: re-applying an unchanged child still bumps its managedFields, and the
         # watch event that follows would wake the planner again, forever
@@ -324,10 +332,7 @@ class FleetPlanner:
     def _write_statuses(self, parsed: Parsed, policy_raw: dict | None, plan: Plan | None, solved: bool,
                         usable: bool, group_of: dict[str, list[tuple[Assignment, dict]]], live_deps: list[dict],
                         diff: list[dict], applied: bool, errors: list[str], mode: str) -> None:
-        live = {ChildKey.of({"kind": "Deployment", **d}): d for d in live_deps}
-        results = {r.workload: r for r in (plan.workloads if plan else [])}
-        plan_msgs = "; ".join(plan.messages) if plan and plan.messages else ""
-
+        """Status and events of every llmfleet object after a reconcile."""
         for (kind, key), (raw, msg) in parsed.invalid.items():
             st = dict(raw.get("status") or {})
             gen = raw["metadata"].get("generation")
@@ -337,119 +342,128 @@ class FleetPlanner:
                 conds = set_condition(conds, "Degraded", True, "InvalidSpec", msg, gen)
             self._set_status(kind, raw, {**st, "observedGeneration": gen, "conditions": conds},
                              event=("InvalidSpec", msg, True))
-
-        for key, (raw, w) in parsed.workloads.items():
-            gen = raw["metadata"].get("generation")
-            st = dict(raw.get("status") or {})
-            conds = st.get("conditions") or []
-            event = None
-            if not usable:
-                why = "; ".join(errors) or plan_msgs or "no plan"
-                status = plan.status if plan else "error"
-                conds = set_condition(conds, "Planned", False, "PlanFailed" if status != "infeasible" else "Infeasible",
-                                      f"{why}; the running children are kept", gen)
-                event = ("PlanFailed", why, True)
-                self._set_status("LLMWorkload", raw, {**st, "observedGeneration": gen, "conditions": conds}, event)
-                continue
-            groups = group_of.get(key, [])
-            slice_ = [self._group_status(a, m) for a, m in groups]
-            replicas = sum(a.replicas for a, _ in groups)
-            ready = 0
-            for _, m in groups:
-                d = live.get(ChildKey.of(m))
-                ready += int((d or {}).get("status", {}).get("availableReplicas") or 0) if d else 0
-            r = results.get(key)
-            shed = r.shed_rps if r else 0.0
-            conds = set_condition(conds, "Planned", True, "Planned" if mode == "apply" else "PlannedForReview",
-                                  f"{replicas} replicas on {sum(a.gpus for a, _ in groups)} GPUs, "
-                                  f"${sum(a.cost_per_hour for a, _ in groups):.2f}/h"
-                                  + ("" if mode == "apply" else f" (FleetPolicy mode {mode}: not applied)"), gen)
-            all_ready = replicas > 0 and ready >= replicas
-            conds = set_condition(conds, "Ready", all_ready, "Available" if all_ready else "ReplicasNotReady",
-                                  f"{ready}/{replicas} replicas available", gen)
-            if shed > 1e-6:
-                conds = set_condition(conds, "Degraded", True, "CapacityShortage",
-                                      f"{shed:.2f} of {r.demand_rps:.2f} req/s cannot be served within the SLO "
-                                      f"(tier {r.tier}): {plan_msgs}", gen)
-            elif any(k[0] == "GPUPool" for k in parsed.invalid):
-                conds = set_condition(conds, "Degraded", True, "InvalidGPUPool",
-                                      "a GPUPool is invalid and was left out of the plan", gen)
-            else:
-                conds = set_condition(conds, "Degraded", False, "AsPlanned", "", gen)
-            old_groups = [(g.get("pool"), g.get("tensorParallelSize"), g.get("role"), g.get("replicas"))
-                          for g in st.get("plan") or []]
-            new_groups = [(g["pool"], g["tensorParallelSize"], g["role"], g["replicas"]) for g in slice_]
-            if sorted(old_groups, key=str) != sorted(new_groups, key=str):
-                event = ("PlanChanged", "plan: " + (", ".join(
-                    f"{g['replicas']}x {g['gpuType']} TP{g['tensorParallelSize']} {g['role']}" for g in slice_)
-                    or "no replicas") + ("" if mode == "apply" else f" (mode {mode}, not applied)"), False)
-            ttfts = [a.ttft_s for a, _ in groups if a.ttft_s is not None]
-            tpots = [a.tpot_s for a, _ in groups if a.tpot_s is not None]
-            new = {
-                "observedGeneration": gen, "conditions": conds, "plan": slice_,
-                "demandRps": round(r.demand_rps, 3) if r else None, "servedRps": round(r.served_rps, 3) if r else None,
-                "gpus": sum(a.gpus for a, _ in groups), "costPerHour": round(sum(a.cost_per_hour for a, _ in groups), 4),
-                "replicas": replicas, "readyReplicas": ready, "ready": f"{ready}/{replicas}",
-                "predictedTtftSeconds": round(max(ttfts), 4) if ttfts else None,
-                "predictedTpotSeconds": round(max(tpots), 5) if tpots else None,
-            }
-            self._set_status("LLMWorkload", raw, new, event)
-
-        pool_gpus: dict[str, int] = {}
-        for a in (plan.assignments if usable else []):
-            pool_gpus[a.pool] = pool_gpus.get(a.pool, 0) + a.gpus
-        for key, (raw, p) in parsed.pools.items():
-            gen = raw["metadata"].get("generation")
-            st = dict(raw.get("status") or {})
-            price = p.spec.cost_per_gpu_hour
-            if price is None:
-                try:
-                    price = get_gpu(p.spec.gpu_type).default_cost_per_gpu_hour
-                except KeyError:
-                    price = None
-            conds = set_condition(st.get("conditions") or [], "Planned", True, "Valid", "", gen)
-            self._set_status("GPUPool", raw, {**st, "observedGeneration": gen, "conditions": conds,
-                                              "plannedGPUs": pool_gpus.get(key, 0) if usable else st.get("plannedGPUs"),
-                                              "costPerGPUHour": price}, None)
-
+        live = _by_key("Deployment", live_deps)
+        for key, (raw, _) in parsed.workloads.items():
+            self._workload_status(raw, key, parsed, plan, usable, group_of.get(key, []), live, errors, mode)
+        self._pool_statuses(parsed, plan if usable else None)
         for raw in parsed.ignored_policies:
             self._set_status("FleetPolicy", raw, {"conditions": set_condition(
                 (raw.get("status") or {}).get("conditions") or [], "Planned", False, "Ignored",
                 f"llmfleet reads only the FleetPolicy named {POLICY_NAME!r}", raw["metadata"].get("generation"))},
                 None)
         if policy_raw is not None:
-            gen = policy_raw["metadata"].get("generation")
-            st = dict(policy_raw.get("status") or {})
-            if usable:
-                conds = set_condition(st.get("conditions") or [], "Planned", True, plan.status.capitalize(),
-                                      plan_msgs or f"{plan.status}: ${plan.cost_per_hour:.2f}/h", gen)
-            else:
-                why = "; ".join(errors) or plan_msgs or ("no valid LLMWorkload or GPUPool" if plan is None else "no plan")
-                conds = set_condition(st.get("conditions") or [], "Planned", False,
-                                      (plan.status.capitalize() if plan else "NothingToPlan"), why, gen)
-            conds = set_condition(conds, "Applied", applied and not errors,
-                                  "Applied" if applied and not errors else ("ApplyFailed" if errors else f"Mode{mode.capitalize()}"),
-                                  "; ".join(errors) if errors else ("" if applied else f"mode {mode}: children unchanged"),
-                                  gen)
-            new = {"observedGeneration": gen, "conditions": conds, "applied": applied,
-                   "diff": [{k: v for k, v in c.items() if v not in (None, "")} for c in diff if c["action"] != "unchanged"]}
-            if plan is not None:
-                d = plan.to_dict()
-                new.update({
-                    "planStatus": plan.status, "costPerHour": d["costPerHour"], "lpBound": d["lpBound"],
-                    "gap": d["gap"], "solveTimeSeconds": d["solveTimeSeconds"], "solver": plan.solver,
-                    "totalGPUs": plan.total_gpus, "messages": list(plan.messages),
-                    "plan": [self._group_status(a, None, with_workload=True) for a in plan.assignments],
-                })
-                if solved:
-                    new["lastPlanTime"] = now_rfc3339()
-            event = None
-            if errors:
-                event = ("ApplyFailed", "; ".join(errors), True)
-            elif solved and plan is not None:
-                event = ("Planned", f"{plan.status}: " + (f"${plan.cost_per_hour:.2f}/h on {plan.total_gpus} GPUs"
-                                                        if plan.cost_per_hour is not None else plan_msgs), not usable)
-            self._set_status("FleetPolicy", policy_raw, {**st, **new}, event)
+            self._policy_status(policy_raw, plan, solved, usable, diff, applied, errors, mode)
+
+    def _workload_status(self, raw: dict, key: str, parsed: Parsed, plan: Plan | None, usable: bool,
+                         groups: list[tuple[Assignment, dict]], live: dict[ChildKey, dict], errors: list[str],
+                         mode: str) -> None:
+        """Conditions, plan slice, cost and readiness of one valid LLMWorkload."""
+        gen = raw["metadata"].get("generation")
+        st = dict(raw.get("status") or {})
+        conds = st.get("conditions") or []
+        plan_msgs = "; ".join(plan.messages) if plan and plan.messages else ""
+        if not usable:
+            why = "; ".join(errors) or plan_msgs or "no plan"
+            reason = "Infeasible" if plan is not None and plan.status == "infeasible" else "PlanFailed"
+            conds = set_condition(conds, "Planned", False, reason, f"{why}; the running children are kept", gen)
+            self._set_status("LLMWorkload", raw, {**st, "observedGeneration": gen, "conditions": conds},
+                             ("PlanFailed", why, True))
+            return
+        slice_ = [self._group_status(a, m) for a, m in groups]
+        replicas = sum(a.replicas for a, _ in groups)
+        gpus = sum(a.gpus for a, _ in groups)
+        cost = sum(a.cost_per_hour for a, _ in groups)
+        ready = sum(int((live.get(ChildKey.of(m)) or {}).get("status", {}).get("availableReplicas") or 0)
+                    for _, m in groups)
+        r = next((r for r in plan.workloads if r.workload == key), None)
+        conds = set_condition(conds, "Planned", True, "Planned" if mode == "apply" else "PlannedForReview",
+                              f"{replicas} replicas on {gpus} GPUs, ${cost:.2f}/h"
+                              + ("" if mode == "apply" else f" (FleetPolicy mode {mode}: not applied)"), gen)
+        all_ready = replicas > 0 and ready >= replicas
+        conds = set_condition(conds, "Ready", all_ready, "Available" if all_ready else "ReplicasNotReady",
+                              f"{ready}/{replicas} replicas available", gen)
+        if r is not None and r.shed_rps > 1e-6:
+            conds = set_condition(conds, "Degraded", True, "CapacityShortage",
+                                  f"{r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served within the SLO "
+                                  f"(tier {r.tier}): {plan_msgs}", gen)
+        elif any(k[0] == "GPUPool" for k in parsed.invalid):
+            conds = set_condition(conds, "Degraded", True, "InvalidGPUPool",
+                                  "a GPUPool is invalid and was left out of the plan", gen)
+        else:
+            conds = set_condition(conds, "Degraded", False, "AsPlanned", "", gen)
+        event = None
+        old_groups = [(g.get("pool"), g.get("tensorParallelSize"), g.get("role"), g.get("replicas"))
+                      for g in st.get("plan") or []]
+        new_groups = [(g["pool"], g["tensorParallelSize"], g["role"], g["replicas"]) for g in slice_]
+        if sorted(old_groups, key=str) != sorted(new_groups, key=str):
+            event = ("PlanChanged", "plan: " + (", ".join(
+                f"{g['replicas']}x {g['gpuType']} TP{g['tensorParallelSize']} {g['role']}" for g in slice_)
+                or "no replicas") + ("" if mode == "apply" else f" (mode {mode}, not applied)"), False)
+        ttfts = [a.ttft_s for a, _ in groups if a.ttft_s is not None]
+        tpots = [a.tpot_s for a, _ in groups if a.tpot_s is not None]
+        self._set_status("LLMWorkload", raw, {
+            "observedGeneration": gen, "conditions": conds, "plan": slice_,
+            "demandRps": round(r.demand_rps, 3) if r else None, "servedRps": round(r.served_rps, 3) if r else None,
+            "gpus": gpus, "costPerHour": round(cost, 4),
+            "replicas": replicas, "readyReplicas": ready, "ready": f"{ready}/{replicas}",
+            "predictedTtftSeconds": round(max(ttfts), 4) if ttfts else None,
+            "predictedTpotSeconds": round(max(tpots), 5) if tpots else None,
+        }, event)
+
+    def _pool_statuses(self, parsed: Parsed, plan: Plan | None) -> None:
+        """GPUs planned on each valid pool and the price in effect; ``plan`` None keeps the last count."""
+        pool_gpus: dict[str, int] = {}
+        for a in (plan.assignments if plan else []):
+            pool_gpus[a.pool] = pool_gpus.get(a.pool, 0) + a.gpus
+        for key, (raw, p) in parsed.pools.items():
+            gen = raw["metadata"].get("generation")
+            st = dict(raw.get("status") or {})
+            try:
+                price = resolve_pool(p).cost_per_gpu_hour
+            except ManifestError:  # unknown GPU type or no price: the plan already says so
+                price = None
+            conds = set_condition(st.get("conditions") or [], "Planned", True, "Valid", "", gen)
+            self._set_status("GPUPool", raw, {**st, "observedGeneration": gen, "conditions": conds,
+                                              "plannedGPUs": pool_gpus.get(key, 0) if plan else st.get("plannedGPUs"),
+                                              "costPerGPUHour": price}, None)
+
+    def _policy_status(self, policy_raw: dict, plan: Plan | None, solved: bool, usable: bool, diff: list[dict],
+                       applied: bool, errors: list[str], mode: str) -> None:
+        """The whole plan, its cost, bound, gap and the diff, on the FleetPolicy named default."""
+        gen = policy_raw["metadata"].get("generation")
+        st = dict(policy_raw.get("status") or {})
+        plan_msgs = "; ".join(plan.messages) if plan and plan.messages else ""
+        if usable:
+            conds = set_condition(st.get("conditions") or [], "Planned", True, plan.status.capitalize(),
+                                  plan_msgs or f"{plan.status}: ${plan.cost_per_hour:.2f}/h", gen)
+        else:
+            why = "; ".join(errors) or plan_msgs or ("no valid LLMWorkload or GPUPool" if plan is None else "no plan")
+            conds = set_condition(st.get("conditions") or [], "Planned", False,
+                                  (plan.status.capitalize() if plan else "NothingToPlan"), why, gen)
+        ok = applied and not errors
+        conds = set_condition(conds, "Applied", ok,
+                              "Applied" if ok else ("ApplyFailed" if errors else f"Mode{mode.capitalize()}"),
+                              "; ".join(errors) if errors else ("" if applied else f"mode {mode}: children unchanged"),
+                              gen)
+        new = {"observedGeneration": gen, "conditions": conds, "applied": applied,
+               "diff": [{k: v for k, v in c.items() if v not in (None, "")} for c in diff if c["action"] != "unchanged"]}
+        if plan is not None:
+            d = plan.to_dict()
+            new.update({
+                "planStatus": plan.status, "costPerHour": d["costPerHour"], "lpBound": d["lpBound"],
+                "gap": d["gap"], "solveTimeSeconds": d["solveTimeSeconds"], "solver": plan.solver,
+                "totalGPUs": plan.total_gpus, "messages": list(plan.messages),
+                "plan": [self._group_status(a, None, with_workload=True) for a in plan.assignments],
+            })
+            if solved:
+                new["lastPlanTime"] = now_rfc3339()
+        event = None
+        if errors:
+            event = ("ApplyFailed", "; ".join(errors), True)
+        elif solved and plan is not None:
+            event = ("Planned", f"{plan.status}: " + (f"${plan.cost_per_hour:.2f}/h on {plan.total_gpus} GPUs"
+                                                    if plan.cost_per_hour is not None else plan_msgs), not usable)
+        self._set_status("FleetPolicy", policy_raw, {**st, **new}, event)
 
     @staticmethod
     def _group_status(a: Assignment, manifest: dict | None, with_workload: bool = False) -> dict:

@@ -35,6 +35,7 @@ def cluster_role(name: str = "llmfleet-operator") -> dict:
 
 
 def cluster_role_binding(namespace: str, service_account: str, name: str = "llmfleet-operator") -> dict:
+    """Binds ``cluster_role(name)`` to ServiceAccount ``namespace/service_account``."""
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "llmfleet"}},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},

@@ -47,6 +47,7 @@ def dns_name(*parts: str, max_len: int = 63) -> str:
 
 
 def priority_class_name(tier: str) -> str:
+    """Name of the PriorityClass of a FleetPolicy tier: ``llmfleet-<tier>``."""
     return f"{PRIORITY_CLASS_PREFIX}{tier}"
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from e2e.controlplane.localcluster import ControlPlaneUnavailable, FakeKubelet, LocalCluster
+from llmfleet.operator.conditions import condition
 from llmfleet.operator.rbac import cluster_role, cluster_role_binding
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ class Cluster:
         return self.get_json("llmworkload", name, "-n", namespace)
 
     def condition(self, obj: dict, type_: str) -> dict | None:
-        return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+        return condition((obj.get("status") or {}).get("conditions"), type_)
 
     def nodes_by_name(self) -> dict[str, dict]:
         return {n["metadata"]["name"]: n for n in self.get_json("nodes")["items"]}

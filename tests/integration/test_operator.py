@@ -255,11 +255,13 @@ def test_operator_killed_mid_reconcile_converges_to_the_same_children(cluster, o
     # not sampled: when the first reconcile saw only part of `kubectl apply` (the pools arrive one
     # by one), groups it planned then are pruned after the restart and garbage-collected in the
     # background.
+    # Services come last in a reconcile, so they too are waited for: 2 workloads + `kubernetes`.
     wait_until(lambda: len(cluster.get_json("replicasets")["items"]) == len(expected)
-               and len(cluster.pods()) == sum(expected.values()), 60,
-               f"one ReplicaSet per planned group and the planned pods (groups at the kill: {partial})")
+               and len(cluster.pods()) == sum(expected.values())
+               and len(cluster.get_json("services")["items"]) == 3, 60,
+               f"one ReplicaSet per planned group, the planned pods and one Service per workload "
+               f"(groups at the kill: {partial})")
     assert groups_in_cluster(cluster) == expected
-    assert len(cluster.get_json("services")["items"]) == 3  # 2 workloads + the kubernetes Service
 
 
 def test_plan_mode_changes_nothing_until_apply(cluster, operator):

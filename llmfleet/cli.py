@@ -56,12 +56,12 @@ def _ms(seconds: float | None) -> str:
 
 def plan_table(plan: Plan, title: str) -> Table:
     t = Table(title=title, title_justify="left")
-    for col, just in (("WORKLOAD", "left"), ("GPU", "left"), ("TP", "right"), ("REPLICAS", "right"),
+    for col, just in (("WORKLOAD", "left"), ("GPU", "left"), ("ROLE", "left"), ("TP", "right"), ("REPLICAS", "right"),
                       ("GPUS", "right"), ("$/H", "right"), ("REQ/S", "right"), ("UTIL", "right"),
                       ("TTFT ms", "right"), ("TPOT ms", "right")):
         t.add_column(col, justify=just)
     for a in plan.assignments:
-        t.add_row(a.workload, a.gpu_type, str(a.tp), str(a.replicas), str(a.gpus), f"{a.cost_per_hour:.2f}",
+        t.add_row(a.workload, a.gpu_type, a.role, str(a.tp), str(a.replicas), str(a.gpus), f"{a.cost_per_hour:.2f}",
                   f"{a.rate_rps:.2f}", f"{a.utilization:.0%}", _ms(a.ttft_s), _ms(a.tpot_s))
     return t
 

@@ -229,7 +229,8 @@ class SLOSpec(_Model):
 class ServingSpec(_Model):
     """How replicas of the workload are run."""
 
-    image: str = "vllm/vllm-openai:v0.6.3"
+    image: str = Field(default="vllm/vllm-openai:v0.11.0",
+                       description="vLLM image; P/D disaggregation needs vLLM >= 0.9 (NixlConnector)")
     tensor_parallel_sizes: list[int] = Field(
         default_factory=lambda: list(ALLOWED_TP), min_length=1,
         description="TP degrees the planner may choose from",
@@ -301,6 +302,25 @@ class PowerRange(_Model):
         return self
 
 
+DEFAULT_KV_GBIT_PER_S_PER_GPU = 50.0
+"""KV-transfer bandwidth per GPU when a pool declares none, Gbit/s: AWS p4d.24xlarge has 400 Gbit/s
+of EFA for 8 A100 GPUs (AWS EC2 P4 instance page), a common floor for GPU nodes"""
+
+
+class KVInterconnect(_Model):
+    """How a pool's nodes move KV caches to other nodes (prefill/decode disaggregation).
+
+    Pools that name the same ``domain`` can exchange KV caches, so prefill may run on one GPU type
+    and decode on another; a pool without an interconnect can still disaggregate within itself.
+    """
+
+    domain: str = Field(min_length=1, description="KV-transfer domain; pools with the same domain can exchange KV")
+    bandwidth_gbit_per_second_per_gpu: float = Field(
+        default=DEFAULT_KV_GBIT_PER_S_PER_GPU, gt=0,
+        description="network bandwidth per GPU for KV transfer (RDMA/NIC), Gbit/s",
+    )
+
+
 class GPUPoolSpec(_Model):
     """GPUs of one type the fleet may use: how many, on which nodes, at what price and power."""
 
@@ -311,7 +331,10 @@ class GPUPoolSpec(_Model):
     max_gpus: int = Field(ge=0, description="GPUs of this pool the fleet may use (availability)")
     cost_per_gpu_hour: float | None = Field(default=None, ge=0, description="USD per GPU-hour; default: catalogue list price")
     power: PowerRange | None = None
-    interconnect: str | None = Field(default=None, description="KV-transfer domain; pools with the same value can exchange KV")
+    interconnect: KVInterconnect | None = Field(
+        default=None,
+        description="network for prefill/decode KV-cache transfer; without it P/D stays inside the pool",
+    )
 
 
 class GPUPool(_Model):

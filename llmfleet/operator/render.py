@@ -79,8 +79,10 @@ def vllm_args(w: LLMWorkload, a: Assignment) -> list[str]:
     args = [w.spec.model, "--tensor-parallel-size", str(a.tp), "--port", str(VLLM_PORT),
             "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
     if a.role in ("prefill", "decode"):
-        kv_role = "kv_producer" if a.role == "prefill" else "kv_consumer"
-        args += ["--kv-transfer-config", json.dumps({"kv_connector": "PyNcclConnector", "kv_role": kv_role})]
+        # vLLM's NixlConnector (vLLM >= 0.9, docs "NixlConnector Usage Guide") moves KV caches
+        # between any number of prefill and decode instances; both sides run as kv_both and a
+        # P/D-aware router (llm-d, Dynamo, vLLM's disagg proxy) pairs them per request
+        args += ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"})]
     return args + list(s.extra_args)
 
 

@@ -130,17 +130,101 @@ def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     # iteration (which grows with B), and the largest rate whose M/D/1 wait quantile fits it.
     budget = ttft_s - c.prefill_s[None, :] - c.decode_s
     service = np.broadcast_to(c.prefill_s[None, :], budget.shape)
-    q = percentile / 100.0
-    lo = np.zeros_like(budget)
-    hi = np.where(budget > 0, 1.0 / service, 0.0)
-    for _ in range(50):  # bisection: the wait quantile is increasing in the rate
-        mid = (lo + hi) / 2.0
-        good = mdl_wait_quantile_s(mid, service, q) <= budget
-        lo = np.where(good, mid, lo)
-        hi = np.where(good, hi, mid)
+    lo = mdl_max_rate(service, budget, percentile / 100.0)
     # a replica can run at any B that meets TPOT and memory; the TTFT-limited rate caps it
     rate = np.where(ok & (budget > 0), np.minimum(c.rate, lo), 0.0)
     return rate.max(axis=0)
+
+
+def mdl_max_rate(service_s: np.ndarray, wait_budget_s: np.ndarray, q: float) -> np.ndarray:
+    """Largest arrival rate, req/s, whose M/D/1 wait quantile q stays within ``wait_budget_s``
+    (0 where the budget is not positive). Arrays broadcast together."""
+    service_s, budget = np.broadcast_arrays(np.asarray(service_s, dtype=float), np.asarray(wait_budget_s, dtype=float))
+    lo = np.zeros(budget.shape)
+    hi = np.where(budget > 0, 1.0 / service_s, 0.0)
+    for _ in range(50):  # bisection: the wait quantile is increasing in the rate
+        mid = (lo + hi) / 2.0
+        good = mdl_wait_quantile_s(mid, service_s, q) <= budget
+        lo = np.where(good, mid, lo)
+        hi = np.where(good, hi, mid)
+    return np.where(budget > 0, lo, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Prefill/decode disaggregation (DistServe, Zhong et al., OSDI 2024; Splitwise, Patel et al.,
+# ISCA 2024): prompts run on prefill-only replicas, the KV cache moves over the network, and
+# tokens are generated on decode-only replicas, so neither phase interferes with the other.
+
+
+def kv_transfer_s(model: ModelSpec, prompt_tokens: np.ndarray, bandwidth_bytes_per_s: float) -> np.ndarray:
+    """Time to move the KV cache of prompts from a prefill to a decode replica, s.
+
+    Args:
+        prompt_tokens: shape (S,), prompt lengths, tokens.
+        bandwidth_bytes_per_s: network bandwidth available to the transfer, bytes/s (the slower
+            side's per-GPU bandwidth x the GPUs that send or receive in parallel).
+    """
+    return np.asarray(prompt_tokens, dtype=float) * model.kv_bytes_per_token / bandwidth_bytes_per_s
+
+
+def prefill_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, ttft_s: float,
+                         percentile: float, transfer_s: np.ndarray, first_token_s: float,
+                         p: PerfParams | None = None, gpu_memory_utilization: float = 0.9) -> np.ndarray:
+    """κ of a prefill-only replica: the largest rate, req/s, whose TTFT percentile meets the target.
+
+    Prompts form an M/D/1 queue with service time t_p (one prompt per step, as DistServe models its
+    prefill instances, §3.1); TTFT = wait + t_p + KV transfer + the decode replica's first step.
+
+    Args:
+        input_tokens: shape (S,), prompt length per bucket, tokens.
+        transfer_s: shape (S,), KV transfer time per bucket, s (``kv_transfer_s``).
+        first_token_s: time the decode replica takes to emit the first token, s (the planner uses
+            the TPOT target: a decode replica that meets it never takes longer per step).
+
+    Returns:
+        Shape (S,), req/s; 0 where the prompt alone misses the target or its KV does not fit.
+    """
+    p = p or default_params()
+    inp = np.asarray(input_tokens, dtype=float)
+    t_p = prefill_time_s(model, gpu, tp, inp, p=p)
+    budget = ttft_s - t_p - np.asarray(transfer_s, dtype=float) - first_token_s
+    fits = (inp <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)) & (inp <= model.max_context_tokens)
+    return np.where(fits, mdl_max_rate(t_p, budget, percentile / 100.0), 0.0)
+
+
+def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                  percentile: float, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
+                  max_num_seqs: int = MAX_NUM_SEQS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Operating curves of a decode-only replica over mean batch sizes B = 1..max_num_seqs.
+
+    Requests stay O steps, so by Little's law rate = B / (O t_d(B)). The batch fluctuates: the
+    number of requests in an M/G/∞ system is Poisson(B), so the TPOT percentile is the step time
+    at the Poisson quantile of the batch, and that batch's KV must fit.
+
+    Returns:
+        (rate req/s, TPOT at the percentile s, feasible under memory), each of shape (max_num_seqs, S).
+    """
+    p = p or default_params()
+    inp = np.asarray(input_tokens, dtype=float)[None, :]
+    out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
+    batch = np.arange(1, max_num_seqs + 1, dtype=float)[:, None]
+    mean_step = decode_time_s(model, gpu, tp, batch, batch * (inp + out / 2.0), p=p)
+    rate = batch / (out * mean_step)
+    k_q = np.minimum(np.maximum(_poisson_quantiles(percentile / 100.0, max_num_seqs), batch), max_num_seqs)
+    tpot = decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p=p)
+    kv_ok = (k_q * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization))
+    kv_ok &= (inp + out) <= model.max_context_tokens
+    return rate, tpot, kv_ok
+
+
+def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
+                        output_tokens: np.ndarray, tpot_s: float, percentile: float, p: PerfParams | None = None,
+                        gpu_memory_utilization: float = 0.9) -> np.ndarray:
+    """κ of a decode-only replica: the largest rate, req/s, whose TPOT percentile meets the target
+    and whose batch fits the KV cache (``decode_curves``). Shape (S,); 0 where no batch does."""
+    rate, tpot, kv_ok = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p,
+                                      gpu_memory_utilization)
+    return np.where(kv_ok & (tpot <= tpot_s), rate, 0.0).max(axis=0)
 
 
 def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
@@ -158,3 +242,26 @@ def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nd
     t_d = np.where(b >= 0, c.decode_s[np.maximum(b, 0), cols], np.inf)
     ttft = c.prefill_s + t_d + mdl_wait_quantile_s(rate, c.prefill_s, percentile / 100.0)
     return ttft, tpot
+
+
+def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, rate_rps: np.ndarray,
+                         percentile: float, transfer_s: np.ndarray, first_token_s: float,
+                         p: PerfParams | None = None) -> np.ndarray:
+    """Predicted TTFT at the percentile, s, of a prefill-only replica loaded at ``rate_rps`` per
+    bucket (the inverse of ``prefill_capacity_rps``). Shape (S,); inf past saturation."""
+    t_p = prefill_time_s(model, gpu, tp, np.asarray(input_tokens, dtype=float), p=p or default_params())
+    wait = mdl_wait_quantile_s(np.asarray(rate_rps, dtype=float), t_p, percentile / 100.0)
+    return wait + t_p + np.asarray(transfer_s, dtype=float) + first_token_s
+
+
+def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                        rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
+                        gpu_memory_utilization: float = 0.9) -> np.ndarray:
+    """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
+    bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation."""
+    rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
+    r = np.asarray(rate_rps, dtype=float)
+    reach = rate >= r[None, :]
+    b = np.where(reach.any(axis=0), reach.argmax(axis=0), -1)
+    cols = np.arange(rate.shape[1])
+    return np.where(b >= 0, tpot[np.maximum(b, 0), cols], np.inf)

@@ -1,12 +1,16 @@
 """The fleet MILP (DESIGN §6), built with PuLP and solved with HiGHS (CBC as fallback).
 
-Variables, for every workload w, feasible replica config c and request-size bucket b:
+Variables, for every workload w, feasible replica config c = (pool, TP, role) and request-size
+bucket b:
     n[w,c] ∈ Z≥0   replicas
     x[w,c,b] ∈ [0,1]   share of bucket b's traffic served by config c (continuous: Mélange uses
                        binary slices; the continuous share is the limit of infinitely fine slices)
     u[w,b] ∈ [0,1]     share shed, only when capacity is short
 Constraints:
-    Σ_c x[w,c,b] + u[w,b] = 1                           every bucket served or shed
+    Σ_{c colocated or prefill} x[w,c,b] + u[w,b] = 1    every bucket's prompts served or shed
+    Σ_{c prefill in D} x[w,c,b] = Σ_{c decode in D} x[w,c,b]   for each KV-transfer domain D: the
+                                                        disaggregated traffic is decoded where its
+                                                        KV cache can go (the P/D ratio follows)
     Σ_b λ_w s_wb x[w,c,b] / κ[w,c,b] ≤ n[w,c]           replicas carry their load (κ from perf)
     Σ_{w, c in pool} TP_c n[w,c] ≤ maxGPUs(pool)         availability
     Σ TP_c n[w,c] TDP_c ≤ power budget                   (when the FleetPolicy sets one)
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import latency_at_rate
+from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import FleetProblem, WorkloadProblem
 
@@ -68,6 +72,21 @@ class _Model:
     cost: pulp.LpAffineExpression
 
 
+def usable_buckets(w: WorkloadProblem, ci: int) -> np.ndarray:
+    """Buckets config ``ci`` of ``w`` can serve: κ > 0 and, for a prefill (decode) config, some
+    decode (prefill) config of its KV-transfer domain that serves the bucket too."""
+    c = w.configs[ci]
+    ok = c.capacity_rps > 0
+    if c.role != "colocated":
+        other = "decode" if c.role == "prefill" else "prefill"
+        partner = np.zeros_like(ok)
+        for o in w.configs:
+            if o.role == other and o.kv_domain == c.kv_domain:
+                partner |= o.capacity_rps > 0
+        ok &= partner
+    return np.flatnonzero(ok)
+
+
 def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     prob = pulp.LpProblem("llmfleet", pulp.LpMinimize)
     n, x, u = {}, {}, {}
@@ -77,19 +96,26 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     power_terms = []
     for wi, w in enumerate(fp.workloads):
         served: list[list] = [[] for _ in range(len(w.share))]
+        # (domain, bucket) -> [(x, +1 prefill | -1 decode)]
+        balance: dict[tuple[str, int], list] = {}
         for ci, c in enumerate(w.configs):
             var_n = prob.add_variable(f"n_{wi}_{ci}", lowBound=0, cat=pulp.LpInteger)
             n[wi, ci] = var_n
             load = []
-            for b in np.flatnonzero(c.capacity_rps > 0):
+            for b in usable_buckets(w, ci):
                 var_x = prob.add_variable(f"x_{wi}_{ci}_{b}", lowBound=0, upBound=1)
                 x[wi, ci, b] = var_x
-                served[b].append(var_x)
+                if c.role != "decode":
+                    served[b].append(var_x)
+                if c.role != "colocated":
+                    balance.setdefault((c.kv_domain, int(b)), []).append((var_x, 1 if c.role == "prefill" else -1))
                 load.append((var_x, w.rate_rps * w.share[b] / c.capacity_rps[b]))
             prob += pulp.LpAffineExpression(load) - var_n <= 0, f"load_{wi}_{ci}"
             cost_terms.append((var_n, _replica_cost_per_hour(fp, c)))
             pool_use[c.pool.name].append((var_n, c.tp))
             power_terms.append((var_n, c.tp * c.pool.gpu.tdp_watts))
+        for k, (_, terms) in enumerate(sorted(balance.items(), key=lambda kv: kv[0])):
+            prob += pulp.LpAffineExpression(terms) == 0, f"pd_{wi}_{k}"
         for b in range(len(w.share)):
             terms = list(served[b])
             if not terms:  # no config meets the SLO for this bucket: shed by necessity, not a choice
@@ -146,7 +172,7 @@ def _lp_bound(fp: FleetProblem, allow_shed: bool, extra=None) -> float | None:
 
 
 def prune_dominated(w: WorkloadProblem) -> list:
-    """Drop configs that another TP degree of the same pool dominates exactly.
+    """Drop configs that another TP degree of the same pool and role dominates exactly.
 
     ``tp`` GPUs as one replica of TP ``tp`` are dominated by the same GPUs as ``tp/tp'`` replicas
     of TP ``tp'`` (same pool, same cost, same GPUs, at least as many replicas) when
@@ -155,7 +181,7 @@ def prune_dominated(w: WorkloadProblem) -> list:
     keep = []
     for c in w.configs:
         dominated = any(
-            o.pool.name == c.pool.name and o.tp < c.tp and c.tp % o.tp == 0
+            o.pool.name == c.pool.name and o.role == c.role and o.tp < c.tp and c.tp % o.tp == 0
             and (c.capacity_rps <= (c.tp // o.tp) * o.capacity_rps + 1e-12).all()
             for o in w.configs
         )
@@ -323,7 +349,7 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
             if reps == 0:
                 continue
             bucket_rps = np.zeros(len(w.share))
-            for b in np.flatnonzero(c.capacity_rps > 0):
+            for b in usable_buckets(w, ci):
                 bucket_rps[b] = (m.x[wi, ci, b].value() or 0.0) * w.rate_rps * w.share[b]
             util = float((bucket_rps[c.capacity_rps > 0] / c.capacity_rps[c.capacity_rps > 0]).sum() / reps)
             cost = reps * _replica_cost_per_hour(fp, c)
@@ -331,7 +357,7 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
             a = Assignment(
                 workload=w.key, pool=c.pool.name, gpu_type=c.pool.gpu.name, tp=c.tp, replicas=reps,
                 gpus=reps * c.tp, cost_per_hour=cost, rate_rps=float(bucket_rps.sum()),
-                utilization=util, bucket_rate_rps=bucket_rps, config=c,
+                utilization=util, bucket_rate_rps=bucket_rps, config=c, role=c.role,
             )
             if w.model is not None and a.rate_rps > 0:
                 a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0))
@@ -341,16 +367,24 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 solver="", assignments=assignments, workloads=results, messages=[])
 
 
-def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float) -> tuple[float, float]:
+def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float) -> tuple[float | None, float | None]:
     """Traffic-weighted TTFT and TPOT at the SLO percentile of a replica group at utilization
     ``util``: each bucket is evaluated at util x κ, the rate at which it alone would load a
-    replica as much as the actual mix does."""
+    replica as much as the actual mix does. A prefill group predicts TTFT only (KV transfer and
+    the first decode step included), a decode group TPOT only."""
     served = bucket_rps > 0
     slo = w.workload.spec.slo
-    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, w.input_tokens[served], w.output_tokens[served],
-                                 util * c.capacity_rps[served], slo.percentile,
-                                 gpu_memory_utilization=w.workload.spec.serving.gpu_memory_utilization)
+    gmu = w.workload.spec.serving.gpu_memory_utilization
+    inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
     weights = bucket_rps[served] / bucket_rps[served].sum()
+    if c.role == "prefill":
+        ttft = prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, slo.percentile,
+                                    c.kv_transfer_s[served], slo.tpot)
+        return float((weights * ttft).sum()), None
+    if c.role == "decode":
+        tpot = decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu)
+        return None, float((weights * tpot).sum())
+    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu)
     return float((weights * ttft).sum()), float((weights * tpot).sum())
 
 
@@ -365,8 +399,12 @@ def _unreachable_messages(fp: FleetProblem) -> list[str]:
             out.append(f"{w.key}: no GPU pool can serve it within its SLO (no (GPU type, TP) fits the model "
                        "and meets ttft/tpot; loosen spec.slo, allow more spec.serving.tensorParallelSizes, or add a pool)")
             continue
+        reachable = set()
+        for ci, c in enumerate(w.configs):
+            if c.role != "decode":
+                reachable.update(int(b) for b in usable_buckets(w, ci))
         for b in range(len(w.share)):
-            if not any(c.capacity_rps[b] > 0 for c in w.configs):
+            if b not in reachable:
                 out.append(f"{w.key}: SLO unreachable on every pool for {_describe_bucket(w, b)}; that traffic is shed")
     return out
 

@@ -1,24 +1,33 @@
 """Turn LLMWorkloads, GPUPools and the FleetPolicy into the numbers the MILP needs.
 
 For each workload: its demand (rate to plan for, with the policy's headroom, and the share of
-each request-size bucket) and every feasible replica configuration c = (pool, TP) with the
+each request-size bucket) and every feasible replica configuration c = (pool, TP, role) with the
 capacity κ[c, b] of one replica for each bucket b under the workload's SLO (``perf.capacity``).
 A configuration is feasible when TP is allowed by the workload, fits one node of the pool, and
 the weights leave room for a KV cache.
+
+Roles (``spec.serving.disaggregation``): ``colocated`` replicas run both phases; ``prefill`` and
+``decode`` replicas run one each, and the KV cache of every prompt moves from a prefill to a
+decode replica of the same KV-transfer domain (``GPUPool.spec.interconnect.domain``; a pool
+without one is a domain of its own). The transfer time is counted inside the prefill replica's
+TTFT budget, at the bandwidth of the slowest decode configuration of the domain, so that any
+pairing the MILP's per-domain flow balance allows meets the TTFT target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from llmfleet.api.loader import FleetSpec, ManifestError, source_key
-from llmfleet.api.models import GPUPool, LLMWorkload
+from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkload
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
-from llmfleet.perf.capacity import capacity_rps, weights_fit
+from llmfleet.perf.capacity import (capacity_rps, decode_capacity_rps, kv_transfer_s, prefill_capacity_rps,
+                                    weights_fit)
 from llmfleet.perf.steptime import PerfParams, default_params
 from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
 from llmfleet.workload.traces import TraceError, load_trace
@@ -38,19 +47,35 @@ class PoolInfo:
     gpus_per_node: int
     cost_per_gpu_hour: float
     """USD per GPU-hour (pool override or catalogue list price)"""
+    kv_domain: str = ""
+    """KV-transfer domain (``spec.interconnect.domain``, else ``pool/<name>``: the pool alone)"""
+    kv_bytes_per_s_per_gpu: float = DEFAULT_KV_GBIT_PER_S_PER_GPU * 1e9 / 8
+    """network bandwidth per GPU for KV transfer, bytes/s"""
+
+    def __post_init__(self):
+        if not self.kv_domain:
+            object.__setattr__(self, "kv_domain", f"pool/{self.name}")
 
 
 @dataclass
 class ReplicaConfig:
-    """One way to run a replica of a workload: ``tp`` GPUs of ``pool``.
+    """One way to run a replica of a workload: ``tp`` GPUs of ``pool`` in ``role``.
 
-    ``capacity_rps`` has shape (S,) over the workload's non-empty buckets: κ, req/s per replica.
+    ``capacity_rps`` has shape (S,) over the workload's non-empty buckets: κ, req/s per replica
+    (for a prefill or decode replica, the requests whose prompt or whose tokens it serves).
+    ``kv_transfer_s`` (S,) is the KV transfer time counted in a prefill replica's TTFT, s.
     """
 
     pool: PoolInfo
     tp: int
     capacity_rps: np.ndarray
     cost_per_replica_hour: float
+    role: str = "colocated"
+    kv_transfer_s: np.ndarray | None = None
+
+    @property
+    def kv_domain(self) -> str:
+        return self.pool.kv_domain
 
 
 @dataclass
@@ -115,7 +140,11 @@ def resolve_pool(pool: GPUPool) -> PoolInfo:
             f"GPUPool {pool.metadata.name}: spec.costPerGPUHour is required: the catalogue has no list price for {gpu.name}",
             ("GPUPool", pool.metadata.name),
         )
-    return PoolInfo(pool.metadata.name, gpu, s.max_gpus, s.gpus_per_node, cost)
+    info = PoolInfo(pool.metadata.name, gpu, s.max_gpus, s.gpus_per_node, cost)
+    if s.interconnect is not None:
+        info = dataclasses.replace(info, kv_domain=f"net/{s.interconnect.domain}",
+                                   kv_bytes_per_s_per_gpu=s.interconnect.bandwidth_gbit_per_second_per_gpu * 1e9 / 8)
+    return info
 
 
 def workload_demand(w: LLMWorkload, base_dir: Path | None) -> Demand:
@@ -170,18 +199,50 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             share=share, input_tokens=inp, output_tokens=out,
             tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
         )
-        slo, serving = w.spec.slo, w.spec.serving
-        for pool in pools.values():
-            for tp in serving.tensor_parallel_sizes:
-                if tp > pool.gpus_per_node or tp > pool.max_gpus:
-                    continue
-                if not weights_fit(model, pool.gpu, tp, serving.gpu_memory_utilization):
-                    continue
-                kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile,
-                                     params, serving.gpu_memory_utilization)
-                if not (kappa > 0).any():
-                    continue
-                wp.configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
+        wp.configs = replica_configs(w, model, list(pools.values()), inp, out, params)
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap)
+
+
+def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,
+                    params: PerfParams) -> list[ReplicaConfig]:
+    """Every feasible (pool, TP, role) of a workload with its capacity per bucket.
+
+    Args:
+        inp, out: shape (S,), bucket request sizes, tokens.
+    """
+    slo, serving = w.spec.slo, w.spec.serving
+    gmu = serving.gpu_memory_utilization
+    shapes = [(pool, tp) for pool in pools for tp in serving.tensor_parallel_sizes
+              if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)]
+    configs: list[ReplicaConfig] = []
+    if serving.disaggregation != "always":
+        for pool, tp in shapes:
+            kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile, params, gmu)
+            if (kappa > 0).any():
+                configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
+    if serving.disaggregation == "never":
+        return configs
+    decode = []
+    for pool, tp in shapes:
+        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, slo.percentile, params, gmu)
+        if (kappa > 0).any():
+            decode.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="decode"))
+    # receive bandwidth of the slowest decode configuration of each domain (each GPU of a TP group
+    # receives its own shard of the KV cache over its own NIC)
+    receive: dict[str, float] = {}
+    for d in decode:
+        bw = d.tp * d.pool.kv_bytes_per_s_per_gpu
+        receive[d.kv_domain] = min(receive.get(d.kv_domain, bw), bw)
+    for pool, tp in shapes:
+        if pool.kv_domain not in receive:
+            continue  # no decode replica could take this pool's KV caches
+        transfer = kv_transfer_s(model, inp, min(tp * pool.kv_bytes_per_s_per_gpu, receive[pool.kv_domain]))
+        kappa = prefill_capacity_rps(model, pool.gpu, tp, inp, slo.ttft, slo.percentile, transfer, slo.tpot,
+                                     params, gmu)
+        if (kappa > 0).any():
+            configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="prefill",
+                                         kv_transfer_s=transfer))
+    prefill_domains = {c.kv_domain for c in configs if c.role == "prefill"}
+    return configs + [d for d in decode if d.kv_domain in prefill_domains]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from llmfleet.api.models import LLMWorkload
@@ -63,8 +65,12 @@ def test_prefill_and_decode_roles_get_kv_transfer_flags_and_only_prefill_takes_r
     p = render_deployment(WORKLOAD, assignment(role="prefill"), {}, 700, 1)
     d = render_deployment(WORKLOAD, assignment(role="decode"), {}, 700, 1)
     assert p["metadata"]["name"].endswith("-prefill") and d["metadata"]["name"].endswith("-decode")
-    assert '"kv_producer"' in " ".join(p["spec"]["template"]["spec"]["containers"][0]["args"])
-    assert '"kv_consumer"' in " ".join(d["spec"]["template"]["spec"]["containers"][0]["args"])
+    for dep in (p, d):
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        cfg = json.loads(args[args.index("--kv-transfer-config") + 1])
+        assert cfg == {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
+    plain = render_deployment(WORKLOAD, assignment(), {}, 700, 1)
+    assert "--kv-transfer-config" not in plain["spec"]["template"]["spec"]["containers"][0]["args"]
     assert p["spec"]["template"]["metadata"]["labels"].get("llmfleet.dev/entrypoint") == "true"
     assert "llmfleet.dev/entrypoint" not in d["spec"]["template"]["metadata"]["labels"]
 

@@ -119,3 +119,31 @@ def decode_time_s(model: ModelSpec, gpu: GPUType, tp: int, batch, context_tokens
     flops = model.linear_flops_per_token * b + model.attention_flops_per_token_per_context * ctx
     nbytes = model.weight_bytes_read(b) + ctx * model.kv_bytes_per_token
     return _forward_s(model, gpu, tp, b, flops, nbytes, p)
+
+
+def step_time_s(model: ModelSpec, gpu: GPUType, tp: int, prefill_tokens, prefill_pairs, decode_batch,
+                decode_context_tokens, p: PerfParams | None = None) -> np.ndarray:
+    """Time of one mixed iteration of continuous batching (chunked prefill), s.
+
+    vLLM runs the prompt chunks and the decode tokens of an iteration as one forward pass, so the
+    weights are read once for all of them.
+
+    Args:
+        prefill_tokens: prompt tokens processed in the iteration (sum of chunk lengths).
+        prefill_pairs: attention (query, key) pairs of those chunks: for a chunk of c tokens after
+            p tokens already prefilled, c·p + c²/2.
+        decode_batch: sequences decoding one token each.
+        decode_context_tokens: their total context, tokens.
+
+    ``prefill_time_s(n)`` equals ``step_time_s(n, n²/2, 0, 0)`` and ``decode_time_s(b, c)`` equals
+    ``step_time_s(0, 0, b, c)``.
+    """
+    p = p or default_params()
+    n = np.asarray(prefill_tokens, dtype=float)
+    b = np.asarray(decode_batch, dtype=float)
+    ctx = np.asarray(decode_context_tokens, dtype=float)
+    pairs = np.asarray(prefill_pairs, dtype=float)
+    flops = (model.linear_flops_per_token * (n + b)
+             + model.attention_flops_per_token_per_context * (pairs + ctx))
+    nbytes = model.weight_bytes_read(n + b) + n * model.kv_bytes_per_token + ctx * model.kv_bytes_per_token
+    return _forward_s(model, gpu, tp, n + b, flops, nbytes, p)

@@ -1,0 +1,425 @@
+"""Trace-driven discrete-event simulation of a plan: vLLM-style continuous batching per replica.
+
+Each request of a trace arrives at its recorded time (compressed by the workload's ``rateScale``)
+and is routed as the plan says: to a colocated or prefill group with probability proportional to
+the traffic the plan gives that group for the request's size bucket, then join-shortest-queue
+(fewest outstanding requests) among the group's replicas. A request a prefill replica finishes is
+sent, with its KV cache, to a decode group of the same KV-transfer domain (again by the plan's
+shares, then JSQ); the transfer takes KV bytes / min(sender, receiver bandwidth).
+
+A replica runs iterations as vLLM's scheduler does (V1: decodes first, then prompt chunks in the
+token budget ``max_num_batched_tokens``, at most ``max_num_seqs`` sequences; a prompt is admitted
+only when its KV fits; when a decode step does not fit the KV cache the newest request is
+preempted and recomputed later). Each iteration takes ``perf.steptime.step_time_s`` of its mixed
+batch: the same calibrated roofline the planner's capacity model uses, so the simulation checks
+the planner's queueing and batching assumptions (M/D/1, Little's law, Poisson interference), not
+the step-time fit itself; ``bench/sim_accuracy.py`` compares both with measurements.
+
+Speed: between two events that change a replica's batch (an admission, a completion, a KV limit)
+a decode-only replica advances many iterations in one vectorised step (their step times are
+computed together), and an arrival in the middle of such a run cuts it at the iteration in
+progress. One hour of the Azure conversation trace (19k requests) takes a few seconds.
+
+TTFT is the time from arrival to the first token a client sees: the end of the prefill iteration
+for a colocated replica, the end of the first decode iteration on the decode replica for P/D.
+TPOT is (finish - first token) / (output tokens - 1), as vLLM's benchmark defines it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from llmfleet.perf.capacity import MAX_NUM_SEQS, kv_capacity_tokens
+from llmfleet.perf.steptime import PerfParams, decode_time_s, default_params, step_time_s
+from llmfleet.sim.scenario import SimGroup, SimWorkload
+
+MAX_BATCHED_TOKENS_LARGE = 8192
+MAX_BATCHED_TOKENS_SMALL = 2048
+"""vLLM V1 default ``--max-num-batched-tokens`` of the OpenAI server: 8192 on GPUs with at least
+70 GiB, 2048 below (vllm/engine/arg_utils.py, ``EngineArgs._set_default_args_v1``)"""
+
+MAX_JUMP_STEPS = 4096
+"""most decode iterations advanced in one vectorised step (bounds the arrays, not the result)"""
+
+
+def default_batched_tokens(gpu_memory_gb: float) -> int:
+    return MAX_BATCHED_TOKENS_LARGE if gpu_memory_gb * 1e9 >= 70 * 2**30 else MAX_BATCHED_TOKENS_SMALL
+
+
+class _Requests:
+    """State of every request, indexed by request id (numpy arrays, shape (N,))."""
+
+    def __init__(self, arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray):
+        n = len(arrival_s)
+        self.arrival = arrival_s
+        self.inp = input_tokens.astype(np.int64)
+        self.out = np.maximum(output_tokens.astype(np.int64), 1)
+        self.pre_total = np.zeros(n, dtype=np.int64)  # tokens to prefill on the current replica
+        self.pre_done = np.zeros(n, dtype=np.int64)
+        self.gen = np.zeros(n, dtype=np.int64)  # tokens generated on the current replica
+        self.kv = np.zeros(n, dtype=np.int64)  # KV tokens held on the current replica
+        self.first = np.full(n, np.nan)
+        self.finish = np.full(n, np.nan)
+        self.prefill_end = np.full(n, np.nan)  # end of the iteration that completed the prompt
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.entry_group = np.full(n, -1)
+        self.decode_group = np.full(n, -1)
+
+
+class Replica:
+    """One vLLM instance (a TP group) of a group."""
+
+    def __init__(self, sim: "Simulation", group_index: int, group: SimGroup, w: SimWorkload, p: PerfParams,
+                 max_num_seqs: int, max_batched_tokens: int | None):
+        self.sim, self.gi, self.g = sim, group_index, group
+        self.model, self.p = w.model, p
+        self.kv_cap = max(int(kv_capacity_tokens(w.model, group.gpu, group.tp, w.gpu_memory_utilization)), 1)
+        self.max_seqs = max_num_seqs
+        self.budget = max_batched_tokens or default_batched_tokens(group.gpu.memory_gb)
+        self.waiting: deque[int] = deque()
+        self.prefilling: list[int] = []
+        self.running: list[int] = []
+        self.kv_used = 0
+        self.outstanding = 0  # routed here and not yet finished or handed off (for JSQ)
+        self.busy_s = 0.0
+        self.version = 0
+        self.busy = False
+        # a decode-only run in progress: start time, cumulative step ends, contexts
+        self.run_start = 0.0
+        self.run_cum: np.ndarray | None = None
+        self.chunks: list[tuple[int, int]] = []  # prompt chunks of the mixed iteration in progress
+
+    # ---------------------------------------------------------------- admission and scheduling
+    def enqueue(self, r: int, now: float) -> None:
+        self.waiting.append(r)
+        if not self.busy:
+            self._start(now)
+        elif self.run_cum is not None:
+            self._cut_run(now)
+
+    def _cut_run(self, now: float) -> None:
+        """End the decode-only run at the iteration in progress at ``now``."""
+        cum = self.run_cum
+        j = int(np.searchsorted(cum, now - self.run_start, side="right"))
+        if j + 1 >= len(cum):
+            return
+        self.run_cum = cum[: j + 1]
+        self.version += 1
+        self.sim.push(self.run_start + cum[j], ("iter", self, self.version))
+
+    def _admit(self, rq: _Requests) -> None:
+        while self.waiting and len(self.prefilling) + len(self.running) < self.max_seqs:
+            r = self.waiting[0]
+            need = int(rq.pre_total[r]) if rq.pre_total[r] > 0 else int(rq.inp[r] + rq.gen[r])
+            if self.kv_used + need > self.kv_cap and (self.running or self.prefilling):
+                break  # wait for memory (a lone request larger than the cache runs anyway)
+            self.waiting.popleft()
+            rq.kv[r] = need
+            self.kv_used += need
+            if rq.pre_done[r] < rq.pre_total[r]:
+                self.prefilling.append(r)
+            else:
+                self.running.append(r)
+
+    def _preempt_for_decode(self, rq: _Requests) -> None:
+        """vLLM's recompute preemption: free the newest running request until a step fits."""
+        while self.running and self.kv_used + len(self.running) > self.kv_cap and len(self.running) > 1:
+            r = self.running.pop()
+            self.kv_used -= int(rq.kv[r])
+            rq.kv[r] = 0
+            rq.pre_total[r] = rq.inp[r] + rq.gen[r]  # recompute the prompt and what was generated
+            rq.pre_done[r] = 0
+            rq.preemptions[r] += 1
+            self.waiting.appendleft(r)
+
+    def _start(self, now: float) -> None:
+        rq = self.sim.rq
+        self._admit(rq)
+        self._preempt_for_decode(rq)
+        if not self.prefilling and not self.running:
+            self.busy = False
+            self.run_cum = None
+            return
+        self.busy = True
+        self.version += 1
+        b = len(self.running)
+        ctx = float(rq.kv[self.running].sum()) if b else 0.0
+        room = self.budget - b
+        if self.prefilling and room > 0:
+            # one mixed iteration: every decode plus prompt chunks in the remaining token budget
+            chunks = []
+            for r in self.prefilling:
+                if room <= 0:
+                    break
+                c = int(min(rq.pre_total[r] - rq.pre_done[r], room))
+                chunks.append((r, c))
+                room -= c
+            n = sum(c for _, c in chunks)
+            pairs = sum(c * float(rq.pre_done[r]) + c * c / 2.0 for r, c in chunks)
+            dt = float(step_time_s(self.model, self.g.gpu, self.g.tp, n, pairs, b, ctx, self.p))
+            self.chunks = chunks
+            self.run_cum = None
+            self.run_start = now
+            self.steps = 1
+            self.sim.push(now + dt, ("iter", self, self.version))
+            return
+        # decode-only run: as many iterations as nothing changes the batch
+        self.chunks = []
+        out_left = rq.out[self.running] - rq.gen[self.running]
+        k = int(min(out_left.min(), MAX_JUMP_STEPS))
+        if b:
+            k = max(min(k, (self.kv_cap - self.kv_used) // b), 1)
+        steps = np.arange(k, dtype=float)
+        cum = np.cumsum(decode_time_s(self.model, self.g.gpu, self.g.tp, b, ctx + b * steps, self.p))
+        self.run_start = now
+        self.run_cum = cum
+        self.sim.push(now + cum[-1], ("iter", self, self.version))
+
+    # ---------------------------------------------------------------- iteration end
+    def finish_iteration(self, now: float) -> None:
+        rq = self.sim.rq
+        if self.run_cum is not None:
+            k = len(self.run_cum)
+            first_step_end = self.run_start + self.run_cum[0]
+        else:
+            k = 1
+            first_step_end = now
+        self.busy_s += now - self.run_start
+        self.run_cum = None
+        # decodes: k tokens each
+        if self.running:
+            idx = np.asarray(self.running)
+            fresh = idx[np.isnan(rq.first[idx])]
+            rq.first[fresh] = first_step_end
+            rq.gen[idx] += k
+            rq.kv[idx] += k
+            self.kv_used += k * len(idx)
+            done = idx[rq.gen[idx] >= rq.out[idx]]
+            if len(done):
+                rq.finish[done] = now
+                freed = int(rq.kv[done].sum())
+                rq.kv[done] = 0
+                self.kv_used -= freed
+                self.outstanding -= len(done)
+                done_set = set(done.tolist())
+                self.running = [r for r in self.running if r not in done_set]
+        # prompt chunks
+        for r, c in self.chunks:
+            rq.pre_done[r] += c
+            if rq.pre_done[r] < rq.pre_total[r]:
+                continue
+            self.prefilling.remove(r)
+            rq.pre_total[r] = rq.pre_done[r] = 0
+            if np.isnan(rq.prefill_end[r]):
+                rq.prefill_end[r] = now
+            if self.g.role == "prefill":
+                self.kv_used -= int(rq.kv[r])
+                rq.kv[r] = 0
+                self.outstanding -= 1
+                self.sim.hand_off(r, self, now)
+                continue
+            if np.isnan(rq.first[r]):  # a colocated prefill emits the first token
+                rq.first[r] = now
+                rq.gen[r] += 1
+            if rq.gen[r] >= rq.out[r]:
+                rq.finish[r] = now
+                self.kv_used -= int(rq.kv[r])
+                rq.kv[r] = 0
+                self.outstanding -= 1
+            else:
+                self.running.append(r)
+        self.chunks = []
+        self._start(now)
+
+
+@dataclass
+class GroupResult:
+    """Per group: requests routed, GPU busy fraction (iterations running / span) per replica, mean."""
+
+    name: str
+    role: str
+    replicas: int
+    requests: int
+    busy_fraction: float
+    attainment: float
+    """share of the requests this group served (entry or decode) that met both SLOs"""
+
+
+@dataclass
+class WorkloadResult:
+    """Simulated latency and SLO attainment of one workload.
+
+    TTFT/TPOT percentiles in seconds; ``attainment`` is the share of requests that met both
+    targets (unfinished requests count as misses); ``goodput_rps`` = requests meeting both / span.
+    """
+
+    workload: str
+    requests: int
+    finished: int
+    span_s: float
+    ttft_p50_s: float
+    ttft_p90_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+    tpot_p90_s: float
+    tpot_p99_s: float
+    attainment: float
+    target_percentile: float
+    goodput_rps: float
+    gpu_busy_fraction: float
+    preemptions: int
+    groups: list[GroupResult]
+
+    @property
+    def meets_target(self) -> bool:
+        return self.attainment * 100.0 >= self.target_percentile - 1e-9
+
+    def to_dict(self) -> dict:
+        r = lambda v, d=4: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, d)  # noqa: E731
+        return {
+            "workload": self.workload, "requests": self.requests, "finished": self.finished, "spanSeconds": r(self.span_s, 1),
+            "ttftSeconds": {"p50": r(self.ttft_p50_s), "p90": r(self.ttft_p90_s), "p99": r(self.ttft_p99_s)},
+            "tpotSeconds": {"p50": r(self.tpot_p50_s, 5), "p90": r(self.tpot_p90_s, 5), "p99": r(self.tpot_p99_s, 5)},
+            "sloAttainment": r(self.attainment), "targetPercentile": self.target_percentile,
+            "meetsTarget": self.meets_target, "goodputRps": r(self.goodput_rps), "gpuBusyFraction": r(self.gpu_busy_fraction),
+            "preemptions": self.preemptions,
+            "groups": [{"group": g.name, "role": g.role, "replicas": g.replicas, "requests": g.requests,
+                        "busyFraction": r(g.busy_fraction), "sloAttainment": r(g.attainment)} for g in self.groups],
+        }
+
+
+class Simulation:
+    """Replay one workload's requests against its groups (see the module docstring)."""
+
+    def __init__(self, w: SimWorkload, trace: pd.DataFrame, seed: int = 0, p: PerfParams | None = None,
+                 max_num_seqs: int = MAX_NUM_SEQS, max_batched_tokens: int | None = None):
+        if not w.groups:
+            raise ValueError(f"{w.key}: the plan gives it no replicas")
+        self.w = w
+        self.p = p or default_params()
+        t = trace.sort_values("arrival_s", kind="stable")
+        arrival = t["arrival_s"].to_numpy(dtype=float)
+        arrival = (arrival - arrival[0]) / w.rate_scale
+        self.rq = _Requests(arrival, t["input_tokens"].to_numpy(), t["output_tokens"].to_numpy())
+        self.rng = np.random.default_rng(seed)
+        self.heap: list = []
+        self.seq = 0
+        self.replicas = [[Replica(self, gi, g, w, self.p, max_num_seqs, max_batched_tokens) for _ in range(g.replicas)]
+                         for gi, g in enumerate(w.groups)]
+        self.bucket = w.bucket_of(self.rq.inp, self.rq.out)
+        entry = [gi for gi, g in enumerate(w.groups) if g.role != "decode"]
+        self.entry = entry
+        self.entry_weights = self._weights(entry)
+        self.decode_by_domain: dict[str, tuple[list[int], np.ndarray]] = {}
+        for d in {g.kv_domain for g in w.groups if g.role == "decode"}:
+            members = [gi for gi, g in enumerate(w.groups) if g.role == "decode" and g.kv_domain == d]
+            self.decode_by_domain[d] = (members, self._weights(members))
+
+    def _weights(self, members: list[int]) -> np.ndarray:
+        """Routing probabilities, shape (S + 1, len(members)); the last row (sizes the plan has no
+        bucket for) follows the groups' total rates, or their replicas when the plan routes none."""
+        if not members:
+            return np.zeros((len(self.w.buckets) + 1, 0))
+        rates = np.array([self.w.groups[gi].bucket_rate_rps for gi in members]).T  # (S, M)
+        total = rates.sum(axis=0, keepdims=True)
+        if total.sum() <= 0:
+            total = np.array([[float(self.w.groups[gi].replicas) for gi in members]])
+        rates = np.vstack([rates, total])
+        fallback = total / total.sum()
+        s = rates.sum(axis=1, keepdims=True)
+        return np.where(s > 0, rates / np.where(s > 0, s, 1.0), fallback)
+
+    def push(self, t: float, ev: tuple) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, ev))
+
+    def _pick(self, members: list[int], weights: np.ndarray, b: int) -> int:
+        row = weights[b]
+        return members[int(self.rng.choice(len(members), p=row))] if len(members) > 1 else members[0]
+
+    @staticmethod
+    def _jsq(replicas: list[Replica]) -> Replica:
+        return min(replicas, key=lambda rep: rep.outstanding)
+
+    def route(self, r: int, now: float) -> None:
+        if not self.entry:
+            return  # no colocated or prefill group: the request is never served
+        gi = self._pick(self.entry, self.entry_weights, self.bucket[r])
+        self.rq.entry_group[r] = gi
+        rep = self._jsq(self.replicas[gi])
+        self.rq.pre_total[r] = self.rq.inp[r]
+        rep.outstanding += 1
+        rep.enqueue(r, now)
+
+    def hand_off(self, r: int, src: Replica, now: float) -> None:
+        """A prefill finished: send its KV cache to a decode replica of the same domain."""
+        members, weights = self.decode_by_domain.get(src.g.kv_domain, ([], None))
+        if not members:
+            return  # nowhere to decode: the request never finishes (counts as a miss)
+        gi = self._pick(members, weights, self.bucket[r])
+        self.rq.decode_group[r] = gi
+        dst = self._jsq(self.replicas[gi])
+        dst.outstanding += 1
+        bw = min(src.g.tp * src.g.kv_bytes_per_s_per_gpu, dst.g.tp * dst.g.kv_bytes_per_s_per_gpu)
+        self.rq.gen[r] = 0
+        self.push(now + float(self.rq.inp[r]) * self.w.model.kv_bytes_per_token / bw, ("kv", dst, r))
+
+    def run(self) -> WorkloadResult:
+        rq = self.rq
+        n = len(rq.arrival)
+        nxt = 0
+        heap = self.heap
+        while nxt < n or heap:
+            if nxt < n and (not heap or rq.arrival[nxt] <= heap[0][0]):
+                self.route(nxt, float(rq.arrival[nxt]))
+                nxt += 1
+                continue
+            t, _, ev = heapq.heappop(heap)
+            if ev[0] == "iter":
+                rep, version = ev[1], ev[2]
+                if version == rep.version:
+                    rep.finish_iteration(t)
+            else:  # "kv": the KV cache reached the decode replica
+                ev[1].enqueue(ev[2], t)
+        return self._result()
+
+    def _result(self) -> WorkloadResult:
+        rq, w = self.rq, self.w
+        ttft = rq.first - rq.arrival
+        tpot = np.where(rq.out > 1, (rq.finish - rq.first) / np.maximum(rq.out - 1, 1), 0.0)
+        finished = ~np.isnan(rq.finish)
+        good = finished & (ttft <= w.ttft_s + 1e-9) & (tpot <= w.tpot_s + 1e-9)
+        span = float(max(np.nanmax(rq.finish) if finished.any() else 0.0, rq.arrival[-1]) - rq.arrival[0]) or 1.0
+        q = lambda a, pct: float(np.percentile(a[finished], pct)) if finished.any() else float("nan")  # noqa: E731
+        groups, gpu_busy, gpus = [], 0.0, 0
+        for gi, (g, reps) in enumerate(zip(w.groups, self.replicas)):
+            mine = (rq.decode_group == gi) if g.role == "decode" else (rq.entry_group == gi)
+            busy = float(np.mean([rep.busy_s for rep in reps])) / span if reps else 0.0
+            groups.append(GroupResult(g.name, g.role, g.replicas, int(mine.sum()), busy,
+                                      float(good[mine].mean()) if mine.any() else float("nan")))
+            gpu_busy += busy * g.replicas * g.tp
+            gpus += g.replicas * g.tp
+        return WorkloadResult(
+            workload=w.key, requests=len(rq.arrival), finished=int(finished.sum()), span_s=span,
+            ttft_p50_s=q(ttft, 50), ttft_p90_s=q(ttft, 90), ttft_p99_s=q(ttft, 99),
+            tpot_p50_s=q(tpot, 50), tpot_p90_s=q(tpot, 90), tpot_p99_s=q(tpot, 99),
+            attainment=float(good.mean()), target_percentile=w.percentile,
+            goodput_rps=float(good.sum()) / span, gpu_busy_fraction=gpu_busy / gpus if gpus else 0.0,
+            preemptions=int(rq.preemptions.sum()), groups=groups,
+        )
+
+
+def simulate(w: SimWorkload, trace: pd.DataFrame, seed: int = 0, **kwargs) -> WorkloadResult:
+    """Replay ``trace`` (columns ``arrival_s``, ``input_tokens``, ``output_tokens``) against the
+    groups of ``w``; see ``Simulation`` for the keyword arguments.
+
+    Raises:
+        ValueError: the workload has no groups.
+    """
+    return Simulation(w, trace, seed, **kwargs).run()

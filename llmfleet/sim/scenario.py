@@ -1,0 +1,145 @@
+"""What the simulator replays a trace against: a plan's replica groups with everything needed to
+time them (model, GPU, TP, role, KV-transfer domain) and to route requests (per-bucket rates).
+
+A ``Scenario`` is built from a solved plan in memory (``from_plan``) or read back from the
+``scenario`` key of ``llmfleet plan -o json`` (``from_document``), so ``llmfleet simulate`` needs
+nothing but the plan file and a trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from llmfleet.catalog.gpus import GPUType, get_gpu
+from llmfleet.catalog.models import ModelSpec, resolve_model
+from llmfleet.api.models import ModelArchitecture
+from llmfleet.solver.plan import Plan
+from llmfleet.solver.problem import FleetProblem
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS
+
+
+class ScenarioError(ValueError):
+    """A plan document the simulator cannot use (the message names the key)."""
+
+
+@dataclass
+class SimGroup:
+    """Identical replicas of one workload: ``replicas`` x ``tp`` GPUs of ``gpu`` in ``role``.
+
+    ``bucket_rate_rps`` (S,) is the traffic the plan routes to the group per bucket, req/s.
+    """
+
+    role: str
+    pool: str
+    gpu: GPUType
+    tp: int
+    replicas: int
+    bucket_rate_rps: np.ndarray
+    kv_domain: str
+    kv_bytes_per_s_per_gpu: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.pool}/tp{self.tp}/{self.role}"
+
+
+@dataclass
+class SimWorkload:
+    """One workload: its model, SLO, size buckets and the groups that serve it.
+
+    ``buckets`` holds the (input, output) grid index of each of the plan's S buckets.
+    """
+
+    key: str
+    model: ModelSpec
+    ttft_s: float
+    tpot_s: float
+    percentile: float
+    gpu_memory_utilization: float
+    buckets: list[tuple[int, int]]
+    groups: list[SimGroup] = field(default_factory=list)
+    rate_scale: float = 1.0
+    architecture: dict | None = None
+
+    def bucket_of(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+        """Index into ``buckets`` of each request, -1 for sizes the plan has no bucket for."""
+        i = np.clip(np.searchsorted(INPUT_EDGES_TOKENS, input_tokens, side="right") - 1, 0, len(INPUT_EDGES_TOKENS) - 2)
+        j = np.clip(np.searchsorted(OUTPUT_EDGES_TOKENS, output_tokens, side="right") - 1, 0, len(OUTPUT_EDGES_TOKENS) - 2)
+        lookup = {b: k for k, b in enumerate(self.buckets)}
+        return np.array([lookup.get((int(a), int(b)), -1) for a, b in zip(i, j)], dtype=int)
+
+
+def from_plan(plan: Plan, fp: FleetProblem) -> list[SimWorkload]:
+    """The scenario of a solved plan (workloads without a model, e.g. Mélange input, are skipped)."""
+    out = []
+    for w in fp.workloads:
+        if w.model is None or w.workload is None:
+            continue
+        spec = w.workload.spec
+        grid = [tuple(int(v) for v in ix) for ix in np.argwhere(w.demand.share > 0)]
+        sw = SimWorkload(
+            key=w.key, model=w.model, ttft_s=spec.slo.ttft, tpot_s=spec.slo.tpot, percentile=spec.slo.percentile,
+            gpu_memory_utilization=spec.serving.gpu_memory_utilization, buckets=grid,
+            rate_scale=spec.traffic.trace.rate_scale if spec.traffic.trace else 1.0,
+            architecture=spec.architecture.model_dump(by_alias=True) if spec.architecture else None,
+        )
+        for a in plan.assignments:
+            if a.workload != w.key:
+                continue
+            pool = a.config.pool
+            sw.groups.append(SimGroup(a.role, a.pool, pool.gpu, a.tp, a.replicas, np.asarray(a.bucket_rate_rps, dtype=float),
+                                      pool.kv_domain, pool.kv_bytes_per_s_per_gpu))
+        out.append(sw)
+    return out
+
+
+def to_document(workloads: list[SimWorkload]) -> dict:
+    """JSON-ready form (the ``scenario`` key of ``llmfleet plan -o json``)."""
+    docs = []
+    for w in workloads:
+        docs.append({
+            "workload": w.key, "model": w.model.name, "architecture": w.architecture,
+            "slo": {"ttftSeconds": w.ttft_s, "tpotSeconds": w.tpot_s, "percentile": w.percentile},
+            "gpuMemoryUtilization": w.gpu_memory_utilization, "rateScale": w.rate_scale,
+            "buckets": [list(b) for b in w.buckets],
+            "groups": [{
+                "role": g.role, "pool": g.pool, "tensorParallelSize": g.tp, "replicas": g.replicas,
+                "bucketRateRps": [round(float(v), 6) for v in g.bucket_rate_rps],
+                "kvDomain": g.kv_domain, "kvBytesPerSecondPerGPU": g.kv_bytes_per_s_per_gpu,
+                "gpu": asdict(g.gpu),
+            } for g in w.groups],
+        })
+    return {"inputEdgesTokens": INPUT_EDGES_TOKENS.tolist(), "outputEdgesTokens": OUTPUT_EDGES_TOKENS.tolist(),
+            "workloads": docs}
+
+
+def from_document(doc: dict) -> list[SimWorkload]:
+    """Read the ``scenario`` of a plan document.
+
+    Raises:
+        ScenarioError: missing keys, or bucket edges from another llmfleet version.
+    """
+    try:
+        sc = doc["scenario"]
+        if sc["inputEdgesTokens"] != INPUT_EDGES_TOKENS.tolist() or sc["outputEdgesTokens"] != OUTPUT_EDGES_TOKENS.tolist():
+            raise ScenarioError("scenario: bucket edges differ from this llmfleet's; re-run `llmfleet plan -o json`")
+        out = []
+        for w in sc["workloads"]:
+            arch = w.get("architecture")
+            model = resolve_model(w["model"], ModelArchitecture.model_validate(arch) if arch else None)
+            sw = SimWorkload(
+                key=w["workload"], model=model, ttft_s=w["slo"]["ttftSeconds"], tpot_s=w["slo"]["tpotSeconds"],
+                percentile=w["slo"]["percentile"], gpu_memory_utilization=w["gpuMemoryUtilization"],
+                buckets=[tuple(b) for b in w["buckets"]], rate_scale=w.get("rateScale", 1.0), architecture=arch,
+            )
+            for g in w["groups"]:
+                gpu = GPUType(**g["gpu"]) if "gpu" in g else get_gpu(g["gpuType"])
+                sw.groups.append(SimGroup(g["role"], g["pool"], gpu, g["tensorParallelSize"], g["replicas"],
+                                          np.asarray(g["bucketRateRps"], dtype=float), g["kvDomain"],
+                                          g["kvBytesPerSecondPerGPU"]))
+            out.append(sw)
+        return out
+    except KeyError as err:
+        raise ScenarioError(f"plan document: missing key {err.args[0]!r} (write it with `llmfleet plan -o json`)") from None

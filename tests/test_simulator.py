@@ -1,0 +1,109 @@
+"""The trace-driven simulator: queueing against closed forms, conservation of requests, P/D
+routing inside KV domains, and KV-cache preemption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmfleet.api.loader import load_fleet
+from llmfleet.catalog.gpus import get_gpu
+from llmfleet.catalog.models import resolve_model
+from llmfleet.perf.capacity import kv_capacity_tokens
+from llmfleet.perf.steptime import decode_time_s, prefill_time_s, step_time_s
+from llmfleet.sim.engine import Simulation
+from llmfleet.sim.scenario import SimGroup, SimWorkload, from_document, from_plan, to_document
+from llmfleet.solver.milp import solve
+from llmfleet.solver.problem import build_problem
+from llmfleet.workload.traces import load_trace
+
+from conftest import EXAMPLES
+
+MODEL = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
+A100 = get_gpu("A100-80G")
+
+
+def poisson_trace(rate_rps: float, n: int, input_tokens: int, output_tokens: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"arrival_s": np.cumsum(rng.exponential(1.0 / rate_rps, n)),
+                         "input_tokens": np.full(n, input_tokens), "output_tokens": np.full(n, output_tokens)})
+
+
+def test_step_time_reduces_to_the_phase_step_times():
+    assert step_time_s(MODEL, A100, 2, 1000, 1000**2 / 2, 0, 0) == pytest.approx(prefill_time_s(MODEL, A100, 2, 1000))
+    assert step_time_s(MODEL, A100, 2, 0, 0, 16, 16 * 900) == pytest.approx(decode_time_s(MODEL, A100, 2, 16, 16 * 900))
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.85])
+def test_prefill_queue_is_md1(rho):
+    """One prompt per iteration on a prefill replica with Poisson arrivals is an M/D/1 queue:
+    the mean wait must match Pollaczek-Khinchine, W = ρ s / (2 (1 - ρ)), and the 90th percentile
+    stay near the Kingman exponential tail the planner's capacity model uses."""
+    prompt = 1000
+    service = float(prefill_time_s(MODEL, A100, 1, prompt))
+    rate = rho / service
+    w = SimWorkload("t/md1", MODEL, ttft_s=60, tpot_s=1, percentile=90, gpu_memory_utilization=0.9, buckets=[(2, 0)],
+                    groups=[SimGroup("prefill", "p", A100, 1, 1, np.array([rate]), "net", 1e12),
+                            SimGroup("decode", "d", A100, 1, 4, np.array([rate]), "net", 1e12)])
+    sim = Simulation(w, poisson_trace(rate, 40_000, prompt, 2), max_batched_tokens=prompt)
+    res = sim.run()
+    assert res.finished == res.requests
+    wait = sim.rq.prefill_end - sim.rq.arrival - service
+    assert wait.min() >= -1e-9
+    assert wait.mean() == pytest.approx(rho * service / (2 * (1 - rho)), rel=0.05)
+    kingman_p90 = service * np.log(rho / 0.1) / (2 * (1 - rho))
+    assert 0.85 * kingman_p90 <= np.percentile(wait, 90) <= 1.02 * kingman_p90
+
+
+def test_example_plan_replay_conserves_requests_and_keeps_kv_in_domain():
+    fp = build_problem(load_fleet([EXAMPLES]))
+    plan = solve(fp)
+    chat = next(w for w in from_plan(plan, fp) if w.key == "default/chat-8b")
+    trace = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure").iloc[:3000]
+    sim = Simulation(chat, trace)
+    res = sim.run()
+    assert res.finished == res.requests == 3000
+    rq = sim.rq
+    assert (rq.first >= rq.arrival).all() and (rq.finish >= rq.first).all()
+    assert sum(g.requests for g in res.groups if g.role != "decode") == 3000  # each request enters once
+    for r in np.flatnonzero(rq.decode_group >= 0):
+        assert chat.groups[rq.entry_group[r]].role == "prefill"
+        assert chat.groups[rq.decode_group[r]].kv_domain == chat.groups[rq.entry_group[r]].kv_domain
+    # routing follows the plan's per-bucket shares: a request of bucket b goes to entry group g
+    # with probability rate[g, b] / Σ_g rate[g, b]
+    entry = [g for g in chat.groups if g.role != "decode"]
+    rates = np.array([g.bucket_rate_rps for g in entry])  # (G, S)
+    buckets = chat.bucket_of(trace["input_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    assert (buckets >= 0).all()
+    expected = (rates / rates.sum(axis=0, keepdims=True))[:, buckets].sum(axis=1)
+    seen = np.array([g.requests for g in res.groups if g.role != "decode"])
+    np.testing.assert_allclose(seen, expected, rtol=0.1)
+
+
+def test_scenario_document_round_trip_gives_the_same_simulation():
+    fp = build_problem(load_fleet([EXAMPLES]))
+    plan = solve(fp)
+    sc = from_plan(plan, fp)
+    back = from_document({"scenario": to_document(sc)})
+    trace = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure").iloc[:1000]
+    a = Simulation(sc[0], trace).run().to_dict()
+    b = Simulation(back[0], trace).run().to_dict()
+    assert a == b
+
+
+def test_kv_cache_pressure_preempts_and_still_finishes():
+    # 0.25 of an A100's 80 GB leaves ~2 GB of KV (~16k tokens) after the 16 GB of weights;
+    # 64 long requests cannot all fit and must be preempted and recomputed
+    gmu = 0.25
+    cap = kv_capacity_tokens(MODEL, A100, 1, gmu)
+    assert 8_000 < cap < 40_000
+    w = SimWorkload("t/kv", MODEL, ttft_s=60, tpot_s=1, percentile=90, gpu_memory_utilization=gmu, buckets=[(2, 3)],
+                    groups=[SimGroup("colocated", "a", A100, 1, 1, np.array([1.0]), "pool/a", 1e10)])
+    trace = pd.DataFrame({"arrival_s": np.zeros(64), "input_tokens": np.full(64, 600), "output_tokens": np.full(64, 1500)})
+    sim = Simulation(w, trace)
+    res = sim.run()
+    assert res.finished == 64 and res.preemptions > 0
+    roomy = Simulation(SimWorkload("t/kv", MODEL, 60, 1, 90, 0.9, [(2, 3)], w.groups), trace).run()
+    assert roomy.preemptions == 0
+    assert res.tpot_p90_s > roomy.tpot_p90_s

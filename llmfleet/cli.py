@@ -1,12 +1,14 @@
-"""Command line: ``llmfleet plan | crds | operator``.
+"""Command line: ``llmfleet plan | simulate | crds | operator``.
 
-    llmfleet plan -f examples/                 # table: workload, GPU, TP, replicas, $/h, TTFT, TPOT
-    llmfleet plan -f examples/ -o json         # the Plan as JSON (or -o yaml)
+    llmfleet plan -f examples/                 # table: workload, GPU, role, TP, replicas, $/h, TTFT, TPOT
+    llmfleet plan -f examples/ -o json         # the Plan as JSON (or -o yaml), with its simulation scenario
+    llmfleet plan -f examples/ --verify        # replay each workload's traffic, repair until SLOs hold
     llmfleet plan --melange input.json         # solve a Mélange-format input
+    llmfleet simulate plan.json TRACE          # replay a trace against a saved plan
 
 Exit status: 0 with a plan that serves all demand, 2 for invalid input (the message names the
 file and field), 3 when some demand cannot be served or no plan exists (the plan and the reasons
-are still printed).
+are still printed), 4 when the verified plan's simulated SLO attainment stays below a target.
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import build_problem
+from llmfleet.sim.engine import simulate
+from llmfleet.sim.scenario import ScenarioError, from_document, from_plan, to_document
+from llmfleet.sim.verify import plan_and_verify, workload_traces
+from llmfleet.workload.traces import TraceError, detect_format, load_trace
 
 EXIT_INVALID = 2
 EXIT_UNSERVED = 3
+EXIT_SLO_MISSED = 4
 
 err_console = Console(stderr=True)
 
@@ -124,7 +131,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 fp = load_melange(args.melange, time_limit_s=args.time_limit or 30.0)
                 source = args.melange
             else:
-                fp = build_problem(load_fleet(args.filename))
+                fleet = load_fleet(args.filename)
+                fp = build_problem(fleet)
                 if args.time_limit:
                     fp.time_limit_s = args.time_limit
                 source = ", ".join(args.filename)
@@ -132,8 +140,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
         err_console.print(f"[red]error:[/red] {err}", highlight=False)
         return EXIT_INVALID
 
-    with progress("Solving the fleet MILP…", show_progress):
-        plan = solve(fp)
+    rounds = []
+    if args.verify is not None:
+        if args.melange:
+            err_console.print("[red]error:[/red] --verify needs manifests (-f): a Mélange input has no model to simulate")
+            return EXIT_INVALID
+        try:
+            traces, sources = workload_traces(fp, fleet, None if args.verify == "" else args.verify)
+        except ManifestError as err:
+            err_console.print(f"[red]error:[/red] {err}", highlight=False)
+            return EXIT_INVALID
+        with progress("Solving, simulating and repairing…", show_progress):
+            rounds = plan_and_verify(fp, traces, max_rounds=args.verify_rounds)
+        plan = rounds[-1].plan
+    else:
+        with progress("Solving the fleet MILP…", show_progress):
+            plan = solve(fp)
     baselines = {}
     if not args.no_baseline:
         with progress("Solving single-GPU-type baselines…", show_progress):
@@ -146,10 +168,116 @@ def cmd_plan(args: argparse.Namespace) -> int:
                             for t, p in baselines.items()}
         if saving:
             doc["saving"] = saving
+        if rounds:
+            doc["verification"] = _verification_doc(rounds, sources)
+        if not args.melange:
+            doc["scenario"] = to_document(from_plan(plan, fp))
         print(json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
     else:
         _print_report(console, plan, baselines, saving, source)
-    return EXIT_UNSERVED if plan.status in ("shortage", "infeasible") else 0
+        if rounds:
+            _print_verification(console, rounds, sources)
+    if plan.status in ("shortage", "infeasible"):
+        return EXIT_UNSERVED
+    return EXIT_SLO_MISSED if rounds and not rounds[-1].meets_targets else 0
+
+
+def _pct(v: float) -> str:
+    return "-" if v != v else f"{v:.1%}"
+
+
+def _verification_doc(rounds, sources: dict[str, str]) -> dict:
+    return {
+        "rounds": [{"costPerHour": r.plan.cost_per_hour and round(r.plan.cost_per_hour, 4),
+                    "totalGPUs": r.plan.total_gpus, "meetsTargets": r.meets_targets,
+                    "capacityCuts": {k: round(v, 4) for k, v in r.cuts.items()},
+                    "workloads": [res.to_dict() for res in r.results.values()]} for r in rounds],
+        "traces": sources,
+        "meetsTargets": rounds[-1].meets_targets,
+    }
+
+
+def _print_verification(console: Console, rounds, sources: dict[str, str]) -> None:
+    t = Table(title="Verification: simulated replay of each workload's traffic", title_justify="left")
+    for col, just in (("ROUND", "right"), ("$/H", "right"), ("GPUS", "right"), ("WORKLOAD", "left"),
+                      ("SLO ATTAIN", "right"), ("TARGET", "right"), ("TTFT p90 ms", "right"),
+                      ("TPOT p90 ms", "right"), ("GOODPUT", "right"), ("GPU BUSY", "right")):
+        t.add_column(col, justify=just)
+    for k, r in enumerate(rounds):
+        for res in r.results.values():
+            t.add_row(str(k), f"{r.plan.cost_per_hour:.2f}" if r.plan.cost_per_hour is not None else "-",
+                      str(r.plan.total_gpus), res.workload, _pct(res.attainment), f"{res.target_percentile:g}%",
+                      _ms(res.ttft_p90_s), _ms(res.tpot_p90_s), f"{res.goodput_rps:.2f}", _pct(res.gpu_busy_fraction))
+    console.print(t)
+    for key, src in sources.items():
+        console.print(f"[dim]traffic of {key}: {src}[/dim]", highlight=False)
+    for k, r in enumerate(rounds[:-1]):
+        cuts = ", ".join(f"{name} x{f:.2f}" for name, f in r.cuts.items())
+        console.print(f"round {k}: capacity lowered for {cuts}", highlight=False)
+    last = rounds[-1]
+    att = "; ".join(f"{res.workload} {_pct(res.attainment)} (target {res.target_percentile:g}%)" for res in last.results.values())
+    verdict = "meets every SLO target" if last.meets_targets else "[red]misses an SLO target[/red]"
+    console.print(f"verified: ${last.plan.cost_per_hour:.2f}/h, {last.plan.total_gpus} GPUs; simulated SLO attainment {att}: {verdict}",
+                  highlight=False)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    try:
+        doc = yaml.safe_load(Path(args.plan).read_text())
+        workloads = from_document(doc if isinstance(doc, dict) else {})
+    except (OSError, yaml.YAMLError) as err:
+        err_console.print(f"[red]error:[/red] {args.plan}: {err}", highlight=False)
+        return EXIT_INVALID
+    except ScenarioError as err:
+        err_console.print(f"[red]error:[/red] {args.plan}: {err}", highlight=False)
+        return EXIT_INVALID
+    if args.workload:
+        chosen = [w for w in workloads if w.key == args.workload or w.key.split("/", 1)[-1] == args.workload]
+        if not chosen:
+            err_console.print(f"[red]error:[/red] --workload {args.workload}: not in the plan; it has "
+                              f"{', '.join(w.key for w in workloads)}", highlight=False)
+            return EXIT_INVALID
+    elif len(workloads) == 1:
+        chosen = workloads
+    else:
+        err_console.print(f"[red]error:[/red] the plan has {len(workloads)} workloads ({', '.join(w.key for w in workloads)}); "
+                          "choose one with --workload", highlight=False)
+        return EXIT_INVALID
+    w = chosen[0]
+    try:
+        fmt = args.format if args.format != "auto" else detect_format(args.trace)
+        trace = load_trace(args.trace, fmt)
+    except TraceError as err:
+        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        return EXIT_INVALID
+    if args.rate_scale is not None:
+        w.rate_scale = args.rate_scale
+    if args.duration is not None:
+        trace = trace[trace["arrival_s"] <= args.duration * w.rate_scale]
+    if not w.groups:
+        err_console.print(f"[red]error:[/red] {w.key}: the plan gives it no replicas", highlight=False)
+        return EXIT_UNSERVED
+    t0 = time.perf_counter()
+    with progress(f"Simulating {len(trace)} requests…", sys.stderr.isatty()):
+        res = simulate(w, trace, seed=args.seed)
+    elapsed = time.perf_counter() - t0
+    if args.output == "json":
+        print(json.dumps({**res.to_dict(), "simulationSeconds": round(elapsed, 3)}, indent=2))
+    else:
+        t = Table(title=f"{w.key}: {len(trace)} requests of {args.trace} at {w.rate_scale:g}x rate", title_justify="left")
+        for col in ("GROUP", "ROLE", "REPLICAS", "REQUESTS", "SLO ATTAIN", "GPU BUSY"):
+            t.add_column(col, justify="left" if col in ("GROUP", "ROLE") else "right")
+        for g in res.groups:
+            t.add_row(g.name, g.role, str(g.replicas), str(g.requests), _pct(g.attainment), _pct(g.busy_fraction))
+        console.print(t)
+        console.print(f"TTFT p50/p90/p99 {_ms(res.ttft_p50_s)}/{_ms(res.ttft_p90_s)}/{_ms(res.ttft_p99_s)} ms "
+                      f"(SLO {_ms(w.ttft_s)} ms); TPOT p50/p90/p99 {_ms(res.tpot_p50_s)}/{_ms(res.tpot_p90_s)}/"
+                      f"{_ms(res.tpot_p99_s)} ms (SLO {_ms(w.tpot_s)} ms)", highlight=False)
+        console.print(f"SLO attainment {_pct(res.attainment)} (target {w.percentile:g}%), goodput {res.goodput_rps:.2f} req/s, "
+                      f"GPU busy {_pct(res.gpu_busy_fraction)}, {res.preemptions} preemptions, "
+                      f"{res.finished}/{res.requests} finished; simulated in {elapsed:.1f}s", highlight=False)
+    return 0 if res.meets_target else EXIT_SLO_MISSED
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
@@ -205,7 +333,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     p.add_argument("--time-limit", type=float, metavar="SECONDS", help="override FleetPolicy spec.solver.timeLimitSeconds")
     p.add_argument("--no-baseline", action="store_true", help="skip the single-GPU-type comparison")
+    p.add_argument("--verify", nargs="?", const="", metavar="TRACE",
+                   help="simulate the plan against each workload's traffic (its trace, or Poisson traffic from its "
+                        "declared rate and percentiles) and repair it until the SLO attainment meets each target; "
+                        "TRACE replaces the trace of trace-driven workloads")
+    p.add_argument("--verify-rounds", type=int, default=4, metavar="N", help="most repair rounds (default 4)")
     p.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("simulate", help="replay a request trace against a saved plan",
+                       description="Replay TRACE with its real arrival times against PLAN (written by "
+                                   "`llmfleet plan -o json`): TTFT/TPOT percentiles, SLO attainment, goodput, GPU busy.")
+    s.add_argument("plan", metavar="PLAN", help="plan file from `llmfleet plan -o json` (or -o yaml)")
+    s.add_argument("trace", metavar="TRACE", help="request trace (azure, mooncake, burstgpt or csv)")
+    s.add_argument("--workload", help="namespace/name (or name) of the workload to replay it for")
+    s.add_argument("--format", default="auto", choices=("auto", "azure", "mooncake", "burstgpt", "csv"))
+    s.add_argument("--rate-scale", type=float, help="replay at this multiple of the trace's rate "
+                                                     "(default: the workload's spec.traffic.trace.rateScale)")
+    s.add_argument("--duration", type=float, metavar="SECONDS", help="replay only the first SECONDS of the trace")
+    s.add_argument("--seed", type=int, default=0, help="seed of the routing draws")
+    s.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    s.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models",
                        description="Write the CRDs (LLMWorkload, GPUPool, FleetPolicy) generated from the pydantic models.")

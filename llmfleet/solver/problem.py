@@ -147,6 +147,18 @@ def resolve_pool(pool: GPUPool) -> PoolInfo:
     return info
 
 
+def workload_base_dir(spec: FleetSpec, w: LLMWorkload) -> Path | None:
+    """Folder a relative ``spec.traffic.trace.path`` is read from: the manifest's own folder."""
+    source = spec.sources.get(source_key(w))
+    return source.parent if source else spec.base_dir
+
+
+def trace_path(w: LLMWorkload, base_dir: Path | None) -> Path:
+    """The workload's trace file, a relative path taken from ``base_dir``."""
+    path = Path(w.spec.traffic.trace.path)
+    return base_dir / path if not path.is_absolute() and base_dir is not None else path
+
+
 def workload_demand(w: LLMWorkload, base_dir: Path | None) -> Demand:
     """The workload's demand from its trace (a relative path is taken from ``base_dir``) or its
     declared traffic.
@@ -157,11 +169,8 @@ def workload_demand(w: LLMWorkload, base_dir: Path | None) -> Demand:
     t = w.spec.traffic
     if t.trace is None:
         return demand_from_spec(t)
-    path = Path(t.trace.path)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
     try:
-        trace = load_trace(path, t.trace.format)
+        trace = load_trace(trace_path(w, base_dir), t.trace.format)
         return demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
     except (TraceError, ValueError) as err:
         raise ManifestError(f"LLMWorkload {w.key}: spec.traffic.trace: {err}", ("LLMWorkload", w.key)) from None
@@ -187,8 +196,7 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             model = resolve_model(w.spec.model, w.spec.architecture)
         except KeyError as err:
             raise ManifestError(f"LLMWorkload {w.key}: spec.model: {err.args[0]}", ("LLMWorkload", w.key)) from None
-        source = spec.sources.get(source_key(w))
-        demand = (demands or {}).get(w.key) or workload_demand(w, source.parent if source else spec.base_dir)
+        demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w))
         idx = np.argwhere(demand.share > 0)
         share = demand.share[idx[:, 0], idx[:, 1]]
         inp = demand.input_tokens[idx[:, 0], idx[:, 1]]

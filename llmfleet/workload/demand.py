@@ -138,3 +138,31 @@ def demand_from_spec(traffic: TrafficSpec, n_quantiles: int = 200) -> Demand:
     share, mi, mo = histogram(ii.ravel(), oo.ravel())
     rate = traffic.request_rate_per_second
     return Demand(rate, rate, share, mi, mo)
+
+
+def synthetic_trace(traffic: TrafficSpec, duration_s: float = 3600.0, seed: int = 0) -> pd.DataFrame:
+    """A Poisson trace for a workload declared by rate and length percentiles (no trace of its own).
+
+    Arrivals are Poisson at ``requestRatePerSecond``; lengths are drawn from the same log-normals
+    ``demand_from_spec`` plans with (fitted to p50 and p90, truncated at 1.5 x p99).
+
+    Returns:
+        DataFrame with ``arrival_s``, ``input_tokens``, ``output_tokens`` (``load_trace``'s columns).
+
+    Raises:
+        ValueError: when the rate or a length distribution is missing.
+    """
+    if not (traffic.input_tokens and traffic.output_tokens and traffic.request_rate_per_second):
+        raise ValueError("traffic needs requestRatePerSecond, inputTokens and outputTokens to synthesise a trace")
+    rng = np.random.default_rng(seed)
+    n = max(int(rng.poisson(traffic.request_rate_per_second * duration_s)), 1)
+    arrival = np.sort(rng.uniform(0.0, duration_s, n))  # Poisson process: uniform given the count
+
+    def draw(p: LengthPercentiles) -> np.ndarray:
+        mu = np.log(p.p50)
+        sigma = max((np.log(p.p90) - mu) / norm.ppf(0.9), 1e-6)
+        x = np.exp(rng.normal(mu, sigma, n))
+        return np.clip(np.round(np.minimum(x, max(p.p99 * 1.5, p.p90))), 1, None).astype(int)
+
+    return pd.DataFrame({"arrival_s": arrival - arrival[0], "input_tokens": draw(traffic.input_tokens),
+                         "output_tokens": draw(traffic.output_tokens)})

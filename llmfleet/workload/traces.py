@@ -103,3 +103,25 @@ def load_trace(path: str | Path, fmt: str) -> pd.DataFrame:
         if isinstance(err, TraceError):
             raise
         raise TraceError(f"{path}: cannot read as {fmt} trace: {err}") from None
+
+
+def detect_format(path: str | Path) -> str:
+    """The trace format of a file from its extension and header: ``mooncake`` for JSON lines,
+    else the CSV format whose required columns the header holds.
+
+    Raises:
+        TraceError: missing file, or a header no format matches.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError(f"{path}: trace file not found")
+    if path.suffix in (".jsonl", ".json"):
+        return "mooncake"
+    header = set(pd.read_csv(path, nrows=0).columns)
+    for fmt, cols in (("azure", {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}),
+                      ("burstgpt", {"Timestamp", "Request tokens", "Response tokens"}),
+                      ("csv", {"timestamp", "input_tokens", "output_tokens"})):
+        if cols <= header:
+            return fmt
+    raise TraceError(f"{path}: unknown trace format (columns {', '.join(sorted(header))}); "
+                     f"give one of {', '.join(LOADERS)}")

@@ -1,0 +1,121 @@
+"""Plan, verify by simulation, repair: ``llmfleet plan --verify``.
+
+The capacity model is an approximation (M/D/1 tails, Little's law at a mean batch, Poisson
+interference). So every plan is replayed against traffic (``sim.engine``); where a workload's
+simulated SLO attainment falls below its SLO percentile, the capacity κ of each configuration
+whose group missed the target is lowered in proportion to its shortfall and the fleet is solved
+again, for a bounded number of rounds. The loop only ever lowers capacities, so each round's plan
+is at least as conservative as the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import pandas as pd
+
+from llmfleet.api.loader import FleetSpec, ManifestError
+from llmfleet.sim.engine import WorkloadResult, simulate
+from llmfleet.sim.scenario import from_plan
+from llmfleet.solver.milp import solve
+from llmfleet.solver.plan import Plan
+from llmfleet.solver.problem import FleetProblem, trace_path, workload_base_dir
+from llmfleet.workload.demand import synthetic_trace
+from llmfleet.workload.traces import TraceError, detect_format, load_trace
+
+MIN_CUT = 0.9
+"""each repair lowers an offending configuration's κ by at least 10%"""
+MAX_CUT = 0.5
+"""and by at most half, so one bad round cannot make a configuration look useless"""
+
+
+@dataclass
+class Round:
+    """One solve + simulation: the plan, its cost (USD/h) and each workload's simulated result."""
+
+    plan: Plan
+    results: dict[str, WorkloadResult]
+    cuts: dict[str, float] = field(default_factory=dict)
+    """configuration (workload pool/tpN/role) -> factor applied to its κ before the next round"""
+
+    @property
+    def meets_targets(self) -> bool:
+        return all(r.meets_target for r in self.results.values())
+
+
+def workload_traces(fp: FleetProblem, spec: FleetSpec, override: str | None = None,
+                    duration_s: float = 3600.0, seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The traffic to replay for each workload and a description of where it came from.
+
+    A workload with ``spec.traffic.trace`` replays that trace (or ``override`` when given); one
+    declared by rate and percentiles replays a synthetic Poisson trace of ``duration_s`` (or
+    ``override`` when no workload has a trace of its own).
+
+    Raises:
+        ManifestError: a trace cannot be read (names the workload and file).
+    """
+    traces, sources = {}, {}
+    any_trace = any(w.workload.spec.traffic.trace for w in fp.workloads if w.workload is not None)
+    for w in fp.workloads:
+        if w.workload is None:
+            continue
+        t = w.workload.spec.traffic
+        try:
+            if override is not None and (t.trace is not None or not any_trace):
+                traces[w.key] = load_trace(override, detect_format(override))
+                sources[w.key] = override
+            elif t.trace is not None:
+                path = trace_path(w.workload, workload_base_dir(spec, w.workload))
+                traces[w.key] = load_trace(path, t.trace.format)
+                sources[w.key] = str(path)
+            else:
+                traces[w.key] = synthetic_trace(t, duration_s, seed)
+                sources[w.key] = f"synthetic Poisson, {t.request_rate_per_second:g} req/s for {duration_s:.0f}s"
+        except TraceError as err:
+            raise ManifestError(f"LLMWorkload {w.key}: verify trace: {err}", ("LLMWorkload", w.key)) from None
+    return traces, sources
+
+
+def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_rounds: int = 4, seed: int = 0,
+                    progress=None) -> list[Round]:
+    """Solve, simulate every workload that has traffic in ``traces``, and repair up to
+    ``max_rounds`` times. Mutates the κ of ``fp``'s configurations.
+
+    Returns:
+        The rounds, last one final. It meets every target unless the rounds ran out or the plan
+        sheds demand (then no capacity cut can help and the loop stops).
+    """
+    rounds: list[Round] = []
+    for k in range(max_rounds + 1):
+        plan = solve(fp)
+        results = {}
+        for w in from_plan(plan, fp):
+            if w.key in traces and w.groups:
+                if progress:
+                    progress(f"round {k}: simulating {w.key}")
+                results[w.key] = simulate(w, traces[w.key], seed=seed)
+        rnd = Round(plan, results)
+        rounds.append(rnd)
+        if rnd.meets_targets or not plan.serves_all_demand or k == max_rounds:
+            break
+        _cut_capacities(fp, plan, rnd)
+    return rounds
+
+
+def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
+    """Lower κ of every configuration whose group missed its workload's target."""
+    for key, res in rnd.results.items():
+        if res.meets_target:
+            continue
+        target = res.target_percentile / 100.0
+        mine = [a for a in plan.assignments if a.workload == key]
+        for a, g in zip(mine, res.groups):
+            if g.attainment != g.attainment or g.attainment >= target:  # nan: nothing routed
+                continue
+            factor = min(max(g.attainment / target, MAX_CUT), MIN_CUT)
+            a.config.capacity_rps = a.config.capacity_rps * factor
+            rnd.cuts[f"{key} {g.name}"] = factor
+        if not any(k.startswith(f"{key} ") for k in rnd.cuts):
+            # every group met the target alone but the workload did not: cut them all a little
+            for a, g in zip(mine, res.groups):
+                a.config.capacity_rps = a.config.capacity_rps * MIN_CUT
+                rnd.cuts[f"{key} {g.name}"] = MIN_CUT

@@ -39,7 +39,7 @@ EXIT_INVALID = 2
 EXIT_UNSERVED = 3
 EXIT_SLO_MISSED = 4
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # no hard wraps inside paths in logs
 
 
 @contextmanager

@@ -88,6 +88,7 @@ class Replica:
         self.kv_used = 0
         self.outstanding = 0  # routed here and not yet finished or handed off (for JSQ)
         self.busy_s = 0.0
+        self.batch_s = 0.0  # ∫ decode batch size dt, for the time-average batch
         self.version = 0
         self.busy = False
         # a decode-only run in progress: start time, cumulative step ends, contexts
@@ -191,6 +192,7 @@ class Replica:
             k = 1
             first_step_end = now
         self.busy_s += now - self.run_start
+        self.batch_s += len(self.running) * (now - self.run_start)
         self.run_cum = None
         # decodes: k tokens each
         if self.running:
@@ -249,6 +251,8 @@ class GroupResult:
     busy_fraction: float
     attainment: float
     """share of the requests this group served (entry or decode) that met both SLOs"""
+    mean_batch: float = 0.0
+    """decode batch size averaged over the time the replicas ran iterations"""
 
 
 @dataclass
@@ -401,8 +405,10 @@ class Simulation:
         for gi, (g, reps) in enumerate(zip(w.groups, self.replicas)):
             mine = (rq.decode_group == gi) if g.role == "decode" else (rq.entry_group == gi)
             busy = float(np.mean([rep.busy_s for rep in reps])) / span if reps else 0.0
+            busy_total = sum(rep.busy_s for rep in reps)
             groups.append(GroupResult(g.name, g.role, g.replicas, int(mine.sum()), busy,
-                                      float(good[mine].mean()) if mine.any() else float("nan")))
+                                      float(good[mine].mean()) if mine.any() else float("nan"),
+                                      sum(rep.batch_s for rep in reps) / busy_total if busy_total else 0.0))
             gpu_busy += busy * g.replicas * g.tp
             gpus += g.replicas * g.tp
         return WorkloadResult(

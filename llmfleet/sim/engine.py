@@ -302,7 +302,15 @@ class Simulation:
     """Replay one workload's requests against its groups (see the module docstring)."""
 
     def __init__(self, w: SimWorkload, trace: pd.DataFrame, seed: int = 0, p: PerfParams | None = None,
-                 max_num_seqs: int = MAX_NUM_SEQS, max_batched_tokens: int | None = None):
+                 max_num_seqs: int = MAX_NUM_SEQS, max_batched_tokens: int | None = None,
+                 reject_unplanned: bool = False):
+        """Args:
+            seed: of the routing draws. p: step-time calibration (default: the shipped one).
+            max_num_seqs, max_batched_tokens: vLLM's scheduler limits (default: vLLM's defaults).
+            reject_unplanned: drop requests of sizes the plan routes nowhere (a plan that sheds
+                them, behind a gateway that enforces it); they count as SLO misses. By default
+                they are routed like the rest, as happens without admission control.
+        """
         if not w.groups:
             raise ValueError(f"{w.key}: the plan gives it no replicas")
         self.w = w
@@ -317,6 +325,7 @@ class Simulation:
         self.replicas = [[Replica(self, gi, g, w, self.p, max_num_seqs, max_batched_tokens) for _ in range(g.replicas)]
                          for gi, g in enumerate(w.groups)]
         self.bucket = w.bucket_of(self.rq.inp, self.rq.out)
+        self.reject_unplanned = reject_unplanned
         entry = [gi for gi, g in enumerate(w.groups) if g.role != "decode"]
         self.entry = entry
         self.entry_weights = self._weights(entry)
@@ -330,7 +339,8 @@ class Simulation:
         bucket for) follows the groups' total rates, or their replicas when the plan routes none."""
         if not members:
             return np.zeros((len(self.w.buckets) + 1, 0))
-        rates = np.array([self.w.groups[gi].bucket_rate_rps for gi in members]).T  # (S, M)
+        # (S, M); solver round-off can leave shares of -1e-12
+        rates = np.clip(np.array([self.w.groups[gi].bucket_rate_rps for gi in members]).T, 0.0, None)
         total = rates.sum(axis=0, keepdims=True)
         if total.sum() <= 0:
             total = np.array([[float(self.w.groups[gi].replicas) for gi in members]])
@@ -354,7 +364,10 @@ class Simulation:
     def route(self, r: int, now: float) -> None:
         if not self.entry:
             return  # no colocated or prefill group: the request is never served
-        gi = self._pick(self.entry, self.entry_weights, self.bucket[r])
+        b = self.bucket[r]
+        if self.reject_unplanned and (b < 0 or not any(self.w.groups[gi].bucket_rate_rps[b] > 0 for gi in self.entry)):
+            return
+        gi = self._pick(self.entry, self.entry_weights, b)
         self.rq.entry_group[r] = gi
         rep = self._jsq(self.replicas[gi])
         self.rq.pre_total[r] = self.rq.inp[r]

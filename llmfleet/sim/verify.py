@@ -76,9 +76,10 @@ def workload_traces(fp: FleetProblem, spec: FleetSpec, override: str | None = No
 
 
 def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_rounds: int = 4, seed: int = 0,
-                    progress=None) -> list[Round]:
+                    progress=None, reject_unplanned: bool = False) -> list[Round]:
     """Solve, simulate every workload that has traffic in ``traces``, and repair up to
-    ``max_rounds`` times. Mutates the κ of ``fp``'s configurations.
+    ``max_rounds`` times. Mutates the κ of ``fp``'s configurations. ``reject_unplanned``: see
+    ``sim.engine.Simulation``.
 
     Returns:
         The rounds, last one final. It meets every target unless the rounds ran out or the plan
@@ -92,7 +93,7 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
             if w.key in traces and w.groups:
                 if progress:
                     progress(f"round {k}: simulating {w.key}")
-                results[w.key] = simulate(w, traces[w.key], seed=seed)
+                results[w.key] = simulate(w, traces[w.key], seed=seed, reject_unplanned=reject_unplanned)
         rnd = Round(plan, results)
         rounds.append(rnd)
         if rnd.meets_targets or not plan.serves_all_demand or k == max_rounds:

@@ -71,7 +71,8 @@ def workload(namespace: str, rate: float) -> str:
                  "traffic": {"requestRatePerSecond": rate, "inputTokens": {"p50": 200, "p90": 400, "p99": 800},
                              "outputTokens": {"p50": 100, "p90": 200, "p99": 300}},
                  "slo": {"ttft": "2s", "tpot": "150ms"}, "priority": "standard",
-                 "serving": {"tensorParallelSizes": [1]}},
+                 # one colocated group: the checks below follow one Deployment as traffic changes
+                 "serving": {"tensorParallelSizes": [1], "disaggregation": "never"}},
     })
 
 

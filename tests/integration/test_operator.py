@@ -32,14 +32,20 @@ def offline_plan() -> dict:
     return json.loads(out.stdout)
 
 
-def groups_in_cluster(cluster) -> dict[tuple[str, str, int], int]:
-    """(workload, pool, TP) -> replicas of the llmfleet Deployments."""
+def groups_in_cluster(cluster) -> dict[tuple[str, str, int, str], int]:
+    """(workload, pool, TP, role) -> replicas of the llmfleet Deployments."""
     out = {}
     for d in cluster.deployments().values():
         labels = d["metadata"]["labels"]
         out[(labels["llmfleet.dev/workload"], labels["llmfleet.dev/pool"],
-             int(labels["llmfleet.dev/tensor-parallel-size"]))] = d["spec"]["replicas"]
+             int(labels["llmfleet.dev/tensor-parallel-size"]), labels["llmfleet.dev/role"])] = d["spec"]["replicas"]
     return out
+
+
+def planned_groups(plan: dict) -> dict[tuple[str, str, int, str], int]:
+    """(workload, pool, TP, role) -> replicas of a ``llmfleet plan -o json`` document."""
+    return {(a["workload"].split("/")[1], a["pool"], a["tensorParallelSize"], a["role"]): a["replicas"]
+            for a in plan["assignments"]}
 
 
 def all_pods_running(cluster, selector: str | None = None) -> bool:
@@ -52,9 +58,10 @@ def test_examples_become_planned_deployments_bound_to_matching_gpu_nodes(cluster
     t0 = time.monotonic()
     cluster.kubectl("apply", "-f", str(EXAMPLES))
     plan = offline_plan()
-    expected = {(a["workload"].split("/")[1], a["pool"], a["tensorParallelSize"]): a["replicas"]
-                for a in plan["assignments"]}
+    expected = planned_groups(plan)
     assert expected, "the example plan has replicas"
+    # the example plan disaggregates part of chat-8b: prefill and decode Deployments are reconciled too
+    assert {"prefill", "decode"} <= {role for (_, _, _, role) in expected}
     wait_until(lambda: groups_in_cluster(cluster) == expected, 90, "the planned Deployments")
     print(f"kubectl apply -> all planned Deployments: {time.monotonic() - t0:.2f}s")
 
@@ -72,6 +79,8 @@ def test_examples_become_planned_deployments_bound_to_matching_gpu_nodes(cluster
             cluster.workload(d["metadata"]["labels"]["llmfleet.dev/workload"])["spec"]["model"],
             "--tensor-parallel-size", d["metadata"]["labels"]["llmfleet.dev/tensor-parallel-size"]]
         assert tmpl["priorityClassName"] in ("llmfleet-high", "llmfleet-standard")
+        role = d["metadata"]["labels"]["llmfleet.dev/role"]
+        assert ("--kv-transfer-config" in tmpl["containers"][0]["args"]) == (role != "colocated")
         assert int(d["metadata"]["annotations"][ANNOTATION_POWER_LIMIT]) > 0
         owner = d["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["controller"]) == \
@@ -113,7 +122,9 @@ spec:
     outputTokens: {p50: 129, p90: 424, p99: 601}
   slo: {ttft: 2s, tpot: 120ms, percentile: 90}
   priority: standard
-  serving: {tensorParallelSizes: [4]}
+  # these tests are about the operator's mechanics on named colocated groups; P/D is planned
+  # for the examples (test_examples_...) and in tests/test_disaggregation.py
+  serving: {tensorParallelSizes: [4], disaggregation: never}
 """
 H100_POOL = """
 apiVersion: llmfleet.dev/v1alpha1
@@ -165,7 +176,7 @@ spec:
             outputTokens: {p50: 100, p90: 200, p99: 300}}
   slo: {ttft: 2s, tpot: 150ms}
   priority: TIER
-  serving: {tensorParallelSizes: [1]}
+  serving: {tensorParallelSizes: [1], disaggregation: never}
 """
 
 
@@ -242,8 +253,7 @@ def test_invalid_objects_are_refused_or_conditioned_and_running_children_stay(cl
 def test_operator_killed_mid_reconcile_converges_to_the_same_children(cluster, operator):
     add_example_nodes(cluster)
     cluster.kubectl("apply", "-f", str(EXAMPLES))
-    expected = {(a["workload"].split("/")[1], a["pool"], a["tensorParallelSize"]): a["replicas"]
-                for a in offline_plan()["assignments"]}
+    expected = planned_groups(offline_plan())
     # kill it as soon as the first child exists: the rest of that reconcile never happens
     wait_until(lambda: cluster.deployments(), 60, "the first child", interval_s=0.05)
     operator.kill()

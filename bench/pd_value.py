@@ -30,8 +30,6 @@ from rich.console import Console
 from rich.table import Table
 
 from llmfleet.api.loader import load_fleet
-from llmfleet.sim.engine import simulate
-from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import plan_and_verify
 from llmfleet.solver.milp import solve
 from llmfleet.solver.problem import build_problem
@@ -144,11 +142,12 @@ def table(data: Path, console: Console, rounds: int) -> list[dict]:
                                   "no fleet")
                         rows.append({"trace": name, "slo": level, "strategy": strat, "cost": None})
                         continue
-                    # a plan that sheds sizes no configuration can serve is simulated behind a
-                    # gateway that rejects them (they count as misses), not with them flooding it
-                    sim = simulate(from_plan(plan, fp)[0], trace, reject_unplanned=True)
+                    # round 0 re-solves the same problem into the same plan and simulates it. A
+                    # plan that sheds sizes no configuration can serve is simulated behind a gateway
+                    # that rejects them (they count as misses), not with them flooding it.
                     rnds = plan_and_verify(fp, {fp.workloads[0].key: trace}, max_rounds=rounds,
                                            reject_unplanned=True)
+                    sim = next(iter(rnds[0].results.values()))
                     final = rnds[-1]
                     res = next(iter(final.results.values()))
                     rows.append({"trace": name, "slo": level, "strategy": strat, "cost": plan.cost_per_hour,

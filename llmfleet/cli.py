@@ -226,10 +226,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         doc = yaml.safe_load(Path(args.plan).read_text())
         workloads = from_document(doc if isinstance(doc, dict) else {})
-    except (OSError, yaml.YAMLError) as err:
-        err_console.print(f"[red]error:[/red] {args.plan}: {err}", highlight=False)
-        return EXIT_INVALID
-    except ScenarioError as err:
+    except (OSError, yaml.YAMLError, ScenarioError) as err:
         err_console.print(f"[red]error:[/red] {args.plan}: {err}", highlight=False)
         return EXIT_INVALID
     if args.workload:

@@ -227,6 +227,14 @@ def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: n
     return np.where(kv_ok & (tpot <= tpot_s), rate, 0.0).max(axis=0)
 
 
+def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rps: np.ndarray) -> np.ndarray:
+    """``value_curve`` (max_batch, S) at the smallest batch whose steady-state rate reaches the
+    offered rate (S,) of each bucket; inf where no batch does."""
+    reach = rate_curve >= offered_rps[None, :]
+    b = np.where(reach.any(axis=0), reach.argmax(axis=0), -1)
+    return np.where(b >= 0, value_curve[np.maximum(b, 0), np.arange(rate_curve.shape[1])], np.inf)
+
+
 def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                     rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
                     gpu_memory_utilization: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
@@ -234,12 +242,8 @@ def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nd
     req/s by one replica. Shapes (S,). inf where the rate exceeds what the replica can sustain."""
     c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
     rate = np.asarray(rate_rps, dtype=float)
-    cols = np.arange(c.rate.shape[1])
-    # smallest batch whose steady-state rate reaches the offered rate
-    reach = c.rate >= rate[None, :]
-    b = np.where(reach.any(axis=0), reach.argmax(axis=0), -1)
-    tpot = np.where(b >= 0, c.tpot_s[np.maximum(b, 0), cols], np.inf)
-    t_d = np.where(b >= 0, c.decode_s[np.maximum(b, 0), cols], np.inf)
+    tpot = _at_offered_rate(c.rate, c.tpot_s, rate)
+    t_d = _at_offered_rate(c.rate, c.decode_s, rate)
     ttft = c.prefill_s + t_d + mdl_wait_quantile_s(rate, c.prefill_s, percentile / 100.0)
     return ttft, tpot
 
@@ -260,8 +264,4 @@ def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: n
     """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
     bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation."""
     rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
-    r = np.asarray(rate_rps, dtype=float)
-    reach = rate >= r[None, :]
-    b = np.where(reach.any(axis=0), reach.argmax(axis=0), -1)
-    cols = np.arange(rate.shape[1])
-    return np.where(b >= 0, tpot[np.maximum(b, 0), cols], np.inf)
+    return _at_offered_rate(rate, tpot, np.asarray(rate_rps, dtype=float))

@@ -49,6 +49,7 @@ MAX_JUMP_STEPS = 4096
 
 
 def default_batched_tokens(gpu_memory_gb: float) -> int:
+    """vLLM's default prompt-token budget per iteration for a GPU of ``gpu_memory_gb`` GB, tokens."""
     return MAX_BATCHED_TOKENS_LARGE if gpu_memory_gb * 1e9 >= 70 * 2**30 else MAX_BATCHED_TOKENS_SMALL
 
 
@@ -75,9 +76,9 @@ class _Requests:
 class Replica:
     """One vLLM instance (a TP group) of a group."""
 
-    def __init__(self, sim: "Simulation", group_index: int, group: SimGroup, w: SimWorkload, p: PerfParams,
+    def __init__(self, sim: "Simulation", group: SimGroup, w: SimWorkload, p: PerfParams,
                  max_num_seqs: int, max_batched_tokens: int | None):
-        self.sim, self.gi, self.g = sim, group_index, group
+        self.sim, self.g = sim, group
         self.model, self.p = w.model, p
         self.kv_cap = max(int(kv_capacity_tokens(w.model, group.gpu, group.tp, w.gpu_memory_utilization)), 1)
         self.max_seqs = max_num_seqs
@@ -91,7 +92,8 @@ class Replica:
         self.batch_s = 0.0  # ∫ decode batch size dt, for the time-average batch
         self.version = 0
         self.busy = False
-        # a decode-only run in progress: start time, cumulative step ends, contexts
+        # the iteration(s) in progress: start time and, for a decode-only run, the cumulative
+        # end times of its iterations relative to the start (None for one mixed iteration)
         self.run_start = 0.0
         self.run_cum: np.ndarray | None = None
         self.chunks: list[tuple[int, int]] = []  # prompt chunks of the mixed iteration in progress
@@ -127,6 +129,12 @@ class Replica:
                 self.prefilling.append(r)
             else:
                 self.running.append(r)
+
+    def _release(self, rq: _Requests, r: int) -> None:
+        """Request ``r`` leaves this replica (finished or handed off): free its KV cache."""
+        self.kv_used -= int(rq.kv[r])
+        rq.kv[r] = 0
+        self.outstanding -= 1
 
     def _preempt_for_decode(self, rq: _Requests) -> None:
         """vLLM's recompute preemption: free the newest running request until a step fits."""
@@ -167,7 +175,6 @@ class Replica:
             self.chunks = chunks
             self.run_cum = None
             self.run_start = now
-            self.steps = 1
             self.sim.push(now + dt, ("iter", self, self.version))
             return
         # decode-only run: as many iterations as nothing changes the batch
@@ -205,10 +212,8 @@ class Replica:
             done = idx[rq.gen[idx] >= rq.out[idx]]
             if len(done):
                 rq.finish[done] = now
-                freed = int(rq.kv[done].sum())
-                rq.kv[done] = 0
-                self.kv_used -= freed
-                self.outstanding -= len(done)
+                for r in done.tolist():
+                    self._release(rq, r)
                 done_set = set(done.tolist())
                 self.running = [r for r in self.running if r not in done_set]
         # prompt chunks
@@ -221,9 +226,7 @@ class Replica:
             if np.isnan(rq.prefill_end[r]):
                 rq.prefill_end[r] = now
             if self.g.role == "prefill":
-                self.kv_used -= int(rq.kv[r])
-                rq.kv[r] = 0
-                self.outstanding -= 1
+                self._release(rq, r)
                 self.sim.hand_off(r, self, now)
                 continue
             if np.isnan(rq.first[r]):  # a colocated prefill emits the first token
@@ -231,9 +234,7 @@ class Replica:
                 rq.gen[r] += 1
             if rq.gen[r] >= rq.out[r]:
                 rq.finish[r] = now
-                self.kv_used -= int(rq.kv[r])
-                rq.kv[r] = 0
-                self.outstanding -= 1
+                self._release(rq, r)
             else:
                 self.running.append(r)
         self.chunks = []
@@ -256,7 +257,7 @@ class GroupResult:
 
 
 @dataclass
-class WorkloadResult:
+class SimulationResult:
     """Simulated latency and SLO attainment of one workload.
 
     TTFT/TPOT percentiles in seconds; ``attainment`` is the share of requests that met both
@@ -322,13 +323,16 @@ class Simulation:
         self.rng = np.random.default_rng(seed)
         self.heap: list = []
         self.seq = 0
-        self.replicas = [[Replica(self, gi, g, w, self.p, max_num_seqs, max_batched_tokens) for _ in range(g.replicas)]
-                         for gi, g in enumerate(w.groups)]
+        self.replicas = [[Replica(self, g, w, self.p, max_num_seqs, max_batched_tokens) for _ in range(g.replicas)]
+                         for g in w.groups]
         self.bucket = w.bucket_of(self.rq.inp, self.rq.out)
         self.reject_unplanned = reject_unplanned
         entry = [gi for gi, g in enumerate(w.groups) if g.role != "decode"]
         self.entry = entry
         self.entry_weights = self._weights(entry)
+        # planned[b]: the plan routes bucket b somewhere (index -1, sizes outside every bucket: no)
+        self.planned = np.append(np.array([sum(w.groups[gi].bucket_rate_rps[b] for gi in entry) > 0
+                                           for b in range(len(w.buckets))], dtype=bool), False)
         self.decode_by_domain: dict[str, tuple[list[int], np.ndarray]] = {}
         for d in {g.kv_domain for g in w.groups if g.role == "decode"}:
             members = [gi for gi, g in enumerate(w.groups) if g.role == "decode" and g.kv_domain == d]
@@ -362,10 +366,11 @@ class Simulation:
         return min(replicas, key=lambda rep: rep.outstanding)
 
     def route(self, r: int, now: float) -> None:
+        """Request ``r`` arrives at ``now`` (s): pick its entry group by the plan's shares, then JSQ."""
         if not self.entry:
             return  # no colocated or prefill group: the request is never served
         b = self.bucket[r]
-        if self.reject_unplanned and (b < 0 or not any(self.w.groups[gi].bucket_rate_rps[b] > 0 for gi in self.entry)):
+        if self.reject_unplanned and not self.planned[b]:
             return
         gi = self._pick(self.entry, self.entry_weights, b)
         self.rq.entry_group[r] = gi
@@ -387,7 +392,7 @@ class Simulation:
         self.rq.gen[r] = 0
         self.push(now + float(self.rq.inp[r]) * self.w.model.kv_bytes_per_token / bw, ("kv", dst, r))
 
-    def run(self) -> WorkloadResult:
+    def run(self) -> SimulationResult:
         rq = self.rq
         n = len(rq.arrival)
         nxt = 0
@@ -406,7 +411,7 @@ class Simulation:
                 ev[1].enqueue(ev[2], t)
         return self._result()
 
-    def _result(self) -> WorkloadResult:
+    def _result(self) -> SimulationResult:
         rq, w = self.rq, self.w
         ttft = rq.first - rq.arrival
         tpot = np.where(rq.out > 1, (rq.finish - rq.first) / np.maximum(rq.out - 1, 1), 0.0)
@@ -424,7 +429,7 @@ class Simulation:
                                       sum(rep.batch_s for rep in reps) / busy_total if busy_total else 0.0))
             gpu_busy += busy * g.replicas * g.tp
             gpus += g.replicas * g.tp
-        return WorkloadResult(
+        return SimulationResult(
             workload=w.key, requests=len(rq.arrival), finished=int(finished.sum()), span_s=span,
             ttft_p50_s=q(ttft, 50), ttft_p90_s=q(ttft, 90), ttft_p99_s=q(ttft, 99),
             tpot_p50_s=q(tpot, 50), tpot_p90_s=q(tpot, 90), tpot_p99_s=q(tpot, 99),
@@ -434,7 +439,7 @@ class Simulation:
         )
 
 
-def simulate(w: SimWorkload, trace: pd.DataFrame, seed: int = 0, **kwargs) -> WorkloadResult:
+def simulate(w: SimWorkload, trace: pd.DataFrame, seed: int = 0, **kwargs) -> SimulationResult:
     """Replay ``trace`` (columns ``arrival_s``, ``input_tokens``, ``output_tokens``) against the
     groups of ``w``; see ``Simulation`` for the keyword arguments.
 

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from llmfleet.catalog.gpus import GPUType, get_gpu
+from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec, resolve_model
 from llmfleet.api.models import ModelArchitecture
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem
-from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS, bucket_index
 
 
 class ScenarioError(ValueError):
@@ -65,8 +65,7 @@ class SimWorkload:
 
     def bucket_of(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
         """Index into ``buckets`` of each request, -1 for sizes the plan has no bucket for."""
-        i = np.clip(np.searchsorted(INPUT_EDGES_TOKENS, input_tokens, side="right") - 1, 0, len(INPUT_EDGES_TOKENS) - 2)
-        j = np.clip(np.searchsorted(OUTPUT_EDGES_TOKENS, output_tokens, side="right") - 1, 0, len(OUTPUT_EDGES_TOKENS) - 2)
+        i, j = bucket_index(input_tokens, output_tokens)
         lookup = {b: k for k, b in enumerate(self.buckets)}
         return np.array([lookup.get((int(a), int(b)), -1) for a, b in zip(i, j)], dtype=int)
 
@@ -78,7 +77,7 @@ def from_plan(plan: Plan, fp: FleetProblem) -> list[SimWorkload]:
         if w.model is None or w.workload is None:
             continue
         spec = w.workload.spec
-        grid = [tuple(int(v) for v in ix) for ix in np.argwhere(w.demand.share > 0)]
+        grid = [(int(i), int(j)) for i, j in w.demand.buckets()]  # the order build_problem uses
         sw = SimWorkload(
             key=w.key, model=w.model, ttft_s=spec.slo.ttft, tpot_s=spec.slo.tpot, percentile=spec.slo.percentile,
             gpu_memory_utilization=spec.serving.gpu_memory_utilization, buckets=grid,
@@ -135,8 +134,7 @@ def from_document(doc: dict) -> list[SimWorkload]:
                 buckets=[tuple(b) for b in w["buckets"]], rate_scale=w.get("rateScale", 1.0), architecture=arch,
             )
             for g in w["groups"]:
-                gpu = GPUType(**g["gpu"]) if "gpu" in g else get_gpu(g["gpuType"])
-                sw.groups.append(SimGroup(g["role"], g["pool"], gpu, g["tensorParallelSize"], g["replicas"],
+                sw.groups.append(SimGroup(g["role"], g["pool"], GPUType(**g["gpu"]), g["tensorParallelSize"], g["replicas"],
                                           np.asarray(g["bucketRateRps"], dtype=float), g["kvDomain"],
                                           g["kvBytesPerSecondPerGPU"]))
             out.append(sw)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from llmfleet.api.loader import FleetSpec, ManifestError
-from llmfleet.sim.engine import WorkloadResult, simulate
+from llmfleet.sim.engine import SimulationResult, simulate
 from llmfleet.sim.scenario import from_plan
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
@@ -33,7 +33,7 @@ class Round:
     """One solve + simulation: the plan, its cost (USD/h) and each workload's simulated result."""
 
     plan: Plan
-    results: dict[str, WorkloadResult]
+    results: dict[str, SimulationResult]
     cuts: dict[str, float] = field(default_factory=dict)
     """configuration (workload pool/tpN/role) -> factor applied to its κ before the next round"""
 

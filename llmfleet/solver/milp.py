@@ -114,6 +114,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
             cost_terms.append((var_n, _replica_cost_per_hour(fp, c)))
             pool_use[c.pool.name].append((var_n, c.tp))
             power_terms.append((var_n, c.tp * c.pool.gpu.tdp_watts))
+        # rows in (domain, bucket) order: the order HiGHS sees them decides among equal-cost optima
         for k, (_, terms) in enumerate(sorted(balance.items(), key=lambda kv: kv[0])):
             prob += pulp.LpAffineExpression(terms) == 0, f"pd_{wi}_{k}"
         for b in range(len(w.share)):

@@ -16,7 +16,6 @@ pairing the MILP's per-domain flow balance allows meets the TTFT target.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,14 +46,15 @@ class PoolInfo:
     gpus_per_node: int
     cost_per_gpu_hour: float
     """USD per GPU-hour (pool override or catalogue list price)"""
-    kv_domain: str = ""
-    """KV-transfer domain (``spec.interconnect.domain``, else ``pool/<name>``: the pool alone)"""
+    interconnect_domain: str | None = None
+    """``spec.interconnect.domain``: pools that share it can exchange KV caches"""
     kv_bytes_per_s_per_gpu: float = DEFAULT_KV_GBIT_PER_S_PER_GPU * 1e9 / 8
     """network bandwidth per GPU for KV transfer, bytes/s"""
 
-    def __post_init__(self):
-        if not self.kv_domain:
-            object.__setattr__(self, "kv_domain", f"pool/{self.name}")
+    @property
+    def kv_domain(self) -> str:
+        """KV-transfer domain: the declared interconnect, else the pool alone."""
+        return f"net/{self.interconnect_domain}" if self.interconnect_domain else f"pool/{self.name}"
 
 
 @dataclass
@@ -140,11 +140,10 @@ def resolve_pool(pool: GPUPool) -> PoolInfo:
             f"GPUPool {pool.metadata.name}: spec.costPerGPUHour is required: the catalogue has no list price for {gpu.name}",
             ("GPUPool", pool.metadata.name),
         )
-    info = PoolInfo(pool.metadata.name, gpu, s.max_gpus, s.gpus_per_node, cost)
-    if s.interconnect is not None:
-        info = dataclasses.replace(info, kv_domain=f"net/{s.interconnect.domain}",
-                                   kv_bytes_per_s_per_gpu=s.interconnect.bandwidth_gbit_per_second_per_gpu * 1e9 / 8)
-    return info
+    net = s.interconnect
+    kv_gbit = net.bandwidth_gbit_per_second_per_gpu if net else DEFAULT_KV_GBIT_PER_S_PER_GPU
+    return PoolInfo(pool.metadata.name, gpu, s.max_gpus, s.gpus_per_node, cost,
+                    net.domain if net else None, kv_gbit * 1e9 / 8)
 
 
 def workload_base_dir(spec: FleetSpec, w: LLMWorkload) -> Path | None:

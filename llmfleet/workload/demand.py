@@ -56,6 +56,13 @@ class Demand:
         return float((self.share * self.output_tokens).sum())
 
 
+def bucket_index(input_tokens: np.ndarray, output_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grid cell (input index, output index) of each request, two int arrays of the inputs' shape."""
+    i = np.clip(np.searchsorted(INPUT_EDGES_TOKENS, input_tokens, side="right") - 1, 0, len(INPUT_EDGES_TOKENS) - 2)
+    j = np.clip(np.searchsorted(OUTPUT_EDGES_TOKENS, output_tokens, side="right") - 1, 0, len(OUTPUT_EDGES_TOKENS) - 2)
+    return i, j
+
+
 def histogram(input_tokens: np.ndarray, output_tokens: np.ndarray,
               weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bucket requests on the fixed grid.
@@ -66,8 +73,7 @@ def histogram(input_tokens: np.ndarray, output_tokens: np.ndarray,
     inp = np.asarray(input_tokens, dtype=float)
     out = np.asarray(output_tokens, dtype=float)
     w = np.ones_like(inp) if weights is None else np.asarray(weights, dtype=float)
-    i = np.clip(np.searchsorted(INPUT_EDGES_TOKENS, inp, side="right") - 1, 0, len(INPUT_EDGES_TOKENS) - 2)
-    j = np.clip(np.searchsorted(OUTPUT_EDGES_TOKENS, out, side="right") - 1, 0, len(OUTPUT_EDGES_TOKENS) - 2)
+    i, j = bucket_index(inp, out)
     shape = (len(INPUT_EDGES_TOKENS) - 1, len(OUTPUT_EDGES_TOKENS) - 1)
     count = np.zeros(shape)
     sum_in = np.zeros(shape)

@@ -6,15 +6,21 @@
     llmfleet plan --melange input.json         # solve a Mélange-format input
     llmfleet simulate plan.json TRACE          # replay a trace against a saved plan
 
-Exit status: 0 with a plan that serves all demand, 2 for invalid input (the message names the
-file and field), 3 when some demand cannot be served or no plan exists (the plan and the reasons
-are still printed), 4 when the verified plan's simulated SLO attainment stays below a target.
+Exit status: 0 with a plan that serves all demand, 1 for an operational failure (no cluster to
+reach, an internal error), 2 for invalid input (the message names the file, object and field),
+3 when some demand cannot be served or no plan exists (the plan and the reasons are still
+printed), 4 when the verified plan's simulated SLO attainment stays below a target.
+
+stdout carries only the result (one JSON or YAML document with ``-o json|yaml``); progress,
+notes and errors go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -24,17 +30,19 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from llmfleet.api.loader import ManifestError, load_fleet
+from llmfleet import __version__, progress
+from llmfleet.api.loader import ManifestError, load_fleet, read_yaml_documents
 from llmfleet.solver.baseline import cheapest_full_service, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
-from llmfleet.solver.problem import build_problem
+from llmfleet.solver.problem import build_problem, minimum_gpus_shortfall
 from llmfleet.sim.engine import simulate
 from llmfleet.sim.scenario import ScenarioError, from_document, from_plan, to_document
 from llmfleet.sim.verify import plan_and_verify, workload_traces
 from llmfleet.workload.traces import TraceError, detect_format, load_trace
 
+EXIT_FAILURE = 1
 EXIT_INVALID = 2
 EXIT_UNSERVED = 3
 EXIT_SLO_MISSED = 4
@@ -42,19 +50,62 @@ EXIT_SLO_MISSED = 4
 err_console = Console(stderr=True, soft_wrap=True)  # no hard wraps inside paths in logs
 
 
-@contextmanager
-def progress(message: str, enabled: bool):
-    """A spinner on stderr while ``message`` runs (only on a terminal; rich draws nothing otherwise),
-    and the elapsed time once it is done when that took more than a second."""
-    t0 = time.perf_counter()
-    if enabled:
-        with err_console.status(message):
+class StderrProgress:
+    """Progress lines on stderr, ``[  12.3s] message``: every phase, and the library's own reports
+    (capacity model per workload, HiGHS incumbents, simulation rounds) at most once a second."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+        self.last = -math.inf
+
+    def _print(self, message: str) -> None:
+        now = time.perf_counter()
+        self.last = now
+        print(f"[{now - self.t0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def __call__(self, message: str) -> None:
+        if self.enabled and time.perf_counter() - self.last >= 1.0:
+            self._print(message)
+
+    @contextmanager
+    def step(self, message: str):
+        """Announce a phase, route the library's reports here while it runs, and give its duration
+        when that was over a second."""
+        t0 = time.perf_counter()
+        if self.enabled:
+            self._print(message)
+        with progress.reporting(self if self.enabled else None):
             yield
-    else:
-        yield
-    elapsed = time.perf_counter() - t0
-    if enabled and elapsed > 1.0:
-        err_console.print(f"[dim]{message.rstrip('.…')} took {elapsed:.1f}s[/dim]")
+        elapsed = time.perf_counter() - t0
+        if self.enabled and elapsed > 1.0:
+            self._print(f"{message} done in {elapsed:.1f}s")
+
+
+def _error(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text[:40]!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _ms(seconds: float | None) -> str:
@@ -124,41 +175,44 @@ def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], savi
 def cmd_plan(args: argparse.Namespace) -> int:
     # rich assumes 80 columns when stdout is not a terminal (CI logs, pipes): widen so no cell is cut
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    show_progress = args.output == "table"
+    steps = StderrProgress(not args.quiet)
+    if args.melange and args.verify is not None:
+        _error("--verify needs manifests (-f): a Mélange input has no model to simulate")
+        return EXIT_INVALID
     try:
-        with progress("Building the capacity model…", show_progress):
-            if args.melange:
-                fp = load_melange(args.melange, time_limit_s=args.time_limit or 30.0)
-                source = args.melange
-            else:
-                fleet = load_fleet(args.filename)
+        if args.melange:
+            fp = load_melange(args.melange, time_limit_s=args.time_limit or 30.0)
+            source = args.melange
+        else:
+            fleet = load_fleet(args.filename)
+            shortfall = minimum_gpus_shortfall(fleet)
+            if shortfall:
+                _error(f"no plan can exist: {shortfall}")
+                return EXIT_UNSERVED
+            with steps.step(f"Building the capacity model of {len(fleet.workloads)} workload(s) on "
+                            f"{len(fleet.pools)} pool(s)"):
                 fp = build_problem(fleet)
-                if args.time_limit:
-                    fp.time_limit_s = args.time_limit
-                source = ", ".join(args.filename)
+            if args.time_limit:
+                fp.time_limit_s = args.time_limit
+            source = ", ".join(args.filename)
+        traces, sources = {}, {}
+        if args.verify is not None:
+            traces, sources = workload_traces(fp, fleet, None if args.verify == "" else args.verify)
     except (ManifestError, MelangeInputError) as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        _error(str(err))
         return EXIT_INVALID
 
     rounds = []
     if args.verify is not None:
-        if args.melange:
-            err_console.print("[red]error:[/red] --verify needs manifests (-f): a Mélange input has no model to simulate")
-            return EXIT_INVALID
-        try:
-            traces, sources = workload_traces(fp, fleet, None if args.verify == "" else args.verify)
-        except ManifestError as err:
-            err_console.print(f"[red]error:[/red] {err}", highlight=False)
-            return EXIT_INVALID
-        with progress("Solving, simulating and repairing…", show_progress):
+        with steps.step(f"Solving, simulating and repairing (at most {args.verify_rounds} repair rounds)"):
             rounds = plan_and_verify(fp, traces, max_rounds=args.verify_rounds)
         plan = rounds[-1].plan
     else:
-        with progress("Solving the fleet MILP…", show_progress):
+        with steps.step(f"Solving the fleet MILP (time limit {fp.time_limit_s:g}s)"):
             plan = solve(fp)
     baselines = {}
     if not args.no_baseline:
-        with progress("Solving single-GPU-type baselines…", show_progress):
+        with steps.step("Solving single-GPU-type baselines"):
             baselines = single_type_baselines(fp)
     saving = _saving(plan, baselines)
 
@@ -223,40 +277,52 @@ def _print_verification(console: Console, rounds, sources: dict[str, str]) -> No
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=160)
+    steps = StderrProgress(not args.quiet)
+    plan_path = Path(args.plan)
+    if not plan_path.is_file():
+        _error(f"{args.plan}: plan file not found (write one with `llmfleet plan -o json > plan.json`)")
+        return EXIT_INVALID
     try:
-        doc = yaml.safe_load(Path(args.plan).read_text())
-        workloads = from_document(doc if isinstance(doc, dict) else {})
-    except (OSError, yaml.YAMLError, ScenarioError) as err:
-        err_console.print(f"[red]error:[/red] {args.plan}: {err}", highlight=False)
+        docs = [d for d in read_yaml_documents(plan_path) if d is not None]  # JSON is YAML
+        if len(docs) != 1 or not isinstance(docs[0], dict):
+            raise ScenarioError("expected one plan document (a mapping) from `llmfleet plan -o json`")
+        workloads = from_document(docs[0])
+    except ManifestError as err:
+        _error(str(err))
+        return EXIT_INVALID
+    except ScenarioError as err:
+        _error(f"{args.plan}: {err}")
         return EXIT_INVALID
     if args.workload:
         chosen = [w for w in workloads if w.key == args.workload or w.key.split("/", 1)[-1] == args.workload]
         if not chosen:
-            err_console.print(f"[red]error:[/red] --workload {args.workload}: not in the plan; it has "
-                              f"{', '.join(w.key for w in workloads)}", highlight=False)
+            _error(f"--workload {args.workload}: not in the plan {args.plan}; it has {', '.join(w.key for w in workloads)}")
             return EXIT_INVALID
     elif len(workloads) == 1:
         chosen = workloads
     else:
-        err_console.print(f"[red]error:[/red] the plan has {len(workloads)} workloads ({', '.join(w.key for w in workloads)}); "
-                          "choose one with --workload", highlight=False)
+        _error(f"the plan {args.plan} has {len(workloads)} workloads ({', '.join(w.key for w in workloads)}); "
+               "choose one with --workload")
         return EXIT_INVALID
     w = chosen[0]
     try:
         fmt = args.format if args.format != "auto" else detect_format(args.trace)
         trace = load_trace(args.trace, fmt)
     except TraceError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        _error(f"TRACE: {err}")
         return EXIT_INVALID
     if args.rate_scale is not None:
         w.rate_scale = args.rate_scale
     if args.duration is not None:
         trace = trace[trace["arrival_s"] <= args.duration * w.rate_scale]
+    if trace.empty:
+        _error(f"TRACE: {args.trace}: no request arrives within --duration {args.duration or 0:g}s")
+        return EXIT_INVALID
     if not w.groups:
-        err_console.print(f"[red]error:[/red] {w.key}: the plan gives it no replicas", highlight=False)
+        _error(f"{w.key}: the plan {args.plan} gives it no replicas")
         return EXIT_UNSERVED
     t0 = time.perf_counter()
-    with progress(f"Simulating {len(trace)} requests…", sys.stderr.isatty()):
+    with steps.step(f"Simulating {len(trace)} requests of {w.key} at {w.rate_scale:g}x rate"):
         res = simulate(w, trace, seed=args.seed)
     elapsed = time.perf_counter() - t0
     if args.output == "json":
@@ -297,14 +363,47 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cluster_access_problem(timeout_s: float = 10.0) -> str | None:
+    """Why the operator cannot reach a cluster (None when it can): no in-cluster service account and
+    no usable kubeconfig, or an API server that does not answer ``/version`` within ``timeout_s``.
+    Checked once at start-up so a misconfigured operator exits with one line instead of logging a
+    traceback every minute; the message names the source tried, never a credential."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        source = "the in-cluster service account"
+    except config.ConfigException:
+        kubeconfig = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError, TypeError, ValueError, KeyError, yaml.YAMLError) as err:
+            reason = "file not found" if isinstance(err, FileNotFoundError) else type(err).__name__
+            if isinstance(err, config.ConfigException):
+                reason = str(err).splitlines()[0][:200]
+            return (f"no usable cluster credentials: not running in a pod with a service account, and kubeconfig "
+                    f"{kubeconfig} is not usable ({reason}); pass --kubeconfig or set KUBECONFIG")
+        source = f"kubeconfig {kubeconfig}"
+    try:
+        client.VersionApi().get_code(_request_timeout=timeout_s)
+    except Exception as err:  # noqa: BLE001 (any failure to reach the API server means the same here)
+        status = getattr(err, "status", None)
+        what = f"HTTP {status}" if status else type(err).__name__
+        return f"cannot reach the Kubernetes API server from {source} ({what}); check the server address and credentials"
+    return None
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     import logging
-    import os
 
     # before kopf and the kubernetes client are imported: the client fixes its default
     # kubeconfig path from $KUBECONFIG at import time
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).resolve())
+    problem = cluster_access_problem()
+    if problem:
+        _error(f"operator: {problem}")
+        return EXIT_FAILURE
     import kopf
 
     os.environ["LLMFLEET_TRACE_DIR"] = str(Path(args.trace_dir).resolve())
@@ -320,6 +419,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="llmfleet", description="Cost-optimal heterogeneous GPU fleets for LLM serving.")
+    ap.add_argument("--version", action="version", version=f"llmfleet {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="choose the GPU mix, TP and replicas for LLMWorkloads and GPUPools",
                        description="Solve the fleet plan for YAML documents (LLMWorkload, GPUPool, FleetPolicy).")
@@ -328,13 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="YAML file or folder of them (repeatable), as for kubectl apply -f")
     src.add_argument("--melange", metavar="FILE", help="solve a Mélange-format input JSON instead")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS", help="override FleetPolicy spec.solver.timeLimitSeconds")
+    p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
+                   help="override FleetPolicy spec.solver.timeLimitSeconds")
     p.add_argument("--no-baseline", action="store_true", help="skip the single-GPU-type comparison")
     p.add_argument("--verify", nargs="?", const="", metavar="TRACE",
                    help="simulate the plan against each workload's traffic (its trace, or Poisson traffic from its "
                         "declared rate and percentiles) and repair it until the SLO attainment meets each target; "
                         "TRACE replaces the trace of trace-driven workloads")
-    p.add_argument("--verify-rounds", type=int, default=4, metavar="N", help="most repair rounds (default 4)")
+    p.add_argument("--verify-rounds", type=non_negative_int, default=4, metavar="N", help="most repair rounds (default 4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("simulate", help="replay a request trace against a saved plan",
@@ -344,11 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("trace", metavar="TRACE", help="request trace (azure, mooncake, burstgpt or csv)")
     s.add_argument("--workload", help="namespace/name (or name) of the workload to replay it for")
     s.add_argument("--format", default="auto", choices=("auto", "azure", "mooncake", "burstgpt", "csv"))
-    s.add_argument("--rate-scale", type=float, help="replay at this multiple of the trace's rate "
-                                                     "(default: the workload's spec.traffic.trace.rateScale)")
-    s.add_argument("--duration", type=float, metavar="SECONDS", help="replay only the first SECONDS of the trace")
-    s.add_argument("--seed", type=int, default=0, help="seed of the routing draws")
+    s.add_argument("--rate-scale", type=positive_float, help="replay at this multiple of the trace's rate "
+                                                              "(default: the workload's spec.traffic.trace.rateScale)")
+    s.add_argument("--duration", type=positive_float, metavar="SECONDS", help="replay only the first SECONDS of the trace")
+    s.add_argument("--seed", type=non_negative_int, default=0, help="seed of the routing draws")
     s.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     s.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models",
@@ -372,8 +475,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit status (argparse exits 2 itself on a bad option).
+
+    An unexpected exception is a bug: it is reported as one line naming its type (its text could
+    quote an input file) and exit status 1; ``LLMFLEET_DEBUG=1`` shows the traceback instead.
+    """
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("LLMFLEET_DEBUG"):
+            raise
+        _error(f"internal error ({type(err).__name__}) in `llmfleet {args.command}`; please report it with the "
+               "traceback from LLMFLEET_DEBUG=1")
+        return EXIT_FAILURE
 
 
 def entrypoint() -> None:

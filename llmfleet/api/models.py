@@ -28,6 +28,13 @@ API_GROUP = "llmfleet.dev"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 
+MAX_TOKENS = 10_000_000
+"""Upper bound on any token count we accept, tokens: above the longest context window of any model
+served today (Llama 4 Scout, 10M tokens); larger values are input errors, not workloads"""
+
+MAX_RATE_RPS = 1_000_000.0
+"""Upper bound on a declared request rate, req/s (a whole large provider's traffic is ~1e4-1e5)"""
+
 #: Tensor-parallel degrees vLLM supports on one node for the dense and MoE models we catalogue.
 ALLOWED_TP = (1, 2, 4, 8)
 
@@ -45,8 +52,9 @@ def _alias(name: str) -> str:
 
 
 class _Model(BaseModel):
+    # allow_inf_nan=False: `.inf` and `.nan` are valid YAML floats; no field of ours means them
     model_config = ConfigDict(
-        alias_generator=_alias, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=_alias, populate_by_name=True, extra="forbid", frozen=True, allow_inf_nan=False
     )
 
 
@@ -151,26 +159,40 @@ class ModelArchitecture(_Model):
     Values come from the model's Hugging Face ``config.json``.
     """
 
-    num_layers: int = Field(gt=0, description="num_hidden_layers")
-    hidden_size: int = Field(gt=0)
-    num_attention_heads: int = Field(gt=0)
-    num_kv_heads: int = Field(gt=0, description="num_key_value_heads (GQA); equal to heads for MHA")
-    intermediate_size: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
-    params_billion: float = Field(gt=0, description="total parameters, billions")
+    num_layers: int = Field(gt=0, le=1024, description="num_hidden_layers")
+    hidden_size: int = Field(gt=0, le=1 << 17)
+    num_attention_heads: int = Field(gt=0, le=1024)
+    num_kv_heads: int = Field(gt=0, le=1024, description="num_key_value_heads (GQA); equal to heads for MHA")
+    intermediate_size: int = Field(gt=0, le=1 << 20)
+    vocab_size: int = Field(gt=0, le=1 << 24)
+    params_billion: float = Field(gt=0, le=100_000, description="total parameters, billions")
     active_params_billion: float | None = Field(
-        default=None, gt=0, description="parameters used per token (MoE), billions; default: all"
+        default=None, gt=0, le=100_000, description="parameters used per token (MoE), billions; default: all"
     )
-    bytes_per_weight: float = Field(default=2.0, gt=0, description="2 for BF16/FP16, 1 for FP8")
-    max_context_tokens: int = Field(default=4096, gt=0)
+    bytes_per_weight: float = Field(default=2.0, gt=0, le=4, description="2 for BF16/FP16, 1 for FP8")
+    max_context_tokens: int = Field(default=4096, gt=0, le=MAX_TOKENS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelArchitecture":
+        # the shapes a transformer must have for vLLM to load it (Hugging Face config.json semantics)
+        if self.num_kv_heads > self.num_attention_heads:
+            raise ValueError(f"numKvHeads ({self.num_kv_heads}) cannot exceed numAttentionHeads ({self.num_attention_heads})")
+        if self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(f"numAttentionHeads ({self.num_attention_heads}) must be a multiple of numKvHeads "
+                             f"({self.num_kv_heads}) (grouped-query attention)")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hiddenSize ({self.hidden_size}) must be divisible by numAttentionHeads ({self.num_attention_heads})")
+        if self.active_params_billion is not None and self.active_params_billion > self.params_billion:
+            raise ValueError(f"activeParamsBillion ({self.active_params_billion}) cannot exceed paramsBillion ({self.params_billion})")
+        return self
 
 
 class LengthPercentiles(_Model):
     """A token-length distribution given by three percentiles (tokens)."""
 
-    p50: int = Field(gt=0)
-    p90: int = Field(gt=0)
-    p99: int = Field(gt=0)
+    p50: int = Field(gt=0, le=MAX_TOKENS)
+    p90: int = Field(gt=0, le=MAX_TOKENS)
+    p99: int = Field(gt=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _ordered(self) -> "LengthPercentiles":
@@ -184,25 +206,32 @@ class TraceRef(_Model):
 
     path: str = Field(description="file path (local to where the planner runs)")
     format: Literal["azure", "mooncake", "burstgpt", "csv"] = "azure"
-    rate_scale: float = Field(default=1.0, gt=0, description="multiplier applied to the trace's request rate")
+    rate_scale: float = Field(default=1.0, gt=0, le=10_000, description="multiplier applied to the trace's request rate")
 
 
 class TrafficSpec(_Model):
     """Offered load of a workload: a request rate with length percentiles, or a trace."""
 
-    request_rate_per_second: float | None = Field(default=None, gt=0, description="mean arrivals, req/s")
+    request_rate_per_second: float | None = Field(default=None, gt=0, le=MAX_RATE_RPS, description="mean arrivals, req/s")
     peak_quantile: float = Field(
         default=0.9, ge=0.5, le=1.0,
         description="plan for this quantile of the per-window request rate of a trace (1.0 = max)",
     )
-    rate_window_seconds: float = Field(default=60.0, gt=0, description="window for the peak rate, s")
+    rate_window_seconds: float = Field(default=60.0, gt=0, le=86_400, description="window for the peak rate, s")
     input_tokens: LengthPercentiles | None = None
     output_tokens: LengthPercentiles | None = None
     trace: TraceRef | None = None
 
     @model_validator(mode="after")
     def _source(self) -> "TrafficSpec":
-        if self.trace is None:
+        if self.trace is not None:
+            both = [n for n, v in (("requestRatePerSecond", self.request_rate_per_second),
+                                   ("inputTokens", self.input_tokens), ("outputTokens", self.output_tokens))
+                    if v is not None]
+            if both:
+                raise ValueError(f"give either a trace or {', '.join(both)}, not both: the trace's rate and lengths "
+                                 "would silently replace them (scale a trace with trace.rateScale)")
+        else:
             missing = [
                 n for n, v in (
                     ("requestRatePerSecond", self.request_rate_per_second),
@@ -238,7 +267,7 @@ class ServingSpec(_Model):
     )
     disaggregation: Literal["auto", "always", "never"] = "auto"
     extra_args: list[str] = Field(default_factory=list)
-    min_replicas: int = Field(default=1, ge=0)
+    min_replicas: int = Field(default=1, ge=0, le=10_000)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.1, le=0.98, description="vLLM --gpu-memory-utilization")
 
     @model_validator(mode="after")
@@ -282,18 +311,19 @@ class LLMWorkload(_Model):
 class GPUSpecOverride(_Model):
     """A full GPU spec for GPU types the catalogue does not know (datasheet values)."""
 
-    memory_gb: float = Field(gt=0)
-    mem_bandwidth_gbps: float = Field(gt=0, description="HBM/GDDR bandwidth, GB/s")
-    peak_bf16_tflops: float = Field(gt=0, description="dense BF16 TFLOPS")
-    tdp_watts: float = Field(gt=0)
-    interconnect_gbps: float = Field(default=64.0, gt=0, description="per-GPU intra-node all-reduce bandwidth, GB/s")
+    memory_gb: float = Field(gt=0, le=10_000)
+    mem_bandwidth_gbps: float = Field(gt=0, le=1_000_000, description="HBM/GDDR bandwidth, GB/s")
+    peak_bf16_tflops: float = Field(gt=0, le=1_000_000, description="dense BF16 TFLOPS")
+    tdp_watts: float = Field(gt=0, le=100_000)
+    interconnect_gbps: float = Field(default=64.0, gt=0, le=1_000_000,
+                                     description="per-GPU intra-node all-reduce bandwidth, GB/s")
 
 
 class PowerRange(_Model):
     """Allowed power cap range of one GPU, W (nvidia-smi -q -d POWER: Min/Max Power Limit)."""
 
-    min_watts: float = Field(gt=0)
-    max_watts: float = Field(gt=0)
+    min_watts: float = Field(gt=0, le=100_000)
+    max_watts: float = Field(gt=0, le=100_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> "PowerRange":
@@ -316,7 +346,7 @@ class KVInterconnect(_Model):
 
     domain: str = Field(min_length=1, description="KV-transfer domain; pools with the same domain can exchange KV")
     bandwidth_gbit_per_second_per_gpu: float = Field(
-        default=DEFAULT_KV_GBIT_PER_S_PER_GPU, gt=0,
+        default=DEFAULT_KV_GBIT_PER_S_PER_GPU, gt=0, le=100_000,
         description="network bandwidth per GPU for KV transfer (RDMA/NIC), Gbit/s",
     )
 
@@ -328,8 +358,9 @@ class GPUPoolSpec(_Model):
     gpu: GPUSpecOverride | None = Field(default=None, description="full spec when gpuType is not catalogued")
     node_selector: dict[str, str] = Field(default_factory=dict)
     gpus_per_node: int = Field(default=8, ge=1, le=16)
-    max_gpus: int = Field(ge=0, description="GPUs of this pool the fleet may use (availability)")
-    cost_per_gpu_hour: float | None = Field(default=None, ge=0, description="USD per GPU-hour; default: catalogue list price")
+    max_gpus: int = Field(ge=0, le=1_000_000, description="GPUs of this pool the fleet may use (availability)")
+    cost_per_gpu_hour: float | None = Field(default=None, ge=0, le=10_000,
+                                            description="USD per GPU-hour; default: catalogue list price")
     power: PowerRange | None = None
     interconnect: KVInterconnect | None = Field(
         default=None,
@@ -370,7 +401,7 @@ def _default_tiers() -> list[PriorityTier]:
 class SolverOptions(_Model):
     """MILP time limit (s) and the relative gap at which a plan counts as optimal."""
 
-    time_limit_seconds: float = Field(default=30.0, gt=0)
+    time_limit_seconds: float = Field(default=30.0, gt=0, le=86_400)
     relative_gap: float = Field(default=1e-3, ge=0, le=0.5, description="stop when the proven gap is below this")
 
 
@@ -385,10 +416,10 @@ class FleetPolicySpec(_Model):
     """Fleet-wide settings: apply or only plan, power budget, energy price, solver, priority tiers."""
 
     mode: Literal["apply", "plan", "advisory"] = "apply"
-    power_budget_watts: float | None = Field(default=None, gt=0)
-    energy_price_per_kwh: float = Field(default=0.0, ge=0, description="USD per kWh, added to the cost at TDP")
+    power_budget_watts: float | None = Field(default=None, gt=0, le=1e10)
+    energy_price_per_kwh: float = Field(default=0.0, ge=0, le=1_000, description="USD per kWh, added to the cost at TDP")
     headroom: float = Field(default=0.1, ge=0, le=1.0, description="extra capacity planned above demand, fraction")
-    replan_interval_seconds: float = Field(default=300.0, gt=0)
+    replan_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
     hysteresis: float = Field(default=0.1, ge=0, le=1.0, description="relative demand change that triggers a re-plan")
     solver: SolverOptions = Field(default_factory=SolverOptions)
     priority_tiers: Annotated[list[PriorityTier], AfterValidator(_unique_tiers)] = Field(default_factory=_default_tiers)

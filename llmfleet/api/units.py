@@ -7,6 +7,7 @@ classic source of a 1000x mistake.
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_RE = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>us|µs|ms|s|m)\s*$")
@@ -20,30 +21,31 @@ def parse_duration_s(value: object) -> float:
     """Parse a duration such as ``"500ms"`` or ``"1.5s"`` into seconds.
 
     Args:
-        value: a string ``<number><unit>`` with unit one of ``us``, ``ms``, ``s``, ``m``; a float
-            that is already in seconds is passed through (this is what a model round-trip gives).
+        value: a string ``<number><unit>`` with unit one of ``us``, ``ms``, ``s``, ``m`` (the CRD
+            schema's pattern, so the CLI accepts exactly what the API server accepts).
 
     Returns:
-        The duration in seconds (float, > 0).
+        The duration in seconds (float, > 0 and finite).
 
     Raises:
-        ValueError: for a bare number given as a string, an unknown unit, or a value that is not
-            positive. The message lists the accepted units.
+        ValueError: for a bare number (string or not: ``ttft: 1`` is refused, as the CRD refuses
+            it), NaN or infinity, an unknown unit, or a value that is not positive. The message
+            lists the accepted units.
     """
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '500ms' or '2s'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION_RE.match(str(value))
-        if not match:
-            raise ValueError(
-                f"invalid duration {value!r}: write a number with a unit, one of us, ms, s, m "
-                "(for example '500ms' or '0.2s')"
-            )
-        seconds = float(match["value"]) * _UNIT_SECONDS[match["unit"]]
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
+    if not isinstance(value, str):
+        kind = "NaN or infinity" if isinstance(value, float) and not math.isfinite(value) else "a bare number"
+        raise ValueError(f"expected a duration with a unit, one of us, ms, s, m (for example '500ms' or '2s'), "
+                         f"got {kind if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__}")
+    match = _DURATION_RE.match(value)
+    if not match:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ValueError(
+            f"invalid duration {shown!r}: write a number with a unit, one of us, ms, s, m "
+            "(for example '500ms' or '0.2s')"
+        )
+    seconds = float(match["value"]) * _UNIT_SECONDS[match["unit"]]
+    if not (0 < seconds < math.inf):
+        raise ValueError(f"duration must be positive and finite, got {value!r}")
     return seconds
 
 

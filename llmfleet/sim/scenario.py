@@ -8,6 +8,8 @@ nothing but the plan file and a trace.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -118,7 +120,8 @@ def from_document(doc: dict) -> list[SimWorkload]:
     """Read the ``scenario`` of a plan document.
 
     Raises:
-        ScenarioError: missing keys, or bucket edges from another llmfleet version.
+        ScenarioError: missing keys, values of the wrong type or range, an unknown model, or
+            bucket edges from another llmfleet version.
     """
     try:
         sc = doc["scenario"]
@@ -137,7 +140,32 @@ def from_document(doc: dict) -> list[SimWorkload]:
                 sw.groups.append(SimGroup(g["role"], g["pool"], GPUType(**g["gpu"]), g["tensorParallelSize"], g["replicas"],
                                           np.asarray(g["bucketRateRps"], dtype=float), g["kvDomain"],
                                           g["kvBytesPerSecondPerGPU"]))
+            _check(sw)
             out.append(sw)
         return out
+    except ScenarioError:
+        raise
     except KeyError as err:
-        raise ScenarioError(f"plan document: missing key {err.args[0]!r} (write it with `llmfleet plan -o json`)") from None
+        raise ScenarioError(f"plan document: missing key {str(err.args[0])[:60]!r} (write it with `llmfleet plan -o json`)") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as err:
+        raise ScenarioError(f"plan document: scenario has a value of the wrong type or shape ({type(err).__name__}); "
+                            "write it with `llmfleet plan -o json`") from None
+
+
+def _check(w: SimWorkload) -> None:
+    """Ranges the simulator relies on (a hand-edited plan file can hold anything)."""
+    def positive(value, name):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            raise ScenarioError(f"plan document: workload {w.key}: {name} must be a finite number > 0")
+    positive(w.ttft_s, "slo.ttftSeconds")
+    positive(w.tpot_s, "slo.tpotSeconds")
+    positive(w.rate_scale, "rateScale")
+    if not 0 < w.percentile < 100:
+        raise ScenarioError(f"plan document: workload {w.key}: slo.percentile must be in (0, 100)")
+    for g in w.groups:
+        if not isinstance(g.replicas, int) or isinstance(g.replicas, bool) or g.replicas < 0 or g.tp not in (1, 2, 4, 8):
+            raise ScenarioError(f"plan document: workload {w.key}: group {g.pool}: replicas must be an integer >= 0 "
+                                "and tensorParallelSize one of 1, 2, 4, 8")
+        if len(g.bucket_rate_rps) != len(w.buckets) or not np.isfinite(g.bucket_rate_rps).all() or (g.bucket_rate_rps < 0).any():
+            raise ScenarioError(f"plan document: workload {w.key}: group {g.pool}: bucketRateRps must hold one finite "
+                                f"rate >= 0 per bucket ({len(w.buckets)})")

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import pandas as pd
 
-from llmfleet.api.loader import FleetSpec, ManifestError
+from llmfleet import progress
+from llmfleet.api.loader import FleetSpec, ManifestError, object_ref
 from llmfleet.sim.engine import SimulationResult, simulate
 from llmfleet.sim.scenario import from_plan
 from llmfleet.solver.milp import solve
@@ -59,24 +60,26 @@ def workload_traces(fp: FleetProblem, spec: FleetSpec, override: str | None = No
         if w.workload is None:
             continue
         t = w.workload.spec.traffic
+        use_override = override is not None and (t.trace is not None or not any_trace)
         try:
-            if override is not None and (t.trace is not None or not any_trace):
+            if use_override:
                 traces[w.key] = load_trace(override, detect_format(override))
                 sources[w.key] = override
             elif t.trace is not None:
-                path = trace_path(w.workload, workload_base_dir(spec, w.workload))
+                path = trace_path(w.workload, workload_base_dir(spec, w.workload), object_ref(spec, w.workload))
                 traces[w.key] = load_trace(path, t.trace.format)
                 sources[w.key] = str(path)
             else:
                 traces[w.key] = synthetic_trace(t, duration_s, seed)
                 sources[w.key] = f"synthetic Poisson, {t.request_rate_per_second:g} req/s for {duration_s:.0f}s"
         except TraceError as err:
-            raise ManifestError(f"LLMWorkload {w.key}: verify trace: {err}", ("LLMWorkload", w.key)) from None
+            where = "--verify TRACE" if use_override else object_ref(spec, w.workload)
+            raise ManifestError(f"{where}: {err}", ("LLMWorkload", w.key)) from None
     return traces, sources
 
 
 def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_rounds: int = 4, seed: int = 0,
-                    progress=None, reject_unplanned: bool = False) -> list[Round]:
+                    reject_unplanned: bool = False) -> list[Round]:
     """Solve, simulate every workload that has traffic in ``traces``, and repair up to
     ``max_rounds`` times. Mutates the κ of ``fp``'s configurations. ``reject_unplanned``: see
     ``sim.engine.Simulation``.
@@ -87,12 +90,12 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
     """
     rounds: list[Round] = []
     for k in range(max_rounds + 1):
+        progress.report(f"verify round {k}: solving the fleet MILP")
         plan = solve(fp)
         results = {}
         for w in from_plan(plan, fp):
             if w.key in traces and w.groups:
-                if progress:
-                    progress(f"round {k}: simulating {w.key}")
+                progress.report(f"verify round {k}: simulating {w.key} ({len(traces[w.key])} requests)")
                 results[w.key] = simulate(w, traces[w.key], seed=seed, reject_unplanned=reject_unplanned)
         rnd = Round(plan, results)
         rounds.append(rnd)

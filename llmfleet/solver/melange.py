@@ -18,6 +18,7 @@ per bucket is the profiled throughput.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +31,47 @@ class MelangeInputError(ValueError):
     """Input JSON that does not follow Mélange's format; the message names the key."""
 
 
+def _number(value, key: str, minimum: float = 0.0, strict: bool = False) -> float:
+    """A finite JSON number >= ``minimum`` (> when ``strict``); booleans and strings are refused."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        raise MelangeInputError(f"{key} must be a finite number {'>' if strict else '>='} {minimum:g}, "
+                                f"got {type(value).__name__ if not ok else value}")
+    return float(value)
+
+
+def _matrix(value, key: str) -> np.ndarray:
+    """A rectangular, non-empty 2-D list of finite non-negative numbers as an array."""
+    if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
+        raise MelangeInputError(f"{key} must be a 2-D matrix: a non-empty list of rows (lists of numbers)")
+    width = len(value[0])
+    for i, row in enumerate(value):
+        if len(row) != width or not row:
+            raise MelangeInputError(f"{key}[{i}] has {len(row)} entries; row 0 has {width}: rows must be of equal, "
+                                    "non-zero length")
+        for j, v in enumerate(row):
+            _number(v, f"{key}[{i}][{j}]")
+    return np.asarray(value, dtype=float)
+
+
 def _gpu_entries(gpu_info) -> list[tuple[str, float, np.ndarray]]:
     if isinstance(gpu_info, dict):
         items = list(gpu_info.items())
-    elif isinstance(gpu_info, list):
+    elif isinstance(gpu_info, list) and all(isinstance(g, dict) for g in gpu_info):
         items = [(g.get("name"), g) for g in gpu_info]
     else:
         raise MelangeInputError("gpu_info must be an object {name: {cost, tputs}} or a list of {name, cost, tputs}")
+    if not items:
+        raise MelangeInputError("gpu_info lists no GPU")
     out = []
     for name, g in items:
-        if not name or not isinstance(g, dict) or "cost" not in g or "tputs" not in g:
-            raise MelangeInputError(f"gpu_info[{name!r}] needs 'cost' (USD/h) and 'tputs' (2-D req/s)")
-        tputs = np.asarray(g["tputs"], dtype=float)
-        if tputs.ndim != 2 or (tputs < 0).any():
-            raise MelangeInputError(f"gpu_info[{name!r}].tputs must be a 2-D matrix of non-negative req/s")
-        if float(g["cost"]) < 0:
-            raise MelangeInputError(f"gpu_info[{name!r}].cost must be >= 0 USD/h")
-        out.append((str(name), float(g["cost"]), tputs))
+        if not isinstance(name, str) or not name:
+            raise MelangeInputError("gpu_info: every GPU needs a non-empty string name")
+        label = f"gpu_info[{name[:60]!r}]"
+        if not isinstance(g, dict) or "cost" not in g or "tputs" not in g:
+            raise MelangeInputError(f"{label} needs 'cost' (USD/h) and 'tputs' (2-D req/s)")
+        cost = _number(g["cost"], f"{label}.cost (USD/h)")
+        out.append((name, cost, _matrix(g["tputs"], f"{label}.tputs")))
     return out
 
 
@@ -59,12 +84,10 @@ def problem_from_melange(data: dict, time_limit_s: float = 30.0, relative_gap: f
     for key in ("gpu_info", "workload_distribution", "total_request_rate"):
         if key not in data:
             raise MelangeInputError(f"missing key {key!r} (Mélange input needs gpu_info, workload_distribution, total_request_rate)")
-    dist = np.asarray(data["workload_distribution"], dtype=float)
-    rate = float(data["total_request_rate"])
-    if dist.ndim != 2 or (dist < 0).any() or dist.sum() <= 0:
-        raise MelangeInputError("workload_distribution must be a 2-D matrix of non-negative shares, not all zero")
-    if rate <= 0:
-        raise MelangeInputError("total_request_rate must be > 0 req/s")
+    dist = _matrix(data["workload_distribution"], "workload_distribution")
+    rate = _number(data["total_request_rate"], "total_request_rate (req/s)", strict=True)
+    if dist.sum() <= 0:
+        raise MelangeInputError("workload_distribution must not be all zero")
     gpus = _gpu_entries(data["gpu_info"])
     cells = np.argwhere(dist > 0)
     share = dist[cells[:, 0], cells[:, 1]] / dist.sum()
@@ -86,11 +109,25 @@ def problem_from_melange(data: dict, time_limit_s: float = 30.0, relative_gap: f
 
 
 def load_melange(path: str | Path, **kwargs) -> FleetProblem:
-    """Read a Mélange input JSON file. Raises MelangeInputError (bad JSON or format)."""
+    """Read a Mélange input JSON file.
+
+    Raises:
+        MelangeInputError: unreadable file, not UTF-8, bad JSON (line and column, never the text),
+            or a format error; every message starts with the file's path.
+    """
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise MelangeInputError(f"{path}: cannot read Mélange JSON: {err}") from None
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise MelangeInputError(f"{path}: cannot read: {err.strerror or type(err).__name__}") from None
+    except UnicodeDecodeError:
+        raise MelangeInputError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise MelangeInputError(f"{path}: not valid JSON: line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise MelangeInputError(f"{path}: not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
-        raise MelangeInputError(f"{path}: expected a JSON object")
-    return problem_from_melange(data, **kwargs)
+        raise MelangeInputError(f"{path}: expected a JSON object with gpu_info, workload_distribution, total_request_rate")
+    try:
+        return problem_from_melange(data, **kwargs)
+    except MelangeInputError as err:
+        raise MelangeInputError(f"{path}: {err}") from None

@@ -30,6 +30,7 @@ import numpy as np
 import pulp
 
 from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
+from llmfleet.solver.highs import QuietHiGHS
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import FleetProblem, WorkloadProblem
 
@@ -41,10 +42,11 @@ def _use_highs() -> bool:
     return pulp.HiGHS().available()
 
 
-def _solver(time_limit_s: float, gap: float, mip: bool = True):
-    """HiGHS (through highspy) where installed, else PuLP's bundled CBC."""
+def _solver(time_limit_s: float, gap: float, mip: bool = True, label: str = "fleet MILP", unit: str = "$/h"):
+    """HiGHS (through highspy, banner kept off stdout, incumbents reported as progress) where
+    installed, else PuLP's bundled CBC."""
     if _use_highs():
-        return pulp.HiGHS(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap, threads=1)
+        return QuietHiGHS(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap, threads=1, label=label, unit=unit)
     return pulp.PULP_CBC_CMD(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap)
 
 
@@ -143,9 +145,10 @@ def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
     return pulp.LpAffineExpression([(m.u[wi, b], w.rate_rps * w.share[b]) for b in range(len(w.share)) if (wi, b) in m.u])
 
 
-def _run(m: _Model, fp: FleetProblem, deadline: float, gap: float | None = None) -> tuple[str, float | None]:
+def _run(m: _Model, fp: FleetProblem, deadline: float, gap: float | None = None,
+         label: str = "fleet MILP", unit: str = "$/h") -> tuple[str, float | None]:
     """Solve within ``deadline`` to relative ``gap`` (default: the policy's); return (status, MIP dual bound or None)."""
-    solver = _solver(max(deadline - time.perf_counter(), 0.1), fp.relative_gap if gap is None else gap)
+    solver = _solver(max(deadline - time.perf_counter(), 0.1), fp.relative_gap if gap is None else gap, label=label, unit=unit)
     m.prob.solve(solver)
     status = pulp.LpStatus[m.prob.status]
     bound = None
@@ -285,7 +288,8 @@ def solve_joint(fp: FleetProblem) -> Plan:
             # the tier phases share half the remaining time; the cost phase, which decides the
             # plan's cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
             now = time.perf_counter()
-            _run(m, fp, now + (deadline - now) / 2 / (len(tiers) - k), gap=max(fp.relative_gap, _TIER_GAP))
+            _run(m, fp, now + (deadline - now) / 2 / (len(tiers) - k), gap=max(fp.relative_gap, _TIER_GAP),
+                 label=f"shortage, tier value {tier_value}", unit="req/s shed")
             if not _has_solution(m):
                 break
             # the shed this tier reached (optimal, or the best found in its share of the time)

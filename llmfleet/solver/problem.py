@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmfleet.api.loader import FleetSpec, ManifestError, source_key
+from llmfleet import progress
+from llmfleet.api.loader import FleetSpec, ManifestError, object_ref, source_key
 from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkload
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
@@ -117,12 +118,16 @@ class FleetProblem:
     relative_gap: float = 1e-3
 
 
-def resolve_pool(pool: GPUPool) -> PoolInfo:
+def resolve_pool(pool: GPUPool, ref: str | None = None) -> PoolInfo:
     """Resolve a GPUPool's GPU type and price.
+
+    Args:
+        ref: how messages name the pool (``<file>: GPUPool/<name>``); default ``GPUPool <name>``.
 
     Raises:
         ManifestError: unknown GPU type without ``spec.gpu``, or no price anywhere.
     """
+    ref = ref or f"GPUPool {pool.metadata.name}"
     s = pool.spec
     if s.gpu is not None:
         gpu = GPUType(name=s.gpu_type, memory_gb=s.gpu.memory_gb, mem_bandwidth_gbps=s.gpu.mem_bandwidth_gbps,
@@ -132,12 +137,12 @@ def resolve_pool(pool: GPUPool) -> PoolInfo:
         try:
             gpu = get_gpu(s.gpu_type)
         except KeyError as err:
-            raise ManifestError(f"GPUPool {pool.metadata.name}: spec.gpuType: {err.args[0]}",
+            raise ManifestError(f"{ref}: spec.gpuType: {err.args[0]}",
                                 ("GPUPool", pool.metadata.name)) from None
     cost = s.cost_per_gpu_hour if s.cost_per_gpu_hour is not None else gpu.default_cost_per_gpu_hour
     if cost is None:
         raise ManifestError(
-            f"GPUPool {pool.metadata.name}: spec.costPerGPUHour is required: the catalogue has no list price for {gpu.name}",
+            f"{ref}: spec.costPerGPUHour is required: the catalogue has no list price for {gpu.name}",
             ("GPUPool", pool.metadata.name),
         )
     net = s.interconnect
@@ -146,33 +151,100 @@ def resolve_pool(pool: GPUPool) -> PoolInfo:
                     net.domain if net else None, kv_gbit * 1e9 / 8)
 
 
-def workload_base_dir(spec: FleetSpec, w: LLMWorkload) -> Path | None:
-    """Folder a relative ``spec.traffic.trace.path`` is read from: the manifest's own folder."""
+def workload_base_dir(spec: FleetSpec, w: LLMWorkload) -> Path:
+    """Folder a relative ``spec.traffic.trace.path`` is read from and confined to: the manifest's
+    own folder (CLI), else ``spec.base_dir`` (the operator's ``--trace-dir``), else the cwd."""
     source = spec.sources.get(source_key(w))
-    return source.parent if source else spec.base_dir
+    if source is not None:
+        return source.parent
+    return spec.base_dir if spec.base_dir is not None else Path.cwd()
 
 
-def trace_path(w: LLMWorkload, base_dir: Path | None) -> Path:
-    """The workload's trace file, a relative path taken from ``base_dir``."""
-    path = Path(w.spec.traffic.trace.path)
-    return base_dir / path if not path.is_absolute() and base_dir is not None else path
+def trace_path(w: LLMWorkload, base_dir: Path, ref: str | None = None) -> Path:
+    """The workload's trace file: ``spec.traffic.trace.path`` taken from ``base_dir`` and confined to it.
 
-
-def workload_demand(w: LLMWorkload, base_dir: Path | None) -> Demand:
-    """The workload's demand from its trace (a relative path is taken from ``base_dir``) or its
-    declared traffic.
+    The path must be relative and, once every symbolic link is resolved, lie inside ``base_dir``
+    (also resolved). A workload can therefore never make the planner open a file outside the folder
+    its manifests (or the operator's ``--trace-dir``) live in, such as a ServiceAccount token.
 
     Raises:
-        ManifestError: the trace cannot be read (the message names the field and file).
+        ManifestError: an absolute path, or one that escapes ``base_dir`` (through ``..`` or a link).
+            The message names the field and the base folder, never anything read from a file.
     """
+    ref = ref or f"LLMWorkload {w.key}"
+    raw = w.spec.traffic.trace.path
+    path = Path(raw)
+    if path.is_absolute() or raw.startswith("~"):
+        raise ManifestError(f"{ref}: spec.traffic.trace.path: must be a path relative to {base_dir} "
+                            "(absolute paths are not allowed)", ("LLMWorkload", w.key))
+    base = Path(base_dir).resolve()
+    resolved = (base / path).resolve()
+    if not resolved.is_relative_to(base):
+        raise ManifestError(f"{ref}: spec.traffic.trace.path: {raw[:200]!r} leads outside {base} "
+                            "(after following '..' and symbolic links); traces must lie inside that folder",
+                            ("LLMWorkload", w.key))
+    return resolved
+
+
+def workload_demand(w: LLMWorkload, base_dir: Path, ref: str | None = None) -> Demand:
+    """The workload's demand from its trace (a relative path inside ``base_dir``) or its declared traffic.
+
+    Raises:
+        ManifestError: the trace path is not allowed or the trace cannot be read (the message names
+            the object, the field and the file, and quotes nothing of the file's content).
+    """
+    ref = ref or f"LLMWorkload {w.key}"
     t = w.spec.traffic
     if t.trace is None:
         return demand_from_spec(t)
+    path = trace_path(w, base_dir, ref)
     try:
-        trace = load_trace(trace_path(w, base_dir), t.trace.format)
+        trace = load_trace(path, t.trace.format)
         return demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
-    except (TraceError, ValueError) as err:
-        raise ManifestError(f"LLMWorkload {w.key}: spec.traffic.trace: {err}", ("LLMWorkload", w.key)) from None
+    except TraceError as err:
+        raise ManifestError(f"{ref}: spec.traffic.trace: {err}", ("LLMWorkload", w.key)) from None
+
+
+def check_context_length(w: LLMWorkload, model: ModelSpec, ref: str) -> None:
+    """Declared token percentiles must fit the model's context window (vLLM refuses longer requests).
+
+    Raises:
+        ManifestError: naming the percentile field, its value and the model's ``max_context_tokens``.
+    """
+    t = w.spec.traffic
+    for field_name, lengths in (("inputTokens", t.input_tokens), ("outputTokens", t.output_tokens)):
+        if lengths is None:
+            continue
+        for pct in ("p50", "p90", "p99"):
+            v = getattr(lengths, pct)
+            if v > model.max_context_tokens:
+                raise ManifestError(f"{ref}: spec.traffic.{field_name}.{pct}: {v} tokens exceeds the context window of "
+                                    f"{model.name} ({model.max_context_tokens} tokens)", ("LLMWorkload", w.key))
+    if t.input_tokens and t.output_tokens and t.input_tokens.p50 + t.output_tokens.p50 > model.max_context_tokens:
+        raise ManifestError(f"{ref}: spec.traffic: median request ({t.input_tokens.p50} input + {t.output_tokens.p50} "
+                            f"output tokens) exceeds the context window of {model.name} ({model.max_context_tokens} tokens)",
+                            ("LLMWorkload", w.key))
+
+
+def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
+    """Why no plan can exist when the workloads' ``minReplicas`` alone need more GPUs than all pools
+    offer (None when they fit), so the CLI can fail fast instead of modelling capacity first.
+
+    Each replica needs at least its smallest allowed TP degree in GPUs. This costs microseconds per
+    workload, so it runs before any capacity is modelled or any trace read.
+
+    Returns:
+        A message naming the GPUs needed, the GPUs offered, the fields involved and the largest
+        minimums, or None.
+    """
+    need = sum(w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes) for w in spec.workloads)
+    offered = sum(p.spec.max_gpus for p in spec.pools)
+    if need > offered:
+        top = sorted(spec.workloads, key=lambda w: -w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes))[:3]
+        names = ", ".join(f"{w.key} ({w.spec.serving.min_replicas})" for w in top)
+        return (f"spec.serving.minReplicas of the {len(spec.workloads)} workloads need at least {need} GPUs; "
+                f"the GPUPools offer {offered} (spec.maxGPUs); largest minimums: {names}")
+    return None
 
 
 def build_problem(spec: FleetSpec, params: PerfParams | None = None,
@@ -183,19 +255,28 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         demands: optional demand per workload key, overriding the spec (e.g. from telemetry).
 
     Raises:
-        ManifestError: unknown model or GPU type, missing price, unreadable trace.
+        ManifestError: unknown model or GPU type, missing price, token percentiles beyond the
+            model's context, a trace path outside its base folder, an unreadable trace.
     """
     params = params or default_params()
     policy = spec.policy.spec
     tiers = {t.name: t.value for t in policy.priority_tiers}
-    pools = {p.metadata.name: resolve_pool(p) for p in spec.pools}
-    problems = []
+    pools = {p.metadata.name: resolve_pool(p, object_ref(spec, p)) for p in spec.pools}
+    # cheap checks first: every model known and every request within its context, before any
+    # trace is read or capacity modelled
+    models = {}
     for w in spec.workloads:
+        ref = object_ref(spec, w)
         try:
-            model = resolve_model(w.spec.model, w.spec.architecture)
+            models[w.key] = resolve_model(w.spec.model, w.spec.architecture)
         except KeyError as err:
-            raise ManifestError(f"LLMWorkload {w.key}: spec.model: {err.args[0]}", ("LLMWorkload", w.key)) from None
-        demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w))
+            raise ManifestError(f"{ref}: spec.model: {err.args[0]}", ("LLMWorkload", w.key)) from None
+        check_context_length(w, models[w.key], ref)
+    problems = []
+    for k, w in enumerate(spec.workloads):
+        progress.report(f"capacity model: workload {k + 1}/{len(spec.workloads)} ({w.key})")
+        model = models[w.key]
+        demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w))
         idx = np.argwhere(demand.share > 0)
         share = demand.share[idx[:, 0], idx[:, 1]]
         inp = demand.input_tokens[idx[:, 0], idx[:, 1]]

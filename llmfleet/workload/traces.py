@@ -12,6 +12,10 @@ Every loader returns a ``pandas.DataFrame`` sorted by arrival with columns
   ``Elapsed time``, ``Model``, ``Request tokens``, ``Response tokens``, ``Total tokens``,
   ``Log Type``. Rows with 0 response tokens are failed requests in that trace and are dropped.
 - ``csv``: a generic CSV with ``timestamp`` (s), ``input_tokens``, ``output_tokens``.
+
+A trace path can come from a tenant's LLMWorkload, and error messages reach its status. So no
+message ever quotes the file's content: a header is described only by the expected column names it
+holds, and a bad value only by its row and column.
 """
 
 from __future__ import annotations
@@ -19,25 +23,85 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 TRACE_COLUMNS = ("arrival_s", "input_tokens", "output_tokens")
 
+MAX_TRACE_TOKENS = 10_000_000
+"""Largest token count accepted in a trace row: above any served model's context window (Llama 4
+Scout, 10M tokens); larger counts are corrupt rows, not requests"""
+
+FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "azure": ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+    "mooncake": ("timestamp", "input_length", "output_length"),
+    "burstgpt": ("Timestamp", "Request tokens", "Response tokens"),
+    "csv": ("timestamp", "input_tokens", "output_tokens"),
+}
+"""Required columns of each format (the owners' published schemas, module docstring)"""
+
+_KNOWN_COLUMNS = {c for cols in FORMAT_COLUMNS.values() for c in cols}
+
 
 class TraceError(ValueError):
-    """A trace file that cannot be read; the message names the file and the column."""
+    """A trace file that cannot be read; the message names the file, the column and the row."""
 
 
-def _require(df: pd.DataFrame, cols: tuple[str, ...], path: Path, fmt: str) -> None:
+def _describe_header(columns) -> str:
+    """What a header holds, told only through the column names we know (never the text itself)."""
+    known = [c for c in map(str, columns) if c in _KNOWN_COLUMNS]
+    return (f"found {', '.join(known)}" if known
+            else "its first line holds none of the expected column names")
+
+
+def _require(df: pd.DataFrame, fmt: str, path: Path, label: str) -> None:
+    cols = FORMAT_COLUMNS[fmt]
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise TraceError(
-            f"{path}: not a {fmt} trace: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}"
-        )
+        raise TraceError(f"{path}: not in the {label} format: expected columns {', '.join(cols)}; "
+                         f"missing {', '.join(missing)}; {_describe_header(df.columns)}")
 
 
-def _finish(arrival_s: pd.Series, inp: pd.Series, out: pd.Series, path: Path) -> pd.DataFrame:
-    df = pd.DataFrame({"arrival_s": arrival_s.astype(float), "input_tokens": inp, "output_tokens": out})
+def _row(values: pd.Series, position: int) -> int:
+    """Row number in the file (0 = first data row) of ``values``' element at ``position``: the
+    frames keep the reader's row index, also after rows are filtered out."""
+    return int(values.index[position])
+
+
+def _numbers(values: pd.Series, column: str, path: Path, first_line: int) -> pd.Series:
+    """``values`` as floats; any non-numeric cell is an error naming its row and column."""
+    out = pd.to_numeric(values, errors="coerce")
+    bad = out.isna() & values.notna()
+    if bad.any():
+        row = _row(values, np.flatnonzero(bad.to_numpy())[0])
+        raise TraceError(f"{path}: line {first_line + row}: column {column}: not a number "
+                         f"({int(bad.sum())} such rows)")
+    return out.astype(float)
+
+
+def _tokens(values: pd.Series, column: str, path: Path, first_line: int) -> pd.Series:
+    out = _numbers(values, column, path, first_line)
+    arr = out.to_numpy()
+    bad = ~np.isnan(arr) & ((arr < 0) | (arr > MAX_TRACE_TOKENS) | (arr != np.floor(arr)))
+    if bad.any():
+        row = _row(values, np.flatnonzero(bad)[0])
+        raise TraceError(f"{path}: line {first_line + row}: column {column}: token count must be a whole number "
+                         f"from 0 to {MAX_TRACE_TOKENS:,} ({int(bad.sum())} such rows)")
+    return out
+
+
+def _finish(arrival_s: pd.Series, inp: pd.Series, out: pd.Series, path: Path, first_line: int,
+            columns: tuple[str, str, str]) -> pd.DataFrame:
+    """Checked, sorted frame. ``first_line``: file line of the frame's first row (for messages)."""
+    arrival = _numbers(arrival_s, columns[0], path, first_line)
+    arr = arrival.to_numpy()
+    bad = ~np.isnan(arr) & ~np.isfinite(arr)
+    if bad.any():
+        raise TraceError(f"{path}: line {first_line + _row(arrival, np.flatnonzero(bad)[0])}: column {columns[0]}: "
+                         "not a finite time")
+    df = pd.DataFrame({"arrival_s": arrival,
+                       "input_tokens": _tokens(inp, columns[1], path, first_line),
+                       "output_tokens": _tokens(out, columns[2], path, first_line)})
     df = df.dropna()
     if df.empty:
         raise TraceError(f"{path}: trace has no usable requests")
@@ -50,29 +114,35 @@ def _finish(arrival_s: pd.Series, inp: pd.Series, out: pd.Series, path: Path) ->
 
 def load_azure(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
-    _require(df, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), path, "Azure LLM inference")
-    ts = pd.to_datetime(df["TIMESTAMP"], format="mixed")
+    _require(df, "azure", path, "Azure LLM inference")
+    ts = pd.to_datetime(df["TIMESTAMP"], format="mixed", errors="coerce")
+    bad = ts.isna() & df["TIMESTAMP"].notna()
+    if bad.any():
+        raise TraceError(f"{path}: line {2 + int(np.flatnonzero(bad.to_numpy())[0])}: column TIMESTAMP: not a date-time "
+                         f"({int(bad.sum())} such rows)")
     arrival = (ts - ts.min()).dt.total_seconds()
-    return _finish(arrival, df["ContextTokens"], df["GeneratedTokens"], path)
+    return _finish(arrival, df["ContextTokens"], df["GeneratedTokens"], path, 2, FORMAT_COLUMNS["azure"])
 
 
 def load_mooncake(path: Path) -> pd.DataFrame:
     df = pd.read_json(path, lines=True)
-    _require(df, ("timestamp", "input_length", "output_length"), path, "Mooncake")
-    return _finish(df["timestamp"] / 1000.0, df["input_length"], df["output_length"], path)
+    _require(df, "mooncake", path, "Mooncake")
+    ms = _numbers(df["timestamp"], "timestamp", path, 1)
+    return _finish(ms / 1000.0, df["input_length"], df["output_length"], path, 1, FORMAT_COLUMNS["mooncake"])
 
 
 def load_burstgpt(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
-    _require(df, ("Timestamp", "Request tokens", "Response tokens"), path, "BurstGPT")
-    df = df[df["Response tokens"] > 0]
-    return _finish(df["Timestamp"], df["Request tokens"], df["Response tokens"], path)
+    _require(df, "burstgpt", path, "BurstGPT")
+    response = _tokens(df["Response tokens"], "Response tokens", path, 2)
+    df = df[response > 0]  # 0 response tokens: a failed request in that trace
+    return _finish(df["Timestamp"], df["Request tokens"], df["Response tokens"], path, 2, FORMAT_COLUMNS["burstgpt"])
 
 
 def load_generic_csv(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
-    _require(df, ("timestamp", "input_tokens", "output_tokens"), path, "generic CSV")
-    return _finish(df["timestamp"], df["input_tokens"], df["output_tokens"], path)
+    _require(df, "csv", path, "generic CSV")
+    return _finish(df["timestamp"], df["input_tokens"], df["output_tokens"], path, 2, FORMAT_COLUMNS["csv"])
 
 
 LOADERS: dict[str, Callable[[Path], pd.DataFrame]] = {
@@ -90,7 +160,8 @@ def load_trace(path: str | Path, fmt: str) -> pd.DataFrame:
         DataFrame with columns ``arrival_s``, ``input_tokens``, ``output_tokens``, one row per request.
 
     Raises:
-        TraceError: unknown format, missing file, missing columns or no usable rows.
+        TraceError: unknown format, missing file, missing columns, a non-numeric, negative or absurd
+            value (row and column named), or no usable rows. Never quotes the file's content.
     """
     path = Path(path)
     if fmt not in LOADERS:
@@ -99,10 +170,17 @@ def load_trace(path: str | Path, fmt: str) -> pd.DataFrame:
         raise TraceError(f"{path}: trace file not found")
     try:
         return LOADERS[fmt](path)
-    except (ValueError, KeyError) as err:
-        if isinstance(err, TraceError):
-            raise
-        raise TraceError(f"{path}: cannot read as {fmt} trace: {err}") from None
+    except TraceError:
+        raise
+    except UnicodeDecodeError:
+        raise TraceError(f"{path}: not a {fmt} trace: not UTF-8 text") from None
+    except pd.errors.EmptyDataError:
+        raise TraceError(f"{path}: trace is empty") from None
+    except pd.errors.ParserError:
+        raise TraceError(f"{path}: not a {fmt} trace: rows do not parse as {'JSON lines' if fmt == 'mooncake' else 'CSV'}") from None
+    except (ValueError, KeyError, TypeError, OSError, RecursionError) as err:
+        # pandas' messages can quote the offending text: say only what kind of failure it was
+        raise TraceError(f"{path}: cannot read as {fmt} trace ({type(err).__name__})") from None
 
 
 def detect_format(path: str | Path) -> str:
@@ -110,18 +188,19 @@ def detect_format(path: str | Path) -> str:
     else the CSV format whose required columns the header holds.
 
     Raises:
-        TraceError: missing file, or a header no format matches.
+        TraceError: missing file, or a header no format matches (described without its text).
     """
     path = Path(path)
     if not path.is_file():
         raise TraceError(f"{path}: trace file not found")
     if path.suffix in (".jsonl", ".json"):
         return "mooncake"
-    header = set(pd.read_csv(path, nrows=0).columns)
-    for fmt, cols in (("azure", {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}),
-                      ("burstgpt", {"Timestamp", "Request tokens", "Response tokens"}),
-                      ("csv", {"timestamp", "input_tokens", "output_tokens"})):
-        if cols <= header:
+    try:
+        header = set(pd.read_csv(path, nrows=0).columns)
+    except (ValueError, UnicodeDecodeError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        raise TraceError(f"{path}: not a CSV trace with a header row; give --format") from None
+    for fmt in ("azure", "burstgpt", "csv"):
+        if set(FORMAT_COLUMNS[fmt]) <= header:
             return fmt
-    raise TraceError(f"{path}: unknown trace format (columns {', '.join(sorted(header))}); "
-                     f"give one of {', '.join(LOADERS)}")
+    raise TraceError(f"{path}: unknown trace format ({_describe_header(header)}); expected the columns of one of: "
+                     + "; ".join(f"{fmt} ({', '.join(cols)})" for fmt, cols in FORMAT_COLUMNS.items()))

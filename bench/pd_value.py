@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -82,6 +83,14 @@ POLICY = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadat
 
 
 def problem(tmp: Path, docs: list[dict]):
+    # trace paths are confined to the manifest's folder: copy each trace next to fleet.yaml
+    for d in docs:
+        trace = ((d.get("spec") or {}).get("traffic") or {}).get("trace")
+        if trace and Path(trace["path"]).is_absolute():
+            src = Path(trace["path"])
+            if not (tmp / src.name).exists():
+                shutil.copy(src, tmp / src.name)
+            trace["path"] = src.name
     f = tmp / "fleet.yaml"
     f.write_text(yaml.safe_dump_all(docs))
     return build_problem(load_fleet([f]))

@@ -82,6 +82,19 @@ class StderrProgress:
             self._print(f"{message} done in {elapsed:.1f}s")
 
 
+def finite_or_null(value):
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN (``jq`` and
+    strict parsers refuse it), and a quantity that is undefined (no request routed to a group) is
+    better said as null than as a number."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
 def _error(message: str) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
 
@@ -226,7 +239,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             doc["verification"] = _verification_doc(rounds, sources)
         if not args.melange:
             doc["scenario"] = to_document(from_plan(plan, fp))
-        print(json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
+        doc = finite_or_null(doc)
+        print(json.dumps(doc, indent=2, allow_nan=False) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
     else:
         _print_report(console, plan, baselines, saving, source)
         if rounds:
@@ -326,7 +340,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         res = simulate(w, trace, seed=args.seed)
     elapsed = time.perf_counter() - t0
     if args.output == "json":
-        print(json.dumps({**res.to_dict(), "simulationSeconds": round(elapsed, 3)}, indent=2))
+        print(json.dumps(finite_or_null({**res.to_dict(), "simulationSeconds": round(elapsed, 3)}), indent=2,
+                         allow_nan=False))
     else:
         t = Table(title=f"{w.key}: {len(trace)} requests of {args.trace} at {w.rate_scale:g}x rate", title_justify="left")
         for col in ("GROUP", "ROLE", "REPLICAS", "REQUESTS", "SLO ATTAIN", "GPU BUSY"):

@@ -1,6 +1,7 @@
 """The installed ``llmfleet`` console script, run as a user runs it."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -96,3 +97,53 @@ def test_simulate_a_saved_plan(tmp_path):
     assert r.returncode == 2 and "--workload" in r.stderr
     r = run("simulate", str(plan), str(tmp_path / "nope.csv"), "--workload", "chat-8b")
     assert r.returncode == 2 and "trace file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_machine_output_is_exactly_one_document_and_progress_goes_to_stderr():
+    """stdout of -o json / -o yaml parses as one document with nothing before or after it (no
+    HiGHS banner: highspy >= 1.16 prints one from C++ on fd 1); progress lines are on stderr."""
+    r = run("plan", "-f", str(EXAMPLES), "-o", "json")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.lstrip().startswith("{")
+    json.loads(r.stdout)
+    assert "Running HiGHS" not in r.stdout + r.stderr
+    assert "Solving the fleet MILP" in r.stderr
+    r = run("plan", "-f", str(EXAMPLES), "-o", "yaml", "--no-baseline", "-q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    import yaml
+    docs = list(yaml.safe_load_all(r.stdout))
+    assert len(docs) == 1 and docs[0]["status"] == "optimal"
+
+
+def test_table_output_starts_with_the_plan():
+    r = run("plan", "-f", str(EXAMPLES), "--no-baseline", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.lstrip().startswith("Fleet plan for"), r.stdout[:200]
+
+
+def test_version_and_module_entry_point():
+    from llmfleet import __version__
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"llmfleet {__version__}" and __version__ != "0+unknown"
+    m = subprocess.run([sys.executable, "-m", "llmfleet", "plan", "-f", str(EXAMPLES), "-o", "json", "--no-baseline", "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert m.returncode == 0 and json.loads(m.stdout)["status"] == "optimal", m.stderr
+
+
+def test_operator_without_cluster_credentials_exits_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "missing.kubeconfig"))
+    r = subprocess.run([LLMFLEET, "operator"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no usable cluster credentials" in lines[0] and "missing.kubeconfig" in lines[0]
+    # a kubeconfig that parses but points at nothing answering
+    kc = tmp_path / "dead.kubeconfig"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+                  "users: [{name: u, user: {token: not-a-real-token}}]\n"
+                  "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n")
+    r = subprocess.run([LLMFLEET, "operator", "--kubeconfig", str(kc)], capture_output=True, text=True, timeout=60, env=env)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and "cannot reach the Kubernetes API server" in lines[0], r.stderr
+    assert "not-a-real-token" not in r.stderr

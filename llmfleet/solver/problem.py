@@ -175,7 +175,7 @@ def trace_path(w: LLMWorkload, base_dir: Path, ref: str | None = None) -> Path:
     raw = w.spec.traffic.trace.path
     path = Path(raw)
     if path.is_absolute() or raw.startswith("~"):
-        raise ManifestError(f"{ref}: spec.traffic.trace.path: must be a path relative to {base_dir} "
+        raise ManifestError(f"{ref}: spec.traffic.trace.path: {raw[:200]!r}: must be a path relative to {base_dir} "
                             "(absolute paths are not allowed)", ("LLMWorkload", w.key))
     base = Path(base_dir).resolve()
     resolved = (base / path).resolve()
@@ -261,11 +261,15 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
     params = params or default_params()
     policy = spec.policy.spec
     tiers = {t.name: t.value for t in policy.priority_tiers}
-    pools = {p.metadata.name: resolve_pool(p, object_ref(spec, p)) for p in spec.pools}
+    # canonical order (workloads by namespace/name, pools by name): the MILP's tie-breaking among
+    # equal-cost plans follows the order of its variables, so the CLI (file order) and the operator
+    # (API list order) must build the same problem to choose the same plan
+    workloads = sorted(spec.workloads, key=lambda w: w.key)
+    pools = {p.metadata.name: resolve_pool(p, object_ref(spec, p)) for p in sorted(spec.pools, key=lambda p: p.metadata.name)}
     # cheap checks first: every model known and every request within its context, before any
     # trace is read or capacity modelled
     models = {}
-    for w in spec.workloads:
+    for w in workloads:
         ref = object_ref(spec, w)
         try:
             models[w.key] = resolve_model(w.spec.model, w.spec.architecture)
@@ -273,8 +277,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             raise ManifestError(f"{ref}: spec.model: {err.args[0]}", ("LLMWorkload", w.key)) from None
         check_context_length(w, models[w.key], ref)
     problems = []
-    for k, w in enumerate(spec.workloads):
-        progress.report(f"capacity model: workload {k + 1}/{len(spec.workloads)} ({w.key})")
+    for k, w in enumerate(workloads):
+        progress.report(f"capacity model: workload {k + 1}/{len(workloads)} ({w.key})")
         model = models[w.key]
         demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w))
         idx = np.argwhere(demand.share > 0)

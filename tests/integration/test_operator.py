@@ -250,6 +250,38 @@ def test_invalid_objects_are_refused_or_conditioned_and_running_children_stay(cl
                30, "Planned=True after the fix")
 
 
+def test_trace_paths_outside_the_trace_dir_are_refused_and_no_file_content_reaches_status(cluster, operator, tmp_path):
+    """The attack of issue 10/11: a workload whose trace path walks out of --trace-dir to a secret
+    (here a stand-in for the ServiceAccount token). The workload gets Planned=False naming the
+    field; the secret's text is in no status, event or operator log line."""
+    import os
+
+    secret_text = "eyJhbGciOiJSUzI1NiJ9.stand-in-for-a-service-account-token"
+    secret = tmp_path / "token"
+    secret.write_text(secret_text + "\n")
+    cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
+    cluster.apply(L4_POOL.replace("MAX", "4"))
+
+    def trace_workload(path: str) -> str:
+        return l4_workload("thief", 1, "high").replace(
+            "traffic: {requestRatePerSecond: 1, inputTokens: {p50: 200, p90: 400, p99: 800},\n"
+            "            outputTokens: {p50: 100, p90: 200, p99: 300}}",
+            f"traffic: {{trace: {{path: '{path}', format: csv}}}}")
+
+    def refusal(path: str) -> str | None:
+        c = cluster.condition(cluster.workload("thief") or {}, "Planned") or {}
+        msg = c.get("message", "")
+        return msg if c.get("status") == "False" and f"{path}" in msg else None
+
+    for path in (os.path.relpath(secret, operator.trace_dir), str(secret)):
+        cluster.apply(trace_workload(path))
+        msg = wait_until(lambda: refusal(path), 30, f"Planned=False for trace path {path}")
+        assert "spec.traffic.trace.path" in msg and secret_text not in msg
+        assert not cluster.deployments().get("thief-l4-tp1")
+    everything = json.dumps(cluster.get_json("llmworkloads")) + json.dumps(cluster.get_json("events")) + operator.log()
+    assert secret_text not in everything
+
+
 def test_operator_killed_mid_reconcile_converges_to_the_same_children(cluster, operator):
     add_example_nodes(cluster)
     cluster.kubectl("apply", "-f", str(EXAMPLES))

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmfleet import __version__, progress
+from llmfleet.jsonsafe import finite_or_null
 from llmfleet.api.loader import ManifestError, load_fleet, read_yaml_documents
 from llmfleet.solver.baseline import cheapest_full_service, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
@@ -80,19 +81,6 @@ class StderrProgress:
         elapsed = time.perf_counter() - t0
         if self.enabled and elapsed > 1.0:
             self._print(f"{message} done in {elapsed:.1f}s")
-
-
-def finite_or_null(value):
-    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN (``jq`` and
-    strict parsers refuse it), and a quantity that is undefined (no request routed to a group) is
-    better said as null than as a number."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_null(v) for v in value]
-    return value
 
 
 def _error(message: str) -> None:
@@ -422,13 +410,18 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     os.environ["LLMFLEET_TRACE_DIR"] = str(Path(args.trace_dir).resolve())
+    os.environ["LLMFLEET_NAMESPACES"] = ",".join(args.namespace or [])
     os.environ["LLMFLEET_DEBOUNCE_SECONDS"] = str(args.debounce_seconds)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import llmfleet.operator  # noqa: F401  (registers the handlers)
 
-    kopf.run(clusterwide=True, standalone=args.peering is None, peering_name=args.peering,
-             liveness_endpoint=args.liveness)
+    if args.namespace:  # namespaced mode: kopf watches only these namespaces (Roles suffice there)
+        kopf.run(namespaces=args.namespace, standalone=args.peering is None, peering_name=args.peering,
+                 liveness_endpoint=args.liveness)
+    else:
+        kopf.run(clusterwide=True, standalone=args.peering is None, peering_name=args.peering,
+                 liveness_endpoint=args.liveness)
     return 0
 
 
@@ -482,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)")
     o.add_argument("--trace-dir", default=".", help="folder that relative spec.traffic.trace.path values are read from")
     o.add_argument("--debounce-seconds", type=float, default=1.0, help="quiet time gathered before a reconcile")
+    o.add_argument("--namespace", action="append", metavar="NS",
+                   help="watch only this namespace's LLMWorkloads and children (repeatable); default: all")
     o.add_argument("--peering", metavar="NAME", help="kopf peering object for several replicas (default: standalone)")
     o.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     o.add_argument("-v", "--verbose", action="store_true")

@@ -38,7 +38,7 @@ def test_deployment_runs_vllm_with_the_planned_tp_gpus_priority_and_power_cap():
     assert c["command"] == ["vllm", "serve"]
     assert c["args"][:4] == ["meta-llama/Llama-3.1-8B-Instruct", "--tensor-parallel-size", "2", "--port"]
     assert c["args"][-2:] == ["--max-model-len", "8192"]
-    assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}  # a string: SSA wants quantities typed
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"  # a string: SSA wants quantities typed
     assert c["readinessProbe"]["httpGet"]["path"] == "/health"
     assert pod["priorityClassName"] == "llmfleet-high"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
@@ -85,3 +85,46 @@ def test_names_are_dns_labels_and_long_ones_stay_unique():
 def test_priority_class_per_tier():
     pc = render_priority_class("critical", 1_000_000)
     assert (pc["metadata"]["name"], pc["value"], pc["globalDefault"]) == ("llmfleet-critical", 1_000_000, False)
+
+
+def test_rendered_pods_are_hardened_and_pass_the_restricted_pod_security_standard():
+    from pss import baseline_violations, restricted_violations
+
+    for role, tp in (("colocated", 1), ("prefill", 4), ("decode", 8)):
+        d = render_deployment(WORKLOAD, assignment(tp=tp, role=role), {}, 700, 1)
+        pod = d["spec"]["template"]["spec"]
+        assert restricted_violations(pod) == [] and baseline_violations(pod) == []
+        assert pod["automountServiceAccountToken"] is False
+        c = pod["containers"][0]
+        # CPU and memory requested and limited, scaled by TP (defaults 4 cores and 32 GiB per GPU)
+        assert c["resources"]["requests"]["cpu"] == f"{4000 * tp}m" and c["resources"]["limits"]["cpu"] == f"{8000 * tp}m"
+        assert c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"] == f"{32 * tp}Gi"
+        shm = next(v for v in pod["volumes"] if v["name"] == "dshm")["emptyDir"]
+        assert shm == {"medium": "Memory", "sizeLimit": f"{2 * tp}Gi"}
+        # a non-root vLLM needs a writable HOME and caches
+        env = {e["name"]: e["value"] for e in c["env"]}
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert env["HOME"] in mounts and env["HF_HOME"].startswith(env["HOME"])
+
+
+def test_the_pod_security_checker_refuses_each_kind_of_violation():
+    from pss import baseline_violations, restricted_violations
+
+    good = render_deployment(WORKLOAD, assignment(), {}, 700, 1)["spec"]["template"]["spec"]
+
+    def broken(change):
+        pod = json.loads(json.dumps(good))
+        change(pod)
+        return pod
+
+    c = lambda pod: pod["containers"][0]  # noqa: E731
+    assert baseline_violations(broken(lambda p: p.update(hostNetwork=True)))
+    assert baseline_violations(broken(lambda p: c(p)["securityContext"].update(privileged=True)))
+    assert baseline_violations(broken(lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}})))
+    assert baseline_violations(broken(lambda p: c(p)["securityContext"].update(capabilities={"add": ["SYS_ADMIN"]})))
+    assert restricted_violations(broken(lambda p: c(p)["securityContext"].update(allowPrivilegeEscalation=True)))
+    assert restricted_violations(broken(lambda p: (p["securityContext"].pop("runAsNonRoot"),
+                                                  c(p)["securityContext"].pop("runAsNonRoot"))))
+    assert restricted_violations(broken(lambda p: c(p)["securityContext"].update(capabilities={"drop": []})))
+    assert restricted_violations(broken(lambda p: (p["securityContext"].pop("seccompProfile"),
+                                                  c(p)["securityContext"].pop("seccompProfile"))))

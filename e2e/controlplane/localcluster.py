@@ -13,6 +13,7 @@ KUBECONFIG to export) and stop it with Ctrl-C.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -86,6 +87,7 @@ class LocalCluster:
         self.port = _free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
+        self.audit_log = self.workdir / "audit.log"
         self._procs: dict[str, subprocess.Popen] = {}
 
     # ---------------------------------------------------------------- certificates and kubeconfigs
@@ -122,6 +124,22 @@ class LocalCluster:
         self._procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                              start_new_session=True)
 
+    def audit_events(self, username: str) -> list[dict]:
+        """Audit events (``audit.k8s.io/v1`` Event, stage ResponseStarted or ResponseComplete) of requests by ``username``
+        that the audit policy records (service accounts of namespace ``llmfleet-system``)."""
+        if not self.audit_log.exists():
+            return []
+        out = []
+        for line in self.audit_log.read_text(errors="replace").splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            # a watch is logged when its response starts (it completes only when closed)
+            if e.get("user", {}).get("username") == username and e.get("stage") in ("ResponseStarted", "ResponseComplete"):
+                out.append(e)
+        return out
+
     def _check_alive(self) -> None:
         for name, p in self._procs.items():
             if p.poll() is not None:
@@ -140,6 +158,11 @@ class LocalCluster:
                              "--initial-advertise-peer-urls", peer_url, "--initial-cluster", f"default={peer_url}",
                              "--unsafe-no-fsync"])
         b = self.bin_dir
+        # requests of service accounts in the operator's namespaces, at Metadata level: the tests
+        # compare the verbs the operator really uses with the ClusterRole it is granted
+        (d / "audit-policy.yaml").write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
+            "- level: Metadata\n  userGroups: [system:serviceaccounts:llmfleet-system]\n- level: None\n")
         self._spawn("kube-apiserver", [
             str(b / "kube-apiserver"), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1", f"--secure-port={self.port}", "--insecure-port=0",
@@ -148,6 +171,7 @@ class LocalCluster:
             f"--service-account-key-file={d / 'sa.pub'}", f"--service-account-signing-key-file={d / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.96.0.0/16",
             "--endpoint-reconciler-type=none", "--allow-privileged=true", "--profiling=false",
+            f"--audit-policy-file={d / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
         ])
         self.kubeconfig(self.admin_kubeconfig, self.ADMIN.name, self.ADMIN.token)
         self._wait_ready(timeout_s)

@@ -32,6 +32,10 @@ MAX_TOKENS = 10_000_000
 """Upper bound on any token count we accept, tokens: above the longest context window of any model
 served today (Llama 4 Scout, 10M tokens); larger values are input errors, not workloads"""
 
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
+"""The vLLM image rendered when a workload names none (and the only one allowed without a tenancy rule)"""
+
+
 MAX_RATE_RPS = 1_000_000.0
 """Upper bound on a declared request rate, req/s (a whole large provider's traffic is ~1e4-1e5)"""
 
@@ -258,7 +262,7 @@ class SLOSpec(_Model):
 class ServingSpec(_Model):
     """How replicas of the workload are run."""
 
-    image: str = Field(default="vllm/vllm-openai:v0.11.0",
+    image: str = Field(default=DEFAULT_IMAGE, min_length=1, max_length=255,
                        description="vLLM image; P/D disaggregation needs vLLM >= 0.9 (NixlConnector)")
     tensor_parallel_sizes: list[int] = Field(
         default_factory=lambda: list(ALLOWED_TP), min_length=1,
@@ -266,9 +270,17 @@ class ServingSpec(_Model):
         json_schema_extra={"items": {"type": "integer", "enum": list(ALLOWED_TP)}},
     )
     disaggregation: Literal["auto", "always", "never"] = "auto"
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=64,
+        description="extra `vllm serve` arguments; the FleetPolicy's tenancy rules say which flags a namespace may use")
     min_replicas: int = Field(default=1, ge=0, le=10_000)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.1, le=0.98, description="vLLM --gpu-memory-utilization")
+    cpu_per_gpu: float = Field(default=4.0, ge=0.5, le=64, description=(
+        "CPU cores requested per GPU of a replica (limit: twice that); default 4: GPU nodes carry 12-24 "
+        "vCPU per GPU (AWS p4d 96 vCPU / 8 A100, p5 192 vCPU / 8 H100)"))
+    memory_gib_per_gpu: float = Field(default=32.0, ge=4, le=1024, description=(
+        "memory request and limit per GPU of a replica, GiB (includes /dev/shm); default 32: GPU nodes carry "
+        "144-256 GiB per GPU (AWS p4d 1152 GiB / 8, p5 2 TiB / 8)"))
 
     @model_validator(mode="after")
     def _tp(self) -> "ServingSpec":
@@ -412,8 +424,45 @@ def _unique_tiers(tiers: list[PriorityTier]) -> list[PriorityTier]:
     return tiers
 
 
+class TenantRule(_Model):
+    """What the workloads of some namespaces may ask for. Set by the cluster admin in the
+    (cluster-scoped) FleetPolicy, which tenants cannot edit."""
+
+    namespaces: list[Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9*?-]+$")]] = Field(
+        min_length=1, description="namespace names this rule covers; shell-style wildcards * and ? allowed")
+    tiers: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, description="priority tiers these namespaces may use, besides tenancy.defaultTier")
+    images: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=list, description=("images allowed besides the default vLLM image: an exact image "
+                                           "reference, or a prefix ending in '/' or ':' (a registry, repository or tag)"))
+    extra_args: list[Annotated[str, Field(pattern=r"^--[a-z0-9][a-z0-9-]*$", max_length=80)]] = Field(
+        default_factory=list, description=("vLLM flags allowed in spec.serving.extraArgs (e.g. --max-model-len); "
+                                           "flags that run remote code or open files or ports are refused unless listed"))
+    max_gpus: int | None = Field(default=None, ge=0, le=1_000_000,
+                                 description="GPUs all workloads of one such namespace may be planned together")
+
+
+class TenancyPolicy(_Model):
+    """Per-namespace limits on LLMWorkloads. A namespace no rule covers may use only ``defaultTier``,
+    the default image and no extra arguments."""
+
+    default_tier: str | None = Field(default=None, max_length=63,
+                                     description=("tier every namespace may use; default: standard when it is a "
+                                                  "tier, else the tier with the lowest value"))
+    rules: list[TenantRule] = Field(default_factory=list, description="first matching rule applies")
+
+
 class FleetPolicySpec(_Model):
     """Fleet-wide settings: apply or only plan, power budget, energy price, solver, priority tiers."""
+
+    @property
+    def default_tier(self) -> str:
+        """The tier every namespace may use: ``tenancy.defaultTier``; else ``standard`` (an
+        LLMWorkload's default priority) when it is a tier; else the lowest-valued tier."""
+        if self.tenancy.default_tier:
+            return self.tenancy.default_tier
+        names = [t.name for t in self.priority_tiers]
+        return "standard" if "standard" in names else min(self.priority_tiers, key=lambda t: t.value).name
 
     mode: Literal["apply", "plan", "advisory"] = "apply"
     power_budget_watts: float | None = Field(default=None, gt=0, le=1e10)
@@ -422,7 +471,23 @@ class FleetPolicySpec(_Model):
     replan_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
     hysteresis: float = Field(default=0.1, ge=0, le=1.0, description="relative demand change that triggers a re-plan")
     solver: SolverOptions = Field(default_factory=SolverOptions)
-    priority_tiers: Annotated[list[PriorityTier], AfterValidator(_unique_tiers)] = Field(default_factory=_default_tiers)
+    priority_tiers: Annotated[list[PriorityTier], AfterValidator(_unique_tiers)] = Field(
+        default_factory=_default_tiers, min_length=1,
+        # the API server refuses duplicate names itself (a list-map keyed by name)
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+    tenancy: TenancyPolicy = Field(default_factory=TenancyPolicy,
+                                   description="what each namespace's LLMWorkloads may ask for (enforced by the operator)")
+
+    @model_validator(mode="after")
+    def _tenancy_tiers_exist(self) -> "FleetPolicySpec":
+        names = [t.name for t in self.priority_tiers]
+        if self.tenancy.default_tier is not None and self.tenancy.default_tier not in names:
+            raise ValueError(f"tenancy.defaultTier {self.tenancy.default_tier!r} is not one of priorityTiers ({', '.join(names)})")
+        for i, rule in enumerate(self.tenancy.rules):
+            unknown = [t for t in rule.tiers if t not in names]
+            if unknown:
+                raise ValueError(f"tenancy.rules[{i}].tiers: {unknown[0]!r} is not one of priorityTiers ({', '.join(names)})")
+        return self
 
 
 class FleetPolicy(_Model):

@@ -81,7 +81,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
     settings.scanning.disabled = True
     trace_dir = Path(os.environ.get("LLMFLEET_TRACE_DIR") or Path.cwd())
     debounce_s = float(os.environ.get("LLMFLEET_DEBOUNCE_SECONDS", "1.0"))
-    kube = Kube()
+    namespaces = [ns for ns in os.environ.get("LLMFLEET_NAMESPACES", "").split(",") if ns]
+    kube = Kube(namespaces=namespaces or None)
     for attempt in range(CRD_WAIT_S):
         try:
             kube.resource("LLMWorkload")

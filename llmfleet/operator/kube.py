@@ -70,7 +70,10 @@ def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay_s: 
 class Kube:
     """Thin, retrying wrapper over the dynamic client. Objects go in and out as plain dicts."""
 
-    def __init__(self, api_client: client.ApiClient | None = None):
+    def __init__(self, api_client: client.ApiClient | None = None, namespaces: list[str] | None = None):
+        """``namespaces``: watch and list namespaced kinds only there (the operator's namespaced
+        mode, for Roles instead of a ClusterRole); None lists cluster-wide."""
+        self.namespaces = list(namespaces) if namespaces else None
         if api_client is None:
             if os.environ.get("KUBECONFIG"):
                 # read the variable now: the client fixes its default path when first imported
@@ -94,8 +97,11 @@ class Kube:
         return self._resources[kind]
 
     def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
-        """All objects of ``kind`` (in ``namespace``, or cluster-wide), as dicts."""
+        """All objects of ``kind`` (in ``namespace``, or cluster-wide, or in each of ``self.namespaces``
+        in namespaced mode), as dicts."""
         res = self.resource(kind)
+        if namespace is None and self.namespaces and res.namespaced:
+            return [item for ns in self.namespaces for item in self.list(kind, ns, label_selector)]
         kwargs = {"label_selector": label_selector} if label_selector else {}
         if namespace is not None and res.namespaced:
             kwargs["namespace"] = namespace
@@ -110,13 +116,17 @@ class Kube:
         except NotFoundError:
             return None
 
-    def apply(self, manifest: dict, field_manager: str = FIELD_MANAGER) -> dict:
-        """Server-side apply ``manifest`` (creates it when missing); returns the live object."""
+    def apply(self, manifest: dict, field_manager: str = FIELD_MANAGER, force: bool = True) -> dict:
+        """Server-side apply ``manifest`` (creates it when missing); returns the live object.
+
+        ``force`` takes over fields other managers own; the planner forces only objects llmfleet
+        owns, and creates new ones unforced, so a foreign object that appears between its check and
+        the apply makes the API server answer 409 Conflict instead of being taken over."""
         res = self.resource(manifest["kind"])
         md = manifest["metadata"]
         return with_retry(
             lambda: res.server_side_apply(body=manifest, name=md["name"], namespace=md.get("namespace"),
-                                          field_manager=field_manager, force_conflicts=True),
+                                          field_manager=field_manager, force_conflicts=force),
             f"apply {manifest['kind']} {md['name']}",
         ).to_dict()
 

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.api.loader import FleetSpec, ManifestError, parse_document
-from llmfleet.api.models import FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoolStatus, LLMWorkload, LLMWorkloadStatus
+from llmfleet.api.models import (FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoolStatus, LLMWorkload,
+                                 LLMWorkloadStatus)
+from llmfleet.jsonsafe import finite_or_null
+from llmfleet.api import tenancy
 from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.kube import Kube, now_rfc3339
 from llmfleet.operator.render import (
@@ -31,6 +34,10 @@ from llmfleet.operator.render import (
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
 from llmfleet.solver.problem import build_problem, resolve_pool
+
+RESERVED_NAMES = {("Service", "kubernetes")}
+"""Children llmfleet never creates, whatever exists: the API server's own Service is named
+``kubernetes`` (in ``default``), and clients in every namespace resolve that name"""
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +55,25 @@ class Parsed:
     pools: dict[str, tuple[dict, GPUPool]] = field(default_factory=dict)
     policy: tuple[dict, FleetPolicy] | None = None
     invalid: dict[tuple[str, str], tuple[dict, str]] = field(default_factory=dict)  # (kind, key) -> (raw, msg)
+    reasons: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> reason, default InvalidSpec
     ignored_policies: list[dict] = field(default_factory=list)
+    policy_in_force: FleetPolicy | None = None
+    """the policy the planner acts on: the cluster's valid ``default``, else the last valid one seen,
+    else (an invalid policy and none valid before) the defaults in ``mode: plan``"""
 
     @property
     def policy_model(self) -> FleetPolicy:
-        """The FleetPolicy in force: the cluster's ``default``, or the model defaults without one."""
+        """The FleetPolicy in force (see ``policy_in_force``); the model defaults when there is none."""
+        if self.policy_in_force is not None:
+            return self.policy_in_force
         return self.policy[1] if self.policy else FleetPolicy(metadata={"name": POLICY_NAME})
+
+    def refuse(self, kind: str, key: str, message: str, reason: str = "InvalidSpec") -> None:
+        """Take a valid object out of the plan: it gets Planned=False with ``reason`` and ``message``."""
+        table = self.workloads if kind == "LLMWorkload" else self.pools
+        raw = table.pop(key)[0]
+        self.invalid[(kind, key)] = (raw, message)
+        self.reasons[(kind, key)] = reason
 
 
 @dataclass
@@ -78,8 +98,15 @@ def _for_parsing(raw: dict) -> dict:
     return {k: v for k, v in raw.items() if k != "status"}
 
 
-def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]) -> Parsed:
-    """Validate the raw objects with the API models; invalid ones are kept with their message."""
+def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict],
+                  last_valid_policy: FleetPolicy | None = None) -> Parsed:
+    """Validate the raw objects with the API models; invalid ones are kept with their message.
+
+    The admin's controls fail safe: an invalid ``default`` FleetPolicy never falls back to the
+    built-in defaults (``mode: apply``); the last valid policy stays in force, or, with none seen,
+    the defaults in ``mode: plan``, which change nothing. Every valid workload is then checked
+    against the tier list and the tenancy rules of the policy in force.
+    """
     out = Parsed()
     for kind, items in (("LLMWorkload", workloads), ("GPUPool", pools), ("FleetPolicy", policies)):
         for raw in items:
@@ -98,19 +125,71 @@ def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]
                 out.pools[key] = (raw, obj)
             else:
                 out.policy = (raw, obj)
-    tiers = [t.name for t in out.policy_model.spec.priority_tiers]
+    if ("FleetPolicy", POLICY_NAME) in out.invalid:
+        out.policy_in_force = last_valid_policy or FleetPolicy(metadata={"name": POLICY_NAME}, spec={"mode": "plan"})
+    policy = out.policy_model
+    tiers = [t.name for t in policy.spec.priority_tiers]
     for key, (raw, w) in list(out.workloads.items()):
         if w.spec.priority not in tiers:
-            out.invalid[("LLMWorkload", key)] = (
-                raw, f"LLMWorkload {key}: spec.priority: {w.spec.priority!r} is not a tier of FleetPolicy "
-                     f"{POLICY_NAME}; allowed: {', '.join(tiers)}")
-            del out.workloads[key]
+            out.refuse("LLMWorkload", key, f"LLMWorkload {key}: spec.priority: {w.spec.priority!r} is not a tier of "
+                                           f"FleetPolicy {POLICY_NAME}; allowed: {', '.join(tiers)}")
+            continue
+        why = tenancy.violation(policy, w)
+        if why:
+            out.refuse("LLMWorkload", key, f"LLMWorkload {key}: {why}", "NotAllowed")
+    # a minimum no pool or quota can hold makes that workload unplannable, not the whole fleet
+    offered = sum(p.spec.max_gpus for _, p in out.pools.values())
+    for key, (raw, w) in list(out.workloads.items()):
+        need = w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes)
+        found = tenancy.rule_for(policy, w.metadata.namespace or "default")
+        quota = found[1].max_gpus if found else None
+        if need > offered or (quota is not None and need > quota):
+            limit = (f"the GPU quota of namespace {w.metadata.namespace} ({quota})" if quota is not None and need > quota
+                     else f"all GPUPools together ({offered} GPUs)")
+            out.refuse("LLMWorkload", key, f"LLMWorkload {key}: spec.serving.minReplicas: {w.spec.serving.min_replicas} "
+                                           f"replicas need at least {need} GPUs, more than {limit}", "ExceedsCapacity")
     return out
 
 
 def _by_key(kind: str, items: list[dict]) -> dict[ChildKey, dict]:
     """Live objects of one kind indexed by ChildKey (list items may lack ``kind``)."""
     return {ChildKey.of({"kind": kind, **item}): item for item in items}
+
+
+def owned_by(obj: dict, workload_uid: str) -> bool:
+    """Whether a live child is llmfleet's for the LLMWorkload with ``workload_uid``: it carries the
+    managed-by label and a controller owner reference to that workload."""
+    md = obj.get("metadata") or {}
+    if (md.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+        return False
+    return any(ref.get("kind") == "LLMWorkload" and ref.get("uid") == workload_uid
+               for ref in md.get("ownerReferences") or md.get("owner_references") or [])
+
+
+def owned_by_a_workload(obj: dict) -> bool:
+    """Whether a live object is a child llmfleet made: the managed-by label and a controller owner
+    reference to an LLMWorkload. Only such objects are ever pruned (a foreign object that merely
+    carries the label is left alone)."""
+    md = obj.get("metadata") or {}
+    if (md.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+        return False
+    return any(ref.get("kind") == "LLMWorkload" and str(ref.get("apiVersion", ref.get("api_version", ""))).startswith(
+        "llmfleet.dev/") for ref in md.get("ownerReferences") or md.get("owner_references") or [])
+
+
+def _short_error(err: Exception) -> str:
+    """An API error as 'HTTP 409: <the server's message>' (the client's str() holds headers and body)."""
+    status = getattr(err, "status", None)
+    body = getattr(err, "body", None)
+    message = ""
+    if body:
+        try:
+            message = json.loads(body).get("message", "")
+        except (ValueError, AttributeError, TypeError):
+            message = ""
+    if status:
+        return f"HTTP {status}" + (f": {message[:300]}" if message else "")
+    return f"{type(err).__name__}: {str(err)[:300]}"
 
 
 def _deployment_gpus(dep: dict) -> int:
@@ -138,6 +217,7 @@ class FleetPlanner:
         self._lock = threading.Lock()
         self._cache: tuple[str, Plan] | None = None
         self.replan_interval_s: float | None = None
+        self.last_valid_policy: FleetPolicy | None = None
 
     def invalidate(self) -> None:
         """Forget the cached plan: the next reconcile solves afresh."""
@@ -176,6 +256,14 @@ class FleetPlanner:
                 continue
             t0 = time.perf_counter()
             plan = solve(problem)
+            if plan.status == "infeasible" and any(w.min_replicas for w in problem.workloads):
+                # minimums that cannot all hold together (each alone was checked in parse_cluster)
+                # must not freeze every tenant's plan: plan without them and say so
+                for w in problem.workloads:
+                    w.min_replicas = 0
+                plan = solve(problem)
+                plan.messages.append("the workloads' spec.serving.minReplicas cannot all be met together with "
+                                     "the GPUPools and quotas; this plan leaves them out")
             log.info("solved %d workloads on %d pools: %s, %s USD/h in %.2fs", len(workloads), len(pools),
                      plan.status, plan.cost_per_hour, time.perf_counter() - t0)
             self._cache = (digest, plan)
@@ -188,7 +276,10 @@ class FleetPlanner:
 
     def _reconcile(self) -> ReconcileReport:
         kube = self.kube
-        parsed = parse_cluster(kube.list("LLMWorkload"), kube.list("GPUPool"), kube.list("FleetPolicy"))
+        parsed = parse_cluster(kube.list("LLMWorkload"), kube.list("GPUPool"), kube.list("FleetPolicy"),
+                               self.last_valid_policy)
+        if parsed.policy is not None:
+            self.last_valid_policy = parsed.policy[1]
         policy_raw = parsed.policy[0] if parsed.policy else None
         policy = parsed.policy_model
         mode = policy.spec.mode
@@ -237,6 +328,14 @@ class FleetPlanner:
                 svc = render_service(parsed.workloads[key][1])
                 desired[ChildKey.of(svc)] = svc
 
+        if usable:
+            for wkey, msg in self._name_conflicts(desired, live_deps, live_svcs).items():
+                # never act on an object llmfleet does not own: this workload is left out of the apply
+                parsed.refuse("LLMWorkload", wkey, msg, "NameConflict")
+                frozen_ns.add(wkey)
+                group_of.pop(wkey, None)
+                for ck in [ck for ck, m in desired.items() if self._workload_key(m) == wkey]:
+                    del desired[ck]
         diff = self._diff(desired, live_deps, live_svcs, frozen_ns) if usable else []
         applied = False
         if usable and mode == "apply":
@@ -247,6 +346,37 @@ class FleetPlanner:
         self._write_statuses(parsed, policy_raw, plan, solved, usable, group_of, live_deps, diff, applied, errors,
                              mode)
         return ReconcileReport(plan, solved, mode, diff, applied, errors)
+
+    def _name_conflicts(self, desired: dict[ChildKey, dict], live_deps: list[dict],
+                        live_svcs: list[dict]) -> dict[str, str]:
+        """Workloads whose children would take the name of an object llmfleet does not own for them.
+
+        An object of that name that lacks llmfleet's label or an owner reference to the workload
+        (the API server's ``kubernetes`` Service, a team's own Deployment) is never written to; names
+        in ``RESERVED_NAMES`` are refused whether or not they exist yet. Objects missing from the
+        managed lists are looked up one by one, which only happens for children about to be created.
+
+        Returns:
+            workload key -> message naming the object (in the workload's own namespace).
+        """
+        live = {**_by_key("Deployment", live_deps), **_by_key("Service", live_svcs)}
+        out: dict[str, str] = {}
+        for key, manifest in desired.items():
+            wkey = self._workload_key(manifest)
+            if wkey in out:
+                continue
+            if (key.kind, key.name) in RESERVED_NAMES:
+                out[wkey] = (f"LLMWorkload {wkey}: its {key.kind} would be named {key.name!r}, a name Kubernetes "
+                             "reserves; rename the workload")
+                continue
+            cur = live.get(key)
+            if cur is None:
+                cur = self.kube.get(key.kind, key.name, key.namespace or None)
+            if cur is not None and not owned_by(cur, manifest["metadata"]["ownerReferences"][0]["uid"]):
+                out[wkey] = (f"LLMWorkload {wkey}: {key.kind} {key.namespace}/{key.name} already exists and is not "
+                             "llmfleet's for this workload; llmfleet leaves it alone (rename the workload, or remove "
+                             "that object)")
+        return out
 
     @staticmethod
     def _workload_key(child: dict) -> str:
@@ -274,7 +404,7 @@ class FleetPlanner:
             changes.append({"action": action, "kind": key.kind, "namespace": key.namespace, "name": key.name,
                             "replicasFrom": have, "replicasTo": want})
         for key, cur in live.items():
-            if key in desired or self._workload_key(cur) in frozen_ns:
+            if key in desired or self._workload_key(cur) in frozen_ns or not owned_by_a_workload(cur):
                 continue
             have = cur.get("spec", {}).get("replicas") if key.kind == "Deployment" else None
             changes.append({"action": "delete", "kind": key.kind, "namespace": key.namespace, "name": key.name,
@@ -317,9 +447,10 @@ class FleetPlanner:
                                      "metadata": {"name": key.name, "namespace": key.namespace},
                                      "spec": {"replicas": cur["spec"].get("replicas", 1)}},
                                     field_manager=HANDOFF_MANAGER)
-                self.kube.apply(manifest)
+                # force only what llmfleet owns (checked in _name_conflicts); a create is never forced
+                self.kube.apply(manifest, force=change["action"] == "update")
             except Exception as err:
-                errors.append(f"{key.kind} {key.namespace}/{key.name}: {err}")
+                errors.append(f"{key.kind} {key.namespace}/{key.name}: {_short_error(err)}")
         for change in diff:
             if change["action"] == "delete":
                 try:
@@ -336,12 +467,19 @@ class FleetPlanner:
         for (kind, key), (raw, msg) in parsed.invalid.items():
             st = dict(raw.get("status") or {})
             gen = raw["metadata"].get("generation")
-            conds = set_condition(st.get("conditions") or [], "Planned", False, "InvalidSpec",
-                                  msg + "; running children are left unchanged", gen)
+            reason = parsed.reasons.get((kind, key), "InvalidSpec")
+            if kind == "FleetPolicy":
+                in_force = parsed.policy_model
+                consequence = (f"the last valid FleetPolicy stays in force (mode {in_force.spec.mode})"
+                               if self.last_valid_policy is not None and in_force is self.last_valid_policy
+                               else "no valid FleetPolicy seen yet: planning in mode plan, nothing is changed")
+            else:
+                consequence = "running children are left unchanged"
+            conds = set_condition(st.get("conditions") or [], "Planned", False, reason, f"{msg}; {consequence}", gen)
             if kind == "LLMWorkload":
-                conds = set_condition(conds, "Degraded", True, "InvalidSpec", msg, gen)
+                conds = set_condition(conds, "Degraded", True, reason, msg, gen)
             self._set_status(kind, raw, {**st, "observedGeneration": gen, "conditions": conds},
-                             event=("InvalidSpec", msg, True))
+                             event=(reason, msg, True))
         live = _by_key("Deployment", live_deps)
         for key, (raw, _) in parsed.workloads.items():
             self._workload_status(raw, key, parsed, plan, usable, group_of.get(key, []), live, errors, mode)
@@ -361,7 +499,11 @@ class FleetPlanner:
         gen = raw["metadata"].get("generation")
         st = dict(raw.get("status") or {})
         conds = st.get("conditions") or []
-        plan_msgs = "; ".join(plan.messages) if plan and plan.messages else ""
+        # a tenant reads only about its own namespace: other workloads' messages and errors stay out
+        namespace = key.split("/", 1)[0]
+        others = [k for k in parsed.workloads if k != key] + [k for (kind, k) in parsed.invalid if kind == "LLMWorkload"]
+        plan_msgs = "; ".join(_own(plan.messages, key, others)) if plan and plan.messages else ""
+        errors = [e for e in errors if f" {namespace}/" in f" {e}" or f"/{namespace}/" in e]
         if not usable:
             why = "; ".join(errors) or plan_msgs or "no plan"
             reason = "Infeasible" if plan is not None and plan.status == "infeasible" else "PlanFailed"
@@ -479,7 +621,9 @@ class FleetPlanner:
     def _set_status(self, kind: str, raw: dict, status: dict, event: tuple[str, str, bool] | None) -> None:
         """Patch the status when it changed; record ``event`` only then (no event storms)."""
         old = raw.get("status") or {}
-        clean = {k: v for k, v in status.items() if v is not None}
+        # a computed value is never allowed to break the status write: NaN/inf become null (the API
+        # server answers a patch holding them with HTTP 500)
+        clean = finite_or_null({k: v for k, v in status.items() if v is not None})
         # the CRD's structural schema silently prunes unknown keys: check against the model that
         # generated it, or a misspelt key would differ from the stored status on every reconcile
         STATUS_MODELS[kind].model_validate(clean)
@@ -492,9 +636,16 @@ class FleetPlanner:
         if event:
             reason, message, warning = event
             old_cond = condition(old.get("conditions") or [], "Planned")
-            if reason == "InvalidSpec" and old_cond and old_cond.get("message", "").startswith(message):
+            if warning and old_cond and old_cond.get("reason") == reason and old_cond.get("message", "").startswith(message):
                 return
             self.kube.event({"apiVersion": raw["apiVersion"], "kind": kind, "metadata": md}, reason, message, warning)
+
+
+def _own(messages: list[str], key: str, other_keys: list[str]) -> list[str]:
+    """The plan messages a workload's own status may show: those about it, and fleet-wide ones that
+    name no other workload (so a tenant never learns another namespace's workloads or traffic)."""
+    return [m for m in messages if m.startswith(f"{key} ") or m.startswith(f"{key}:")
+            or not any(other in m for other in other_keys)]
 
 
 def _strip_times(status: dict) -> Any:

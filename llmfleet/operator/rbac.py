@@ -1,11 +1,15 @@
 """The permissions the operator needs: exactly the resources and verbs its code uses.
 
 Kept as data so that the integration tests grant precisely this (and the Helm chart renders the
-same rules). Why each rule exists:
+same rules); `tests/integration/test_operator.py` reads the API server's audit log and checks that
+the operator uses every verb here and no other. Why each rule exists:
 - llmfleet.dev objects: list/watch to plan (kopf watches them too), status patch to report.
-- Deployments and Services: server-side apply (patch, plus create for new objects), list/watch
-  for the diff and for readiness, delete to prune children the plan dropped.
-- PriorityClasses: get to see whether a tier's class exists, create/patch to apply it; never
+- Deployments: list/watch (kopf watches the children it made) and get (is a name free before a
+  child is created? ``NameConflict``), patch for server-side apply, plus create for an apply that
+  creates the object (the API server checks ``create`` too; the audit log shows such a request as
+  a ``patch`` answered 201), delete to prune children the plan dropped.
+- Services: the same without watch (no handler watches Services).
+- PriorityClasses: get to see whether a tier's class exists, patch + create to apply it; never
   deleted by llmfleet, so no delete verb.
 - Events: create to record decisions and failures.
 """
@@ -15,13 +19,11 @@ from __future__ import annotations
 from llmfleet.api.models import API_GROUP
 
 OPERATOR_RULES: list[dict] = [
-    {"apiGroups": [API_GROUP], "resources": ["llmworkloads", "gpupools", "fleetpolicies"],
-     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [API_GROUP], "resources": ["llmworkloads", "gpupools", "fleetpolicies"], "verbs": ["list", "watch"]},
     {"apiGroups": [API_GROUP], "resources": ["llmworkloads/status", "gpupools/status", "fleetpolicies/status"],
-     "verbs": ["get", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"],
-     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+     "verbs": ["patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "create", "patch", "delete"]},
     {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]

@@ -35,6 +35,16 @@ PRIORITY_CLASS_PREFIX = "llmfleet-"
 VLLM_PORT = 8000
 GPU_RESOURCE = "nvidia.com/gpu"
 
+VLLM_UID = 1000
+"""UID/GID the vLLM container runs as. The vllm/vllm-openai image has no USER (it runs as root
+unless told otherwise); it serves as any UID when HOME and its caches are writable, so llmfleet
+points HOME, HF_HOME and the vLLM/Triton caches at an emptyDir and runs it as non-root"""
+
+CACHE_DIR = "/var/cache/vllm"
+SHM_GIB_PER_GPU = 2
+"""/dev/shm size per GPU of a replica, GiB: NCCL's shared-memory transport between TP ranks on one
+node; vLLM's Kubernetes guide mounts a memory-backed emptyDir with a 2Gi sizeLimit"""
+
 
 def dns_name(*parts: str, max_len: int = 63) -> str:
     """Join parts into a DNS-1123 label; names over ``max_len`` keep a stable 8-hex hash suffix."""
@@ -104,6 +114,9 @@ def render_deployment(w: LLMWorkload, a: Assignment, pool_node_selector: dict[st
     if a.role in ("colocated", "prefill"):
         pod_labels[LABEL_ENTRYPOINT] = "true"  # requests enter here; decode replicas get KV from prefill
     power = {ANNOTATION_POWER_LIMIT: str(int(round(power_limit_watts)))}
+    s = w.spec.serving
+    cpu_m = int(round(s.cpu_per_gpu * a.tp * 1000))
+    memory = f"{int(round(s.memory_gib_per_gpu * a.tp))}Gi"
     spec: dict[str, Any] = {
         "selector": {"matchLabels": {LABEL_WORKLOAD: w.metadata.name, LABEL_GROUP: name}},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
@@ -116,19 +129,39 @@ def render_deployment(w: LLMWorkload, a: Assignment, pool_node_selector: dict[st
                 "nodeSelector": dict(pool_node_selector),
                 "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
                 "terminationGracePeriodSeconds": 60,
+                # vLLM needs no Kubernetes API access: no token in the pod, no service env vars
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                # Pod Security Standard "restricted": non-root, RuntimeDefault seccomp, no escalation
+                "securityContext": {"runAsNonRoot": True, "runAsUser": VLLM_UID, "runAsGroup": VLLM_UID,
+                                    "fsGroup": VLLM_UID, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
                     "name": "vllm",
-                    "image": w.spec.serving.image,
+                    "image": s.image,
                     "command": ["vllm", "serve"],
                     "args": vllm_args(w, a),
+                    "env": [{"name": "HOME", "value": CACHE_DIR}, {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+                            {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+                            {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_DIR}/vllm"}],
                     "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
                     "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
                                        "failureThreshold": 3},
-                    "resources": {"limits": {GPU_RESOURCE: str(a.tp)}, "requests": {GPU_RESOURCE: str(a.tp)}},
-                    "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+                    "resources": {
+                        "requests": {GPU_RESOURCE: str(a.tp), "cpu": f"{cpu_m}m", "memory": memory},
+                        "limits": {GPU_RESOURCE: str(a.tp), "cpu": f"{2 * cpu_m}m", "memory": memory},
+                    },
+                    "securityContext": {"allowPrivilegeEscalation": False, "privileged": False,
+                                        "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
+                                     {"name": "cache", "mountPath": CACHE_DIR}],
                 }],
-                # NCCL between TP ranks needs more shared memory than the container default
-                "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+                "volumes": [
+                    # NCCL between TP ranks needs more shared memory than the container default;
+                    # bounded, since a memory-backed emptyDir counts against the node's memory
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_GIB_PER_GPU * a.tp}Gi"}},
+                    {"name": "cache", "emptyDir": {}},
+                ],
             },
         },
     }

@@ -14,6 +14,7 @@ Constraints:
     Σ_b λ_w s_wb x[w,c,b] / κ[w,c,b] ≤ n[w,c]           replicas carry their load (κ from perf)
     Σ_{w, c in pool} TP_c n[w,c] ≤ maxGPUs(pool)         availability
     Σ TP_c n[w,c] TDP_c ≤ power budget                   (when the FleetPolicy sets one)
+    Σ_{w in namespace, c} TP_c n[w,c] ≤ GPU quota        (per namespace, FleetPolicy spec.tenancy)
     Σ_c n[w,c] ≥ minReplicas(w)
 Objective: Σ n TP (price + TDP x energy price). When all demand fits, one solve with u = 0.
 Otherwise priorities are lexicographic: minimise the shed req/s of the top tier, fix it, then the
@@ -135,6 +136,11 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
             prob += pulp.LpAffineExpression(terms) <= fp.pools[name].max_gpus, f"pool_{name}"
     if fp.power_budget_watts is not None and power_terms:
         prob += pulp.LpAffineExpression(power_terms) <= fp.power_budget_watts, "power_budget"
+    for k, (name, (limit, keys)) in enumerate(sorted(fp.gpu_quotas.items())):
+        terms = [(n[wi, ci], c.tp) for wi, w in enumerate(fp.workloads) if w.key in keys
+                 for ci, c in enumerate(w.configs)]
+        if terms:
+            prob += pulp.LpAffineExpression(terms) <= limit, f"quota_{k}"
     cost = pulp.LpAffineExpression(cost_terms)
     prob.setObjective(cost)
     return _Model(prob, n, x, u, unreachable, cost)
@@ -195,9 +201,12 @@ def prune_dominated(w: WorkloadProblem) -> list:
 
 
 def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
-    """Do independently solved workloads fit the shared pool availability and power budget?"""
+    """Do independently solved workloads fit the shared pool availability, GPU quotas and power budget?"""
     if any(_pool_gpus(plan, name) > pool.max_gpus for name, pool in fp.pools.items()):
         return False
+    for limit, keys in fp.gpu_quotas.values():
+        if sum(a.gpus for a in plan.assignments if a.workload in keys) > limit:
+            return False
     return fp.power_budget_watts is None or _plan_watts(plan) <= fp.power_budget_watts
 
 
@@ -440,5 +449,9 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
     for r in plan.workloads:
         if r.shed_rps > 1e-6:
             why = f"pools at capacity: {', '.join(full)}" if full else "SLO unreachable for part of its traffic"
+            for name, (limit, keys) in fp.gpu_quotas.items():
+                used = sum(a.gpus for a in plan.assignments if a.workload in keys)
+                if r.workload in keys and used >= limit:
+                    why = f"GPU quota of namespace {name} reached ({used}/{limit} GPUs)"
             out.append(f"{r.workload} (tier {r.tier}): {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served; {why}{power}")
     return out

@@ -23,6 +23,7 @@ import numpy as np
 
 from llmfleet import progress
 from llmfleet.api.loader import FleetSpec, ManifestError, object_ref, source_key
+from llmfleet.api.tenancy import gpu_quotas
 from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkload
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
@@ -108,7 +109,10 @@ class WorkloadProblem:
 @dataclass
 class FleetProblem:
     """The whole MILP input: workloads with their configs, the pools (by name) and the policy's
-    power budget (W), energy price (USD/kWh), solver time limit (s) and relative gap."""
+    power budget (W), energy price (USD/kWh), solver time limit (s) and relative gap.
+
+    ``gpu_quotas``: name (a namespace) -> (most GPUs, keys of the workloads that share them); set by
+    the operator from ``FleetPolicy.spec.tenancy`` (``operator.tenancy.gpu_quotas``)."""
 
     workloads: list[WorkloadProblem]
     pools: dict[str, PoolInfo]
@@ -116,6 +120,7 @@ class FleetProblem:
     energy_price_per_kwh: float = 0.0
     time_limit_s: float = 30.0
     relative_gap: float = 1e-3
+    gpu_quotas: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict)
 
 
 def resolve_pool(pool: GPUPool, ref: str | None = None) -> PoolInfo:
@@ -294,7 +299,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         wp.configs = replica_configs(w, model, list(pools.values()), inp, out, params)
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
-                        policy.solver.time_limit_seconds, policy.solver.relative_gap)
+                        policy.solver.time_limit_seconds, policy.solver.relative_gap,
+                        gpu_quotas=gpu_quotas(spec.policy, workloads))
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from e2e.controlplane.localcluster import EXAMPLE_NODES
 from llmfleet.operator.render import ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_POWER_LIMIT
 
@@ -17,6 +19,16 @@ from .conftest import REPO, wait_until
 
 EXAMPLES = REPO / "examples"
 
+OPEN_TENANCY = {"rules": [{"namespaces": ["default"], "tiers": ["critical", "high", "standard", "low"],
+                           "extraArgs": ["--max-model-len"]}]}
+"""These tests are about the operator's mechanics: namespace default may use every tier
+(tests/integration/test_tenancy.py tests the tenancy rules themselves)"""
+
+
+@pytest.fixture(autouse=True)
+def open_policy(cluster):
+    cluster.apply([{"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
+                    "spec": {"tenancy": OPEN_TENANCY}}])
 
 
 def add_example_nodes(cluster):
@@ -309,7 +321,7 @@ def test_operator_killed_mid_reconcile_converges_to_the_same_children(cluster, o
 def test_plan_mode_changes_nothing_until_apply(cluster, operator):
     cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
     policy = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
-              "spec": {"mode": "plan"}}
+              "spec": {"mode": "plan", "tenancy": OPEN_TENANCY}}
     cluster.apply([policy])
     cluster.apply(L4_POOL.replace("MAX", "4") + "---" + l4_workload("chat-8b", 2, "high"))
     st = wait_until(lambda: cluster.get_json("fleetpolicy", "default").get("status", {}).get("diff"), 60,
@@ -321,7 +333,7 @@ def test_plan_mode_changes_nothing_until_apply(cluster, operator):
     assert not cluster.deployments()
     assert cluster.condition(cluster.workload("chat-8b"), "Planned")["reason"] == "PlannedForReview"
 
-    cluster.apply([{**policy, "spec": {"mode": "apply"}}])
+    cluster.apply([{**policy, "spec": {"mode": "apply", "tenancy": OPEN_TENANCY}}])
     wait_until(lambda: cluster.deployments().get("chat-8b-l4-tp1"), 60, "children after switching to apply")
     wait_until(lambda: cluster.get_json("fleetpolicy", "default")["status"].get("applied") is True, 30, "applied")
 
@@ -350,3 +362,46 @@ def test_operator_permissions_are_least_privilege(cluster, operator):
                       ("get", "secrets"), ("create", "pods"), ("list", "customresourcedefinitions"),
                       ("delete", "llmworkloads.llmfleet.dev")):
         assert can(verb, res, "-A") == "no", f"{verb} {res} must stay forbidden"
+
+
+RARE_PATHS = {("", "services", "delete"): "a Service is pruned only when a workload that still exists gets no "
+                                          "replica at all in the plan; deleting the workload lets the garbage "
+                                          "collector remove its Service"}
+"""Granted verbs a short scenario does not reach, each with the path that uses it"""
+
+
+def test_the_cluster_role_holds_exactly_the_verbs_the_operator_uses(cluster, operator):
+    """Measured from the API server's audit log: every request of the operator's ServiceAccount
+    while it creates, updates, re-shapes (prunes) and loses a workload, against OPERATOR_RULES."""
+    from llmfleet.operator.rbac import OPERATOR_RULES
+
+    cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
+    cluster.apply(L4_POOL.replace("MAX", "4") + "---" + l4_workload("chat-8b", 2, "high"))
+    wait_until(lambda: cluster.deployments().get("chat-8b-l4-tp1"), 60, "the Deployment")
+    # TP 2 only: the planned group changes, so the TP-1 Deployment is pruned
+    cluster.apply(l4_workload("chat-8b", 3, "high").replace("tensorParallelSizes: [1]", "tensorParallelSizes: [2]"))
+    wait_until(lambda: set(cluster.deployments()) == {"chat-8b-l4-tp2"}, 60, "the TP-2 group alone")
+    cluster.kubectl("delete", "llmworkload", "chat-8b")
+    wait_until(lambda: not cluster.deployments(), 60, "children collected")
+    time.sleep(3)
+    operator.stop()  # the API server audits a watch once it is closed
+    time.sleep(1)
+
+    sa = "system:serviceaccount:llmfleet-system:llmfleet-operator"
+    events = cluster.lc.audit_events(sa)
+    assert events, "the audit log records the operator's requests"
+    used = set()
+    for e in events:
+        ref = e.get("objectRef") or {}
+        if not ref.get("resource"):
+            continue  # discovery (/api, /apis) and /version need no rule
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        used.add((ref.get("apiGroup", ""), resource, e["verb"]))
+        if e["verb"] == "patch" and e["responseStatus"]["code"] == 201:
+            used.add((ref.get("apiGroup", ""), resource, "create"))  # a server-side apply that created
+        assert e["responseStatus"]["code"] != 403, f"forbidden: {e['verb']} {resource}"
+    granted = {(g, r, v) for rule in OPERATOR_RULES for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    assert used <= granted, f"used but not granted: {sorted(used - granted)}"
+    unused = granted - used - set(RARE_PATHS)
+    assert not unused, f"granted but never used: {sorted(unused)}"

@@ -29,11 +29,11 @@ OPERATOR_RULES: list[dict] = [
 ]
 
 
-def cluster_role(name: str = "llmfleet-operator") -> dict:
-    """The ClusterRole that grants ``OPERATOR_RULES``."""
+def cluster_role(name: str = "llmfleet-operator", rules: list[dict] | None = None) -> dict:
+    """The ClusterRole that grants ``rules`` (default ``OPERATOR_RULES``)."""
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "llmfleet"}},
-            "rules": OPERATOR_RULES}
+            "rules": OPERATOR_RULES if rules is None else rules}
 
 
 def cluster_role_binding(namespace: str, service_account: str, name: str = "llmfleet-operator") -> dict:
@@ -42,3 +42,38 @@ def cluster_role_binding(namespace: str, service_account: str, name: str = "llmf
             "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "llmfleet"}},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]}
+
+
+NAMESPACED_RESOURCES = ("llmworkloads", "llmworkloads/status", "deployments", "services")
+"""What the namespaced mode (``llmfleet operator --namespace NS``) needs only inside its namespaces"""
+
+
+def namespaced_mode_rules() -> tuple[list[dict], list[dict]]:
+    """``OPERATOR_RULES`` split for the namespaced mode: (rules for a ClusterRole: the cluster-scoped
+    GPUPools, FleetPolicy and PriorityClasses, and Events, which llmfleet records for cluster-scoped
+    objects in ``default``; rules for a Role in each watched namespace: LLMWorkloads and children)."""
+    cluster, namespaced = [], []
+    for rule in OPERATOR_RULES:
+        inside = [r for r in rule["resources"] if r in NAMESPACED_RESOURCES]
+        outside = [r for r in rule["resources"] if r not in NAMESPACED_RESOURCES]
+        if inside:
+            namespaced.append({**rule, "resources": inside})
+        if outside:
+            cluster.append({**rule, "resources": outside})
+    return cluster, namespaced
+
+
+def role(namespace: str, rules: list[dict], name: str = "llmfleet-operator") -> dict:
+    """A Role granting ``rules`` in ``namespace`` (namespaced mode)."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "llmfleet"}},
+            "rules": rules}
+
+
+def role_binding(namespace: str, service_account_namespace: str, service_account: str,
+                 name: str = "llmfleet-operator") -> dict:
+    """Binds ``role(namespace)`` to ServiceAccount ``service_account_namespace/service_account``."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "llmfleet"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": service_account_namespace}]}

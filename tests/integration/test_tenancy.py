@@ -208,3 +208,38 @@ def test_the_admins_controls_fail_safe(cluster, operator):
     # a valid policy that says apply is the only way out of review
     cluster.apply([POLICY])
     wait_until(lambda: cluster.deployments("team-b").get("bob-chat-l4-tp1"), 60, "applied after a valid policy")
+
+
+def test_namespaced_mode_acts_only_in_its_namespaces_with_roles(cluster_bare, tmp_path):
+    """`llmfleet operator --namespace team-a` with a Role in team-a (and a small ClusterRole for the
+    cluster-scoped kinds): team-a's workload is served, team-b's is not even read."""
+    from llmfleet.operator.rbac import cluster_role, cluster_role_binding, namespaced_mode_rules, role, role_binding
+
+    from .conftest import OPERATOR_NS, OPERATOR_SA, REPO, OperatorProcess
+
+    c = cluster_bare
+    c.kubectl("apply", "-f", str(REPO / "crds"))
+    wait_until(lambda: c.kubectl("get", "llmworkloads", check=False).returncode == 0, 30, "CRDs served")
+    for ns in (OPERATOR_NS, "team-a", "team-b"):
+        c.kubectl("create", "namespace", ns)
+    c.kubectl("create", "serviceaccount", "-n", OPERATOR_NS, OPERATOR_SA)
+    cluster_rules, ns_rules = namespaced_mode_rules()
+    c.apply([cluster_role(rules=cluster_rules), cluster_role_binding(OPERATOR_NS, OPERATOR_SA),
+             role("team-a", ns_rules), role_binding("team-a", OPERATOR_NS, OPERATOR_SA)])
+    kc = c.lc.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA, tmp_path / "operator.kubeconfig")
+    can = lambda *a: c.kubectl("auth", "can-i", *a, check=False, kubeconfig=kc).stdout.strip()  # noqa: E731
+    assert can("patch", "deployments", "-n", "team-a") == "yes"
+    assert can("patch", "deployments", "-n", "team-b") == "no" and can("list", "llmworkloads.llmfleet.dev", "-A") == "no"
+
+    c.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
+    c.apply([POLICY])
+    c.apply(L4_POOL)
+    c.apply(workload("chat", "team-a") + "---" + workload("chat", "team-b"))
+    op = OperatorProcess(kc, tmp_path, REPO / "examples", ("--namespace", "team-a")).start()
+    try:
+        wait_until(lambda: c.deployments("team-a").get("chat-l4-tp1"), 60, "team-a's Deployment")
+        time.sleep(3)
+        assert not c.deployments("team-b") and not c.workload("chat", "team-b").get("status")
+        assert "forbidden" not in op.log().lower()
+    finally:
+        op.stop()

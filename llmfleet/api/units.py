@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import re
 
-_DURATION_RE = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>us|µs|ms|s|m)\s*$")
+_DURATION_RE = re.compile(r"^\s*(?P<value>\d{1,6}(?:\.\d{1,6})?|\.\d{1,6})\s*(?P<unit>us|µs|ms|s|m)\s*$")
 _UNIT_SECONDS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 #: JSON-schema pattern accepted for duration strings (kept in step with ``_DURATION_RE``).
-DURATION_PATTERN = r"^(\d+(\.\d+)?|\.\d+)(us|µs|ms|s|m)$"
+DURATION_PATTERN = r"^(\d{1,6}(\.\d{1,6})?|\.\d{1,6})(us|µs|ms|s|m)$"
+"""at most six digits before and after the point: the schema bounds durations (below 10^6 minutes)
+as it bounds every number"""
 
 
 def parse_duration_s(value: object) -> float:

@@ -317,3 +317,15 @@ def test_minimum_replicas_beyond_every_pool_fail_fast(tmp_path):
     assert r.returncode == 3, r.stderr
     assert "need at least 5000 GPUs" in r.stderr and "offer 8" in r.stderr and "Traceback" not in r.stderr
     assert "capacity model" not in r.stderr  # nothing expensive started
+
+
+def test_control_characters_in_a_trace_path(tmp_path):
+    d = trace_case(tmp_path, 'x.csv')
+    (d / "workload.yaml").write_text((d / "workload.yaml").read_text().replace("path: x.csv", 'path: "x\\0.csv"'))
+    assert_refused(run("plan", "-f", d), "spec.traffic.trace.path", "control characters")
+
+
+def test_a_fifo_is_not_read(tmp_path):
+    fifo = tmp_path / "w.yaml"
+    os.mkfifo(fifo)
+    assert_refused(run("plan", "-f", fifo), "w.yaml", "not a regular file")

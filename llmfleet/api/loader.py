@@ -175,8 +175,10 @@ def _yaml_files(paths: list[Path]) -> list[Path]:
     for p in paths:
         if p.is_dir():
             files.extend(sorted(f for f in p.rglob("*") if f.suffix in YAML_SUFFIXES))
-        elif p.exists():
+        elif p.is_file():
             files.append(p)
+        elif p.exists():  # a FIFO or device would block the read or never end
+            raise ManifestError(f"{p}: not a regular file or folder")
         else:
             raise ManifestError(f"{p}: no such file or folder")
     return files

@@ -22,8 +22,8 @@ from typing import Any
 from llmfleet.api.loader import FleetSpec, ManifestError, parse_document
 from llmfleet.api.models import (FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoolStatus, LLMWorkload,
                                  LLMWorkloadStatus)
-from llmfleet.jsonsafe import finite_or_null
 from llmfleet.api import tenancy
+from llmfleet.jsonsafe import finite_or_null
 from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.kube import Kube, now_rfc3339
 from llmfleet.operator.render import (
@@ -156,25 +156,26 @@ def _by_key(kind: str, items: list[dict]) -> dict[ChildKey, dict]:
     return {ChildKey.of({"kind": kind, **item}): item for item in items}
 
 
-def owned_by(obj: dict, workload_uid: str) -> bool:
-    """Whether a live child is llmfleet's for the LLMWorkload with ``workload_uid``: it carries the
-    managed-by label and a controller owner reference to that workload."""
+def _workload_owner_uids(obj: dict) -> set[str]:
+    """UIDs of the LLMWorkloads that control ``obj`` as llmfleet's child: empty unless it carries the
+    managed-by label and a controller owner reference to an ``llmfleet.dev`` LLMWorkload."""
     md = obj.get("metadata") or {}
     if (md.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
-        return False
-    return any(ref.get("kind") == "LLMWorkload" and ref.get("uid") == workload_uid
-               for ref in md.get("ownerReferences") or md.get("owner_references") or [])
+        return set()
+    return {ref.get("uid") for ref in md.get("ownerReferences") or []
+            if ref.get("kind") == "LLMWorkload" and ref.get("controller")
+            and str(ref.get("apiVersion", "")).startswith("llmfleet.dev/")}
+
+
+def owned_by(obj: dict, workload_uid: str) -> bool:
+    """Whether a live object is llmfleet's child of the LLMWorkload with ``workload_uid``."""
+    return workload_uid in _workload_owner_uids(obj)
 
 
 def owned_by_a_workload(obj: dict) -> bool:
-    """Whether a live object is a child llmfleet made: the managed-by label and a controller owner
-    reference to an LLMWorkload. Only such objects are ever pruned (a foreign object that merely
-    carries the label is left alone)."""
-    md = obj.get("metadata") or {}
-    if (md.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
-        return False
-    return any(ref.get("kind") == "LLMWorkload" and str(ref.get("apiVersion", ref.get("api_version", ""))).startswith(
-        "llmfleet.dev/") for ref in md.get("ownerReferences") or md.get("owner_references") or [])
+    """Whether a live object is a child llmfleet made for some LLMWorkload. Only such objects are
+    ever pruned: a foreign object that merely carries the label is left alone."""
+    return bool(_workload_owner_uids(obj))
 
 
 def _short_error(err: Exception) -> str:

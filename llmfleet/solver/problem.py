@@ -178,6 +178,9 @@ def trace_path(w: LLMWorkload, base_dir: Path, ref: str | None = None) -> Path:
     """
     ref = ref or f"LLMWorkload {w.key}"
     raw = w.spec.traffic.trace.path
+    if any(ord(ch) < 32 for ch in raw):
+        raise ManifestError(f"{ref}: spec.traffic.trace.path: control characters are not allowed in a path",
+                            ("LLMWorkload", w.key))
     path = Path(raw)
     if path.is_absolute() or raw.startswith("~"):
         raise ManifestError(f"{ref}: spec.traffic.trace.path: {raw[:200]!r}: must be a path relative to {base_dir} "

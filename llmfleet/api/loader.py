@@ -52,6 +52,9 @@ class FleetSpec:
     policy: FleetPolicy = field(default_factory=lambda: FleetPolicy(metadata={"name": "default"}))
     sources: dict[str, Path] = field(default_factory=dict)
     """object key (``kind/namespace/name``) -> the file it came from, for error messages"""
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    """namespace -> its labels (Namespace documents among the files, or the cluster's), for tenancy
+    rules that select namespaces by label"""
     base_dir: Path | None = None
     """folder relative trace paths are resolved against for objects with no source file (the
     operator's ``--trace-dir``); objects read from a file resolve against that file's folder"""
@@ -198,6 +201,12 @@ def load_fleet(paths: list[str | Path]) -> FleetSpec:
     for f in _yaml_files([Path(p) for p in paths]):
         for i, doc in enumerate(read_yaml_documents(f)):
             if doc is None:
+                continue
+            if isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") == "Namespace":
+                md = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+                labels = md.get("labels") if isinstance(md.get("labels"), dict) else {}
+                if isinstance(md.get("name"), str):
+                    spec.namespace_labels[md["name"]] = {str(k): str(v) for k, v in labels.items()}
                 continue
             obj = parse_document(doc, f"{f}[{i}]")
             if obj is None:

@@ -429,7 +429,10 @@ class TenantRule(_Model):
     (cluster-scoped) FleetPolicy, which tenants cannot edit."""
 
     namespaces: list[Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9*?-]+$")]] = Field(
-        min_length=1, description="namespace names this rule covers; shell-style wildcards * and ? allowed")
+        default_factory=list, description="namespace names this rule covers; shell-style wildcards * and ? allowed")
+    namespace_selector: dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, description=("labels a namespace must carry for this rule to cover it (matchLabels: all of "
+                                   "them); with namespaces, both must match"))
     tiers: list[Annotated[str, Field(max_length=63)]] = Field(
         default_factory=list, description="priority tiers these namespaces may use, besides tenancy.defaultTier")
     images: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
@@ -440,6 +443,12 @@ class TenantRule(_Model):
                                            "flags that run remote code or open files or ports are refused unless listed"))
     max_gpus: int | None = Field(default=None, ge=0, le=1_000_000,
                                  description="GPUs all workloads of one such namespace may be planned together")
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> "TenantRule":
+        if not self.namespaces and not self.namespace_selector:
+            raise ValueError("a tenancy rule needs namespaces or namespaceSelector")
+        return self
 
 
 class TenancyPolicy(_Model):

@@ -27,10 +27,21 @@ RESERVED_FLAGS = ("--tensor-parallel-size", "--port", "--gpu-memory-utilization"
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
-def rule_for(policy: FleetPolicy, namespace: str) -> tuple[int, TenantRule] | None:
-    """The first tenancy rule (index, rule) covering ``namespace``, or None."""
+def covers(rule: TenantRule, namespace: str, labels: dict[str, str] | None) -> bool:
+    """Whether ``rule`` covers ``namespace`` with ``labels`` (None: labels unknown, so a rule with a
+    ``namespaceSelector`` cannot match)."""
+    if rule.namespaces and not any(fnmatch.fnmatchcase(namespace, pattern) for pattern in rule.namespaces):
+        return False
+    if rule.namespace_selector:
+        return labels is not None and all(labels.get(k) == v for k, v in rule.namespace_selector.items())
+    return True
+
+
+def rule_for(policy: FleetPolicy, namespace: str,
+             labels: dict[str, str] | None = None) -> tuple[int, TenantRule] | None:
+    """The first tenancy rule (index, rule) covering ``namespace`` (whose labels are ``labels``), or None."""
     for i, rule in enumerate(policy.spec.tenancy.rules):
-        if any(fnmatch.fnmatchcase(namespace, pattern) for pattern in rule.namespaces):
+        if covers(rule, namespace, labels):
             return i, rule
     return None
 
@@ -52,7 +63,7 @@ def flags_of(args: list[str]) -> list[str]:
     return out
 
 
-def violation(policy: FleetPolicy, w: LLMWorkload) -> str | None:
+def violation(policy: FleetPolicy, w: LLMWorkload, labels: dict[str, str] | None = None) -> str | None:
     """Why ``w`` asks for more than its namespace may, naming the field and the rule; None if it does not.
 
     Returns:
@@ -60,7 +71,7 @@ def violation(policy: FleetPolicy, w: LLMWorkload) -> str | None:
         spec.tenancy.rules[0] allows: standard, high)``.
     """
     ns = w.metadata.namespace or "default"
-    found = rule_for(policy, ns)
+    found = rule_for(policy, ns, labels)
     where = (f"FleetPolicy {policy.metadata.name} spec.tenancy.rules[{found[0]}]" if found
              else f"no rule of FleetPolicy {policy.metadata.name} spec.tenancy.rules covers namespace {ns}")
     rule = found[1] if found else None
@@ -85,14 +96,16 @@ def violation(policy: FleetPolicy, w: LLMWorkload) -> str | None:
     return None
 
 
-def gpu_quotas(policy: FleetPolicy, workloads: list[LLMWorkload]) -> dict[str, tuple[int, frozenset[str]]]:
-    """Per-namespace GPU quotas that apply: namespace -> (max GPUs, keys of its workloads)."""
+def gpu_quotas(policy: FleetPolicy, workloads: list[LLMWorkload],
+               namespace_labels: dict[str, dict[str, str]] | None = None) -> dict[str, tuple[int, frozenset[str]]]:
+    """Per-namespace GPU quotas that apply: namespace -> (max GPUs, keys of its workloads).
+    ``namespace_labels``: namespace -> its labels, where known."""
     by_ns: dict[str, set[str]] = {}
     for w in workloads:
         by_ns.setdefault(w.metadata.namespace or "default", set()).add(w.key)
     out = {}
     for ns, keys in by_ns.items():
-        found = rule_for(policy, ns)
+        found = rule_for(policy, ns, (namespace_labels or {}).get(ns))
         if found and found[1].max_gpus is not None:
             out[ns] = (found[1].max_gpus, frozenset(keys))
     return out

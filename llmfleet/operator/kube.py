@@ -37,6 +37,7 @@ KINDS = {
     "Service": ("v1", "Service"),
     "PriorityClass": ("scheduling.k8s.io/v1", "PriorityClass"),
     "Event": ("v1", "Event"),
+    "Namespace": ("v1", "Namespace"),
 }
 
 

@@ -57,6 +57,7 @@ class Parsed:
     invalid: dict[tuple[str, str], tuple[dict, str]] = field(default_factory=dict)  # (kind, key) -> (raw, msg)
     reasons: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> reason, default InvalidSpec
     ignored_policies: list[dict] = field(default_factory=list)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     policy_in_force: FleetPolicy | None = None
     """the policy the planner acts on: the cluster's valid ``default``, else the last valid one seen,
     else (an invalid policy and none valid before) the defaults in ``mode: plan``"""
@@ -99,7 +100,8 @@ def _for_parsing(raw: dict) -> dict:
 
 
 def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict],
-                  last_valid_policy: FleetPolicy | None = None) -> Parsed:
+                  last_valid_policy: FleetPolicy | None = None,
+                  namespace_labels: dict[str, dict[str, str]] | None = None) -> Parsed:
     """Validate the raw objects with the API models; invalid ones are kept with their message.
 
     The admin's controls fail safe: an invalid ``default`` FleetPolicy never falls back to the
@@ -107,7 +109,7 @@ def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]
     the defaults in ``mode: plan``, which change nothing. Every valid workload is then checked
     against the tier list and the tenancy rules of the policy in force.
     """
-    out = Parsed()
+    out = Parsed(namespace_labels=dict(namespace_labels or {}))
     for kind, items in (("LLMWorkload", workloads), ("GPUPool", pools), ("FleetPolicy", policies)):
         for raw in items:
             key = _key(raw)
@@ -134,14 +136,15 @@ def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]
             out.refuse("LLMWorkload", key, f"LLMWorkload {key}: spec.priority: {w.spec.priority!r} is not a tier of "
                                            f"FleetPolicy {POLICY_NAME}; allowed: {', '.join(tiers)}")
             continue
-        why = tenancy.violation(policy, w)
+        why = tenancy.violation(policy, w, (namespace_labels or {}).get(w.metadata.namespace or "default"))
         if why:
             out.refuse("LLMWorkload", key, f"LLMWorkload {key}: {why}", "NotAllowed")
     # a minimum no pool or quota can hold makes that workload unplannable, not the whole fleet
     offered = sum(p.spec.max_gpus for _, p in out.pools.values())
     for key, (raw, w) in list(out.workloads.items()):
         need = w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes)
-        found = tenancy.rule_for(policy, w.metadata.namespace or "default")
+        ns = w.metadata.namespace or "default"
+        found = tenancy.rule_for(policy, ns, (namespace_labels or {}).get(ns))
         quota = found[1].max_gpus if found else None
         if need > offered or (quota is not None and need > quota):
             limit = (f"the GPU quota of namespace {w.metadata.namespace} ({quota})" if quota is not None and need > quota
@@ -240,12 +243,15 @@ class FleetPlanner:
             if not workloads or not pools:
                 return None, False, failed
             digest = hashlib.sha256(json.dumps(
-                [[w.spec.model_dump(mode="json") for _, w in sorted(workloads.items())],
+                [[(k, w.spec.model_dump(mode="json")) for k, w in sorted(workloads.items())],
                  [(k, p.spec.model_dump(mode="json")) for k, p in sorted(pools.items())],
-                 policy.spec.model_dump(mode="json"), str(self.trace_dir)], sort_keys=True).encode()).hexdigest()
+                 policy.spec.model_dump(mode="json"), str(self.trace_dir),
+                 {ns: parsed.namespace_labels.get(ns) for ns in sorted({k.split("/")[0] for k in workloads})}],
+                sort_keys=True).encode()).hexdigest()
             if self._cache and self._cache[0] == digest:
                 return self._cache[1], False, failed
             spec = FleetSpec(workloads=list(workloads.values()), pools=list(pools.values()), policy=policy,
+                             namespace_labels=parsed.namespace_labels,
                              base_dir=self.trace_dir)
             try:
                 problem = build_problem(spec)
@@ -277,8 +283,9 @@ class FleetPlanner:
 
     def _reconcile(self) -> ReconcileReport:
         kube = self.kube
+        namespace_labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in kube.list("Namespace")}
         parsed = parse_cluster(kube.list("LLMWorkload"), kube.list("GPUPool"), kube.list("FleetPolicy"),
-                               self.last_valid_policy)
+                               self.last_valid_policy, namespace_labels)
         if parsed.policy is not None:
             self.last_valid_policy = parsed.policy[1]
         policy_raw = parsed.policy[0] if parsed.policy else None

@@ -12,6 +12,7 @@ the operator uses every verb here and no other. Why each rule exists:
 - PriorityClasses: get to see whether a tier's class exists, patch + create to apply it; never
   deleted by llmfleet, so no delete verb.
 - Events: create to record decisions and failures.
+- Namespaces: list, for tenancy rules that select namespaces by label.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ OPERATOR_RULES: list[dict] = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "create", "patch", "delete"]},
     {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
 ]
 
 

@@ -303,7 +303,7 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap,
-                        gpu_quotas=gpu_quotas(spec.policy, workloads))
+                        gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels))
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,

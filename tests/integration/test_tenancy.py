@@ -34,7 +34,9 @@ spec:
 
 POLICY = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
           "spec": {"tenancy": {"rules": [{"namespaces": ["team-a"], "maxGPUs": 4},
-                                         {"namespaces": ["team-b"], "tiers": ["high"], "maxGPUs": 8}]}}}
+                                         # team-b is selected by its label, as an admin with many teams would
+                                         {"namespaceSelector": {"llmfleet.dev/tenant": "b"}, "tiers": ["high"],
+                                          "maxGPUs": 8}]}}}
 
 TENANT_RBAC = """
 apiVersion: rbac.authorization.k8s.io/v1
@@ -60,6 +62,7 @@ def workload(name, ns, rate=1, tier="standard", min_replicas=1, extra=""):
 def setup_tenants(cluster):
     for ns in ("team-a", "team-b"):
         cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", "team-b", "llmfleet.dev/tenant=b")
     cluster.apply(TENANT_RBAC)
     cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
     cluster.lc.add_gpu_node("l4-1", "NVIDIA-L4", 4)

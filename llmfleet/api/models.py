@@ -270,6 +270,11 @@ class ServingSpec(_Model):
         json_schema_extra={"items": {"type": "integer", "enum": list(ALLOWED_TP)}},
     )
     disaggregation: Literal["auto", "always", "never"] = "auto"
+    quantization: Literal["bf16", "fp8", "int8", "fp4"] = Field(default="bf16", description=(
+        "weight precision: bf16; fp8 (W8A8, rendered as --quantization fp8; weight-only on Ampere); int8 "
+        "(W8A16) and fp4 (NVFP4, Blackwell) need a checkpoint quantized that way as spec.model"))
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(default="auto", description=(
+        "KV-cache dtype: auto (the model's) or fp8 (--kv-cache-dtype fp8; GPUs with FP8 tensor cores)"))
     extra_args: list[Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=list, max_length=64,
         description="extra `vllm serve` arguments; the FleetPolicy's tenancy rules say which flags a namespace may use")
@@ -326,6 +331,9 @@ class GPUSpecOverride(_Model):
     memory_gb: float = Field(gt=0, le=10_000)
     mem_bandwidth_gbps: float = Field(gt=0, le=1_000_000, description="HBM/GDDR bandwidth, GB/s")
     peak_bf16_tflops: float = Field(gt=0, le=1_000_000, description="dense BF16 TFLOPS")
+    peak_fp8_tflops: float | None = Field(default=None, gt=0, le=1_000_000, description="dense FP8 TFLOPS, if any")
+    architecture: Literal["ampere", "ada", "hopper", "blackwell", "cdna3"] | None = Field(
+        default=None, description="GPU architecture: decides which quantizations vLLM runs; unset: bf16 only")
     tdp_watts: float = Field(gt=0, le=100_000)
     interconnect_gbps: float = Field(default=64.0, gt=0, le=1_000_000,
                                      description="per-GPU intra-node all-reduce bandwidth, GB/s")

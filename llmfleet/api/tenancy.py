@@ -21,8 +21,9 @@ import re
 
 from llmfleet.api.models import DEFAULT_IMAGE, FleetPolicy, LLMWorkload, TenantRule
 
-RESERVED_FLAGS = ("--tensor-parallel-size", "--port", "--gpu-memory-utilization", "--kv-transfer-config", "--host")
-"""Flags llmfleet sets itself (the plan and the Service depend on them): never taken from extraArgs"""
+RESERVED_FLAGS = ("--tensor-parallel-size", "--port", "--gpu-memory-utilization", "--kv-transfer-config", "--host",
+                  "--quantization", "--kv-cache-dtype")
+"""Flags llmfleet sets itself (from the plan, the Service and spec.serving): never taken from extraArgs"""
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 

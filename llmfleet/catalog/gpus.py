@@ -32,6 +32,13 @@ class GPUType:
     default_cost_per_gpu_hour: float | None = None
     spec_source: str = ""
     price_source: str = ""
+    peak_fp8_tflops: float | None = None
+    """dense FP8 tensor-core peak, TFLOPS (None: no FP8 tensor cores)"""
+    peak_fp4_tflops: float | None = None
+    """dense FP4 tensor-core peak, TFLOPS (None: no FP4 tensor cores)"""
+    architecture: str | None = None
+    """ampere, ada, hopper, blackwell (NVIDIA) or cdna3 (AMD): decides which precisions vLLM runs
+    (``perf.precision``); None for a GPU described only by ``GPUPool.spec.gpu``"""
 
     @property
     def memory_bytes(self) -> float:
@@ -43,7 +50,14 @@ class GPUType:
 
     @property
     def peak_flops(self) -> float:
+        """Dense BF16 peak, FLOP/s."""
         return self.peak_bf16_tflops * 1e12
+
+    def peak_flops_for(self, dtype: str) -> float:
+        """Dense tensor-core peak of GEMMs in ``dtype`` (``bf16``, ``fp8``, ``fp4``), FLOP/s; a dtype the
+        GPU has no tensor cores for runs at the BF16 peak (weight-only kernels dequantize to BF16)."""
+        peak = {"fp8": self.peak_fp8_tflops, "fp4": self.peak_fp4_tflops}.get(dtype)
+        return (peak or self.peak_bf16_tflops) * 1e12
 
 
 def _float(s: str) -> float | None:
@@ -68,6 +82,9 @@ def gpu_catalog() -> dict[str, GPUType]:
             default_cost_per_gpu_hour=_float(r["default_cost_per_gpu_hour"]),
             spec_source=r["spec_source"],
             price_source=r["price_source"],
+            peak_fp8_tflops=_float(r["peak_fp8_tflops"]),
+            peak_fp4_tflops=_float(r["peak_fp4_tflops"]),
+            architecture=r["architecture"] or None,
         )
     return out
 

@@ -35,6 +35,8 @@ class ModelSpec:
     """KV cache dtype size (vLLM default: the model dtype)"""
     num_experts: int = 1
     """routed experts per MoE layer (1 for dense models)"""
+    compute_dtype: str = "bf16"
+    """dtype of the GEMMs (``bf16``, ``fp8``, ``fp4``); set by ``perf.precision.with_precision``"""
     experts_per_token: int = 1
     source: str = ""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmfleet.api.models import GROUP_VERSION, LLMWorkload
+from llmfleet.perf.precision import vllm_flags
 from llmfleet.solver.plan import Assignment
 
 MANAGED_BY = "llmfleet"
@@ -87,7 +88,7 @@ def vllm_args(w: LLMWorkload, a: Assignment) -> list[str]:
     """Arguments of ``vllm serve`` for one group (role flags for disaggregated prefill/decode)."""
     s = w.spec.serving
     args = [w.spec.model, "--tensor-parallel-size", str(a.tp), "--port", str(VLLM_PORT),
-            "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+            "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}", *vllm_flags(s.quantization, s.kv_cache_dtype)]
     if a.role in ("prefill", "decode"):
         # vLLM's NixlConnector (vLLM >= 0.9, docs "NixlConnector Usage Guide") moves KV caches
         # between any number of prefill and decode instances; both sides run as kv_both and a

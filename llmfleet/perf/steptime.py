@@ -81,7 +81,7 @@ def all_reduce_s(gpu: GPUType, tp: int, nbytes: np.ndarray | float, p: PerfParam
 
 
 def _forward_s(model: ModelSpec, gpu: GPUType, tp: int, tokens, flops, nbytes, p: PerfParams) -> np.ndarray:
-    t_compute = flops / (tp * gpu.peak_flops * p.eff_compute)
+    t_compute = flops / (tp * gpu.peak_flops_for(model.compute_dtype) * p.eff_compute)
     t_memory = nbytes / (tp * gpu.mem_bandwidth_bytes_per_s * p.eff_bandwidth)
     comm = 2 * model.num_layers * all_reduce_s(gpu, tp, tokens * model.hidden_size * ACTIVATION_BYTES, p)
     t_layer = p.layer_overhead_bytes / gpu.mem_bandwidth_bytes_per_s

@@ -8,6 +8,7 @@ nothing but the plan file and a trace.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,8 @@ def to_document(workloads: list[SimWorkload]) -> dict:
     for w in workloads:
         docs.append({
             "workload": w.key, "model": w.model.name, "architecture": w.architecture,
+            "precision": {"bytesPerWeight": w.model.bytes_per_weight, "kvBytesPerElement": w.model.kv_bytes_per_element,
+                          "computeDtype": w.model.compute_dtype},
             "slo": {"ttftSeconds": w.ttft_s, "tpotSeconds": w.tpot_s, "percentile": w.percentile},
             "gpuMemoryUtilization": w.gpu_memory_utilization, "rateScale": w.rate_scale,
             "buckets": [list(b) for b in w.buckets],
@@ -131,6 +134,13 @@ def from_document(doc: dict) -> list[SimWorkload]:
         for w in sc["workloads"]:
             arch = w.get("architecture")
             model = resolve_model(w["model"], ModelArchitecture.model_validate(arch) if arch else None)
+            prec = w.get("precision")
+            if prec:  # plans written before precision was modelled are BF16
+                if prec["computeDtype"] not in ("bf16", "fp8", "fp4"):
+                    raise ValueError("computeDtype")
+                model = dataclasses.replace(model, bytes_per_weight=float(prec["bytesPerWeight"]),
+                                            kv_bytes_per_element=float(prec["kvBytesPerElement"]),
+                                            compute_dtype=prec["computeDtype"])
             sw = SimWorkload(
                 key=w["workload"], model=model, ttft_s=w["slo"]["ttftSeconds"], tpot_s=w["slo"]["tpotSeconds"],
                 percentile=w["slo"]["percentile"], gpu_memory_utilization=w["gpuMemoryUtilization"],

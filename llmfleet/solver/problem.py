@@ -29,6 +29,7 @@ from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
 from llmfleet.perf.capacity import (capacity_rps, decode_capacity_rps, kv_transfer_s, prefill_capacity_rps,
                                     weights_fit)
+from llmfleet.perf.precision import unsupported, with_precision
 from llmfleet.perf.steptime import PerfParams, default_params
 from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
 from llmfleet.workload.traces import TraceError, load_trace
@@ -137,7 +138,8 @@ def resolve_pool(pool: GPUPool, ref: str | None = None) -> PoolInfo:
     if s.gpu is not None:
         gpu = GPUType(name=s.gpu_type, memory_gb=s.gpu.memory_gb, mem_bandwidth_gbps=s.gpu.mem_bandwidth_gbps,
                       peak_bf16_tflops=s.gpu.peak_bf16_tflops, tdp_watts=s.gpu.tdp_watts,
-                      interconnect_gbps=s.gpu.interconnect_gbps, spec_source="GPUPool.spec.gpu")
+                      interconnect_gbps=s.gpu.interconnect_gbps, spec_source="GPUPool.spec.gpu",
+                      peak_fp8_tflops=s.gpu.peak_fp8_tflops, architecture=s.gpu.architecture)
     else:
         try:
             gpu = get_gpu(s.gpu_type)
@@ -280,10 +282,16 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
     for w in workloads:
         ref = object_ref(spec, w)
         try:
-            models[w.key] = resolve_model(w.spec.model, w.spec.architecture)
+            base = resolve_model(w.spec.model, w.spec.architecture)
         except KeyError as err:
             raise ManifestError(f"{ref}: spec.model: {err.args[0]}", ("LLMWorkload", w.key)) from None
-        check_context_length(w, models[w.key], ref)
+        check_context_length(w, base, ref)
+        s = w.spec.serving
+        models[w.key] = with_precision(base, s.quantization, s.kv_cache_dtype)
+        why = [unsupported(p.gpu, s.quantization, s.kv_cache_dtype) for p in pools.values()]
+        if pools and all(why):
+            raise ManifestError(f"{ref}: no GPUPool can serve this precision: {'; '.join(dict.fromkeys(why))}",
+                                ("LLMWorkload", w.key))
     problems = []
     for k, w in enumerate(workloads):
         progress.report(f"capacity model: workload {k + 1}/{len(workloads)} ({w.key})")
@@ -316,7 +324,8 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     slo, serving = w.spec.slo, w.spec.serving
     gmu = serving.gpu_memory_utilization
     shapes = [(pool, tp) for pool in pools for tp in serving.tensor_parallel_sizes
-              if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)]
+              if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)
+              and unsupported(pool.gpu, serving.quantization, serving.kv_cache_dtype) is None]
     configs: list[ReplicaConfig] = []
     if serving.disaggregation != "always":
         for pool, tp in shapes:

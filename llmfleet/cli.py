@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmfleet import __version__, progress
@@ -84,7 +85,8 @@ class StderrProgress:
 
 
 def _error(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    # escaped: messages hold field paths such as tenancy.rules[1] that rich would read as markup
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
 
 
 def positive_float(text: str) -> float:

@@ -108,3 +108,43 @@ def test_fp8_plans_cheaper_and_renders_the_flag(tmp_path):
                    cost_per_hour=1.0, rate_rps=1.0, utilization=0.5, bucket_rate_rps=np.zeros(1))
     args = vllm_args(wl, a)
     assert args[args.index("--quantization") + 1] == "fp8" and args[args.index("--kv-cache-dtype") + 1] == "fp8"
+
+
+def test_scheduler_limits_are_modelled_rendered_and_simulated(tmp_path):
+    """spec.serving.maxNumSeqs bounds the batch in the capacity model, is rendered as vLLM's flag,
+    and travels with the plan to the simulator; unset, nothing is rendered."""
+    import json
+
+    import yaml
+
+    from llmfleet.api.models import LLMWorkload
+    from llmfleet.operator.render import vllm_args
+    from llmfleet.perf.capacity import capacity_rps
+    from llmfleet.solver.plan import Assignment
+
+    h100 = get_gpu("H100-SXM")
+    inp, out = np.array([200.0]), np.array([400.0])  # short prompts, long answers: batch-bound
+    kappa = {n: capacity_rps(LLAMA_8B, h100, 1, inp, out, 5.0, 0.2, 90, max_num_seqs=n)[0] for n in (32, 256, 1024)}
+    assert kappa[32] < kappa[256] <= kappa[1024]
+
+    w = WORKLOAD.replace("minReplicas: 1}", "minReplicas: 1, maxNumSeqs: 512, maxNumBatchedTokens: 4096}")
+    wl = LLMWorkload.model_validate(yaml.safe_load(w))
+    a = Assignment(workload="team-a/chat", pool="h100", gpu_type="H100-SXM", tp=1, replicas=1, gpus=1,
+                   cost_per_hour=1.0, rate_rps=1.0, utilization=0.5, bucket_rate_rps=np.zeros(1))
+    args = vllm_args(wl, a)
+    assert args[args.index("--max-num-seqs") + 1] == "512" and args[args.index("--max-num-batched-tokens") + 1] == "4096"
+    assert "--max-num-seqs" not in vllm_args(LLMWorkload.model_validate(yaml.safe_load(WORKLOAD)), a)
+
+    r = run("plan", "-f", plan_files(tmp_path, w), "-o", "json", "--no-baseline", "-q")
+    assert r.returncode == 0, r.stderr
+    sc = json.loads(r.stdout)["scenario"]["workloads"][0]
+    assert (sc["maxNumSeqs"], sc["maxNumBatchedTokens"]) == (512, 4096)
+    from llmfleet.sim.scenario import from_document
+    sim = from_document(json.loads(r.stdout))[0]
+    assert (sim.max_num_seqs, sim.max_num_batched_tokens) == (512, 4096)
+    import pandas as pd
+
+    from llmfleet.sim.engine import Simulation
+    trace = pd.DataFrame({"arrival_s": [0.0, 0.1], "input_tokens": [200, 300], "output_tokens": [50, 60]})
+    replica = Simulation(sim, trace).replicas[0][0]
+    assert (replica.max_seqs, replica.budget) == (512, 4096)

@@ -273,6 +273,11 @@ class ServingSpec(_Model):
     quantization: Literal["bf16", "fp8", "int8", "fp4"] = Field(default="bf16", description=(
         "weight precision: bf16; fp8 (W8A8, rendered as --quantization fp8; weight-only on Ampere); int8 "
         "(W8A16) and fp4 (NVFP4, Blackwell) need a checkpoint quantized that way as spec.model"))
+    max_num_seqs: int | None = Field(default=None, ge=1, le=4096, description=(
+        "vLLM --max-num-seqs: most sequences a replica batches; unset: not rendered, modelled as 256"))
+    max_num_batched_tokens: int | None = Field(default=None, ge=256, le=1_048_576, description=(
+        "vLLM --max-num-batched-tokens: token budget of one scheduler step (chunked prefill); unset: not "
+        "rendered, simulated as 8192 on GPUs with at least 70 GB, else 2048"))
     kv_cache_dtype: Literal["auto", "fp8"] = Field(default="auto", description=(
         "KV-cache dtype: auto (the model's) or fp8 (--kv-cache-dtype fp8; GPUs with FP8 tensor cores)"))
     extra_args: list[Annotated[str, Field(max_length=1024)]] = Field(

@@ -89,6 +89,10 @@ def vllm_args(w: LLMWorkload, a: Assignment) -> list[str]:
     s = w.spec.serving
     args = [w.spec.model, "--tensor-parallel-size", str(a.tp), "--port", str(VLLM_PORT),
             "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}", *vllm_flags(s.quantization, s.kv_cache_dtype)]
+    if s.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(s.max_num_seqs)]
+    if s.max_num_batched_tokens is not None:
+        args += ["--max-num-batched-tokens", str(s.max_num_batched_tokens)]
     if a.role in ("prefill", "decode"):
         # vLLM's NixlConnector (vLLM >= 0.9, docs "NixlConnector Usage Guide") moves KV caches
         # between any number of prefill and decode instances; both sides run as kv_both and a

@@ -114,7 +114,7 @@ def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nda
 
 def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                  ttft_s: float, tpot_s: float, percentile: float, p: PerfParams | None = None,
-                 gpu_memory_utilization: float = 0.9) -> np.ndarray:
+                 gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> np.ndarray:
     """κ: the largest request rate, req/s, one replica serves within both SLO percentiles.
 
     Args:
@@ -124,7 +124,7 @@ def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     Returns:
         Shape (S,), req/s; 0 where the SLO cannot be met or the request does not fit.
     """
-    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
+    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization, max_num_seqs)
     ok = c.kv_ok & (c.tpot_s <= tpot_s)
     # For each batch size B: the TTFT budget left for queueing after the prefill and one decode
     # iteration (which grows with B), and the largest rate whose M/D/1 wait quantile fits it.
@@ -219,11 +219,11 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
 
 def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
                         output_tokens: np.ndarray, tpot_s: float, percentile: float, p: PerfParams | None = None,
-                        gpu_memory_utilization: float = 0.9) -> np.ndarray:
+                        gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> np.ndarray:
     """κ of a decode-only replica: the largest rate, req/s, whose TPOT percentile meets the target
     and whose batch fits the KV cache (``decode_curves``). Shape (S,); 0 where no batch does."""
     rate, tpot, kv_ok = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p,
-                                      gpu_memory_utilization)
+                                      gpu_memory_utilization, max_num_seqs)
     return np.where(kv_ok & (tpot <= tpot_s), rate, 0.0).max(axis=0)
 
 
@@ -237,10 +237,10 @@ def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rp
 
 def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                     rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
-                    gpu_memory_utilization: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+                    gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> tuple[np.ndarray, np.ndarray]:
     """Predicted (TTFT, TPOT) at the percentile, s, for each bucket served at ``rate_rps``
     req/s by one replica. Shapes (S,). inf where the rate exceeds what the replica can sustain."""
-    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
+    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization, max_num_seqs)
     rate = np.asarray(rate_rps, dtype=float)
     tpot = _at_offered_rate(c.rate, c.tpot_s, rate)
     t_d = _at_offered_rate(c.rate, c.decode_s, rate)
@@ -260,8 +260,9 @@ def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: 
 
 def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                         rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
-                        gpu_memory_utilization: float = 0.9) -> np.ndarray:
+                        gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> np.ndarray:
     """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
     bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation."""
-    rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization)
+    rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
+                                  max_num_seqs)
     return _at_offered_rate(rate, tpot, np.asarray(rate_rps, dtype=float))

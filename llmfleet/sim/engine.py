@@ -323,7 +323,9 @@ class Simulation:
         self.rng = np.random.default_rng(seed)
         self.heap: list = []
         self.seq = 0
-        self.replicas = [[Replica(self, g, w, self.p, max_num_seqs, max_batched_tokens) for _ in range(g.replicas)]
+        # the workload's own scheduler limits (spec.serving) win over the defaults given here
+        seqs, budget = w.max_num_seqs or max_num_seqs, w.max_num_batched_tokens or max_batched_tokens
+        self.replicas = [[Replica(self, g, w, self.p, seqs, budget) for _ in range(g.replicas)]
                          for g in w.groups]
         self.bucket = w.bucket_of(self.rq.inp, self.rq.out)
         self.reject_unplanned = reject_unplanned

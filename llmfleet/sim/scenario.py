@@ -65,6 +65,10 @@ class SimWorkload:
     groups: list[SimGroup] = field(default_factory=list)
     rate_scale: float = 1.0
     architecture: dict | None = None
+    max_num_seqs: int | None = None
+    """``spec.serving.maxNumSeqs`` (None: the simulator's default)"""
+    max_num_batched_tokens: int | None = None
+    """``spec.serving.maxNumBatchedTokens`` (None: vLLM's default by GPU memory)"""
 
     def bucket_of(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
         """Index into ``buckets`` of each request, -1 for sizes the plan has no bucket for."""
@@ -86,6 +90,7 @@ def from_plan(plan: Plan, fp: FleetProblem) -> list[SimWorkload]:
             gpu_memory_utilization=spec.serving.gpu_memory_utilization, buckets=grid,
             rate_scale=spec.traffic.trace.rate_scale if spec.traffic.trace else 1.0,
             architecture=spec.architecture.model_dump(by_alias=True) if spec.architecture else None,
+            max_num_seqs=spec.serving.max_num_seqs, max_num_batched_tokens=spec.serving.max_num_batched_tokens,
         )
         for a in plan.assignments:
             if a.workload != w.key:
@@ -107,6 +112,7 @@ def to_document(workloads: list[SimWorkload]) -> dict:
                           "computeDtype": w.model.compute_dtype},
             "slo": {"ttftSeconds": w.ttft_s, "tpotSeconds": w.tpot_s, "percentile": w.percentile},
             "gpuMemoryUtilization": w.gpu_memory_utilization, "rateScale": w.rate_scale,
+            "maxNumSeqs": w.max_num_seqs, "maxNumBatchedTokens": w.max_num_batched_tokens,
             "buckets": [list(b) for b in w.buckets],
             "groups": [{
                 "role": g.role, "pool": g.pool, "tensorParallelSize": g.tp, "replicas": g.replicas,
@@ -145,6 +151,8 @@ def from_document(doc: dict) -> list[SimWorkload]:
                 key=w["workload"], model=model, ttft_s=w["slo"]["ttftSeconds"], tpot_s=w["slo"]["tpotSeconds"],
                 percentile=w["slo"]["percentile"], gpu_memory_utilization=w["gpuMemoryUtilization"],
                 buckets=[tuple(b) for b in w["buckets"]], rate_scale=w.get("rateScale", 1.0), architecture=arch,
+                max_num_seqs=_optional_int(w.get("maxNumSeqs")),
+                max_num_batched_tokens=_optional_int(w.get("maxNumBatchedTokens")),
             )
             for g in w["groups"]:
                 sw.groups.append(SimGroup(g["role"], g["pool"], GPUType(**g["gpu"]), g["tensorParallelSize"], g["replicas"],
@@ -160,6 +168,14 @@ def from_document(doc: dict) -> list[SimWorkload]:
     except (TypeError, ValueError, AttributeError, IndexError) as err:
         raise ScenarioError(f"plan document: scenario has a value of the wrong type or shape ({type(err).__name__}); "
                             "write it with `llmfleet plan -o json`") from None
+
+
+def _optional_int(value) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_048_576:
+        raise ValueError("scheduler limit")
+    return value
 
 
 def _check(w: SimWorkload) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
+from llmfleet.perf.capacity import MAX_NUM_SEQS, decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
 from llmfleet.solver.highs import QuietHiGHS
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import FleetProblem, WorkloadProblem
@@ -389,6 +389,7 @@ def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     served = bucket_rps > 0
     slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
+    seqs = w.workload.spec.serving.max_num_seqs or MAX_NUM_SEQS
     inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
     weights = bucket_rps[served] / bucket_rps[served].sum()
     if c.role == "prefill":
@@ -396,9 +397,11 @@ def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
                                     c.kv_transfer_s[served], slo.tpot)
         return float((weights * ttft).sum()), None
     if c.role == "decode":
-        tpot = decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu)
+        tpot = decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu,
+                                   max_num_seqs=seqs)
         return None, float((weights * tpot).sum())
-    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu)
+    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu,
+                                 max_num_seqs=seqs)
     return float((weights * ttft).sum()), float((weights * tpot).sum())
 
 

@@ -27,8 +27,8 @@ from llmfleet.api.tenancy import gpu_quotas
 from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkload
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
-from llmfleet.perf.capacity import (capacity_rps, decode_capacity_rps, kv_transfer_s, prefill_capacity_rps,
-                                    weights_fit)
+from llmfleet.perf.capacity import (MAX_NUM_SEQS, capacity_rps, decode_capacity_rps, kv_transfer_s,
+                                    prefill_capacity_rps, weights_fit)
 from llmfleet.perf.precision import unsupported, with_precision
 from llmfleet.perf.steptime import PerfParams, default_params
 from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
@@ -323,20 +323,21 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     """
     slo, serving = w.spec.slo, w.spec.serving
     gmu = serving.gpu_memory_utilization
+    seqs = serving.max_num_seqs or MAX_NUM_SEQS
     shapes = [(pool, tp) for pool in pools for tp in serving.tensor_parallel_sizes
               if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)
               and unsupported(pool.gpu, serving.quantization, serving.kv_cache_dtype) is None]
     configs: list[ReplicaConfig] = []
     if serving.disaggregation != "always":
         for pool, tp in shapes:
-            kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile, params, gmu)
+            kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile, params, gmu, seqs)
             if (kappa > 0).any():
                 configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
     if serving.disaggregation == "never":
         return configs
     decode = []
     for pool, tp in shapes:
-        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, slo.percentile, params, gmu)
+        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, slo.percentile, params, gmu, seqs)
         if (kappa > 0).any():
             decode.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="decode"))
     # receive bandwidth of the slowest decode configuration of each domain (each GPU of a TP group

@@ -80,4 +80,7 @@ class QuietHiGHS(pulp.HiGHS):
             progress.report(f"{label}: incumbent {d.objective_function_value:.4g} {unit}{bound_text}{gap_text} "
                             f"after {time.perf_counter() - t0:.1f}s")
 
-        lp.solverModel.cbMipImprovingSolution.subscribe(on_improving)
+        # the callback API (``cbMipImprovingSolution``) came with highspy 1.8; older ones solve
+        # without incumbent reports
+        if hasattr(lp.solverModel, "cbMipImprovingSolution"):
+            lp.solverModel.cbMipImprovingSolution.subscribe(on_improving)

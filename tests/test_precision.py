@@ -148,3 +148,16 @@ def test_scheduler_limits_are_modelled_rendered_and_simulated(tmp_path):
     trace = pd.DataFrame({"arrival_s": [0.0, 0.1], "input_tokens": [200, 300], "output_tokens": [50, 60]})
     replica = Simulation(sim, trace).replicas[0][0]
     assert (replica.max_seqs, replica.budget) == (512, 4096)
+
+
+def test_fp8_is_what_fits_llama_405b_on_one_h100_node():
+    """405 billion weights: 810 GB in BF16 exceed 8 x 80 GB; 405 GB in FP8 fit (0.9 of memory usable)."""
+    from llmfleet.perf.capacity import weights_fit
+
+    llama_405b = resolve_model("meta-llama/Llama-3.1-405B-Instruct")
+    h100, h200 = get_gpu("H100-SXM"), get_gpu("H200")
+    assert not weights_fit(llama_405b, h100, 8)
+    assert weights_fit(with_precision(llama_405b, "fp8", "auto"), h100, 8)
+    assert weights_fit(llama_405b, h200, 8)  # 8 x 141 GB hold the BF16 weights
+    assert resolve_model("deepseek-ai/DeepSeek-R1-Distill-Llama-70B").kv_bytes_per_token == \
+        resolve_model("meta-llama/Llama-3.3-70B-Instruct").kv_bytes_per_token

@@ -98,6 +98,11 @@ _CATALOG: tuple[ModelSpec, ...] = (
     _m("meta-llama/Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128256, 8.03, ctx=131072),
     _m("meta-llama/Llama-3.1-70B", 80, 8192, 64, 8, 28672, 128256, 70.6, ctx=131072),
     _m("meta-llama/Llama-3.3-70B-Instruct", 80, 8192, 64, 8, 28672, 128256, 70.6, ctx=131072),
+    # 405B: 126 layers, hidden 16384, 128 heads, 8 KV heads, MLP 53248 (its config.json); 405 billion
+    # parameters as the ML.ENERGY rows in shared/data/profiles record them
+    _m("meta-llama/Llama-3.1-405B", 126, 16384, 128, 8, 53248, 128256, 405.0, ctx=131072),
+    # the R1 distillation keeps Llama-3.3-70B-Instruct's architecture (its config.json)
+    _m("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", 80, 8192, 64, 8, 28672, 128256, 70.6, ctx=131072),
     _m("mistralai/Mistral-7B-v0.1", 32, 4096, 32, 8, 14336, 32000, 7.24, ctx=32768),
     _m("Qwen/Qwen2.5-7B", 28, 3584, 28, 4, 18944, 152064, 7.62, ctx=32768),
     _m("Qwen/Qwen2.5-72B", 80, 8192, 64, 8, 29568, 152064, 72.7, ctx=32768),

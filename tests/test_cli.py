@@ -122,10 +122,13 @@ def test_table_output_starts_with_the_plan():
 
 
 def test_version_and_module_entry_point():
-    from llmfleet import __version__
+    import tomllib
 
+    from conftest import ROOT
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     r = run("--version")
-    assert r.returncode == 0 and r.stdout.strip() == f"llmfleet {__version__}" and __version__ != "0+unknown"
+    assert r.returncode == 0 and r.stdout.strip() == f"llmfleet {declared}"
     m = subprocess.run([sys.executable, "-m", "llmfleet", "plan", "-f", str(EXAMPLES), "-o", "json", "--no-baseline", "-q"],
                        capture_output=True, text=True, timeout=300)
     assert m.returncode == 0 and json.loads(m.stdout)["status"] == "optimal", m.stderr

@@ -321,9 +321,14 @@ class LLMWorkload(_Model):
     status: LLMWorkloadStatus | None = None
 
     @property
+    def namespace(self) -> str:
+        """``metadata.namespace``, ``default`` when unset (as kubectl applies it)."""
+        return self.metadata.namespace or "default"
+
+    @property
     def key(self) -> str:
         """``namespace/name``, the identity of a namespaced workload."""
-        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
+        return f"{self.namespace}/{self.metadata.name}"
 
 
 # --------------------------------------------------------------------------------------------

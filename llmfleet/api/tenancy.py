@@ -9,9 +9,9 @@ the GPUs a namespace may hold (a per-namespace constraint of the MILP, in ``llmf
 The operator refuses workloads that break the rules; ``llmfleet plan``, run by the admin on files,
 applies only the quotas.
 
-The defaults are safe: a namespace no rule covers may use only the default tier (``tenancy.defaultTier``,
-else the lowest tier), the
-default vLLM image and no extra arguments. Pure logic on the API models: no Kubernetes calls.
+The defaults are safe: a namespace no rule covers may use only the default tier
+(``FleetPolicySpec.default_tier``), the default vLLM image and no extra arguments. Pure logic on
+the API models: no Kubernetes calls.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def violation(policy: FleetPolicy, w: LLMWorkload, labels: dict[str, str] | None
         e.g. ``spec.priority: tier 'critical' is not allowed in namespace team-a (FleetPolicy default
         spec.tenancy.rules[0] allows: standard, high)``.
     """
-    ns = w.metadata.namespace or "default"
+    ns = w.namespace
     found = rule_for(policy, ns, labels)
     where = (f"FleetPolicy {policy.metadata.name} spec.tenancy.rules[{found[0]}]" if found
              else f"no rule of FleetPolicy {policy.metadata.name} spec.tenancy.rules covers namespace {ns}")
@@ -103,7 +103,7 @@ def gpu_quotas(policy: FleetPolicy, workloads: list[LLMWorkload],
     ``namespace_labels``: namespace -> its labels, where known."""
     by_ns: dict[str, set[str]] = {}
     for w in workloads:
-        by_ns.setdefault(w.metadata.namespace or "default", set()).add(w.key)
+        by_ns.setdefault(w.namespace, set()).add(w.key)
     out = {}
     for ns, keys in by_ns.items():
         found = rule_for(policy, ns, (namespace_labels or {}).get(ns))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmfleet.api.loader import FleetSpec, ManifestError, parse_document
+from llmfleet.api.loader import POLICY_NAME, FleetSpec, ManifestError, parse_document
 from llmfleet.api.models import (FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoolStatus, LLMWorkload,
                                  LLMWorkloadStatus)
 from llmfleet.api import tenancy
@@ -33,7 +33,7 @@ from llmfleet.operator.render import (
 )
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
-from llmfleet.solver.problem import build_problem, resolve_pool
+from llmfleet.solver.problem import build_problem, minimum_gpus, resolve_pool
 
 RESERVED_NAMES = {("Service", "kubernetes")}
 """Children llmfleet never creates, whatever exists: the API server's own Service is named
@@ -41,7 +41,6 @@ RESERVED_NAMES = {("Service", "kubernetes")}
 
 log = logging.getLogger(__name__)
 
-POLICY_NAME = "default"
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 HANDOFF_MANAGER = "llmfleet-replicas-handoff"
 STATUS_MODELS = {"LLMWorkload": LLMWorkloadStatus, "GPUPool": GPUPoolStatus, "FleetPolicy": FleetPolicyStatus}
@@ -136,18 +135,17 @@ def parse_cluster(workloads: list[dict], pools: list[dict], policies: list[dict]
             out.refuse("LLMWorkload", key, f"LLMWorkload {key}: spec.priority: {w.spec.priority!r} is not a tier of "
                                            f"FleetPolicy {POLICY_NAME}; allowed: {', '.join(tiers)}")
             continue
-        why = tenancy.violation(policy, w, (namespace_labels or {}).get(w.metadata.namespace or "default"))
+        why = tenancy.violation(policy, w, out.namespace_labels.get(w.namespace))
         if why:
             out.refuse("LLMWorkload", key, f"LLMWorkload {key}: {why}", "NotAllowed")
     # a minimum no pool or quota can hold makes that workload unplannable, not the whole fleet
     offered = sum(p.spec.max_gpus for _, p in out.pools.values())
     for key, (raw, w) in list(out.workloads.items()):
-        need = w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes)
-        ns = w.metadata.namespace or "default"
-        found = tenancy.rule_for(policy, ns, (namespace_labels or {}).get(ns))
+        need = minimum_gpus(w)
+        found = tenancy.rule_for(policy, w.namespace, out.namespace_labels.get(w.namespace))
         quota = found[1].max_gpus if found else None
         if need > offered or (quota is not None and need > quota):
-            limit = (f"the GPU quota of namespace {w.metadata.namespace} ({quota})" if quota is not None and need > quota
+            limit = (f"the GPU quota of namespace {w.namespace} ({quota})" if quota is not None and need > quota
                      else f"all GPUPools together ({offered} GPUs)")
             out.refuse("LLMWorkload", key, f"LLMWorkload {key}: spec.serving.minReplicas: {w.spec.serving.min_replicas} "
                                            f"replicas need at least {need} GPUs, more than {limit}", "ExceedsCapacity")

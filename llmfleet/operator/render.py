@@ -174,7 +174,7 @@ def render_deployment(w: LLMWorkload, a: Assignment, pool_node_selector: dict[st
         spec = {"replicas": replicas, **spec}
     manifest = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": w.metadata.namespace or "default", "labels": labels,
+        "metadata": {"name": name, "namespace": w.namespace, "labels": labels,
                      "annotations": dict(power), "ownerReferences": [_owner_reference(w)]},
         "spec": spec,
     }
@@ -186,7 +186,7 @@ def render_service(w: LLMWorkload) -> dict[str, Any]:
     """The workload's Service: port 80 → vLLM's OpenAI API on colocated and prefill replicas."""
     manifest = {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": w.metadata.name, "namespace": w.metadata.namespace or "default",
+        "metadata": {"name": w.metadata.name, "namespace": w.namespace,
                      "labels": _base_labels(w), "ownerReferences": [_owner_reference(w)]},
         "spec": {
             "selector": {LABEL_WORKLOAD: w.metadata.name, LABEL_ENTRYPOINT: "true"},

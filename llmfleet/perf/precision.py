@@ -40,10 +40,11 @@ class Precision:
 
 
 _NVIDIA_AMPERE_ON = frozenset({"ampere", "ada", "hopper", "blackwell"})
+_ALL = _NVIDIA_AMPERE_ON | {"cdna3"}
 
 WEIGHT_PRECISIONS: dict[str, Precision] = {
-    "bf16": Precision(2.0, "bf16", frozenset({"ampere", "ada", "hopper", "blackwell", "cdna3"})),
-    "fp8": Precision(1.0, "fp8", frozenset({"ampere", "ada", "hopper", "blackwell", "cdna3"}), ("--quantization", "fp8")),
+    "bf16": Precision(2.0, "bf16", _ALL),
+    "fp8": Precision(1.0, "fp8", _ALL, ("--quantization", "fp8")),
     "int8": Precision(1.0, "bf16", _NVIDIA_AMPERE_ON),
     "fp4": Precision(0.5, "fp4", frozenset({"blackwell"})),
 }

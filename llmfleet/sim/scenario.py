@@ -17,7 +17,7 @@ import numpy as np
 
 from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec, resolve_model
-from llmfleet.api.models import ModelArchitecture
+from llmfleet.api.models import ALLOWED_TP, ModelArchitecture
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS, bucket_index
@@ -189,9 +189,9 @@ def _check(w: SimWorkload) -> None:
     if not 0 < w.percentile < 100:
         raise ScenarioError(f"plan document: workload {w.key}: slo.percentile must be in (0, 100)")
     for g in w.groups:
-        if not isinstance(g.replicas, int) or isinstance(g.replicas, bool) or g.replicas < 0 or g.tp not in (1, 2, 4, 8):
+        if not isinstance(g.replicas, int) or isinstance(g.replicas, bool) or g.replicas < 0 or g.tp not in ALLOWED_TP:
             raise ScenarioError(f"plan document: workload {w.key}: group {g.pool}: replicas must be an integer >= 0 "
-                                "and tensorParallelSize one of 1, 2, 4, 8")
+                                f"and tensorParallelSize one of {', '.join(map(str, ALLOWED_TP))}")
         if len(g.bucket_rate_rps) != len(w.buckets) or not np.isfinite(g.bucket_rate_rps).all() or (g.bucket_rate_rps < 0).any():
             raise ScenarioError(f"plan document: workload {w.key}: group {g.pool}: bucketRateRps must hold one finite "
                                 f"rate >= 0 per bucket ({len(w.buckets)})")

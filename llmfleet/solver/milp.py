@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import MAX_NUM_SEQS, decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
+from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
 from llmfleet.solver.highs import QuietHiGHS
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
-from llmfleet.solver.problem import FleetProblem, WorkloadProblem
+from llmfleet.solver.problem import FleetProblem, WorkloadProblem, max_batch
 
 _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
@@ -58,6 +58,11 @@ def _replica_cost_per_hour(fp: FleetProblem, c) -> float:
 
 def _pool_gpus(plan: Plan, pool: str) -> int:
     return sum(a.gpus for a in plan.assignments if a.pool == pool)
+
+
+def _quota_gpus(plan: Plan, keys: frozenset[str]) -> int:
+    """GPUs the plan gives the workloads ``keys`` (one namespace's quota)."""
+    return sum(a.gpus for a in plan.assignments if a.workload in keys)
 
 
 def _plan_watts(plan: Plan) -> float:
@@ -205,7 +210,7 @@ def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
     if any(_pool_gpus(plan, name) > pool.max_gpus for name, pool in fp.pools.items()):
         return False
     for limit, keys in fp.gpu_quotas.values():
-        if sum(a.gpus for a in plan.assignments if a.workload in keys) > limit:
+        if _quota_gpus(plan, keys) > limit:
             return False
     return fp.power_budget_watts is None or _plan_watts(plan) <= fp.power_budget_watts
 
@@ -389,7 +394,7 @@ def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     served = bucket_rps > 0
     slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
-    seqs = w.workload.spec.serving.max_num_seqs or MAX_NUM_SEQS
+    seqs = max_batch(w.workload)
     inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
     weights = bucket_rps[served] / bucket_rps[served].sum()
     if c.role == "prefill":
@@ -453,7 +458,7 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
         if r.shed_rps > 1e-6:
             why = f"pools at capacity: {', '.join(full)}" if full else "SLO unreachable for part of its traffic"
             for name, (limit, keys) in fp.gpu_quotas.items():
-                used = sum(a.gpus for a in plan.assignments if a.workload in keys)
+                used = _quota_gpus(plan, keys)
                 if r.workload in keys and used >= limit:
                     why = f"GPU quota of namespace {name} reached ({used}/{limit} GPUs)"
             out.append(f"{r.workload} (tier {r.tier}): {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served; {why}{power}")

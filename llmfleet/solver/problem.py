@@ -112,8 +112,8 @@ class FleetProblem:
     """The whole MILP input: workloads with their configs, the pools (by name) and the policy's
     power budget (W), energy price (USD/kWh), solver time limit (s) and relative gap.
 
-    ``gpu_quotas``: name (a namespace) -> (most GPUs, keys of the workloads that share them); set by
-    the operator from ``FleetPolicy.spec.tenancy`` (``operator.tenancy.gpu_quotas``)."""
+    ``gpu_quotas``: name (a namespace) -> (most GPUs, keys of the workloads that share them), from
+    ``FleetPolicy.spec.tenancy`` (``api.tenancy.gpu_quotas``, called by ``build_problem``)."""
 
     workloads: list[WorkloadProblem]
     pools: dict[str, PoolInfo]
@@ -236,6 +236,16 @@ def check_context_length(w: LLMWorkload, model: ModelSpec, ref: str) -> None:
                             ("LLMWorkload", w.key))
 
 
+def minimum_gpus(w: LLMWorkload) -> int:
+    """GPUs ``spec.serving.minReplicas`` alone need: each replica at least its smallest allowed TP."""
+    return w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes)
+
+
+def max_batch(w: LLMWorkload) -> int:
+    """Largest batch a replica runs: ``spec.serving.maxNumSeqs``, else vLLM's default ``MAX_NUM_SEQS``."""
+    return w.spec.serving.max_num_seqs or MAX_NUM_SEQS
+
+
 def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
     """Why no plan can exist when the workloads' ``minReplicas`` alone need more GPUs than all pools
     offer (None when they fit), so the CLI can fail fast instead of modelling capacity first.
@@ -247,10 +257,10 @@ def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
         A message naming the GPUs needed, the GPUs offered, the fields involved and the largest
         minimums, or None.
     """
-    need = sum(w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes) for w in spec.workloads)
+    need = sum(minimum_gpus(w) for w in spec.workloads)
     offered = sum(p.spec.max_gpus for p in spec.pools)
     if need > offered:
-        top = sorted(spec.workloads, key=lambda w: -w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes))[:3]
+        top = sorted(spec.workloads, key=lambda w: -minimum_gpus(w))[:3]
         names = ", ".join(f"{w.key} ({w.spec.serving.min_replicas})" for w in top)
         return (f"spec.serving.minReplicas of the {len(spec.workloads)} workloads need at least {need} GPUs; "
                 f"the GPUPools offer {offered} (spec.maxGPUs); largest minimums: {names}")
@@ -323,7 +333,7 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     """
     slo, serving = w.spec.slo, w.spec.serving
     gmu = serving.gpu_memory_utilization
-    seqs = serving.max_num_seqs or MAX_NUM_SEQS
+    seqs = max_batch(w)
     shapes = [(pool, tp) for pool in pools for tp in serving.tensor_parallel_sizes
               if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)
               and unsupported(pool.gpu, serving.quantization, serving.kv_cache_dtype) is None]

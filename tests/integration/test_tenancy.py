@@ -11,25 +11,13 @@ import json
 import time
 
 from .conftest import wait_until
+from .test_operator import l4_workload
 
 L4_POOL = """
 apiVersion: llmfleet.dev/v1alpha1
 kind: GPUPool
 metadata: {name: l4}
 spec: {gpuType: L4, gpusPerNode: 4, maxGPUs: 8, costPerGPUHour: 0.8, nodeSelector: {nvidia.com/gpu.product: NVIDIA-L4}}
-"""
-
-WORKLOAD = """
-apiVersion: llmfleet.dev/v1alpha1
-kind: LLMWorkload
-metadata: {name: NAME, namespace: NS}
-spec:
-  model: meta-llama/Llama-3.1-8B-Instruct
-  traffic: {requestRatePerSecond: RATE, inputTokens: {p50: 200, p90: 400, p99: 800},
-            outputTokens: {p50: 100, p90: 200, p99: 300}}
-  slo: {ttft: 2s, tpot: 150ms}
-  priority: TIER
-  serving: {tensorParallelSizes: [1], disaggregation: never, minReplicas: MIN}
 """
 
 POLICY = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
@@ -54,9 +42,10 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]
 """
 
 
-def workload(name, ns, rate=1, tier="standard", min_replicas=1, extra=""):
-    return (WORKLOAD.replace("NAME", name).replace("NS", ns).replace("RATE", str(rate)).replace("TIER", tier)
-            .replace("MIN", str(min_replicas)) + extra)
+def workload(name, ns, rate=1, tier="standard", min_replicas=1):
+    """test_operator's L4 workload (TP 1, colocated) in namespace ``ns`` with ``minReplicas``."""
+    return (l4_workload(name, rate, tier).replace("namespace: default", f"namespace: {ns}")
+            .replace("disaggregation: never}", f"disaggregation: never, minReplicas: {min_replicas}}}"))
 
 
 def setup_tenants(cluster):

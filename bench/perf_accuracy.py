@@ -1,12 +1,19 @@
-"""Accuracy of the performance model on measurements it was not fitted on.
+"""Accuracy of the performance model on measurements, per calibration profile and held-out split.
 
-Fits the step-time model (llmfleet.perf.steptime) on part of the Splitwise vLLM measurements and
-prints the median absolute percentage error (MdAPE) of predicted prefill time (TTFT of the batch)
-and decode iteration time (TPOT) on the held-out part: another GPU type, another TP degree,
-another model. With --write, refits on all rows and writes llmfleet/perf/calibration.json, the
-calibration the planner ships with.
+For each dataset vendored in data/profiles it prints the median absolute percentage error (MdAPE) of:
 
-    python bench/perf_accuracy.py [--data ../shared/data] [--write]
+- TTFT: the prefill (prompt) time of the batch (Splitwise; TensorRT-LLM batch-1 first token);
+- TPOT/ITL: the decode iteration (Splitwise token time; ML.ENERGY median ITL);
+- saturated throughput: output tokens/s at a full batch (ML.ENERGY at its measured batch;
+  TensorRT-LLM static-batching peak);
+- power: average GPU power against load (ML.ENERGY), from ``llmfleet.perf.power``.
+
+Held-out splits refit the profile's constants without a group and score that group:
+leave-one-model-out (LOMO), leave-one-TP-out and, where the data has more than one GPU type,
+leave-one-GPU-out (LOGO). "as shipped" rows score the shipped profile on data it was not fitted on
+(another engine generation or another engine), which is the question a user asks of it.
+
+    python bench/perf_accuracy.py
 """
 
 from __future__ import annotations
@@ -14,73 +21,109 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 import numpy as np
 import pandas as pd
 
 from llmfleet.catalog.gpus import get_gpu
 from llmfleet.catalog.models import resolve_model
-from llmfleet.perf.calibration import fit, holdout_report, load_splitwise, mdape
-from llmfleet.perf.steptime import decode_time_s, default_params
-
-ASSUMED_PROMPT_TOKENS = 512
-"""ML.ENERGY does not publish the prompt lengths of its lm-arena-chat runs; we assume this mean"""
+from llmfleet.perf import power
+from llmfleet.perf.calibration import (MLENERGY_PROMPT_TOKENS, TRTLLM_GPU, TRTLLM_MODEL, TRTLLM_PRECISION,
+                                       decode_holdout_report, fit_decode, holdout_report, load_mlenergy,
+                                       load_prompt_timings, load_splitwise, mdape, predict_itl, prompt_holdout_report)
+from llmfleet.perf.precision import with_precision
+from llmfleet.perf.steptime import PROFILES, decode_time_s, load_profile, prefill_time_s
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "profiles"
+
+def pct(x: float) -> str:
+    return f"{x:5.1f}%"
+
+
+def splitwise_section(p_name: str) -> None:
+    df = load_splitwise(DATA / "splitwise_perf_model.csv")
+    p = load_profile(p_name)
+    m = mdape(df, p)
+    print(f"  Splitwise (vLLM 2023, A100/H100, Llama-2-70B TP2-8, BLOOM-176B TP8), as shipped: "
+          f"TTFT {pct(m['ttft_mdape_pct'])}  TPOT {pct(m['tpot_mdape_pct'])}  (n={m['n']})")
+    if p_name == "splitwise-2023":
+        for r in holdout_report(df):
+            h = r["held_out"]
+            print(f"    refit on {r['fit_on']:<12} predict {r['predict']:<12} ({r['split']:<9}): "
+                  f"TTFT {pct(h['ttft_mdape_pct'])}  TPOT {pct(h['tpot_mdape_pct'])}  (n={h['n']})")
+
+
+def prompt_section(p_name: str) -> None:
+    """TTFT of compute-bound prompts: the split the vllm-v1 profile's GEMM efficiency is fitted on."""
+    if p_name != "vllm-v1":
+        return
+    rows = load_prompt_timings(DATA)
+    print(f"  Prompts >= 512 tokens (Splitwise vLLM + TensorRT-LLM first token; n={len(rows)}), refit of the GEMM efficiency:")
+    for r in prompt_holdout_report(rows, load_profile(p_name)):
+        print(f"    leave-one-{r['split']}-out {r['held_out']:<28} TTFT {pct(r['held_out_mdape_pct'])} (n={r['n']})")
+
+
+def mlenergy_section(p_name: str) -> None:
+    df = load_mlenergy(DATA / "mlenergy_h100_configurations.csv")
+    p = load_profile(p_name)
+    pred = predict_itl(df, p)
+    itl_err = np.abs(pred / df["itl_s"] - 1)
+    tput_err = np.abs((df["batch"] / pred) / df["throughput_tps"] - 1)
+    print(f"  ML.ENERGY v3 (vLLM V1, H100 only: no LOGO possible), as shipped: ITL dense "
+          f"{pct(np.median(itl_err[df['dense']]) * 100)}  MoE {pct(np.median(itl_err[~df['dense']]) * 100)};  "
+          f"saturated throughput {pct(np.median(tput_err) * 100)}  (n={len(df)})")
+    if p_name != "vllm-v1":
+        return
+    for r in decode_holdout_report(df[df["dense"]], p):
+        print(f"    {'LOMO' if r['split'] == 'model' else 'leave-one-TP-out'} {r['held_out']:<36} ITL "
+              f"{pct(r['held_out_mdape_pct'])} (n={r['n']}; in-sample {pct(r['in_sample_mdape_pct'])})")
+    for factor in (0.5, 2.0):
+        prompts = {k: v * factor for k, v in MLENERGY_PROMPT_TOKENS.items()}
+        refit = fit_decode(df[df["dense"]], p, prompts)
+        print(f"    sensitivity: assumed prompts x{factor}: refit in-sample ITL "
+              f"{pct(float(np.median(np.abs(predict_itl(df[df['dense']], refit, prompts) / df[df['dense']]['itl_s'] - 1)) * 100))}, "
+              f"eff_compute {refit.eff_compute:.2f}, eff_bandwidth {refit.eff_bandwidth:.2f}, "
+              f"t_seq {refit.t_seq_s * 1e6:.0f} us")
+
+
+def trtllm_section(p_name: str) -> None:
+    path = DATA / "trtllm_v0.6_h100_l40s_a100.csv"
+    p = load_profile(p_name)
+    raw = pd.read_csv(path)
+    raw = raw[raw["model"].isin(TRTLLM_MODEL)]
+    ttft, tput = [], []
+    for r in raw.itertuples():
+        model = with_precision(resolve_model(TRTLLM_MODEL[r.model]), TRTLLM_PRECISION[r.precision], "auto")
+        gpu, tp, b = get_gpu(TRTLLM_GPU[r.gpu]), int(r.tp), float(r.batch_size)
+        if r.metric == "first_token_latency_bs1":
+            ttft.append(float(prefill_time_s(model, gpu, tp, r.isl, p=p)) * 1e3 / r.value - 1)
+        else:  # static batching: one prefill of the batch, then osl decode steps of a growing context
+            steps = np.arange(r.osl)
+            decode = decode_time_s(model, gpu, tp, b, b * (r.isl + steps), p).sum()
+            total = float(prefill_time_s(model, gpu, tp, b * r.isl, b * r.isl**2, p)) + float(decode)
+            tput.append(b * r.osl / total / tp / r.value - 1)
+    fitted = " (its prompts >= 512 tokens are in the vllm-v1 prompt fit)" if p_name == "vllm-v1" else ""
+    print(f"  TensorRT-LLM v0.6 (another engine; FP8 on H100/L40S, FP16 on A100){fitted}, as shipped: "
+          f"TTFT {pct(np.median(np.abs(ttft)) * 100)} (median signed {np.median(ttft):+.0%}, n={len(ttft)});  "
+          f"peak throughput {pct(np.median(np.abs(tput)) * 100)} (median signed {np.median(tput):+.0%}, n={len(tput)})")
+
+
+def power_section() -> None:
+    df = power.load_mlenergy(DATA / "mlenergy_h100_configurations.csv")
+    report = power.power_holdout_report(df)
+    print("  power vs load (ML.ENERGY H100, per-GPU average draw; one profile for all engines):")
+    print("    " + report.to_string(index=False).replace("\n", "\n    "))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--write", action="store_true", help="refit on all rows and write calibration.json")
-    args = ap.parse_args()
-    df = load_splitwise(Path(args.data) / "profiles" / "splitwise_perf_model.csv")
-
-    table = Table(title="Performance model: held-out accuracy on Splitwise vLLM measurements (MdAPE, %)")
-    for col in ("fit on", "predict", "rows", "TTFT MdAPE %", "TPOT MdAPE %", "in-sample TTFT %", "in-sample TPOT %"):
-        table.add_column(col, justify="right" if "%" in col or col == "rows" else "left")
-    for r in holdout_report(df):
-        h, s = r["held_out"], r["in_sample"]
-        table.add_row(r["fit_on"], r["predict"], str(h["n"]), f"{h['ttft_mdape_pct']:.1f}", f"{h['tpot_mdape_pct']:.1f}",
-                      f"{s['ttft_mdape_pct']:.1f}", f"{s['tpot_mdape_pct']:.1f}")
-    Console(width=140).print(table)
-
-    mlenergy_table(Path(args.data) / "profiles" / "mlenergy_h100_configurations.csv")
-
-    p = fit(df, source="fit on all non-pcap rows of Splitwise perf_model.csv (A100-80GB, H100; Llama-2-70B, BLOOM-176B)")
-    print(f"all rows in-sample: {mdape(df, p)}")
-    print(f"parameters: {p}")
-    if args.write:
-        out = ROOT / "llmfleet" / "perf" / "calibration.json"
-        out.write_text(p.to_json() + "\n")
-        print(f"wrote {out}")
-
-
-def mlenergy_table(path: Path) -> None:
-    """Shipped model vs ML.ENERGY's measured median ITL (modern vLLM, CUDA graphs, chunked
-    prefill) on H100 for the catalogued Llama-3.1 models: a second held-out check, from another
-    vLLM generation than the Splitwise data the calibration was fitted on."""
-    rows = pd.read_csv(path)
-    rows = rows[rows["model_id"].isin(["meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"])
-                & (rows["task"] == "lm-arena-chat")]
-    table = Table(title=f"Decode step vs ML.ENERGY median ITL on H100 (prompt assumed {ASSUMED_PROMPT_TOKENS} tokens)")
-    for col in ("model", "TP", "batch", "measured ms", "predicted ms", "error %"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    errors = []
-    gpu = get_gpu("H100-SXM")
-    for r in rows.sort_values(["model_id", "avg_batch_size"]).itertuples():
-        model = resolve_model(r.model_id)
-        batch = float(r.avg_batch_size)
-        ctx = batch * (ASSUMED_PROMPT_TOKENS + r.avg_output_len / 2)
-        pred = float(decode_time_s(model, gpu, int(r.num_gpus), batch, ctx, default_params())) * 1e3
-        err = pred / r.median_itl_ms - 1
-        errors.append(abs(err))
-        table.add_row(r.model_id.split("/")[-1], str(r.num_gpus), f"{batch:.0f}", f"{r.median_itl_ms:.1f}",
-                      f"{pred:.1f}", f"{err:+.0%}")
-    Console(width=140).print(table)
-    print(f"ML.ENERGY MdAPE of the decode step: {np.median(errors) * 100:.1f}% over {len(errors)} configurations")
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    for name in PROFILES:
+        print(f"== profile {name}{' (default)' if name == PROFILES[0] else ''}: {load_profile(name).source}")
+        splitwise_section(name)
+        prompt_section(name)
+        mlenergy_section(name)
+        trtllm_section(name)
+    power_section()
 
 
 if __name__ == "__main__":

@@ -4,15 +4,19 @@
    TP 8; batch 1-64 at 512 prompt / 128 output tokens; shared/data/profiles/splitwise_perf_model.csv).
    B requests arrive together at an idle replica, prefill as one batch (that vLLM ran without
    chunking) and decode together: simulated TTFT and TPOT against the measured ``prompt_time`` and
-   ``token_time``. The step-time calibration was fitted on these rows, so the table also shows the
-   simulator with a calibration fitted on the *other* GPU type only (held out).
+   ``token_time``, with the Splitwise-era profile (``splitwise-2023``), which was fitted on these
+   rows, so the table also shows the simulator with a calibration fitted on the *other* GPU type
+   only (held out).
 2. ML.ENERGY H100 (vLLM with chunked prefill, lm-arena-chat; mlenergy_h100_configurations.csv):
    for each Llama-3.1 8B/70B configuration, a saturated replica with the measured
-   ``max_num_seqs`` and average output length (the prompt length is not published; 512 tokens
-   assumed): simulated median TPOT against the measured median ITL, and the simulated
-   time-average batch against the measured ``avg_batch_size``. Not fitted on.
+   ``max_num_seqs`` and average output length (the prompt length is not published; the
+   calibration's assumption ``MLENERGY_PROMPT_TOKENS`` is used), with the default ``vllm-v1``
+   profile: simulated median TPOT against the measured median ITL, and the simulated time-average
+   batch against the measured ``avg_batch_size``. The profile's decode constants were fitted on
+   these rows through the analytic steady state (``calibration.predict_itl``), so this checks that
+   the simulator's iteration-by-iteration scheduling reproduces that steady state.
 
-    python bench/sim_accuracy.py [--data ../shared/data]
+    python bench/sim_accuracy.py [--data data]
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from rich.table import Table
 from llmfleet.catalog.gpus import get_gpu
 from llmfleet.catalog.models import resolve_model
 from llmfleet.perf.calibration import fit, load_splitwise
-from llmfleet.perf.steptime import default_params
+from llmfleet.perf.calibration import MLENERGY_PROMPT_TOKENS
+from llmfleet.perf.steptime import default_params, load_profile
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import SimGroup, SimWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSUMED_PROMPT_TOKENS = 512
 """ML.ENERGY does not publish its lm-arena-chat prompt lengths (as in bench/perf_accuracy.py)"""
 
 
@@ -61,7 +65,7 @@ def splitwise(data: Path, console: Console) -> None:
     for r in sweep.sort_values(["model", "gpu", "tp", "batch"]).itertuples():
         b = int(r.batch)
         out = {}
-        for tag, p in (("", default_params()), ("_h", held[r.gpu])):
+        for tag, p in (("", load_profile("splitwise-2023")), ("_h", held[r.gpu])):
             w = one_replica(r.model, r.gpu, r.tp)
             res = Simulation(w, batch_trace(b, 512, 128), p=p, max_batched_tokens=b * 512).run()
             out["ttft" + tag], out["tpot" + tag] = res.ttft_p50_s, res.tpot_p50_s
@@ -82,7 +86,8 @@ def mlenergy(data: Path, console: Console) -> None:
     rows = pd.read_csv(data / "profiles" / "mlenergy_h100_configurations.csv")
     rows = rows[rows["model_id"].isin(["meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"])
                 & (rows["task"] == "lm-arena-chat")]
-    t = Table(title=f"ML.ENERGY H100 saturated replicas (prompt assumed {ASSUMED_PROMPT_TOKENS} tokens): simulated vs measured")
+    t = Table(title=f"ML.ENERGY H100 saturated replicas (prompts assumed {MLENERGY_PROMPT_TOKENS['lm-arena-chat']:.0f} "
+                    "tokens): simulated vs measured")
     for col in ("model", "TP", "max seqs", "batch meas", "batch sim", "ITL p50 meas ms", "TPOT p50 sim ms", "error"):
         t.add_column(col, justify="left" if col == "model" else "right")
     errors, batch_err = [], []
@@ -90,20 +95,21 @@ def mlenergy(data: Path, console: Console) -> None:
         seqs = int(r.max_num_seqs)
         w = one_replica(r.model_id, "H100-SXM", int(r.num_gpus))
         n = 3 * seqs  # three generations of requests keep the batch full
-        res = Simulation(w, batch_trace(n, ASSUMED_PROMPT_TOKENS, int(round(r.avg_output_len))), max_num_seqs=seqs).run()
+        prompt = int(MLENERGY_PROMPT_TOKENS[r.task])
+        res = Simulation(w, batch_trace(n, prompt, int(round(r.avg_output_len))), p=default_params(), max_num_seqs=seqs).run()
         e = res.tpot_p50_s * 1e3 / r.median_itl_ms - 1
         errors.append(abs(e))
         batch_err.append(abs(res.groups[0].mean_batch / r.avg_batch_size - 1))
         t.add_row(r.model_id.split("/")[-1], str(r.num_gpus), str(seqs), f"{r.avg_batch_size:.0f}", f"{res.groups[0].mean_batch:.0f}",
                   f"{r.median_itl_ms:.1f}", f"{res.tpot_p50_s * 1e3:.1f}", f"{e:+.0%}")
     console.print(t)
-    console.print(f"ML.ENERGY, {len(errors)} configurations (not fitted on): TPOT-vs-ITL MdAPE {np.median(errors):.1%}, "
+    console.print(f"ML.ENERGY, {len(errors)} configurations: TPOT-vs-ITL MdAPE {np.median(errors):.1%}, "
                   f"average batch MdAPE {np.median(batch_err):.1%}", highlight=False)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(ROOT / "data"), help="folder holding profiles/ (default: the vendored data/)")
     args = ap.parse_args()
     console = Console(width=160)
     splitwise(Path(args.data), console)

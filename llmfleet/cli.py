@@ -133,7 +133,8 @@ def _summary(plan: Plan) -> str:
     bounds = [b for b in (plan.dual_bound, plan.lp_bound) if b is not None]
     lp_text = f"LP bound ${plan.lp_bound:.2f}/h, " if plan.lp_bound is not None else ""
     bound_text = f"{lp_text}best bound ${max(bounds):.2f}/h, gap {plan.gap:.2%}; " if bounds else ""
-    return (f"status {plan.status}: ${plan.cost_per_hour:.2f}/h, {plan.total_gpus} GPUs; {bound_text}"
+    return (f"status {plan.status}: ${plan.cost_per_hour:.2f}/h, {plan.total_gpus} GPUs "
+            f"(predicted GPU draw {plan.power_watts / 1000:.1f} kW, TDP {plan.tdp_watts / 1000:.1f} kW); {bound_text}"
             f"solved by {plan.solver} in {plan.solve_time_s:.2f}s")
 
 

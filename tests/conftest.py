@@ -7,6 +7,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+PROFILE_DATA = ROOT / "data" / "profiles"
+"""measurements vendored in the repository (NOTICE): what the calibration profiles are fitted on"""
 
 
 @pytest.fixture

@@ -64,13 +64,14 @@ def domain_of(fp, pool):
 
 def test_colocated_cannot_meet_tpot_for_long_prompts_but_pd_can(tmp_path):
     # Independent reason, from the step times alone: a colocated request of ~5000 prompt tokens
-    # and ~45 output tokens shares its life with at least one other prompt's prefill at any load
-    # (the 90th percentile of Poisson(1) is 2), so its TPOT is at least t_d(1) + t_p / O, which
-    # exceeds 30 ms on both GPUs. A decode-only A100 replica has t_d(1) well under 30 ms.
+    # and ~45 output tokens shares its life with other prompts' prefills at any load; at the 90th
+    # percentile two of them (the 90th percentile of Poisson(1) is 2), so its TPOT percentile is at
+    # least t_d(1) + 2 t_p / O, which exceeds 30 ms on both GPUs. A decode-only A100 replica has
+    # t_d(1) well under 30 ms.
     m = resolve_model(MODEL)
     for gpu in ("L40S", "A100-80G"):
         g = get_gpu(gpu)
-        assert decode_time_s(m, g, 1, 1, 5000) + prefill_time_s(m, g, 1, 5000) / 45 > 0.030
+        assert decode_time_s(m, g, 1, 1, 5000) + 2 * prefill_time_s(m, g, 1, 5000) / 45 > 0.030
     assert decode_time_s(m, get_gpu("A100-80G"), 1, 1, 5000) < 0.025
 
     never = solve(fleet(tmp_path, "never"))
@@ -103,14 +104,15 @@ def test_pd_flow_balance_per_bucket_and_domain(tmp_path):
 
 def test_cross_pool_pd_only_inside_a_declared_domain(tmp_path):
     # Without an interconnect each pool is a domain of its own. The L40S cannot decode within
-    # 30 ms (its decode step at batch 1 already takes longer), so it cannot be used at all.
+    # 18 ms: streaming the 16 GB of BF16 weights once at its datasheet 864 GB/s already takes
+    # 18.6 ms, so it cannot be used at all.
     m = resolve_model(MODEL)
-    assert decode_time_s(m, get_gpu("L40S"), 1, 1, 5000) > 0.030
-    alone = solve(fleet(tmp_path, "always"))
+    assert m.weight_bytes / get_gpu("L40S").mem_bandwidth_bytes_per_s > 0.018
+    alone = solve(fleet(tmp_path, "always", tpot="18ms"))
     assert {a.pool for a in alone.assignments} == {"a100"}
     # In one domain, prefill may move to the L40S pool while the A100 pool decodes; allowing
     # more can only lower the cost.
-    shared = solve(fleet(tmp_path, "always", domain_gbit=400))
+    shared = solve(fleet(tmp_path, "always", domain_gbit=400, tpot="18ms"))
     assert shared.status == "optimal"
     assert shared.cost_per_hour <= alone.cost_per_hour + 1e-6
     assert all(a.pool == "a100" for a in shared.assignments if a.role == "decode")

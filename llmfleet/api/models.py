@@ -175,6 +175,10 @@ class ModelArchitecture(_Model):
     )
     bytes_per_weight: float = Field(default=2.0, gt=0, le=4, description="2 for BF16/FP16, 1 for FP8")
     max_context_tokens: int = Field(default=4096, gt=0, le=MAX_TOKENS)
+    head_dim: int | None = Field(
+        default=None, gt=0, le=1024,
+        description="head_dim, where config.json sets it (Qwen3, gemma-3, gpt-oss); default: hiddenSize / numAttentionHeads",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelArchitecture":
@@ -184,8 +188,9 @@ class ModelArchitecture(_Model):
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(f"numAttentionHeads ({self.num_attention_heads}) must be a multiple of numKvHeads "
                              f"({self.num_kv_heads}) (grouped-query attention)")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hiddenSize ({self.hidden_size}) must be divisible by numAttentionHeads ({self.num_attention_heads})")
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hiddenSize ({self.hidden_size}) must be divisible by numAttentionHeads ({self.num_attention_heads}) "
+                             "unless headDim is given")
         if self.active_params_billion is not None and self.active_params_billion > self.params_billion:
             raise ValueError(f"activeParamsBillion ({self.active_params_billion}) cannot exceed paramsBillion ({self.params_billion})")
         return self
@@ -493,7 +498,12 @@ class FleetPolicySpec(_Model):
 
     mode: Literal["apply", "plan", "advisory"] = "apply"
     power_budget_watts: float | None = Field(default=None, gt=0, le=1e10)
-    energy_price_per_kwh: float = Field(default=0.0, ge=0, le=1_000, description="USD per kWh, added to the cost at TDP")
+    energy_price_per_kwh: float = Field(default=0.0, ge=0, le=1_000, description=(
+        "USD per kWh, added to the cost at each replica's predicted average GPU draw"))
+    performance_profile: Literal["vllm-v1", "splitwise-2023"] = Field(default="vllm-v1", description=(
+        "step-time calibration the planner uses: vllm-v1 (today's vLLM V1 engine with CUDA graphs, the "
+        "default image's engine) or splitwise-2023 (the 2023 vLLM of the Splitwise measurements, to "
+        "reproduce old plans)"))
     headroom: float = Field(default=0.1, ge=0, le=1.0, description="extra capacity planned above demand, fraction")
     replan_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
     hysteresis: float = Field(default=0.1, ge=0, le=1.0, description="relative demand change that triggers a re-plan")

@@ -1,9 +1,24 @@
 """GPU catalogue: datasheet specs and default list prices, shipped with the package.
 
-Source of every row: ``gpus.csv`` beside this file, transcribed from ``shared/data/gpu_specs.csv``
-(vendor datasheets for memory, bandwidth, dense BF16/FP8 TFLOPS and TDP; cloud list prices per
-GPU-hour) with the per-GPU intra-node interconnect bandwidth added from the same datasheets. Each
-row keeps its ``spec_source`` and ``price_source`` columns. Prices are defaults that
+Source of every row: ``gpus.csv`` beside this file, started from ``shared/data/gpu_specs.csv``
+and extended; every row keeps its ``spec_source``, ``price_source`` and ``interconnect_source``,
+each stating its confidence where the value was recalled rather than read from a stored copy.
+Spec values are dense (no 2:4 sparsity) tensor-core peaks; memory, bandwidth and TDP are per GPU.
+
+Price basis (one for all default prices)
+----------------------------------------
+``PRICE_BASIS``: AWS EC2 on-demand list prices, us-east-1, Linux, per GPU-hour = the instance's
+hourly price / its GPUs, for the smallest instance that carries the GPU (multi-GPU G-family
+instances cost more per GPU; the 8-GPU P-family instances are the only size). Values as recorded in
+``PRICE_SNAPSHOT`` (they include AWS's June 2025 P4/P5 price cut). Capacity-block, savings-plan and
+spot prices are never used: they are a different price class, and mixing them is how a capacity-block
+H200 came to look cheaper than an on-demand H100.
+
+A GPU AWS does not sell on demand (H100 PCIe and NVL, GH200, L40, A40, GB200, MI300X, MI325X) has a
+``price_source`` that starts with ``PRICE_EXCEPTION`` and says what was used instead: the nearest
+documented list price (a hyperscaler's on-demand list where one exists, else a neocloud list, which is
+typically about half the hyperscaler price and so not comparable with the basis) or no price at all,
+in which case a pool must set ``GPUPool.spec.costPerGPUHour``. Prices are defaults that
 ``GPUPool.spec.costPerGPUHour`` overrides; they are never used where a pool gives its own.
 """
 
@@ -13,6 +28,18 @@ import csv
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+
+PRICE_BASIS = "AWS EC2 on-demand us-east-1"
+"""how every in-basis ``price_source`` starts: ``<PRICE_BASIS>: <instance> $<price>/h / <n> GPU(s) (...)``"""
+
+PRICE_SNAPSHOT = ("SkyPilot AWS catalogue, skypilot-org/skypilot-catalog catalogs/v8/aws/vms.csv at commit "
+                  "00148f2af3672e2229b4f7bf8157d5a3f36e3c35 (2026; AWS Price List values; the p5en price matches "
+                  "dstack's AWS offer listing of 2026-08-06)")
+"""where the in-basis prices were read, and when"""
+
+PRICE_EXCEPTION = "NOT IN BASIS (no AWS on-demand offer)"
+"""how the ``price_source`` of a GPU outside the basis starts"""
 
 
 @dataclass(frozen=True)
@@ -37,8 +64,9 @@ class GPUType:
     peak_fp4_tflops: float | None = None
     """dense FP4 tensor-core peak, TFLOPS (None: no FP4 tensor cores)"""
     architecture: str | None = None
-    """ampere, ada, hopper, blackwell (NVIDIA) or cdna3 (AMD): decides which precisions vLLM runs
-    (``perf.precision``); None for a GPU described only by ``GPUPool.spec.gpu``"""
+    """ampere, ada, hopper (incl. GH200), blackwell (B200, GB200 and the RTX PRO 6000) or cdna3 (AMD
+    MI300X, MI325X): decides which precisions vLLM runs (``perf.precision``); None for a GPU described
+    only by ``GPUPool.spec.gpu``"""
 
     @property
     def memory_bytes(self) -> float:
@@ -67,7 +95,8 @@ def _float(s: str) -> float | None:
 @cache
 def gpu_catalog() -> dict[str, GPUType]:
     """All catalogued GPU types by name (``A10G``, ``L4``, ``L40S``, ``A100-40G``, ``A100-80G``,
-    ``H100-SXM``, ``H100-PCIe``, ``H200``, ``B200``, ``MI300X``, ``A40``)."""
+    ``H100-SXM``, ``H100-PCIe``, ``H200``, ``B200``, ``MI300X``, ``A40``, ``H100-NVL``, ``GH200-96G``,
+    ``GH200-144G``, ``L40``, ``RTX-PRO-6000``, ``GB200``, ``MI325X``)."""
     text = resources.files(__package__).joinpath("gpus.csv").read_text()
     out = {}
     for r in csv.DictReader(text.splitlines()):

@@ -1,25 +1,35 @@
-"""Capacity of one colocated vLLM replica under TTFT and TPOT percentile SLOs.
+"""Capacity of one vLLM replica under TTFT and TPOT percentile SLOs.
 
-For requests of one size (input I, output O tokens) arriving as a Poisson stream at rate λ to a
-replica that runs continuous batching with prefill priority (vLLM's scheduler):
+Colocated replicas run vLLM V1's scheduler: every iteration first advances the running decodes
+(one token each), then fills the rest of the token budget ``max_num_batched_tokens`` with prompt
+chunks (chunked prefill), at most ``max_num_seqs`` sequences. For requests of one size (input I,
+output O tokens) arriving as a Poisson stream at rate λ:
 
-- Decode. With B requests decoding, one iteration takes t_d(B) (``steptime.decode_time_s`` at
-  context B x (I + O/2)). Each request also waits for the prefills of the requests that arrive
-  during its life; by Little's law that is B arrivals on average, so the steady state satisfies
-  λ(B) = B / (O t_d(B) + B t_p), and the TPOT of one request is t_d + K t_p / O with
-  K ~ Poisson(B) prefills interleaved; its percentile uses the Poisson quantile of K.
-- Prefill. Prompts queue for the GPU as an M/D/1 queue with service time t_p (DistServe models
-  the prefill instance the same way, Zhong et al., OSDI 2024, §3.1): waiting-time tail
-  P(W > t) ≈ ρ exp(-2(1-ρ) t / t_p) (Kingman's heavy-traffic exponential tail with zero service
-  variance), so W_q = t_p ln(ρ / (1-q)) / (2 (1-ρ)) for ρ > 1-q and 0 otherwise. TTFT at the
-  percentile is t_p + W_q plus one decode iteration that may be running when the prompt arrives.
-- Memory. B x (I + O) tokens must fit the KV cache: (memory x gpu_memory_utilization -
+- Prompt chunks. A prompt runs in the token budget the B decodes leave: ceil(I / c) iterations
+  with a chunk c = min(I, budget - B) each. Each such iteration takes ``steptime.step_time_s`` of
+  its mix; what it takes beyond a decode-only iteration t_d(B) is the prompt's extra time e(B).
+  Steps are not averaged over a mean mix: a chunk of 1,000 tokens makes its iteration
+  compute-bound while decode-only iterations stay memory-bound, and the mean of those step times,
+  not the step time of the mean mix, is what requests see (``bench/capacity_accuracy.py``).
+- Decode. With B requests decoding in steady state, λ t̄ prompts arrive per iteration, so the mean
+  iteration is t̄ = t_d(B) + B e(B) / O and, by Little's law, λ(B) = B / (O t̄). A request's TPOT
+  is t_d plus the extra time of the K prompts that arrive during its life, K ~ Poisson(B) (the
+  batch of an M/G/∞ system); its percentile uses the Poisson quantile of K.
+- Prefill. A prompt's service time s(B) is the duration of its chunk iterations.
+  Waiting is an M/D/1 queue with service time s (DistServe models prefill the same way, Zhong
+  et al., OSDI 2024, §3.1): P(W > t) ≈ ρ exp(-2(1-ρ) t / s) (Kingman's heavy-traffic tail with
+  zero service variance), so W_q = s ln(ρ / (1-q)) / (2 (1-ρ)) for ρ > 1-q and 0 otherwise. TTFT
+  at the percentile is s + W_q plus the iteration in progress when the prompt arrives.
+- Memory. The batch at its percentile, each request at its full I + O tokens, must fit the KV cache: (memory x gpu_memory_utilization -
   weights/TP - activation reserve) x TP / KV bytes per token (KV heads are replicated when
-  TP exceeds the KV-head count), and B is capped at vLLM's default ``max_num_seqs`` (256).
+  TP exceeds the KV-head count).
+- Scheduler limits: ``spec.serving.maxNumSeqs`` / ``maxNumBatchedTokens`` where set, else the
+  defaults vLLM V1's OpenAI server picks for the GPU (``scheduler_limits``).
 
 The capacity κ is the largest λ that meets both percentile targets and the memory limit. It is 0
 where the SLO cannot be met at any load (for example a prompt whose prefill alone exceeds the
-TTFT target). All functions are vectorised over request-size buckets.
+TTFT target). Prefill-only and decode-only replicas (P/D disaggregation) are modelled below. All
+functions are vectorised over request-size buckets.
 """
 
 from __future__ import annotations
@@ -32,10 +42,27 @@ from scipy.stats import poisson
 
 from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec
-from llmfleet.perf.steptime import PerfParams, decode_time_s, default_params, prefill_time_s
+from llmfleet.perf.steptime import PerfParams, decode_time_s, default_params, prefill_time_s, step_time_s
 
 MAX_NUM_SEQS = 256
-"""vLLM's default ``--max-num-seqs`` (vllm/config.py, SchedulerConfig)"""
+MAX_NUM_BATCHED_TOKENS = 2048
+MAX_NUM_SEQS_LARGE = 1024
+MAX_NUM_BATCHED_TOKENS_LARGE = 8192
+LARGE_GPU_MEMORY_BYTES = 70 * 2**30
+"""vLLM V1's defaults for ``vllm serve`` (the OpenAI server): ``--max-num-seqs`` 1024 and
+``--max-num-batched-tokens`` 8192 on GPUs with at least 70 GiB that are not A100s, 256 and 2048
+otherwise (vllm/engine/arg_utils.py, ``EngineArgs.get_batch_defaults``; the A100 exception follows
+vLLM PR #17885, which measured lower throughput there with the larger budget)"""
+
+
+def scheduler_limits(gpu: GPUType, max_num_seqs: int | None = None,
+                     max_num_batched_tokens: int | None = None) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens) a replica on ``gpu`` runs with: the given values
+    where set (``spec.serving``), else vLLM V1's defaults for that GPU."""
+    large = gpu.memory_bytes >= LARGE_GPU_MEMORY_BYTES and "a100" not in gpu.name.lower()
+    seqs = max_num_seqs or (MAX_NUM_SEQS_LARGE if large else MAX_NUM_SEQS)
+    budget = max_num_batched_tokens or (MAX_NUM_BATCHED_TOKENS_LARGE if large else MAX_NUM_BATCHED_TOKENS)
+    return int(seqs), int(budget)
 
 ACTIVATION_RESERVE_BYTES = 2e9
 """per-GPU memory vLLM's profiling run keeps for activations and CUDA graphs at default
@@ -76,61 +103,94 @@ def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float) -> np
 
 @dataclass(frozen=True)
 class ReplicaCurves:
-    """Operating curves of one replica over batch sizes B = 1..max_batch for each bucket.
+    """Operating curves of one colocated replica over batch sizes B = 1..max_num_seqs per bucket.
 
-    Shapes: ``rate`` (req/s), ``tpot_s``, ``decode_s`` (s) and ``kv_ok`` are (max_batch, S);
-    ``prefill_s`` (s) is (S,). ``rate[b, s]`` is the request rate that keeps b+1 requests decoding.
+    Shapes (max_num_seqs, S): ``rate`` (req/s) keeps B requests decoding; ``tpot_s`` is the TPOT
+    percentile there; ``step_s`` the mean iteration time; ``prefill_s`` the service time of one
+    prompt (its chunks' iterations), s; ``ok`` the batch fits the KV cache and the token budget.
     """
 
     rate: np.ndarray
     tpot_s: np.ndarray
-    decode_s: np.ndarray
+    step_s: np.ndarray
     prefill_s: np.ndarray
-    kv_ok: np.ndarray
+    ok: np.ndarray
+
+
+def _mixed_step_s(model: ModelSpec, gpu: GPUType, tp: int, batch: np.ndarray, inp: np.ndarray, out: np.ndarray,
+                  prompt_tokens: np.ndarray, p: PerfParams) -> np.ndarray:
+    """One iteration with ``batch`` decodes (context I + O/2 each) and ``prompt_tokens`` of prompt
+    chunks (attention over half the prompt on average), s."""
+    return step_time_s(model, gpu, tp, prompt_tokens, prompt_tokens * inp / 2.0, batch, batch * (inp + out / 2.0), p)
 
 
 def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                    percentile: float, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
-                   max_num_seqs: int = MAX_NUM_SEQS) -> ReplicaCurves:
-    """Rate, TPOT percentile and memory feasibility against batch size for each bucket.
+                   max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None) -> ReplicaCurves:
+    """Rate, TPOT percentile, prompt service time and feasibility against batch size per bucket
+    (the chunked-prefill steady state of the module docstring).
 
     Args:
         input_tokens, output_tokens: shape (S,), representative request size of each bucket.
         percentile: SLO percentile, % (e.g. 90).
+        max_num_seqs, max_num_batched_tokens: scheduler limits (None: vLLM's defaults for ``gpu``).
     """
     p = p or default_params()
+    seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
     inp = np.asarray(input_tokens, dtype=float)[None, :]
     out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
-    batch = np.arange(1, max_num_seqs + 1, dtype=float)[:, None]
-    t_p = prefill_time_s(model, gpu, tp, inp[0], p=p)
-    t_d = decode_time_s(model, gpu, tp, batch, batch * (inp + out / 2.0), p=p)
-    rate = batch / (out * t_d + batch * t_p[None, :])
-    k_q = _poisson_quantiles(percentile / 100.0, max_num_seqs)
-    tpot = t_d + k_q * t_p[None, :] / out
-    kv_ok = batch * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
-    kv_ok &= (inp + out) <= model.max_context_tokens
-    return ReplicaCurves(rate, tpot, t_d, t_p, kv_ok)
+    batch = np.arange(1, seqs + 1, dtype=float)[:, None]
+    k_q = np.minimum(np.maximum(_poisson_quantiles(percentile / 100.0, seqs), batch), seqs)
+    # a prompt's chunks: the budget left after the decodes, whole chunks then the remainder
+    room = np.maximum(budget - batch, 0.0)
+    chunk = np.minimum(inp, room)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        full = np.where(chunk > 0, np.floor(inp / chunk), 0.0)
+    rest = np.where(chunk > 0, inp - full * chunk, 0.0)
+
+    def curves(b):
+        """(decode-only step, extra time the prompt's chunks add, the chunks' own steps) at batch b"""
+        t_d = decode_time_s(model, gpu, tp, b, b * (inp + out / 2.0), p)
+        t_full = _mixed_step_s(model, gpu, tp, b, inp, out, chunk, p)
+        t_rest = np.where(rest > 0, _mixed_step_s(model, gpu, tp, b, inp, out, rest, p), 0.0)
+        extra = full * (t_full - t_d) + np.where(rest > 0, t_rest - t_d, 0.0)
+        return t_d, extra, full * t_full + t_rest
+
+    t_d, extra, prefill = curves(batch)
+    step = t_d + batch * extra / out  # λ t̄ prompts arrive per iteration, each adding ``extra``
+    rate = batch / (out * step)
+    t_dq, extra_q, _ = curves(k_q)
+    tpot = t_dq + k_q * extra_q / out
+    prefill = np.where(chunk > 0, prefill, np.inf)
+    # the batch fluctuates: its KV must fit at the quantile, as for decode-only replicas
+    ok = k_q * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
+    ok &= (inp + out) <= model.max_context_tokens
+    ok &= chunk > 0
+    return ReplicaCurves(rate, tpot, step, prefill, ok)
 
 
 def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                  ttft_s: float, tpot_s: float, percentile: float, p: PerfParams | None = None,
-                 gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> np.ndarray:
-    """κ: the largest request rate, req/s, one replica serves within both SLO percentiles.
+                 gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
+                 max_num_batched_tokens: int | None = None) -> np.ndarray:
+    """κ: the largest request rate, req/s, one colocated replica serves within both SLO percentiles.
 
     Args:
         input_tokens, output_tokens: shape (S,), bucket request sizes (tokens).
         ttft_s, tpot_s: SLO targets, s. percentile: %, e.g. 90.
+        max_num_seqs, max_num_batched_tokens: scheduler limits (None: vLLM's defaults for ``gpu``).
 
     Returns:
         Shape (S,), req/s; 0 where the SLO cannot be met or the request does not fit.
     """
-    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization, max_num_seqs)
-    ok = c.kv_ok & (c.tpot_s <= tpot_s)
-    # For each batch size B: the TTFT budget left for queueing after the prefill and one decode
-    # iteration (which grows with B), and the largest rate whose M/D/1 wait quantile fits it.
-    budget = ttft_s - c.prefill_s[None, :] - c.decode_s
-    service = np.broadcast_to(c.prefill_s[None, :], budget.shape)
-    lo = mdl_max_rate(service, budget, percentile / 100.0)
+    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
+                       max_num_seqs, max_num_batched_tokens)
+    ok = c.ok & (c.tpot_s <= tpot_s)
+    # For each batch size B: the TTFT budget left for queueing after the prompt's own iterations
+    # and the iteration in progress at its arrival, and the largest rate whose M/D/1 wait fits it.
+    budget = ttft_s - c.prefill_s - c.step_s
+    with np.errstate(invalid="ignore"):
+        lo = mdl_max_rate(np.where(np.isfinite(c.prefill_s), c.prefill_s, 1.0), budget, percentile / 100.0)
     # a replica can run at any B that meets TPOT and memory; the TTFT-limited rate caps it
     rate = np.where(ok & (budget > 0), np.minimum(c.rate, lo), 0.0)
     return rate.max(axis=0)
@@ -194,7 +254,7 @@ def prefill_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: 
 
 def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                   percentile: float, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
-                  max_num_seqs: int = MAX_NUM_SEQS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_num_seqs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Operating curves of a decode-only replica over mean batch sizes B = 1..max_num_seqs.
 
     Requests stay O steps, so by Little's law rate = B / (O t_d(B)). The batch fluctuates: the
@@ -202,9 +262,11 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
     at the Poisson quantile of the batch, and that batch's KV must fit.
 
     Returns:
-        (rate req/s, TPOT at the percentile s, feasible under memory), each of shape (max_num_seqs, S).
+        (rate req/s, TPOT at the percentile s, feasible under memory), each of shape (max_num_seqs, S);
+        ``max_num_seqs`` None means vLLM's default for ``gpu``.
     """
     p = p or default_params()
+    max_num_seqs, _ = scheduler_limits(gpu, max_num_seqs)
     inp = np.asarray(input_tokens, dtype=float)[None, :]
     out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
     batch = np.arange(1, max_num_seqs + 1, dtype=float)[:, None]
@@ -219,7 +281,7 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
 
 def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
                         output_tokens: np.ndarray, tpot_s: float, percentile: float, p: PerfParams | None = None,
-                        gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> np.ndarray:
+                        gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None) -> np.ndarray:
     """κ of a decode-only replica: the largest rate, req/s, whose TPOT percentile meets the target
     and whose batch fits the KV cache (``decode_curves``). Shape (S,); 0 where no batch does."""
     rate, tpot, kv_ok = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p,
@@ -237,14 +299,21 @@ def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rp
 
 def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                     rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
-                    gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> tuple[np.ndarray, np.ndarray]:
+                    gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
+                    max_num_batched_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predicted (TTFT, TPOT) at the percentile, s, for each bucket served at ``rate_rps``
-    req/s by one replica. Shapes (S,). inf where the rate exceeds what the replica can sustain."""
-    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization, max_num_seqs)
+    req/s by one colocated replica. Shapes (S,). inf where the rate exceeds what the replica can
+    sustain."""
+    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
+                       max_num_seqs, max_num_batched_tokens)
     rate = np.asarray(rate_rps, dtype=float)
-    tpot = _at_offered_rate(c.rate, c.tpot_s, rate)
-    t_d = _at_offered_rate(c.rate, c.decode_s, rate)
-    ttft = c.prefill_s + t_d + mdl_wait_quantile_s(rate, c.prefill_s, percentile / 100.0)
+    reachable = np.where(c.ok, c.rate, 0.0)
+    tpot = _at_offered_rate(reachable, c.tpot_s, rate)
+    step = _at_offered_rate(reachable, c.step_s, rate)
+    service = _at_offered_rate(reachable, c.prefill_s, rate)
+    with np.errstate(invalid="ignore"):
+        wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0)
+    ttft = np.where(np.isfinite(service), service + step + wait, np.inf)
     return ttft, tpot
 
 
@@ -260,7 +329,7 @@ def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: 
 
 def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                         rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
-                        gpu_memory_utilization: float = 0.9, max_num_seqs: int = MAX_NUM_SEQS) -> np.ndarray:
+                        gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None) -> np.ndarray:
     """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
     bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation."""
     rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,

@@ -35,22 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llmfleet.perf.capacity import MAX_NUM_SEQS, kv_capacity_tokens
-from llmfleet.perf.steptime import PerfParams, decode_time_s, default_params, step_time_s
+from llmfleet.perf.capacity import kv_capacity_tokens, scheduler_limits
+from llmfleet.perf.steptime import PerfParams, decode_time_s, load_profile, step_time_s
 from llmfleet.sim.scenario import SimGroup, SimWorkload
-
-MAX_BATCHED_TOKENS_LARGE = 8192
-MAX_BATCHED_TOKENS_SMALL = 2048
-"""vLLM V1 default ``--max-num-batched-tokens`` of the OpenAI server: 8192 on GPUs with at least
-70 GiB, 2048 below (vllm/engine/arg_utils.py, ``EngineArgs._set_default_args_v1``)"""
 
 MAX_JUMP_STEPS = 4096
 """most decode iterations advanced in one vectorised step (bounds the arrays, not the result)"""
-
-
-def default_batched_tokens(gpu_memory_gb: float) -> int:
-    """vLLM's default prompt-token budget per iteration for a GPU of ``gpu_memory_gb`` GB, tokens."""
-    return MAX_BATCHED_TOKENS_LARGE if gpu_memory_gb * 1e9 >= 70 * 2**30 else MAX_BATCHED_TOKENS_SMALL
 
 
 class _Requests:
@@ -77,12 +67,11 @@ class Replica:
     """One vLLM instance (a TP group) of a group."""
 
     def __init__(self, sim: "Simulation", group: SimGroup, w: SimWorkload, p: PerfParams,
-                 max_num_seqs: int, max_batched_tokens: int | None):
+                 max_num_seqs: int | None, max_batched_tokens: int | None):
         self.sim, self.g = sim, group
         self.model, self.p = w.model, p
         self.kv_cap = max(int(kv_capacity_tokens(w.model, group.gpu, group.tp, w.gpu_memory_utilization)), 1)
-        self.max_seqs = max_num_seqs
-        self.budget = max_batched_tokens or default_batched_tokens(group.gpu.memory_gb)
+        self.max_seqs, self.budget = scheduler_limits(group.gpu, max_num_seqs, max_batched_tokens)
         self.waiting: deque[int] = deque()
         self.prefilling: list[int] = []
         self.running: list[int] = []
@@ -303,11 +292,12 @@ class Simulation:
     """Replay one workload's requests against its groups (see the module docstring)."""
 
     def __init__(self, w: SimWorkload, trace: pd.DataFrame, seed: int = 0, p: PerfParams | None = None,
-                 max_num_seqs: int = MAX_NUM_SEQS, max_batched_tokens: int | None = None,
+                 max_num_seqs: int | None = None, max_batched_tokens: int | None = None,
                  reject_unplanned: bool = False):
         """Args:
             seed: of the routing draws. p: step-time calibration (default: the shipped one).
-            max_num_seqs, max_batched_tokens: vLLM's scheduler limits (default: vLLM's defaults).
+            max_num_seqs, max_batched_tokens: vLLM's scheduler limits (default: vLLM's defaults for
+                each group's GPU, ``perf.capacity.scheduler_limits``).
             reject_unplanned: drop requests of sizes the plan routes nowhere (a plan that sheds
                 them, behind a gateway that enforces it); they count as SLO misses. By default
                 they are routed like the rest, as happens without admission control.
@@ -315,7 +305,7 @@ class Simulation:
         if not w.groups:
             raise ValueError(f"{w.key}: the plan gives it no replicas")
         self.w = w
-        self.p = p or default_params()
+        self.p = p or load_profile(w.performance_profile)
         t = trace.sort_values("arrival_s", kind="stable")
         arrival = t["arrival_s"].to_numpy(dtype=float)
         arrival = (arrival - arrival[0]) / w.rate_scale

@@ -18,6 +18,7 @@ import numpy as np
 from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec, resolve_model
 from llmfleet.api.models import ALLOWED_TP, ModelArchitecture
+from llmfleet.perf.steptime import DEFAULT_PROFILE, PROFILES
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS, bucket_index
@@ -69,6 +70,8 @@ class SimWorkload:
     """``spec.serving.maxNumSeqs`` (None: the simulator's default)"""
     max_num_batched_tokens: int | None = None
     """``spec.serving.maxNumBatchedTokens`` (None: vLLM's default by GPU memory)"""
+    performance_profile: str = DEFAULT_PROFILE
+    """the step-time calibration the plan was made with (``FleetPolicy.spec.performanceProfile``)"""
 
     def bucket_of(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
         """Index into ``buckets`` of each request, -1 for sizes the plan has no bucket for."""
@@ -91,6 +94,7 @@ def from_plan(plan: Plan, fp: FleetProblem) -> list[SimWorkload]:
             rate_scale=spec.traffic.trace.rate_scale if spec.traffic.trace else 1.0,
             architecture=spec.architecture.model_dump(by_alias=True) if spec.architecture else None,
             max_num_seqs=spec.serving.max_num_seqs, max_num_batched_tokens=spec.serving.max_num_batched_tokens,
+            performance_profile=fp.params.name,
         )
         for a in plan.assignments:
             if a.workload != w.key:
@@ -113,6 +117,7 @@ def to_document(workloads: list[SimWorkload]) -> dict:
             "slo": {"ttftSeconds": w.ttft_s, "tpotSeconds": w.tpot_s, "percentile": w.percentile},
             "gpuMemoryUtilization": w.gpu_memory_utilization, "rateScale": w.rate_scale,
             "maxNumSeqs": w.max_num_seqs, "maxNumBatchedTokens": w.max_num_batched_tokens,
+            "performanceProfile": w.performance_profile,
             "buckets": [list(b) for b in w.buckets],
             "groups": [{
                 "role": g.role, "pool": g.pool, "tensorParallelSize": g.tp, "replicas": g.replicas,
@@ -153,6 +158,8 @@ def from_document(doc: dict) -> list[SimWorkload]:
                 buckets=[tuple(b) for b in w["buckets"]], rate_scale=w.get("rateScale", 1.0), architecture=arch,
                 max_num_seqs=_optional_int(w.get("maxNumSeqs")),
                 max_num_batched_tokens=_optional_int(w.get("maxNumBatchedTokens")),
+                # plans written before profiles existed were made with the Splitwise-era model
+                performance_profile=str(w.get("performanceProfile", "splitwise-2023")),
             )
             for g in w["groups"]:
                 sw.groups.append(SimGroup(g["role"], g["pool"], GPUType(**g["gpu"]), g["tensorParallelSize"], g["replicas"],
@@ -188,6 +195,8 @@ def _check(w: SimWorkload) -> None:
     positive(w.rate_scale, "rateScale")
     if not 0 < w.percentile < 100:
         raise ScenarioError(f"plan document: workload {w.key}: slo.percentile must be in (0, 100)")
+    if w.performance_profile not in PROFILES:
+        raise ScenarioError(f"plan document: workload {w.key}: performanceProfile must be one of {', '.join(PROFILES)}")
     for g in w.groups:
         if not isinstance(g.replicas, int) or isinstance(g.replicas, bool) or g.replicas < 0 or g.tp not in ALLOWED_TP:
             raise ScenarioError(f"plan document: workload {w.key}: group {g.pool}: replicas must be an integer >= 0 "

@@ -3,8 +3,9 @@
 The capacity model is an approximation (M/D/1 tails, Little's law at a mean batch, Poisson
 interference). So every plan is replayed against traffic (``sim.engine``); where a workload's
 simulated SLO attainment falls below its SLO percentile, the capacity κ of each configuration
-whose group missed the target is lowered in proportion to its shortfall and the fleet is solved
-again, for a bounded number of rounds. The loop only ever lowers capacities, so each round's plan
+whose group missed the target is lowered in proportion to its shortfall (and the workload's
+configurations the plan did not use, by the mildest of those cuts, so the next solve cannot escape
+to capacities nobody tested) and the fleet is solved again, for a bounded number of rounds. The loop only ever lowers capacities, so each round's plan
 is at least as conservative as the last.
 """
 
@@ -106,20 +107,36 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
 
 
 def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
-    """Lower κ of every configuration whose group missed its workload's target."""
+    """Lower κ of every configuration whose group missed its workload's target, and of the
+    workload's configurations the plan did not use.
+
+    The untested configurations carry the same model error as the ones that missed, as far as
+    anything is known; leaving them uncut lets the next solve move the traffic onto them, and
+    attainment then rises and falls between rounds without converging. They get the mildest cut
+    applied to the workload's tested groups. Groups that met the target are left alone.
+    """
     for key, res in rnd.results.items():
         if res.meets_target:
             continue
         target = res.target_percentile / 100.0
         mine = [a for a in plan.assignments if a.workload == key]
+        factors = []
         for a, g in zip(mine, res.groups):
             if g.attainment != g.attainment or g.attainment >= target:  # nan: nothing routed
                 continue
             factor = min(max(g.attainment / target, MAX_CUT), MIN_CUT)
             a.config.capacity_rps = a.config.capacity_rps * factor
             rnd.cuts[f"{key} {g.name}"] = factor
-        if not any(k.startswith(f"{key} ") for k in rnd.cuts):
+            factors.append(factor)
+        if not factors:
             # every group met the target alone but the workload did not: cut them all a little
             for a, g in zip(mine, res.groups):
                 a.config.capacity_rps = a.config.capacity_rps * MIN_CUT
                 rnd.cuts[f"{key} {g.name}"] = MIN_CUT
+            factors.append(MIN_CUT)
+        used = {id(a.config) for a in mine}
+        workload = next(w for w in fp.workloads if w.key == key)
+        for c in workload.configs:
+            if id(c) not in used:
+                c.capacity_rps = c.capacity_rps * max(factors)
+        rnd.cuts[f"{key} untested configurations"] = max(factors)

@@ -13,10 +13,12 @@ Constraints:
                                                         KV cache can go (the P/D ratio follows)
     Σ_b λ_w s_wb x[w,c,b] / κ[w,c,b] ≤ n[w,c]           replicas carry their load (κ from perf)
     Σ_{w, c in pool} TP_c n[w,c] ≤ maxGPUs(pool)         availability
-    Σ TP_c n[w,c] TDP_c ≤ power budget                   (when the FleetPolicy sets one)
+    Σ TP_c n[w,c] P_c ≤ power budget                     (when the FleetPolicy sets one)
     Σ_{w in namespace, c} TP_c n[w,c] ≤ GPU quota        (per namespace, FleetPolicy spec.tenancy)
     Σ_c n[w,c] ≥ minReplicas(w)
-Objective: Σ n TP (price + TDP x energy price). When all demand fits, one solve with u = 0.
+P_c is the predicted average draw of one GPU of config c loaded to its capacity κ (``perf.power``,
+carried as ``ReplicaConfig.gpu_watts``; the TDP where a config has none, e.g. Mélange input).
+Objective: Σ n TP (price + P_c x energy price). When all demand fits, one solve with u = 0.
 Otherwise priorities are lexicographic: minimise the shed req/s of the top tier, fix it, then the
 next tier, and finally minimise cost with every tier's service fixed.
 """
@@ -31,9 +33,10 @@ import numpy as np
 import pulp
 
 from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
+from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.highs import QuietHiGHS
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
-from llmfleet.solver.problem import FleetProblem, WorkloadProblem, max_batch
+from llmfleet.solver.problem import FleetProblem, WorkloadProblem
 
 _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
@@ -51,9 +54,15 @@ def _solver(time_limit_s: float, gap: float, mip: bool = True, label: str = "fle
     return pulp.PULP_CBC_CMD(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap)
 
 
+def _gpu_watts(c) -> float:
+    """Average draw of one GPU of config ``c`` at its capacity-defining load, W (``perf.power``);
+    the TDP where the config carries no prediction."""
+    return c.gpu_watts if getattr(c, "gpu_watts", None) is not None else c.pool.gpu.tdp_watts
+
+
 def _replica_cost_per_hour(fp: FleetProblem, c) -> float:
-    """USD/h of one replica: its GPU-hours plus its energy at TDP (kW x USD/kWh)."""
-    return c.cost_per_replica_hour + c.tp * c.pool.gpu.tdp_watts / 1000.0 * fp.energy_price_per_kwh
+    """USD/h of one replica: its GPU-hours plus its energy at the predicted draw (kW x USD/kWh)."""
+    return c.cost_per_replica_hour + c.tp * _gpu_watts(c) / 1000.0 * fp.energy_price_per_kwh
 
 
 def _pool_gpus(plan: Plan, pool: str) -> int:
@@ -63,11 +72,6 @@ def _pool_gpus(plan: Plan, pool: str) -> int:
 def _quota_gpus(plan: Plan, keys: frozenset[str]) -> int:
     """GPUs the plan gives the workloads ``keys`` (one namespace's quota)."""
     return sum(a.gpus for a in plan.assignments if a.workload in keys)
-
-
-def _plan_watts(plan: Plan) -> float:
-    """Power of the planned GPUs at TDP, W."""
-    return sum(a.gpus * a.config.pool.gpu.tdp_watts for a in plan.assignments)
 
 
 @dataclass
@@ -121,7 +125,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
             prob += pulp.LpAffineExpression(load) - var_n <= 0, f"load_{wi}_{ci}"
             cost_terms.append((var_n, _replica_cost_per_hour(fp, c)))
             pool_use[c.pool.name].append((var_n, c.tp))
-            power_terms.append((var_n, c.tp * c.pool.gpu.tdp_watts))
+            power_terms.append((var_n, c.tp * _gpu_watts(c)))
         # rows in (domain, bucket) order: the order HiGHS sees them decides among equal-cost optima
         for k, (_, terms) in enumerate(sorted(balance.items(), key=lambda kv: kv[0])):
             prob += pulp.LpAffineExpression(terms) == 0, f"pd_{wi}_{k}"
@@ -212,7 +216,7 @@ def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
     for limit, keys in fp.gpu_quotas.values():
         if _quota_gpus(plan, keys) > limit:
             return False
-    return fp.power_budget_watts is None or _plan_watts(plan) <= fp.power_budget_watts
+    return fp.power_budget_watts is None or plan.power_watts <= fp.power_budget_watts
 
 
 def solve(fp: FleetProblem) -> Plan:
@@ -379,14 +383,15 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 utilization=util, bucket_rate_rps=bucket_rps, config=c, role=c.role,
             )
             if w.model is not None and a.rate_rps > 0:
-                a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0))
+                a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0), fp.params)
             assignments.append(a)
         results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
     return Plan(status="", cost_per_hour=total, lp_bound=None, dual_bound=None, gap=None, solve_time_s=0.0,
                 solver="", assignments=assignments, workloads=results, messages=[])
 
 
-def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float) -> tuple[float | None, float | None]:
+def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
+                       params: PerfParams) -> tuple[float | None, float | None]:
     """Traffic-weighted TTFT and TPOT at the SLO percentile of a replica group at utilization
     ``util``: each bucket is evaluated at util x κ, the rate at which it alone would load a
     replica as much as the actual mix does. A prefill group predicts TTFT only (KV transfer and
@@ -394,19 +399,19 @@ def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     served = bucket_rps > 0
     slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
-    seqs = max_batch(w.workload)
+    seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
     inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
     weights = bucket_rps[served] / bucket_rps[served].sum()
     if c.role == "prefill":
         ttft = prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, slo.percentile,
-                                    c.kv_transfer_s[served], slo.tpot)
+                                    c.kv_transfer_s[served], slo.tpot, params)
         return float((weights * ttft).sum()), None
     if c.role == "decode":
-        tpot = decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu,
+        tpot = decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, params, gmu,
                                    max_num_seqs=seqs)
         return None, float((weights * tpot).sum())
-    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, gpu_memory_utilization=gmu,
-                                 max_num_seqs=seqs)
+    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, params, gmu,
+                                 max_num_seqs=seqs, max_num_batched_tokens=budget)
     return float((weights * ttft).sum()), float((weights * tpot).sum())
 
 
@@ -451,7 +456,7 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
             full.append(f"{name} ({used}/{pool.max_gpus} GPUs)")
     power = ""
     if fp.power_budget_watts is not None:
-        watts = _plan_watts(plan)
+        watts = plan.power_watts
         if watts >= 0.98 * fp.power_budget_watts:
             power = f"; power budget binds ({watts:.0f}/{fp.power_budget_watts:.0f} W)"
     for r in plan.workloads:

@@ -41,7 +41,15 @@ class Assignment:
             "utilization": round(self.utilization, 4),
             "predictedTTFTSeconds": None if self.ttft_s is None else round(self.ttft_s, 4),
             "predictedTPOTSeconds": None if self.tpot_s is None else round(self.tpot_s, 5),
+            "predictedWattsPerGPU": round(self.gpu_watts, 1),
         }
+
+    @property
+    def gpu_watts(self) -> float:
+        """Predicted average draw of one of its GPUs at the configuration's capacity-defining load,
+        W (``perf.power``); the GPU's TDP where the configuration carries no prediction (Mélange)."""
+        watts = getattr(self.config, "gpu_watts", None)
+        return watts if watts is not None else self.config.pool.gpu.tdp_watts
 
 
 @dataclass
@@ -90,12 +98,23 @@ class Plan:
     def total_gpus(self) -> int:
         return sum(a.gpus for a in self.assignments)
 
+    @property
+    def power_watts(self) -> float:
+        """Predicted average GPU draw of the whole plan, W."""
+        return sum(a.gpus * a.gpu_watts for a in self.assignments)
+
+    @property
+    def tdp_watts(self) -> float:
+        """The plan's GPUs at their TDP, W (what counting by datasheet would reserve)."""
+        return sum(a.gpus * a.config.pool.gpu.tdp_watts for a in self.assignments)
+
     def to_dict(self) -> dict:
         r = lambda v, d=4: None if v is None else round(v, d)  # noqa: E731
         return {
             "status": self.status, "costPerHour": r(self.cost_per_hour), "lpBound": r(self.lp_bound),
             "dualBound": r(self.dual_bound), "gap": r(self.gap, 6), "solveTimeSeconds": r(self.solve_time_s, 3),
             "solver": self.solver, "totalGPUs": self.total_gpus,
+            "predictedGPUWatts": round(self.power_watts, 1), "tdpWatts": round(self.tdp_watts, 1),
             "assignments": [a.to_dict() for a in self.assignments],
             "workloads": [w.to_dict() for w in self.workloads],
             "messages": list(self.messages),

@@ -27,10 +27,11 @@ from llmfleet.api.tenancy import gpu_quotas
 from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkload
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
-from llmfleet.perf.capacity import (MAX_NUM_SEQS, capacity_rps, decode_capacity_rps, kv_transfer_s,
+from llmfleet.perf.capacity import (capacity_rps, decode_capacity_rps, kv_transfer_s,
                                     prefill_capacity_rps, weights_fit)
+from llmfleet.perf.power import attach_power
 from llmfleet.perf.precision import unsupported, with_precision
-from llmfleet.perf.steptime import PerfParams, default_params
+from llmfleet.perf.steptime import PerfParams, default_params, load_profile
 from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
 from llmfleet.workload.traces import TraceError, load_trace
 
@@ -67,6 +68,8 @@ class ReplicaConfig:
     ``capacity_rps`` has shape (S,) over the workload's non-empty buckets: κ, req/s per replica
     (for a prefill or decode replica, the requests whose prompt or whose tokens it serves).
     ``kv_transfer_s`` (S,) is the KV transfer time counted in a prefill replica's TTFT, s.
+    ``gpu_watts`` is the predicted average draw of each of its GPUs loaded to κ, W
+    (``perf.power.replica_gpu_watts``); None where unknown (the MILP then takes the TDP).
     """
 
     pool: PoolInfo
@@ -75,6 +78,7 @@ class ReplicaConfig:
     cost_per_replica_hour: float
     role: str = "colocated"
     kv_transfer_s: np.ndarray | None = None
+    gpu_watts: float | None = None
 
     @property
     def kv_domain(self) -> str:
@@ -122,6 +126,8 @@ class FleetProblem:
     time_limit_s: float = 30.0
     relative_gap: float = 1e-3
     gpu_quotas: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict)
+    params: PerfParams = field(default_factory=default_params)
+    """the calibration profile the capacities were modelled with (``spec.performanceProfile``)"""
 
 
 def resolve_pool(pool: GPUPool, ref: str | None = None) -> PoolInfo:
@@ -241,11 +247,6 @@ def minimum_gpus(w: LLMWorkload) -> int:
     return w.spec.serving.min_replicas * min(w.spec.serving.tensor_parallel_sizes)
 
 
-def max_batch(w: LLMWorkload) -> int:
-    """Largest batch a replica runs: ``spec.serving.maxNumSeqs``, else vLLM's default ``MAX_NUM_SEQS``."""
-    return w.spec.serving.max_num_seqs or MAX_NUM_SEQS
-
-
 def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
     """Why no plan can exist when the workloads' ``minReplicas`` alone need more GPUs than all pools
     offer (None when they fit), so the CLI can fail fast instead of modelling capacity first.
@@ -278,8 +279,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         ManifestError: unknown model or GPU type, missing price, token percentiles beyond the
             model's context, a trace path outside its base folder, an unreadable trace.
     """
-    params = params or default_params()
     policy = spec.policy.spec
+    params = params or load_profile(policy.performance_profile)
     tiers = {t.name: t.value for t in policy.priority_tiers}
     # canonical order (workloads by namespace/name, pools by name): the MILP's tie-breaking among
     # equal-cost plans follows the order of its variables, so the CLI (file order) and the operator
@@ -317,11 +318,13 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             share=share, input_tokens=inp, output_tokens=out,
             tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
         )
-        wp.configs = replica_configs(w, model, list(pools.values()), inp, out, params)
+        wp.configs = attach_power(replica_configs(w, model, list(pools.values()), inp, out, params), model, inp, out,
+                                  share, w.spec.slo.percentile, params, w.spec.serving.gpu_memory_utilization,
+                                  w.spec.serving.max_num_seqs, w.spec.serving.max_num_batched_tokens)
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap,
-                        gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels))
+                        gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params)
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,
@@ -333,14 +336,16 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     """
     slo, serving = w.spec.slo, w.spec.serving
     gmu = serving.gpu_memory_utilization
-    seqs = max_batch(w)
+    seqs = w.spec.serving.max_num_seqs
+    budget = w.spec.serving.max_num_batched_tokens
     shapes = [(pool, tp) for pool in pools for tp in serving.tensor_parallel_sizes
               if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)
               and unsupported(pool.gpu, serving.quantization, serving.kv_cache_dtype) is None]
     configs: list[ReplicaConfig] = []
     if serving.disaggregation != "always":
         for pool, tp in shapes:
-            kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile, params, gmu, seqs)
+            kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile, params, gmu, seqs,
+                                 budget)
             if (kappa > 0).any():
                 configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
     if serving.disaggregation == "never":

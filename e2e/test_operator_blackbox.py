@@ -90,7 +90,9 @@ def test_workload_is_planned_into_owned_children_and_collected_on_delete(sandbox
     planned = next(c for c in w["status"]["conditions"] if c["type"] == "Planned")
     assert planned["status"] == "True" and w["status"]["gpus"] >= 1 and w["status"]["costPerHour"] > 0
     groups = w["status"]["plan"]
-    deps = wait_until(lambda: get("deployments", "-n", sandbox)["items"], 60, "the Deployments")
+    # the vLLM Deployments (a pool label); the routing mode may add an endpoint picker's Deployment
+    deps = wait_until(lambda: get("deployments", "-n", sandbox, "-l", "llmfleet.dev/pool")["items"], 60,
+                      "the Deployments")
     assert {d["metadata"]["name"] for d in deps} == {g["deployment"] for g in groups}
     for d in deps:
         assert d["metadata"]["ownerReferences"][0]["kind"] == "LLMWorkload"
@@ -101,9 +103,10 @@ def test_workload_is_planned_into_owned_children_and_collected_on_delete(sandbox
     ready = next(c for c in w["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
 
-    kubectl("apply", "-f", "-", stdin=workload(sandbox, 4))
-    wait_until(lambda: sum(d["spec"]["replicas"] for d in get("deployments", "-n", sandbox)["items"])
-               > sum(g["replicas"] for g in groups), 120, "more replicas for twice the traffic")
+    kubectl("apply", "-f", "-", stdin=workload(sandbox, 8))
+    wait_until(lambda: sum(d["spec"]["replicas"] for d in get("deployments", "-n", sandbox, "-l",
+                                                                "llmfleet.dev/pool")["items"])
+               > sum(g["replicas"] for g in groups), 120, "more replicas for four times the traffic")
 
     kubectl("delete", "llmworkload", "chat", "-n", sandbox)
     wait_until(lambda: not get("deployments", "-n", sandbox)["items"], 120, "garbage collection")

@@ -1,6 +1,7 @@
-"""Command line: ``llmfleet plan | simulate | crds | operator``.
+"""Command line: ``llmfleet plan | render | simulate | crds | operator``.
 
     llmfleet plan -f examples/                 # table: workload, GPU, role, TP, replicas, $/h, TTFT, TPOT
+    llmfleet render -f examples/               # every object the operator would apply, as YAML (-o DIR: files)
     llmfleet plan -f examples/ -o json         # the Plan as JSON (or -o yaml), with its simulation scenario
     llmfleet plan -f examples/ --verify        # replay each workload's traffic, repair until SLOs hold
     llmfleet plan --melange input.json         # solve a Mélange-format input
@@ -9,7 +10,7 @@
 Exit status: 0 with a plan that serves all demand, 1 for an operational failure (no cluster to
 reach, an internal error), 2 for invalid input (the message names the file, object and field),
 3 when some demand cannot be served or no plan exists (the plan and the reasons are still
-printed), 4 when the verified plan's simulated SLO attainment stays below a target.
+printed), 4 when the verified plan's simulated SLO attainment stays below a target, 5 when both.
 
 stdout carries only the result (one JSON or YAML document with ``-o json|yaml``); progress,
 notes and errors go to stderr.
@@ -34,20 +35,21 @@ from rich.table import Table
 from llmfleet import __version__, progress
 from llmfleet.jsonsafe import finite_or_null
 from llmfleet.api.loader import ManifestError, load_fleet, read_yaml_documents
-from llmfleet.solver.baseline import cheapest_full_service, single_type_baselines
+from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits_pools, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
-from llmfleet.solver.problem import build_problem, minimum_gpus_shortfall
+from llmfleet.solver.problem import FleetProblem, build_problem, minimum_gpus_shortfall
 from llmfleet.sim.engine import simulate
 from llmfleet.sim.scenario import ScenarioError, from_document, from_plan, to_document
-from llmfleet.sim.verify import plan_and_verify, workload_traces
+from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
 from llmfleet.workload.traces import TraceError, detect_format, load_trace
 
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
 EXIT_UNSERVED = 3
 EXIT_SLO_MISSED = 4
+EXIT_SHED_AND_SLO_MISSED = 5
 
 err_console = Console(stderr=True, soft_wrap=True)  # no hard wraps inside paths in logs
 
@@ -138,10 +140,12 @@ def _summary(plan: Plan) -> str:
             f"solved by {plan.solver} in {plan.solve_time_s:.2f}s")
 
 
-def _saving(plan: Plan, baselines: dict[str, Plan]) -> dict | None:
-    """Saving of ``plan`` against the cheapest single-type fleet that serves all demand, USD/h."""
-    best = cheapest_full_service(baselines)
-    if best is None or plan.cost_per_hour is None:
+def _saving(plan: Plan, baselines: dict[str, Plan], fp: FleetProblem) -> dict | None:
+    """Saving of ``plan`` against the cheapest single-type fleet that serves all demand within its
+    type's pools, USD/h; None when the plan itself sheds demand (the fleets would not serve the
+    same demand) or no single type fits."""
+    best = cheapest_full_service(baselines, fp)
+    if best is None or plan.cost_per_hour is None or not plan.serves_all_demand:
         return None
     gpu_type, base = best
     return {"againstGPUType": gpu_type, "baselineCostPerHour": round(base.cost_per_hour, 4),
@@ -149,7 +153,8 @@ def _saving(plan: Plan, baselines: dict[str, Plan]) -> dict | None:
             "savingFraction": round(1 - plan.cost_per_hour / base.cost_per_hour, 4)}
 
 
-def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], saving: dict | None, source: str) -> None:
+def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], saving: dict | None, source: str,
+                  fp: FleetProblem) -> None:
     console.print(plan_table(plan, f"Fleet plan for {source}"))
     console.print(_summary(plan), highlight=False)
     for r in plan.workloads:
@@ -166,14 +171,51 @@ def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], savi
     bt.add_column("STATUS")
     for t, p in sorted(baselines.items(), key=lambda kv: (not kv[1].serves_all_demand, kv[1].cost_per_hour or 0)):
         full = p.serves_all_demand
-        bt.add_row(t, f"{p.cost_per_hour:.2f}" if full else "-", str(p.total_gpus) if full else "-",
-                   "meets all SLOs" if full else "cannot serve all demand")
+        status = "cannot serve all demand"
+        if full:
+            status = ("meets all SLOs" if fits_pools(fp, t, p) else
+                      f"meets all SLOs with more GPUs than its pools offer ({available_gpus(fp, t)})")
+        bt.add_row(t, f"{p.cost_per_hour:.2f}" if full else "-", str(p.total_gpus) if full else "-", status)
     console.print(bt)
     if saving:
         console.print(f"saving: ${saving['savingPerHour']:.2f}/h ({saving['savingFraction']:.1%}) against the cheapest "
-                      f"single-type fleet ({saving['againstGPUType']}, ${saving['baselineCostPerHour']:.2f}/h)", highlight=False)
+                      f"single-type fleet that fits its pools ({saving['againstGPUType']}, "
+                      f"${saving['baselineCostPerHour']:.2f}/h)", highlight=False)
+    elif plan.cost_per_hour is not None and not plan.serves_all_demand:
+        console.print("saving: none claimed: this plan sheds demand, so no fleet here serves the same demand", highlight=False)
     elif plan.cost_per_hour is not None:
-        console.print("saving: no single GPU type can serve all workloads within their SLOs", highlight=False)
+        console.print("saving: no single GPU type can serve all workloads within their SLOs and its pools", highlight=False)
+
+
+class _NoPlan(Exception):
+    """The manifests cannot give a plan; ``code`` is the exit status (the message is printed)."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+def _fleet_problem(args: argparse.Namespace, steps: StderrProgress):
+    """Load ``-f`` manifests and build the fleet problem, failing fast when the workloads' minimum
+    replicas alone exceed the pools (exit 3) or the input is invalid (exit 2).
+
+    Returns:
+        (FleetSpec, FleetProblem).
+
+    Raises:
+        _NoPlan: with the exit status, after printing why.
+    """
+    try:
+        fleet = load_fleet(args.filename)
+        shortfall = minimum_gpus_shortfall(fleet)
+        if shortfall:
+            _error(f"no plan can exist: {shortfall}")
+            raise _NoPlan(EXIT_UNSERVED)
+        with steps.step(f"Building the capacity model of {len(fleet.workloads)} workload(s) on "
+                        f"{len(fleet.pools)} pool(s)"):
+            return fleet, build_problem(fleet)
+    except ManifestError as err:
+        _error(str(err))
+        raise _NoPlan(EXIT_INVALID) from None
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -188,14 +230,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
             fp = load_melange(args.melange, time_limit_s=args.time_limit or 30.0)
             source = args.melange
         else:
-            fleet = load_fleet(args.filename)
-            shortfall = minimum_gpus_shortfall(fleet)
-            if shortfall:
-                _error(f"no plan can exist: {shortfall}")
-                return EXIT_UNSERVED
-            with steps.step(f"Building the capacity model of {len(fleet.workloads)} workload(s) on "
-                            f"{len(fleet.pools)} pool(s)"):
-                fp = build_problem(fleet)
+            try:
+                fleet, fp = _fleet_problem(args, steps)
+            except _NoPlan as stop:
+                return stop.code
             if args.time_limit:
                 fp.time_limit_s = args.time_limit
             source = ", ".join(args.filename)
@@ -210,7 +248,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.verify is not None:
         with steps.step(f"Solving, simulating and repairing (at most {args.verify_rounds} repair rounds)"):
             rounds = plan_and_verify(fp, traces, max_rounds=args.verify_rounds)
-        plan = rounds[-1].plan
+        final = best_round(rounds)
+        plan = final.plan
     else:
         with steps.step(f"Solving the fleet MILP (time limit {fp.time_limit_s:g}s)"):
             plan = solve(fp)
@@ -218,11 +257,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.no_baseline:
         with steps.step("Solving single-GPU-type baselines"):
             baselines = single_type_baselines(fp)
-    saving = _saving(plan, baselines)
+    saving = _saving(plan, baselines, fp)
 
     if args.output in ("json", "yaml"):
         doc = plan.to_dict()
-        doc["baselines"] = {t: {"status": p.status, "costPerHour": None if p.cost_per_hour is None else round(p.cost_per_hour, 4)}
+        doc["baselines"] = {t: {"status": p.status, "costPerHour": None if p.cost_per_hour is None else round(p.cost_per_hour, 4),
+                                "totalGPUs": p.total_gpus, "fitsPools": fits_pools(fp, t, p)}
                             for t, p in baselines.items()}
         if saving:
             doc["saving"] = saving
@@ -233,12 +273,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         doc = finite_or_null(doc)
         print(json.dumps(doc, indent=2, allow_nan=False) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
     else:
-        _print_report(console, plan, baselines, saving, source)
+        _print_report(console, plan, baselines, saving, source, fp)
         if rounds:
             _print_verification(console, rounds, sources)
-    if plan.status in ("shortage", "infeasible"):
-        return EXIT_UNSERVED
-    return EXIT_SLO_MISSED if rounds and not rounds[-1].meets_targets else 0
+    shed = plan.status in ("shortage", "infeasible")
+    missed = bool(rounds) and not final.meets_targets
+    return EXIT_SHED_AND_SLO_MISSED if shed and missed else EXIT_UNSERVED if shed else EXIT_SLO_MISSED if missed else 0
 
 
 def _pct(v: float) -> str:
@@ -252,7 +292,8 @@ def _verification_doc(rounds, sources: dict[str, str]) -> dict:
                     "capacityCuts": {k: round(v, 4) for k, v in r.cuts.items()},
                     "workloads": [res.to_dict() for res in r.results.values()]} for r in rounds],
         "traces": sources,
-        "meetsTargets": rounds[-1].meets_targets,
+        "chosenRound": rounds.index(best_round(rounds)),
+        "meetsTargets": best_round(rounds).meets_targets,
     }
 
 
@@ -273,10 +314,12 @@ def _print_verification(console: Console, rounds, sources: dict[str, str]) -> No
     for k, r in enumerate(rounds[:-1]):
         cuts = ", ".join(f"{name} x{f:.2f}" for name, f in r.cuts.items())
         console.print(f"round {k}: capacity lowered for {cuts}", highlight=False)
-    last = rounds[-1]
-    att = "; ".join(f"{res.workload} {_pct(res.attainment)} (target {res.target_percentile:g}%)" for res in last.results.values())
-    verdict = "meets every SLO target" if last.meets_targets else "[red]misses an SLO target[/red]"
-    console.print(f"verified: ${last.plan.cost_per_hour:.2f}/h, {last.plan.total_gpus} GPUs; simulated SLO attainment {att}: {verdict}",
+    best = best_round(rounds)
+    att = "; ".join(f"{res.workload} {_pct(res.attainment)} (target {res.target_percentile:g}%)" for res in best.results.values())
+    verdict = "meets every SLO target" if best.meets_targets else "[red]misses an SLO target[/red]"
+    chosen = "" if best is rounds[-1] else f" (round {rounds.index(best)}, the closest to its targets)"
+    cost = "-" if best.plan.cost_per_hour is None else f"{best.plan.cost_per_hour:.2f}"
+    console.print(f"verified{chosen}: ${cost}/h, {best.plan.total_gpus} GPUs; simulated SLO attainment {att}: {verdict}",
                   highlight=False)
 
 
@@ -328,7 +371,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return EXIT_UNSERVED
     t0 = time.perf_counter()
     with steps.step(f"Simulating {len(trace)} requests of {w.key} at {w.rate_scale:g}x rate"):
-        res = simulate(w, trace, seed=args.seed)
+        res = simulate(w, trace, seed=args.seed, router=None if args.router == "deployed" else args.router)
     elapsed = time.perf_counter() - t0
     if args.output == "json":
         print(json.dumps(finite_or_null({**res.to_dict(), "simulationSeconds": round(elapsed, 3)}), indent=2,
@@ -347,6 +390,44 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       f"GPU busy {_pct(res.gpu_busy_fraction)}, {res.preemptions} preemptions, "
                       f"{res.finished}/{res.requests} finished; simulated in {elapsed:.1f}s", highlight=False)
     return 0 if res.meets_target else EXIT_SLO_MISSED
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Solve the fleet in the files and print (or, with ``-o DIR``, write) every object the operator
+    would apply for that plan: the same renderer (``operator.render.render_plan``), for review or
+    GitOps without the operator. Workloads read from files have no UID, so the objects carry no
+    owner reference. The routing mode is the FleetPolicy's ``spec.routing.mode``; unset, it is
+    ``inferencePool`` (offline, the InferencePool CRD is assumed installed)."""
+    from llmfleet.operator.render import render_plan
+
+    steps = StderrProgress(not args.quiet)
+    try:
+        fleet, fp = _fleet_problem(args, steps)
+    except _NoPlan as stop:
+        return stop.code
+    with steps.step(f"Solving the fleet MILP (time limit {fp.time_limit_s:g}s)"):
+        plan = solve(fp)
+    for m in plan.messages:
+        err_console.print(f"[yellow]note:[/yellow] {escape(m)}", highlight=False)
+    if plan.cost_per_hour is None:
+        _error(f"no plan ({plan.status}): nothing to render")
+        return EXIT_UNSERVED
+    mode = fleet.policy.spec.routing.effective_mode()
+    manifests = render_plan(plan, {w.key: w for w in fleet.workloads}, {p.metadata.name: p for p in fleet.pools},
+                            fleet.policy, mode)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        for m in manifests:
+            folder = out / (m["metadata"].get("namespace") or "_cluster")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{m['kind'].lower()}-{m['metadata']['name']}.yaml").write_text(
+                yaml.safe_dump(m, sort_keys=False))
+        if not args.quiet:
+            err_console.print(f"wrote {len(manifests)} objects (routing mode {mode}) to {escape(str(out))}",
+                              highlight=False)
+    else:
+        sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
+    return 0 if plan.serves_all_demand else EXIT_UNSERVED
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
@@ -450,6 +531,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_plan)
 
+    r = sub.add_parser("render", help="print every Kubernetes object the operator would apply for the plan",
+                       description="Solve the fleet plan for the YAML documents and print the objects that run it "
+                                   "(vLLM Deployments, routing objects for FleetPolicy spec.routing, PriorityClasses) "
+                                   "as YAML documents, the same objects the operator applies; for review or GitOps.")
+    r.add_argument("-f", "--filename", action="append", metavar="PATH", required=True,
+                   help="YAML file or folder of them (repeatable), as for kubectl apply -f")
+    r.add_argument("-o", "--output-dir", metavar="DIR",
+                   help="write one file per object, DIR/<namespace>/<kind>-<name>.yaml (cluster-scoped: DIR/_cluster)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    r.set_defaults(func=cmd_render)
+
     s = sub.add_parser("simulate", help="replay a request trace against a saved plan",
                        description="Replay TRACE with its real arrival times against PLAN (written by "
                                    "`llmfleet plan -o json`): TTFT/TPOT percentiles, SLO attainment, goodput, GPU busy.")
@@ -461,6 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "(default: the workload's spec.traffic.trace.rateScale)")
     s.add_argument("--duration", type=positive_float, metavar="SECONDS", help="replay only the first SECONDS of the trace")
     s.add_argument("--seed", type=non_negative_int, default=0, help="seed of the routing draws")
+    s.add_argument("--router", choices=("deployed", "plan-shares"), default="deployed",
+                   help="route as the deployed router does (default: the endpoint picker's load-aware "
+                        "choice, or a Service's uniform one, as the plan records), or by the plan's own "
+                        "per-bucket shares (which assume each request's output length is known)")
     s.add_argument("-o", "--output", choices=("table", "json"), default="table")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     s.set_defaults(func=cmd_simulate)

@@ -1,6 +1,7 @@
 """The installed ``llmfleet`` console script, run as a user runs it."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -150,3 +151,39 @@ def test_operator_without_cluster_credentials_exits_with_one_line(tmp_path):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 1 and len(lines) == 1 and "cannot reach the Kubernetes API server" in lines[0], r.stderr
     assert "not-a-real-token" not in r.stderr
+
+
+def test_exit_status_tells_shed_demand_and_missed_slo_apart(tmp_path):
+    """Two GPUs per pool cannot carry the examples (demand shed: exit 3 alone) and the median-rate
+    plan without headroom misses its SLO in simulation before any repair (exit 4 alone): together
+    exit 5. (Which round is deployed when rounds disagree: tests/test_simulator.py.)"""
+    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    pools = tmp_path / "ex" / "gpupools.yaml"
+    pools.write_text(re.sub(r"maxGPUs: \d+", "maxGPUs: 2", pools.read_text()))
+    w = tmp_path / "ex" / "workloads.yaml"
+    w.write_text(w.read_text().replace("peakQuantile: 0.9", "peakQuantile: 0.5"))
+    p = tmp_path / "ex" / "fleetpolicy.yaml"
+    p.write_text(p.read_text().replace("headroom: 0.1", "headroom: 0.0"))
+    r = run("plan", "-f", str(tmp_path / "ex"), "--verify", "--verify-rounds", "0", "-o", "json", "--no-baseline")
+    assert r.returncode == 5, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "shortage" and not doc["verification"]["meetsTargets"]
+    assert doc["verification"]["chosenRound"] == 0
+
+
+def test_saving_is_claimed_only_against_fleets_serving_the_same_demand_in_the_same_pools(tmp_path):
+    """A plan that sheds demand claims no saving over fleets that serve it all; a single-type fleet
+    needing more GPUs than its pools offer is shown as such and is never the baseline."""
+    r = run("plan", "-f", str(EXAMPLES), "-o", "json")
+    doc = json.loads(r.stdout)
+    gpus_offered = {"H100-SXM": 16, "A100-80G": 16}  # examples/gpupools.yaml: maxGPUs per type
+    for t, b in doc["baselines"].items():
+        if t in gpus_offered and b["totalGPUs"]:
+            assert b["fitsPools"] == (b["totalGPUs"] <= gpus_offered[t])
+    assert doc["baselines"][doc["saving"]["againstGPUType"]]["fitsPools"]
+    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    pools = tmp_path / "ex" / "gpupools.yaml"
+    pools.write_text(re.sub(r"maxGPUs: \d+", "maxGPUs: 2", pools.read_text()))
+    r = run("plan", "-f", str(tmp_path / "ex"), "-o", "json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 3 and doc["status"] == "shortage" and "saving" not in doc

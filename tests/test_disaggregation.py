@@ -8,13 +8,14 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from llmfleet.api.loader import load_fleet
+from llmfleet.api.loader import ManifestError, load_fleet
 from llmfleet.catalog.gpus import get_gpu
 from llmfleet.catalog.models import resolve_model
 from llmfleet.perf.capacity import kv_transfer_s, prefill_capacity_rps
 from llmfleet.perf.steptime import decode_time_s, prefill_time_s
 from llmfleet.solver.milp import solve
 from llmfleet.solver.problem import build_problem
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -144,3 +145,49 @@ def test_disaggregation_field_limits_the_roles(tmp_path):
     always = fleet(tmp_path, "always", tpot="150ms")
     assert {c.role for c in always.workloads[0].configs} == {"prefill", "decode"}
     assert {a.role for a in solve(always).assignments} == {"prefill", "decode"}
+
+
+def test_pd_split_is_one_prompt_length_threshold(tmp_path):
+    """The deployed router (llm-d's P/D decider) sends a prompt through a prefill pod exactly when
+    it is longer than one threshold, so a plan may not send some prompts of a length P/D and others
+    of the same length colocated: every bucket is served by one path, all prompt lengths from the
+    threshold up by P/D, all below it colocated, and the plan reports the threshold."""
+    doc = (WORKLOAD % {"model": MODEL, "mode": "auto", "tpot": "30ms"}).replace(
+        "inputTokens: {p50: 5000, p90: 7000, p99: 7900}", "inputTokens: {p50: 600, p90: 6000, p99: 12000}")
+    docs = [doc] + [POOL % {"name": n, "gpu": g} for n, g in (("l40s", "L40S"), ("a100", "A100-80G"))]
+    f = tmp_path / "fleet.yaml"
+    f.write_text("---".join(docs))
+    fp = build_problem(load_fleet([f]))
+    plan = solve(fp)
+    assert plan.status in ("optimal", "shortage")  # the 12k-token prompts may miss a 2 s TTFT
+    w = fp.workloads[0]
+    classes = np.array([i for i, _ in w.demand.buckets()])
+    inputs = np.array([INPUT_EDGES_TOKENS[i] for i in classes])
+    pd_rps = sum((a.bucket_rate_rps for a in plan.assignments if a.role == "prefill"), np.zeros(len(classes)))
+    colo_rps = sum((a.bucket_rate_rps for a in plan.assignments if a.role == "colocated"), np.zeros(len(classes)))
+    assert not ((pd_rps > 1e-9) & (colo_rps > 1e-9)).any(), "a bucket split between P/D and colocated"
+    assert (pd_rps > 1e-9).any(), "a 30 ms TPOT with multi-thousand-token prompts needs P/D (see the first test)"
+    threshold = plan.pd_threshold_tokens[w.key]
+    assert threshold in INPUT_EDGES_TOKENS
+    assert (pd_rps[inputs < threshold] <= 1e-9).all() and (colo_rps[inputs >= threshold] <= 1e-9).all()
+    assert plan.to_dict()["pdThresholdTokens"] == {w.key: threshold}
+
+
+def test_service_routing_never_plans_pd(tmp_path):
+    """Behind a plain Service every pod gets an equal share of connections, so nothing sends a
+    prompt to a prefill pod and its decode elsewhere: the planner must not choose P/D (a note says
+    so), and a workload that demands it is refused naming the field."""
+    policy = ("\napiVersion: llmfleet.dev/v1alpha1\nkind: FleetPolicy\nmetadata: {name: default}\n"
+              "spec: {routing: {mode: service}}\n")
+    for mode in ("auto", "always"):
+        docs = [WORKLOAD % {"model": MODEL, "mode": mode, "tpot": "150ms"}, POOL % {"name": "a100", "gpu": "A100-80G"},
+                policy]
+        f = tmp_path / f"{mode}.yaml"
+        f.write_text("---".join(docs))
+        if mode == "auto":
+            fp = build_problem(load_fleet([f]))
+            assert {c.role for c in fp.workloads[0].configs} == {"colocated"}
+            assert any("routing.mode is service" in m for m in solve(fp).messages)
+        else:
+            with pytest.raises(ManifestError, match="spec.serving.disaggregation: always needs a router"):
+                build_problem(load_fleet([f]))

@@ -61,7 +61,7 @@ def test_external_replicas_leave_the_field_out_and_the_hash_tracks_content():
     assert a["metadata"]["annotations"][ANNOTATION_SPEC_HASH] == spec_hash(a)
 
 
-def test_prefill_and_decode_roles_get_kv_transfer_flags_and_only_prefill_takes_requests():
+def test_prefill_and_decode_roles_get_kv_transfer_flags_and_only_decode_takes_requests():
     p = render_deployment(WORKLOAD, assignment(role="prefill"), {}, 700, 1)
     d = render_deployment(WORKLOAD, assignment(role="decode"), {}, 700, 1)
     assert p["metadata"]["name"].endswith("-prefill") and d["metadata"]["name"].endswith("-decode")
@@ -71,8 +71,17 @@ def test_prefill_and_decode_roles_get_kv_transfer_flags_and_only_prefill_takes_r
         assert cfg == {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
     plain = render_deployment(WORKLOAD, assignment(), {}, 700, 1)
     assert "--kv-transfer-config" not in plain["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert p["spec"]["template"]["metadata"]["labels"].get("llmfleet.dev/entrypoint") == "true"
-    assert "llmfleet.dev/entrypoint" not in d["spec"]["template"]["metadata"]["labels"]
+    # with NixlConnector the decode side pulls the KV cache: requests enter a decode pod (its
+    # P/D sidecar); a prefill pod is reached only through the sidecar
+    assert d["spec"]["template"]["metadata"]["labels"].get("llmfleet.dev/entrypoint") == "true"
+    assert plain["spec"]["template"]["metadata"]["labels"].get("llmfleet.dev/entrypoint") == "true"
+    assert "llmfleet.dev/entrypoint" not in p["spec"]["template"]["metadata"]["labels"]
+
+
+def test_vllm_pods_set_user_for_a_uid_without_a_passwd_entry():
+    env = {e["name"]: e.get("value") for e in
+           render_deployment(WORKLOAD, assignment(), {}, 700, 1)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["USER"] and env["HOME"]  # torch >= 2.11 calls getpass.getuser() at import (vllm#44548)
 
 
 def test_names_are_dns_labels_and_long_ones_stay_unique():
@@ -93,8 +102,9 @@ def test_rendered_pods_are_hardened_and_pass_the_restricted_pod_security_standar
     for role, tp in (("colocated", 1), ("prefill", 4), ("decode", 8)):
         d = render_deployment(WORKLOAD, assignment(tp=tp, role=role), {}, 700, 1)
         pod = d["spec"]["template"]["spec"]
-        assert restricted_violations(pod) == [] and baseline_violations(pod) == []
+        assert restricted_violations(pod) == [] and baseline_violations(pod) == []  # the decode sidecar too
         assert pod["automountServiceAccountToken"] is False
+        assert len(pod["containers"]) == (2 if role == "decode" else 1)
         c = pod["containers"][0]
         # CPU and memory requested and limited, scaled by TP (defaults 4 cores and 32 GiB per GPU)
         assert c["resources"]["requests"]["cpu"] == f"{4000 * tp}m" and c["resources"]["limits"]["cpu"] == f"{8000 * tp}m"
@@ -102,7 +112,7 @@ def test_rendered_pods_are_hardened_and_pass_the_restricted_pod_security_standar
         shm = next(v for v in pod["volumes"] if v["name"] == "dshm")["emptyDir"]
         assert shm == {"medium": "Memory", "sizeLimit": f"{2 * tp}Gi"}
         # a non-root vLLM needs a writable HOME and caches
-        env = {e["name"]: e["value"] for e in c["env"]}
+        env = {e["name"]: e.get("value") for e in c["env"]}
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         assert env["HOME"] in mounts and env["HF_HOME"].startswith(env["HOME"])
 

@@ -3,6 +3,8 @@ routing inside KV domains, and KV-cache preemption."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from llmfleet.perf.capacity import kv_capacity_tokens
 from llmfleet.perf.steptime import decode_time_s, prefill_time_s, step_time_s
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import SimGroup, SimWorkload, from_document, from_plan, to_document
+from llmfleet.sim.verify import Round, best_round
 from llmfleet.solver.milp import solve
 from llmfleet.solver.problem import build_problem
 from llmfleet.workload.traces import load_trace
@@ -61,7 +64,7 @@ def test_example_plan_replay_conserves_requests_and_keeps_kv_in_domain():
     plan = solve(fp)
     chat = next(w for w in from_plan(plan, fp) if w.key == "default/chat-8b")
     trace = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure").iloc[:3000]
-    sim = Simulation(chat, trace)
+    sim = Simulation(chat, trace, router="plan-shares")  # the comparison router: checked below
     res = sim.run()
     assert res.finished == res.requests == 3000
     rq = sim.rq
@@ -70,8 +73,8 @@ def test_example_plan_replay_conserves_requests_and_keeps_kv_in_domain():
     for r in np.flatnonzero(rq.decode_group >= 0):
         assert chat.groups[rq.entry_group[r]].role == "prefill"
         assert chat.groups[rq.decode_group[r]].kv_domain == chat.groups[rq.entry_group[r]].kv_domain
-    # routing follows the plan's per-bucket shares: a request of bucket b goes to entry group g
-    # with probability rate[g, b] / Σ_g rate[g, b]
+    # the plan-shares router follows the plan's per-bucket shares: a request of bucket b goes to
+    # entry group g with probability rate[g, b] / Σ_g rate[g, b]
     entry = [g for g in chat.groups if g.role != "decode"]
     rates = np.array([g.bucket_rate_rps for g in entry])  # (G, S)
     buckets = chat.bucket_of(trace["input_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
@@ -107,3 +110,74 @@ def test_kv_cache_pressure_preempts_and_still_finishes():
     roomy = Simulation(SimWorkload("t/kv", MODEL, 60, 1, 90, 0.9, [(2, 3)], w.groups), trace).run()
     assert roomy.preemptions == 0
     assert res.tpot_p90_s > roomy.tpot_p90_s
+
+
+def test_verify_loop_keeps_the_round_closest_to_its_targets():
+    """A repair round can come out worse than an earlier one (the next solve moves traffic to other
+    configurations); the loop deploys the first round that meets every target, else the round
+    whose worst workload is closest to its target, never simply the last."""
+    fp = build_problem(load_fleet([EXAMPLES]))
+    plan = solve(fp)
+    chat = next(w for w in from_plan(plan, fp) if w.key == "default/chat-8b")
+    res = Simulation(chat, load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure").iloc[:2000]).run()
+
+    def rnd(attainment: float, cost: float) -> Round:
+        p = dataclasses.replace(plan, cost_per_hour=cost)
+        return Round(p, {chat.key: dataclasses.replace(res, attainment=attainment, target_percentile=90.0)})
+
+    missed_then_worse = [rnd(0.85, 40.0), rnd(0.80, 44.0), rnd(0.88, 47.0), rnd(0.83, 49.0)]
+    assert best_round(missed_then_worse) is missed_then_worse[2]
+    meets_later = [rnd(0.85, 40.0), rnd(0.91, 44.0), rnd(0.95, 47.0)]
+    assert best_round(meets_later) is meets_later[1]
+    tie = [rnd(0.85, 44.0), rnd(0.85, 40.0)]
+    assert best_round(tie) is tie[1]
+
+
+def _two_groups(router: str, threshold: int | None = None) -> SimWorkload:
+    """One workload on a colocated group of 1 A100 replica and 3 L40S replicas, plus a prefill and
+    a decode A100 replica in one KV domain, routed by ``router``."""
+    l40s = get_gpu("L40S")
+    rate = np.array([1.0])
+    groups = [SimGroup("colocated", "a", A100, 1, 1, rate, "net", 1e12),
+              SimGroup("colocated", "l", l40s, 1, 3, rate, "net", 1e12)]
+    if threshold is not None:
+        groups += [SimGroup("prefill", "p", A100, 1, 1, rate, "net", 1e12),
+                   SimGroup("decode", "d", A100, 1, 1, rate, "net", 1e12)]
+    return SimWorkload("t/route", MODEL, ttft_s=10, tpot_s=1, percentile=90, gpu_memory_utilization=0.9,
+                       buckets=[(2, 1)], groups=groups, router=router, pd_threshold_tokens=threshold)
+
+
+def test_service_routing_spreads_requests_evenly_over_pods():
+    """kube-proxy picks a pod at random whatever its GPU: 3 of 4 pods are L40S, so about 3/4 of
+    the requests go there although the A100 is faster."""
+    sim = Simulation(_two_groups("uniform"), poisson_trace(2.0, 4000, 600, 60))
+    res = sim.run()
+    share = res.groups[1].requests / res.requests
+    assert share == pytest.approx(0.75, abs=0.03)
+
+
+def test_load_aware_routing_sends_long_prompts_through_prefill_only():
+    """With an endpoint picker and a P/D threshold of 2,048 tokens: every prompt at or above it
+    enters through the prefill replica and is decoded on the decode replica; every shorter prompt
+    goes to a colocated replica; output lengths play no part."""
+    rng = np.random.default_rng(3)
+    trace = poisson_trace(2.0, 3000, 600, 60)
+    trace["input_tokens"] = rng.choice([600, 4000], len(trace))
+    sim = Simulation(_two_groups("load-aware", threshold=2048), trace)
+    sim.run()
+    entry_role = np.array([sim.w.groups[g].role for g in sim.rq.entry_group])
+    long_prompt = sim.rq.inp >= 2048
+    assert (entry_role[long_prompt] == "prefill").all()
+    assert (entry_role[~long_prompt] == "colocated").all()
+    assert (np.array([sim.w.groups[g].role for g in sim.rq.decode_group[long_prompt]]) == "decode").all()
+
+
+def test_scenario_documents_carry_the_router():
+    w = _two_groups("load-aware", threshold=2048)
+    doc = {"scenario": to_document([w])}
+    back = from_document(doc)[0]
+    assert (back.router, back.pd_threshold_tokens) == ("load-aware", 2048)
+    # plans written before routers were simulated replay as they were planned
+    for wdoc in doc["scenario"]["workloads"]:
+        del wdoc["router"]
+    assert from_document(doc)[0].router == "plan-shares"

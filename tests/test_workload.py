@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from llmfleet.api.models import TrafficSpec
-from llmfleet.workload.demand import demand_from_spec, demand_from_trace, windowed_rates
+from llmfleet.workload.demand import arrival_dispersion, demand_from_spec, demand_from_trace, histogram, windowed_rates
 from llmfleet.workload.traces import TraceError, load_trace
 
 from conftest import EXAMPLES
@@ -76,3 +76,35 @@ def test_demand_from_percentiles_resembles_the_trace_it_summarises(azure):
     assert d.share.sum() == pytest.approx(1.0)
     assert d.mean_input_tokens == pytest.approx(azure["input_tokens"].mean(), rel=0.25)
     assert d.mean_output_tokens == pytest.approx(azure["output_tokens"].mean(), rel=0.25)
+
+
+def test_arrival_dispersion_measures_burstiness_within_the_minute():
+    """Index of dispersion of 5-second counts: about 1 for Poisson arrivals whatever their rate,
+    about the squared CV of the inter-arrival times for a renewal stream (gamma gaps of CV² 4
+    give 4), and minute-to-minute swings of the rate (which the planning quantile covers) do not
+    count as burstiness."""
+    rng = np.random.default_rng(11)
+    poisson = np.cumsum(rng.exponential(0.1, 60_000))
+    assert arrival_dispersion(poisson) == pytest.approx(1.0, abs=0.1)
+    bursty = np.cumsum(rng.gamma(0.25, 0.4, 60_000))
+    assert arrival_dispersion(bursty) == pytest.approx(4.0, rel=0.2)
+    # Poisson within each minute, the rate alternating 2 and 20 req/s from one minute to the next
+    swings = np.concatenate([m * 60 + np.sort(rng.uniform(0, 60, rng.poisson(60 * (2 if m % 2 else 20))))
+                             for m in range(60)])
+    assert arrival_dispersion(swings) == pytest.approx(1.0, abs=0.15)
+    assert arrival_dispersion(np.array([0.0, 1.0, 2.0])) == 1.0  # shorter than a minute: no estimate
+
+
+def test_bucket_length_variability():
+    """Within a bucket, the variance of the prompt lengths over their squared mean: 0 for one size,
+    (50² + 50²) / 2 / 150² for prompts of 100 and 200 tokens (one bucket, [128, 512))."""
+    share, mean_in, _, scv = histogram(np.array([150.0, 150.0]), np.array([50.0, 50.0]))
+    assert scv[share > 0] == pytest.approx(0.0)
+    share, mean_in, _, scv = histogram(np.array([130.0, 270.0]), np.array([50.0, 50.0]))
+    assert mean_in[share > 0] == pytest.approx(200.0)
+    assert scv[share > 0] == pytest.approx(70.0**2 / 200.0**2)
+
+
+def test_azure_trace_carries_its_burstiness(azure):
+    d = demand_from_trace(azure)
+    assert d.arrival_scv >= 1.0 and d.input_scv is not None and (d.input_scv >= 0).all()

@@ -32,8 +32,11 @@ MAX_TOKENS = 10_000_000
 """Upper bound on any token count we accept, tokens: above the longest context window of any model
 served today (Llama 4 Scout, 10M tokens); larger values are input errors, not workloads"""
 
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
-"""The vLLM image rendered when a workload names none (and the only one allowed without a tenancy rule)"""
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.26.0"
+"""The vLLM image rendered when a workload names none (and the only one allowed without a tenancy rule).
+v0.26.0 is the release llm-d's P/D path pins beside llm-d-router v0.10.0 (llm-d/llm-d
+guides/recipes/modelserver/components/images/gpu-vllm/release/kustomization.yaml, llm-d release 0.9);
+it has the NixlConnector the P/D pods use (vLLM docs features/nixl_connector_usage.md)."""
 
 
 MAX_RATE_RPS = 1_000_000.0
@@ -440,6 +443,53 @@ class SolverOptions(_Model):
     relative_gap: float = Field(default=1e-3, ge=0, le=0.5, description="stop when the proven gap is below this")
 
 
+ROUTING_MODES = ("inferencePool", "standalone", "service")
+"""How requests reach a workload's pods (``FleetPolicy.spec.routing.mode``):
+
+- ``inferencePool``: a Gateway API Inference Extension InferencePool with llm-d's endpoint picker
+  (load-, queue- and KV-aware; P/D by a prompt-length threshold);
+- ``standalone``: the same endpoint picker run standalone behind the workload's Service;
+- ``service``: a plain Service: kube-proxy spreads connections evenly over the pods, so no P/D and
+  no mixing of replicas of unequal capacity in one workload."""
+
+
+class GatewayRef(_Model):
+    """The Gateway an HTTPRoute per workload attaches to (``inferencePool`` mode)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63, description="default: the workload's namespace")
+
+
+class RoutingPolicy(_Model):
+    """How requests are routed to each workload's pods, and so what the planner may assume."""
+
+    mode: Literal["inferencePool", "standalone", "service"] | None = Field(default=None, description=(
+        "inferencePool | standalone | service; unset: inferencePool where the cluster has the "
+        "InferencePool CRD (and offline), standalone otherwise"))
+    gateway_ref: GatewayRef | None = Field(default=None, description="Gateway for an HTTPRoute per workload")
+    # images pinned to one llm-d release (llm-d 0.9: router chart and images v0.10.0); the vLLM
+    # image is each workload's spec.serving.image, so prefill and decode pods always share it
+    endpoint_picker_image: str = Field(
+        default="ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0", min_length=1, max_length=255,
+        pattern=r"^\S+$", description=(
+            "llm-d endpoint picker (EPP) image: load-, queue-, KV- and prefix-aware routing and the P/D decision"))
+    disagg_sidecar_image: str = Field(
+        default="ghcr.io/llm-d/llm-d-router-disagg-sidecar:v0.10.0", min_length=1, max_length=255,
+        pattern=r"^\S+$", description=(
+            "llm-d P/D sidecar image on decode pods: runs the remote prefill, then the local decode"))
+    proxy_image: str = Field(
+        default="envoyproxy/envoy:distroless-v1.33.2", min_length=1, max_length=255, pattern=r"^\S+$",
+        description="Envoy image of the standalone mode's proxy beside the endpoint picker (llm-d's standalone chart)")
+    pd_block_size_tokens: Literal[16, 32, 64, 128] = Field(default=128, description=(
+        "vLLM --block-size rendered on both the prefill and the decode pods of a P/D workload, tokens "
+        "(the KV blocks NIXL moves); llm-d's P/D guide uses 128 on both sides"))
+
+    def effective_mode(self, inference_pool_crd: bool = True) -> str:
+        """The mode in force: ``mode`` when set; else inferencePool when the InferencePool CRD is
+        installed (offline planning assumes it is), standalone otherwise."""
+        return self.mode or ("inferencePool" if inference_pool_crd else "standalone")
+
+
 def _unique_tiers(tiers: list[PriorityTier]) -> list[PriorityTier]:
     names = [t.name for t in tiers]
     if len(set(names)) != len(names):
@@ -514,6 +564,8 @@ class FleetPolicySpec(_Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     tenancy: TenancyPolicy = Field(default_factory=TenancyPolicy,
                                    description="what each namespace's LLMWorkloads may ask for (enforced by the operator)")
+    routing: RoutingPolicy = Field(default_factory=RoutingPolicy,
+                                   description="how requests reach each workload's pods (and what the planner may assume)")
 
     @model_validator(mode="after")
     def _tenancy_tiers_exist(self) -> "FleetPolicySpec":

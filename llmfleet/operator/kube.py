@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
+from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
 
 from llmfleet.api.models import API_GROUP, API_VERSION
 
@@ -38,6 +38,13 @@ KINDS = {
     "PriorityClass": ("scheduling.k8s.io/v1", "PriorityClass"),
     "Event": ("v1", "Event"),
     "Namespace": ("v1", "Namespace"),
+    # routing objects (llmfleet.operator.routing); the last two are custom resources a cluster may lack
+    "ConfigMap": ("v1", "ConfigMap"),
+    "ServiceAccount": ("v1", "ServiceAccount"),
+    "Role": ("rbac.authorization.k8s.io/v1", "Role"),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    "InferencePool": ("inference.networking.k8s.io/v1", "InferencePool"),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 }
 
 
@@ -97,6 +104,16 @@ class Kube:
             self._resources[kind] = self.dyn.resources.get(api_version=api_version, kind=k)
         return self._resources[kind]
 
+    def serves(self, kind: str) -> bool:
+        """Whether the API server serves ``kind`` (e.g. the InferencePool CRD is installed). Asked
+        again on every call until it does (the dynamic client re-reads discovery on a miss): a CRD
+        may be installed while the operator runs."""
+        try:
+            self.resource(kind)
+            return True
+        except ResourceNotFoundError:
+            return False
+
     def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
         """All objects of ``kind`` (in ``namespace``, or cluster-wide, or in each of ``self.namespaces``
         in namespaced mode), as dicts."""
@@ -110,8 +127,11 @@ class Kube:
         return [item.to_dict() for item in out.items]
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
-        """One object as a dict, or None when it does not exist."""
-        res = self.resource(kind)
+        """One object as a dict, or None when it does not exist (or the cluster does not serve its kind)."""
+        try:
+            res = self.resource(kind)
+        except ResourceNotFoundError:
+            return None
         try:
             return with_retry(lambda: res.get(name=name, namespace=namespace), f"get {kind} {name}").to_dict()
         except NotFoundError:

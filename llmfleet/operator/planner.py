@@ -28,8 +28,7 @@ from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.kube import Kube, now_rfc3339
 from llmfleet.operator.render import (
     ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
-    MANAGED_BY, ChildKey, deployment_name, priority_class_name, render_deployment, render_priority_class,
-    render_service,
+    MANAGED_BY, ChildKey, deployment_name, priority_class_name, render_plan, render_priority_class,
 )
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
@@ -42,6 +41,12 @@ RESERVED_NAMES = {("Service", "kubernetes")}
 log = logging.getLogger(__name__)
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "InferencePool",
+               "HTTPRoute")
+"""Kinds of the children llmfleet applies and prunes (those the cluster serves: the last two are CRDs)"""
+APPLY_ORDER = {"ServiceAccount": 0, "Role": 1, "RoleBinding": 2, "ConfigMap": 3, "Deployment": 4, "Service": 5,
+               "InferencePool": 6, "HTTPRoute": 7}
+"""Within a tier, a picker's identity and config exist before its Deployment, its pool before its route"""
 HANDOFF_MANAGER = "llmfleet-replicas-handoff"
 STATUS_MODELS = {"LLMWorkload": LLMWorkloadStatus, "GPUPool": GPUPoolStatus, "FleetPolicy": FleetPolicyStatus}
 
@@ -226,11 +231,14 @@ class FleetPlanner:
         self._cache = None
 
     # ------------------------------------------------------------------ solve
-    def _plan(self, parsed: Parsed, held: dict[str, int]) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
+    def _plan(self, parsed: Parsed, held: dict[str, int],
+              inference_pool_crd: bool = True) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
         """Solve (or reuse the cached plan for identical inputs).
 
         Returns (plan, solved_now, objects that failed while building the problem). ``held``
-        maps pool name -> GPUs taken by frozen children, removed from its availability.
+        maps pool name -> GPUs taken by frozen children, removed from its availability;
+        ``inference_pool_crd``: whether the cluster serves InferencePools (the routing mode when
+        ``FleetPolicy.spec.routing.mode`` is unset, and so what the planner may assume).
         """
         policy = parsed.policy_model
         workloads = {k: w for k, (_, w) in parsed.workloads.items()}
@@ -244,7 +252,8 @@ class FleetPlanner:
                 [[(k, w.spec.model_dump(mode="json")) for k, w in sorted(workloads.items())],
                  [(k, p.spec.model_dump(mode="json")) for k, p in sorted(pools.items())],
                  policy.spec.model_dump(mode="json"), str(self.trace_dir),
-                 {ns: parsed.namespace_labels.get(ns) for ns in sorted({k.split("/")[0] for k in workloads})}],
+                 {ns: parsed.namespace_labels.get(ns) for ns in sorted({k.split("/")[0] for k in workloads})},
+                 inference_pool_crd],
                 sort_keys=True).encode()).hexdigest()
             if self._cache and self._cache[0] == digest:
                 return self._cache[1], False, failed
@@ -252,7 +261,7 @@ class FleetPlanner:
                              namespace_labels=parsed.namespace_labels,
                              base_dir=self.trace_dir)
             try:
-                problem = build_problem(spec)
+                problem = build_problem(spec, inference_pool_crd=inference_pool_crd)
             except ManifestError as err:
                 if err.obj is None:
                     raise
@@ -290,8 +299,10 @@ class FleetPlanner:
         policy = parsed.policy_model
         mode = policy.spec.mode
         self.replan_interval_s = policy.spec.replan_interval_seconds
-        live_deps = kube.list("Deployment", label_selector=MANAGED_SELECTOR)
-        live_svcs = kube.list("Service", label_selector=MANAGED_SELECTOR)
+        inference_pool_crd = kube.serves("InferencePool")
+        routing_mode = policy.spec.routing.effective_mode(inference_pool_crd)
+        live_children = self._live_children()
+        live_deps = [obj for key, obj in live_children.items() if key.kind == "Deployment"]
 
         # workloads that failed validation: their children are frozen and keep their GPUs
         frozen_ns = {key for (kind, key) in parsed.invalid if kind == "LLMWorkload"}
@@ -303,7 +314,7 @@ class FleetPlanner:
 
         errors: list[str] = []
         try:
-            plan, solved, failed = self._plan(parsed, held)
+            plan, solved, failed = self._plan(parsed, held, inference_pool_crd)
         except Exception as err:  # a solver crash must never touch running children
             log.exception("planning failed")
             plan, solved, failed = None, False, {}
@@ -319,30 +330,26 @@ class FleetPlanner:
         desired: dict[ChildKey, dict] = {}
         group_of: dict[str, list[tuple[Assignment, dict]]] = {}
         if usable:
-            live_by_key = _by_key("Deployment", live_deps)
+            external = {f"{k.namespace}/{k.name}" for k, d in live_children.items() if k.kind == "Deployment"
+                        and (d["metadata"].get("annotations") or {}).get(ANNOTATION_EXTERNAL_REPLICAS) == "true"}
+            manifests = render_plan(plan, {k: w for k, (_, w) in parsed.workloads.items()},
+                                    {k: p for k, (_, p) in parsed.pools.items()}, policy, routing_mode, external)
+            # PriorityClasses are created apart (only when missing, never updated, never pruned)
+            desired = {ChildKey.of(m): m for m in manifests if m["kind"] != "PriorityClass"}
             for a in plan.assignments:
-                raw, w = parsed.workloads[a.workload]
-                pool = parsed.pools[a.pool][1]
-                watts = pool.spec.power.max_watts if pool.spec.power else a.config.pool.gpu.tdp_watts
-                manifest = render_deployment(w, a, pool.spec.node_selector, watts, a.replicas)
-                live = live_by_key.get(ChildKey.of(manifest))
-                if live and live["metadata"].get("annotations", {}).get(ANNOTATION_EXTERNAL_REPLICAS) == "true":
-                    manifest = render_deployment(w, a, pool.spec.node_selector, watts, None)
-                desired[ChildKey.of(manifest)] = manifest
-                group_of.setdefault(a.workload, []).append((a, manifest))
-            for key in group_of:
-                svc = render_service(parsed.workloads[key][1])
-                desired[ChildKey.of(svc)] = svc
+                w = parsed.workloads[a.workload][1]
+                key = ChildKey("Deployment", w.namespace, deployment_name(w.metadata.name, a.pool, a.tp, a.role))
+                group_of.setdefault(a.workload, []).append((a, desired[key]))
 
         if usable:
-            for wkey, msg in self._name_conflicts(desired, live_deps, live_svcs).items():
+            for wkey, msg in self._name_conflicts(desired, live_children).items():
                 # never act on an object llmfleet does not own: this workload is left out of the apply
                 parsed.refuse("LLMWorkload", wkey, msg, "NameConflict")
                 frozen_ns.add(wkey)
                 group_of.pop(wkey, None)
                 for ck in [ck for ck, m in desired.items() if self._workload_key(m) == wkey]:
                     del desired[ck]
-        diff = self._diff(desired, live_deps, live_svcs, frozen_ns) if usable else []
+        diff = self._diff(desired, live_children, frozen_ns) if usable else []
         applied = False
         if usable and mode == "apply":
             errors += self._apply(desired, diff, live_deps, parsed, policy)
@@ -353,8 +360,17 @@ class FleetPlanner:
                              mode)
         return ReconcileReport(plan, solved, mode, diff, applied, errors)
 
-    def _name_conflicts(self, desired: dict[ChildKey, dict], live_deps: list[dict],
-                        live_svcs: list[dict]) -> dict[str, str]:
+    def _live_children(self) -> dict[ChildKey, dict]:
+        """Every object of ``CHILD_KINDS`` that carries llmfleet's managed-by label, of the kinds
+        the cluster serves."""
+        live: dict[ChildKey, dict] = {}
+        for kind in CHILD_KINDS:
+            if kind in ("InferencePool", "HTTPRoute") and not self.kube.serves(kind):
+                continue
+            live.update(_by_key(kind, self.kube.list(kind, label_selector=MANAGED_SELECTOR)))
+        return live
+
+    def _name_conflicts(self, desired: dict[ChildKey, dict], live: dict[ChildKey, dict]) -> dict[str, str]:
         """Workloads whose children would take the name of an object llmfleet does not own for them.
 
         An object of that name that lacks llmfleet's label or an owner reference to the workload
@@ -365,7 +381,6 @@ class FleetPlanner:
         Returns:
             workload key -> message naming the object (in the workload's own namespace).
         """
-        live = {**_by_key("Deployment", live_deps), **_by_key("Service", live_svcs)}
         out: dict[str, str] = {}
         for key, manifest in desired.items():
             wkey = self._workload_key(manifest)
@@ -389,10 +404,8 @@ class FleetPlanner:
         md = child["metadata"]
         return f"{md.get('namespace')}/{md.get('labels', {}).get(LABEL_WORKLOAD, '')}"
 
-    def _diff(self, desired: dict[ChildKey, dict], live_deps: list[dict], live_svcs: list[dict],
-              frozen_ns: set[str]) -> list[dict]:
+    def _diff(self, desired: dict[ChildKey, dict], live: dict[ChildKey, dict], frozen_ns: set[str]) -> list[dict]:
         """Changes that take the cluster to ``desired``; children of frozen workloads are kept."""
-        live = {**_by_key("Deployment", live_deps), **_by_key("Service", live_svcs)}
         changes = []
         for key, manifest in desired.items():
             cur = live.get(key)
@@ -437,7 +450,7 @@ class FleetPlanner:
             workload = f"{change['namespace']}/{manifest['metadata']['labels'][LABEL_WORKLOAD]}"
             tier_value = tier_values[parsed.workloads[workload][1].spec.priority]
             shrinking = (change["replicasTo"] or 0) < (change["replicasFrom"] or 0)
-            return (shrinking, -tier_value, change["kind"] != "Deployment", change["name"])
+            return (shrinking, -tier_value, APPLY_ORDER.get(change["kind"], len(APPLY_ORDER)), change["name"])
 
         # only real changes: re-applying an unchanged child still bumps its managedFields, and the
         # watch event that follows would wake the planner again, forever

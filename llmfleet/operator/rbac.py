@@ -13,11 +13,37 @@ the operator uses every verb here and no other. Why each rule exists:
   deleted by llmfleet, so no delete verb.
 - Events: create to record decisions and failures.
 - Namespaces: list, for tenancy rules that select namespaces by label.
+- Routing objects of each workload (``llmfleet.operator.routing``): ConfigMaps, ServiceAccounts,
+  Roles, RoleBindings, InferencePools and HTTPRoutes, each with get (name check), list (diff and
+  pruning), create + patch (server-side apply) and delete (pruning when the routing mode changes).
+- What the endpoint picker's Role grants (``EPP_RULES``: read pods, InferencePools and llm-d's
+  InferenceObjectives): Kubernetes refuses to create a Role granting permissions its creator lacks
+  (RBAC privilege-escalation prevention), so the operator holds them too, and uses only the
+  InferencePool ones itself.
 """
 
 from __future__ import annotations
 
 from llmfleet.api.models import API_GROUP
+
+EPP_RULES: list[dict] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["llm-d.ai", "inference.networking.x-k8s.io"],
+     "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
+]
+"""What llm-d's endpoint picker reads in its own namespace, granted by one Role per workload:
+the model-server pods it picks from, its InferencePool (``inferencePool`` mode only) and the
+request-objective kinds it watches when their CRDs exist. The same rules as llm-d-router's own
+deployments (deploy/components/inference-gateway/single-pool/rbac.yaml; config/charts/inferencepool
+templates/rbac.yaml) less the tokenreviews/subjectaccessreviews ones, which only its authenticated
+metrics endpoint needs: llmfleet runs the picker with ``--metrics-endpoint-auth=false``."""
+
+
+def epp_rules(mode: str) -> list[dict]:
+    """The endpoint picker's Role rules for a routing mode (``standalone`` reads no InferencePool)."""
+    return [r for r in EPP_RULES if mode == "inferencePool" or "inferencepools" not in r["resources"]]
+
 
 OPERATOR_RULES: list[dict] = [
     {"apiGroups": [API_GROUP], "resources": ["llmworkloads", "gpupools", "fleetpolicies"], "verbs": ["list", "watch"]},
@@ -28,6 +54,17 @@ OPERATOR_RULES: list[dict] = [
     {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["configmaps", "serviceaccounts"],
+     "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+     "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
+     "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["llm-d.ai", "inference.networking.x-k8s.io"],
+     "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
 ]
 
 
@@ -46,7 +83,9 @@ def cluster_role_binding(namespace: str, service_account: str, name: str = "llmf
             "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]}
 
 
-NAMESPACED_RESOURCES = ("llmworkloads", "llmworkloads/status", "deployments", "services")
+NAMESPACED_RESOURCES = ("llmworkloads", "llmworkloads/status", "deployments", "services", "configmaps",
+                        "serviceaccounts", "roles", "rolebindings", "inferencepools", "httproutes", "pods",
+                        "inferenceobjectives", "inferencemodelrewrites")
 """What the namespaced mode (``llmfleet operator --namespace NS``) needs only inside its namespaces"""
 
 

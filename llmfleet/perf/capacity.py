@@ -16,9 +16,11 @@ output O tokens) arriving as a Poisson stream at rate λ:
   is t_d plus the extra time of the K prompts that arrive during its life, K ~ Poisson(B) (the
   batch of an M/G/∞ system); its percentile uses the Poisson quantile of K.
 - Prefill. A prompt's service time s(B) is the duration of its chunk iterations.
-  Waiting is an M/D/1 queue with service time s (DistServe models prefill the same way, Zhong
-  et al., OSDI 2024, §3.1): P(W > t) ≈ ρ exp(-2(1-ρ) t / s) (Kingman's heavy-traffic tail with
-  zero service variance), so W_q = s ln(ρ / (1-q)) / (2 (1-ρ)) for ρ > 1-q and 0 otherwise. TTFT
+  Waiting is a single-server queue with service time s (DistServe models prefill as M/D/1, Zhong
+  et al., OSDI 2024, §3.1); Kingman's heavy-traffic tail P(W > t) ≈ ρ exp(-2(1-ρ) t / (v s))
+  with v = c_a² + c_s², the arrivals' burstiness plus the prompt lengths' variability within the
+  bucket (``Burstiness``; v = 1 for Poisson arrivals of one size, the M/D/1 case), so
+  W_q = v s ln(ρ / (1-q)) / (2 (1-ρ)) for ρ > 1-q and 0 otherwise. TTFT
   at the percentile is s + W_q plus the iteration in progress when the prompt arrives.
 - Memory. The batch at its percentile, each request at its full I + O tokens, must fit the KV cache: (memory x gpu_memory_utilization -
   weights/TP - activation reserve) x TP / KV bytes per token (KV heads are replicated when
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import poisson
+from scipy.stats import gamma, poisson
 
 from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec
@@ -86,17 +88,50 @@ def weights_fit(model: ModelSpec, gpu: GPUType, tp: int, gpu_memory_utilization:
     return kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization) >= MIN_KV_TOKENS
 
 
+@dataclass(frozen=True)
+class Burstiness:
+    """How far a workload's traffic is from Poisson arrivals of one size per bucket.
+
+    ``arrival_scv``: squared coefficient of variation of the arrivals at the seconds timescale
+    (``workload.demand.arrival_dispersion``; 1 for Poisson). ``service_scv``: shape (S,) or scalar,
+    variance over squared mean of the prompt lengths within each bucket, which is the variability
+    of the prefill service time (0 for one size). Kingman's G/G/1 approximation scales the M/D/1
+    wait by their sum (``variability``), and bursty arrivals widen the batch a request shares its
+    life with (``batch_quantiles``).
+    """
+
+    arrival_scv: float = 1.0
+    service_scv: np.ndarray | float = 0.0
+
+    @property
+    def variability(self) -> np.ndarray | float:
+        """c_a² + c_s², 1 for M/D/1"""
+        return self.arrival_scv + np.asarray(self.service_scv, dtype=float)
+
+
+POISSON = Burstiness()
+"""Poisson arrivals of one size per bucket: the M/D/1 case"""
+
+
 @lru_cache(maxsize=64)
-def _poisson_quantiles(q: float, max_batch: int) -> np.ndarray:
-    """quantile q of Poisson(B) for B = 1..max_batch, shape (max_batch, 1)"""
-    return poisson.ppf(q, np.arange(1, max_batch + 1, dtype=float))[:, None]
+def batch_quantiles(q: float, max_batch: int, dispersion: float = 1.0) -> np.ndarray:
+    """Quantile q of the number of requests in an infinite-server system with mean B, for
+    B = 1..max_batch, shape (max_batch, 1): Poisson(B) for Poisson arrivals (dispersion 1); for
+    bursty arrivals a gamma of mean B and variance B x dispersion (the count of a clustered
+    arrival stream over a request's life has variance about B times its index of dispersion)."""
+    mean = np.arange(1, max_batch + 1, dtype=float)
+    if dispersion <= 1.0 + 1e-9:
+        return poisson.ppf(q, mean)[:, None]
+    return np.ceil(gamma.ppf(q, mean / dispersion, scale=dispersion))[:, None]
 
 
-def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float) -> np.ndarray:
-    """Approximate q-quantile of the M/D/1 waiting time, s (inf when rate x service >= 1)."""
+def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, variability=1.0) -> np.ndarray:
+    """Approximate q-quantile of the waiting time of a single-server queue, s (inf when rate x
+    service >= 1): Kingman's heavy-traffic exponential tail P(W > t) ≈ ρ exp(-2(1-ρ) t / (v s))
+    with v = c_a² + c_s² (``Burstiness.variability``); v = 1 is M/D/1."""
     rho = np.asarray(rate, dtype=float) * service_s
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = service_s * np.log(np.maximum(rho, 1e-300) / (1.0 - q)) / (2.0 * (1.0 - rho))
+        w = service_s * variability * np.log(np.maximum(rho, 1e-300) / (1.0 - q)) / (2.0 * (1.0 - rho))
     w = np.where(rho > 1.0 - q, w, 0.0)
     return np.where(rho >= 1.0, np.inf, w)
 
@@ -126,7 +161,8 @@ def _mixed_step_s(model: ModelSpec, gpu: GPUType, tp: int, batch: np.ndarray, in
 
 def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                    percentile: float, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
-                   max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None) -> ReplicaCurves:
+                   max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
+                   burst: Burstiness = POISSON) -> ReplicaCurves:
     """Rate, TPOT percentile, prompt service time and feasibility against batch size per bucket
     (the chunked-prefill steady state of the module docstring).
 
@@ -140,7 +176,7 @@ def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nda
     inp = np.asarray(input_tokens, dtype=float)[None, :]
     out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
     batch = np.arange(1, seqs + 1, dtype=float)[:, None]
-    k_q = np.minimum(np.maximum(_poisson_quantiles(percentile / 100.0, seqs), batch), seqs)
+    k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv), batch), seqs)
     # a prompt's chunks: the budget left after the decodes, whole chunks then the remainder
     room = np.maximum(budget - batch, 0.0)
     chunk = np.minimum(inp, room)
@@ -172,39 +208,42 @@ def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nda
 def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                  ttft_s: float, tpot_s: float, percentile: float, p: PerfParams | None = None,
                  gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
-                 max_num_batched_tokens: int | None = None) -> np.ndarray:
+                 max_num_batched_tokens: int | None = None, burst: Burstiness = POISSON) -> np.ndarray:
     """κ: the largest request rate, req/s, one colocated replica serves within both SLO percentiles.
 
     Args:
         input_tokens, output_tokens: shape (S,), bucket request sizes (tokens).
         ttft_s, tpot_s: SLO targets, s. percentile: %, e.g. 90.
         max_num_seqs, max_num_batched_tokens: scheduler limits (None: vLLM's defaults for ``gpu``).
+        burst: arrival and prompt-length variability (default: Poisson, one size per bucket).
 
     Returns:
         Shape (S,), req/s; 0 where the SLO cannot be met or the request does not fit.
     """
     c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
-                       max_num_seqs, max_num_batched_tokens)
+                       max_num_seqs, max_num_batched_tokens, burst)
     ok = c.ok & (c.tpot_s <= tpot_s)
     # For each batch size B: the TTFT budget left for queueing after the prompt's own iterations
     # and the iteration in progress at its arrival, and the largest rate whose M/D/1 wait fits it.
     budget = ttft_s - c.prefill_s - c.step_s
     with np.errstate(invalid="ignore"):
-        lo = mdl_max_rate(np.where(np.isfinite(c.prefill_s), c.prefill_s, 1.0), budget, percentile / 100.0)
+        lo = mdl_max_rate(np.where(np.isfinite(c.prefill_s), c.prefill_s, 1.0), budget, percentile / 100.0,
+                          burst.variability)
     # a replica can run at any B that meets TPOT and memory; the TTFT-limited rate caps it
     rate = np.where(ok & (budget > 0), np.minimum(c.rate, lo), 0.0)
     return rate.max(axis=0)
 
 
-def mdl_max_rate(service_s: np.ndarray, wait_budget_s: np.ndarray, q: float) -> np.ndarray:
-    """Largest arrival rate, req/s, whose M/D/1 wait quantile q stays within ``wait_budget_s``
-    (0 where the budget is not positive). Arrays broadcast together."""
+def mdl_max_rate(service_s: np.ndarray, wait_budget_s: np.ndarray, q: float, variability=1.0) -> np.ndarray:
+    """Largest arrival rate, req/s, whose wait quantile q (``mdl_wait_quantile_s`` with
+    ``variability``) stays within ``wait_budget_s`` (0 where the budget is not positive). Arrays
+    broadcast together."""
     service_s, budget = np.broadcast_arrays(np.asarray(service_s, dtype=float), np.asarray(wait_budget_s, dtype=float))
     lo = np.zeros(budget.shape)
     hi = np.where(budget > 0, 1.0 / service_s, 0.0)
     for _ in range(50):  # bisection: the wait quantile is increasing in the rate
         mid = (lo + hi) / 2.0
-        good = mdl_wait_quantile_s(mid, service_s, q) <= budget
+        good = mdl_wait_quantile_s(mid, service_s, q, variability) <= budget
         lo = np.where(good, mid, lo)
         hi = np.where(good, hi, mid)
     return np.where(budget > 0, lo, 0.0)
@@ -229,7 +268,8 @@ def kv_transfer_s(model: ModelSpec, prompt_tokens: np.ndarray, bandwidth_bytes_p
 
 def prefill_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, ttft_s: float,
                          percentile: float, transfer_s: np.ndarray, first_token_s: float,
-                         p: PerfParams | None = None, gpu_memory_utilization: float = 0.9) -> np.ndarray:
+                         p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
+                         burst: Burstiness = POISSON) -> np.ndarray:
     """κ of a prefill-only replica: the largest rate, req/s, whose TTFT percentile meets the target.
 
     Prompts form an M/D/1 queue with service time t_p (one prompt per step, as DistServe models its
@@ -249,12 +289,12 @@ def prefill_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: 
     t_p = prefill_time_s(model, gpu, tp, inp, p=p)
     budget = ttft_s - t_p - np.asarray(transfer_s, dtype=float) - first_token_s
     fits = (inp <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)) & (inp <= model.max_context_tokens)
-    return np.where(fits, mdl_max_rate(t_p, budget, percentile / 100.0), 0.0)
+    return np.where(fits, mdl_max_rate(t_p, budget, percentile / 100.0, burst.variability), 0.0)
 
 
 def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                   percentile: float, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
-                  max_num_seqs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_num_seqs: int | None = None, burst: Burstiness = POISSON) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Operating curves of a decode-only replica over mean batch sizes B = 1..max_num_seqs.
 
     Requests stay O steps, so by Little's law rate = B / (O t_d(B)). The batch fluctuates: the
@@ -272,7 +312,8 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
     batch = np.arange(1, max_num_seqs + 1, dtype=float)[:, None]
     mean_step = decode_time_s(model, gpu, tp, batch, batch * (inp + out / 2.0), p=p)
     rate = batch / (out * mean_step)
-    k_q = np.minimum(np.maximum(_poisson_quantiles(percentile / 100.0, max_num_seqs), batch), max_num_seqs)
+    k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, max_num_seqs, burst.arrival_scv), batch),
+                     max_num_seqs)
     tpot = decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p=p)
     kv_ok = (k_q * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization))
     kv_ok &= (inp + out) <= model.max_context_tokens
@@ -281,11 +322,12 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
 
 def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
                         output_tokens: np.ndarray, tpot_s: float, percentile: float, p: PerfParams | None = None,
-                        gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None) -> np.ndarray:
+                        gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
+                        burst: Burstiness = POISSON) -> np.ndarray:
     """κ of a decode-only replica: the largest rate, req/s, whose TPOT percentile meets the target
     and whose batch fits the KV cache (``decode_curves``). Shape (S,); 0 where no batch does."""
     rate, tpot, kv_ok = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p,
-                                      gpu_memory_utilization, max_num_seqs)
+                                      gpu_memory_utilization, max_num_seqs, burst)
     return np.where(kv_ok & (tpot <= tpot_s), rate, 0.0).max(axis=0)
 
 
@@ -300,38 +342,40 @@ def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rp
 def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                     rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
                     gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
-                    max_num_batched_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    max_num_batched_tokens: int | None = None, burst: Burstiness = POISSON) -> tuple[np.ndarray, np.ndarray]:
     """Predicted (TTFT, TPOT) at the percentile, s, for each bucket served at ``rate_rps``
     req/s by one colocated replica. Shapes (S,). inf where the rate exceeds what the replica can
     sustain."""
     c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
-                       max_num_seqs, max_num_batched_tokens)
+                       max_num_seqs, max_num_batched_tokens, burst)
     rate = np.asarray(rate_rps, dtype=float)
     reachable = np.where(c.ok, c.rate, 0.0)
     tpot = _at_offered_rate(reachable, c.tpot_s, rate)
     step = _at_offered_rate(reachable, c.step_s, rate)
     service = _at_offered_rate(reachable, c.prefill_s, rate)
     with np.errstate(invalid="ignore"):
-        wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0)
+        wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
+                                   burst.variability)
     ttft = np.where(np.isfinite(service), service + step + wait, np.inf)
     return ttft, tpot
 
 
 def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, rate_rps: np.ndarray,
                          percentile: float, transfer_s: np.ndarray, first_token_s: float,
-                         p: PerfParams | None = None) -> np.ndarray:
+                         p: PerfParams | None = None, burst: Burstiness = POISSON) -> np.ndarray:
     """Predicted TTFT at the percentile, s, of a prefill-only replica loaded at ``rate_rps`` per
     bucket (the inverse of ``prefill_capacity_rps``). Shape (S,); inf past saturation."""
     t_p = prefill_time_s(model, gpu, tp, np.asarray(input_tokens, dtype=float), p=p or default_params())
-    wait = mdl_wait_quantile_s(np.asarray(rate_rps, dtype=float), t_p, percentile / 100.0)
+    wait = mdl_wait_quantile_s(np.asarray(rate_rps, dtype=float), t_p, percentile / 100.0, burst.variability)
     return wait + t_p + np.asarray(transfer_s, dtype=float) + first_token_s
 
 
 def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                         rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
-                        gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None) -> np.ndarray:
+                        gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
+                        burst: Burstiness = POISSON) -> np.ndarray:
     """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
     bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation."""
     rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
-                                  max_num_seqs)
+                                  max_num_seqs, burst)
     return _at_offered_rate(rate, tpot, np.asarray(rate_rps, dtype=float))

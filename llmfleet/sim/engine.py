@@ -1,11 +1,14 @@
 """Trace-driven discrete-event simulation of a plan: vLLM-style continuous batching per replica.
 
 Each request of a trace arrives at its recorded time (compressed by the workload's ``rateScale``)
-and is routed as the plan says: to a colocated or prefill group with probability proportional to
-the traffic the plan gives that group for the request's size bucket, then join-shortest-queue
-(fewest outstanding requests) among the group's replicas. A request a prefill replica finishes is
-sent, with its KV cache, to a decode group of the same KV-transfer domain (again by the plan's
-shares, then JSQ); the transfer takes KV bytes / min(sender, receiver bandwidth).
+and is routed as the deployed router would route it (``scenario.ROUTERS``): with an endpoint
+picker (``load-aware``), a prompt of at least the plan's P/D threshold goes to the least-loaded
+prefill replica and any other to the least-loaded colocated replica, over all the workload's
+groups; behind a plain Service (``uniform``), to a replica at random. A request a prefill replica
+finishes is sent, with its KV cache, to the least-loaded decode replica of the same KV-transfer
+domain; the transfer takes KV bytes / min(sender, receiver bandwidth). ``plan-shares`` (the
+plan's per-bucket shares, then join-shortest-queue in the group) is kept for comparison: it uses
+each request's output length, which no router knows.
 
 A replica runs iterations as vLLM's scheduler does (V1: decodes first, then prompt chunks in the
 token budget ``max_num_batched_tokens``, at most ``max_num_seqs`` sequences; a prompt is admitted
@@ -293,9 +296,10 @@ class Simulation:
 
     def __init__(self, w: SimWorkload, trace: pd.DataFrame, seed: int = 0, p: PerfParams | None = None,
                  max_num_seqs: int | None = None, max_batched_tokens: int | None = None,
-                 reject_unplanned: bool = False):
+                 reject_unplanned: bool = False, router: str | None = None):
         """Args:
-            seed: of the routing draws. p: step-time calibration (default: the shipped one).
+            seed: of the routing draws. p: step-time calibration (default: the plan's profile).
+            router: ``scenario.ROUTERS`` (default: the workload's, i.e. the deployed router).
             max_num_seqs, max_batched_tokens: vLLM's scheduler limits (default: vLLM's defaults for
                 each group's GPU, ``perf.capacity.scheduler_limits``).
             reject_unplanned: drop requests of sizes the plan routes nowhere (a plan that sheds
@@ -305,6 +309,7 @@ class Simulation:
         if not w.groups:
             raise ValueError(f"{w.key}: the plan gives it no replicas")
         self.w = w
+        self.router = router or w.router
         self.p = p or load_profile(w.performance_profile)
         t = trace.sort_values("arrival_s", kind="stable")
         arrival = t["arrival_s"].to_numpy(dtype=float)
@@ -357,16 +362,33 @@ class Simulation:
     def _jsq(replicas: list[Replica]) -> Replica:
         return min(replicas, key=lambda rep: rep.outstanding)
 
+    def _entry_group(self, r: int, b: int) -> int:
+        """The entry group of request ``r`` (bucket ``b``) under ``self.router``."""
+        if self.router == "plan-shares":
+            return self._pick(self.entry, self.entry_weights, b)
+        groups = self.w.groups
+        threshold = self.w.pd_threshold_tokens
+        long_prompt = threshold is not None and self.rq.inp[r] >= threshold
+        wanted = "prefill" if long_prompt else "colocated"
+        members = [gi for gi in self.entry if groups[gi].role == wanted] or self.entry
+        if self.router == "uniform":  # kube-proxy: a pod at random, every pod alike
+            pods = [gi for gi in members for _ in range(groups[gi].replicas)]
+            return pods[int(self.rng.integers(len(pods)))]
+        # load-aware: the replica with the fewest outstanding requests over all the members
+        return min(members, key=lambda gi: self._jsq(self.replicas[gi]).outstanding)
+
     def route(self, r: int, now: float) -> None:
-        """Request ``r`` arrives at ``now`` (s): pick its entry group by the plan's shares, then JSQ."""
+        """Request ``r`` arrives at ``now`` (s): pick its entry group as the router does, then
+        its least-loaded replica (``uniform``: any replica of the group, at random)."""
         if not self.entry:
             return  # no colocated or prefill group: the request is never served
         b = self.bucket[r]
         if self.reject_unplanned and not self.planned[b]:
             return
-        gi = self._pick(self.entry, self.entry_weights, b)
+        gi = self._entry_group(r, b)
         self.rq.entry_group[r] = gi
-        rep = self._jsq(self.replicas[gi])
+        reps = self.replicas[gi]
+        rep = reps[int(self.rng.integers(len(reps)))] if self.router == "uniform" else self._jsq(reps)
         self.rq.pre_total[r] = self.rq.inp[r]
         rep.outstanding += 1
         rep.enqueue(r, now)
@@ -376,7 +398,10 @@ class Simulation:
         members, weights = self.decode_by_domain.get(src.g.kv_domain, ([], None))
         if not members:
             return  # nowhere to decode: the request never finishes (counts as a miss)
-        gi = self._pick(members, weights, self.bucket[r])
+        if self.router == "plan-shares":
+            gi = self._pick(members, weights, self.bucket[r])
+        else:
+            gi = min(members, key=lambda m: self._jsq(self.replicas[m]).outstanding)
         self.rq.decode_group[r] = gi
         dst = self._jsq(self.replicas[gi])
         dst.outstanding += 1

@@ -24,6 +24,22 @@ from llmfleet.solver.problem import FleetProblem
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS, bucket_index
 
 
+ROUTERS = ("load-aware", "uniform", "plan-shares")
+"""How the simulator routes a request to a replica:
+
+- ``load-aware``: what llm-d's endpoint picker does (``inferencePool`` and ``standalone``
+  routing): a prompt of at least the plan's P/D threshold goes to the prefill replica, and its
+  decode to the decode replica (same KV domain), with the fewest outstanding requests; any other
+  prompt to the colocated replica with the fewest. The picker's queue scorer sees exactly that;
+  its KV-cache and prefix scorers are not modelled (no prefix reuse is simulated).
+- ``uniform``: a plain Service: kube-proxy picks a pod at random, every pod alike.
+- ``plan-shares``: the plan's own per-bucket shares, then the least-loaded replica of the group.
+  It knows each request's output length, which no router does; kept to compare with old plans."""
+
+ROUTER_OF_MODE = {"inferencePool": "load-aware", "standalone": "load-aware", "service": "uniform"}
+"""the simulated router of each ``FleetPolicy.spec.routing`` mode"""
+
+
 class ScenarioError(ValueError):
     """A plan document the simulator cannot use (the message names the key)."""
 
@@ -72,6 +88,11 @@ class SimWorkload:
     """``spec.serving.maxNumBatchedTokens`` (None: vLLM's default by GPU memory)"""
     performance_profile: str = DEFAULT_PROFILE
     """the step-time calibration the plan was made with (``FleetPolicy.spec.performanceProfile``)"""
+    router: str = "load-aware"
+    """how the deployed router spreads requests (``ROUTERS``): ``load-aware`` for an endpoint picker
+    (``inferencePool``/``standalone`` routing), ``uniform`` for a plain Service"""
+    pd_threshold_tokens: int | None = None
+    """prompts of at least this many tokens go through a prefill pod (``Plan.pd_threshold_tokens``)"""
 
     def bucket_of(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
         """Index into ``buckets`` of each request, -1 for sizes the plan has no bucket for."""
@@ -94,7 +115,8 @@ def from_plan(plan: Plan, fp: FleetProblem) -> list[SimWorkload]:
             rate_scale=spec.traffic.trace.rate_scale if spec.traffic.trace else 1.0,
             architecture=spec.architecture.model_dump(by_alias=True) if spec.architecture else None,
             max_num_seqs=spec.serving.max_num_seqs, max_num_batched_tokens=spec.serving.max_num_batched_tokens,
-            performance_profile=fp.params.name,
+            performance_profile=fp.params.name, router=ROUTER_OF_MODE[fp.routing_mode],
+            pd_threshold_tokens=plan.pd_threshold_tokens.get(w.key),
         )
         for a in plan.assignments:
             if a.workload != w.key:
@@ -117,7 +139,8 @@ def to_document(workloads: list[SimWorkload]) -> dict:
             "slo": {"ttftSeconds": w.ttft_s, "tpotSeconds": w.tpot_s, "percentile": w.percentile},
             "gpuMemoryUtilization": w.gpu_memory_utilization, "rateScale": w.rate_scale,
             "maxNumSeqs": w.max_num_seqs, "maxNumBatchedTokens": w.max_num_batched_tokens,
-            "performanceProfile": w.performance_profile,
+            "performanceProfile": w.performance_profile, "router": w.router,
+            "pdThresholdTokens": w.pd_threshold_tokens,
             "buckets": [list(b) for b in w.buckets],
             "groups": [{
                 "role": g.role, "pool": g.pool, "tensorParallelSize": g.tp, "replicas": g.replicas,
@@ -160,6 +183,9 @@ def from_document(doc: dict) -> list[SimWorkload]:
                 max_num_batched_tokens=_optional_int(w.get("maxNumBatchedTokens")),
                 # plans written before profiles existed were made with the Splitwise-era model
                 performance_profile=str(w.get("performanceProfile", "splitwise-2023")),
+                # plans written before routers were simulated assumed the plan's own shares
+                router=str(w.get("router", "plan-shares")),
+                pd_threshold_tokens=_optional_int(w.get("pdThresholdTokens")),
             )
             for g in w["groups"]:
                 sw.groups.append(SimGroup(g["role"], g["pool"], GPUType(**g["gpu"]), g["tensorParallelSize"], g["replicas"],
@@ -195,6 +221,8 @@ def _check(w: SimWorkload) -> None:
     positive(w.rate_scale, "rateScale")
     if not 0 < w.percentile < 100:
         raise ScenarioError(f"plan document: workload {w.key}: slo.percentile must be in (0, 100)")
+    if w.router not in ROUTERS:
+        raise ScenarioError(f"plan document: workload {w.key}: router must be one of {', '.join(ROUTERS)}")
     if w.performance_profile not in PROFILES:
         raise ScenarioError(f"plan document: workload {w.key}: performanceProfile must be one of {', '.join(PROFILES)}")
     for g in w.groups:

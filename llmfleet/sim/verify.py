@@ -86,8 +86,9 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
     ``sim.engine.Simulation``.
 
     Returns:
-        The rounds, last one final. It meets every target unless the rounds ran out or the plan
-        sheds demand (then no capacity cut can help and the loop stops).
+        Every round, in order; ``best_round`` picks the one to deploy. The loop stops at the first
+        round that meets every target or when the rounds run out. A plan that sheds demand is
+        repaired too: the traffic it serves still has to meet its SLO.
     """
     rounds: list[Round] = []
     for k in range(max_rounds + 1):
@@ -100,10 +101,27 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
                 results[w.key] = simulate(w, traces[w.key], seed=seed, reject_unplanned=reject_unplanned)
         rnd = Round(plan, results)
         rounds.append(rnd)
-        if rnd.meets_targets or not plan.serves_all_demand or k == max_rounds:
+        if rnd.meets_targets or k == max_rounds:
             break
         _cut_capacities(fp, plan, rnd)
     return rounds
+
+
+def best_round(rounds: list[Round]) -> Round:
+    """The round whose plan to deploy: the first that meets every target (later rounds only add
+    capacity); else the one closest to its targets (the largest worst ratio of simulated
+    attainment to target over the workloads), the cheaper among equals. A repair round can come
+    out worse than an earlier one (the next solve moves traffic to other configurations), so the
+    last round is not necessarily the best."""
+    for rnd in rounds:
+        if rnd.meets_targets:
+            return rnd
+
+    def closeness(rnd: Round) -> tuple[float, float]:
+        worst = min((r.attainment * 100.0 / r.target_percentile for r in rnd.results.values()), default=1.0)
+        return worst, -(rnd.plan.cost_per_hour or 0.0)
+
+    return max(rounds, key=closeness)
 
 
 def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:

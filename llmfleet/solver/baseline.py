@@ -3,7 +3,9 @@
 This is the comparison a user makes by hand ("just rent H100s"), and the one Mélange reports.
 Each baseline keeps every workload's SLO, TP choices and minimum replicas, uses only the pools of
 one GPU type, and ignores pool availability (``maxGPUs``): it answers "what would renting only
-this type cost", not "what fits in this cluster".
+this type cost", not "what fits in this cluster". A saving is only claimed against a baseline
+that fits the pools of its type (``fits_pools``) and only for a plan that serves all demand:
+a comparison between fleets that do not serve the same demand within the same GPUs is no saving.
 """
 
 from __future__ import annotations
@@ -33,7 +35,18 @@ def single_type_baselines(fp: FleetProblem) -> dict[str, Plan]:
     return {t: solve(single_type_problem(fp, t)) for t in types}
 
 
-def cheapest_full_service(baselines: dict[str, Plan]) -> tuple[str, Plan] | None:
-    """The cheapest single-type plan that serves all demand (status optimal or feasible)."""
-    ok = [(t, p) for t, p in baselines.items() if p.serves_all_demand]
+def available_gpus(fp: FleetProblem, gpu_type: str) -> int:
+    """GPUs of ``gpu_type`` the problem's pools offer (``maxGPUs`` summed)."""
+    return sum(p.max_gpus for p in fp.pools.values() if p.gpu.name == gpu_type)
+
+
+def fits_pools(fp: FleetProblem, gpu_type: str, baseline: Plan) -> bool:
+    """Whether a single-type baseline fits the pools of its type."""
+    return baseline.total_gpus <= available_gpus(fp, gpu_type)
+
+
+def cheapest_full_service(baselines: dict[str, Plan], fp: FleetProblem | None = None) -> tuple[str, Plan] | None:
+    """The cheapest single-type plan that serves all demand (status optimal or feasible) and, when
+    ``fp`` is given, fits the pools of its type."""
+    ok = [(t, p) for t, p in baselines.items() if p.serves_all_demand and (fp is None or fits_pools(fp, t, p))]
     return min(ok, key=lambda tp: tp[1].cost_per_hour) if ok else None

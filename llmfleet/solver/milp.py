@@ -16,6 +16,13 @@ Constraints:
     Σ TP_c n[w,c] P_c ≤ power budget                     (when the FleetPolicy sets one)
     Σ_{w in namespace, c} TP_c n[w,c] ≤ GPU quota        (per namespace, FleetPolicy spec.tenancy)
     Σ_c n[w,c] ≥ minReplicas(w)
+    x[w,c,b] ≤ d[w,i(b)] (c prefill),  x[w,c,b] ≤ 1 - d[w,i(b)] (c colocated),  d[w,i] ≤ d[w,i+1]
+                                                        one prompt-length threshold per workload:
+                                                        the router (llm-d's P/D decider) sends a
+                                                        prompt through a prefill pod exactly when it
+                                                        is longer than the threshold, so the prompts
+                                                        of input class i go P/D (d = 1) or not at
+                                                        all; d binary, monotone in the input class
 P_c is the predicted average draw of one GPU of config c loaded to its capacity κ (``perf.power``,
 carried as ``ReplicaConfig.gpu_watts``; the TDP where a config has none, e.g. Mélange input).
 Objective: Σ n TP (price + P_c x energy price). When all demand fits, one solve with u = 0.
@@ -37,6 +44,7 @@ from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.highs import QuietHiGHS
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import FleetProblem, WorkloadProblem
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS
 
 _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
@@ -82,6 +90,8 @@ class _Model:
     u: dict
     unreachable: set
     cost: pulp.LpAffineExpression
+    pd: dict = dataclasses.field(default_factory=dict)
+    """(workload index, input class) -> binary: that class's prompts go through prefill pods"""
 
 
 def usable_buckets(w: WorkloadProblem, ci: int) -> np.ndarray:
@@ -101,7 +111,7 @@ def usable_buckets(w: WorkloadProblem, ci: int) -> np.ndarray:
 
 def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     prob = pulp.LpProblem("llmfleet", pulp.LpMinimize)
-    n, x, u = {}, {}, {}
+    n, x, u, pd = {}, {}, {}, {}
     unreachable: set[tuple[int, int]] = set()
     cost_terms = []
     pool_use: dict[str, list] = {name: [] for name in fp.pools}
@@ -129,6 +139,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
         # rows in (domain, bucket) order: the order HiGHS sees them decides among equal-cost optima
         for k, (_, terms) in enumerate(sorted(balance.items(), key=lambda kv: kv[0])):
             prob += pulp.LpAffineExpression(terms) == 0, f"pd_{wi}_{k}"
+        _threshold_rows(prob, w, wi, x, pd)
         for b in range(len(w.share)):
             terms = list(served[b])
             if not terms:  # no config meets the SLO for this bucket: shed by necessity, not a choice
@@ -152,7 +163,28 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
             prob += pulp.LpAffineExpression(terms) <= limit, f"quota_{k}"
     cost = pulp.LpAffineExpression(cost_terms)
     prob.setObjective(cost)
-    return _Model(prob, n, x, u, unreachable, cost)
+    return _Model(prob, n, x, u, unreachable, cost, pd)
+
+
+def _threshold_rows(prob: pulp.LpProblem, w: WorkloadProblem, wi: int, x: dict, pd: dict) -> None:
+    """One prompt-length threshold for the workload's P/D split (see the module docstring); only
+    for workloads with prefill configurations and a known bucket grid (not Mélange input)."""
+    if w.demand is None or not any(c.role == "prefill" for c in w.configs):
+        return
+    classes = [int(i) for i, _ in w.demand.buckets()]  # input class of each of the S buckets
+    for i in sorted(set(classes)):
+        pd[wi, i] = prob.add_variable(f"d_{wi}_{i}", lowBound=0, upBound=1, cat=pulp.LpInteger)
+    ordered = sorted(set(classes))
+    for lo, hi in zip(ordered, ordered[1:]):
+        prob += pd[wi, lo] - pd[wi, hi] <= 0, f"thr_{wi}_{lo}"
+    for (wj, ci, b), var in x.items():
+        if wj != wi:
+            continue
+        role = w.configs[ci].role
+        if role == "prefill":
+            prob += var - pd[wi, classes[b]] <= 0, f"thrp_{wi}_{ci}_{b}"
+        elif role == "colocated":
+            prob += var + pd[wi, classes[b]] <= 1, f"thrc_{wi}_{ci}_{b}"
 
 
 def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
@@ -245,18 +277,20 @@ def solve(fp: FleetProblem) -> Plan:
             if _coupling_ok(fp, merged):
                 merged.solve_time_s = time.perf_counter() - t0
                 merged.status = "optimal" if merged.gap <= fp.relative_gap + 1e-9 else "feasible"
-                return _mark_shortage(merged)
+                return _mark_shortage(merged, fp)
     remaining = max(fp.time_limit_s - (time.perf_counter() - t0), 1.0)
     plan = solve_joint(dataclasses.replace(fp, time_limit_s=remaining))
     plan.solve_time_s = time.perf_counter() - t0
-    return _mark_shortage(plan)
+    return _mark_shortage(plan, fp)
 
 
-def _mark_shortage(plan: Plan) -> Plan:
+def _mark_shortage(plan: Plan, fp: FleetProblem) -> Plan:
     """A plan that leaves any demand unserved (capacity short, or an SLO no config meets) is a
-    ``shortage``, whatever the solver's own status; the messages say why."""
+    ``shortage``, whatever the solver's own status; the messages say why, after the problem's
+    own notes (what it left out)."""
     if plan.status in ("optimal", "feasible") and any(r.shed_rps > 0 for r in plan.workloads):
         plan.status = "shortage"
+    plan.messages = list(fp.notes) + plan.messages
     return plan
 
 
@@ -270,7 +304,8 @@ def _merge(parts: list[Plan]) -> Plan:
     return Plan(status="", cost_per_hour=cost, lp_bound=total("lp_bound"), dual_bound=total("dual_bound"),
                 gap=max((cost - bound) / cost, 0.0) if cost > 1e-9 else 0.0, solve_time_s=0.0, solver=parts[0].solver,
                 assignments=[a for p in parts for a in p.assignments], workloads=[r for p in parts for r in p.workloads],
-                messages=[m for p in parts for m in p.messages])
+                messages=[m for p in parts for m in p.messages],
+                pd_threshold_tokens={k: v for p in parts for k, v in p.pd_threshold_tokens.items()})
 
 
 def solve_joint(fp: FleetProblem) -> Plan:
@@ -386,8 +421,13 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0), fp.params)
             assignments.append(a)
         results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
+    thresholds = {}
+    for wi, w in enumerate(fp.workloads):
+        if any(a.workload == w.key and a.role == "prefill" for a in assignments):
+            first = min(i for (wj, i), d in m.pd.items() if wj == wi and (d.value() or 0) > 0.5)
+            thresholds[w.key] = int(INPUT_EDGES_TOKENS[first])
     return Plan(status="", cost_per_hour=total, lp_bound=None, dual_bound=None, gap=None, solve_time_s=0.0,
-                solver="", assignments=assignments, workloads=results, messages=[])
+                solver="", assignments=assignments, workloads=results, messages=[], pd_threshold_tokens=thresholds)
 
 
 def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
@@ -402,16 +442,18 @@ def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
     inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
     weights = bucket_rps[served] / bucket_rps[served].sum()
+    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
+    burst = dataclasses.replace(w.burst, service_scv=scv)
     if c.role == "prefill":
         ttft = prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, slo.percentile,
-                                    c.kv_transfer_s[served], slo.tpot, params)
+                                    c.kv_transfer_s[served], slo.tpot, params, burst)
         return float((weights * ttft).sum()), None
     if c.role == "decode":
         tpot = decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, params, gmu,
-                                   max_num_seqs=seqs)
+                                   max_num_seqs=seqs, burst=burst)
         return None, float((weights * tpot).sum())
     ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, params, gmu,
-                                 max_num_seqs=seqs, max_num_batched_tokens=budget)
+                                 max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst)
     return float((weights * ttft).sum()), float((weights * tpot).sum())
 
 

@@ -76,6 +76,9 @@ class Plan:
         dual_bound: the MIP solver's proven lower bound, USD/h (HiGHS), None with CBC.
         gap: (cost - best bound) / cost.
         messages: human-readable explanations (unreachable SLOs, shed demand, binding limits).
+        pd_threshold_tokens: per P/D workload, the prompt length from which the router sends a
+            prompt through a prefill pod (prompts of at least this many tokens; shorter ones are
+            served colocated), tokens. Workloads without P/D are absent.
     """
 
     status: str
@@ -88,6 +91,7 @@ class Plan:
     assignments: list[Assignment]
     workloads: list[WorkloadResult]
     messages: list[str]
+    pd_threshold_tokens: dict[str, int] = field(default_factory=dict)
 
     @property
     def serves_all_demand(self) -> bool:
@@ -118,4 +122,5 @@ class Plan:
             "assignments": [a.to_dict() for a in self.assignments],
             "workloads": [w.to_dict() for w in self.workloads],
             "messages": list(self.messages),
+            "pdThresholdTokens": dict(sorted(self.pd_threshold_tokens.items())),
         }

@@ -27,7 +27,7 @@ from llmfleet.api.tenancy import gpu_quotas
 from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkload
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
-from llmfleet.perf.capacity import (capacity_rps, decode_capacity_rps, kv_transfer_s,
+from llmfleet.perf.capacity import (POISSON, Burstiness, capacity_rps, decode_capacity_rps, kv_transfer_s,
                                     prefill_capacity_rps, weights_fit)
 from llmfleet.perf.power import attach_power
 from llmfleet.perf.precision import unsupported, with_precision
@@ -109,6 +109,8 @@ class WorkloadProblem:
     tier_value: int
     min_replicas: int
     configs: list[ReplicaConfig] = field(default_factory=list)
+    burst: Burstiness = POISSON
+    """arrival burstiness and per-bucket prompt-length variability (shape (S,)) of its demand"""
 
 
 @dataclass
@@ -128,6 +130,10 @@ class FleetProblem:
     gpu_quotas: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict)
     params: PerfParams = field(default_factory=default_params)
     """the calibration profile the capacities were modelled with (``spec.performanceProfile``)"""
+    routing_mode: str = "inferencePool"
+    """``FleetPolicy.spec.routing`` mode in force (``RoutingPolicy.effective_mode``)"""
+    notes: list[str] = field(default_factory=list)
+    """what the plan leaves out and why (printed with it), e.g. P/D under ``service`` routing"""
 
 
 def resolve_pool(pool: GPUPool, ref: str | None = None) -> PoolInfo:
@@ -269,11 +275,13 @@ def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
 
 
 def build_problem(spec: FleetSpec, params: PerfParams | None = None,
-                  demands: dict[str, Demand] | None = None) -> FleetProblem:
+                  demands: dict[str, Demand] | None = None, inference_pool_crd: bool = True) -> FleetProblem:
     """Assemble the MILP inputs for a whole fleet.
 
     Args:
         demands: optional demand per workload key, overriding the spec (e.g. from telemetry).
+        inference_pool_crd: whether the cluster has the InferencePool CRD (decides the routing
+            mode when ``FleetPolicy.spec.routing.mode`` is unset; offline planning assumes it).
 
     Raises:
         ManifestError: unknown model or GPU type, missing price, token percentiles beyond the
@@ -281,6 +289,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
     """
     policy = spec.policy.spec
     params = params or load_profile(policy.performance_profile)
+    routing = policy.routing.effective_mode(inference_pool_crd)
+    notes = []
     tiers = {t.name: t.value for t in policy.priority_tiers}
     # canonical order (workloads by namespace/name, pools by name): the MILP's tie-breaking among
     # equal-cost plans follows the order of its variables, so the CLI (file order) and the operator
@@ -298,6 +308,13 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             raise ManifestError(f"{ref}: spec.model: {err.args[0]}", ("LLMWorkload", w.key)) from None
         check_context_length(w, base, ref)
         s = w.spec.serving
+        if routing == "service" and s.disaggregation == "always":
+            raise ManifestError(f"{ref}: spec.serving.disaggregation: always needs a router that sends prompts to "
+                                f"prefill pods (FleetPolicy spec.routing.mode inferencePool or standalone); "
+                                f"with routing mode service, use auto or never", ("LLMWorkload", w.key))
+        if routing == "service" and s.disaggregation == "auto":
+            notes.append(f"{w.key}: P/D disaggregation not considered: FleetPolicy spec.routing.mode is service, "
+                         f"and a Service cannot send prompts to prefill pods and their decode to decode pods")
         models[w.key] = with_precision(base, s.quantization, s.kv_cache_dtype)
         why = [unsupported(p.gpu, s.quantization, s.kv_cache_dtype) for p in pools.values()]
         if pools and all(why):
@@ -312,27 +329,34 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         share = demand.share[idx[:, 0], idx[:, 1]]
         inp = demand.input_tokens[idx[:, 0], idx[:, 1]]
         out = demand.output_tokens[idx[:, 0], idx[:, 1]]
+        scv = demand.input_scv[idx[:, 0], idx[:, 1]] if demand.input_scv is not None else 0.0
+        burst = Burstiness(demand.arrival_scv, scv)
         wp = WorkloadProblem(
             key=w.key, workload=w, model=model, demand=demand,
             rate_rps=demand.rate_plan_rps * (1.0 + policy.headroom),
             share=share, input_tokens=inp, output_tokens=out,
             tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
+            burst=burst,
         )
-        wp.configs = attach_power(replica_configs(w, model, list(pools.values()), inp, out, params), model, inp, out,
+        wp.configs = attach_power(replica_configs(w, model, list(pools.values()), inp, out, params,
+                                                  pd_allowed=routing != "service", burst=burst), model, inp, out,
                                   share, w.spec.slo.percentile, params, w.spec.serving.gpu_memory_utilization,
                                   w.spec.serving.max_num_seqs, w.spec.serving.max_num_batched_tokens)
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap,
-                        gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params)
+                        gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params,
+                        routing_mode=routing, notes=notes)
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,
-                    params: PerfParams) -> list[ReplicaConfig]:
+                    params: PerfParams, pd_allowed: bool = True, burst: Burstiness = POISSON) -> list[ReplicaConfig]:
     """Every feasible (pool, TP, role) of a workload with its capacity per bucket.
 
     Args:
         inp, out: shape (S,), bucket request sizes, tokens.
+        pd_allowed: whether the deployed routing can disaggregate (not under ``service`` routing).
+        burst: the demand's arrival and prompt-length variability (``perf.capacity.Burstiness``).
     """
     slo, serving = w.spec.slo, w.spec.serving
     gmu = serving.gpu_memory_utilization
@@ -345,14 +369,14 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     if serving.disaggregation != "always":
         for pool, tp in shapes:
             kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile, params, gmu, seqs,
-                                 budget)
+                                 budget, burst)
             if (kappa > 0).any():
                 configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
-    if serving.disaggregation == "never":
+    if serving.disaggregation == "never" or not pd_allowed:
         return configs
     decode = []
     for pool, tp in shapes:
-        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, slo.percentile, params, gmu, seqs)
+        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, slo.percentile, params, gmu, seqs, burst)
         if (kappa > 0).any():
             decode.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="decode"))
     # receive bandwidth of the slowest decode configuration of each domain (each GPU of a TP group
@@ -366,7 +390,7 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
             continue  # no decode replica could take this pool's KV caches
         transfer = kv_transfer_s(model, inp, min(tp * pool.kv_bytes_per_s_per_gpu, receive[pool.kv_domain]))
         kappa = prefill_capacity_rps(model, pool.gpu, tp, inp, slo.ttft, slo.percentile, transfer, slo.tpot,
-                                     params, gmu)
+                                     params, gmu, burst)
         if (kappa > 0).any():
             configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="prefill",
                                          kv_transfer_s=transfer))

@@ -33,6 +33,10 @@ class Demand:
             (0 where the bucket is empty).
         output_tokens: shape (n_in, n_out), mean output length per bucket (0 where empty).
         input_edges, output_edges: bucket edges, tokens.
+        input_scv: shape (n_in, n_out), squared coefficient of variation (variance / mean²) of the
+            input lengths within each bucket: the variability of a bucket's prefill service time.
+        arrival_scv: burstiness of arrivals at the seconds timescale that TTFT queues form on
+            (``arrival_dispersion``); 1 for Poisson arrivals.
     """
 
     rate_mean_rps: float
@@ -42,6 +46,8 @@ class Demand:
     output_tokens: np.ndarray
     input_edges: np.ndarray = field(default_factory=INPUT_EDGES_TOKENS.copy)
     output_edges: np.ndarray = field(default_factory=OUTPUT_EDGES_TOKENS.copy)
+    input_scv: np.ndarray | None = None
+    arrival_scv: float = 1.0
 
     def buckets(self) -> list[tuple[int, int]]:
         """Indices (i, j) of the non-empty buckets."""
@@ -64,11 +70,12 @@ def bucket_index(input_tokens: np.ndarray, output_tokens: np.ndarray) -> tuple[n
 
 
 def histogram(input_tokens: np.ndarray, output_tokens: np.ndarray,
-              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bucket requests on the fixed grid.
 
     Returns:
-        (share, mean_input, mean_output), each of shape (n_in, n_out).
+        (share, mean_input, mean_output, input_scv), each of shape (n_in, n_out); ``input_scv`` is
+        the variance of the input lengths in a bucket over their squared mean (0 where empty).
     """
     inp = np.asarray(input_tokens, dtype=float)
     out = np.asarray(output_tokens, dtype=float)
@@ -78,13 +85,16 @@ def histogram(input_tokens: np.ndarray, output_tokens: np.ndarray,
     count = np.zeros(shape)
     sum_in = np.zeros(shape)
     sum_out = np.zeros(shape)
+    sq_in = np.zeros(shape)
     np.add.at(count, (i, j), w)
     np.add.at(sum_in, (i, j), w * inp)
     np.add.at(sum_out, (i, j), w * out)
+    np.add.at(sq_in, (i, j), w * inp**2)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_in = np.where(count > 0, sum_in / count, 0.0)
         mean_out = np.where(count > 0, sum_out / count, 0.0)
-    return count / count.sum(), mean_in, mean_out
+        scv_in = np.where(count > 0, np.maximum(sq_in / count - mean_in**2, 0.0) / np.maximum(mean_in, 1.0) ** 2, 0.0)
+    return count / count.sum(), mean_in, mean_out, scv_in
 
 
 def windowed_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
@@ -94,6 +104,34 @@ def windowed_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
     n = max(int(span // window_s), 1)
     counts, _ = np.histogram(arrival_s - arrival_s.min(), bins=n, range=(0.0, n * window_s))
     return counts / window_s
+
+
+BURST_WINDOW_S = 5.0
+"""window of the arrival counts whose dispersion measures burstiness: TTFT targets are 0.1-10 s,
+so the queues that break them build over seconds, not over the minutes the planning rate uses"""
+
+
+def arrival_dispersion(arrival_s: np.ndarray, window_s: float = BURST_WINDOW_S, minute_s: float = 60.0) -> float:
+    """Index of dispersion of arrival counts in ``window_s`` windows around each minute's own mean
+    rate: Σ (n - n̄_minute)² / Σ n̄_minute over the windows. 1 for Poisson arrivals, above 1 for
+    bursts within the minute (the minute-to-minute swings are what the planning rate's quantile
+    covers, so they are taken out). For a renewal process it tends to the squared coefficient of
+    variation of the inter-arrival times, which is how the capacity model's Kingman (G/G/1)
+    approximation uses it. Returns 1 for a trace shorter than one minute.
+    """
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    span = float(arrival_s.max() - arrival_s.min()) if len(arrival_s) else 0.0
+    per_minute = int(minute_s // window_s)
+    minutes = int(span // minute_s)
+    if minutes < 1 or per_minute < 2:
+        return 1.0
+    counts, _ = np.histogram(arrival_s - arrival_s.min(), bins=minutes * per_minute,
+                             range=(0.0, minutes * per_minute * window_s))
+    counts = counts.reshape(minutes, per_minute).astype(float)
+    local = counts.mean(axis=1, keepdims=True)
+    if local.sum() <= 0:
+        return 1.0
+    return float(((counts - local) ** 2).sum() / (local.sum() * per_minute) * per_minute / (per_minute - 1))
 
 
 def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s: float = 60.0,
@@ -114,8 +152,9 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
         raise ValueError("trace spans no time: cannot derive a request rate")
     mean = len(trace) / span
     plan = float(np.quantile(windowed_rates(arrival, window_s), peak_quantile)) if span >= window_s else mean
-    share, mi, mo = histogram(trace["input_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
-    return Demand(mean * rate_scale, plan * rate_scale, share, mi, mo)
+    share, mi, mo, scv = histogram(trace["input_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
+    return Demand(mean * rate_scale, plan * rate_scale, share, mi, mo, input_scv=scv,
+                  arrival_scv=max(arrival_dispersion(arrival), 1.0))
 
 
 def _lognormal_quantiles(p: LengthPercentiles, n: int) -> np.ndarray:
@@ -141,9 +180,9 @@ def demand_from_spec(traffic: TrafficSpec, n_quantiles: int = 200) -> Demand:
     inp = _lognormal_quantiles(traffic.input_tokens, n_quantiles)
     out = _lognormal_quantiles(traffic.output_tokens, n_quantiles)
     ii, oo = np.meshgrid(inp, out, indexing="ij")  # independent marginals
-    share, mi, mo = histogram(ii.ravel(), oo.ravel())
+    share, mi, mo, scv = histogram(ii.ravel(), oo.ravel())
     rate = traffic.request_rate_per_second
-    return Demand(rate, rate, share, mi, mo)
+    return Demand(rate, rate, share, mi, mo, input_scv=scv)  # declared rates: Poisson arrivals
 
 
 def synthetic_trace(traffic: TrafficSpec, duration_s: float = 3600.0, seed: int = 0) -> pd.DataFrame:

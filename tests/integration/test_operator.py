@@ -23,12 +23,16 @@ OPEN_TENANCY = {"rules": [{"namespaces": ["default"], "tiers": ["critical", "hig
                            "extraArgs": ["--max-model-len"]}]}
 """These tests are about the operator's mechanics: namespace default may use every tier
 (tests/integration/test_tenancy.py tests the tenancy rules themselves)"""
+PLAIN_SERVICE = {"mode": "service"}
+"""... and they count Deployments, pods and Services: routing mode service adds no endpoint picker
+(tests/integration/test_routing.py tests the routing modes; the examples and the RBAC audit here
+run in the mode detected, standalone on this cluster)"""
 
 
 @pytest.fixture(autouse=True)
 def open_policy(cluster):
     cluster.apply([{"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
-                    "spec": {"tenancy": OPEN_TENANCY}}])
+                    "spec": {"tenancy": OPEN_TENANCY, "routing": PLAIN_SERVICE}}])
 
 
 def add_example_nodes(cluster):
@@ -44,10 +48,15 @@ def offline_plan() -> dict:
     return json.loads(out.stdout)
 
 
+def vllm_deployments(cluster, namespace: str = "default") -> dict[str, dict]:
+    """llmfleet's vLLM Deployments (a pool label), without the endpoint pickers of the routing mode."""
+    return {n: d for n, d in cluster.deployments(namespace).items() if "llmfleet.dev/pool" in d["metadata"]["labels"]}
+
+
 def groups_in_cluster(cluster) -> dict[tuple[str, str, int, str], int]:
-    """(workload, pool, TP, role) -> replicas of the llmfleet Deployments."""
+    """(workload, pool, TP, role) -> replicas of the llmfleet vLLM Deployments."""
     out = {}
-    for d in cluster.deployments().values():
+    for d in vllm_deployments(cluster).values():
         labels = d["metadata"]["labels"]
         out[(labels["llmfleet.dev/workload"], labels["llmfleet.dev/pool"],
              int(labels["llmfleet.dev/tensor-parallel-size"]), labels["llmfleet.dev/role"])] = d["spec"]["replicas"]
@@ -72,8 +81,6 @@ def test_examples_become_planned_deployments_bound_to_matching_gpu_nodes(cluster
     plan = offline_plan()
     expected = planned_groups(plan)
     assert expected, "the example plan has replicas"
-    # the example plan disaggregates part of chat-8b: prefill and decode Deployments are reconciled too
-    assert {"prefill", "decode"} <= {role for (_, _, _, role) in expected}
     wait_until(lambda: groups_in_cluster(cluster) == expected, 90, "the planned Deployments")
     print(f"kubectl apply -> all planned Deployments: {time.monotonic() - t0:.2f}s")
 
@@ -81,7 +88,7 @@ def test_examples_become_planned_deployments_bound_to_matching_gpu_nodes(cluster
     wait_until(lambda: all_pods_running(cluster), 60, "pods Running")
     nodes = cluster.nodes_by_name()
     pools = {p["metadata"]["name"]: p for p in cluster.get_json("gpupools")["items"]}
-    for d in cluster.deployments().values():
+    for d in vllm_deployments(cluster).values():
         pool = pools[d["metadata"]["labels"]["llmfleet.dev/pool"]]
         product = pool["spec"]["nodeSelector"]["nvidia.com/gpu.product"]
         tmpl = d["spec"]["template"]["spec"]
@@ -200,13 +207,13 @@ def test_priority_tiers_plan_the_top_tier_first_and_the_scheduler_preempts_the_l
     # One node with 4 L4s, while the pool still declares 6 (a node was lost): the plan fits the
     # pool, the cluster does not, and PriorityClasses decide who runs.
     cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
-    cluster.apply(L4_POOL.replace("MAX", "6") + "---" + l4_workload("batch-8b", 5, "low"))
+    cluster.apply(L4_POOL.replace("MAX", "6") + "---" + l4_workload("batch-8b", 15, "low"))
     wait_until(lambda: (d := cluster.deployments().get("batch-8b-l4-tp1")) and d["spec"]["replicas"] == 4,
                60, "4 low-tier replicas")
     wait_until(lambda: all_pods_running(cluster, "llmfleet.dev/workload=batch-8b")
                and len(cluster.pods(selector="llmfleet.dev/workload=batch-8b")) == 4, 60, "low tier running")
 
-    cluster.apply(l4_workload("chat-8b", 2, "high"))
+    cluster.apply(l4_workload("chat-8b", 5, "high"))
     wait_until(lambda: len([p for p in cluster.pods(selector="llmfleet.dev/workload=chat-8b")
                             if p["status"].get("phase") == "Running"]) == 2, 60, "high tier running")
     preempted = [e for e in cluster.get_json("events")["items"] if e["reason"] == "Preempted"]
@@ -310,8 +317,10 @@ def test_operator_killed_mid_reconcile_converges_to_the_same_children(cluster, o
     # by one), groups it planned then are pruned after the restart and garbage-collected in the
     # background.
     # Services come last in a reconcile, so they too are waited for: 2 workloads + `kubernetes`.
-    wait_until(lambda: len(cluster.get_json("replicasets")["items"]) == len(expected)
-               and len(cluster.pods()) == sum(expected.values())
+    # (vLLM's, with a pool label: the routing mode detected here, standalone, adds one endpoint
+    # picker per workload behind the workload's Service)
+    wait_until(lambda: len(cluster.get_json("replicasets", "-l", "llmfleet.dev/pool")["items"]) == len(expected)
+               and len(cluster.pods(selector="llmfleet.dev/pool")) == sum(expected.values())
                and len(cluster.get_json("services")["items"]) == 3, 60,
                f"one ReplicaSet per planned group, the planned pods and one Service per workload "
                f"(groups at the kill: {partial})")
@@ -321,7 +330,7 @@ def test_operator_killed_mid_reconcile_converges_to_the_same_children(cluster, o
 def test_plan_mode_changes_nothing_until_apply(cluster, operator):
     cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
     policy = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
-              "spec": {"mode": "plan", "tenancy": OPEN_TENANCY}}
+              "spec": {"mode": "plan", "tenancy": OPEN_TENANCY, "routing": PLAIN_SERVICE}}
     cluster.apply([policy])
     cluster.apply(L4_POOL.replace("MAX", "4") + "---" + l4_workload("chat-8b", 2, "high"))
     st = wait_until(lambda: cluster.get_json("fleetpolicy", "default").get("status", {}).get("diff"), 60,
@@ -333,7 +342,7 @@ def test_plan_mode_changes_nothing_until_apply(cluster, operator):
     assert not cluster.deployments()
     assert cluster.condition(cluster.workload("chat-8b"), "Planned")["reason"] == "PlannedForReview"
 
-    cluster.apply([{**policy, "spec": {"mode": "apply", "tenancy": OPEN_TENANCY}}])
+    cluster.apply([{**policy, "spec": {"mode": "apply", "tenancy": OPEN_TENANCY, "routing": PLAIN_SERVICE}}])
     wait_until(lambda: cluster.deployments().get("chat-8b-l4-tp1"), 60, "children after switching to apply")
     wait_until(lambda: cluster.get_json("fleetpolicy", "default")["status"].get("applied") is True, 30, "applied")
 
@@ -366,21 +375,34 @@ def test_operator_permissions_are_least_privilege(cluster, operator):
 
 RARE_PATHS = {("", "services", "delete"): "a Service is pruned only when a workload that still exists gets no "
                                           "replica at all in the plan; deleting the workload lets the garbage "
-                                          "collector remove its Service"}
+                                          "collector remove its Service",
+              **{(g, r, "delete"): "routing objects are pruned when the routing mode changes "
+                                   "(tests/integration/test_routing.py) or a workload gets no replica"
+                 for g, r in (("", "configmaps"), ("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
+                              ("rbac.authorization.k8s.io", "rolebindings"))},
+              **{(g, r, v): "InferencePools and HTTPRoutes are applied in routing mode inferencePool, on a "
+                            "cluster with their CRDs (tests/integration/test_routing.py); this one has none"
+                 for g, r in (("inference.networking.k8s.io", "inferencepools"),
+                              ("gateway.networking.k8s.io", "httproutes"))
+                 for v in ("get", "list", "watch", "create", "patch", "delete")}}
 """Granted verbs a short scenario does not reach, each with the path that uses it"""
 
 
 def test_the_cluster_role_holds_exactly_the_verbs_the_operator_uses(cluster, operator):
     """Measured from the API server's audit log: every request of the operator's ServiceAccount
     while it creates, updates, re-shapes (prunes) and loses a workload, against OPERATOR_RULES."""
-    from llmfleet.operator.rbac import OPERATOR_RULES
+    from llmfleet.operator.rbac import EPP_RULES, OPERATOR_RULES
 
+    # the routing mode this cluster implies (standalone: no InferencePool CRD), so that the
+    # endpoint picker's objects are applied too
+    cluster.apply([{"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
+                    "spec": {"tenancy": OPEN_TENANCY}}])
     cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
     cluster.apply(L4_POOL.replace("MAX", "4") + "---" + l4_workload("chat-8b", 2, "high"))
     wait_until(lambda: cluster.deployments().get("chat-8b-l4-tp1"), 60, "the Deployment")
     # TP 2 only: the planned group changes, so the TP-1 Deployment is pruned
     cluster.apply(l4_workload("chat-8b", 3, "high").replace("tensorParallelSizes: [1]", "tensorParallelSizes: [2]"))
-    wait_until(lambda: set(cluster.deployments()) == {"chat-8b-l4-tp2"}, 60, "the TP-2 group alone")
+    wait_until(lambda: set(vllm_deployments(cluster)) == {"chat-8b-l4-tp2"}, 60, "the TP-2 group alone")
     cluster.kubectl("delete", "llmworkload", "chat-8b")
     wait_until(lambda: not cluster.deployments(), 60, "children collected")
     time.sleep(3)
@@ -403,5 +425,10 @@ def test_the_cluster_role_holds_exactly_the_verbs_the_operator_uses(cluster, ope
     granted = {(g, r, v) for rule in OPERATOR_RULES for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}
     assert used <= granted, f"used but not granted: {sorted(used - granted)}"
-    unused = granted - used - set(RARE_PATHS)
+    # held only so that the operator may grant them to each endpoint picker's Role (RBAC refuses a
+    # Role granting more than its creator holds); the operator itself uses none of them
+    held_to_grant = {(g, r, v) for rule in EPP_RULES for g in rule["apiGroups"] for r in rule["resources"]
+                     for v in rule["verbs"] if r != "inferencepools"}
+    assert not used & held_to_grant, f"the operator itself reads {sorted(used & held_to_grant)}"
+    unused = granted - used - set(RARE_PATHS) - held_to_grant
     assert not unused, f"granted but never used: {sorted(unused)}"

@@ -67,6 +67,10 @@ def test_a_rule_opens_exactly_what_it_lists():
     # what llmfleet sets from the plan can never be overridden, even when listed
     q = policy([{"namespaces": ["team-a"], "extraArgs": ["--port"]}])
     assert "set by llmfleet" in violation(q, workload(args=["--port", "9000"]))
+    # P/D needs the same KV block size on prefill and decode pods (vLLM NixlConnector): a tenant's
+    # own --block-size would break the handshake, so the plan's is the only one
+    r = policy([{"namespaces": ["team-a"], "extraArgs": ["--block-size"]}])
+    assert "--block-size is set by llmfleet" in violation(r, workload(args=["--block-size=16"]))
 
 
 def test_flag_parsing_and_image_prefixes():

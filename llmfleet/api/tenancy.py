@@ -22,7 +22,7 @@ import re
 from llmfleet.api.models import DEFAULT_IMAGE, FleetPolicy, LLMWorkload, TenantRule
 
 RESERVED_FLAGS = ("--tensor-parallel-size", "--port", "--gpu-memory-utilization", "--kv-transfer-config", "--host",
-                  "--quantization", "--kv-cache-dtype", "--max-num-seqs", "--max-num-batched-tokens")
+                  "--quantization", "--kv-cache-dtype", "--max-num-seqs", "--max-num-batched-tokens", "--block-size")
 """Flags llmfleet sets itself (from the plan, the Service and spec.serving): never taken from extraArgs"""
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")

@@ -211,7 +211,7 @@ def _fleet_problem(args: argparse.Namespace, steps: StderrProgress):
             _error(f"no plan can exist: {shortfall}")
             raise _NoPlan(EXIT_UNSERVED)
         with steps.step(f"Building the capacity model of {len(fleet.workloads)} workload(s) on "
-                        f"{len(fleet.pools)} pool(s)"):
+                        f"{len(fleet.pools)} pool(s) (performance profile {fleet.policy.spec.performance_profile})"):
             return fleet, build_problem(fleet)
     except ManifestError as err:
         _error(str(err))
@@ -269,6 +269,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if rounds:
             doc["verification"] = _verification_doc(rounds, sources)
         if not args.melange:
+            doc["performanceProfile"] = fp.params.name
             doc["scenario"] = to_document(from_plan(plan, fp))
         doc = finite_or_null(doc)
         print(json.dumps(doc, indent=2, allow_nan=False) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))

@@ -31,8 +31,7 @@ from rich.table import Table
 
 from llmfleet.catalog.gpus import get_gpu
 from llmfleet.catalog.models import resolve_model
-from llmfleet.perf.calibration import fit, load_splitwise
-from llmfleet.perf.calibration import MLENERGY_PROMPT_TOKENS
+from llmfleet.perf.calibration import MLENERGY_PROMPT_TOKENS, fit, load_splitwise
 from llmfleet.perf.steptime import default_params, load_profile
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import SimGroup, SimWorkload

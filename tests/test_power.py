@@ -169,7 +169,7 @@ def test_power_budget_row_uses_the_predicted_draw(examples):
 
 def test_configs_without_a_prediction_count_at_tdp(examples):
     c = dataclasses.replace(examples.workloads[0].configs[0], gpu_watts=None)
-    assert milp._gpu_watts(c) == c.pool.gpu.tdp_watts
+    assert c.watts_per_gpu == c.pool.gpu.tdp_watts
 
 
 def test_main_prints_the_held_out_table(capsys, monkeypatch):

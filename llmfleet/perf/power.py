@@ -90,6 +90,7 @@ from scipy.optimize import least_squares
 
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec
+from llmfleet.perf.capacity import decode_curves, replica_curves
 
 MLENERGY_CSV = Path("data/profiles/mlenergy_h100_configurations.csv")
 SPLITWISE_CSV = Path("data/profiles/splitwise_perf_model.csv")
@@ -235,8 +236,6 @@ def replica_gpu_watts(model: ModelSpec, gpu: GPUType, tp: int, role: str, input_
         percentile: the SLO percentile, % (as the capacity model was given).
         max_num_seqs, max_num_batched_tokens: scheduler limits as the capacity model was given them.
     """
-    from llmfleet.perf.capacity import decode_curves, replica_curves
-
     p = params or default_power()
     phase = ROLE_PHASE[role]
     kappa = np.asarray(capacity_rps, dtype=float)

@@ -62,15 +62,9 @@ def _solver(time_limit_s: float, gap: float, mip: bool = True, label: str = "fle
     return pulp.PULP_CBC_CMD(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap)
 
 
-def _gpu_watts(c) -> float:
-    """Average draw of one GPU of config ``c`` at its capacity-defining load, W (``perf.power``);
-    the TDP where the config carries no prediction."""
-    return c.gpu_watts if getattr(c, "gpu_watts", None) is not None else c.pool.gpu.tdp_watts
-
-
 def _replica_cost_per_hour(fp: FleetProblem, c) -> float:
     """USD/h of one replica: its GPU-hours plus its energy at the predicted draw (kW x USD/kWh)."""
-    return c.cost_per_replica_hour + c.tp * _gpu_watts(c) / 1000.0 * fp.energy_price_per_kwh
+    return c.cost_per_replica_hour + c.tp * c.watts_per_gpu / 1000.0 * fp.energy_price_per_kwh
 
 
 def _pool_gpus(plan: Plan, pool: str) -> int:
@@ -135,7 +129,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
             prob += pulp.LpAffineExpression(load) - var_n <= 0, f"load_{wi}_{ci}"
             cost_terms.append((var_n, _replica_cost_per_hour(fp, c)))
             pool_use[c.pool.name].append((var_n, c.tp))
-            power_terms.append((var_n, c.tp * _gpu_watts(c)))
+            power_terms.append((var_n, c.tp * c.watts_per_gpu))
         # rows in (domain, bucket) order: the order HiGHS sees them decides among equal-cost optima
         for k, (_, terms) in enumerate(sorted(balance.items(), key=lambda kv: kv[0])):
             prob += pulp.LpAffineExpression(terms) == 0, f"pd_{wi}_{k}"

@@ -48,8 +48,7 @@ class Assignment:
     def gpu_watts(self) -> float:
         """Predicted average draw of one of its GPUs at the configuration's capacity-defining load,
         W (``perf.power``); the GPU's TDP where the configuration carries no prediction (Mélange)."""
-        watts = getattr(self.config, "gpu_watts", None)
-        return watts if watts is not None else self.config.pool.gpu.tdp_watts
+        return self.config.watts_per_gpu
 
 
 @dataclass

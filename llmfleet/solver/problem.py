@@ -84,6 +84,12 @@ class ReplicaConfig:
     def kv_domain(self) -> str:
         return self.pool.kv_domain
 
+    @property
+    def watts_per_gpu(self) -> float:
+        """What the plan counts per GPU of this config, W: ``gpu_watts`` where predicted, else the
+        GPU's TDP (datasheet, ``catalog/gpus.csv``)."""
+        return self.gpu_watts if self.gpu_watts is not None else self.pool.gpu.tdp_watts
+
 
 @dataclass
 class WorkloadProblem:

@@ -1,21 +1,32 @@
-"""The same plan under the router a plan assumed and under the one deployed, on the planning
-trace and on a shifted length mix.
+"""Plans made the old way (per-bucket routing) against plans made the new way (load-balanced
+routing, DESIGN §7a), both replayed under the router that is deployed, on the planning trace and
+on shifted length mixes at the same request rate.
 
-The examples are planned on the Azure conversation hour. Each plan is then replayed, for the
-``chat-8b`` workload, (a) on that hour and (b) on the same arrivals with a heavier length mix (each
-request's input and output lengths drawn from the Azure requests whose prompt is above the
-median: the "grown buckets" of a length-mix shift at the same request rate), under two routers:
+The examples are planned on the Azure conversation hour twice:
 
-- ``plan-shares``: the plan's per-bucket shares (what plans and ``--verify`` assumed before
-  routing was modelled; it needs each request's output length, which no router knows);
-- ``load-aware``: what llm-d's endpoint picker does (least outstanding requests over every pod of
-  the workload; prompts above the plan's P/D threshold through prefill pods).
+- ``old``: every workload with Mélange's per-bucket shares (``FleetProblem.pin_buckets``): each
+  (input x output length) bucket pinned to particular groups, as plans were made before routing
+  was modelled; the simulator's ``plan-shares`` router is what that plan assumed;
+- ``new``: one load-balanced length mix per workload, P/D by one prompt-length threshold.
+
+Each plan's ``chat-8b`` groups are then replayed under ``load-aware`` routing (llm-d's endpoint
+picker: least outstanding requests over the workload's decode-capable pods, prompts at or above the
+P/D threshold through a prefill pod) on the same arrivals with four length mixes:
+
+- the Azure conversation hour itself (the planning trace);
+- heavier: lengths resampled from the Azure requests whose prompt is above the median;
+- 5% Mooncake: 5% of the requests take the lengths of Mooncake FAST'25 synthetic requests
+  (long-context prompts, ../shared/data/traces, Apache-2.0), the rest keep their own;
+- Mooncake: every request takes Mooncake lengths (the issue's "Mooncake against Azure at matched
+  request rate"; both plans are overloaded many times over, shown for completeness).
 
     python bench/routing_shift.py
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,35 +40,51 @@ from llmfleet.workload.traces import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+MOONCAKE = ROOT.parent / "shared" / "data" / "traces" / "mooncake_fast25_synthetic.jsonl"
 
 
-def heavier_mix(trace, seed: int = 0):
-    """The same arrivals, lengths resampled from the requests whose prompt is above the median."""
+def resample_lengths(trace, source, fraction: float, seed: int = 0):
+    """The same arrivals; a ``fraction`` of the requests (at random) take the (input, output)
+    lengths of requests drawn from ``source``."""
     rng = np.random.default_rng(seed)
-    heavy = trace[trace["input_tokens"] > trace["input_tokens"].median()]
-    pick = heavy.iloc[rng.integers(len(heavy), size=len(trace))]
     out = trace.copy()
-    out["input_tokens"] = pick["input_tokens"].to_numpy()
-    out["output_tokens"] = pick["output_tokens"].to_numpy()
+    rows = np.flatnonzero(rng.random(len(trace)) < fraction)
+    pick = source.iloc[rng.integers(len(source), size=len(rows))]
+    out.iloc[rows, out.columns.get_loc("input_tokens")] = pick["input_tokens"].to_numpy()
+    out.iloc[rows, out.columns.get_loc("output_tokens")] = pick["output_tokens"].to_numpy()
     return out
 
 
 def main() -> None:
-    fleet = load_fleet([EXAMPLES])
-    fp = build_problem(fleet)
-    plan = solve(fp)
-    chat = next(w for w in from_plan(plan, fp) if w.key == "default/chat-8b")
+    fp = build_problem(load_fleet([EXAMPLES]))
     azure = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
-    groups = ", ".join(f"{g.replicas}x {g.pool}/tp{g.tp}/{g.role}" for g in chat.groups)
-    print(f"plan: ${plan.cost_per_hour:.2f}/h; chat-8b on {groups}; P/D threshold "
-          f"{plan.pd_threshold_tokens.get(chat.key, 'none')}")
-    print(f"{'traffic':<34}{'router':<13}{'attainment':>11}{'TTFT p90 ms':>13}{'TPOT p90 ms':>13}  busiest group")
-    for name, trace in (("Azure conversation hour", azure), ("same arrivals, heavier length mix", heavier_mix(azure))):
-        for router in ("plan-shares", "load-aware"):
-            r = simulate(chat, trace, router=router)
-            busiest = max(r.groups, key=lambda g: g.busy_fraction)
-            print(f"{name:<34}{router:<13}{r.attainment:>11.1%}{r.ttft_p90_s * 1e3:>13.0f}{r.tpot_p90_s * 1e3:>13.0f}"
-                  f"  {busiest.name} {busiest.busy_fraction:.0%} busy")
+    heavy = azure[azure["input_tokens"] > azure["input_tokens"].median()]
+    mixes = [("Azure hour (planning trace)", azure), ("heavier (above-median prompts)", resample_lengths(azure, heavy, 1.0))]
+    if MOONCAKE.is_file():
+        mooncake = load_trace(MOONCAKE, "mooncake")
+        mixes += [("5% Mooncake lengths", resample_lengths(azure, mooncake, 0.05)),
+                  ("Mooncake lengths", resample_lengths(azure, mooncake, 1.0))]
+    print(f"{'plan':<5}{'$/h':>8}{'GPUs':>6}  chat-8b groups")
+    plans = {}
+    for name, pinned in (("old", True), ("new", False)):
+        t0 = time.perf_counter()
+        plan = solve(dataclasses.replace(fp, pin_buckets=pinned))
+        chat = next(w for w in from_plan(plan, fp) if w.key == "default/chat-8b")
+        plans[name] = chat
+        groups = ", ".join(f"{g.replicas}x {g.pool}/tp{g.tp}/{g.role}" for g in chat.groups)
+        gpus = sum(a.gpus for a in plan.assignments)
+        print(f"{name:<5}{plan.cost_per_hour:>8.2f}{gpus:>6}  {groups} (P/D threshold "
+              f"{plan.pd_threshold_tokens.get(chat.key, 'none')}; solved in {time.perf_counter() - t0:.1f}s)")
+    print()
+    print(f"{'length mix':<32}{'plan':<5}{'router':<13}{'attainment':>11}{'TTFT p90 ms':>13}{'TPOT p90 ms':>13}  busiest group")
+    for mix, trace in mixes:
+        for name, chat in plans.items():
+            routers = ("plan-shares", "load-aware") if name == "old" and mix.startswith("Azure") else ("load-aware",)
+            for router in routers:
+                r = simulate(chat, trace, router=router)
+                busiest = max(r.groups, key=lambda g: g.busy_fraction)
+                print(f"{mix:<32}{name:<5}{router:<13}{r.attainment:>11.1%}{r.ttft_p90_s * 1e3:>13.0f}"
+                      f"{r.tpot_p90_s * 1e3:>13.0f}  {busiest.name} {busiest.busy_fraction:.0%} busy")
 
 
 if __name__ == "__main__":

@@ -156,20 +156,30 @@ def test_service_routing_spreads_requests_evenly_over_pods():
     assert share == pytest.approx(0.75, abs=0.03)
 
 
-def test_load_aware_routing_sends_long_prompts_through_prefill_only():
-    """With an endpoint picker and a P/D threshold of 2,048 tokens: every prompt at or above it
-    enters through the prefill replica and is decoded on the decode replica; every shorter prompt
-    goes to a colocated replica; output lengths play no part."""
+def test_load_aware_routing_is_llm_d_p_d_routing():
+    """With llm-d's endpoint picker and a P/D threshold of 2,048 tokens, every request first gets a
+    decode-capable pod (colocated or decode: the decode-filter admits pods without a P/D role).
+    A prompt at or above the threshold that lands on a decode pod is prefilled on the prefill
+    replica first; anything else is served whole where it landed (a short prompt on a decode pod
+    too: its sidecar passes it to the local vLLM). Output lengths play no part."""
     rng = np.random.default_rng(3)
     trace = poisson_trace(2.0, 3000, 600, 60)
     trace["input_tokens"] = rng.choice([600, 4000], len(trace))
     sim = Simulation(_two_groups("load-aware", threshold=2048), trace)
-    sim.run()
-    entry_role = np.array([sim.w.groups[g].role for g in sim.rq.entry_group])
+    res = sim.run()
+    assert res.finished == res.requests
+    role = lambda idx: np.array([sim.w.groups[g].role if g >= 0 else "-" for g in idx])  # noqa: E731
+    entry, decode = role(sim.rq.entry_group), role(sim.rq.decode_group)
     long_prompt = sim.rq.inp >= 2048
-    assert (entry_role[long_prompt] == "prefill").all()
-    assert (entry_role[~long_prompt] == "colocated").all()
-    assert (np.array([sim.w.groups[g].role for g in sim.rq.decode_group[long_prompt]]) == "decode").all()
+    assert (entry[~long_prompt] != "prefill").all()  # short prompts never reach a prefill pod
+    via_prefill = entry == "prefill"
+    assert long_prompt[via_prefill].all() and (decode[via_prefill] == "decode").all()
+    # the decode pod serves short prompts whole; colocated pods serve long ones whole
+    whole_on_decode = (entry == "decode") & (decode == "decode")
+    assert whole_on_decode.any() and not long_prompt[whole_on_decode].any()
+    assert (long_prompt & (entry == "colocated") & (decode == "-")).any()
+    # every long prompt that picked the decode pod went through prefill
+    assert not (long_prompt & (decode == "decode") & (entry != "prefill")).any()
 
 
 def test_scenario_documents_carry_the_router():

@@ -1,12 +1,16 @@
 """Trace-driven discrete-event simulation of a plan: vLLM-style continuous batching per replica.
 
 Each request of a trace arrives at its recorded time (compressed by the workload's ``rateScale``)
-and is routed as the deployed router would route it (``scenario.ROUTERS``): with an endpoint
-picker (``load-aware``), a prompt of at least the plan's P/D threshold goes to the least-loaded
-prefill replica and any other to the least-loaded colocated replica, over all the workload's
-groups; behind a plain Service (``uniform``), to a replica at random. A request a prefill replica
-finishes is sent, with its KV cache, to the least-loaded decode replica of the same KV-transfer
-domain; the transfer takes KV bytes / min(sender, receiver bandwidth). ``plan-shares`` (the
+and is routed as the deployed router would route it (``scenario.ROUTERS``). With llm-d's endpoint
+picker (``load-aware``) every request first gets the least-loaded decode-capable replica over all
+the workload's colocated and decode groups (the EPP's ``decode-filter`` admits pods labelled
+``decode`` and pods without a P/D role; its load scorers are approximated by join-shortest-queue
+on outstanding requests). A colocated replica serves the request whole; so does a decode replica
+when the prompt is shorter than the plan's P/D threshold (its sidecar sees no prefill pick and
+passes the request to the local vLLM). A longer prompt on a decode replica is first prefilled on
+the least-loaded prefill replica, whose KV cache then moves to that decode replica (the sidecar's
+prefill-then-decode handshake); the transfer takes KV bytes / min(sender, receiver bandwidth).
+Behind a plain Service (``uniform``) a request goes to a pod at random. ``plan-shares`` (the
 plan's per-bucket shares, then join-shortest-queue in the group) is kept for comparison: it uses
 each request's output length, which no router knows.
 
@@ -326,6 +330,10 @@ class Simulation:
         self.reject_unplanned = reject_unplanned
         entry = [gi for gi, g in enumerate(w.groups) if g.role != "decode"]
         self.entry = entry
+        # where the router's decode profile picks (colocated and decode pods) and its prefill profile
+        self.decode_capable = [gi for gi, g in enumerate(w.groups) if g.role != "prefill"]
+        self.prefill_groups = [gi for gi, g in enumerate(w.groups) if g.role == "prefill"]
+        self.destination: dict[int, Replica] = {}  # request -> decode replica picked at arrival
         self.entry_weights = self._weights(entry)
         # planned[b]: the plan routes bucket b somewhere (index -1, sizes outside every bucket: no)
         self.planned = np.append(np.array([sum(w.groups[gi].bucket_rate_rps[b] for gi in entry) > 0
@@ -362,48 +370,59 @@ class Simulation:
     def _jsq(replicas: list[Replica]) -> Replica:
         return min(replicas, key=lambda rep: rep.outstanding)
 
-    def _entry_group(self, r: int, b: int) -> int:
-        """The entry group of request ``r`` (bucket ``b``) under ``self.router``."""
-        if self.router == "plan-shares":
-            return self._pick(self.entry, self.entry_weights, b)
+    def _least_loaded(self, members: list[int]) -> tuple[int, Replica]:
+        """The group and replica with the fewest outstanding requests over all ``members``."""
+        gi = min(members, key=lambda m: self._jsq(self.replicas[m]).outstanding)
+        return gi, self._jsq(self.replicas[gi])
+
+    def _pick_uniform(self) -> tuple[int, Replica]:
+        """kube-proxy: any pod the Service selects (colocated ones; P/D is never planned behind a
+        Service), every pod alike."""
         groups = self.w.groups
-        threshold = self.w.pd_threshold_tokens
-        long_prompt = threshold is not None and self.rq.inp[r] >= threshold
-        wanted = "prefill" if long_prompt else "colocated"
-        members = [gi for gi in self.entry if groups[gi].role == wanted] or self.entry
-        if self.router == "uniform":  # kube-proxy: a pod at random, every pod alike
-            pods = [gi for gi in members for _ in range(groups[gi].replicas)]
-            return pods[int(self.rng.integers(len(pods)))]
-        # load-aware: the replica with the fewest outstanding requests over all the members
-        return min(members, key=lambda gi: self._jsq(self.replicas[gi]).outstanding)
+        members = [gi for gi in self.entry if groups[gi].role == "colocated"] or self.entry
+        pods = [(gi, rep) for gi in members for rep in self.replicas[gi]]
+        return pods[int(self.rng.integers(len(pods)))]
 
     def route(self, r: int, now: float) -> None:
-        """Request ``r`` arrives at ``now`` (s): pick its entry group as the router does, then
-        its least-loaded replica (``uniform``: any replica of the group, at random)."""
+        """Request ``r`` arrives at ``now`` (s): place it as the router does (module docstring)."""
         if not self.entry:
             return  # no colocated or prefill group: the request is never served
         b = self.bucket[r]
         if self.reject_unplanned and not self.planned[b]:
             return
-        gi = self._entry_group(r, b)
+        if self.router == "plan-shares":
+            gi = self._pick(self.entry, self.entry_weights, b)
+            rep = self._jsq(self.replicas[gi])
+        elif self.router == "uniform":
+            gi, rep = self._pick_uniform()
+        else:
+            gi, rep = self._least_loaded(self.decode_capable or self.entry)
+            threshold = self.w.pd_threshold_tokens
+            long_prompt = threshold is None or self.rq.inp[r] >= threshold
+            if self.w.groups[gi].role == "decode":
+                self.rq.decode_group[r] = gi
+                if long_prompt and self.prefill_groups:
+                    self.destination[r] = rep  # the sidecar prefills remotely, then decodes here
+                    gi, rep = self._least_loaded(self.prefill_groups)
         self.rq.entry_group[r] = gi
-        reps = self.replicas[gi]
-        rep = reps[int(self.rng.integers(len(reps)))] if self.router == "uniform" else self._jsq(reps)
         self.rq.pre_total[r] = self.rq.inp[r]
         rep.outstanding += 1
         rep.enqueue(r, now)
 
     def hand_off(self, r: int, src: Replica, now: float) -> None:
-        """A prefill finished: send its KV cache to a decode replica of the same domain."""
-        members, weights = self.decode_by_domain.get(src.g.kv_domain, ([], None))
-        if not members:
-            return  # nowhere to decode: the request never finishes (counts as a miss)
-        if self.router == "plan-shares":
-            gi = self._pick(members, weights, self.bucket[r])
-        else:
-            gi = min(members, key=lambda m: self._jsq(self.replicas[m]).outstanding)
-        self.rq.decode_group[r] = gi
-        dst = self._jsq(self.replicas[gi])
+        """A prefill finished: send its KV cache to the request's decode replica (the one picked at
+        arrival; under ``plan-shares``, one of the prefill replica's KV-transfer domain)."""
+        dst = self.destination.pop(r, None)
+        if dst is None:
+            members, weights = self.decode_by_domain.get(src.g.kv_domain, ([], None))
+            if not members:
+                return  # nowhere to decode: the request never finishes (counts as a miss)
+            if self.router == "plan-shares":
+                gi = self._pick(members, weights, self.bucket[r])
+            else:
+                gi = min(members, key=lambda m: self._jsq(self.replicas[m]).outstanding)
+            self.rq.decode_group[r] = gi
+            dst = self._jsq(self.replicas[gi])
         dst.outstanding += 1
         bw = min(src.g.tp * src.g.kv_bytes_per_s_per_gpu, dst.g.tp * dst.g.kv_bytes_per_s_per_gpu)
         self.rq.gen[r] = 0

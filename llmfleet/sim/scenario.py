@@ -92,7 +92,8 @@ class SimWorkload:
     """how the deployed router spreads requests (``ROUTERS``): ``load-aware`` for an endpoint picker
     (``inferencePool``/``standalone`` routing), ``uniform`` for a plain Service"""
     pd_threshold_tokens: int | None = None
-    """prompts of at least this many tokens go through a prefill pod (``Plan.pd_threshold_tokens``)"""
+    """prompts of at least this many tokens go through a prefill pod (``Plan.pd_threshold_tokens``);
+    None with prefill groups: every prompt does"""
 
     def bucket_of(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
         """Index into ``buckets`` of each request, -1 for sizes the plan has no bucket for."""

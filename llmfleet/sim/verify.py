@@ -143,18 +143,26 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
             if g.attainment != g.attainment or g.attainment >= target:  # nan: nothing routed
                 continue
             factor = min(max(g.attainment / target, MAX_CUT), MIN_CUT)
-            a.config.capacity_rps = a.config.capacity_rps * factor
+            _scale(a.config, factor)
             rnd.cuts[f"{key} {g.name}"] = factor
             factors.append(factor)
         if not factors:
             # every group met the target alone but the workload did not: cut them all a little
             for a, g in zip(mine, res.groups):
-                a.config.capacity_rps = a.config.capacity_rps * MIN_CUT
+                _scale(a.config, MIN_CUT)
                 rnd.cuts[f"{key} {g.name}"] = MIN_CUT
             factors.append(MIN_CUT)
         used = {id(a.config) for a in mine}
         workload = next(w for w in fp.workloads if w.key == key)
         for c in workload.configs:
             if id(c) not in used:
-                c.capacity_rps = c.capacity_rps * max(factors)
+                _scale(c, max(factors))
         rnd.cuts[f"{key} untested configurations"] = max(factors)
+
+
+def _scale(c, factor: float) -> None:
+    """Lower a configuration's κ by ``factor``: its own and, for a decode config, what it serves
+    whole (short prompts the router gives it)."""
+    c.capacity_rps = c.capacity_rps * factor
+    if c.whole_capacity_rps is not None:
+        c.whole_capacity_rps = c.whole_capacity_rps * factor

@@ -1,30 +1,42 @@
 """The fleet MILP (DESIGN §6), built with PuLP and solved with HiGHS (CBC as fallback).
 
-Variables, for every workload w, feasible replica config c = (pool, TP, role) and request-size
-bucket b:
-    n[w,c] ∈ Z≥0   replicas
-    x[w,c,b] ∈ [0,1]   share of bucket b's traffic served by config c (continuous: Mélange uses
-                       binary slices; the continuous share is the limit of infinitely fine slices)
-    u[w,b] ∈ [0,1]     share shed, only when capacity is short
-Constraints:
-    Σ_{c colocated or prefill} x[w,c,b] + u[w,b] = 1    every bucket's prompts served or shed
-    Σ_{c prefill in D} x[w,c,b] = Σ_{c decode in D} x[w,c,b]   for each KV-transfer domain D: the
-                                                        disaggregated traffic is decoded where its
-                                                        KV cache can go (the P/D ratio follows)
-    Σ_b λ_w s_wb x[w,c,b] / κ[w,c,b] ≤ n[w,c]           replicas carry their load (κ from perf)
-    Σ_{w, c in pool} TP_c n[w,c] ≤ maxGPUs(pool)         availability
-    Σ TP_c n[w,c] P_c ≤ power budget                     (when the FleetPolicy sets one)
-    Σ_{w in namespace, c} TP_c n[w,c] ≤ GPU quota        (per namespace, FleetPolicy spec.tenancy)
-    Σ_c n[w,c] ≥ minReplicas(w)
-    x[w,c,b] ≤ d[w,i(b)] (c prefill),  x[w,c,b] ≤ 1 - d[w,i(b)] (c colocated),  d[w,i] ≤ d[w,i+1]
-                                                        one prompt-length threshold per workload:
-                                                        the router (llm-d's P/D decider) sends a
-                                                        prompt through a prefill pod exactly when it
-                                                        is longer than the threshold, so the prompts
-                                                        of input class i go P/D (d = 1) or not at
-                                                        all; d binary, monotone in the input class
-P_c is the predicted average draw of one GPU of config c loaded to its capacity κ (``perf.power``,
-carried as ``ReplicaConfig.gpu_watts``; the TDP where a config has none, e.g. Mélange input).
+A plan may route traffic only as the deployed router does (DESIGN §7a): a request's output length
+is unknown when it arrives, and llm-d's endpoint picker balances by load. So, for every workload w
+with a demand model (LLMWorkload input), with λ its rate, s_b the share of size bucket b, and c a
+feasible replica config (pool, TP, role):
+
+    n[w,c] ∈ Z≥0      replicas
+    y[w,c] ∈ [0,1]    share of all the workload's requests that enter through colocated or decode
+                      config c: the EPP's decode profile picks among colocated and decode pods by
+                      load, so every such group sees the workload's whole length mix
+    p[w,c] ∈ [0,1]    share of the P/D traffic prefilled by prefill config c (the prefill profile
+                      picks by load among prefill pods: each sees the whole long-prompt mix)
+    d[w,i] ∈ {0,1}    prompts of input class i go through a prefill pod (the P/D decider's one
+                      prompt-length threshold; monotone in i; all 1 for disaggregation: always)
+    xL[w,c,b] = y·d,  xP[w,c,b] = p·d   (linearised products: decode and prefill traffic of bucket b)
+    u[w] ∈ [0,1]      share shed, only when capacity is short
+
+    Σ_{c colocated or decode} y + u = 1                         every request enters somewhere
+    Σ_{c prefill} xP[c,b] = Σ_{c decode} xL[c,b]                 long prompts prefilled and decoded
+    colocated: y Σ_b λ s_b / κ_b ≤ n
+    decode:    Σ_b λ s_b ((y - xL_b) / κwhole_b + xL_b / κdec_b) ≤ n    (short prompts served whole)
+    prefill:   Σ_b λ s_b xP_b / κpre_b ≤ n
+A group that cannot serve a bucket b within the SLO where the router would send it is not used
+(colocated: κ_b = 0 for a servable b; decode: y ≤ d_i(b) where κwhole_b = 0, y ≤ 1 - d_i(b) where
+κdec_b = 0; prefill: p ≤ 1 - d_i(b) where κpre_b = 0). Buckets no config serves (the SLO
+percentile's allowance, ``problem.plan_configs``) still reach every group in proportion and load it
+at its throughput; beyond the allowance they are shed. All P/D replicas of a workload share one P/D
+group (KV domain and attention backend, ``solver.pd_rules``): binary e[w,g], n ≤ M e, Σ_g e ≤ 1.
+Under ``service`` routing kube-proxy gives every pod an equal share, so a workload runs one
+(pool, TP) group only (binary, same big-M form) and never P/D.
+
+Mélange-format input (``--melange``) keeps Mélange's own assumption, a size-aware balancer: per
+bucket shares x[w,c,b] with Σ_c x[w,c,b] + u[w,b] = 1 and Σ_b λ s_b x / κ_b ≤ n.
+
+Shared constraints: Σ_{w, c in pool} TP n ≤ maxGPUs(pool); Σ TP n P_c ≤ power budget (when the
+FleetPolicy sets one); Σ_{w in namespace, c} TP n ≤ GPU quota (FleetPolicy spec.tenancy);
+Σ_c n ≥ minReplicas(w). P_c is the predicted average draw of one GPU of config c loaded to its
+capacity κ (``perf.power``, ``ReplicaConfig.watts_per_gpu``; the TDP where a config has none).
 Objective: Σ n TP (price + P_c x energy price). When all demand fits, one solve with u = 0.
 Otherwise priorities are lexicographic: minimise the shed req/s of the top tier, fix it, then the
 next tier, and finally minimise cost with every tier's service fixed.
@@ -43,7 +55,7 @@ from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.highs import QuietHiGHS
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
-from llmfleet.solver.problem import FleetProblem, WorkloadProblem
+from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, WorkloadProblem, servable_buckets
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS
 
 _SHED_TOL = 1e-6
@@ -81,16 +93,22 @@ class _Model:
     prob: pulp.LpProblem
     n: dict
     x: dict
+    """(workload, config, bucket) -> share of the bucket's requests the config serves (variable or expression)"""
     u: dict
     unreachable: set
-    cost: pulp.LpAffineExpression
+    cost: pulp.LpAffineExpression | None = None
     pd: dict = dataclasses.field(default_factory=dict)
     """(workload index, input class) -> binary: that class's prompts go through prefill pods"""
+    load: dict = dataclasses.field(default_factory=dict)
+    """(workload, config) -> replicas' worth of load the config carries (its capacity row)"""
+    unit_load: dict = dataclasses.field(default_factory=dict)
+    """(workload, config) -> replicas' worth of load per unit of entry (prefill: P/D) share, as a
+    function of the P/D decision per bucket (shape (S,), 0/1): what ``_router_shares`` balances"""
 
 
 def usable_buckets(w: WorkloadProblem, ci: int) -> np.ndarray:
-    """Buckets config ``ci`` of ``w`` can serve: κ > 0 and, for a prefill (decode) config, some
-    decode (prefill) config of its KV-transfer domain that serves the bucket too."""
+    """Buckets config ``ci`` of ``w`` can serve under per-bucket (Mélange) routing: κ > 0 and, for
+    a prefill (decode) config, some decode (prefill) config of its KV-transfer domain serving it."""
     c = w.configs[ci]
     ok = c.capacity_rps > 0
     if c.role != "colocated":
@@ -103,87 +121,242 @@ def usable_buckets(w: WorkloadProblem, ci: int) -> np.ndarray:
     return np.flatnonzero(ok)
 
 
+def _max_replicas(fp: FleetProblem, c) -> int:
+    """An upper bound on a config's replicas (big-M): its pool's GPUs over its TP."""
+    return max(min(fp.pools[c.pool.name].max_gpus, UNLIMITED_GPUS) // c.tp, 1)
+
+
 def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
-    prob = pulp.LpProblem("llmfleet", pulp.LpMinimize)
-    n, x, u, pd = {}, {}, {}, {}
-    unreachable: set[tuple[int, int]] = set()
+    m = _Model(pulp.LpProblem("llmfleet", pulp.LpMinimize), {}, {}, {}, set())
+    prob = m.prob
     cost_terms = []
     pool_use: dict[str, list] = {name: [] for name in fp.pools}
     power_terms = []
     for wi, w in enumerate(fp.workloads):
-        served: list[list] = [[] for _ in range(len(w.share))]
-        # (domain, bucket) -> [(x, +1 prefill | -1 decode)]
-        balance: dict[tuple[str, int], list] = {}
         for ci, c in enumerate(w.configs):
-            var_n = prob.add_variable(f"n_{wi}_{ci}", lowBound=0, cat=pulp.LpInteger)
-            n[wi, ci] = var_n
-            load = []
-            for b in usable_buckets(w, ci):
-                var_x = prob.add_variable(f"x_{wi}_{ci}_{b}", lowBound=0, upBound=1)
-                x[wi, ci, b] = var_x
-                if c.role != "decode":
-                    served[b].append(var_x)
-                if c.role != "colocated":
-                    balance.setdefault((c.kv_domain, int(b)), []).append((var_x, 1 if c.role == "prefill" else -1))
-                load.append((var_x, w.rate_rps * w.share[b] / c.capacity_rps[b]))
-            prob += pulp.LpAffineExpression(load) - var_n <= 0, f"load_{wi}_{ci}"
-            cost_terms.append((var_n, _replica_cost_per_hour(fp, c)))
-            pool_use[c.pool.name].append((var_n, c.tp))
-            power_terms.append((var_n, c.tp * c.watts_per_gpu))
-        # rows in (domain, bucket) order: the order HiGHS sees them decides among equal-cost optima
-        for k, (_, terms) in enumerate(sorted(balance.items(), key=lambda kv: kv[0])):
-            prob += pulp.LpAffineExpression(terms) == 0, f"pd_{wi}_{k}"
-        _threshold_rows(prob, w, wi, x, pd)
-        for b in range(len(w.share)):
-            terms = list(served[b])
-            if not terms:  # no config meets the SLO for this bucket: shed by necessity, not a choice
-                unreachable.add((wi, b))
-                continue
-            if allow_shed:
-                u[wi, b] = prob.add_variable(f"u_{wi}_{b}", lowBound=0, upBound=1)
-                terms.append(u[wi, b])
-            prob += pulp.lpSum(terms) == 1, f"serve_{wi}_{b}"
-        if w.min_replicas and w.configs:
-            prob += pulp.lpSum(n[wi, ci] for ci in range(len(w.configs))) >= w.min_replicas, f"minrep_{wi}"
+            m.n[wi, ci] = prob.add_variable(f"n_{wi}_{ci}", lowBound=0, cat=pulp.LpInteger)
+            cost_terms.append((m.n[wi, ci], _replica_cost_per_hour(fp, c)))
+            pool_use[c.pool.name].append((m.n[wi, ci], c.tp))
+            power_terms.append((m.n[wi, ci], c.tp * c.watts_per_gpu))
+        if w.demand is None or fp.pin_buckets:
+            _pinned_rows(m, w, wi, allow_shed)
+        else:
+            _balanced_rows(m, fp, w, wi, allow_shed)
+        for ci in range(len(w.configs)):
+            if (wi, ci) in m.load:
+                prob += m.load[wi, ci] - m.n[wi, ci] <= 0, f"load_{wi}_{ci}"
+        # the minimum counts replicas that serve a request whole (colocated, or decode for short
+        # prompts); for Mélange input, any replica
+        serving = [ci for ci, c in enumerate(w.configs) if c.role != "prefill" or w.demand is None]
+        if w.min_replicas and serving:
+            prob += pulp.lpSum(m.n[wi, ci] for ci in serving) >= w.min_replicas, f"minrep_{wi}"
     for name, terms in pool_use.items():
         if terms:
             prob += pulp.LpAffineExpression(terms) <= fp.pools[name].max_gpus, f"pool_{name}"
     if fp.power_budget_watts is not None and power_terms:
         prob += pulp.LpAffineExpression(power_terms) <= fp.power_budget_watts, "power_budget"
     for k, (name, (limit, keys)) in enumerate(sorted(fp.gpu_quotas.items())):
-        terms = [(n[wi, ci], c.tp) for wi, w in enumerate(fp.workloads) if w.key in keys
+        terms = [(m.n[wi, ci], c.tp) for wi, w in enumerate(fp.workloads) if w.key in keys
                  for ci, c in enumerate(w.configs)]
         if terms:
             prob += pulp.LpAffineExpression(terms) <= limit, f"quota_{k}"
-    cost = pulp.LpAffineExpression(cost_terms)
-    prob.setObjective(cost)
-    return _Model(prob, n, x, u, unreachable, cost, pd)
+    m.cost = pulp.LpAffineExpression(cost_terms)
+    prob.setObjective(m.cost)
+    return m
 
 
-def _threshold_rows(prob: pulp.LpProblem, w: WorkloadProblem, wi: int, x: dict, pd: dict) -> None:
-    """One prompt-length threshold for the workload's P/D split (see the module docstring); only
-    for workloads with prefill configurations and a known bucket grid (not Mélange input)."""
-    if w.demand is None or not any(c.role == "prefill" for c in w.configs):
-        return
-    classes = [int(i) for i, _ in w.demand.buckets()]  # input class of each of the S buckets
-    for i in sorted(set(classes)):
-        pd[wi, i] = prob.add_variable(f"d_{wi}_{i}", lowBound=0, upBound=1, cat=pulp.LpInteger)
-    ordered = sorted(set(classes))
-    for lo, hi in zip(ordered, ordered[1:]):
-        prob += pd[wi, lo] - pd[wi, hi] <= 0, f"thr_{wi}_{lo}"
-    for (wj, ci, b), var in x.items():
-        if wj != wi:
+def _pinned_rows(m: _Model, w: WorkloadProblem, wi: int, allow_shed: bool) -> None:
+    """Mélange's per-bucket routing (``--melange`` input only; see the module docstring)."""
+    prob = m.prob
+    served: list[list] = [[] for _ in range(len(w.share))]
+    balance: dict[tuple[str, int], list] = {}  # (domain, bucket) -> [(x, +1 prefill | -1 decode)]
+    for ci, c in enumerate(w.configs):
+        load = []
+        for b in usable_buckets(w, ci):
+            var_x = prob.add_variable(f"x_{wi}_{ci}_{b}", lowBound=0, upBound=1)
+            m.x[wi, ci, b] = var_x
+            if c.role != "decode":
+                served[b].append(var_x)
+            if c.role != "colocated":
+                balance.setdefault((c.kv_domain, int(b)), []).append((var_x, 1 if c.role == "prefill" else -1))
+            load.append((var_x, w.rate_rps * w.share[b] / c.capacity_rps[b]))
+        m.load[wi, ci] = pulp.LpAffineExpression(load)
+    # rows in (domain, bucket) order: the order HiGHS sees them decides among equal-cost optima
+    for k, (_, terms) in enumerate(sorted(balance.items(), key=lambda kv: kv[0])):
+        prob += pulp.LpAffineExpression(terms) == 0, f"pd_{wi}_{k}"
+    for b in range(len(w.share)):
+        terms = list(served[b])
+        if not terms:  # no config meets the SLO for this bucket: shed by necessity, not a choice
+            m.unreachable.add((wi, b))
             continue
-        role = w.configs[ci].role
-        if role == "prefill":
-            prob += var - pd[wi, classes[b]] <= 0, f"thrp_{wi}_{ci}_{b}"
-        elif role == "colocated":
-            prob += var + pd[wi, classes[b]] <= 1, f"thrc_{wi}_{ci}_{b}"
+        if allow_shed:
+            m.u[wi, b] = prob.add_variable(f"u_{wi}_{b}", lowBound=0, upBound=1)
+            terms.append(m.u[wi, b])
+        prob += pulp.lpSum(terms) == 1, f"serve_{wi}_{b}"
+
+
+def routed_buckets(w: WorkloadProblem) -> tuple[np.ndarray, np.ndarray]:
+    """(servable, planned misses), shape (S,) bool each, of a workload with a demand model: the
+    buckets some config serves within the SLO, and the unservable ones within the SLO allowance
+    (``WorkloadProblem.unservable``), which the router still sends to the groups. Any other bucket
+    is shed."""
+    servable = servable_buckets(w.configs, len(w.share))
+    misses = w.unservable if w.unservable is not None else np.zeros(len(w.share), dtype=bool)
+    return servable & ~misses, misses
+
+
+def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, allow_shed: bool) -> None:
+    """Load-balanced routing as the deployed router does it (module docstring)."""
+    prob = m.prob
+    lam = w.rate_rps * w.share
+    ok, misses = routed_buckets(w)
+    for b in np.flatnonzero(~ok & ~misses):
+        m.unreachable.add((wi, int(b)))
+    buckets = np.flatnonzero(ok)
+    classes = [int(i) for i, _ in w.demand.buckets()]  # input class of each of the S buckets
+    prefill = [ci for ci, c in enumerate(w.configs) if c.role == "prefill"]
+    service = fp.routing_mode == "service"
+    d = {}
+    if prefill and not service:
+        always = w.workload is not None and w.workload.spec.serving.disaggregation == "always"
+        ordered = sorted({classes[b] for b in buckets})
+        for i in ordered:
+            d[i] = prob.add_variable(f"d_{wi}_{i}", lowBound=1 if always else 0, upBound=1, cat=pulp.LpInteger)
+            m.pd[wi, i] = d[i]
+        for lo, hi in zip(ordered, ordered[1:]):
+            prob += d[lo] - d[hi] <= 0, f"thr_{wi}_{lo}"
+    entry, xl_by_bucket, xp_by_bucket = [], {int(b): [] for b in buckets}, {int(b): [] for b in buckets}
+    # what groups that miss a few sizes may spend of the SLO's allowance (``problem.plan_configs``)
+    partial_budget = max(w.miss_budget - float(w.share[misses].sum()), 0.0)
+    partial = []
+    for ci, c in enumerate(w.configs):
+        fails = np.zeros(len(w.share), dtype=bool)
+        fails[buckets] = c.capacity_rps[buckets] <= 0
+        if c.role != "colocated" and not d or c.role == "colocated" and w.share[fails].sum() > partial_budget + 1e-12:
+            # no P/D for this workload, or the router would send this colocated group more sizes
+            # it cannot serve within the SLO than the allowance covers: the config is not used
+            prob += m.n[wi, ci] <= 0, f"unused_{wi}_{ci}"
+            continue
+        if c.role == "colocated":
+            y = prob.add_variable(f"y_{wi}_{ci}", lowBound=0, upBound=1)
+            good = buckets[~fails[buckets]]
+            load = float((lam[good] / c.capacity_rps[good]).sum())
+            terms = [(y, load + _miss_load(c, lam, misses | fails))]
+            m.unit_load[wi, ci] = lambda dv, v=terms[0][1]: v
+            if fails.any():
+                partial.append((y, float(w.share[fails].sum())))
+            entry.append(y)
+            for b in np.flatnonzero(ok | misses):
+                m.x[wi, ci, b] = y
+        elif c.role == "decode":
+            y = prob.add_variable(f"y_{wi}_{ci}", lowBound=0, upBound=1)
+            # decode pods only where some prompts go P/D (the longest class does, d monotone):
+            # otherwise they are colocated pods rendered with a sidecar and a P/D router for nothing
+            prob += y - d[max(d)] <= 0, f"dpd_{wi}_{ci}"
+            terms = [(y, _miss_load(c, lam, misses))]
+            entry.append(y)
+            for b in buckets:
+                i = d[classes[b]]
+                if c.whole_capacity_rps[b] <= 0:
+                    prob += y - i <= 0, f"dlong_{wi}_{ci}_{b}"  # only if bucket b goes P/D
+                if c.capacity_rps[b] <= 0:
+                    prob += y + i <= 1, f"dshort_{wi}_{ci}_{b}"  # only if bucket b is served whole
+                xl = _product(prob, y, i, f"xl_{wi}_{ci}_{b}")
+                xl_by_bucket[int(b)].append(xl)
+                if c.whole_capacity_rps[b] > 0:
+                    terms += [(y, lam[b] / c.whole_capacity_rps[b]), (xl, -lam[b] / c.whole_capacity_rps[b])]
+                if c.capacity_rps[b] > 0:
+                    terms.append((xl, lam[b] / c.capacity_rps[b]))
+            for b in np.flatnonzero(ok | misses):
+                m.x[wi, ci, b] = y
+            whole = np.zeros(len(lam))
+            dec = np.zeros(len(lam))
+            good = c.whole_capacity_rps[buckets] > 0
+            whole[buckets[good]] = lam[buckets[good]] / c.whole_capacity_rps[buckets[good]]
+            good = c.capacity_rps[buckets] > 0
+            dec[buckets[good]] = lam[buckets[good]] / c.capacity_rps[buckets[good]]
+            m.unit_load[wi, ci] = lambda dv, a=whole, b=dec, k=terms[0][1]: float(((1 - dv) * a + dv * b).sum()) + k
+        else:
+            p = prob.add_variable(f"p_{wi}_{ci}", lowBound=0, upBound=1)
+            pre = np.zeros(len(lam))
+            good = c.capacity_rps[buckets] > 0
+            pre[buckets[good]] = lam[buckets[good]] / c.capacity_rps[buckets[good]]
+            m.unit_load[wi, ci] = lambda dv, a=pre: float((dv * a).sum())
+            terms = []
+            for b in buckets:
+                i = d[classes[b]]
+                if c.capacity_rps[b] <= 0:
+                    prob += p + i <= 1, f"pshort_{wi}_{ci}_{b}"
+                    continue
+                xp = _product(prob, p, i, f"xp_{wi}_{ci}_{b}")
+                xp_by_bucket[int(b)].append(xp)
+                terms.append((xp, lam[b] / c.capacity_rps[b]))
+                m.x[wi, ci, b] = xp
+        coef: dict = {}
+        for var, a in terms:  # LpAffineExpression keeps the last of repeated variables: sum them first
+            coef[var] = coef.get(var, 0.0) + a
+        m.load[wi, ci] = pulp.LpAffineExpression(list(coef.items()))
+    for k, b in enumerate(buckets):
+        if xp_by_bucket[int(b)] or xl_by_bucket[int(b)]:
+            prob += pulp.lpSum(xp_by_bucket[int(b)]) - pulp.lpSum(xl_by_bucket[int(b)]) == 0, f"pd_{wi}_{k}"
+    if partial:
+        prob += pulp.LpAffineExpression(partial) <= partial_budget, f"misses_{wi}"
+    _one_group_rows(m, fp, w, wi, service)
+    if not entry:
+        for b in np.flatnonzero(ok | misses):
+            m.unreachable.add((wi, int(b)))
+        return
+    terms = list(entry)
+    if allow_shed:
+        m.u[wi] = prob.add_variable(f"u_{wi}", lowBound=0, upBound=1)
+        terms.append(m.u[wi])
+        for b in np.flatnonzero(ok | misses):
+            m.u[wi, int(b)] = m.u[wi]
+    prob += pulp.lpSum(terms) == 1, f"serve_{wi}"
+
+
+def _miss_load(c, lam: np.ndarray, misses: np.ndarray) -> float:
+    """Replicas' worth of load per unit entry share of the requests of sizes ``misses`` (S,) bool,
+    which the config receives but cannot serve within the SLO: at its throughput (no target)."""
+    if c.throughput_rps is None or not misses.any():
+        return 0.0
+    rate = c.throughput_rps[misses]
+    return float((lam[misses][rate > 0] / rate[rate > 0]).sum())
+
+
+def _product(prob: pulp.LpProblem, share, binary, name: str):
+    """A variable equal to ``share`` x ``binary`` (share in [0, 1], binary in {0, 1})."""
+    z = prob.add_variable(name, lowBound=0, upBound=1)
+    prob += z - share <= 0, f"{name}_a"
+    prob += z - binary <= 0, f"{name}_b"
+    prob += z - share - binary >= -1, f"{name}_c"
+    return z
+
+
+def _one_group_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, service: bool) -> None:
+    """Under ``service`` routing, one colocated (pool, TP) group per workload; otherwise all the
+    workload's P/D replicas in one P/D group (``solver.pd_rules``)."""
+    prob = m.prob
+    if service:
+        key_of = {ci: ci for ci, c in enumerate(w.configs) if c.role == "colocated"}
+    else:
+        key_of = {ci: c.pd_group for ci, c in enumerate(w.configs) if c.role != "colocated"}
+    keys = sorted(set(key_of.values()), key=str)
+    if len(keys) <= 1:
+        return
+    pick = {k: prob.add_variable(f"g_{wi}_{j}", lowBound=0, upBound=1, cat=pulp.LpInteger) for j, k in enumerate(keys)}
+    for ci, k in key_of.items():
+        prob += m.n[wi, ci] - _max_replicas(fp, w.configs[ci]) * pick[k] <= 0, f"grp_{wi}_{ci}"
+    prob += pulp.lpSum(pick.values()) <= 1, f"onegroup_{wi}"
 
 
 def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
     w = fp.workloads[wi]
-    return pulp.LpAffineExpression([(m.u[wi, b], w.rate_rps * w.share[b]) for b in range(len(w.share)) if (wi, b) in m.u])
+    coef: dict = {}  # one u per workload under load balancing: sum its buckets' rates
+    for b in range(len(w.share)):
+        if (wi, b) in m.u:
+            coef[m.u[wi, b]] = coef.get(m.u[wi, b], 0.0) + w.rate_rps * w.share[b]
+    return pulp.LpAffineExpression(list(coef.items()))
 
 
 def _run(m: _Model, fp: FleetProblem, deadline: float, gap: float | None = None,
@@ -389,6 +562,39 @@ def _shed_share(m: _Model, wi: int, b: int) -> float:
     return (m.u[wi, b].value() or 0.0) if (wi, b) in m.u else 0.0
 
 
+def _pd_decisions(m: _Model, w: WorkloadProblem, wi: int) -> np.ndarray:
+    """Shape (S,) 0/1: the solved P/D decision of each bucket (its input class's d)."""
+    dv = np.zeros(len(w.share))
+    if w.demand is not None:
+        for b, (i, _) in enumerate(w.demand.buckets()):
+            if (wi, int(i)) in m.pd:
+                dv[b] = round(m.pd[wi, int(i)].value() or 0.0)
+    return dv
+
+
+def _router_shares(m: _Model, w: WorkloadProblem, wi: int, reps: dict[int, int]) -> dict[int, float]:
+    """Share of the workload's requests each used group receives from a load-balancing router:
+    in proportion to its capacity for the common mix (n / unit load), so that every group runs at
+    the same utilisation. Entry groups (colocated, decode) share the served requests; prefill groups
+    share the P/D part. Any share the MILP's y satisfies, this one does too: both exist exactly when
+    Σ n / unit load ≥ 1 (capacities were already checked), so this is only what the plan reports."""
+    dv = _pd_decisions(m, w, wi)
+    served = 1.0 - ((m.u[wi].value() or 0.0) if wi in m.u else 0.0)
+    out: dict[int, float] = {}
+    entry = {ci: r / max(m.unit_load[wi, ci](dv), 1e-12) for ci, r in reps.items()
+             if w.configs[ci].role != "prefill" and (wi, ci) in m.unit_load}
+    total = sum(entry.values())
+    for ci, v in entry.items():
+        out[ci] = served * v / total if total > 0 else 0.0
+    pd_share = sum(out[ci] for ci in entry if w.configs[ci].role == "decode")
+    pre = {ci: r / max(m.unit_load[wi, ci](dv), 1e-12) for ci, r in reps.items()
+           if w.configs[ci].role == "prefill" and (wi, ci) in m.unit_load}
+    total = sum(pre.values())
+    for ci, v in pre.items():
+        out[ci] = pd_share * v / total if total > 0 else 0.0
+    return out
+
+
 def _extract(fp: FleetProblem, m: _Model) -> Plan:
     assignments, results = [], []
     total = 0.0
@@ -396,14 +602,27 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
         shed = sum(_shed_share(m, wi, b) * w.rate_rps * w.share[b] for b in range(len(w.share)))
         if shed < 1e-6 * w.rate_rps:  # below the solver's feasibility tolerance: nothing is shed
             shed = 0.0
+        reps_of = {ci: int(round(m.n[wi, ci].value() or 0)) for ci in range(len(w.configs))}
+        reps_of = {ci: r for ci, r in reps_of.items() if r > 0}
+        balanced = w.demand is not None and not fp.pin_buckets
+        shares = _router_shares(m, w, wi, reps_of) if balanced else {}
+        dv = _pd_decisions(m, w, wi)
         for ci, c in enumerate(w.configs):
-            reps = int(round(m.n[wi, ci].value() or 0))
+            reps = reps_of.get(ci, 0)
             if reps == 0:
                 continue
             bucket_rps = np.zeros(len(w.share))
-            for b in usable_buckets(w, ci):
-                bucket_rps[b] = (m.x[wi, ci, b].value() or 0.0) * w.rate_rps * w.share[b]
-            util = float((bucket_rps[c.capacity_rps > 0] / c.capacity_rps[c.capacity_rps > 0]).sum() / reps)
+            for b in range(len(w.share)):
+                if (wi, ci, b) not in m.x:
+                    continue
+                if balanced:  # what the router gives the group (``_router_shares``)
+                    bucket_rps[b] = shares.get(ci, 0.0) * (dv[b] if c.role == "prefill" else 1.0) * w.rate_rps * w.share[b]
+                else:
+                    bucket_rps[b] = max(m.x[wi, ci, b].value() or 0.0, 0.0) * w.rate_rps * w.share[b]
+            if balanced:
+                util = shares.get(ci, 0.0) * m.unit_load[wi, ci](dv) / reps if (wi, ci) in m.unit_load else 0.0
+            else:
+                util = float(m.load[wi, ci].value() or 0.0) / reps if (wi, ci) in m.load else 0.0
             cost = reps * _replica_cost_per_hour(fp, c)
             total += cost
             a = Assignment(
@@ -430,7 +649,9 @@ def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     ``util``: each bucket is evaluated at util x κ, the rate at which it alone would load a
     replica as much as the actual mix does. A prefill group predicts TTFT only (KV transfer and
     the first decode step included), a decode group TPOT only."""
-    served = bucket_rps > 0
+    served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
+    if not served.any():
+        return None, None
     slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
@@ -462,13 +683,26 @@ def _unreachable_messages(fp: FleetProblem) -> list[str]:
             out.append(f"{w.key}: no GPU pool can serve it within its SLO (no (GPU type, TP) fits the model "
                        "and meets ttft/tpot; loosen spec.slo, allow more spec.serving.tensorParallelSizes, or add a pool)")
             continue
-        reachable = set()
-        for ci, c in enumerate(w.configs):
-            if c.role != "decode":
-                reachable.update(int(b) for b in usable_buckets(w, ci))
-        for b in range(len(w.share)):
-            if b not in reachable:
-                out.append(f"{w.key}: SLO unreachable on every pool for {_describe_bucket(w, b)}; that traffic is shed")
+        if w.demand is None:
+            reachable = set()
+            for ci, c in enumerate(w.configs):
+                if c.role != "decode":
+                    reachable.update(int(b) for b in usable_buckets(w, ci))
+            shed = [b for b in range(len(w.share)) if b not in reachable]
+        else:
+            ok, misses = routed_buckets(w)
+            shed = np.flatnonzero(~ok & ~misses).tolist()
+            pct = w.workload.spec.slo.percentile
+            if misses.any():
+                sizes = "; ".join(_describe_bucket(w, b) for b in np.flatnonzero(misses))
+                out.append(f"{w.key}: {w.slo_miss_share:.1%} of requests no pool serves within the SLO ({sizes}): planned "
+                           f"as misses within the {100 - pct:g}% the p{pct:g} SLO allows; the other sizes are planned "
+                           f"at p{w.planning_percentile:.4g} so that all requests together still attain p{pct:g}")
+            if shed:
+                out.append(f"{w.key}: {float(w.share[shed].sum()):.1%} of requests no pool serves within the SLO, more "
+                           f"than the {100 - pct:g}% the p{pct:g} SLO allows; they are shed")
+        for b in shed:
+            out.append(f"{w.key}: SLO unreachable on every pool for {_describe_bucket(w, b)}; that traffic is shed")
     return out
 
 

@@ -32,6 +32,7 @@ from llmfleet.perf.capacity import (POISSON, Burstiness, capacity_rps, decode_ca
 from llmfleet.perf.power import attach_power
 from llmfleet.perf.precision import unsupported, with_precision
 from llmfleet.perf.steptime import PerfParams, default_params, load_profile
+from llmfleet.solver.pd_rules import pd_group
 from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
 from llmfleet.workload.traces import TraceError, load_trace
 
@@ -70,6 +71,11 @@ class ReplicaConfig:
     ``kv_transfer_s`` (S,) is the KV transfer time counted in a prefill replica's TTFT, s.
     ``gpu_watts`` is the predicted average draw of each of its GPUs loaded to κ, W
     (``perf.power.replica_gpu_watts``); None where unknown (the MILP then takes the TDP).
+    ``whole_capacity_rps`` (S,), decode configs only: κ of the same GPUs serving a request whole,
+    req/s. llm-d's router also sends prompts shorter than the P/D threshold to decode pods, whose
+    sidecar then passes them to the local vLLM (prefill and decode on the pod).
+    ``throughput_rps`` (S,): req/s one replica sustains with no latency target, for the buckets no
+    config serves within the SLO (0 elsewhere): what such requests cost the replicas they land on.
     """
 
     pool: PoolInfo
@@ -79,10 +85,17 @@ class ReplicaConfig:
     role: str = "colocated"
     kv_transfer_s: np.ndarray | None = None
     gpu_watts: float | None = None
+    whole_capacity_rps: np.ndarray | None = None
+    throughput_rps: np.ndarray | None = None
 
     @property
     def kv_domain(self) -> str:
         return self.pool.kv_domain
+
+    @property
+    def pd_group(self) -> tuple[str, str, int | None]:
+        """The key prefill and decode replicas of one workload must share (``solver.pd_rules``)."""
+        return pd_group(self.kv_domain, self.pool.gpu, self.tp)
 
     @property
     def watts_per_gpu(self) -> float:
@@ -117,6 +130,20 @@ class WorkloadProblem:
     configs: list[ReplicaConfig] = field(default_factory=list)
     burst: Burstiness = POISSON
     """arrival burstiness and per-bucket prompt-length variability (shape (S,)) of its demand"""
+    unservable: np.ndarray | None = None
+    """shape (S,) bool: buckets no configuration serves within the SLO. Their requests count
+    against the SLO's allowance of (100 - percentile)% misses (``slo_miss_share``) instead of being
+    shed, as long as they fit in it; None: none (or Mélange input)"""
+    miss_budget: float = 0.0
+    """share of requests the plan may leave as SLO misses (``plan_configs``), 0..1"""
+    planning_percentile: float | None = None
+    """the percentile the capacities were modelled at, %: the SLO's, raised to p / (1 - m) when a
+    share m of requests is unservable, so that the rest attains enough for the whole to meet p"""
+
+    @property
+    def slo_miss_share(self) -> float:
+        """Share of requests planned as SLO misses (unservable sizes within the allowance)."""
+        return float(self.share[self.unservable].sum()) if self.unservable is not None else 0.0
 
 
 @dataclass
@@ -140,6 +167,10 @@ class FleetProblem:
     """``FleetPolicy.spec.routing`` mode in force (``RoutingPolicy.effective_mode``)"""
     notes: list[str] = field(default_factory=list)
     """what the plan leaves out and why (printed with it), e.g. P/D under ``service`` routing"""
+    pin_buckets: bool = False
+    """plan with Mélange's per-bucket routing (a size-aware balancer that no deployed router is)
+    for every workload, as plans were made before routing was modelled: for comparisons only
+    (``bench/routing_shift.py``); ``--melange`` input always uses it"""
 
 
 def resolve_pool(pool: GPUPool, ref: str | None = None) -> PoolInfo:
@@ -344,10 +375,11 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
             burst=burst,
         )
-        wp.configs = attach_power(replica_configs(w, model, list(pools.values()), inp, out, params,
-                                                  pd_allowed=routing != "service", burst=burst), model, inp, out,
-                                  share, w.spec.slo.percentile, params, w.spec.serving.gpu_memory_utilization,
-                                  w.spec.serving.max_num_seqs, w.spec.serving.max_num_batched_tokens)
+        configs, wp.unservable, wp.planning_percentile, wp.miss_budget = plan_configs(
+            w, model, list(pools.values()), share, inp, out, params, routing != "service", burst)
+        wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
+                                  w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
+                                  w.spec.serving.max_num_batched_tokens)
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap,
@@ -356,49 +388,151 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,
-                    params: PerfParams, pd_allowed: bool = True, burst: Burstiness = POISSON) -> list[ReplicaConfig]:
+                    params: PerfParams, pd_allowed: bool = True, burst: Burstiness = POISSON,
+                    percentile: float | None = None) -> list[ReplicaConfig]:
     """Every feasible (pool, TP, role) of a workload with its capacity per bucket.
+
+    Prefill and decode configs are kept only where a partner of the other role shares their P/D
+    group (``solver.pd_rules``: KV-transfer domain and attention backend); decode configs carry
+    ``whole_capacity_rps``, what they serve when the router gives them a short prompt whole.
 
     Args:
         inp, out: shape (S,), bucket request sizes, tokens.
         pd_allowed: whether the deployed routing can disaggregate (not under ``service`` routing).
         burst: the demand's arrival and prompt-length variability (``perf.capacity.Burstiness``).
+        percentile: the latency percentile to plan at, % (default: the SLO's).
     """
     slo, serving = w.spec.slo, w.spec.serving
+    pct = slo.percentile if percentile is None else percentile
     gmu = serving.gpu_memory_utilization
     seqs = w.spec.serving.max_num_seqs
     budget = w.spec.serving.max_num_batched_tokens
     shapes = [(pool, tp) for pool in pools for tp in serving.tensor_parallel_sizes
               if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)
               and unsupported(pool.gpu, serving.quantization, serving.kv_cache_dtype) is None]
+    whole = {(pool.name, tp): capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, pct, params, gmu,
+                                           seqs, budget, burst)
+             for pool, tp in shapes}
     configs: list[ReplicaConfig] = []
     if serving.disaggregation != "always":
         for pool, tp in shapes:
-            kappa = capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, slo.percentile, params, gmu, seqs,
-                                 budget, burst)
+            kappa = whole[pool.name, tp]
             if (kappa > 0).any():
                 configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
     if serving.disaggregation == "never" or not pd_allowed:
         return configs
     decode = []
     for pool, tp in shapes:
-        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, slo.percentile, params, gmu, seqs, burst)
+        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, pct, params, gmu, seqs, burst)
         if (kappa > 0).any():
-            decode.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="decode"))
-    # receive bandwidth of the slowest decode configuration of each domain (each GPU of a TP group
-    # receives its own shard of the KV cache over its own NIC)
-    receive: dict[str, float] = {}
+            decode.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="decode",
+                                        whole_capacity_rps=whole[pool.name, tp]))
+    # receive bandwidth of the slowest decode configuration of each P/D group (each GPU of a TP
+    # group receives its own shard of the KV cache over its own NIC)
+    receive: dict[tuple, float] = {}
     for d in decode:
         bw = d.tp * d.pool.kv_bytes_per_s_per_gpu
-        receive[d.kv_domain] = min(receive.get(d.kv_domain, bw), bw)
+        receive[d.pd_group] = min(receive.get(d.pd_group, bw), bw)
     for pool, tp in shapes:
-        if pool.kv_domain not in receive:
+        group = pd_group(pool.kv_domain, pool.gpu, tp)
+        if group not in receive:
             continue  # no decode replica could take this pool's KV caches
-        transfer = kv_transfer_s(model, inp, min(tp * pool.kv_bytes_per_s_per_gpu, receive[pool.kv_domain]))
-        kappa = prefill_capacity_rps(model, pool.gpu, tp, inp, slo.ttft, slo.percentile, transfer, slo.tpot,
+        transfer = kv_transfer_s(model, inp, min(tp * pool.kv_bytes_per_s_per_gpu, receive[group]))
+        kappa = prefill_capacity_rps(model, pool.gpu, tp, inp, slo.ttft, pct, transfer, slo.tpot,
                                      params, gmu, burst)
         if (kappa > 0).any():
             configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="prefill",
                                          kv_transfer_s=transfer))
-    prefill_domains = {c.kv_domain for c in configs if c.role == "prefill"}
-    return configs + [d for d in decode if d.kv_domain in prefill_domains]
+    prefill_groups = {c.pd_group for c in configs if c.role == "prefill"}
+    return configs + [d for d in decode if d.pd_group in prefill_groups]
+
+
+def servable_buckets(configs: list[ReplicaConfig], n_buckets: int) -> np.ndarray:
+    """Shape (S,) bool: buckets some configuration serves within the SLO: whole on a colocated or
+    decode replica, or through a prefill and a decode replica of one P/D group."""
+    ok = np.zeros(n_buckets, dtype=bool)
+    prefill: dict[tuple, np.ndarray] = {}
+    decode: dict[tuple, np.ndarray] = {}
+    for c in configs:
+        if c.role == "colocated":
+            ok |= c.capacity_rps > 0
+        elif c.role == "decode":
+            ok |= c.whole_capacity_rps > 0
+            decode[c.pd_group] = decode.get(c.pd_group, np.zeros(n_buckets, dtype=bool)) | (c.capacity_rps > 0)
+        else:
+            prefill[c.pd_group] = prefill.get(c.pd_group, np.zeros(n_buckets, dtype=bool)) | (c.capacity_rps > 0)
+    for g, pre in prefill.items():
+        ok |= pre & decode.get(g, np.zeros(n_buckets, dtype=bool))
+    return ok
+
+
+PARTIAL_MISS_FRACTION = 0.1
+"""Part of the SLO's allowance of misses (after the sizes no config serves) that groups serving
+almost every size may spend on the few they cannot (e.g. a 32k-token prompt on an L40S under a
+tight TTFT): 10% of a p90 SLO's 10% is 1% of requests. A design choice, not a measured constant:
+larger values admit more heterogeneity but tighten the percentile every other size is planned at."""
+
+
+def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share: np.ndarray, inp: np.ndarray,
+                 out: np.ndarray, params: PerfParams, pd_allowed: bool, burst: Burstiness
+                 ) -> tuple[list[ReplicaConfig], np.ndarray | None, float, float]:
+    """The workload's configurations with the SLO percentile spent as a budget (DESIGN §6).
+
+    The router balances by load and cannot see sizes, so every group of a workload receives every
+    request size. Requests of sizes no configuration serves within the SLO (``servable_buckets``)
+    miss it wherever they go; a group that serves all but a few sizes misses those. While such
+    misses fit in the allowance 1 - p/100 they are planned as misses, not shed: the misses may
+    take the unservable share m plus ``PARTIAL_MISS_FRACTION`` of the rest of the allowance, and
+    the capacities are remodelled at the percentile p / (1 - budget), so that all requests together
+    still attain p. Beyond the allowance the unservable sizes are shed (a shortage) and the
+    capacities stay at p.
+
+    Returns:
+        (configs, unservable (S,) bool or None, planning percentile %, miss budget: the share of
+        requests the plan may leave as SLO misses, 0..1).
+    """
+    pct = w.spec.slo.percentile
+    allowance = 1.0 - pct / 100.0
+    base = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst)
+    bad = ~servable_buckets(base, len(share))
+    if float(share[bad].sum()) > allowance + 1e-12:
+        return base, None, pct, 0.0
+    partial = any(c.role == "colocated" and (c.capacity_rps[~bad] <= 0).any() for c in base)
+    if not bad.any() and not partial:
+        return base, None, pct, 0.0
+    budget = float(share[bad].sum())
+    if partial:
+        budget += PARTIAL_MISS_FRACTION * (allowance - budget)
+    for _ in range(3):  # a tighter percentile can lose sizes: raise until the budget holds
+        raised = min(pct / (1.0 - budget), 99.99)
+        configs = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst, percentile=raised)
+        bad = ~servable_buckets(configs, len(share))
+        if float(share[bad].sum()) <= budget + 1e-12:
+            break
+        budget = float(share[bad].sum())
+    else:
+        return base, None, pct, 0.0
+    if float(share[bad].sum()) > allowance + 1e-12:
+        return base, None, pct, 0.0
+    s, gmu = w.spec.serving, w.spec.serving.gpu_memory_utilization
+    for c in configs:  # what a request a group cannot serve in time costs it: its throughput
+        if c.role == "prefill":
+            continue
+        kappa = c.capacity_rps if c.role == "colocated" else c.whole_capacity_rps
+        miss = kappa <= 0
+        c.throughput_rps = np.zeros(len(share))
+        if miss.any():
+            c.throughput_rps[miss] = capacity_rps(model, c.pool.gpu, c.tp, inp[miss], out[miss], _NO_TARGET_S,
+                                                  _NO_TARGET_S, raised, params, gmu, s.max_num_seqs,
+                                                  s.max_num_batched_tokens, burst_subset(burst, miss))
+    return configs, (bad if bad.any() else None), raised, budget
+
+
+_NO_TARGET_S = 1e9
+"""a latency target no request misses: capacity at it is the replica's sustainable throughput"""
+
+
+def burst_subset(burst: Burstiness, mask: np.ndarray) -> Burstiness:
+    """``burst`` restricted to the buckets of ``mask`` (its per-bucket prompt SCV, if an array)."""
+    scv = np.asarray(burst.service_scv, dtype=float)
+    return burst if scv.ndim == 0 else Burstiness(burst.arrival_scv, scv[mask])

@@ -1,0 +1,185 @@
+"""The MILP routes only as the deployed router does (DESIGN §7a, issue 13): one load-balanced length
+mix per workload, P/D by one prompt-length threshold, one group behind a plain Service, P/D pairs
+that vLLM's NixlConnector accepts; and the SLO percentile spent as a budget (issue 14)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from llmfleet.api.loader import load_fleet
+from llmfleet.catalog.gpus import get_gpu
+from llmfleet.catalog.models import resolve_model
+from llmfleet.perf.steptime import load_profile, prefill_time_s
+from llmfleet.solver.milp import routed_buckets, solve
+from llmfleet.solver.pd_rules import attention_backend
+from llmfleet.solver.problem import build_problem, servable_buckets
+
+from conftest import EXAMPLES
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+@pytest.fixture(scope="module")
+def example():
+    fp = build_problem(load_fleet([EXAMPLES]))
+    return fp, solve(fp)
+
+
+def test_every_group_of_a_workload_gets_the_whole_length_mix_at_equal_utilisation(example):
+    # A router sees a request's prompt, never its output length, and llm-d's picker balances by
+    # load: each colocated group of a workload must receive the workload's own length mix, and a
+    # load balancer that equalises queues runs every group at the same utilisation.
+    fp, plan = example
+    for w in fp.workloads:
+        groups = [a for a in plan.assignments if a.workload == w.key and a.role == "colocated"]
+        assert groups, w.key
+        ok, misses = routed_buckets(w)
+        mix = w.share[ok | misses] / w.share[ok | misses].sum()
+        for a in groups:
+            got = a.bucket_rate_rps[ok | misses] / a.bucket_rate_rps.sum()
+            np.testing.assert_allclose(got, mix, rtol=1e-9, atol=1e-12)
+        assert max(a.utilization for a in groups) - min(a.utilization for a in groups) < 1e-9
+        assert sum(a.rate_rps for a in groups) == pytest.approx(w.rate_rps, rel=1e-6)
+        for a in groups:  # each group carries its share within its capacity
+            assert a.utilization <= 1.0 + 1e-6
+
+
+def test_the_pinned_plan_is_only_for_comparison_and_routes_by_bucket(example):
+    fp, _ = example
+    pinned = solve(dataclasses.replace(fp, pin_buckets=True))
+    mixes = []
+    for a in pinned.assignments:
+        if a.workload == "default/chat-8b" and a.rate_rps > 0:
+            mixes.append(a.bucket_rate_rps / a.rate_rps)
+    # Mélange's assumption lets groups take different size mixes (what no deployed router does)
+    assert len(mixes) >= 2 and max(np.abs(m - mixes[0]).max() for m in mixes) > 0.01
+
+
+def test_service_routing_runs_each_workload_on_one_group(tmp_path):
+    # kube-proxy spreads requests evenly over pods: unequal replicas cannot share a workload
+    policy = (EXAMPLES / "fleetpolicy.yaml").read_text() + "  routing: {mode: service}\n"
+    (tmp_path / "fleetpolicy.yaml").write_text(policy)
+    for name in ("workloads.yaml", "gpupools.yaml"):
+        (tmp_path / name).write_text((EXAMPLES / name).read_text())
+    shutil.copytree(EXAMPLES / "traces", tmp_path / "traces")  # traces must lie inside the folder
+    plan = solve(build_problem(load_fleet([tmp_path])))
+    assert plan.status == "optimal"
+    for key in {a.workload for a in plan.assignments}:
+        groups = {(a.pool, a.tp, a.role) for a in plan.assignments if a.workload == key}
+        assert len(groups) == 1 and next(iter(groups))[2] == "colocated", groups
+
+
+def test_attention_backends_follow_vllms_defaults():
+    # vllm/platforms/cuda.py: FLASHINFER first on compute capability 10.x, FLASH_ATTN elsewhere
+    assert attention_backend(get_gpu("B200")) == attention_backend(get_gpu("GB200")) == "FLASHINFER"
+    assert {attention_backend(get_gpu(g)) for g in ("A100-80G", "L40S", "H100-SXM", "H200")} == {"FLASH_ATTN"}
+    assert attention_backend(get_gpu("MI300X")) == "ROCM"
+    assert attention_backend(get_gpu("RTX-PRO-6000")) == "gpu:RTX-PRO-6000"  # not established: own type only
+
+
+PD_FLEET = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: summarise, namespace: prod}
+spec:
+  model: %(model)s
+  traffic: {requestRatePerSecond: 6, inputTokens: {p50: 5000, p90: 7000, p99: 7900}, outputTokens: {p50: 45, p90: 60, p99: 100}}
+  slo: {ttft: 2s, tpot: 30ms, percentile: 90}
+  serving: {tensorParallelSizes: [1, 2], disaggregation: always, minReplicas: 2}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: b200}
+spec: {gpuType: B200, maxGPUs: 64, gpusPerNode: 8, interconnect: {domain: rdma, bandwidthGbitPerSecondPerGPU: 400}}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: h100}
+spec: {gpuType: H100-SXM, maxGPUs: 64, gpusPerNode: 8, interconnect: {domain: rdma, bandwidthGbitPerSecondPerGPU: 400}}
+"""
+
+
+def test_pd_pairs_share_one_attention_backend_and_minimums_are_serving_replicas(tmp_path):
+    f = tmp_path / "pd.yaml"
+    f.write_text(PD_FLEET % {"model": MODEL})
+    fp = build_problem(load_fleet([f]))
+    w = fp.workloads[0]
+    # both GPU types can prefill and decode: the rule, not capacity, keeps them apart
+    assert {(c.pool.name, c.role) for c in w.configs} >= {("b200", "prefill"), ("h100", "prefill"),
+                                                           ("b200", "decode"), ("h100", "decode")}
+    plan = solve(fp)
+    assert plan.status == "optimal"
+    backends = {attention_backend(get_gpu(a.gpu_type)) for a in plan.assignments}
+    assert len(backends) == 1
+    assert {a.role for a in plan.assignments} == {"prefill", "decode"}
+    # minReplicas 2 are met by replicas that serve a request to its end (decode), and no prefill
+    # group is kept without traffic
+    assert sum(a.replicas for a in plan.assignments if a.role == "decode") >= 2
+    assert all(a.rate_rps > 0 for a in plan.assignments)
+    # P/D traffic balances: every prompt prefilled is decoded
+    pre = sum(a.bucket_rate_rps for a in plan.assignments if a.role == "prefill")
+    np.testing.assert_allclose(pre, w.rate_rps * w.share, rtol=1e-6)
+
+
+BUDGET_FLEET = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: long, namespace: prod}
+spec:
+  model: %(model)s
+  traffic: {requestRatePerSecond: 4, inputTokens: {p50: 1000, p90: 4000, p99: 12000}, outputTokens: {p50: 100, p90: 300, p99: 600}}
+  slo: {ttft: 2s, tpot: 300ms, percentile: %(pct)s}
+  serving: {tensorParallelSizes: [1], minReplicas: 0, disaggregation: never}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: l4}
+spec: {gpuType: L4, maxGPUs: 64, gpusPerNode: 8}
+"""
+
+
+def budget_problem(tmp_path, pct):
+    f = tmp_path / f"budget{pct}.yaml"
+    f.write_text(BUDGET_FLEET % {"model": MODEL, "pct": pct})
+    return build_problem(load_fleet([f]))
+
+
+def test_requests_no_gpu_serves_in_time_spend_the_slo_allowance_before_any_shortage(tmp_path):
+    fp = budget_problem(tmp_path, 90)
+    w = fp.workloads[0]
+    bad = w.unservable
+    assert bad is not None and bad.any()
+    # independent reason: the prompt of the top bucket alone takes longer than the 2 s TTFT on an L4
+    top = int(np.argmax(w.input_tokens))
+    assert bad[top]
+    assert prefill_time_s(resolve_model(MODEL), get_gpu("L4"), 1, w.input_tokens[top], p=load_profile("vllm-v1")) > 2.0
+    m = w.slo_miss_share
+    assert 0 < m <= 0.10
+    # the rest is planned at p / (1 - m), so that all requests together still attain p
+    assert w.planning_percentile == pytest.approx(90 / (1 - w.miss_budget))
+    plan = solve(fp)
+    assert plan.status == "optimal" and plan.workloads[0].shed_rps == 0
+    assert any("planned as misses" in msg and "p90" in msg for msg in plan.messages)
+    # the same sizes under p99 exceed its 1% allowance: now it is a shortage, named as such
+    strict = solve(budget_problem(tmp_path, 99))
+    assert strict.status == "shortage"
+    assert strict.workloads[0].shed_rps == pytest.approx(m * fp.workloads[0].rate_rps, rel=1e-6)
+    assert any("more than the 1% the p99 SLO allows" in msg for msg in strict.messages)
+
+
+def test_a_group_that_misses_a_few_sizes_may_join_within_the_allowance(example):
+    # chat-8b: an L40S replica cannot serve the rarest, longest prompts within 1 s, and they are
+    # well under the p90 allowance; it joins the mix, its misses budgeted
+    fp, plan = example
+    w = next(w for w in fp.workloads if w.key == "default/chat-8b")
+    assert w.miss_budget > 0 and w.planning_percentile > 90
+    ok = servable_buckets(w.configs, len(w.share))
+    for a in plan.assignments:
+        if a.workload != w.key:
+            continue
+        fails = ok & (a.config.capacity_rps <= 0)
+        assert w.share[fails].sum() <= w.miss_budget + 1e-12

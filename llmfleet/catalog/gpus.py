@@ -56,6 +56,7 @@ class GPUType:
     interconnect_gbps: float
     """per-GPU bandwidth available to an intra-node all-reduce, GB/s (NVLink or PCIe)"""
     min_power_cap_watts: float | None = None
+    """lowest power limit the driver accepts (nvidia-smi's Min Power Limit), W; None where not found"""
     default_cost_per_gpu_hour: float | None = None
     spec_source: str = ""
     price_source: str = ""
@@ -67,6 +68,10 @@ class GPUType:
     """ampere, ada, hopper (incl. GH200), blackwell (B200, GB200 and the RTX PRO 6000) or cdna3 (AMD
     MI300X, MI325X): decides which precisions vLLM runs (``perf.precision``); None for a GPU described
     only by ``GPUPool.spec.gpu``"""
+    max_power_limit_watts: float | None = None
+    """highest power limit the driver accepts (nvidia-smi's Max Power Limit), W; None: the TDP"""
+    power_limit_source: str = ""
+    """where the power-limit range was read (``gpus.csv``), with its confidence"""
 
     @property
     def memory_bytes(self) -> float:
@@ -114,6 +119,8 @@ def gpu_catalog() -> dict[str, GPUType]:
             peak_fp8_tflops=_float(r["peak_fp8_tflops"]),
             peak_fp4_tflops=_float(r["peak_fp4_tflops"]),
             architecture=r["architecture"] or None,
+            max_power_limit_watts=_float(r["max_power_limit_watts"]),
+            power_limit_source=r["power_limit_source"],
         )
     return out
 

@@ -1,0 +1,1 @@
+"""A real Prometheus server on loopback for tests (Debian's ``prometheus`` package)."""

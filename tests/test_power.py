@@ -149,22 +149,30 @@ def test_energy_cost_below_the_tdp_figure(examples):
     assert solve(examples).cost_per_hour == pytest.approx(solve(_at_tdp(examples)).cost_per_hour, rel=1e-9)
 
 
-def test_power_budget_row_uses_the_predicted_draw(examples):
+def test_power_budget_rows_bound_the_caps_and_with_oversubscription_the_draw(examples):
     free = solve(examples)
     predicted = free.power_watts
     at_tdp = sum(a.gpus * a.config.pool.gpu.tdp_watts for a in free.assignments)
-    assert free.tdp_watts == pytest.approx(at_tdp)
+    assert free.tdp_watts == pytest.approx(at_tdp) == pytest.approx(free.limit_watts)  # no caps without a budget
     assert predicted < at_tdp
-    budget = dataclasses.replace(examples, power_budget_watts=predicted + 1.0)
+    # the guarantee: the budget bounds every GPU at its power limit (cap, else the default = TDP)
+    budget = dataclasses.replace(examples, power_budget_watts=at_tdp + 1.0)
     m = milp._build(budget, allow_shed=False)
     row = m.prob.get_constraint_by_name("power_budget")
     for (wi, ci), var in m.n.items():
         c = budget.workloads[wi].configs[ci]
-        assert row.get(var, None) == pytest.approx(c.tp * c.gpu_watts)
-    # the unconstrained optimum fits a budget of its predicted draw, although not at TDP
-    plan = solve(budget)
+        assert row.get(var, None) == pytest.approx(c.tp * c.pool.gpu.tdp_watts)
+    assert m.prob.get_constraint_by_name("power_draw") is None
+    # declared oversubscription: the limits may sum to f x budget, the predicted draw must fit it
+    over = dataclasses.replace(examples, power_budget_watts=predicted + 1.0, power_oversubscription=1.5)
+    m = milp._build(over, allow_shed=False)
+    draw = m.prob.get_constraint_by_name("power_draw")
+    for (wi, ci), var in m.n.items():
+        c = over.workloads[wi].configs[ci]
+        assert draw.get(var, None) == pytest.approx(c.tp * c.gpu_watts)
+    plan = solve(over)
     assert plan.status == "optimal" and plan.cost_per_hour == pytest.approx(free.cost_per_hour, rel=1e-6)
-    assert plan.power_watts <= budget.power_budget_watts
+    assert plan.power_watts <= over.power_budget_watts and plan.limit_watts <= 1.5 * over.power_budget_watts
 
 
 def test_configs_without_a_prediction_count_at_tdp(examples):

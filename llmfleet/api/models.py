@@ -547,7 +547,13 @@ class FleetPolicySpec(_Model):
         return "standard" if "standard" in names else min(self.priority_tiers, key=lambda t: t.value).name
 
     mode: Literal["apply", "plan", "advisory"] = "apply"
-    power_budget_watts: float | None = Field(default=None, gt=0, le=1e10)
+    power_budget_watts: float | None = Field(default=None, gt=0, le=1e10, description=(
+        "watts the fleet's GPUs may draw: bounds the sum over planned GPUs of their power cap (a "
+        "guarantee the power agent enforces); the planner chooses a cap per GPU group"))
+    power_oversubscription: float = Field(default=1.0, ge=1.0, le=3.0, description=(
+        "caps may sum to this multiple of powerBudgetWatts while the predicted average draw stays "
+        "within it; above 1, reactive capping (lowest tier first) must keep the measured draw within "
+        "the budget"))
     energy_price_per_kwh: float = Field(default=0.0, ge=0, le=1_000, description=(
         "USD per kWh, added to the cost at each replica's predicted average GPU draw"))
     performance_profile: Literal["vllm-v1", "splitwise-2023"] = Field(default="vllm-v1", description=(

@@ -71,9 +71,17 @@ def priority_class_name(tier: str) -> str:
     return f"{PRIORITY_CLASS_PREFIX}{tier}"
 
 
-def deployment_name(workload: str, pool: str, tp: int, role: str) -> str:
-    """``<workload>-<pool>-tp<N>`` for colocated replicas, with ``-prefill``/``-decode`` for P/D."""
-    return dns_name(workload, pool, f"tp{tp}", "" if role == "colocated" else role, max_len=52)
+def deployment_name(workload: str, pool: str, tp: int, role: str, cap_watts: float | None = None) -> str:
+    """``<workload>-<pool>-tp<N>`` for colocated replicas, with ``-prefill``/``-decode`` for P/D and
+    ``-cap<W>w`` for a group under a power cap below the default limit (DESIGN §7: one Deployment
+    per workload, GPU type, TP, role and cap)."""
+    cap = f"cap{int(round(cap_watts))}w" if cap_watts is not None else ""
+    return dns_name(workload, pool, f"tp{tp}", "" if role == "colocated" else role, cap, max_len=52)
+
+
+def group_deployment_name(workload: str, a: Assignment) -> str:
+    """``deployment_name`` of a plan's group ``a`` of the workload named ``workload``."""
+    return deployment_name(workload, a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None))
 
 
 def _owner_references(w: LLMWorkload) -> list[dict[str, Any]]:
@@ -154,7 +162,7 @@ def render_deployment(w: LLMWorkload, a: Assignment, pool_node_selector: dict[st
     on port 8000 with vLLM behind it on 8200 (``routing.py`` names the sources).
     """
     routing_policy = routing_policy or RoutingPolicy()
-    name = deployment_name(w.metadata.name, a.pool, a.tp, a.role)
+    name = group_deployment_name(w.metadata.name, a)
     labels = {**_base_labels(w), "app.kubernetes.io/component": a.role, LABEL_ROLE: a.role, LABEL_POOL: a.pool,
               LABEL_GPU_TYPE: dns_name(a.gpu_type), LABEL_TP: str(a.tp), LABEL_GROUP: name}
     pod_labels = {**labels, **routing.pod_role_labels(a.role)}
@@ -314,7 +322,9 @@ def render_plan(plan: Plan, workloads: Mapping[str, LLMWorkload], pools: Mapping
         for a in groups:
             pool = pools[a.pool]
             watts = pool.spec.power.max_watts if pool.spec.power else a.config.pool.gpu.tdp_watts
-            name = deployment_name(w.metadata.name, a.pool, a.tp, a.role)
+            if getattr(a.config, "cap_watts", None) is not None:  # the plan's cap (solver.caps)
+                watts = min(watts, a.config.cap_watts)
+            name = group_deployment_name(w.metadata.name, a)
             replicas = None if f"{w.namespace}/{name}" in external_replicas else a.replicas
             out.append(render_deployment(w, a, pool.spec.node_selector, watts, replicas, policy.spec.routing))
         pd = any(a.role in ("prefill", "decode") for a in groups)

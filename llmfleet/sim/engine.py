@@ -34,6 +34,7 @@ TPOT is (finish - first token) / (output tokens - 1), as vLLM's benchmark define
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections import deque
@@ -76,6 +77,8 @@ class Replica:
     def __init__(self, sim: "Simulation", group: SimGroup, w: SimWorkload, p: PerfParams,
                  max_num_seqs: int | None, max_batched_tokens: int | None):
         self.sim, self.g = sim, group
+        if group.compute_scale < 1.0:  # a power-capped group: its steps compute at the capped clock
+            p = dataclasses.replace(p, eff_compute=p.eff_compute * group.compute_scale)
         self.model, self.p = w.model, p
         self.kv_cap = max(int(kv_capacity_tokens(w.model, group.gpu, group.tp, w.gpu_memory_utilization)), 1)
         self.max_seqs, self.budget = scheduler_limits(group.gpu, max_num_seqs, max_batched_tokens)

@@ -59,10 +59,15 @@ class SimGroup:
     bucket_rate_rps: np.ndarray
     kv_domain: str
     kv_bytes_per_s_per_gpu: float
+    compute_scale: float = 1.0
+    """factor on the step times' compute rate under the group's power cap (``solver.caps``, 1: none)"""
+    cap_watts: float | None = None
+    """the group's power cap per GPU, W (None: the default limit)"""
 
     @property
     def name(self) -> str:
-        return f"{self.pool}/tp{self.tp}/{self.role}"
+        cap = f"@{self.cap_watts:.0f}W" if self.cap_watts is not None else ""
+        return f"{self.pool}/tp{self.tp}/{self.role}{cap}"
 
 
 @dataclass
@@ -124,7 +129,8 @@ def from_plan(plan: Plan, fp: FleetProblem) -> list[SimWorkload]:
                 continue
             pool = a.config.pool
             sw.groups.append(SimGroup(a.role, a.pool, pool.gpu, a.tp, a.replicas, np.asarray(a.bucket_rate_rps, dtype=float),
-                                      pool.kv_domain, pool.kv_bytes_per_s_per_gpu))
+                                      pool.kv_domain, pool.kv_bytes_per_s_per_gpu,
+                                      getattr(a.config, "compute_scale", 1.0), getattr(a.config, "cap_watts", None)))
         out.append(sw)
     return out
 
@@ -147,6 +153,7 @@ def to_document(workloads: list[SimWorkload]) -> dict:
                 "role": g.role, "pool": g.pool, "tensorParallelSize": g.tp, "replicas": g.replicas,
                 "bucketRateRps": [round(float(v), 6) for v in g.bucket_rate_rps],
                 "kvDomain": g.kv_domain, "kvBytesPerSecondPerGPU": g.kv_bytes_per_s_per_gpu,
+                "computeScale": g.compute_scale, "powerCapWatts": g.cap_watts,
                 "gpu": asdict(g.gpu),
             } for g in w.groups],
         })
@@ -191,7 +198,8 @@ def from_document(doc: dict) -> list[SimWorkload]:
             for g in w["groups"]:
                 sw.groups.append(SimGroup(g["role"], g["pool"], GPUType(**g["gpu"]), g["tensorParallelSize"], g["replicas"],
                                           np.asarray(g["bucketRateRps"], dtype=float), g["kvDomain"],
-                                          g["kvBytesPerSecondPerGPU"]))
+                                          g["kvBytesPerSecondPerGPU"], float(g.get("computeScale", 1.0)),
+                                          g.get("powerCapWatts")))
             _check(sw)
             out.append(sw)
         return out

@@ -33,10 +33,13 @@ Under ``service`` routing kube-proxy gives every pod an equal share, so a worklo
 Mélange-format input (``--melange``) keeps Mélange's own assumption, a size-aware balancer: per
 bucket shares x[w,c,b] with Σ_c x[w,c,b] + u[w,b] = 1 and Σ_b λ s_b x / κ_b ≤ n.
 
-Shared constraints: Σ_{w, c in pool} TP n ≤ maxGPUs(pool); Σ TP n P_c ≤ power budget (when the
-FleetPolicy sets one); Σ_{w in namespace, c} TP n ≤ GPU quota (FleetPolicy spec.tenancy);
-Σ_c n ≥ minReplicas(w). P_c is the predicted average draw of one GPU of config c loaded to its
-capacity κ (``perf.power``, ``ReplicaConfig.watts_per_gpu``; the TDP where a config has none).
+Shared constraints: Σ_{w, c in pool} TP n ≤ maxGPUs(pool); Σ TP n L_c ≤ f x power budget, with
+L_c the power cap of config c (``solver.caps``; the default limit where uncapped) and f the
+policy's oversubscription (1: the caps guarantee the budget), plus Σ TP n P_c ≤ power budget when
+f > 1; Σ_{w in namespace, c} TP n ≤ GPU quota (FleetPolicy spec.tenancy); Σ_c n ≥ minReplicas(w)
+over the replicas that serve a request whole. P_c is the predicted average draw of one GPU of
+config c loaded to its capacity κ (``perf.power``, ``ReplicaConfig.watts_per_gpu``, at most its
+cap; the TDP where a config has none).
 Objective: Σ n TP (price + P_c x energy price). When all demand fits, one solve with u = 0.
 Otherwise priorities are lexicographic: minimise the shed req/s of the top tier, fix it, then the
 next tier, and finally minimise cost with every tier's service fixed.
@@ -131,13 +134,14 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     prob = m.prob
     cost_terms = []
     pool_use: dict[str, list] = {name: [] for name in fp.pools}
-    power_terms = []
+    power_terms, draw_terms = [], []
     for wi, w in enumerate(fp.workloads):
         for ci, c in enumerate(w.configs):
             m.n[wi, ci] = prob.add_variable(f"n_{wi}_{ci}", lowBound=0, cat=pulp.LpInteger)
             cost_terms.append((m.n[wi, ci], _replica_cost_per_hour(fp, c)))
             pool_use[c.pool.name].append((m.n[wi, ci], c.tp))
-            power_terms.append((m.n[wi, ci], c.tp * c.watts_per_gpu))
+            power_terms.append((m.n[wi, ci], c.tp * c.limit_watts))
+            draw_terms.append((m.n[wi, ci], c.tp * c.watts_per_gpu))
         if w.demand is None or fp.pin_buckets:
             _pinned_rows(m, w, wi, allow_shed)
         else:
@@ -154,7 +158,12 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
         if terms:
             prob += pulp.LpAffineExpression(terms) <= fp.pools[name].max_gpus, f"pool_{name}"
     if fp.power_budget_watts is not None and power_terms:
-        prob += pulp.LpAffineExpression(power_terms) <= fp.power_budget_watts, "power_budget"
+        # the caps bound the draw whatever the load: their sum is the guarantee; with a declared
+        # oversubscription the caps may exceed the budget and the predicted draw must fit instead
+        prob += (pulp.LpAffineExpression(power_terms) <= fp.power_budget_watts * fp.power_oversubscription,
+                 "power_budget")
+        if fp.power_oversubscription > 1.0:
+            prob += pulp.LpAffineExpression(draw_terms) <= fp.power_budget_watts, "power_draw"
     for k, (name, (limit, keys)) in enumerate(sorted(fp.gpu_quotas.items())):
         terms = [(m.n[wi, ci], c.tp) for wi, w in enumerate(fp.workloads) if w.key in keys
                  for ci, c in enumerate(w.configs)]
@@ -394,13 +403,17 @@ def prune_dominated(w: WorkloadProblem) -> list:
 
     ``tp`` GPUs as one replica of TP ``tp`` are dominated by the same GPUs as ``tp/tp'`` replicas
     of TP ``tp'`` (same pool, same cost, same GPUs, at least as many replicas) when
-    κ(tp) <= (tp/tp') κ(tp') in every bucket: any plan using the former can swap in the latter.
+    κ(tp) <= (tp/tp') κ(tp') in every bucket (and, for decode, what it serves whole) at no higher
+    power cap or draw: any plan using the former can swap in the latter.
     """
     keep = []
     for c in w.configs:
         dominated = any(
             o.pool.name == c.pool.name and o.role == c.role and o.tp < c.tp and c.tp % o.tp == 0
+            and o.limit_watts <= c.limit_watts and o.watts_per_gpu <= c.watts_per_gpu  # no more power
             and (c.capacity_rps <= (c.tp // o.tp) * o.capacity_rps + 1e-12).all()
+            and (c.whole_capacity_rps is None
+                 or (c.whole_capacity_rps <= (c.tp // o.tp) * o.whole_capacity_rps + 1e-12).all())
             for o in w.configs
         )
         if not dominated:
@@ -415,7 +428,10 @@ def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
     for limit, keys in fp.gpu_quotas.values():
         if _quota_gpus(plan, keys) > limit:
             return False
-    return fp.power_budget_watts is None or plan.power_watts <= fp.power_budget_watts
+    if fp.power_budget_watts is None:
+        return True
+    f = fp.power_oversubscription
+    return plan.limit_watts <= f * fp.power_budget_watts and (f <= 1.0 or plan.power_watts <= fp.power_budget_watts)
 
 
 def solve(fp: FleetProblem) -> Plan:
@@ -451,10 +467,65 @@ def solve(fp: FleetProblem) -> Plan:
     return _mark_shortage(plan, fp)
 
 
+def _prefer_higher_caps(plan: Plan, fp: FleetProblem) -> None:
+    """Among equal-cost plans the solver is indifferent to power caps: raise each capped group to
+    the highest cap of the same (pool, TP, role) that the power budget still allows and that costs
+    no more (its energy at the predicted draw), highest tier first. A higher cap never lowers κ, so
+    the group still carries its load, with more latency headroom. Changes ``plan`` in place."""
+    if fp.power_budget_watts is None or not any(a.config.cap_watts is not None for a in plan.assignments):
+        return
+    allowed = fp.power_budget_watts * fp.power_oversubscription
+    by_key = {w.key: w for w in fp.workloads}
+    for a in sorted(plan.assignments, key=lambda a: (-by_key[a.workload].tier_value, a.workload, a.pool, a.tp)):
+        c = a.config
+        if c.cap_watts is None:
+            continue
+        w = by_key[a.workload]
+        siblings = sorted((o for o in w.configs if o.pool.name == c.pool.name and o.tp == c.tp and o.role == c.role
+                           and o.limit_watts > c.limit_watts), key=lambda o: -o.limit_watts)
+        for o in siblings:
+            extra = a.gpus * (o.limit_watts - c.limit_watts)
+            cost = a.replicas * _replica_cost_per_hour(fp, o)
+            draw_ok = fp.power_oversubscription <= 1.0 or (
+                plan.power_watts + a.gpus * (o.watts_per_gpu - c.watts_per_gpu) <= fp.power_budget_watts)
+            if plan.limit_watts + extra <= allowed + 1e-9 and cost <= a.cost_per_hour + 1e-9 and draw_ok:
+                old = _unit_load(c, a.bucket_rate_rps)
+                a.config, a.cost_per_hour = o, cost
+                if old > 0:
+                    a.utilization *= _unit_load(o, a.bucket_rate_rps) / old
+                if w.model is not None and a.rate_rps > 0:
+                    a.ttft_s, a.tpot_s = _predicted_latency(w, o, a.bucket_rate_rps, min(a.utilization, 1.0), fp.params)
+                break
+    merged: dict[tuple[str, int], Assignment] = {}
+    for a in plan.assignments:  # two groups raised to the same cap are one group (one Deployment)
+        key = (a.workload, id(a.config))
+        if key not in merged:
+            merged[key] = a
+            continue
+        m = merged[key]
+        total = m.replicas + a.replicas
+        m.utilization = (m.utilization * m.replicas + a.utilization * a.replicas) / total
+        m.replicas, m.gpus, m.cost_per_hour = total, m.gpus + a.gpus, m.cost_per_hour + a.cost_per_hour
+        m.rate_rps, m.bucket_rate_rps = m.rate_rps + a.rate_rps, m.bucket_rate_rps + a.bucket_rate_rps
+        w = by_key[a.workload]
+        if w.model is not None and m.rate_rps > 0:
+            m.ttft_s, m.tpot_s = _predicted_latency(w, m.config, m.bucket_rate_rps, min(m.utilization, 1.0), fp.params)
+    plan.assignments = list(merged.values())
+    plan.cost_per_hour = sum(a.cost_per_hour for a in plan.assignments)
+
+
+def _unit_load(c, bucket_rps: np.ndarray) -> float:
+    """Σ_b rate_b / κ_b over the buckets the config serves within the SLO: its load in replicas."""
+    ok = c.capacity_rps > 0
+    return float((bucket_rps[ok] / c.capacity_rps[ok]).sum())
+
+
 def _mark_shortage(plan: Plan, fp: FleetProblem) -> Plan:
     """A plan that leaves any demand unserved (capacity short, or an SLO no config meets) is a
     ``shortage``, whatever the solver's own status; the messages say why, after the problem's
     own notes (what it left out)."""
+    if plan.cost_per_hour is not None:
+        _prefer_higher_caps(plan, fp)
     if plan.status in ("optimal", "feasible") and any(r.shed_rps > 0 for r in plan.workloads):
         plan.status = "shortage"
     plan.messages = list(fp.notes) + plan.messages
@@ -726,9 +797,9 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
             full.append(f"{name} ({used}/{pool.max_gpus} GPUs)")
     power = ""
     if fp.power_budget_watts is not None:
-        watts = plan.power_watts
-        if watts >= 0.98 * fp.power_budget_watts:
-            power = f"; power budget binds ({watts:.0f}/{fp.power_budget_watts:.0f} W)"
+        watts, allowed = plan.limit_watts, fp.power_budget_watts * fp.power_oversubscription
+        if watts >= 0.98 * allowed:
+            power = f"; power budget binds (GPU power caps {watts:.0f} of {allowed:.0f} W, FleetPolicy spec.powerBudgetWatts)"
     for r in plan.workloads:
         if r.shed_rps > 1e-6:
             why = f"pools at capacity: {', '.join(full)}" if full else "SLO unreachable for part of its traffic"

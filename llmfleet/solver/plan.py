@@ -42,6 +42,8 @@ class Assignment:
             "predictedTTFTSeconds": None if self.ttft_s is None else round(self.ttft_s, 4),
             "predictedTPOTSeconds": None if self.tpot_s is None else round(self.tpot_s, 5),
             "predictedWattsPerGPU": round(self.gpu_watts, 1),
+            "powerCapWatts": None if getattr(self.config, "cap_watts", None) is None else round(self.config.cap_watts, 1),
+            "capCapacityFactor": round(getattr(self.config, "cap_capacity_factor", 1.0), 4),
         }
 
     @property
@@ -107,6 +109,12 @@ class Plan:
         return sum(a.gpus * a.gpu_watts for a in self.assignments)
 
     @property
+    def limit_watts(self) -> float:
+        """The plan's GPUs at their power caps (the default limit where uncapped), W: what the power
+        budget bounds."""
+        return sum(a.gpus * a.config.limit_watts for a in self.assignments)
+
+    @property
     def tdp_watts(self) -> float:
         """The plan's GPUs at their TDP, W (what counting by datasheet would reserve)."""
         return sum(a.gpus * a.config.pool.gpu.tdp_watts for a in self.assignments)
@@ -118,6 +126,7 @@ class Plan:
             "dualBound": r(self.dual_bound), "gap": r(self.gap, 6), "solveTimeSeconds": r(self.solve_time_s, 3),
             "solver": self.solver, "totalGPUs": self.total_gpus,
             "predictedGPUWatts": round(self.power_watts, 1), "tdpWatts": round(self.tdp_watts, 1),
+            "powerCapWatts": round(self.limit_watts, 1),
             "assignments": [a.to_dict() for a in self.assignments],
             "workloads": [w.to_dict() for w in self.workloads],
             "messages": list(self.messages),

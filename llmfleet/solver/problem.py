@@ -32,6 +32,7 @@ from llmfleet.perf.capacity import (POISSON, Burstiness, capacity_rps, decode_ca
 from llmfleet.perf.power import attach_power
 from llmfleet.perf.precision import unsupported, with_precision
 from llmfleet.perf.steptime import PerfParams, default_params, load_profile
+from llmfleet.solver.caps import capped_configs
 from llmfleet.solver.pd_rules import pd_group
 from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
 from llmfleet.workload.traces import TraceError, load_trace
@@ -87,6 +88,14 @@ class ReplicaConfig:
     gpu_watts: float | None = None
     whole_capacity_rps: np.ndarray | None = None
     throughput_rps: np.ndarray | None = None
+    cap_watts: float | None = None
+    """power cap of each GPU, W (``solver.caps``); None: the GPU's default limit"""
+    compute_scale: float = 1.0
+    """the compute rate of its steps under the cap over the default (``perf.powercap``), for the
+    simulator"""
+    cap_capacity_factor: float = 1.0
+    """κ under the cap over κ at the default limit, median over the buckets both serve: what the
+    cap's slowdown costs the replica"""
 
     @property
     def kv_domain(self) -> str:
@@ -99,9 +108,15 @@ class ReplicaConfig:
 
     @property
     def watts_per_gpu(self) -> float:
-        """What the plan counts per GPU of this config, W: ``gpu_watts`` where predicted, else the
-        GPU's TDP (datasheet, ``catalog/gpus.csv``)."""
-        return self.gpu_watts if self.gpu_watts is not None else self.pool.gpu.tdp_watts
+        """Predicted average draw per GPU of this config, W: ``gpu_watts`` where predicted, else the
+        GPU's TDP (datasheet, ``catalog/gpus.csv``); never above its cap."""
+        draw = self.gpu_watts if self.gpu_watts is not None else self.pool.gpu.tdp_watts
+        return min(draw, self.cap_watts) if self.cap_watts is not None else draw
+
+    @property
+    def limit_watts(self) -> float:
+        """The power limit each GPU runs under, W: its cap, else the default limit (the TDP)."""
+        return self.cap_watts if self.cap_watts is not None else self.pool.gpu.tdp_watts
 
 
 @dataclass
@@ -167,6 +182,8 @@ class FleetProblem:
     """``FleetPolicy.spec.routing`` mode in force (``RoutingPolicy.effective_mode``)"""
     notes: list[str] = field(default_factory=list)
     """what the plan leaves out and why (printed with it), e.g. P/D under ``service`` routing"""
+    power_oversubscription: float = 1.0
+    """``FleetPolicy.spec.powerOversubscription``: Σ GPUs x cap ≤ this x the power budget"""
     pin_buckets: bool = False
     """plan with Mélange's per-bucket routing (a size-aware balancer that no deployed router is)
     for every workload, as plans were made before routing was modelled: for comparisons only
@@ -312,13 +329,16 @@ def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
 
 
 def build_problem(spec: FleetSpec, params: PerfParams | None = None,
-                  demands: dict[str, Demand] | None = None, inference_pool_crd: bool = True) -> FleetProblem:
+                  demands: dict[str, Demand] | None = None, inference_pool_crd: bool = True,
+                  power_caps: bool = True) -> FleetProblem:
     """Assemble the MILP inputs for a whole fleet.
 
     Args:
         demands: optional demand per workload key, overriding the spec (e.g. from telemetry).
         inference_pool_crd: whether the cluster has the InferencePool CRD (decides the routing
             mode when ``FleetPolicy.spec.routing.mode`` is unset; offline planning assumes it).
+        power_caps: under a power budget, offer each configuration at lower cap levels too
+            (``solver.caps``); False plans at the default limits only (TDP accounting).
 
     Raises:
         ManifestError: unknown model or GPU type, missing price, token percentiles beyond the
@@ -380,11 +400,14 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
                                   w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
                                   w.spec.serving.max_num_batched_tokens)
+        if policy.power_budget_watts is not None and power_caps:
+            wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile, burst)
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap,
                         gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params,
-                        routing_mode=routing, notes=notes)
+                        routing_mode=routing, notes=notes,
+                        power_oversubscription=policy.power_oversubscription)
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,

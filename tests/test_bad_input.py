@@ -306,17 +306,54 @@ def test_simulate_names_the_trace_argument(saved_plan, tmp_path):
     assert_refused(run("simulate", saved_plan / "plan.json", bad), "TRACE", "x.csv", "none of the expected column names")
 
 
-# ---- fail fast --------------------------------------------------------------------------------
+# ---- minimums beyond the pools --------------------------------------------------------------
 
-def test_minimum_replicas_beyond_every_pool_fail_fast(tmp_path):
-    """5,000 workloads whose minimum replicas alone need 5,000 GPUs against 8: refused before any
-    capacity is modelled (exit 3: valid input, no plan possible), with the numbers."""
-    docs = "---\n".join(WORKLOAD.replace("name: chat,", f"name: chat-{i},") for i in range(5000))
-    d = plan_files(tmp_path, docs)
-    r = run("plan", "-f", d)
+SCARCE = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: gold, namespace: prod}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic: {requestRatePerSecond: 10, inputTokens: {p50: 500, p90: 1500, p99: 3000}, outputTokens: {p50: 200, p90: 400, p99: 800}}
+  slo: {ttft: 1s, tpot: 100ms}
+  priority: critical
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: bronze, namespace: prod}
+spec:
+  model: meta-llama/Llama-3.1-70B-Instruct
+  traffic: {requestRatePerSecond: 1, inputTokens: {p50: 500, p90: 1500, p99: 3000}, outputTokens: {p50: 200, p90: 400, p99: 800}}
+  slo: {ttft: 2s, tpot: 150ms}
+  priority: low
+  serving: {tensorParallelSizes: [4]}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: h100}
+spec: {gpuType: H100-SXM, maxGPUs: 4, gpusPerNode: 8}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: FleetPolicy
+metadata: {name: default}
+spec:
+  priorityTiers: [{name: critical, value: 1000000}, {name: low, value: 1000}]
+"""
+
+
+def test_a_lower_tiers_minimum_never_blocks_a_higher_tier(tmp_path):
+    """Issue 15's case: gold (an 8B model, 10 req/s) and bronze (a 70B model at TP 4, which alone
+    needs all 4 GPUs) with the default minReplicas 1 on 4 H100s. Both minimums together need 5
+    GPUs; gold is served in full, bronze's minimum is what gives (exit 3, named)."""
+    (tmp_path / "fleet.yaml").write_text(SCARCE)
+    r = run("plan", "-f", tmp_path, "-o", "json", "--no-baseline")
     assert r.returncode == 3, r.stderr
-    assert "need at least 5000 GPUs" in r.stderr and "offer 8" in r.stderr and "Traceback" not in r.stderr
-    assert "capacity model" not in r.stderr  # nothing expensive started
+    assert "need at least 5 GPUs" in r.stderr and "higher tiers are served first" in r.stderr
+    doc = json.loads(r.stdout)
+    res = {w["workload"]: w for w in doc["workloads"]}
+    assert res["prod/gold"]["shedRps"] == 0 and res["prod/bronze"]["servedRps"] == 0
+    assert sum(a["gpus"] for a in doc["assignments"] if a["workload"] == "prod/gold") >= 1
+    assert any("prod/bronze" in m and "minReplicas 1 not met" in m for m in doc["messages"])
 
 
 def test_control_characters_in_a_trace_path(tmp_path):

@@ -178,10 +178,20 @@ def test_priority_tiers_when_gpus_are_short(tmp_path):
     assert any("prod/bronze" in m and "a100" in m for m in plan.messages)
 
 
-def test_infeasible_min_replicas_is_explained_not_raised(tmp_path):
+def test_a_lower_tiers_minimum_gives_way_to_a_higher_tier(tmp_path):
+    # bronze asks for 5 minimum replicas on a 2-GPU pool: no plan could meet every minimum, but a
+    # minimum is part of the tier order, so gold is served first and bronze's minimum is what gives
+    ample = solve(scarce_problem(tmp_path, gpus=64))
+    need_gold = sum(a.gpus for a in ample.assignments if a.workload == "prod/gold")
     plan = solve(scarce_problem(tmp_path, gpus=2, minrep=5))
-    assert plan.status == "infeasible" and plan.cost_per_hour is None
-    assert any("maxGPUs" in m for m in plan.messages)
+    assert plan.status == "shortage" and plan.cost_per_hour is not None
+    res = {w.workload: w for w in plan.workloads}
+    if need_gold <= 2:
+        assert res["prod/gold"].shed_rps == pytest.approx(0.0, abs=1e-6)
+    gold = sum(a.replicas for a in plan.assignments if a.workload == "prod/gold")
+    bronze = sum(a.replicas for a in plan.assignments if a.workload == "prod/bronze")
+    assert gold >= 1 and bronze < 5
+    assert any("prod/bronze" in m and "minReplicas 5 not met" in m for m in plan.messages)
 
 
 def test_unreachable_slo_is_reported(tmp_path):

@@ -104,6 +104,8 @@ class _Model:
     """(workload index, input class) -> binary: that class's prompts go through prefill pods"""
     load: dict = dataclasses.field(default_factory=dict)
     """(workload, config) -> replicas' worth of load the config carries (its capacity row)"""
+    short: dict = dataclasses.field(default_factory=dict)
+    """workload index -> replicas its minReplicas lack (soft minimum, only when shedding)"""
     unit_load: dict = dataclasses.field(default_factory=dict)
     """(workload, config) -> replicas' worth of load per unit of entry (prefill: P/D) share, as a
     function of the P/D decision per bucket (shape (S,), 0/1): what ``_router_shares`` balances"""
@@ -153,7 +155,13 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
         # prompts); for Mélange input, any replica
         serving = [ci for ci, c in enumerate(w.configs) if c.role != "prefill" or w.demand is None]
         if w.min_replicas and serving:
-            prob += pulp.lpSum(m.n[wi, ci] for ci in serving) >= w.min_replicas, f"minrep_{wi}"
+            # a minimum is part of the tier order (DESIGN §6): hard when everything fits; when
+            # capacity is short, a shortfall the tier phases minimise after the tier's own demand
+            terms = [m.n[wi, ci] for ci in serving]
+            if allow_shed:
+                m.short[wi] = prob.add_variable(f"short_{wi}", lowBound=0, upBound=w.min_replicas)
+                terms.append(m.short[wi])
+            prob += pulp.lpSum(terms) >= w.min_replicas, f"minrep_{wi}"
     for name, terms in pool_use.items():
         if terms:
             prob += pulp.LpAffineExpression(terms) <= fp.pools[name].max_gpus, f"pool_{name}"
@@ -586,8 +594,21 @@ def solve_joint(fp: FleetProblem) -> Plan:
             # the shed this tier reached (optimal, or the best found in its share of the time)
             best = pulp.value(shed) or 0.0
             m.prob += shed <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_shed"
-            fixes.append((members, best))
+            fixes.append((members, best, _shed_rps))
             incumbent = {v.name: v.varValue for v in m.prob.variables()}
+            # then the tier's minimum replicas, before any lower tier is served
+            if any(wi in m.short for wi in members):
+                short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
+                m.prob.setObjective(short)
+                now = time.perf_counter()
+                _run(m, fp, now + (deadline - now) / 4 / (len(tiers) - k), gap=max(fp.relative_gap, _TIER_GAP),
+                     label=f"shortage, minimum replicas of tier value {tier_value}", unit="replicas short")
+                if not _has_solution(m):
+                    break
+                best = pulp.value(short) or 0.0
+                m.prob += short <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_short"
+                fixes.append((members, best, _short_replicas))
+                incumbent = {v.name: v.varValue for v in m.prob.variables()}
         m.prob.setObjective(m.cost)
         status, bound = _run(m, fp, deadline)
         if not _has_solution(m) and fixes:
@@ -605,8 +626,8 @@ def solve_joint(fp: FleetProblem) -> Plan:
                     messages=messages)
 
     def fix_tiers(mm: _Model) -> None:
-        for members, best in fixes:
-            mm.prob += pulp.lpSum(_shed_rps(fp, mm, wi) for wi in members) <= best + _SHED_TOL * max(1.0, best)
+        for members, best, measure in fixes:
+            mm.prob += pulp.lpSum(measure(fp, mm, wi) for wi in members) <= best + _SHED_TOL * max(1.0, best)
 
     lp_bound = _lp_bound(fp, True, fix_tiers) if shedding else full_service_lp
     plan = _extract(fp, m)
@@ -624,6 +645,11 @@ def solve_joint(fp: FleetProblem) -> Plan:
         plan.status = "optimal" if plan.gap <= fp.relative_gap + 1e-9 else "feasible"
     plan.messages = messages
     return plan
+
+
+def _short_replicas(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
+    """Replicas the workload's minimum lacks (0 when it has no soft minimum)."""
+    return pulp.LpAffineExpression([(m.short[wi], 1.0)]) if wi in m.short else pulp.LpAffineExpression()
 
 
 def _shed_share(m: _Model, wi: int, b: int) -> float:
@@ -808,4 +834,9 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
                 if r.workload in keys and used >= limit:
                     why = f"GPU quota of namespace {name} reached ({used}/{limit} GPUs)"
             out.append(f"{r.workload} (tier {r.tier}): {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served; {why}{power}")
+    for w in fp.workloads:
+        have = sum(a.replicas for a in plan.assignments if a.workload == w.key and a.role != "prefill")
+        if w.min_replicas and have < w.min_replicas:
+            out.append(f"{w.key} (tier {w.tier}): spec.serving.minReplicas {w.min_replicas} not met ({have} planned): "
+                       f"minimums come after every higher tier's demand and minimums")
     return out

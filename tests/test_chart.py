@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from llmfleet.api.crds import CRD_KINDS, crd, crd_files
-from llmfleet.operator.rbac import OPERATOR_RULES
+from llmfleet.operator.rbac import OPERATOR_RULES, lease_role
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "llmfleet"
@@ -22,7 +22,7 @@ KUBE_VERSION = "1.28.0"  # the oldest release the e2e suite targets; the local c
 
 VARIANTS = {
     "defaults": {},
-    "peering-and-extras": {
+    "ha-and-extras": {
         "replicaCount": 2, "fleetPolicy": {"create": True, "spec": {"mode": "plan", "headroom": 0.2}},
         "gpuPools": [{"name": "h100", "spec": {"gpuType": "H100-SXM", "maxGPUs": 16, "costPerGPUHour": 6.9}}],
         "serviceMonitor": {"enabled": True}, "operator": {"tracesConfigMap": "traces", "logLevel": "debug"},
@@ -73,7 +73,7 @@ def test_rendered_builtin_objects_are_valid_kubernetes(variant):
 
 
 def test_custom_resources_from_the_chart_and_examples_match_the_crd_schema():
-    docs = render(VARIANTS["peering-and-extras"])
+    docs = render(VARIANTS["ha-and-extras"])
     docs += [d for f in sorted((REPO / "examples").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
     checked = 0
     for d in docs:
@@ -90,15 +90,17 @@ def test_custom_resources_from_the_chart_and_examples_match_the_crd_schema():
 def test_clusterrole_grants_exactly_what_the_operator_uses():
     role = next(d for d in render({}) if d["kind"] == "ClusterRole")
     assert role["rules"] == OPERATOR_RULES
-    role2 = next(d for d in render({"replicaCount": 2}) if d["kind"] == "ClusterRole")
-    assert role2["rules"][:-2] == OPERATOR_RULES
-    assert role2["rules"][-2:] == [
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "resourceNames": ["llmfleet"],
-         "verbs": ["get", "patch"]}]
-    peering = [d for d in render({"replicaCount": 2}) if d["kind"] == "ClusterKopfPeering"]
-    assert [p["metadata"]["name"] for p in peering] == ["llmfleet"]
-    assert not [d for d in render({}) if d["kind"] == "ClusterKopfPeering"]
+    # more than one replica: the same ClusterRole, plus the leader election's Lease Role in the
+    # release namespace, exactly the rules of llmfleet/operator/rbac.py
+    ha = render({"replicaCount": 2})
+    assert next(d for d in ha if d["kind"] == "ClusterRole")["rules"] == OPERATOR_RULES
+    lease = next(d for d in ha if d["kind"] == "Role")
+    assert lease["metadata"]["namespace"] == "llmfleet-system"
+    assert lease["rules"] == lease_role("llmfleet-system", "llmfleet")["rules"]
+    lease_binding = next(d for d in ha if d["kind"] == "RoleBinding")
+    assert lease_binding["roleRef"]["name"] == lease["metadata"]["name"]
+    assert not [d for d in render({}) if d["kind"] in ("Role", "RoleBinding")]
+    assert not [d for d in ha if d["apiVersion"].startswith("kopf.dev/")]
     binding = next(d for d in render({}) if d["kind"] == "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "llmfleet", "namespace": "llmfleet-system"}]
 
@@ -112,9 +114,11 @@ def test_operator_pod_is_locked_down():
     assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                     "privileged": False, "capabilities": {"drop": ["ALL"]}}
     assert c["resources"]["requests"] and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert "--peering=llmfleet" not in c["args"]
+    assert "--leader-elect" not in c["args"]
     dep2 = next(d for d in render({"replicaCount": 2}) if d["kind"] == "Deployment")
-    assert "--peering=llmfleet" in dep2["spec"]["template"]["spec"]["containers"][0]["args"]
+    args2 = dep2["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-elect" in args2 and "--leader-election-namespace=llmfleet-system" in args2
+    assert not [a for a in args2 if a.startswith("--peering")]
 
 
 @pytest.mark.parametrize("values, field", [
@@ -123,6 +127,7 @@ def test_operator_pod_is_locked_down():
     ({"priorityClasses": {"tiers": [{"name": "Gold!", "value": 1}]}}, "name"),
     ({"fleetPolicy": {"create": True, "spec": {"mode": "yolo"}}}, "mode"),
     ({"replicas": 2}, "replicas"),
+    ({"leaderElection": {"retryPeriodSeconds": 0}}, "retryPeriodSeconds"),
 ])
 def test_values_schema_refuses_bad_values(values, field):
     with pytest.raises(helm.HelmValuesError, match=field):

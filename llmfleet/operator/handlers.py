@@ -3,10 +3,22 @@ Deployment llmfleet manages) wakes one cluster-wide planner task; the plan is jo
 handler reconciles a single object. Bursts are debounced, and a timer re-plans every
 ``FleetPolicy.spec.replanIntervalSeconds``.
 
+With leader election (``LLMFLEET_LEADER_ELECTION``, leader.py) every replica runs these handlers
+but only the one holding the Lease starts its planner; the others only watch.
+
+On SIGTERM (or a lost Lease) writes stop at once (``Kube.stop_writes``): the apply in progress is
+abandoned before its next request, the Lease is released, and the process exits within
+``LLMFLEET_SHUTDOWN_TIMEOUT_SECONDS`` whatever a solve in progress does.
+
 Settings come from the environment so that ``kopf run -m llmfleet.operator`` and
 ``llmfleet operator`` behave the same:
     LLMFLEET_TRACE_DIR          folder relative trace paths are read from (default: the cwd)
     LLMFLEET_DEBOUNCE_SECONDS   quiet time gathered before a reconcile (default 1.0)
+    LLMFLEET_API_TIMEOUT_SECONDS        timeout of one API request (default kube.DEFAULT_API_TIMEOUT_S)
+    LLMFLEET_SHUTDOWN_TIMEOUT_SECONDS   most time from SIGTERM to exit (default 20)
+    LLMFLEET_LEADER_ELECTION    "1": elect one active replica with a Lease (default off)
+    LLMFLEET_LEASE_NAME, LLMFLEET_LEASE_NAMESPACE, LLMFLEET_LEASE_DURATION_SECONDS,
+    LLMFLEET_RENEW_DEADLINE_SECONDS, LLMFLEET_RETRY_PERIOD_SECONDS   see leader.ElectionSettings
 """
 
 from __future__ import annotations
@@ -14,13 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import kopf
 
 from llmfleet.api.loader import ManifestError, parse_document
 from llmfleet.api.models import API_GROUP, API_VERSION
-from llmfleet.operator.kube import Kube
+from llmfleet.operator.kube import DEFAULT_API_TIMEOUT_S, ApiUnavailable, Kube, WritesStopped
+from llmfleet.operator.leader import (DEFAULT_LEASE_DURATION_S, DEFAULT_RENEW_DEADLINE_S, DEFAULT_RETRY_PERIOD_S,
+                                      ElectionSettings, LeaderElector)
 from llmfleet.operator.planner import FleetPlanner
 from llmfleet.operator.render import LABEL_MANAGED_BY, MANAGED_BY
 
@@ -30,44 +47,166 @@ CUSTOM_RESOURCES = ("llmworkloads", "gpupools", "fleetpolicies")
 DEFAULT_REPLAN_INTERVAL_S = 300.0
 FAILURE_BACKOFF_S = 5.0
 CRD_WAIT_S = 30
+DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
+"""Most time from SIGTERM to exit, s: under the 30 s a pod gets by default
+(``terminationGracePeriodSeconds``, Kubernetes pod lifecycle) with room for the kubelet's own steps"""
+
+STOP_FLAG = threading.Event()
+"""Set to stop kopf (``kopf.run(stop_flag=STOP_FLAG)``, as ``llmfleet operator`` does): the SIGTERM
+handler installed at start-up stops writes first, then sets it"""
+
+
+def _in_daemon_thread(fn):
+    """Run ``fn`` in a daemon thread and return an awaitable of its result. Not the default
+    executor (``asyncio.to_thread``): the interpreter joins those threads at exit, so a solve in
+    progress would hold the process past its grace period."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def deliver(ok: bool, value) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def target() -> None:
+        try:
+            result, ok = fn(), True
+        except BaseException as err:  # noqa: BLE001 (handed to the awaiting task)
+            result, ok = err, False
+        try:
+            loop.call_soon_threadsafe(deliver, ok, result)
+        except RuntimeError:
+            pass  # the loop closed meanwhile: the process is exiting
+
+    threading.Thread(target=target, name="llmfleet-reconcile", daemon=True).start()
+    return fut
 
 
 class PlannerLoop:
     """Runs ``FleetPlanner.reconcile`` in a worker thread whenever woken (after a quiet period of
-    ``debounce_s``) and at least every re-plan interval (then with a fresh solve)."""
+    ``debounce_s``), when a drift back-off ends, and at least every re-plan interval (then with
+    a fresh solve). With ``leading`` it waits for this replica to hold the Lease first."""
 
-    def __init__(self, planner: FleetPlanner, debounce_s: float):
+    def __init__(self, planner: FleetPlanner, debounce_s: float, leading: asyncio.Event | None = None):
         self.planner = planner
         self.debounce_s = debounce_s
         self.wake_event = asyncio.Event()
         self.generations: dict[str, int | None] = {}
+        self.leading = leading
+        self.in_flight: asyncio.Future | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether this replica reconciles (no election, or it holds the Lease)."""
+        return self.leading is None or self.leading.is_set()
 
     def wake(self, reason: str) -> None:
         log.debug("planner woken: %s", reason)
         self.wake_event.set()
 
     async def run(self) -> None:
+        if self.leading is not None:
+            await self.leading.wait()
+        loop = asyncio.get_running_loop()
         interval = DEFAULT_REPLAN_INTERVAL_S
-        self.wake_event.set()  # plan once at start-up: converge after a restart
-        while True:
+        replan_at = loop.time() + interval
+        self.wake_event.set()  # plan once at start-up (or on taking over): converge after a restart
+        while not self.planner.kube.writes_stopped:
+            retry_s = self.planner.fights.next_retry_s()
+            timeout = max(0.0, replan_at - loop.time())
+            if retry_s is not None:
+                timeout = min(timeout, retry_s + 0.1)
             try:
-                await asyncio.wait_for(self.wake_event.wait(), timeout=interval)
+                await asyncio.wait_for(self.wake_event.wait(), timeout=timeout)
             except asyncio.TimeoutError:
+                pass
+            if loop.time() >= replan_at:
                 self.planner.invalidate()  # periodic re-plan: solve afresh
+                replan_at = loop.time() + interval
             await asyncio.sleep(self.debounce_s)
             self.wake_event.clear()
             try:
-                report = await asyncio.to_thread(self.planner.reconcile)
+                self.in_flight = _in_daemon_thread(self.planner.reconcile)
+                report = await self.in_flight
                 interval = self.planner.replan_interval_s or DEFAULT_REPLAN_INTERVAL_S
+                if report.solved:
+                    replan_at = loop.time() + interval
                 if report.errors:
                     log.warning("reconcile finished with errors: %s", "; ".join(report.errors))
                 elif report.solved:
                     log.info("new plan (%s, mode %s): %d changes", report.plan.status if report.plan else "none",
                              report.mode, sum(c["action"] != "unchanged" for c in report.diff))
+            except WritesStopped as err:
+                log.info("reconcile abandoned: %s", err)
+                return
+            except ApiUnavailable as err:  # already logged once by the call; no traceback for an outage
+                log.warning("reconcile failed (%s); retrying in %.0fs", err, FAILURE_BACKOFF_S)
+                await asyncio.sleep(FAILURE_BACKOFF_S)
+                self.wake_event.set()
             except Exception:
                 log.exception("reconcile failed; retrying in %.0fs", FAILURE_BACKOFF_S)
                 await asyncio.sleep(FAILURE_BACKOFF_S)
                 self.wake_event.set()
+            finally:
+                self.in_flight = None
+
+
+QUIET_LOGGERS = ("kopf.objects", "kopf.activities", "leaderelection")
+"""Loggers that speak per handler call or per retry (kopf's "Handler ... succeeded", the Lease
+library's "yet to finish lease_duration" every retry period): WARNING and up only, unless -v"""
+
+_signals_owned = False
+exit_code = 0
+"""The process's exit status after ``kopf.run`` returns: 1 when it stopped because it lost the Lease"""
+
+
+def own_signals() -> threading.Event:
+    """Let the operator handle SIGTERM/SIGINT itself (stop writes first, then stop kopf); returns
+    the flag to pass as ``kopf.run(stop_flag=...)``. ``llmfleet operator`` calls it; under
+    ``kopf run`` kopf's own handlers stay and writes stop in the cleanup handler instead."""
+    global _signals_owned
+    _signals_owned = True
+    return STOP_FLAG
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise kopf.PermanentError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise kopf.PermanentError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _force_exit(timeout_s: float) -> None:
+    """The last resort when shutdown outlasts its bound (a hung solve or request): exit now."""
+    log.error("shutdown took longer than %.0fs; exiting without waiting further", timeout_s)
+    logging.shutdown()
+    os._exit(exit_code or 1)
+
+
+def begin_shutdown(memo: kopf.Memo, reason: str, code: int = 0) -> None:
+    """Stop every write now, arm the exit deadline, and ask kopf to stop (idempotent)."""
+    global exit_code
+    if getattr(memo, "shutting_down", False):
+        return
+    memo.shutting_down = True
+    exit_code = exit_code or code
+    kube: Kube | None = getattr(memo, "kube", None)
+    if kube is not None:
+        kube.stop_writes(reason)
+    timeout_s = getattr(memo, "shutdown_timeout_s", DEFAULT_SHUTDOWN_TIMEOUT_S)
+    log.info("%s: no more writes; exiting within %.0fs", reason, timeout_s)
+    timer = threading.Timer(timeout_s, _force_exit, (timeout_s,))
+    timer.daemon = True
+    timer.start()
+    if _signals_owned:
+        STOP_FLAG.set()
+    elif code:  # under `kopf run`, stop kopf the way it knows (a lost Lease: nothing else stops it)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @kopf.on.startup()
@@ -79,10 +218,18 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
     # scan the API once at start-up instead of watching CustomResourceDefinitions: the operator
     # then needs no access to CRDs (least privilege); the CRDs must exist before it starts
     settings.scanning.disabled = True
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    api_timeout_s = _env_float("LLMFLEET_API_TIMEOUT_SECONDS", DEFAULT_API_TIMEOUT_S)
+    shutdown_timeout_s = _env_float("LLMFLEET_SHUTDOWN_TIMEOUT_SECONDS", DEFAULT_SHUTDOWN_TIMEOUT_S)
+    settings.networking.request_timeout = api_timeout_s  # kopf's own non-watch requests
+    settings.networking.connect_timeout = min(5.0, api_timeout_s)
+    settings.process.ultimate_exiting_timeout = shutdown_timeout_s  # under `kopf run`: kopf's own backstop
     trace_dir = Path(os.environ.get("LLMFLEET_TRACE_DIR") or Path.cwd())
     debounce_s = float(os.environ.get("LLMFLEET_DEBOUNCE_SECONDS", "1.0"))
     namespaces = [ns for ns in os.environ.get("LLMFLEET_NAMESPACES", "").split(",") if ns]
-    kube = Kube(namespaces=namespaces or None)
+    kube = Kube(namespaces=namespaces or None, timeout_s=api_timeout_s)
     for attempt in range(CRD_WAIT_S):
         try:
             kube.resource("LLMWorkload")
@@ -92,17 +239,62 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
                 raise kopf.PermanentError(f"the llmfleet CRDs are not served by this cluster ({err}); "
                                           "install them first: kubectl apply -f crds/") from err
             await asyncio.sleep(1.0)
-    loop = PlannerLoop(FleetPlanner(kube, trace_dir), debounce_s)
+    memo.kube = kube
+    memo.shutdown_timeout_s = shutdown_timeout_s
+    aio_loop = asyncio.get_running_loop()
+    if _signals_owned:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aio_loop.add_signal_handler(sig, begin_shutdown, memo, f"received {sig.name}")
+    leading: asyncio.Event | None = None
+    memo.elector = None
+    if os.environ.get("LLMFLEET_LEADER_ELECTION", "").lower() in ("1", "true", "yes"):
+        try:
+            election = ElectionSettings(
+                lease_name=os.environ.get("LLMFLEET_LEASE_NAME") or "llmfleet",
+                namespace=os.environ.get("LLMFLEET_LEASE_NAMESPACE") or "default",
+                lease_duration_s=int(_env_float("LLMFLEET_LEASE_DURATION_SECONDS", DEFAULT_LEASE_DURATION_S)),
+                renew_deadline_s=_env_float("LLMFLEET_RENEW_DEADLINE_SECONDS", DEFAULT_RENEW_DEADLINE_S),
+                retry_period_s=_env_float("LLMFLEET_RETRY_PERIOD_SECONDS", DEFAULT_RETRY_PERIOD_S))
+        except ValueError as err:
+            raise kopf.PermanentError(str(err)) from None
+        leading = asyncio.Event()
+
+        def lost() -> None:
+            # stop writing in this very thread, before the event loop even hears of it
+            kube.stop_writes("lost the leader Lease")
+            aio_loop.call_soon_threadsafe(begin_shutdown, memo, "lost the leader Lease", 1)
+
+        memo.elector = LeaderElector(election, lambda: aio_loop.call_soon_threadsafe(leading.set), lost,
+                                     api_timeout_s=min(api_timeout_s, max(1.0, election.renew_deadline_s / 3)))
+        memo.elector.start()
+    loop = PlannerLoop(FleetPlanner(kube, trace_dir), debounce_s, leading)
     memo.planner_loop = loop
     memo.planner_task = asyncio.create_task(loop.run())
-    log.info("llmfleet operator started (trace dir %s, debounce %.1fs)", trace_dir, debounce_s)
+    log.info("llmfleet operator started (trace dir %s, debounce %.1fs, API timeout %.0fs%s)", trace_dir, debounce_s,
+             api_timeout_s, ", leader election on" if leading is not None else "")
 
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_) -> None:
+    """Stop writes (if SIGTERM did not already), let the reconcile in progress notice it for a
+    bounded time, hand the Lease back, and stop the planner task."""
+    begin_shutdown(memo, "operator stopping")
+    loop: PlannerLoop | None = getattr(memo, "planner_loop", None)
+    if loop is not None and loop.in_flight is not None:
+        try:  # abandoned at its next write; a solve in progress is not waited for past this
+            await asyncio.wait_for(asyncio.shield(loop.in_flight), timeout=memo.shutdown_timeout_s / 2)
+        except asyncio.TimeoutError:
+            log.warning("the reconcile in progress did not end within %.0fs; leaving it",
+                        memo.shutdown_timeout_s / 2)
+        except Exception:  # noqa: BLE001 (WritesStopped and the like: it ended, which is all we wait for)
+            pass
+    elector: LeaderElector | None = getattr(memo, "elector", None)
+    if elector is not None:
+        await asyncio.get_running_loop().run_in_executor(None, elector.release)
     task = getattr(memo, "planner_task", None)
     if task:
         task.cancel()
+    log.info("llmfleet operator stopped")
 
 
 def _on_custom_resource(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> None:
@@ -124,7 +316,8 @@ def _on_custom_resource(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> N
     try:
         parse_document({k: v for k, v in dict(body).items() if k != "status"}, key)
     except ManifestError as err:
-        log.warning("%s is invalid: %s", key, err)
+        if loop.active:  # a standby stays quiet; the leader says it once
+            log.warning("%s is invalid: %s", key, err)
     loop.wake(f"{key} generation {generation}")
 
 
@@ -139,3 +332,12 @@ def _on_child_deployment(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> 
     loop: PlannerLoop | None = getattr(memo, "planner_loop", None)
     if loop is not None:
         loop.wake(f"deployment {body.get('metadata', {}).get('name')} {event.get('type')}")
+
+
+@kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def _on_child_service(event: dict, body: kopf.Body, memo: kopf.Memo, **_) -> None:
+    """A managed Service changed (a hand-edited selector, a deletion): repair it in the next
+    reconcile rather than at the next periodic re-plan."""
+    loop: PlannerLoop | None = getattr(memo, "planner_loop", None)
+    if loop is not None:
+        loop.wake(f"service {body.get('metadata', {}).get('name')} {event.get('type')}")

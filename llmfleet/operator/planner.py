@@ -25,10 +25,11 @@ from llmfleet.api.models import (FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoo
 from llmfleet.api import tenancy
 from llmfleet.jsonsafe import finite_or_null
 from llmfleet.operator.conditions import condition, set_condition
-from llmfleet.operator.kube import Kube, now_rfc3339
+from llmfleet.operator.drift import FightTracker, Verdict, drifted_fields, fingerprint, last_foreign_writer
+from llmfleet.operator.kube import Kube, WritesStopped, now_rfc3339
 from llmfleet.operator.render import (
     ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
-    MANAGED_BY, ChildKey, deployment_name, priority_class_name, render_plan, render_priority_class,
+    MANAGED_BY, ChildKey, group_deployment_name, priority_class_name, render_plan, render_priority_class,
 )
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
@@ -225,6 +226,13 @@ class FleetPlanner:
         self._cache: tuple[str, Plan] | None = None
         self.replan_interval_s: float | None = None
         self.last_valid_policy: FleetPolicy | None = None
+        # drift repair (drift.py): children confirmed equal to their rendering, by (fingerprint of
+        # the live object, spec hash of the manifest); a dry run is sent only when either moved
+        self._confirmed: dict[ChildKey, tuple[str, str]] = {}
+        self.fights = FightTracker()
+        self._drift: dict[ChildKey, tuple[list[str], str | None, Verdict]] = {}
+        self._child_errors: dict[str, list[str]] = {}
+        self._contested: dict[str, list[tuple[str, str, int]]] = {}
 
     def invalidate(self) -> None:
         """Forget the cached plan: the next reconcile solves afresh."""
@@ -338,7 +346,7 @@ class FleetPlanner:
             desired = {ChildKey.of(m): m for m in manifests if m["kind"] != "PriorityClass"}
             for a in plan.assignments:
                 w = parsed.workloads[a.workload][1]
-                key = ChildKey("Deployment", w.namespace, deployment_name(w.metadata.name, a.pool, a.tp, a.role))
+                key = ChildKey("Deployment", w.namespace, group_deployment_name(w.metadata.name, a))
                 group_of.setdefault(a.workload, []).append((a, desired[key]))
 
         if usable:
@@ -350,6 +358,14 @@ class FleetPlanner:
                 for ck in [ck for ck, m in desired.items() if self._workload_key(m) == wkey]:
                     del desired[ck]
         diff = self._diff(desired, live_children, frozen_ns) if usable else []
+        # children that no longer exist need no memory; fights are reported on their workload
+        self._confirmed = {k: v for k, v in self._confirmed.items() if k in live_children}
+        self.fights.forget(set(live_children))
+        self._contested = {}
+        for ck, m in desired.items():
+            if n := self.fights.contested(ck):
+                self._contested.setdefault(self._workload_key(m), []).append((ck.kind, ck.name, n))
+        self._child_errors = {}
         applied = False
         if usable and mode == "apply":
             errors += self._apply(desired, diff, live_deps, parsed, policy)
@@ -405,19 +421,32 @@ class FleetPlanner:
         return f"{md.get('namespace')}/{md.get('labels', {}).get(LABEL_WORKLOAD, '')}"
 
     def _diff(self, desired: dict[ChildKey, dict], live: dict[ChildKey, dict], frozen_ns: set[str]) -> list[dict]:
-        """Changes that take the cluster to ``desired``; children of frozen workloads are kept."""
+        """Changes that take the cluster to ``desired``; children of frozen workloads are kept.
+
+        A child whose spec hash and replicas match is checked for drift (``_drift_of``): a field
+        llmfleet manages changed by someone else makes it an update (``drift``: the fields), unless
+        its writer is being backed off (``FightTracker``), then it stays as it is for now."""
         changes = []
+        self._drift = {}
         for key, manifest in desired.items():
             cur = live.get(key)
             want = manifest.get("spec", {}).get("replicas") if key.kind == "Deployment" else None
             have = cur.get("spec", {}).get("replicas") if cur and key.kind == "Deployment" else None
+            drift: list[str] = []
             if cur is None:
                 action = "create"
             elif (cur["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != \
-                    manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH] or (want is not None and want != have):
-                action = "update"  # our manifest changed, or someone scaled the Deployment by hand
+                    manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+                action = "update"  # our manifest changed
             else:
+                # someone scaled the Deployment by hand, or changed another field llmfleet sets
+                drift = (["spec.replicas"] if want is not None and want != have else []) or self._drift_of(key, cur,
+                                                                                                          manifest)
                 action = "unchanged"
+                if drift:
+                    verdict = self.fights.drifted(key)
+                    self._drift[key] = (drift, last_foreign_writer(cur), verdict)
+                    action = "update" if verdict.repair else "unchanged"
             if want is None and key.kind == "Deployment":
                 want = have  # replicas owned by an external autoscaler
             changes.append({"action": action, "kind": key.kind, "namespace": key.namespace, "name": key.name,
@@ -430,19 +459,46 @@ class FleetPlanner:
                             "replicasFrom": have, "replicasTo": None})
         return changes
 
+    def _drift_of(self, key: ChildKey, cur: dict, manifest: dict) -> list[str]:
+        """Fields llmfleet manages that differ on the live child ``cur`` (drift.py); a dry-run apply
+        is sent only when the child changed since it was last confirmed."""
+        mark = (fingerprint({"kind": key.kind, **cur}), manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH])
+        if self._confirmed.get(key) == mark:
+            return []
+        try:
+            dry = self.kube.apply(manifest, force=True, dry_run=True)
+        except Exception as err:  # could not check: say so, and try again next reconcile
+            log.warning("drift check of %s %s/%s failed: %s", key.kind, key.namespace, key.name, _short_error(err))
+            return []
+        fields = drifted_fields({"kind": key.kind, **cur}, dry)
+        if key.kind == "Service" and (cur.get("spec") or {}).get("selector") != manifest["spec"].get("selector"):
+            # a selector key someone else added stays theirs under server-side apply (the map is
+            # granular) and still changes which pods get traffic: the selector is llmfleet's whole
+            fields = sorted(set(fields) | {"spec.selector"})
+        if not fields:
+            self._confirmed[key] = mark
+        return fields
+
     def _apply(self, desired: dict[ChildKey, dict], diff: list[dict], live_deps: list[dict], parsed: Parsed,
                policy: FleetPolicy) -> list[str]:
         """Carry out ``diff``: PriorityClasses first, then growing groups (highest tier first) before
-        shrinking ones, so serving capacity is made before it is broken; deletions last."""
+        shrinking ones, so serving capacity is made before it is broken; deletions last.
+
+        Errors are returned and also kept per workload (``_child_errors``) for its own status.
+        Raises WritesStopped (shutdown, lost lease): the rest of the apply is abandoned; every
+        write is a whole server-side apply or delete, so what was written is consistent."""
         errors = []
+        self._child_errors = {}
         tier_values = {t.name: t.value for t in policy.spec.priority_tiers}
         in_use = {w.spec.priority for _, w in parsed.workloads.values()}
         for tier in sorted(in_use):
             try:
                 if self.kube.get("PriorityClass", priority_class_name(tier)) is None:
                     self.kube.apply(render_priority_class(tier, tier_values[tier]))
+            except WritesStopped:
+                raise
             except Exception as err:
-                errors.append(f"PriorityClass {priority_class_name(tier)}: {err}")
+                errors.append(f"PriorityClass {priority_class_name(tier)}: {_short_error(err)}")
         live = _by_key("Deployment", live_deps)
 
         def order(change: dict) -> tuple:
@@ -467,16 +523,49 @@ class FleetPlanner:
                                      "spec": {"replicas": cur["spec"].get("replicas", 1)}},
                                     field_manager=HANDOFF_MANAGER)
                 # force only what llmfleet owns (checked in _name_conflicts); a create is never forced
-                self.kube.apply(manifest, force=change["action"] == "update")
+                result = self.kube.apply(manifest, force=change["action"] == "update")
+                if key.kind == "Service" and result.get("spec", {}).get("selector") != manifest["spec"].get("selector"):
+                    # drop selector keys other managers own (apply cannot remove another's field)
+                    result = self.kube.json_patch(key.kind, key.name, key.namespace, [
+                        {"op": "replace", "path": "/spec/selector", "value": manifest["spec"]["selector"]}])
+                self._confirmed[key] = (fingerprint({"kind": key.kind, **result}),
+                                        manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH])
+                if key in self._drift:
+                    self._report_repair(key, result)
+            except WritesStopped:
+                raise
             except Exception as err:
-                errors.append(f"{key.kind} {key.namespace}/{key.name}: {_short_error(err)}")
+                msg = f"{key.kind} {key.namespace}/{key.name}: {_short_error(err)}"
+                errors.append(msg)
+                self._child_errors.setdefault(self._workload_key(manifest), []).append(msg)
         for change in diff:
             if change["action"] == "delete":
                 try:
                     self.kube.delete(change["kind"], change["name"], change["namespace"] or None)
+                    self._confirmed.pop(ChildKey(change["kind"], change["namespace"], change["name"]), None)
+                except WritesStopped:
+                    raise
                 except Exception as err:
-                    errors.append(f"delete {change['kind']} {change['namespace']}/{change['name']}: {err}")
+                    errors.append(f"delete {change['kind']} {change['namespace']}/{change['name']}: "
+                                  f"{_short_error(err)}")
         return errors
+
+    def _report_repair(self, key: ChildKey, result: dict) -> None:
+        """One log line and an Event on the child naming the fields restored; a Warning Event when
+        its writer keeps reverting them (llmfleet now backs off)."""
+        fields, writer, verdict = self._drift[key]
+        by = f" (changed by field manager {writer})" if writer else ""
+        obj = {"apiVersion": result.get("apiVersion"), "kind": key.kind, "metadata": result["metadata"]}
+        log.info("restored %s %s/%s: %s%s", key.kind, key.namespace, key.name, ", ".join(fields), by)
+        self.kube.event(obj, "DriftRepaired", f"restored {', '.join(fields)}{by}")
+        if verdict.contested:
+            msg = (f"{', '.join(fields)} changed by another writer{by} {verdict.strikes} times within "
+                   f"{self.fights.window_s / 60:.0f} min; llmfleet restores them at most once per "
+                   f"{verdict.backoff_s:.0f}s from now on. Stop the other writer"
+                   + (f", or annotate the Deployment {ANNOTATION_EXTERNAL_REPLICAS}=true to hand it spec.replicas"
+                      if fields == ["spec.replicas"] else "") + ".")
+            log.warning("%s %s/%s: %s", key.kind, key.namespace, key.name, msg)
+            self.kube.event(obj, "DriftContested", msg, warning=True)
 
     # ------------------------------------------------------------------ status and events
     def _write_statuses(self, parsed: Parsed, policy_raw: dict | None, plan: Plan | None, solved: bool,
@@ -523,11 +612,19 @@ class FleetPlanner:
         others = [k for k in parsed.workloads if k != key] + [k for (kind, k) in parsed.invalid if kind == "LLMWorkload"]
         plan_msgs = "; ".join(_own(plan.messages, key, others)) if plan and plan.messages else ""
         errors = [e for e in errors if f" {namespace}/" in f" {e}" or f"/{namespace}/" in e]
+        # Ready always from the live Deployments of this reconcile, whatever the plan did
+        running = [d for d in live.values() if self._workload_key(d) == key]
         if not usable:
             why = "; ".join(errors) or plan_msgs or "no plan"
             reason = "Infeasible" if plan is not None and plan.status == "infeasible" else "PlanFailed"
             conds = set_condition(conds, "Planned", False, reason, f"{why}; the running children are kept", gen)
-            self._set_status("LLMWorkload", raw, {**st, "observedGeneration": gen, "conditions": conds},
+            want = sum(int(d.get("spec", {}).get("replicas") or 0) for d in running)
+            have = sum(int(d.get("status", {}).get("availableReplicas") or 0) for d in running)
+            conds = set_condition(conds, "Ready", want > 0 and have >= want,
+                                  "Available" if want > 0 and have >= want else "ReplicasNotReady",
+                                  f"{have}/{want} replicas of the running children available (no new plan)", gen)
+            self._set_status("LLMWorkload", raw, {**st, "observedGeneration": gen, "conditions": conds,
+                                                  "readyReplicas": have, "ready": f"{have}/{st.get('replicas', want)}"},
                              ("PlanFailed", why, True))
             return
         slice_ = [self._group_status(a, m) for a, m in groups]
@@ -537,9 +634,14 @@ class FleetPlanner:
         ready = sum(int((live.get(ChildKey.of(m)) or {}).get("status", {}).get("availableReplicas") or 0)
                     for _, m in groups)
         r = next((r for r in plan.workloads if r.workload == key), None)
-        conds = set_condition(conds, "Planned", True, "Planned" if mode == "apply" else "PlannedForReview",
-                              f"{replicas} replicas on {gpus} GPUs, ${cost:.2f}/h"
-                              + ("" if mode == "apply" else f" (FleetPolicy mode {mode}: not applied)"), gen)
+        own_errors = self._child_errors.get(key, [])
+        if own_errors:  # the API server refused a child: the plan is not in force for this workload
+            conds = set_condition(conds, "Planned", False, "ApplyFailed",
+                                  f"{'; '.join(own_errors)}; the running children are kept", gen)
+        else:
+            conds = set_condition(conds, "Planned", True, "Planned" if mode == "apply" else "PlannedForReview",
+                                  f"{replicas} replicas on {gpus} GPUs, ${cost:.2f}/h"
+                                  + ("" if mode == "apply" else f" (FleetPolicy mode {mode}: not applied)"), gen)
         all_ready = replicas > 0 and ready >= replicas
         conds = set_condition(conds, "Ready", all_ready, "Available" if all_ready else "ReplicasNotReady",
                               f"{ready}/{replicas} replicas available", gen)
@@ -547,11 +649,21 @@ class FleetPlanner:
             conds = set_condition(conds, "Degraded", True, "CapacityShortage",
                                   f"{r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served within the SLO "
                                   f"(tier {r.tier}): {plan_msgs}", gen)
-        elif any(k[0] == "GPUPool" for k in parsed.invalid):
+        elif bad_pools := sorted({d["metadata"].get("labels", {}).get(LABEL_POOL) for d in running}
+                                 & {k for kind, k in parsed.invalid if kind == "GPUPool"}):
+            # only a workload that runs on an invalid pool loses by it (its children there stay)
             conds = set_condition(conds, "Degraded", True, "InvalidGPUPool",
-                                  "a GPUPool is invalid and was left out of the plan", gen)
+                                  f"GPUPool {', '.join(bad_pools)} is invalid and was left out of the plan; "
+                                  "this workload's children on it are kept", gen)
         else:
             conds = set_condition(conds, "Degraded", False, "AsPlanned", "", gen)
+        contested = self._contested.get(key, [])
+        if contested:
+            conds = set_condition(conds, "Contested", True, "ForeignWriter", "; ".join(
+                f"{kind} {name}: fields changed back by another writer {n} times; llmfleet backs off"
+                for kind, name, n in sorted(set(contested))), gen)
+        elif condition(conds, "Contested"):
+            conds = set_condition(conds, "Contested", False, "NoConflict", "", gen)
         event = None
         old_groups = [(g.get("pool"), g.get("tensorParallelSize"), g.get("role"), g.get("replicas"))
                       for g in st.get("plan") or []]
@@ -632,7 +744,7 @@ class FleetPlanner:
              "replicas": a.replicas, "gpus": a.gpus, "costPerHour": round(a.cost_per_hour, 4),
              "rateRps": round(a.rate_rps, 3), "utilization": round(a.utilization, 3),
              "deployment": manifest["metadata"]["name"] if manifest else
-             deployment_name(a.workload.split("/", 1)[-1], a.pool, a.tp, a.role)}
+             group_deployment_name(a.workload.split("/", 1)[-1], a)}
         if with_workload:
             g = {"workload": a.workload, **g}
         return g

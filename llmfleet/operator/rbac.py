@@ -8,7 +8,7 @@ the operator uses every verb here and no other. Why each rule exists:
   child is created? ``NameConflict``), patch for server-side apply, plus create for an apply that
   creates the object (the API server checks ``create`` too; the audit log shows such a request as
   a ``patch`` answered 201), delete to prune children the plan dropped.
-- Services: the same without watch (no handler watches Services).
+- Services: the same (a handler watches them so that a hand-edited selector is repaired at once).
 - PriorityClasses: get to see whether a tier's class exists, patch + create to apply it; never
   deleted by llmfleet, so no delete verb.
 - Events: create to record decisions and failures.
@@ -50,7 +50,7 @@ OPERATOR_RULES: list[dict] = [
     {"apiGroups": [API_GROUP], "resources": ["llmworkloads/status", "gpupools/status", "fleetpolicies/status"],
      "verbs": ["patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
@@ -66,6 +66,22 @@ OPERATOR_RULES: list[dict] = [
     {"apiGroups": ["llm-d.ai", "inference.networking.x-k8s.io"],
      "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
 ]
+
+
+LEASE_RULES: list[dict] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["LEASE"],
+     "verbs": ["get", "update"]},
+]
+"""Leader election (``--leader-elect``, leader.py), in the operator's own namespace only: the
+Kubernetes client's LeaseLock reads (get), creates and replaces (update) one Lease; RBAC cannot
+limit ``create`` by name, so that rule names none. ``LEASE`` stands for the Lease's name."""
+
+
+def lease_role(namespace: str, lease_name: str = "llmfleet", name: str = "llmfleet-operator-leader-election") -> dict:
+    """The Role that lets the operator hold Lease ``namespace/lease_name`` (``LEASE_RULES``)."""
+    rules = [{**r, "resourceNames": [lease_name]} if "resourceNames" in r else dict(r) for r in LEASE_RULES]
+    return role(namespace, rules, name)
 
 
 def cluster_role(name: str = "llmfleet-operator", rules: list[dict] | None = None) -> dict:

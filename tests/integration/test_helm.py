@@ -64,17 +64,18 @@ def test_helm_install_then_operator_as_the_chart_service_account(cluster_bare, t
     # an upgrade keeps the release working (CRDs are not touched by Helm on upgrade)
     upgraded = cfg.upgrade(str(CHART), RELEASE, {**values, "replicaCount": 2}, namespace=NAMESPACE, timeout=120)
     assert (upgraded["status"], upgraded["revision"]) == ("deployed", 2)
-    role = c.get_json("clusterrole", RELEASE)
-    assert any(r["apiGroups"] == ["kopf.dev"] for r in role["rules"])
+    lease_role = c.get_json("role", f"{RELEASE}-leader-election", "-n", NAMESPACE)
+    assert {g for r in lease_role["rules"] for g in r["apiGroups"]} == {"coordination.k8s.io"}
     wait_until(lambda: c.get_json("deployment", RELEASE, "-n", NAMESPACE)["spec"]["replicas"] == 2, 30, "2 replicas")
 
-    # with peering, the same ServiceAccount still suffices: kopf claims the peering object and plans
-    peer = OperatorProcess(kc, tmp_path, REPO / "examples", ("--peering", "llmfleet")).start()
+    # with leader election, the same ServiceAccount suffices: it takes the Lease and plans
+    peer = OperatorProcess(kc, tmp_path, REPO / "examples",
+                           ("--leader-elect", "--leader-election-namespace", NAMESPACE)).start()
     try:
         c.apply(WORKLOAD)
         wait_until(lambda: c.deployments().get("peer-chat-l4-tp1"), 90, "a child planned by the peered operator")
-        peering = c.get_json("clusterkopfpeering", "llmfleet")
-        assert peering.get("status"), "kopf recorded itself in the peering object"
+        lease = c.get_json("lease", "llmfleet", "-n", NAMESPACE)
+        assert lease["spec"].get("holderIdentity"), "the operator holds the Lease"
         assert "orbidden" not in peer.log()
     finally:
         peer.stop()

@@ -1,0 +1,16 @@
+"""The node power agent (``llmfleet power-agent``, DESIGN.md §2 and §8).
+
+One agent runs per GPU node (a DaemonSet of the chart). It reads the planned per-GPU power cap
+that the operator renders as the pod annotation ``llmfleet.dev/gpu-power-limit-watts``, maps each
+pod to the GPUs the kubelet gave it through the kubelet PodResources API, and sets those GPUs'
+power limits through NVML within each device's allowed range.
+
+Modules, each one thing:
+- ``nvml``: what the agent needs from NVML, as an interface; the real binding (nvidia-ml-py) and
+  a fake that enforces device constraints the way NVML does (for tests and machines without GPUs).
+- ``podresources``: the kubelet PodResources v1 gRPC client (code generated from kubelet's
+  ``api.proto`` in ``proto/``).
+- ``kube``: the agent's few Kubernetes calls (list the node's pods, annotate a pod, record an Event).
+- ``agent``: the state machine: desired caps, apply and read back, restore, second-writer detection.
+- ``main``: the ``llmfleet power-agent`` command.
+"""

@@ -1,0 +1,1 @@
+"""Python generated from kubelet's PodResources v1 api.proto (generate.sh regenerates it)."""

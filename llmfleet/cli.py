@@ -35,6 +35,7 @@ from rich.table import Table
 from llmfleet import __version__, progress
 from llmfleet.jsonsafe import finite_or_null
 from llmfleet.api.loader import ManifestError, load_fleet, read_yaml_documents
+from llmfleet.solver.caps import budget_report, without_caps
 from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits_pools, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import solve
@@ -118,14 +119,25 @@ def _ms(seconds: float | None) -> str:
 
 
 def plan_table(plan: Plan, title: str) -> Table:
+    """The plan as a table; with a CAP W column (power cap per GPU, its capacity factor and the
+    predicted draw) when any group is capped."""
+    capped = any(getattr(a.config, "cap_watts", None) is not None for a in plan.assignments)
     t = Table(title=title, title_justify="left")
-    for col, just in (("WORKLOAD", "left"), ("GPU", "left"), ("ROLE", "left"), ("TP", "right"), ("REPLICAS", "right"),
-                      ("GPUS", "right"), ("$/H", "right"), ("REQ/S", "right"), ("UTIL", "right"),
-                      ("TTFT ms", "right"), ("TPOT ms", "right")):
+    cols = [("WORKLOAD", "left"), ("GPU", "left"), ("ROLE", "left"), ("TP", "right"), ("REPLICAS", "right"),
+            ("GPUS", "right"), ("$/H", "right"), ("REQ/S", "right"), ("UTIL", "right"), ("TTFT ms", "right"),
+            ("TPOT ms", "right")]
+    if capped:
+        cols.append(("CAP W (κ x, draw W)", "right"))
+    for col, just in cols:
         t.add_column(col, justify=just)
     for a in plan.assignments:
-        t.add_row(a.workload, a.gpu_type, a.role, str(a.tp), str(a.replicas), str(a.gpus), f"{a.cost_per_hour:.2f}",
-                  f"{a.rate_rps:.2f}", f"{a.utilization:.0%}", _ms(a.ttft_s), _ms(a.tpot_s))
+        row = [a.workload, a.gpu_type, a.role, str(a.tp), str(a.replicas), str(a.gpus), f"{a.cost_per_hour:.2f}",
+               f"{a.rate_rps:.2f}", f"{a.utilization:.0%}", _ms(a.ttft_s), _ms(a.tpot_s)]
+        if capped:
+            cap = a.config.cap_watts
+            row.append("default" if cap is None else
+                       f"{cap:.0f} (x{a.config.cap_capacity_factor:.2f}, {a.gpu_watts:.0f})")
+        t.add_row(*row)
     return t
 
 
@@ -135,8 +147,9 @@ def _summary(plan: Plan) -> str:
     bounds = [b for b in (plan.dual_bound, plan.lp_bound) if b is not None]
     lp_text = f"LP bound ${plan.lp_bound:.2f}/h, " if plan.lp_bound is not None else ""
     bound_text = f"{lp_text}best bound ${max(bounds):.2f}/h, gap {plan.gap:.2%}; " if bounds else ""
+    caps = (f", power caps {plan.limit_watts / 1000:.1f} kW" if abs(plan.limit_watts - plan.tdp_watts) > 1e-6 else "")
     return (f"status {plan.status}: ${plan.cost_per_hour:.2f}/h, {plan.total_gpus} GPUs "
-            f"(predicted GPU draw {plan.power_watts / 1000:.1f} kW, TDP {plan.tdp_watts / 1000:.1f} kW); {bound_text}"
+            f"(predicted GPU draw {plan.power_watts / 1000:.1f} kW, TDP {plan.tdp_watts / 1000:.1f} kW{caps}); {bound_text}"
             f"solved by {plan.solver} in {plan.solve_time_s:.2f}s")
 
 
@@ -187,6 +200,18 @@ def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], savi
         console.print("saving: no single GPU type can serve all workloads within their SLOs and its pools", highlight=False)
 
 
+def _print_budget(console: Console, b: dict) -> None:
+    """The power budget line: this plan's caps against the same budget at default limits."""
+    def text(p: dict) -> str:
+        cost = "no plan" if p["costPerHour"] is None else f"${p['costPerHour']:.2f}/h"
+        shed = f", {p['shedRps']:.2f} req/s shed" if p["shedRps"] > 1e-6 else ", all demand served"
+        return f"{cost} on {p['totalGPUs']} GPUs, caps {p['powerCapWatts'] / 1000:.1f} kW{shed}"
+
+    over = f" x {b['oversubscription']:g} oversubscription" if b["oversubscription"] > 1 else ""
+    console.print(f"power budget {b['budgetWatts'] / 1000:.1f} kW{over}: with power caps {text(b['withCaps'])}; "
+                  f"at default power limits (TDP accounting) {text(b['atDefaultLimits'])}", highlight=False)
+
+
 class _NoPlan(Exception):
     """The manifests cannot give a plan; ``code`` is the exit status (the message is printed)."""
 
@@ -195,8 +220,8 @@ class _NoPlan(Exception):
 
 
 def _fleet_problem(args: argparse.Namespace, steps: StderrProgress):
-    """Load ``-f`` manifests and build the fleet problem, failing fast when the workloads' minimum
-    replicas alone exceed the pools (exit 3) or the input is invalid (exit 2).
+    """Load ``-f`` manifests and build the fleet problem; invalid input fails (exit 2). Minimum
+    replicas beyond the pools get a note, not a refusal: the plan serves the higher tiers first.
 
     Returns:
         (FleetSpec, FleetProblem).
@@ -207,9 +232,8 @@ def _fleet_problem(args: argparse.Namespace, steps: StderrProgress):
     try:
         fleet = load_fleet(args.filename)
         shortfall = minimum_gpus_shortfall(fleet)
-        if shortfall:
-            _error(f"no plan can exist: {shortfall}")
-            raise _NoPlan(EXIT_UNSERVED)
+        if shortfall:  # minimums are part of the tier order: plan the higher tiers all the same
+            print(f"note: not every minimum can be met: {shortfall}; higher tiers are served first", file=sys.stderr)
         with steps.step(f"Building the capacity model of {len(fleet.workloads)} workload(s) on "
                         f"{len(fleet.pools)} pool(s) (performance profile {fleet.policy.spec.performance_profile})"):
             return fleet, build_problem(fleet)
@@ -258,6 +282,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         with steps.step("Solving single-GPU-type baselines"):
             baselines = single_type_baselines(fp)
     saving = _saving(plan, baselines, fp)
+    budget = None
+    if fp.power_budget_watts is not None and any(c.cap_watts is not None for w in fp.workloads for c in w.configs):
+        with steps.step("Solving the same power budget at default power limits (TDP accounting)"):
+            budget = budget_report(plan, solve(without_caps(fp)), fp)
 
     if args.output in ("json", "yaml"):
         doc = plan.to_dict()
@@ -266,6 +294,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                             for t, p in baselines.items()}
         if saving:
             doc["saving"] = saving
+        if budget:
+            doc["powerBudget"] = budget
         if rounds:
             doc["verification"] = _verification_doc(rounds, sources)
         if not args.melange:
@@ -275,6 +305,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, allow_nan=False) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
     else:
         _print_report(console, plan, baselines, saving, source, fp)
+        if budget:
+            _print_budget(console, budget)
         if rounds:
             _print_verification(console, rounds, sources)
     shed = plan.status in ("shortage", "infeasible")
@@ -295,6 +327,7 @@ def _verification_doc(rounds, sources: dict[str, str]) -> dict:
         "traces": sources,
         "chosenRound": rounds.index(best_round(rounds)),
         "meetsTargets": best_round(rounds).meets_targets,
+        "stopReason": rounds[-1].stop_reason,
     }
 
 
@@ -322,6 +355,8 @@ def _print_verification(console: Console, rounds, sources: dict[str, str]) -> No
     cost = "-" if best.plan.cost_per_hour is None else f"{best.plan.cost_per_hour:.2f}"
     console.print(f"verified{chosen}: ${cost}/h, {best.plan.total_gpus} GPUs; simulated SLO attainment {att}: {verdict}",
                   highlight=False)
+    if rounds[-1].stop_reason:
+        console.print(f"stopped after round {len(rounds) - 1}: {rounds[-1].stop_reason}", highlight=False)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -497,17 +532,54 @@ def cmd_operator(args: argparse.Namespace) -> int:
     os.environ["LLMFLEET_TRACE_DIR"] = str(Path(args.trace_dir).resolve())
     os.environ["LLMFLEET_NAMESPACES"] = ",".join(args.namespace or [])
     os.environ["LLMFLEET_DEBOUNCE_SECONDS"] = str(args.debounce_seconds)
+    os.environ["LLMFLEET_API_TIMEOUT_SECONDS"] = str(args.api_timeout_seconds)
+    os.environ["LLMFLEET_SHUTDOWN_TIMEOUT_SECONDS"] = str(args.shutdown_timeout_seconds)
+    if args.peering:
+        args.leader_elect, args.lease_name = True, args.peering
+    if args.leader_elect:
+        from llmfleet.operator.leader import ElectionSettings
+
+        try:  # check the timing here: one clear line instead of a failed start-up handler
+            ElectionSettings(args.lease_name, args.leader_election_namespace or "default", args.lease_duration_seconds,
+                             args.renew_deadline_seconds, args.retry_period_seconds)
+        except ValueError as err:
+            _error(f"operator: {err}")
+            return EXIT_FAILURE
+        os.environ.update({
+            "LLMFLEET_LEADER_ELECTION": "1", "LLMFLEET_LEASE_NAME": args.lease_name,
+            "LLMFLEET_LEASE_NAMESPACE": args.leader_election_namespace or _kubeconfig_namespace(),
+            "LLMFLEET_LEASE_DURATION_SECONDS": str(args.lease_duration_seconds),
+            "LLMFLEET_RENEW_DEADLINE_SECONDS": str(args.renew_deadline_seconds),
+            "LLMFLEET_RETRY_PERIOD_SECONDS": str(args.retry_period_seconds)})
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import llmfleet.operator  # noqa: F401  (registers the handlers)
+    from llmfleet.operator import handlers
 
+    # standalone always: one active replica is chosen by the Lease (--leader-elect), not by kopf
+    # peering, which gives equal-priority replicas no leader and pauses them all
+    stop_flag = handlers.own_signals()
     if args.namespace:  # namespaced mode: kopf watches only these namespaces (Roles suffice there)
-        kopf.run(namespaces=args.namespace, standalone=args.peering is None, peering_name=args.peering,
-                 liveness_endpoint=args.liveness)
+        kopf.run(namespaces=args.namespace, standalone=True, liveness_endpoint=args.liveness, stop_flag=stop_flag)
     else:
-        kopf.run(clusterwide=True, standalone=args.peering is None, peering_name=args.peering,
-                 liveness_endpoint=args.liveness)
-    return 0
+        kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness, stop_flag=stop_flag)
+    return handlers.exit_code
+
+
+def _kubeconfig_namespace() -> str:
+    """The namespace the operator runs in: its pod's (in-cluster service account), else the
+    kubeconfig context's, else ``default``."""
+    from kubernetes import config
+
+    pod_ns = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if pod_ns.is_file():
+        return pod_ns.read_text().strip() or "default"
+    kubeconfig = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or None
+    try:
+        _, context = config.list_kube_config_contexts(config_file=kubeconfig)
+        return (context or {}).get("context", {}).get("namespace") or "default"
+    except (config.ConfigException, OSError, TypeError, KeyError):
+        return "default"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -577,10 +649,36 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--debounce-seconds", type=float, default=1.0, help="quiet time gathered before a reconcile")
     o.add_argument("--namespace", action="append", metavar="NS",
                    help="watch only this namespace's LLMWorkloads and children (repeatable); default: all")
-    o.add_argument("--peering", metavar="NAME", help="kopf peering object for several replicas (default: standalone)")
+    o.add_argument("--leader-elect", action="store_true",
+                   help="run several replicas: only the one holding a coordination.k8s.io Lease reconciles")
+    o.add_argument("--leader-election-namespace", metavar="NS",
+                   help="namespace of the Lease (default: the pod's namespace, else the kubeconfig context's)")
+    o.add_argument("--lease-name", default="llmfleet", help="name of the Lease (default llmfleet)")
+    o.add_argument("--lease-duration-seconds", type=int, default=15,
+                   help="a standby takes a Lease not renewed for this long (default 15, as client-go)")
+    o.add_argument("--renew-deadline-seconds", type=positive_float, default=10.0,
+                   help="the leader steps down when it cannot renew for this long (default 10)")
+    o.add_argument("--retry-period-seconds", type=positive_float, default=2.0,
+                   help="time between Lease attempts (default 2)")
+    # kopf peering before 0.2: now a Lease of that name (peering paused every equal-priority replica)
+    o.add_argument("--peering", metavar="NAME", help=argparse.SUPPRESS)
+    o.add_argument("--api-timeout-seconds", type=positive_float, default=20.0,
+                   help="timeout of one Kubernetes API request (default 20)")
+    o.add_argument("--shutdown-timeout-seconds", type=positive_float, default=20.0,
+                   help="most time from SIGTERM to exit; keep it under the pod's terminationGracePeriodSeconds "
+                        "(default 20)")
     o.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     o.add_argument("-v", "--verbose", action="store_true")
     o.set_defaults(func=cmd_operator)
+
+    from llmfleet.power.main import add_power_agent_arguments, cmd_power_agent  # light: argparse only
+
+    g = sub.add_parser("power-agent", help="run the node power agent (applies pods' GPU power caps through NVML)",
+                       description="Read the llmfleet.dev/gpu-power-limit-watts annotation of the pods on this node, "
+                                   "map them to GPUs through the kubelet PodResources API and set the GPUs' power "
+                                   "limits through NVML; restore the defaults when the GPUs are idle and on SIGTERM.")
+    add_power_agent_arguments(g)
+    g.set_defaults(func=cmd_power_agent)
     return ap
 
 

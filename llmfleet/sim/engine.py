@@ -253,6 +253,14 @@ class GroupResult:
     """share of the requests this group served (entry or decode) that met both SLOs"""
     mean_batch: float = 0.0
     """decode batch size averaged over the time the replicas ran iterations"""
+    bucket_requests: np.ndarray | None = None
+    """shape (S,): requests of each of the plan's size buckets this group served"""
+    bucket_met: np.ndarray | None = None
+    """shape (S,): of those, the ones that met both SLOs"""
+    ttft_s: float = float("nan")
+    """TTFT of this group's requests at the SLO percentile, s (prefill and colocated groups)"""
+    tpot_s: float = float("nan")
+    """TPOT of this group's requests at the SLO percentile, s (decode and colocated groups)"""
 
 
 @dataclass
@@ -294,7 +302,9 @@ class SimulationResult:
             "meetsTarget": self.meets_target, "goodputRps": r(self.goodput_rps), "gpuBusyFraction": r(self.gpu_busy_fraction),
             "preemptions": self.preemptions,
             "groups": [{"group": g.name, "role": g.role, "replicas": g.replicas, "requests": g.requests,
-                        "busyFraction": r(g.busy_fraction), "sloAttainment": r(g.attainment)} for g in self.groups],
+                        "busyFraction": r(g.busy_fraction), "sloAttainment": r(g.attainment),
+                        "ttftSecondsAtPercentile": r(g.ttft_s), "tpotSecondsAtPercentile": r(g.tpot_s, 5)}
+                       for g in self.groups],
         }
 
 
@@ -463,9 +473,15 @@ class Simulation:
             mine = (rq.decode_group == gi) if g.role == "decode" else (rq.entry_group == gi)
             busy = float(np.mean([rep.busy_s for rep in reps])) / span if reps else 0.0
             busy_total = sum(rep.busy_s for rep in reps)
+            in_bucket = mine & (self.bucket >= 0)
+            counts = np.bincount(self.bucket[in_bucket], minlength=len(w.buckets))
+            met = np.bincount(self.bucket[in_bucket & good], minlength=len(w.buckets))
+            done = mine & finished
+            pct = lambda a: float(np.percentile(a[done], w.percentile)) if done.any() else float("nan")  # noqa: E731
             groups.append(GroupResult(g.name, g.role, g.replicas, int(mine.sum()), busy,
                                       float(good[mine].mean()) if mine.any() else float("nan"),
-                                      sum(rep.batch_s for rep in reps) / busy_total if busy_total else 0.0))
+                                      sum(rep.batch_s for rep in reps) / busy_total if busy_total else 0.0,
+                                      counts, met, pct(ttft), pct(tpot)))
             gpu_busy += busy * g.replicas * g.tp
             gpus += g.replicas * g.tp
         return SimulationResult(

@@ -2,16 +2,20 @@
 
 The capacity model is an approximation (M/D/1 tails, Little's law at a mean batch, Poisson
 interference). So every plan is replayed against traffic (``sim.engine``); where a workload's
-simulated SLO attainment falls below its SLO percentile, the capacity κ of each configuration
-whose group missed the target is lowered in proportion to its shortfall (and the workload's
-configurations the plan did not use, by the mildest of those cuts, so the next solve cannot escape
-to capacities nobody tested) and the fleet is solved again, for a bounded number of rounds. The loop only ever lowers capacities, so each round's plan
-is at least as conservative as the last.
+simulated SLO attainment falls below its SLO percentile, the capacity κ is lowered where it missed:
+for each group that missed, for each request size that missed in it, in proportion to the
+shortfall (and the workload's configurations the plan did not use, by the mildest of those cuts,
+so the next solve cannot escape to capacities nobody tested), and the fleet is solved again, for a
+bounded number of rounds. Groups and sizes that met the target keep their κ, so the loop is
+monotone; the round to deploy is the best one (``best_round``), and the last round says why the
+loop stopped (``Round.stop_reason``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 import pandas as pd
 
 from llmfleet import progress
@@ -37,7 +41,9 @@ class Round:
     plan: Plan
     results: dict[str, SimulationResult]
     cuts: dict[str, float] = field(default_factory=dict)
-    """configuration (workload pool/tpN/role) -> factor applied to its κ before the next round"""
+    """configuration (workload pool/tpN/role) -> strongest factor applied to its κ before the next round"""
+    stop_reason: str = ""
+    """set on the last round: why the loop stopped"""
 
     @property
     def meets_targets(self) -> bool:
@@ -101,7 +107,11 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
                 results[w.key] = simulate(w, traces[w.key], seed=seed, reject_unplanned=reject_unplanned)
         rnd = Round(plan, results)
         rounds.append(rnd)
-        if rnd.meets_targets or k == max_rounds:
+        if rnd.meets_targets:
+            rnd.stop_reason = "every simulated workload meets its SLO target"
+            break
+        if k == max_rounds:
+            rnd.stop_reason = f"out of repair rounds ({max_rounds}; --verify-rounds)"
             break
         _cut_capacities(fp, plan, rnd)
     return rounds
@@ -124,43 +134,62 @@ def best_round(rounds: list[Round]) -> Round:
     return max(rounds, key=closeness)
 
 
-def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
-    """Lower κ of every configuration whose group missed its workload's target, and of the
-    workload's configurations the plan did not use.
+MIN_BUCKET_REQUESTS = 20
+"""fewest requests of one size in one group from which its own attainment is trusted; below, the
+group's overall attainment stands for it"""
 
-    The untested configurations carry the same model error as the ones that missed, as far as
-    anything is known; leaving them uncut lets the next solve move the traffic onto them, and
-    attainment then rises and falls between rounds without converging. They get the mildest cut
-    applied to the workload's tested groups. Groups that met the target are left alone.
+
+def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
+    """Lower κ where the simulation missed, aimed at the cause: per group that missed its
+    workload's target, per size bucket that missed within it (TTFT or TPOT, whichever the group
+    serves), in proportion to the shortfall (``MIN_CUT``..``MAX_CUT``); sizes and groups that met
+    the target keep their κ. The workload's configurations the plan did not use get, per bucket,
+    the mildest cut applied to a tested group, so the next solve cannot escape to capacities nobody
+    tested (they carry the same model error as far as anything is known).
     """
     for key, res in rnd.results.items():
         if res.meets_target:
             continue
         target = res.target_percentile / 100.0
         mine = [a for a in plan.assignments if a.workload == key]
-        factors = []
+        workload = next(w for w in fp.workloads if w.key == key)
+        mildest = np.ones(len(workload.share))  # per bucket: the mildest cut any tested group got
+        cut_any = np.zeros(len(workload.share), dtype=bool)
         for a, g in zip(mine, res.groups):
             if g.attainment != g.attainment or g.attainment >= target:  # nan: nothing routed
                 continue
-            factor = min(max(g.attainment / target, MAX_CUT), MIN_CUT)
-            _scale(a.config, factor)
-            rnd.cuts[f"{key} {g.name}"] = factor
-            factors.append(factor)
-        if not factors:
+            factors = _bucket_factors(g, target)
+            _scale(a.config, factors)
+            rnd.cuts[f"{key} {g.name}"] = float(factors.min())
+            hit = factors < 1.0
+            mildest = np.where(hit & cut_any, np.maximum(mildest, factors), np.where(hit, factors, mildest))
+            cut_any |= hit
+        if not cut_any.any():
             # every group met the target alone but the workload did not: cut them all a little
             for a, g in zip(mine, res.groups):
                 _scale(a.config, MIN_CUT)
                 rnd.cuts[f"{key} {g.name}"] = MIN_CUT
-            factors.append(MIN_CUT)
+            mildest[:] = MIN_CUT
         used = {id(a.config) for a in mine}
-        workload = next(w for w in fp.workloads if w.key == key)
         for c in workload.configs:
             if id(c) not in used:
-                _scale(c, max(factors))
-        rnd.cuts[f"{key} untested configurations"] = max(factors)
+                _scale(c, mildest)
+        rnd.cuts[f"{key} untested configurations"] = float(mildest.max())
 
 
-def _scale(c, factor: float) -> None:
+def _bucket_factors(g, target: float) -> np.ndarray:
+    """κ factor per bucket for a group that missed ``target``: each bucket with enough requests
+    by its own attainment, the others by the group's; 1 where a bucket met the target."""
+    whole = min(max(g.attainment / target, MAX_CUT), MIN_CUT)
+    if g.bucket_requests is None:
+        return np.array(whole)
+    n, met = g.bucket_requests.astype(float), g.bucket_met.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        att = np.where(n >= MIN_BUCKET_REQUESTS, met / n, g.attainment)
+    return np.where(att >= target, 1.0, np.clip(att / target, MAX_CUT, MIN_CUT))
+
+
+def _scale(c, factor) -> None:
     """Lower a configuration's κ by ``factor``: its own and, for a decode config, what it serves
     whole (short prompts the router gives it)."""
     c.capacity_rps = c.capacity_rps * factor

@@ -170,6 +170,10 @@ def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], savi
                   fp: FleetProblem) -> None:
     console.print(plan_table(plan, f"Fleet plan for {source}"))
     console.print(_summary(plan), highlight=False)
+    if plan.placement is not None:
+        used = ", ".join(f"{p} {len(n)}" for p, n in sorted(plan.placement.nodes_used.items()))
+        fits = "every replica placed" if plan.placement.all_placed else "[yellow]some replicas fit no node[/yellow]"
+        console.print(f"nodes ({fits}; one TP group per node, GPUPool spec.gpusPerNode): {used}", highlight=False)
     for r in plan.workloads:
         if r.shed_rps > 1e-6:
             console.print(f"[yellow]unserved:[/yellow] {r.workload}: {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s", highlight=False)

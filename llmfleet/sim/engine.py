@@ -384,9 +384,17 @@ class Simulation:
         return min(replicas, key=lambda rep: rep.outstanding)
 
     def _least_loaded(self, members: list[int]) -> tuple[int, Replica]:
-        """The group and replica with the fewest outstanding requests over all ``members``."""
-        gi = min(members, key=lambda m: self._jsq(self.replicas[m]).outstanding)
-        return gi, self._jsq(self.replicas[gi])
+        """The group and replica with the fewest outstanding requests over all ``members``, ties
+        broken at random (the EPP's max-score-picker picks at random among equal scores), so no
+        group is favoured for coming first."""
+        best, ties = None, []
+        for gi in members:
+            for rep in self.replicas[gi]:
+                if best is None or rep.outstanding < best:
+                    best, ties = rep.outstanding, [(gi, rep)]
+                elif rep.outstanding == best:
+                    ties.append((gi, rep))
+        return ties[int(self.rng.integers(len(ties)))] if len(ties) > 1 else ties[0]
 
     def _pick_uniform(self) -> tuple[int, Replica]:
         """kube-proxy: any pod the Service selects (colocated ones; P/D is never planned behind a
@@ -416,6 +424,7 @@ class Simulation:
                 self.rq.decode_group[r] = gi
                 if long_prompt and self.prefill_groups:
                     self.destination[r] = rep  # the sidecar prefills remotely, then decodes here
+                    rep.outstanding += 1  # the picker counts it on the decode pod from the start
                     gi, rep = self._least_loaded(self.prefill_groups)
         self.rq.entry_group[r] = gi
         self.rq.pre_total[r] = self.rq.inp[r]
@@ -427,19 +436,27 @@ class Simulation:
         arrival; under ``plan-shares``, one of the prefill replica's KV-transfer domain)."""
         dst = self.destination.pop(r, None)
         if dst is None:
-            members, weights = self.decode_by_domain.get(src.g.kv_domain, ([], None))
-            if not members:
+            dst = self._decode_replica(r, src)
+            if dst is None:
                 return  # nowhere to decode: the request never finishes (counts as a miss)
-            if self.router == "plan-shares":
-                gi = self._pick(members, weights, self.bucket[r])
-            else:
-                gi = min(members, key=lambda m: self._jsq(self.replicas[m]).outstanding)
-            self.rq.decode_group[r] = gi
-            dst = self._jsq(self.replicas[gi])
-        dst.outstanding += 1
+            dst.outstanding += 1
         bw = min(src.g.tp * src.g.kv_bytes_per_s_per_gpu, dst.g.tp * dst.g.kv_bytes_per_s_per_gpu)
         self.rq.gen[r] = 0
         self.push(now + float(self.rq.inp[r]) * self.w.model.kv_bytes_per_token / bw, ("kv", dst, r))
+
+    def _decode_replica(self, r: int, src: Replica) -> Replica | None:
+        """A decode replica of the prefill replica's KV domain for a request routed without one
+        (``plan-shares``, or a plan with no decode-capable group picked at arrival)."""
+        members, weights = self.decode_by_domain.get(src.g.kv_domain, ([], None))
+        if not members:
+            return None
+        if self.router == "plan-shares":
+            gi = self._pick(members, weights, self.bucket[r])
+            rep = self._jsq(self.replicas[gi])
+        else:
+            gi, rep = self._least_loaded(members)
+        self.rq.decode_group[r] = gi
+        return rep
 
     def run(self) -> SimulationResult:
         rq = self.rq

@@ -57,6 +57,7 @@ import pulp
 from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.highs import QuietHiGHS
+from llmfleet.solver.placement import groups_from_plan, limits_from_placement, place, shape_cuts
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, WorkloadProblem, servable_buckets
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS
@@ -165,6 +166,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     for name, terms in pool_use.items():
         if terms:
             prob += pulp.LpAffineExpression(terms) <= fp.pools[name].max_gpus, f"pool_{name}"
+    _node_shape_rows(m, fp)
     if fp.power_budget_watts is not None and power_terms:
         # the caps bound the draw whatever the load: their sum is the guarantee; with a declared
         # oversubscription the caps may exceed the budget and the predicted draw must fit instead
@@ -180,6 +182,31 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     m.cost = pulp.LpAffineExpression(cost_terms)
     prob.setObjective(m.cost)
     return m
+
+
+def _node_shape_rows(m: _Model, fp: FleetProblem) -> None:
+    """A TP group must fit one node: ``placement.shape_cuts`` over the pools' nodes (exact for TP
+    degrees that divide one another, so such a plan always places)."""
+    if not fp.nodes:
+        return
+    with_nodes = {n.pool for n in fp.nodes}
+    tps: dict[str, set[int]] = {}
+    for w in fp.workloads:
+        for c in w.configs:
+            if c.pool.name in with_nodes:
+                tps.setdefault(c.pool.name, set()).add(c.tp)
+    for k, cut in enumerate(shape_cuts(fp.nodes, tps)):
+        terms = [(m.n[wi, ci], c.tp if cut.max_gpus is not None else 1)
+                 for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)
+                 if c.pool.name == cut.pool and c.tp >= cut.min_tp]
+        if terms:
+            limit = cut.max_gpus if cut.max_gpus is not None else cut.max_groups
+            m.prob += pulp.LpAffineExpression(terms) <= limit, f"shape_{k}"
+    for k, lim in enumerate(fp.placement_limits):
+        terms = [(m.n[wi, ci], 1) for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)
+                 if c.pool.name == lim.pool and c.tp == lim.tp]
+        if terms:
+            m.prob += pulp.LpAffineExpression(terms) <= lim.max_replicas, f"placed_{k}"
 
 
 def _pinned_rows(m: _Model, w: WorkloadProblem, wi: int, allow_shed: bool) -> None:
@@ -246,6 +273,7 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
     # what groups that miss a few sizes may spend of the SLO's allowance (``problem.plan_configs``)
     partial_budget = max(w.miss_budget - float(w.share[misses].sum()), 0.0)
     partial = []
+    shares = {}  # (workload, config) -> its y or p
     for ci, c in enumerate(w.configs):
         fails = np.zeros(len(w.share), dtype=bool)
         fails[buckets] = c.capacity_rps[buckets] <= 0
@@ -256,6 +284,7 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
             continue
         if c.role == "colocated":
             y = prob.add_variable(f"y_{wi}_{ci}", lowBound=0, upBound=1)
+            shares[wi, ci] = y
             good = buckets[~fails[buckets]]
             load = float((lam[good] / c.capacity_rps[good]).sum())
             terms = [(y, load + _miss_load(c, lam, misses | fails))]
@@ -267,6 +296,7 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
                 m.x[wi, ci, b] = y
         elif c.role == "decode":
             y = prob.add_variable(f"y_{wi}_{ci}", lowBound=0, upBound=1)
+            shares[wi, ci] = y
             # decode pods only where some prompts go P/D (the longest class does, d monotone):
             # otherwise they are colocated pods rendered with a sidecar and a P/D router for nothing
             prob += y - d[max(d)] <= 0, f"dpd_{wi}_{ci}"
@@ -295,24 +325,45 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
             m.unit_load[wi, ci] = lambda dv, a=whole, b=dec, k=terms[0][1]: float(((1 - dv) * a + dv * b).sum()) + k
         else:
             p = prob.add_variable(f"p_{wi}_{ci}", lowBound=0, upBound=1)
+            shares[wi, ci] = p
             pre = np.zeros(len(lam))
             good = c.capacity_rps[buckets] > 0
             pre[buckets[good]] = lam[buckets[good]] / c.capacity_rps[buckets[good]]
             m.unit_load[wi, ci] = lambda dv, a=pre: float((dv * a).sum())
             terms = []
+            rate = c.throughput_rps
             for b in buckets:
                 i = d[classes[b]]
-                if c.capacity_rps[b] <= 0:
-                    prob += p + i <= 1, f"pshort_{wi}_{ci}_{b}"
+                if c.capacity_rps[b] <= 0 and (rate is None or rate[b] <= 0 or w.share[b] > partial_budget):
+                    prob += p + i <= 1, f"pshort_{wi}_{ci}_{b}"  # cannot take this size at all
                     continue
                 xp = _product(prob, p, i, f"xp_{wi}_{ci}_{b}")
                 xp_by_bucket[int(b)].append(xp)
-                terms.append((xp, lam[b] / c.capacity_rps[b]))
                 m.x[wi, ci, b] = xp
+                if c.capacity_rps[b] > 0:
+                    terms.append((xp, lam[b] / c.capacity_rps[b]))
+                else:  # a long prompt it cannot prefill within the TTFT: a miss, at its throughput
+                    terms.append((xp, lam[b] / rate[b]))
+                    partial.append((xp, float(w.share[b])))
         coef: dict = {}
         for var, a in terms:  # LpAffineExpression keeps the last of repeated variables: sum them first
             coef[var] = coef.get(var, 0.0) + a
         m.load[wi, ci] = pulp.LpAffineExpression(list(coef.items()))
+    # a group with any share has at least one replica: y <= n (valid, n integer, y <= 1) closes
+    # much of the LP gap where one replica is more than the load needs
+    for (wj, ci), share in shares.items():
+        prob += share - m.n[wj, ci] <= 0, f"atleast_{wj}_{ci}"
+    if d:
+        # with P/D on (the longest prompts go through prefill pods), no colocated group: llm-d's
+        # decode profile would send every request, long prompts too, to colocated pods as well, and
+        # the prefill pods must carry exactly the decode pods' share. With P/D off, no P/D pods.
+        on = d[max(d)]
+        for ci, c in enumerate(w.configs):
+            big = _max_replicas(fp, c)
+            if c.role == "colocated":
+                prob += m.n[wi, ci] + big * on <= big, f"nocolo_{wi}_{ci}"
+            else:
+                prob += m.n[wi, ci] - big * on <= 0, f"pdon_{wi}_{ci}"
     for k, b in enumerate(buckets):
         if xp_by_bucket[int(b)] or xl_by_bucket[int(b)]:
             prob += pulp.lpSum(xp_by_bucket[int(b)]) - pulp.lpSum(xl_by_bucket[int(b)]) == 0, f"pd_{wi}_{k}"
@@ -436,14 +487,55 @@ def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
     for limit, keys in fp.gpu_quotas.values():
         if _quota_gpus(plan, keys) > limit:
             return False
+    if fp.nodes:
+        with_nodes = {n.pool for n in fp.nodes}
+        tps: dict[str, set[int]] = {}
+        for w in fp.workloads:
+            for c in w.configs:
+                if c.pool.name in with_nodes:
+                    tps.setdefault(c.pool.name, set()).add(c.tp)
+        for cut in shape_cuts(fp.nodes, tps):
+            mine = [a for a in plan.assignments if a.pool == cut.pool and a.tp >= cut.min_tp]
+            if cut.max_gpus is not None and sum(a.gpus for a in mine) > cut.max_gpus:
+                return False
+            if cut.max_gpus is None and sum(a.replicas for a in mine) > cut.max_groups:
+                return False
+    if fp.placement_limits:
+        return False  # a re-solve after a placement: keep to the joint model
     if fp.power_budget_watts is None:
         return True
     f = fp.power_oversubscription
     return plan.limit_watts <= f * fp.power_budget_watts and (f <= 1.0 or plan.power_watts <= fp.power_budget_watts)
 
 
+PLACEMENT_ROUNDS = 3
+"""re-solves after a placement that left replicas out (only where the node-shape cuts are not exact)"""
+
+
 def solve(fp: FleetProblem) -> Plan:
-    """Solve the fleet plan for all workloads together.
+    """Solve the fleet plan for all workloads together, then place its replicas on the pools'
+    nodes (``placement.place``; ``Plan.placement``). The MILP already respects the node shapes
+    (``placement.shape_cuts``, exact for TP degrees 1, 2, 4, 8); where a pool's TP degrees are not
+    such a chain and the placement leaves replicas out, the plan is solved again with the placed
+    counts as limits, at most ``PLACEMENT_ROUNDS`` times.
+    """
+    plan = _solve(fp)
+    for _ in range(PLACEMENT_ROUNDS + 1):
+        if not fp.nodes or not plan.assignments:
+            return plan
+        tiers = {w.key: w.tier_value for w in fp.workloads}
+        groups = groups_from_plan(plan, tiers)
+        plan.placement = place(groups, fp.nodes, time_limit_s=max(min(fp.time_limit_s / 4, 10.0), 1.0))
+        if plan.placement.all_placed:
+            return plan
+        limits = limits_from_placement(groups, plan.placement)
+        plan = _solve(dataclasses.replace(fp, placement_limits=list(fp.placement_limits) + limits))
+    plan.messages.append("node placement: " + "; ".join(u.reason for u in plan.placement.unplaced))
+    return plan
+
+
+def _solve(fp: FleetProblem) -> Plan:
+    """Solve the fleet MILP for all workloads together (``solve`` without the placement).
 
     Workloads interact only through the shared limits (pool availability, power budget). So the
     workloads are first solved one by one; when the union of those optimal plans respects the

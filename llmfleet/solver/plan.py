@@ -93,6 +93,8 @@ class Plan:
     workloads: list[WorkloadResult]
     messages: list[str]
     pd_threshold_tokens: dict[str, int] = field(default_factory=dict)
+    placement: Any = None
+    """``solver.placement.PlacementResult``: the replicas on the pools' nodes (None: not placed)"""
 
     @property
     def serves_all_demand(self) -> bool:
@@ -131,4 +133,5 @@ class Plan:
             "workloads": [w.to_dict() for w in self.workloads],
             "messages": list(self.messages),
             "pdThresholdTokens": dict(sorted(self.pd_threshold_tokens.items())),
+            "placement": self.placement.to_dict() if self.placement is not None else None,
         }

@@ -34,9 +34,14 @@ from llmfleet.perf.precision import unsupported, with_precision
 from llmfleet.perf.steptime import PerfParams, default_params, load_profile
 from llmfleet.solver.caps import capped_configs
 from llmfleet.solver.pd_rules import pd_group
+from llmfleet.solver.placement import offline_nodes
 from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
 from llmfleet.workload.traces import TraceError, load_trace
 
+
+MAX_OFFLINE_NODES = 4096
+"""pools of more nodes than this (``maxGPUs`` / ``gpusPerNode``) get no node model: their cuts and
+placement would cost more than they tell"""
 
 UNLIMITED_GPUS = 10**6
 """availability used where a pool has no limit (Mélange input, single-type baselines)"""
@@ -182,6 +187,12 @@ class FleetProblem:
     """``FleetPolicy.spec.routing`` mode in force (``RoutingPolicy.effective_mode``)"""
     notes: list[str] = field(default_factory=list)
     """what the plan leaves out and why (printed with it), e.g. P/D under ``service`` routing"""
+    nodes: list | None = None
+    """the nodes of every pool (``solver.placement.Node``): offline from ``GPUPool.spec.gpusPerNode``
+    and ``maxGPUs``; None: no node-shape cuts and no placement (Mélange input, baselines)"""
+    placement_limits: list = field(default_factory=list)
+    """per (pool, TP) replica limits from an earlier placement that left replicas out
+    (``placement.limits_from_placement``; only for pools whose TP degrees are not a divisible chain)"""
     power_oversubscription: float = 1.0
     """``FleetPolicy.spec.powerOversubscription``: Σ GPUs x cap ≤ this x the power budget"""
     pin_buckets: bool = False
@@ -407,7 +418,9 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap,
                         gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params,
                         routing_mode=routing, notes=notes,
-                        power_oversubscription=policy.power_oversubscription)
+                        power_oversubscription=policy.power_oversubscription,
+                        nodes=[n for p in pools.values() if p.max_gpus <= MAX_OFFLINE_NODES * p.gpus_per_node
+                               for n in offline_nodes(p.name, p.max_gpus, p.gpus_per_node)])
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,
@@ -520,7 +533,7 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
     bad = ~servable_buckets(base, len(share))
     if float(share[bad].sum()) > allowance + 1e-12:
         return base, None, pct, 0.0
-    partial = any(c.role == "colocated" and (c.capacity_rps[~bad] <= 0).any() for c in base)
+    partial = any(c.role != "decode" and (c.capacity_rps[~bad] <= 0).any() for c in base)
     if not bad.any() and not partial:
         return base, None, pct, 0.0
     budget = float(share[bad].sum())
@@ -539,12 +552,16 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
         return base, None, pct, 0.0
     s, gmu = w.spec.serving, w.spec.serving.gpu_memory_utilization
     for c in configs:  # what a request a group cannot serve in time costs it: its throughput
-        if c.role == "prefill":
-            continue
-        kappa = c.capacity_rps if c.role == "colocated" else c.whole_capacity_rps
+        kappa = c.whole_capacity_rps if c.role == "decode" else c.capacity_rps
         miss = kappa <= 0
         c.throughput_rps = np.zeros(len(share))
-        if miss.any():
+        if not miss.any():
+            continue
+        if c.role == "prefill":
+            c.throughput_rps[miss] = prefill_capacity_rps(model, c.pool.gpu, c.tp, inp[miss], _NO_TARGET_S, raised,
+                                                          c.kv_transfer_s[miss], _NO_TARGET_S, params, gmu,
+                                                          burst_subset(burst, miss))
+        else:
             c.throughput_rps[miss] = capacity_rps(model, c.pool.gpu, c.tp, inp[miss], out[miss], _NO_TARGET_S,
                                                   _NO_TARGET_S, raised, params, gmu, s.max_num_seqs,
                                                   s.max_num_batched_tokens, burst_subset(burst, miss))

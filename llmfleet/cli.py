@@ -36,6 +36,7 @@ from llmfleet import __version__, progress
 from llmfleet.jsonsafe import finite_or_null
 from llmfleet.api.loader import ManifestError, load_fleet, read_yaml_documents
 from llmfleet.solver.caps import budget_report, without_caps
+from llmfleet.solver.churn import churn_report, current_from_document
 from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits_pools, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import solve
@@ -246,6 +247,24 @@ def _fleet_problem(args: argparse.Namespace, steps: StderrProgress):
         raise _NoPlan(EXIT_INVALID) from None
 
 
+def _read_current(path: str) -> dict:
+    """The running plan's replicas per group from ``--current PLAN.json``.
+
+    Raises:
+        ManifestError: unreadable or not a plan document (names the argument and file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ManifestError(f"--current {path}: file not found (write it with `llmfleet plan -o json`)", None)
+    try:
+        docs = [d for d in read_yaml_documents(p) if d is not None]  # JSON is YAML
+        if len(docs) != 1:
+            raise ValueError(f"--current {path}: expected one plan document")
+        return current_from_document(docs[0], f"--current {path}")
+    except ValueError as err:
+        raise ManifestError(str(err), None) from None
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     # rich assumes 80 columns when stdout is not a terminal (CI logs, pipes): widen so no cell is cut
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -264,6 +283,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 return stop.code
             if args.time_limit:
                 fp.time_limit_s = args.time_limit
+            if args.current:
+                fp.current = _read_current(args.current)
             source = ", ".join(args.filename)
         traces, sources = {}, {}
         if args.verify is not None:
@@ -286,6 +307,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         with steps.step("Solving single-GPU-type baselines"):
             baselines = single_type_baselines(fp)
     saving = _saving(plan, baselines, fp)
+    churn = churn_report(plan, fp.current) if fp.current else None
     budget = None
     if fp.power_budget_watts is not None and any(c.cap_watts is not None for w in fp.workloads for c in w.configs):
         with steps.step("Solving the same power budget at default power limits (TDP accounting)"):
@@ -300,6 +322,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             doc["saving"] = saving
         if budget:
             doc["powerBudget"] = budget
+        if churn is not None:
+            doc["churn"] = churn
         if rounds:
             doc["verification"] = _verification_doc(rounds, sources)
         if not args.melange:
@@ -311,6 +335,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _print_report(console, plan, baselines, saving, source, fp)
         if budget:
             _print_budget(console, budget)
+        if churn is not None:
+            changed = ", ".join(churn["workloadsChanged"]) or "none"
+            console.print(f"churn against {args.current}: {churn['replicasStarted']} replicas started in "
+                          f"{len(churn['groupsStarted'])} groups, {churn['replicasStopped']} stopped in "
+                          f"{len(churn['groupsStopped'])} groups; workloads changed: {changed}", highlight=False)
         if rounds:
             _print_verification(console, rounds, sources)
     shed = plan.status in ("shortage", "infeasible")
@@ -600,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
                    help="override FleetPolicy spec.solver.timeLimitSeconds")
     p.add_argument("--no-baseline", action="store_true", help="skip the single-GPU-type comparison")
+    p.add_argument("--current", metavar="PLAN.json",
+                   help="the running plan (`llmfleet plan -o json`): re-plan against it, paying for every replica "
+                        "started or stopped, and report the churn")
     p.add_argument("--verify", nargs="?", const="", metavar="TRACE",
                    help="simulate the plan against each workload's traffic (its trace, or Poisson traffic from its "
                         "declared rate and percentiles) and repair it until the SLO attainment meets each target; "

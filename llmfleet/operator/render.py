@@ -321,7 +321,11 @@ def render_plan(plan: Plan, workloads: Mapping[str, LLMWorkload], pools: Mapping
         w = workloads[key]
         for a in groups:
             pool = pools[a.pool]
-            watts = pool.spec.power.max_watts if pool.spec.power else a.config.pool.gpu.tdp_watts
+            # the planned limit: the cap, else the default limit (the TDP, what the budget counts),
+            # never above the pool's declared maximum
+            watts = a.config.pool.gpu.tdp_watts
+            if pool.spec.power:
+                watts = min(watts, pool.spec.power.max_watts)
             if getattr(a.config, "cap_watts", None) is not None:  # the plan's cap (solver.caps)
                 watts = min(watts, a.config.cap_watts)
             name = group_deployment_name(w.metadata.name, a)

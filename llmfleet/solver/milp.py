@@ -57,6 +57,7 @@ import pulp
 from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.highs import QuietHiGHS
+from llmfleet.solver.churn import config_key, start_cost_usd, stop_cost_usd
 from llmfleet.solver.placement import groups_from_plan, limits_from_placement, place, shape_cuts
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, WorkloadProblem, servable_buckets
@@ -179,9 +180,30 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
                  for ci, c in enumerate(w.configs)]
         if terms:
             prob += pulp.LpAffineExpression(terms) <= limit, f"quota_{k}"
+    cost_terms += _churn_terms(m, fp)
     m.cost = pulp.LpAffineExpression(cost_terms)
     prob.setObjective(m.cost)
     return m
+
+
+def _churn_terms(m: _Model, fp: FleetProblem) -> list:
+    """Objective terms for the replicas a re-plan starts and stops against ``fp.current``
+    (``solver.churn``), in USD/h: one-off GPU time spread over the re-plan interval."""
+    if not fp.current:
+        return []
+    terms = []
+    per_hour = 3600.0 / fp.churn_horizon_s
+    for wi, w in enumerate(fp.workloads):
+        for ci, c in enumerate(w.configs):
+            cur = fp.current.get(config_key(w.key, c), 0)
+            start = m.prob.add_variable(f"start_{wi}_{ci}", lowBound=0)
+            m.prob += start - m.n[wi, ci] >= -cur, f"start_{wi}_{ci}"
+            terms.append((start, start_cost_usd(w, c) * per_hour))
+            if cur:
+                stop = m.prob.add_variable(f"stop_{wi}_{ci}", lowBound=0)
+                m.prob += stop + m.n[wi, ci] >= cur, f"stop_{wi}_{ci}"
+                terms.append((stop, stop_cost_usd(w, c) * per_hour))
+    return terms
 
 
 def _node_shape_rows(m: _Model, fp: FleetProblem) -> None:
@@ -353,6 +375,9 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
     # much of the LP gap where one replica is more than the load needs
     for (wj, ci), share in shares.items():
         prob += share - m.n[wj, ci] <= 0, f"atleast_{wj}_{ci}"
+        # and replicas only with a share: no idle group kept for a minimum (it would serve nothing);
+        # a share of at least 1/1000 of a replica's worth each: never tightens a real plan
+        prob += m.n[wj, ci] - min(1000.0 * _max_replicas(fp, w.configs[ci]), 1e6) * share <= 0, f"useful_{wj}_{ci}"
     if d:
         # with P/D on (the longest prompts go through prefill pods), no colocated group: llm-d's
         # decode profile would send every request, long prompts too, to colocated pods as well, and
@@ -457,14 +482,16 @@ def _lp_bound(fp: FleetProblem, allow_shed: bool, extra=None) -> float | None:
     return pulp.value(m.prob.objective) if m.prob.status == pulp.LpStatusOptimal else None
 
 
-def prune_dominated(w: WorkloadProblem) -> list:
-    """Drop configs that another TP degree of the same pool and role dominates exactly.
+def prune_dominated(w: WorkloadProblem, running: dict | None = None) -> list:
+    """Drop configs that another TP degree of the same pool and role dominates exactly, except the
+    groups in ``running`` (``FleetProblem.current``), which a re-plan may keep.
 
     ``tp`` GPUs as one replica of TP ``tp`` are dominated by the same GPUs as ``tp/tp'`` replicas
     of TP ``tp'`` (same pool, same cost, same GPUs, at least as many replicas) when
     κ(tp) <= (tp/tp') κ(tp') in every bucket (and, for decode, what it serves whole) at no higher
     power cap or draw: any plan using the former can swap in the latter.
     """
+    running = running or {}
     keep = []
     for c in w.configs:
         dominated = any(
@@ -475,7 +502,7 @@ def prune_dominated(w: WorkloadProblem) -> list:
                  or (c.whole_capacity_rps <= (c.tp // o.tp) * o.whole_capacity_rps + 1e-12).all())
             for o in w.configs
         )
-        if not dominated:
+        if not dominated or running.get(config_key(w.key, c)):  # a running group stays an option
             keep.append(c)
     return keep
 
@@ -544,7 +571,8 @@ def _solve(fp: FleetProblem) -> Plan:
     Otherwise the joint MILP is solved (``solve_joint``).
     """
     t0 = time.perf_counter()
-    fp = dataclasses.replace(fp, workloads=[dataclasses.replace(w, configs=prune_dominated(w)) for w in fp.workloads])
+    fp = dataclasses.replace(fp, workloads=[dataclasses.replace(w, configs=prune_dominated(w, fp.current))
+                                            for w in fp.workloads])
     if len(fp.workloads) > 1:
         parts = []
         for w in fp.workloads:
@@ -920,12 +948,18 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
             power = f"; power budget binds (GPU power caps {watts:.0f} of {allowed:.0f} W, FleetPolicy spec.powerBudgetWatts)"
     for r in plan.workloads:
         if r.shed_rps > 1e-6:
-            why = f"pools at capacity: {', '.join(full)}" if full else "SLO unreachable for part of its traffic"
+            why = [f"pools at capacity: {', '.join(full)}"] if full else []
             for name, (limit, keys) in fp.gpu_quotas.items():
                 used = _quota_gpus(plan, keys)
                 if r.workload in keys and used >= limit:
-                    why = f"GPU quota of namespace {name} reached ({used}/{limit} GPUs)"
-            out.append(f"{r.workload} (tier {r.tier}): {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served; {why}{power}")
+                    why.append(f"GPU quota of namespace {name} reached ({used}/{limit} GPUs)")
+            if power:
+                why.append(power.removeprefix("; "))
+            if not why:
+                why = ["no mix of its GPU configurations serves its traffic within the SLO when every group "
+                       "receives every request size (load-balanced routing)"]
+            out.append(f"{r.workload} (tier {r.tier}): {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s cannot be served; "
+                       + "; ".join(why))
     for w in fp.workloads:
         have = sum(a.replicas for a in plan.assignments if a.workload == w.key and a.role != "prefill")
         if w.min_replicas and have < w.min_replicas:

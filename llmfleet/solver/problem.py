@@ -190,6 +190,11 @@ class FleetProblem:
     nodes: list | None = None
     """the nodes of every pool (``solver.placement.Node``): offline from ``GPUPool.spec.gpusPerNode``
     and ``maxGPUs``; None: no node-shape cuts and no placement (Mélange input, baselines)"""
+    current: dict = field(default_factory=dict)
+    """running replicas per group (``churn.GroupKey`` -> replicas): a re-plan pays for what it
+    starts and stops (``solver.churn``); empty: planning from scratch"""
+    churn_horizon_s: float = 300.0
+    """the re-plan interval the churn cost is spread over, s (``FleetPolicy.spec.replanIntervalSeconds``)"""
     placement_limits: list = field(default_factory=list)
     """per (pool, TP) replica limits from an earlier placement that left replicas out
     (``placement.limits_from_placement``; only for pools whose TP degrees are not a divisible chain)"""
@@ -419,6 +424,7 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                         gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params,
                         routing_mode=routing, notes=notes,
                         power_oversubscription=policy.power_oversubscription,
+                        churn_horizon_s=policy.replan_interval_seconds,
                         nodes=[n for p in pools.values() if p.max_gpus <= MAX_OFFLINE_NODES * p.gpus_per_node
                                for n in offline_nodes(p.name, p.max_gpus, p.gpus_per_node)])
 

@@ -1,0 +1,97 @@
+"""Re-planning against the running plan: what starting and stopping replicas cost (issue 15 item 2).
+
+A running fleet must not be reshuffled because one workload moved. So a re-plan knows the running
+plan (``llmfleet plan --current PLAN.json``, the ``-o json`` of an earlier plan) and pays, in its
+objective, for every replica it starts or stops:
+
+- starting a replica costs the GPU time until it serves: its weights read from storage, each GPU
+  of the TP group reading its shard in parallel at ``STORAGE_BYTES_PER_S``, plus ``ENGINE_START_S``;
+- stopping one costs its drain: the in-flight requests finish first, about one request's life
+  (TTFT + TPOT x the mean output length at the SLO targets).
+
+Both are one-off GPU time, in USD at the replica's price; the objective spreads them over the
+re-plan interval (``FleetPolicy.spec.replanIntervalSeconds``): a move that saves less per hour,
+over one interval, than it costs is not made. Among equal-cost plans the running one wins.
+
+Sources: ``STORAGE_BYTES_PER_S`` from ServerlessLLM (Fu et al., OSDI 2024): LLaMA-2-70B (about
+130 GB) takes 84 s to load with Safetensors from local SSD, about 1.6 GB/s. ``ENGINE_START_S`` is
+a design figure for vLLM V1's start after the weights (torch.compile and CUDA-graph capture, which
+its docs describe as taking tens of seconds), not a measurement.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+STORAGE_BYTES_PER_S = 1.6e9
+"""read bandwidth of a model's weights per TP group member, bytes/s (ServerlessLLM, OSDI 2024)"""
+ENGINE_START_S = 60.0
+"""vLLM V1 engine start after the weights are in memory, s (design figure, module docstring)"""
+
+GroupKey = tuple[str, str, int, str, float | None]
+"""(workload, pool, TP, role, power cap W or None): one Deployment"""
+
+
+def group_key(workload: str, pool: str, tp: int, role: str, cap_watts: float | None) -> GroupKey:
+    return (workload, pool, int(tp), role, None if cap_watts is None else round(float(cap_watts), 3))
+
+
+def config_key(workload: str, c) -> GroupKey:
+    """The group key of a ``problem.ReplicaConfig`` of ``workload``."""
+    return group_key(workload, c.pool.name, c.tp, c.role, c.cap_watts)
+
+
+def current_from_document(doc: Any, where: str = "--current") -> dict[GroupKey, int]:
+    """Running replicas per group from a plan document (``llmfleet plan -o json``).
+
+    Raises:
+        ValueError: not a plan document (names ``where`` and the key at fault).
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("assignments"), list):
+        raise ValueError(f"{where}: expected a plan document with an 'assignments' list (write it with "
+                         "`llmfleet plan -o json`)")
+    out: Counter = Counter()
+    for i, a in enumerate(doc["assignments"]):
+        try:
+            key = group_key(str(a["workload"]), str(a["pool"]), int(a["tensorParallelSize"]), str(a["role"]),
+                            a.get("powerCapWatts"))
+            replicas = int(a["replicas"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{where}: assignments[{i}]: needs workload, pool, tensorParallelSize, role and "
+                             "replicas (as `llmfleet plan -o json` writes them)") from None
+        if replicas < 0:
+            raise ValueError(f"{where}: assignments[{i}].replicas must not be negative")
+        out[key] += replicas
+    return dict(out)
+
+
+def start_cost_usd(w, c) -> float:
+    """USD of GPU time one replica of config ``c`` of workload ``w`` spends starting (module docstring)."""
+    load_s = w.model.weight_bytes / c.tp / STORAGE_BYTES_PER_S if w.model is not None else 0.0
+    return c.cost_per_replica_hour * (load_s + ENGINE_START_S) / 3600.0
+
+
+def stop_cost_usd(w, c) -> float:
+    """USD of GPU time one replica of config ``c`` spends draining its in-flight requests."""
+    if w.workload is None:
+        return 0.0
+    slo = w.workload.spec.slo
+    mean_out = float((w.share * w.output_tokens).sum()) if len(w.share) else 0.0
+    drain_s = slo.ttft + slo.tpot * mean_out
+    return c.cost_per_replica_hour * drain_s / 3600.0
+
+
+def churn_report(plan, current: dict[GroupKey, int]) -> dict:
+    """Groups and replicas the plan starts and stops against the running ``current`` plan."""
+    new: Counter = Counter()
+    for a in plan.assignments:
+        new[group_key(a.workload, a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None))] += a.replicas
+    started = {k: new[k] - current.get(k, 0) for k in new if new[k] > current.get(k, 0)}
+    stopped = {k: current[k] - new.get(k, 0) for k in current if current[k] > new.get(k, 0)}
+    fmt = lambda k: {"workload": k[0], "pool": k[1], "tensorParallelSize": k[2], "role": k[3],  # noqa: E731
+                     "powerCapWatts": k[4]}
+    return {"replicasStarted": sum(started.values()), "replicasStopped": sum(stopped.values()),
+            "groupsStarted": [{**fmt(k), "replicas": v} for k, v in sorted(started.items(), key=str)],
+            "groupsStopped": [{**fmt(k), "replicas": v} for k, v in sorted(stopped.items(), key=str)],
+            "workloadsChanged": sorted({k[0] for k in [*started, *stopped]})}

@@ -1,0 +1,72 @@
+"""Re-planning against the running plan (issue 15 item 2): a change to one workload changes that
+workload's groups only, the churn is reported, and what starting a replica costs has its sources."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from llmfleet.api.loader import load_fleet
+from llmfleet.catalog.models import resolve_model
+from llmfleet.solver import churn
+from llmfleet.solver.milp import solve
+from llmfleet.solver.problem import build_problem
+
+from conftest import EXAMPLES
+from test_cli import LLMFLEET
+
+
+def fleet_with_rate(tmp_path, rate):
+    d = tmp_path / f"rate{rate}"
+    shutil.copytree(EXAMPLES, d)
+    text = (d / "workloads.yaml").read_text()
+    (d / "workloads.yaml").write_text(text.replace("requestRatePerSecond: 3\n", f"requestRatePerSecond: {rate}\n"))
+    return d
+
+
+def test_start_cost_is_the_weights_read_plus_the_engine_start():
+    # one TP-4 replica of the 70B model on H100 ($6.90 per GPU-hour in the examples' catalogue):
+    # each of 4 GPUs reads a quarter of 141.2 GB at 1.6 GB/s (22.1 s), then 60 s of engine start
+    m = resolve_model("meta-llama/Llama-3.1-70B-Instruct")
+    w = type("W", (), {"model": m})()
+    c = type("C", (), {"tp": 4, "cost_per_replica_hour": 4 * 6.90})()
+    assert churn.start_cost_usd(w, c) == pytest.approx(27.6 * (m.weight_bytes / 4 / 1.6e9 + 60.0) / 3600)
+
+
+def test_a_change_to_one_workload_moves_only_its_groups(tmp_path):
+    base = build_problem(load_fleet([EXAMPLES]))
+    running = solve(base)
+    current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    same = dict(current)
+    # the same input re-planned against itself: nothing starts or stops
+    again = build_problem(load_fleet([EXAMPLES]))
+    again.current = same
+    report = churn.churn_report(solve(again), current)
+    assert report["replicasStarted"] == report["replicasStopped"] == 0
+    # three times the 70B traffic: only assistant-70b's groups change
+    moved = build_problem(load_fleet([fleet_with_rate(tmp_path, 9)]))
+    moved.current = current
+    plan = solve(moved)
+    report = churn.churn_report(plan, current)
+    assert report["workloadsChanged"] == ["default/assistant-70b"]
+    assert report["replicasStarted"] >= 1
+
+
+def test_plan_current_reports_the_churn(tmp_path):
+    running = subprocess.run([LLMFLEET, "plan", "-f", EXAMPLES, "-o", "json", "--no-baseline"],
+                             capture_output=True, text=True, timeout=300)
+    assert running.returncode == 0, running.stderr
+    cur = tmp_path / "running.json"
+    cur.write_text(running.stdout)
+    r = subprocess.run([LLMFLEET, "plan", "-f", fleet_with_rate(tmp_path, 9), "-o", "json", "--no-baseline",
+                        "--current", cur], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["churn"]["workloadsChanged"] == ["default/assistant-70b"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"assignments": [{"workload": "x"}]}')
+    r = subprocess.run([LLMFLEET, "plan", "-f", EXAMPLES, "--current", bad], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--current" in r.stderr and "assignments[0]" in r.stderr

@@ -13,4 +13,7 @@ Modules, each one thing:
 - ``kube``: the agent's few Kubernetes calls (list the node's pods, annotate a pod, record an Event).
 - ``agent``: the state machine: desired caps, apply and read back, restore, second-writer detection.
 - ``main``: the ``llmfleet power-agent`` command.
+- ``reactive``: reactive capping of an oversubscribed power domain, lowest tier first (POLCA's two
+  thresholds with hysteresis): measured draw in, new per-GPU caps out. A tested library; nothing
+  calls it yet (neither the agent nor the operator), and the operator does not read GPU draw.
 """

@@ -43,6 +43,7 @@ from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem, build_problem, minimum_gpus_shortfall
 from llmfleet.sim.engine import simulate
+from llmfleet.sim.robust import add_scenarios, load_scenarios, replay
 from llmfleet.sim.scenario import ScenarioError, from_document, from_plan, to_document
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
 from llmfleet.workload.traces import TraceError, detect_format, load_trace
@@ -247,6 +248,18 @@ def _fleet_problem(args: argparse.Namespace, steps: StderrProgress):
         raise _NoPlan(EXIT_INVALID) from None
 
 
+def _print_scenarios(console: Console, scenarios, results) -> None:
+    t = Table(title="Scenarios: the same fleet replayed against each scenario's traffic", title_justify="left")
+    for col, just in (("SCENARIO", "left"), ("WORKLOAD", "left"), ("SLO ATTAIN", "right"), ("TARGET", "right"),
+                      ("TTFT p90 ms", "right"), ("TPOT p90 ms", "right"), ("GPU BUSY", "right")):
+        t.add_column(col, justify=just)
+    for k, (sc, res) in enumerate(zip(scenarios, results), start=1):
+        for r in res.values():
+            t.add_row(f"{k}: {sc.source}", r.workload, _pct(r.attainment), f"{r.target_percentile:g}%",
+                      _ms(r.ttft_p90_s), _ms(r.tpot_p90_s), _pct(r.gpu_busy_fraction))
+    console.print(t)
+
+
 def _read_current(path: str) -> dict:
     """The running plan's replicas per group from ``--current PLAN.json``.
 
@@ -269,9 +282,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     # rich assumes 80 columns when stdout is not a terminal (CI logs, pipes): widen so no cell is cut
     console = Console() if sys.stdout.isatty() else Console(width=160)
     steps = StderrProgress(not args.quiet)
-    if args.melange and args.verify is not None:
-        _error("--verify needs manifests (-f): a Mélange input has no model to simulate")
+    if args.melange and (args.verify is not None or args.scenarios):
+        _error("--verify and --scenarios need manifests (-f): a Mélange input has no model to simulate")
         return EXIT_INVALID
+    scenarios = []
     try:
         if args.melange:
             fp = load_melange(args.melange, time_limit_s=args.time_limit or 30.0)
@@ -285,6 +299,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 fp.time_limit_s = args.time_limit
             if args.current:
                 fp.current = _read_current(args.current)
+            if args.scenarios:
+                scenarios = load_scenarios(fleet, fp, args.scenarios)
+                with steps.step(f"Modelling {len(scenarios)} traffic scenario(s)"):
+                    add_scenarios(fleet, fp, scenarios)
             source = ", ".join(args.filename)
         traces, sources = {}, {}
         if args.verify is not None:
@@ -308,6 +326,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
             baselines = single_type_baselines(fp)
     saving = _saving(plan, baselines, fp)
     churn = churn_report(plan, fp.current) if fp.current else None
+    scenario_results = []
+    if scenarios and plan.cost_per_hour is not None:
+        with steps.step(f"Replaying {len(scenarios)} scenario(s) against the plan"):
+            scenario_results = replay(plan, fp, scenarios)
     budget = None
     if fp.power_budget_watts is not None and any(c.cap_watts is not None for w in fp.workloads for c in w.configs):
         with steps.step("Solving the same power budget at default power limits (TDP accounting)"):
@@ -324,6 +346,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             doc["powerBudget"] = budget
         if churn is not None:
             doc["churn"] = churn
+        if scenarios:
+            doc["scenarios"] = [{"traffic": sc.source, "workloads": [r.to_dict() for r in res.values()]}
+                                for sc, res in zip(scenarios, scenario_results)]
         if rounds:
             doc["verification"] = _verification_doc(rounds, sources)
         if not args.melange:
@@ -335,6 +360,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _print_report(console, plan, baselines, saving, source, fp)
         if budget:
             _print_budget(console, budget)
+        if scenario_results:
+            _print_scenarios(console, scenarios, scenario_results)
         if churn is not None:
             changed = ", ".join(churn["workloadsChanged"]) or "none"
             console.print(f"churn against {args.current}: {churn['replicasStarted']} replicas started in "
@@ -344,6 +371,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             _print_verification(console, rounds, sources)
     shed = plan.status in ("shortage", "infeasible")
     missed = bool(rounds) and not final.meets_targets
+    missed = missed or any(not r.meets_target for res in scenario_results for r in res.values())
     return EXIT_SHED_AND_SLO_MISSED if shed and missed else EXIT_UNSERVED if shed else EXIT_SLO_MISSED if missed else 0
 
 
@@ -567,6 +595,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
     os.environ["LLMFLEET_DEBOUNCE_SECONDS"] = str(args.debounce_seconds)
     os.environ["LLMFLEET_API_TIMEOUT_SECONDS"] = str(args.api_timeout_seconds)
     os.environ["LLMFLEET_SHUTDOWN_TIMEOUT_SECONDS"] = str(args.shutdown_timeout_seconds)
+    os.environ["LLMFLEET_METRICS_PORT"] = str(args.metrics_port)
+    if args.prometheus_url:
+        os.environ["LLMFLEET_PROMETHEUS_URL"] = args.prometheus_url
     if args.peering:
         args.leader_elect, args.lease_name = True, args.peering
     if args.leader_elect:
@@ -629,6 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
                    help="override FleetPolicy spec.solver.timeLimitSeconds")
     p.add_argument("--no-baseline", action="store_true", help="skip the single-GPU-type comparison")
+    p.add_argument("--scenarios", nargs="+", metavar="TRACE",
+                   help="plan one fleet that also serves each TRACE in place of the trace-driven workloads' own "
+                        "traces (e.g. other hours or another service), and report each one's simulated attainment")
     p.add_argument("--current", metavar="PLAN.json",
                    help="the running plan (`llmfleet plan -o json`): re-plan against it, paying for every replica "
                         "started or stopped, and report the churn")
@@ -704,6 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most time from SIGTERM to exit; keep it under the pod's terminationGracePeriodSeconds "
                         "(default 20)")
     o.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    o.add_argument("--prometheus-url", metavar="URL", default="",
+                   help="read workload telemetry from this Prometheus (for spec.traffic.source observed/max); "
+                        "default: $LLMFLEET_PROMETHEUS_URL, else telemetry off")
+    o.add_argument("--metrics-port", type=int, default=9102, help="port of the operator's own /metrics (0: off)")
     o.add_argument("-v", "--verbose", action="store_true")
     o.set_defaults(func=cmd_operator)
 

@@ -108,6 +108,9 @@ class _Model:
     """(workload, config) -> replicas' worth of load the config carries (its capacity row)"""
     short: dict = dataclasses.field(default_factory=dict)
     """workload index -> replicas its minReplicas lack (soft minimum, only when shedding)"""
+    scenario_of: dict = dataclasses.field(default_factory=dict)
+    """index of a scenario copy of a workload (``FleetProblem.scenarios``) -> (scenario, its
+    workload problem, the index of the same workload in ``fp.workloads``)"""
     unit_load: dict = dataclasses.field(default_factory=dict)
     """(workload, config) -> replicas' worth of load per unit of entry (prefill: P/D) share, as a
     function of the P/D decision per bucket (shape (S,), 0/1): what ``_router_shares`` balances"""
@@ -164,6 +167,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
                 m.short[wi] = prob.add_variable(f"short_{wi}", lowBound=0, upBound=w.min_replicas)
                 terms.append(m.short[wi])
             prob += pulp.lpSum(terms) >= w.min_replicas, f"minrep_{wi}"
+    _scenario_rows(m, fp, allow_shed)
     for name, terms in pool_use.items():
         if terms:
             prob += pulp.LpAffineExpression(terms) <= fp.pools[name].max_gpus, f"pool_{name}"
@@ -184,6 +188,45 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
     m.cost = pulp.LpAffineExpression(cost_terms)
     prob.setObjective(m.cost)
     return m
+
+
+SCENARIO_STRIDE = 1_000_000
+"""index offset of scenario s's copies of the workloads in the model (s x stride + workload index)"""
+
+
+def _scenario_rows(m: _Model, fp: FleetProblem, allow_shed: bool) -> None:
+    """One fleet for several demands (``FleetProblem.scenarios``): each scenario's copy of a
+    workload routes its own demand over the same replicas (the n of the config with the same
+    pool, TP, role and cap; a config the main demand does not have is unavailable there), and
+    must be served (or shed, in the tier phases) like the main one."""
+    index = {w.key: wi for wi, w in enumerate(fp.workloads)}
+    for s, workloads in enumerate(fp.scenarios, start=1):
+        for ws in workloads:
+            wi = index.get(ws.key)
+            if wi is None:
+                continue
+            main = fp.workloads[wi]
+            by_key = {config_key(main.key, c): ci for ci, c in enumerate(main.configs)}
+            wsi = s * SCENARIO_STRIDE + wi
+            m.scenario_of[wsi] = (s, ws, wi)
+            for ci, c in enumerate(ws.configs):
+                shared = by_key.get(config_key(ws.key, c))
+                m.n[wsi, ci] = (m.n[wi, shared] if shared is not None else
+                                m.prob.add_variable(f"n_{wsi}_{ci}", lowBound=0, upBound=0, cat=pulp.LpInteger))
+            _balanced_rows(m, fp, ws, wsi, allow_shed)
+            for ci in range(len(ws.configs)):
+                if (wsi, ci) in m.load:
+                    m.prob += m.load[wsi, ci] - m.n[wsi, ci] <= 0, f"load_{wsi}_{ci}"
+
+
+def _members_with_scenarios(m: _Model, members: list[int]) -> list[int]:
+    """``members`` (indices of ``fp.workloads``) with their scenario copies."""
+    return list(members) + [wsi for wsi, (_, _, wi) in m.scenario_of.items() if wi in members]
+
+
+def _workload(fp: FleetProblem, m: _Model, wi: int) -> WorkloadProblem:
+    """The workload problem of model index ``wi`` (a scenario copy or one of ``fp.workloads``)."""
+    return m.scenario_of[wi][1] if wi in m.scenario_of else fp.workloads[wi]
 
 
 def _churn_terms(m: _Model, fp: FleetProblem) -> list:
@@ -444,7 +487,7 @@ def _one_group_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, se
 
 
 def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
-    w = fp.workloads[wi]
+    w = _workload(fp, m, wi)
     coef: dict = {}  # one u per workload under load balancing: sum its buckets' rates
     for b in range(len(w.share)):
         if (wi, b) in m.u:
@@ -571,15 +614,16 @@ def _solve(fp: FleetProblem) -> Plan:
     Otherwise the joint MILP is solved (``solve_joint``).
     """
     t0 = time.perf_counter()
-    fp = dataclasses.replace(fp, workloads=[dataclasses.replace(w, configs=prune_dominated(w, fp.current))
-                                            for w in fp.workloads])
+    prune = lambda ws: [dataclasses.replace(w, configs=prune_dominated(w, fp.current)) for w in ws]  # noqa: E731
+    fp = dataclasses.replace(fp, workloads=prune(fp.workloads), scenarios=[prune(ws) for ws in fp.scenarios])
     if len(fp.workloads) > 1:
         parts = []
         for w in fp.workloads:
             remaining = fp.time_limit_s - (time.perf_counter() - t0)
             if remaining <= 0:
                 break
-            part = solve_joint(dataclasses.replace(fp, workloads=[w], time_limit_s=remaining))
+            mine = [[x for x in ws if x.key == w.key] for ws in fp.scenarios]
+            part = solve_joint(dataclasses.replace(fp, workloads=[w], scenarios=mine, time_limit_s=remaining))
             if part.status != "optimal":
                 break
             parts.append(part)
@@ -702,7 +746,7 @@ def solve_joint(fp: FleetProblem) -> Plan:
         tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
         for k, tier_value in enumerate(tiers):
             members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
-            shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in members)
+            shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
             m.prob.setObjective(shed)
             # the tier phases share half the remaining time; the cost phase, which decides the
             # plan's cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
@@ -714,7 +758,7 @@ def solve_joint(fp: FleetProblem) -> Plan:
             # the shed this tier reached (optimal, or the best found in its share of the time)
             best = pulp.value(shed) or 0.0
             m.prob += shed <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_shed"
-            fixes.append((members, best, _shed_rps))
+            fixes.append((members, best, _shed_rps, True))
             incumbent = {v.name: v.varValue for v in m.prob.variables()}
             # then the tier's minimum replicas, before any lower tier is served
             if any(wi in m.short for wi in members):
@@ -727,7 +771,7 @@ def solve_joint(fp: FleetProblem) -> Plan:
                     break
                 best = pulp.value(short) or 0.0
                 m.prob += short <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_short"
-                fixes.append((members, best, _short_replicas))
+                fixes.append((members, best, _short_replicas, False))
                 incumbent = {v.name: v.varValue for v in m.prob.variables()}
         m.prob.setObjective(m.cost)
         status, bound = _run(m, fp, deadline)
@@ -746,11 +790,16 @@ def solve_joint(fp: FleetProblem) -> Plan:
                     messages=messages)
 
     def fix_tiers(mm: _Model) -> None:
-        for members, best, measure in fixes:
-            mm.prob += pulp.lpSum(measure(fp, mm, wi) for wi in members) <= best + _SHED_TOL * max(1.0, best)
+        for members, best, measure, scenarios in fixes:
+            who = _members_with_scenarios(mm, members) if scenarios else members
+            mm.prob += pulp.lpSum(measure(fp, mm, wi) for wi in who) <= best + _SHED_TOL * max(1.0, best)
 
     lp_bound = _lp_bound(fp, True, fix_tiers) if shedding else full_service_lp
     plan = _extract(fp, m)
+    for wsi, (sc, ws, _) in sorted(m.scenario_of.items()):
+        shed = sum(_shed_share(m, wsi, b) * ws.rate_rps * ws.share[b] for b in range(len(ws.share)))
+        if shed > 1e-6 * ws.rate_rps:
+            messages.append(f"scenario {sc}: {ws.key}: {shed:.2f} of {ws.rate_rps:.2f} req/s cannot be served by this fleet")
     plan.solver = backend
     plan.solve_time_s = time.perf_counter() - t0
     plan.lp_bound = lp_bound

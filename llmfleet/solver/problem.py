@@ -190,6 +190,9 @@ class FleetProblem:
     nodes: list | None = None
     """the nodes of every pool (``solver.placement.Node``): offline from ``GPUPool.spec.gpusPerNode``
     and ``maxGPUs``; None: no node-shape cuts and no placement (Mélange input, baselines)"""
+    scenarios: list = field(default_factory=list)
+    """further demands the same fleet must serve (``llmfleet plan --scenarios``): per scenario, the
+    workloads (``WorkloadProblem``, same keys as ``workloads``) built from that scenario's traffic"""
     current: dict = field(default_factory=dict)
     """running replicas per group (``churn.GroupKey`` -> replicas): a re-plan pays for what it
     starts and stops (``solver.churn``); empty: planning from scratch"""

@@ -746,31 +746,22 @@ def solve_joint(fp: FleetProblem) -> Plan:
         tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
         for k, tier_value in enumerate(tiers):
             members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
-            shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
-            m.prob.setObjective(shed)
             # the tier phases share half the remaining time; the cost phase, which decides the
             # plan's cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
-            now = time.perf_counter()
-            _run(m, fp, now + (deadline - now) / 2 / (len(tiers) - k), gap=max(fp.relative_gap, _TIER_GAP),
-                 label=f"shortage, tier value {tier_value}", unit="req/s shed")
-            if not _has_solution(m):
+            shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
+            best = _phase(m, fp, shed, deadline, 2 * (len(tiers) - k), f"tier_{tier_value}_shed",
+                          f"shortage, tier value {tier_value}", "req/s shed")
+            if best is None:
                 break
-            # the shed this tier reached (optimal, or the best found in its share of the time)
-            best = pulp.value(shed) or 0.0
-            m.prob += shed <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_shed"
             fixes.append((members, best, _shed_rps, True))
             incumbent = {v.name: v.varValue for v in m.prob.variables()}
             # then the tier's minimum replicas, before any lower tier is served
             if any(wi in m.short for wi in members):
                 short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
-                m.prob.setObjective(short)
-                now = time.perf_counter()
-                _run(m, fp, now + (deadline - now) / 4 / (len(tiers) - k), gap=max(fp.relative_gap, _TIER_GAP),
-                     label=f"shortage, minimum replicas of tier value {tier_value}", unit="replicas short")
-                if not _has_solution(m):
+                best = _phase(m, fp, short, deadline, 4 * (len(tiers) - k), f"tier_{tier_value}_short",
+                              f"shortage, minimum replicas of tier value {tier_value}", "replicas short")
+                if best is None:
                     break
-                best = pulp.value(short) or 0.0
-                m.prob += short <= best + _SHED_TOL * max(1.0, best), f"tier_{tier_value}_short"
                 fixes.append((members, best, _short_replicas, False))
                 incumbent = {v.name: v.varValue for v in m.prob.variables()}
         m.prob.setObjective(m.cost)
@@ -814,6 +805,21 @@ def solve_joint(fp: FleetProblem) -> Plan:
         plan.status = "optimal" if plan.gap <= fp.relative_gap + 1e-9 else "feasible"
     plan.messages = messages
     return plan
+
+
+def _phase(m: _Model, fp: FleetProblem, objective, deadline: float, share: int, name: str, label: str,
+           unit: str) -> float | None:
+    """One lexicographic phase: minimise ``objective`` in 1/``share`` of the time left, then fix it
+    at the value reached (optimal, or the best found in time) for every later phase. None when the
+    phase found no solution."""
+    m.prob.setObjective(objective)
+    now = time.perf_counter()
+    _run(m, fp, now + (deadline - now) / share, gap=max(fp.relative_gap, _TIER_GAP), label=label, unit=unit)
+    if not _has_solution(m):
+        return None
+    best = pulp.value(objective) or 0.0
+    m.prob += objective <= best + _SHED_TOL * max(1.0, best), name
+    return best
 
 
 def _short_replicas(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:

@@ -39,7 +39,7 @@ from llmfleet.solver.caps import budget_report, without_caps
 from llmfleet.solver.churn import churn_report, current_from_document
 from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits_pools, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
-from llmfleet.solver.milp import solve
+from llmfleet.solver.milp import predicted_attainment, solve
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem, build_problem, minimum_gpus_shortfall
 from llmfleet.sim.engine import simulate
@@ -326,6 +326,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             baselines = single_type_baselines(fp)
     saving = _saving(plan, baselines, fp)
     churn = churn_report(plan, fp.current) if fp.current else None
+    predicted = predicted_attainment(fp, plan) if plan.cost_per_hour is not None and not args.melange else {}
     scenario_results = []
     if scenarios and plan.cost_per_hour is not None:
         with steps.step(f"Replaying {len(scenarios)} scenario(s) against the plan"):
@@ -346,6 +347,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             doc["powerBudget"] = budget
         if churn is not None:
             doc["churn"] = churn
+        if predicted:
+            doc["predictedSloAttainment"] = {k: round(v, 4) for k, v in predicted.items()}
         if scenarios:
             doc["scenarios"] = [{"traffic": sc.source, "workloads": [r.to_dict() for r in res.values()]}
                                 for sc, res in zip(scenarios, scenario_results)]
@@ -358,6 +361,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, allow_nan=False) if args.output == "json" else yaml.safe_dump(doc, sort_keys=False))
     else:
         _print_report(console, plan, baselines, saving, source, fp)
+        if predicted:
+            targets = {w.key: w.workload.spec.slo.percentile for w in fp.workloads if w.workload is not None}
+            console.print("predicted SLO attainment (capacity model; --verify replays the traffic): " + "; ".join(
+                f"{k} {_pct(v)} (target {targets[k]:g}%)" for k, v in predicted.items()), highlight=False)
         if budget:
             _print_budget(console, budget)
         if scenario_results:

@@ -183,3 +183,20 @@ def test_a_group_that_misses_a_few_sizes_may_join_within_the_allowance(example):
             continue
         fails = ok & (a.config.capacity_rps <= 0)
         assert w.share[fails].sum() <= w.miss_budget + 1e-12
+
+
+def test_predicted_attainment_is_close_to_the_simulated_one(example):
+    # the capacity model's own estimate, printed without --verify, against a replay of the Azure
+    # hour through the simulator's vLLM scheduler and load-aware router (an independent model of
+    # the queueing): within 5 points, and both above the 90% target
+    from llmfleet.sim.engine import simulate
+    from llmfleet.sim.scenario import from_plan
+    from llmfleet.solver.milp import predicted_attainment
+    from llmfleet.workload.traces import load_trace
+
+    fp, plan = example
+    predicted = predicted_attainment(fp, plan)
+    chat = next(w for w in from_plan(plan, fp) if w.key == "default/chat-8b")
+    simulated = simulate(chat, load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")).attainment
+    assert abs(predicted["default/chat-8b"] - simulated) < 0.05
+    assert min(predicted.values()) >= 0.9 and simulated >= 0.9

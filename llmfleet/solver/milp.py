@@ -915,33 +915,88 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 solver="", assignments=assignments, workloads=results, messages=[], pd_threshold_tokens=thresholds)
 
 
-def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
-                       params: PerfParams) -> tuple[float | None, float | None]:
-    """Traffic-weighted TTFT and TPOT at the SLO percentile of a replica group at utilization
-    ``util``: each bucket is evaluated at util x κ, the rate at which it alone would load a
-    replica as much as the actual mix does. A prefill group predicts TTFT only (KV transfer and
-    the first decode step included), a decode group TPOT only."""
+def _latency_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
+                       percentile: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(served (S,) bool, TTFT, TPOT at ``percentile`` over the served buckets, s) of a replica
+    group at utilisation ``util``: each bucket evaluated at util x κ, the rate at which it alone
+    would load a replica as much as the actual mix does, with the group's power cap. A prefill
+    group predicts TTFT only (KV transfer and the first decode step included), a decode group TPOT
+    only (None for the other)."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     if not served.any():
-        return None, None
+        return served, None, None
+    if getattr(c, "compute_scale", 1.0) < 1.0:  # a capped group computes at the capped clock
+        params = dataclasses.replace(params, eff_compute=params.eff_compute * c.compute_scale)
     slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
     inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
-    weights = bucket_rps[served] / bucket_rps[served].sum()
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
     if c.role == "prefill":
-        ttft = prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, slo.percentile,
-                                    c.kv_transfer_s[served], slo.tpot, params, burst)
-        return float((weights * ttft).sum()), None
+        return served, prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, percentile, c.kv_transfer_s[served],
+                                            slo.tpot, params, burst), None
     if c.role == "decode":
-        tpot = decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, params, gmu,
-                                   max_num_seqs=seqs, burst=burst)
-        return None, float((weights * tpot).sum())
-    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, slo.percentile, params, gmu,
+        return served, None, decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentile, params, gmu,
+                                                 max_num_seqs=seqs, burst=burst)
+    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentile, params, gmu,
                                  max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst)
-    return float((weights * ttft).sum()), float((weights * tpot).sum())
+    return served, ttft, tpot
+
+
+def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
+                       params: PerfParams) -> tuple[float | None, float | None]:
+    """Traffic-weighted TTFT and TPOT at the SLO percentile of a replica group, s
+    (``_latency_by_bucket``)."""
+    served, ttft, tpot = _latency_by_bucket(w, c, bucket_rps, util, params, w.workload.spec.slo.percentile)
+    if not served.any():
+        return None, None
+    weights = bucket_rps[served] / bucket_rps[served].sum()
+    mean = lambda a: None if a is None else float((weights * a).sum())  # noqa: E731
+    return mean(ttft), mean(tpot)
+
+
+ATTAINMENT_GRID = (50.0, 70.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.0, 98.0, 99.0, 99.5, 99.9)
+"""percentiles at which ``predicted_attainment`` evaluates the capacity model"""
+
+
+def predicted_attainment(fp: FleetProblem, plan: Plan) -> dict[str, float]:
+    """SLO attainment the capacity model predicts for each planned workload, 0..1, without a
+    simulation: per group and size bucket, the highest percentile of ``ATTAINMENT_GRID`` at which
+    the predicted TTFT and TPOT both meet the targets (0 for planned misses), weighted by the
+    traffic the router gives each group; for P/D traffic, the decode groups' share times the
+    prefill groups' mean. A coarse, model-only figure: ``--verify`` replays the traffic."""
+    out = {}
+    for w in fp.workloads:
+        if w.workload is None or w.model is None:
+            continue
+        slo = w.workload.spec.slo
+        groups = [a for a in plan.assignments if a.workload == w.key and a.rate_rps > 0]
+        if not groups:
+            continue
+        met = {}
+        for a in groups:
+            reached = np.zeros(len(w.share))
+            for q in ATTAINMENT_GRID:
+                served, ttft, tpot = _latency_by_bucket(w, a.config, a.bucket_rate_rps, min(a.utilization, 1.0),
+                                                        fp.params, q)
+                ok = np.ones(int(served.sum()), dtype=bool)
+                if ttft is not None:
+                    ok &= ttft <= slo.ttft
+                if tpot is not None:
+                    ok &= tpot <= slo.tpot
+                idx = np.flatnonzero(served)[ok]
+                reached[idx] = q / 100.0
+            met[id(a)] = float((a.bucket_rate_rps * reached).sum() / a.bucket_rate_rps.sum())
+        entry = [a for a in groups if a.role != "prefill"]
+        prefill = [a for a in groups if a.role == "prefill"]
+        pre = (sum(met[id(a)] * a.rate_rps for a in prefill) / sum(a.rate_rps for a in prefill)) if prefill else 1.0
+        total = sum(a.rate_rps for a in entry)
+        if total <= 0:
+            continue
+        att = sum(met[id(a)] * a.rate_rps * (pre if a.role == "decode" else 1.0) for a in entry) / total
+        out[w.key] = att  # planned misses are in the groups' bucket rates, at 0
+    return out
 
 
 def _describe_bucket(w: WorkloadProblem, b: int) -> str:

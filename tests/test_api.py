@@ -35,7 +35,7 @@ def write(tmp_path, **over):
 
 def test_examples_load_as_kubernetes_documents():
     spec = load_fleet([EXAMPLES])
-    assert sorted(w.metadata.name for w in spec.workloads) == ["assistant-70b", "chat-8b"]
+    assert sorted(w.metadata.name for w in spec.workloads) == ["assistant-70b", "chat-8b", "summarise-8b"]
     assert {p.spec.gpu_type for p in spec.pools} == {"A10G", "L4", "L40S", "A100-80G", "H100-SXM"}
     chat = next(w for w in spec.workloads if w.metadata.name == "chat-8b")
     # "1s" and "100ms" in the YAML are held in seconds

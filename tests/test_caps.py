@@ -19,7 +19,7 @@ from llmfleet.solver.problem import build_problem
 
 from conftest import EXAMPLES
 
-BUDGET_WATTS = 3500
+BUDGET_WATTS = 6000
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,12 @@ def test_under_a_budget_caps_serve_what_tdp_accounting_cannot(budget_fleet):
     fleet, fp = budget_fleet
     plan = solve(fp)
     tdp = solve(without_caps(fp))
-    # at default limits the 70B model takes at least 1.6 kW (its BF16 weights, 141 GB, leave a KV
-    # cache only from four 80 GB GPUs up; 400 W A100s are the lowest TDP among them), and the rest
-    # of 3.5 kW does not carry chat-8b's demand: TDP accounting sheds; caps serve everything
+    # the examples' fleet is 8.1 kW at TDP; at default limits the 70B model alone takes at least
+    # 1.6 kW (its BF16 weights, 141 GB, leave a KV cache only from four 80 GB GPUs up; 400 W A100s
+    # are the lowest TDP among them), and the rest of 6 kW does not carry the other two workloads:
+    # TDP accounting sheds; caps serve everything
     assert tdp.status == "shortage" and sum(r.shed_rps for r in tdp.workloads) > 0
-    assert plan.status == "optimal" and sum(r.shed_rps for r in plan.workloads) == 0
+    assert plan.status in ("optimal", "feasible") and sum(r.shed_rps for r in plan.workloads) == 0
     assert plan.limit_watts <= BUDGET_WATTS + 1e-6  # the guarantee the power agent enforces
     capped = [a for a in plan.assignments if a.config.cap_watts is not None]
     assert capped
@@ -88,4 +89,6 @@ def test_the_cap_reaches_the_deployment_and_the_simulator(budget_fleet):
         assert (round(cap) if cap else int(get_gpu(a.gpu_type).tdp_watts)) in watts
     sims = from_document({"scenario": to_document(from_plan(plan, fp))})
     groups = [g for w in sims for g in w.groups if g.cap_watts is not None]
-    assert groups and all(0 < g.compute_scale < 1 for g in groups)
+    # capped compute-bound groups run slower; a decode group capped above its draw does not
+    assert groups and all(0 < g.compute_scale <= 1 for g in groups)
+    assert any(g.compute_scale < 1 for g in groups)

@@ -908,9 +908,9 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
         results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
     thresholds = {}
     for wi, w in enumerate(fp.workloads):
-        if any(a.workload == w.key and a.role == "prefill" for a in assignments):
-            first = min(i for (wj, i), d in m.pd.items() if wj == wi and (d.value() or 0) > 0.5)
-            thresholds[w.key] = int(INPUT_EDGES_TOKENS[first])
+        on = [i for (wj, i), d in m.pd.items() if wj == wi and (d.value() or 0) > 0.5]
+        if on and any(a.workload == w.key and a.role == "prefill" for a in assignments):
+            thresholds[w.key] = int(INPUT_EDGES_TOKENS[min(on)])  # bucket-pinned plans have none
     return Plan(status="", cost_per_hour=total, lp_bound=None, dual_bound=None, gap=None, solve_time_s=0.0,
                 solver="", assignments=assignments, workloads=results, messages=[], pd_threshold_tokens=thresholds)
 

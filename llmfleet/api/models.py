@@ -83,7 +83,7 @@ class ObjectMeta(BaseModel):
 class Condition(_Model):
     """A Kubernetes-convention condition (``metav1.Condition``)."""
 
-    type: str = Field(description="Planned, Ready, Degraded or SLOAtRisk")
+    type: str = Field(description="Planned, Ready, Degraded, Contested, TelemetryStale or SLOAtRisk")
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(default="", description="CamelCase machine-readable reason")
     message: str = Field(default="", description="human-readable explanation")
@@ -113,6 +113,16 @@ class LLMWorkloadStatus(_Model):
     plan: list[PlannedGroup] = Field(default_factory=list, description="this workload's slice of the fleet plan")
     demand_rps: float | None = Field(default=None, ge=0, description="request rate planned for, req/s")
     served_rps: float | None = Field(default=None, ge=0, description="part of the demand the plan serves, req/s")
+    observed_demand_rps: float | None = Field(default=None, ge=0, description=(
+        "arrival rate Prometheus showed at the last telemetry read, req/s (spec.traffic.source observed or max)"))
+    forecast_demand_rps: float | None = Field(default=None, ge=0, description=(
+        "forecast demand over the re-plan interval at the last telemetry read (a high quantile), req/s"))
+    observed_ttft_seconds: float | None = Field(default=None, ge=0, description=(
+        "observed time to first token at the SLO percentile, worst group, s"))
+    observed_itl_seconds: float | None = Field(default=None, ge=0, description=(
+        "observed inter-token latency at the SLO percentile, worst group, s (compare predictedTpotSeconds)"))
+    telemetry_age_seconds: float | None = Field(default=None, ge=0, description=(
+        "age of the newest telemetry the plan could use, s"))
     gpus: int | None = Field(default=None, ge=0, description="GPUs planned for the workload")
     cost_per_hour: float | None = Field(default=None, ge=0, description="USD per hour of the workload's replicas")
     replicas: int | None = Field(default=None, ge=0, description="replicas planned")
@@ -233,6 +243,12 @@ class TrafficSpec(_Model):
     input_tokens: LengthPercentiles | None = None
     output_tokens: LengthPercentiles | None = None
     trace: TraceRef | None = None
+    source: Literal["declared", "observed", "max"] = Field(default="declared", description=(
+        "where the planned demand comes from: declared (the rate and lengths or the trace above); observed "
+        "(the operator's Prometheus telemetry, forecast over the re-plan interval; the declared traffic is "
+        "the first plan, before any observation); max (the larger of declared and observed rates: the declared "
+        "rate is a floor). Needs the operator's --prometheus-url; missing or stale telemetry never lowers "
+        "the plan"))
 
     @model_validator(mode="after")
     def _source(self) -> "TrafficSpec":

@@ -19,6 +19,16 @@ Settings come from the environment so that ``kopf run -m llmfleet.operator`` and
     LLMFLEET_LEADER_ELECTION    "1": elect one active replica with a Lease (default off)
     LLMFLEET_LEASE_NAME, LLMFLEET_LEASE_NAMESPACE, LLMFLEET_LEASE_DURATION_SECONDS,
     LLMFLEET_RENEW_DEADLINE_SECONDS, LLMFLEET_RETRY_PERIOD_SECONDS   see leader.ElectionSettings
+    LLMFLEET_METRICS_PORT       port of the operator's own /metrics (default 9102; 0: off)
+    LLMFLEET_PROMETHEUS_URL     Prometheus to read workload telemetry from (default: none, telemetry
+                                off: every workload is planned from its declared traffic)
+    LLMFLEET_TELEMETRY_SCRAPE_INTERVAL_SECONDS   scrape interval of the vLLM job (default 15)
+    LLMFLEET_TELEMETRY_WINDOW_SECONDS            rate() window (default 60; >= 4 scrape intervals)
+    LLMFLEET_TELEMETRY_STALE_INTERVALS           samples older than this many scrape intervals are
+                                                 stale (default 3)
+    LLMFLEET_SCALE_DOWN_STABILISATION_SECONDS    demand must stay below the band this long before a
+                                                 scale-down (default 300, Kubernetes HPA)
+    LLMFLEET_SCALE_DOWN_COOLDOWN_SECONDS         no scale-down this soon after a change (default 300)
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ from llmfleet.api.models import API_GROUP, API_VERSION
 from llmfleet.operator.kube import DEFAULT_API_TIMEOUT_S, ApiUnavailable, Kube, WritesStopped
 from llmfleet.operator.leader import (DEFAULT_LEASE_DURATION_S, DEFAULT_RENEW_DEADLINE_S, DEFAULT_RETRY_PERIOD_S,
                                       ElectionSettings, LeaderElector)
+from llmfleet.operator import selfmetrics
+from llmfleet.operator.live import LiveDemand
 from llmfleet.operator.planner import FleetPlanner
 from llmfleet.operator.render import LABEL_MANAGED_BY, MANAGED_BY
 
@@ -181,6 +193,64 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise kopf.PermanentError(f"{name}={raw!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise kopf.PermanentError(f"{name}={raw!r} must be a port in 0-65535 (0: off)")
+    return value
+
+
+def live_demand_from_env() -> LiveDemand | None:
+    """The telemetry side of the planner from ``LLMFLEET_PROMETHEUS_URL`` and friends (module
+    docstring); None without a URL. Raises kopf.PermanentError for a bad setting."""
+    url = os.environ.get("LLMFLEET_PROMETHEUS_URL", "").strip()
+    if not url:
+        return None
+    from llmfleet.telemetry.client import TelemetryClient
+    from llmfleet.telemetry.stability import StabilityPolicy
+
+    scrape_s = _env_float("LLMFLEET_TELEMETRY_SCRAPE_INTERVAL_SECONDS", 15.0)
+    try:
+        client = TelemetryClient(url, window_s=_env_float("LLMFLEET_TELEMETRY_WINDOW_SECONDS", max(60.0, 4 * scrape_s)),
+                                 scrape_interval_s=scrape_s,
+                                 stale_after_intervals=_env_float("LLMFLEET_TELEMETRY_STALE_INTERVALS", 3.0))
+    except ValueError as err:
+        raise kopf.PermanentError(f"telemetry settings: {err}") from None
+
+    def count(key: str, decision) -> None:
+        ns, name = key.split("/", 1)
+        selfmetrics.DECISIONS.labels(ns, name, decision.action.value, decision.reason).inc()
+
+    return LiveDemand(client,
+                      scale_down_stabilisation_s=_env_float("LLMFLEET_SCALE_DOWN_STABILISATION_SECONDS",
+                                                            StabilityPolicy.scale_down_stabilisation_s),
+                      cooldown_s=_env_float("LLMFLEET_SCALE_DOWN_COOLDOWN_SECONDS", StabilityPolicy.cooldown_s),
+                      on_decision=count)
+
+
+def _check_series(live: LiveDemand) -> None:
+    """The start-up absent() check: say which expected series Prometheus lacks (once, in the log)."""
+    from llmfleet.telemetry.client import TelemetryUnavailable
+
+    try:
+        required, optional = live.client.missing_series()
+    except TelemetryUnavailable as err:
+        log.warning("telemetry: Prometheus cannot be read now (%s); workloads hold their plans until it can",
+                    err.reason.value)
+        return
+    if required:
+        log.warning("telemetry: no series at all for %s: check the scrape configuration "
+                    "(examples/monitoring/); workloads hold their plans while it is missing", ", ".join(required))
+    if optional:
+        log.info("telemetry: optional series absent: %s", ", ".join(optional))
+
+
 def _force_exit(timeout_s: float) -> None:
     """The last resort when shutdown outlasts its bound (a hung solve or request): exit now."""
     log.error("shutdown took longer than %.0fs; exiting without waiting further", timeout_s)
@@ -267,11 +337,16 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
         memo.elector = LeaderElector(election, lambda: aio_loop.call_soon_threadsafe(leading.set), lost,
                                      api_timeout_s=min(api_timeout_s, max(1.0, election.renew_deadline_s / 3)))
         memo.elector.start()
-    loop = PlannerLoop(FleetPlanner(kube, trace_dir), debounce_s, leading)
+    live = live_demand_from_env()
+    selfmetrics.serve(_env_port("LLMFLEET_METRICS_PORT", selfmetrics.DEFAULT_METRICS_PORT))
+    if live is not None:
+        await asyncio.get_running_loop().run_in_executor(None, _check_series, live)
+    loop = PlannerLoop(FleetPlanner(kube, trace_dir, live), debounce_s, leading)
     memo.planner_loop = loop
     memo.planner_task = asyncio.create_task(loop.run())
-    log.info("llmfleet operator started (trace dir %s, debounce %.1fs, API timeout %.0fs%s)", trace_dir, debounce_s,
-             api_timeout_s, ", leader election on" if leading is not None else "")
+    log.info("llmfleet operator started (trace dir %s, debounce %.1fs, API timeout %.0fs%s%s)", trace_dir, debounce_s,
+             api_timeout_s, ", leader election on" if leading is not None else "",
+             ", telemetry on" if live is not None else "")
 
 
 @kopf.on.cleanup()

@@ -27,13 +27,15 @@ from llmfleet.jsonsafe import finite_or_null
 from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.drift import FightTracker, Verdict, drifted_fields, fingerprint, last_foreign_writer
 from llmfleet.operator.kube import Kube, WritesStopped, now_rfc3339
+from llmfleet.operator import selfmetrics
+from llmfleet.operator.live import LiveDemand, plan_views
 from llmfleet.operator.render import (
     ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
     MANAGED_BY, ChildKey, group_deployment_name, priority_class_name, render_plan, render_priority_class,
 )
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
-from llmfleet.solver.problem import build_problem, minimum_gpus, resolve_pool
+from llmfleet.solver.problem import build_problem, minimum_gpus, resolve_pool, workload_demand
 
 RESERVED_NAMES = {("Service", "kubernetes")}
 """Children llmfleet never creates, whatever exists: the API server's own Service is named
@@ -217,11 +219,14 @@ class FleetPlanner:
     Args:
         kube: API access.
         trace_dir: folder that relative ``spec.traffic.trace.path`` values are read from.
+        live: telemetry-driven demand (``live.LiveDemand``) for workloads with
+            ``spec.traffic.source`` observed or max; None: telemetry off, every workload declared.
     """
 
-    def __init__(self, kube: Kube, trace_dir: Path | None = None):
+    def __init__(self, kube: Kube, trace_dir: Path | None = None, live: LiveDemand | None = None):
         self.kube = kube
         self.trace_dir = trace_dir or Path.cwd()
+        self.live = live
         self._lock = threading.Lock()
         self._cache: tuple[str, Plan] | None = None
         self.replan_interval_s: float | None = None
@@ -256,12 +261,13 @@ class FleetPlanner:
         while True:
             if not workloads or not pools:
                 return None, False, failed
+            demands = {k: d for k, d in (self.live.demands() if self.live else {}).items() if k in workloads}
             digest = hashlib.sha256(json.dumps(
                 [[(k, w.spec.model_dump(mode="json")) for k, w in sorted(workloads.items())],
                  [(k, p.spec.model_dump(mode="json")) for k, p in sorted(pools.items())],
                  policy.spec.model_dump(mode="json"), str(self.trace_dir),
                  {ns: parsed.namespace_labels.get(ns) for ns in sorted({k.split("/")[0] for k in workloads})},
-                 inference_pool_crd],
+                 inference_pool_crd, self.live.fingerprint() if self.live else None],
                 sort_keys=True).encode()).hexdigest()
             if self._cache and self._cache[0] == digest:
                 return self._cache[1], False, failed
@@ -269,7 +275,7 @@ class FleetPlanner:
                              namespace_labels=parsed.namespace_labels,
                              base_dir=self.trace_dir)
             try:
-                problem = build_problem(spec, inference_pool_crd=inference_pool_crd)
+                problem = build_problem(spec, demands=demands or None, inference_pool_crd=inference_pool_crd)
             except ManifestError as err:
                 if err.obj is None:
                     raise
@@ -288,13 +294,26 @@ class FleetPlanner:
                                      "the GPUPools and quotas; this plan leaves them out")
             log.info("solved %d workloads on %d pools: %s, %s USD/h in %.2fs", len(workloads), len(pools),
                      plan.status, plan.cost_per_hour, time.perf_counter() - t0)
+            selfmetrics.SOLVES.inc()
+            d = plan.to_dict()
+            selfmetrics.PLAN_COST.set(d["costPerHour"] if d.get("costPerHour") is not None else float("nan"))
+            selfmetrics.PLAN_GAP.set(d["gap"] if d.get("gap") is not None else float("nan"))
             self._cache = (digest, plan)
             return plan, True, failed
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self) -> ReconcileReport:
         with self._lock:
-            return self._reconcile()
+            t0 = time.perf_counter()
+            try:
+                report = self._reconcile()
+            except Exception:
+                selfmetrics.RECONCILES.labels("error").inc()
+                raise
+            finally:
+                selfmetrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
+            selfmetrics.RECONCILES.labels("error" if report.errors else "ok").inc()
+            return report
 
     def _reconcile(self) -> ReconcileReport:
         kube = self.kube
@@ -311,6 +330,9 @@ class FleetPlanner:
         routing_mode = policy.spec.routing.effective_mode(inference_pool_crd)
         live_children = self._live_children()
         live_deps = [obj for key, obj in live_children.items() if key.kind == "Deployment"]
+
+        if self.live is not None and self.live.due(self.replan_interval_s):
+            self._telemetry_tick(parsed, live_deps, policy)
 
         # workloads that failed validation: their children are frozen and keep their GPUs
         frozen_ns = {key for (kind, key) in parsed.invalid if kind == "LLMWorkload"}
@@ -375,6 +397,33 @@ class FleetPlanner:
         self._write_statuses(parsed, policy_raw, plan, solved, usable, group_of, live_deps, diff, applied, errors,
                              mode)
         return ReconcileReport(plan, solved, mode, diff, applied, errors)
+
+    def _telemetry_tick(self, parsed: Parsed, live_deps: list[dict], policy: FleetPolicy) -> None:
+        """Read telemetry and decide, per live workload, whether its demand in force changes
+        (``live.LiveDemand.tick``); the views of the running plan come from the cached plan."""
+        workloads = {k: w for k, (_, w) in parsed.workloads.items()}
+
+        def declared(key: str):
+            try:
+                return workload_demand(workloads[key], self.trace_dir)
+            except ManifestError:
+                return None  # the solve reports it on the object
+
+        cached = self._cache[1] if self._cache else None
+        views = plan_views(cached.assignments if cached else [], live_deps, LABEL_WORKLOAD, group_deployment_name)
+        self.live.tick(workloads, declared, views, self.replan_interval_s, policy.spec.hysteresis)
+        for key, st in self.live.workloads.items():
+            ns, name = key.split("/", 1)
+            age = st.telemetry.age_s if st.telemetry is not None else None
+            selfmetrics.TELEMETRY_AGE.labels(ns, name).set(age.value if age is not None and age.known
+                                                           else float("nan"))
+            obs = st.observed
+            selfmetrics.DEMAND.labels(ns, name, "observed").set(obs.value if obs is not None and obs.known
+                                                                else float("nan"))
+            selfmetrics.DEMAND.labels(ns, name, "forecast").set(
+                st.forecast_rps if st.forecast_rps is not None else float("nan"))
+            if st.state is not None:
+                selfmetrics.DEMAND.labels(ns, name, "planned").set(st.state.planned_demand_rps)
 
     def _live_children(self) -> dict[ChildKey, dict]:
         """Every object of ``CHILD_KINDS`` that carries llmfleet's managed-by label, of the kinds
@@ -674,7 +723,12 @@ class FleetPlanner:
                 or "no replicas") + ("" if mode == "apply" else f" (mode {mode}, not applied)"), False)
         ttfts = [a.ttft_s for a, _ in groups if a.ttft_s is not None]
         tpots = [a.tpot_s for a, _ in groups if a.tpot_s is not None]
-        self._set_status("LLMWorkload", raw, {
+        live_fields: dict = {}
+        if self.live is not None:
+            live_fields, live_conds = self.live.status(key, parsed.workloads[key][1])
+            for type_, value, reason, message in live_conds:
+                conds = set_condition(conds, type_, value, reason, message, gen)
+        self._set_status("LLMWorkload", raw, {**live_fields,
             "observedGeneration": gen, "conditions": conds, "plan": slice_,
             "demandRps": round(r.demand_rps, 3) if r else None, "servedRps": round(r.served_rps, 3) if r else None,
             "gpus": gpus, "costPerHour": round(cost, 4),

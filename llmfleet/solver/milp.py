@@ -944,16 +944,53 @@ def _latency_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     return served, ttft, tpot
 
 
+QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 92, 94, 95, 96, 97, 98, 99,
+                          99.5, 99.9])
+"""percentiles at which each bucket's latency is modelled to build a group's latency distribution"""
+
+
+def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
+                      percentile: float | None = None) -> tuple[float | None, float | None]:
+    """TTFT and TPOT at ``percentile`` (default the SLO's) over all the requests a replica group
+    serves, s: the percentile of the mixture of its buckets' modelled latency distributions
+    (each bucket's quantile function on ``QUANTILE_GRID``, weighted by its traffic), which is
+    what a percentile over the group's requests measures. None where the role has no such latency
+    (prefill: TPOT, decode: TTFT) or the group serves nothing within the SLO."""
+    pct = w.workload.spec.slo.percentile if percentile is None else percentile
+    served, ttft, tpot = None, [], []
+    for q in QUANTILE_GRID:
+        served, t1, t2 = _latency_by_bucket(w, c, bucket_rps, util, params, float(q))
+        if not served.any():
+            return None, None
+        ttft.append(t1)
+        tpot.append(t2)
+    weights = bucket_rps[served] / bucket_rps[served].sum()
+    mix = lambda cols: None if cols[0] is None else _mixture_percentile(np.array(cols).T, weights, pct)  # noqa: E731
+    return mix(ttft), mix(tpot)
+
+
+def _mixture_percentile(quantiles: np.ndarray, weights: np.ndarray, pct: float) -> float:
+    """``pct`` percentile of a mixture whose components have quantile functions ``quantiles``
+    (shape (S, len(QUANTILE_GRID))) and weights (S,). inf when the mixture never reaches it."""
+    probs = QUANTILE_GRID / 100.0
+    finite = quantiles[np.isfinite(quantiles)]
+    if not len(finite):
+        return float("inf")
+    ts = np.unique(finite)
+    cdf = np.zeros(len(ts))
+    for b in range(len(weights)):
+        q = np.maximum.accumulate(np.where(np.isfinite(quantiles[b]), quantiles[b], np.inf))
+        ok = np.isfinite(q)
+        if ok.any():
+            cdf += weights[b] * np.interp(ts, q[ok], probs[ok], left=0.0, right=probs[ok][-1])
+    hit = np.flatnonzero(cdf >= pct / 100.0 - 1e-12)
+    return float(ts[hit[0]]) if len(hit) else float("inf")
+
+
 def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
                        params: PerfParams) -> tuple[float | None, float | None]:
-    """Traffic-weighted TTFT and TPOT at the SLO percentile of a replica group, s
-    (``_latency_by_bucket``)."""
-    served, ttft, tpot = _latency_by_bucket(w, c, bucket_rps, util, params, w.workload.spec.slo.percentile)
-    if not served.any():
-        return None, None
-    weights = bucket_rps[served] / bucket_rps[served].sum()
-    mean = lambda a: None if a is None else float((weights * a).sum())  # noqa: E731
-    return mean(ttft), mean(tpot)
+    """``predicted_latency`` at the SLO percentile."""
+    return predicted_latency(w, c, bucket_rps, util, params)
 
 
 ATTAINMENT_GRID = (50.0, 70.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.0, 98.0, 99.0, 99.5, 99.9)

@@ -203,3 +203,32 @@ def test_predicted_attainment_is_close_to_the_simulated_one(example):
     simulated = simulate(chat, load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")).attainment
     assert abs(predicted["default/chat-8b"] - simulated) < 0.05
     assert min(predicted.values()) >= 0.9 and simulated >= 0.9
+
+
+def test_a_prefill_group_may_miss_a_rare_size_within_the_allowance(tmp_path, shared_data):
+    # Mooncake's long-context trace under TTFT 2 s: its ~47k-token prompts (14% of requests) fit
+    # the TTFT only through H100 TP-4 prefill replicas, which cannot prefill the rarer ~51k-token
+    # ones (under 1%) in time. Those may miss within the p90 allowance; shedding all would be wrong.
+    shutil.copy(shared_data / "traces" / "mooncake_fast25_synthetic.jsonl", tmp_path / "mc.jsonl")
+    for name in ("gpupools.yaml", "fleetpolicy.yaml"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    (tmp_path / "w.yaml").write_text("""
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: mc, namespace: default}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic:
+    trace: {path: mc.jsonl, format: mooncake, rateScale: 0.25}
+  slo: {ttft: 2s, tpot: 100ms, percentile: 90}
+  priority: high
+  serving: {tensorParallelSizes: [1, 2, 4]}
+""")
+    fp = build_problem(load_fleet([tmp_path]))
+    plan = solve(fp)
+    assert plan.status == "optimal" and plan.workloads[0].shed_rps == 0
+    prefill = [a for a in plan.assignments if a.role == "prefill"]
+    assert prefill and all(a.gpu_type == "H100-SXM" and a.tp == 4 for a in prefill)
+    w = fp.workloads[0]
+    missed = [b for b in range(len(w.share)) if prefill[0].bucket_rate_rps[b] > 0 and prefill[0].config.capacity_rps[b] <= 0]
+    assert missed and w.share[missed].sum() <= w.miss_budget

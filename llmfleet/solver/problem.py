@@ -568,7 +568,7 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
             continue
         if c.role == "prefill":
             c.throughput_rps[miss] = prefill_capacity_rps(model, c.pool.gpu, c.tp, inp[miss], _NO_TARGET_S, raised,
-                                                          c.kv_transfer_s[miss], _NO_TARGET_S, params, gmu,
+                                                          c.kv_transfer_s[miss], 0.0, params, gmu,
                                                           burst_subset(burst, miss))
         else:
             c.throughput_rps[miss] = capacity_rps(model, c.pool.gpu, c.tp, inp[miss], out[miss], _NO_TARGET_S,

@@ -83,9 +83,12 @@ class MemoryNodePods:
         self.events: list[tuple[str, str, str, bool]] = []
         self.fail = False
 
-    def add(self, namespace: str, name: str, annotations: dict[str, str] | None = None, phase: str = "Running"):
+    def add(self, namespace: str, name: str, annotations: dict[str, str] | None = None, phase: str = "Running",
+            priority: int | None = None, priority_class: str = "", labels: dict[str, str] | None = None):
+        """A pod; ``priority`` is the ``spec.priority`` the API server would resolve from ``priority_class``."""
         self.pods[(namespace, name)] = PodInfo(namespace, name, uid=f"uid-{name}", phase=phase,
-                                               annotations=dict(annotations or {}))
+                                               annotations=dict(annotations or {}), labels=dict(labels or {}),
+                                               priority=priority, priority_class=priority_class)
 
     def remove(self, namespace: str, name: str) -> None:
         self.pods.pop((namespace, name), None)

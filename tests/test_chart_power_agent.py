@@ -96,7 +96,38 @@ def test_values_reach_the_daemonset():
     kubernetes_validate.validate(ds, KUBE_VERSION, strict=True)
 
 
+def test_reactive_capping_is_off_by_default_and_its_values_reach_the_args():
+    def args(values: dict) -> list[str]:
+        return daemonset({"powerAgent": {"enabled": True, **values}})["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    off = args({})
+    assert not [a for a in off if a.startswith(("--node-budget-watts", "--oversubscription"))]
+    assert [a for a in args({"reactive": {"nodeBudgetWatts": 4260}}) if a.startswith("--node-budget")] == [
+        "--node-budget-watts=4260"]
+    assert not [a for a in args({"reactive": {"nodeBudgetWatts": 4260}}) if a.startswith("--oversubscription")]
+    on = args({"reactive": {"nodeBudgetWatts": 4260.5, "oversubscription": 1.3}})
+    assert on[-2:] == ["--node-budget-watts=4260.5", "--oversubscription=1.3"]
+    # an oversubscription without a budget means nothing: not rendered
+    assert args({"reactive": {"oversubscription": 1.3}}) == off
+
+
+def test_rendered_reactive_args_are_what_the_command_parses():
+    """The chart's args, parsed by the agent's own argparse options (no NVML needed to parse)."""
+    import argparse
+
+    from llmfleet.power.main import add_power_agent_arguments
+
+    c = daemonset({"powerAgent": {"enabled": True, "reactive": {"nodeBudgetWatts": 4260, "oversubscription": 1.25}}})
+    parser = argparse.ArgumentParser()
+    add_power_agent_arguments(parser)
+    parsed = parser.parse_args(c["spec"]["template"]["spec"]["containers"][0]["args"][1:])
+    assert (parsed.node_budget_watts, parsed.oversubscription) == (4260.0, 1.25)
+
+
 @pytest.mark.parametrize("values, field", [
+    ({"powerAgent": {"reactive": {"nodeBudgetWatts": -1}}}, "nodeBudgetWatts"),
+    ({"powerAgent": {"reactive": {"nodeBudgetWatts": 4260, "oversubscription": 0.9}}}, "oversubscription"),
+    ({"powerAgent": {"reactive": {"budget": 4260}}}, "budget"),
     ({"powerAgent": {"enabled": "yes"}}, "enabled"),
     ({"powerAgent": {"metricsPort": 80}}, "metricsPort"),
     ({"powerAgent": {"intervalSeconds": 0}}, "intervalSeconds"),

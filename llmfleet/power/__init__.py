@@ -14,6 +14,9 @@ Modules, each one thing:
 - ``agent``: the state machine: desired caps, apply and read back, restore, second-writer detection.
 - ``main``: the ``llmfleet power-agent`` command.
 - ``reactive``: reactive capping of an oversubscribed power domain, lowest tier first (POLCA's two
-  thresholds with hysteresis): measured draw in, new per-GPU caps out. A tested library; nothing
-  calls it yet (neither the agent nor the operator), and the operator does not read GPU draw.
+  thresholds with hysteresis): measured draw in, new per-GPU caps out.
+- ``nodebudget``: one node as such a domain (``llmfleet power-agent --node-budget-watts``): the
+  agent's pods as the controller's groups, tiers from the pods' ``spec.priority``, the draw from
+  NVML. The agent runs the controller every pass when a budget is set; domains larger than a node
+  (a rack, a row) are not wired: the operator does not read GPU draw.
 """

@@ -16,9 +16,22 @@ Each pass:
    ``failed`` (an NVML error, e.g. no permission);
 5. releases GPUs whose pods are gone for longer than ``idle_grace_s``: the agent restores NVML's
    default limit, unless a second writer holds the GPU (then it just stops managing it);
-6. reports on each annotated pod: the annotation ``llmfleet.dev/gpu-power-limit-applied`` (JSON:
+6. with a node power budget (``NodeBudget``; off by default), caps reactively (below);
+7. reports on each annotated pod: the annotation ``llmfleet.dev/gpu-power-limit-applied`` (JSON:
    status, per-GPU enforced watts, message) and, when that report changes, a Kubernetes Event;
    and Prometheus metrics.
+
+Reactive capping (POLCA, ``llmfleet.power.reactive``), only with a node budget: after step 4 the
+agent sums the NVML power readings of the GPUs it manages, hands the node as one power domain to
+the controller (``nodebudget.build_domain``: one group per pod, tier = the pod's ``spec.priority``)
+and writes the caps it returns through the same NVML path (set, read back), each GPU's target
+being min(planned cap, reactive cap), never below the device minimum. Each cap change is an Event
+on the pod (reason from the controller's action: ``PowerCapLowered``, ``PowerCapRaised``,
+``PowerCapClamped``) and the controller's metrics (``llmfleet_power_capping_*``, in the agent's
+registry, so on its /metrics). The reactive cap is remembered per GPU (``reactive_cap_mw``), and a
+reactive write updates the read-back the second-writer check compares with, so the agent never
+takes its own lowered cap for another writer. Without a budget, stored reactive caps are ignored
+and every GPU gets its planned cap, exactly as without this feature.
 
 State (the GPUs the agent manages, by UUID, with the limit it set and read back) is written to a
 JSON file before every NVML write, so a restarted agent neither rewrites caps that are in place nor
@@ -42,8 +55,10 @@ import pynvml
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from llmfleet.power.kube import NodePods, PodInfo
+from llmfleet.power.nodebudget import NodeBudget, PodCaps, build_domain, draw_watts, group_name
 from llmfleet.power.nvml import PowerDevices
 from llmfleet.power.podresources import PodResourcesClient
+from llmfleet.power.reactive import CappingMetrics, ReactiveCapper
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +110,8 @@ class ManagedGpu:
     target_mw: the limit the agent last wrote, mW; observed_mw: the management limit read back right
     after that write (a later different value means another writer); status/message: the last
     outcome; pods: "namespace/name" of the pods that asked; idle_since_s: wall-clock time (s since
-    the epoch) since when no annotated pod holds it, or None."""
+    the epoch) since when no annotated pod holds it, or None; reactive_cap_mw: the cap reactive
+    capping holds it at below the planned cap, mW, or None (only with a node budget)."""
 
     target_mw: int
     observed_mw: int
@@ -103,6 +119,7 @@ class ManagedGpu:
     message: str = ""
     pods: list[str] = field(default_factory=list)
     idle_since_s: float | None = None
+    reactive_cap_mw: int | None = None
 
 
 @dataclass
@@ -117,6 +134,9 @@ class _Outcome:
     message: str
     enforced_mw: int | None = None
     noteworthy: bool = True  # False: a plain "applied", left out of the pod's report message
+    # the planned (clamped) target and the device range, mW: set when the GPU's target was resolved
+    planned_mw: int | None = None
+    range_mw: tuple[int, int] | None = None
 
 
 class StateFile:
@@ -145,8 +165,11 @@ class StateFile:
                              f"{type(err).__name__}") from err
 
     def save(self, gpus: dict[str, ManagedGpu]) -> None:
-        """Replace the file with ``gpus``."""
-        doc = {"version": self.VERSION, "gpus": {u: asdict(g) for u, g in sorted(gpus.items())}}
+        """Replace the file with ``gpus``. ``reactive_cap_mw`` is written only when set, so without
+        reactive capping the file is what it always was."""
+        doc = {"version": self.VERSION,
+               "gpus": {u: {k: v for k, v in asdict(g).items() if k != "reactive_cap_mw" or v is not None}
+                        for u, g in sorted(gpus.items())}}
         text = json.dumps(doc, indent=1, sort_keys=True)
         if text == self._written:
             return
@@ -194,7 +217,8 @@ class PowerAgent:
     devices: NVML (``PowerDevices``); pods: the Kubernetes side (``NodePods``); podresources: a
     ``PodResourcesClient`` (or anything with ``gpus_by_pod()``); state_file: path of the JSON
     state; idle_grace_s: how long a GPU must be without an annotated pod before its default limit
-    is restored; clock: wall-clock seconds (``time.time``), injectable for tests.
+    is restored; clock: wall-clock seconds (``time.time``), injectable for tests; budget: the
+    node's power budget for reactive capping (None: off, the default).
 
     Raises ValueError at construction when the state file exists but is unreadable: the agent
     refuses to start rather than forget the GPUs it capped (the message names the file).
@@ -202,7 +226,8 @@ class PowerAgent:
 
     def __init__(self, devices: PowerDevices, pods: NodePods, podresources: PodResourcesClient,
                  state_file: str | Path, idle_grace_s: float = DEFAULT_IDLE_GRACE_S,
-                 registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time):
+                 registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time,
+                 budget: NodeBudget | None = None):
         self.devices = devices
         self.pods = pods
         self.podresources = podresources
@@ -210,6 +235,11 @@ class PowerAgent:
         self.idle_grace_s = idle_grace_s
         self.clock = clock
         self.metrics = AgentMetrics(registry)
+        self.budget = budget
+        self.capper = (ReactiveCapper(budget.settings, CappingMetrics(self.metrics.registry))
+                       if budget is not None else None)
+        self._capped_series: set[tuple[str, str, str]] = set()  # (domain, group, tier) cap gauges set
+        self._capping_notes: tuple[str, ...] = ()
         self.gpus: dict[str, ManagedGpu] = self.state_file.load()
         # last outcome per GPU, also for GPUs not managed (an unknown UUID), so each change is
         # logged and counted once rather than every pass
@@ -244,12 +274,15 @@ class PowerAgent:
             return False
 
         requests, pod_gpus, pod_problems = self._requests(pods, gpus_by_pod, index_to_uuid)
-        outcomes = {uuid: self._apply(uuid, reqs) for uuid, reqs in requests.items()}
+        outcomes = {uuid: self._apply(uuid, reqs, self._ceiling(uuid)) for uuid, reqs in requests.items()}
         for uuid in [u for u in self.gpus if u not in requests]:
             self._release(uuid)
+        usage_mw = self._observe_usage(index_to_uuid)
+        acted: set[tuple[str, str]] = set()
+        if self.capper is not None:
+            acted = self._cap_reactively(requests, pod_gpus, pod_problems, outcomes, usage_mw)
         self._save()
-        self._report(pod_gpus, pod_problems, outcomes)
-        self._observe_usage(index_to_uuid)
+        self._report(pod_gpus, pod_problems, outcomes, quiet=acted)
         return True
 
     def _requests(self, pods: list[PodInfo], gpus_by_pod: dict[tuple[str, str], list[str]],
@@ -282,8 +315,9 @@ class PowerAgent:
             pod_gpus[pod.key] = (pod, sorted(set(uuids)))
         return requests, pod_gpus, problems
 
-    def _target(self, uuid: str, reqs: list[_Request]) -> tuple[int, bool, str]:
-        """(target mW, whether it is the safe cap, why) for one GPU. Raises NVMLError."""
+    def _target(self, uuid: str, reqs: list[_Request]) -> tuple[int, bool, str, int, int]:
+        """(target mW, whether it is the safe cap, why, device minimum mW, device maximum mW) for one
+        GPU. Raises NVMLError."""
         low, high = self.devices.limit_constraints_mw(uuid)
         clamp = lambda mw: max(low, min(high, int(round(mw))))  # noqa: E731
         safe_mw = clamp(SAFE_CAP_FRACTION * self.devices.default_limit_mw(uuid))
@@ -292,30 +326,46 @@ class PowerAgent:
         if unreadable:
             return safe_mw, True, (f"annotation {ANNOTATION_REQUEST} of pod(s) {', '.join(unreadable)} is not a "
                                    f"positive number of watts; safe cap {_watts(safe_mw)} W "
-                                   f"({SAFE_CAP_FRACTION:.0%} of the default limit)")
+                                   f"({SAFE_CAP_FRACTION:.0%} of the default limit)"), low, high
         asked_mw = sorted({int(round(r.watts * 1000)) for r in reqs})
         if len(asked_mw) > 1:
             # never above any request (the plan's budget held for each) nor above the safe cap
             target = min(safe_mw, clamp(asked_mw[0]))
             return target, True, (f"pods {', '.join(names)} ask different caps for this GPU "
                                   f"({', '.join(f'{_watts(a)} W' for a in asked_mw)}); safe cap {_watts(target)} W "
-                                  f"(the lower of the lowest request and {SAFE_CAP_FRACTION:.0%} of the default limit)")
+                                  f"(the lower of the lowest request and {SAFE_CAP_FRACTION:.0%} of the default "
+                                  "limit)"), low, high
         target = clamp(asked_mw[0])
         note = ""
         if target != asked_mw[0]:
             note = (f"requested {_watts(asked_mw[0])} W is outside the GPU's range "
                     f"[{_watts(low)}, {_watts(high)}] W; clamped to {_watts(target)} W")
-        return target, False, note
+        return target, False, note, low, high
 
-    def _apply(self, uuid: str, reqs: list[_Request]) -> _Outcome:
-        """Bring one requested GPU to its target; the outcome for the pods' reports."""
+    def _ceiling(self, uuid: str) -> int | None:
+        """The reactive cap of a GPU, mW, or None (none, or reactive capping off: then the GPU gets its
+        planned cap whatever an earlier run with a budget left in the state)."""
+        st = self.gpus.get(uuid)
+        return st.reactive_cap_mw if st is not None and self.capper is not None else None
+
+    def _apply(self, uuid: str, reqs: list[_Request], ceiling_mw: int | None = None) -> _Outcome:
+        """Bring one requested GPU to its target; the outcome for the pods' reports. ``ceiling_mw``:
+        the reactive cap, which lowers the planned target (never below the device minimum; it does
+        not apply to a safe cap, which reactive capping leaves alone)."""
         st = self.gpus.get(uuid)
         pods = sorted({f"{r.pod.namespace}/{r.pod.name}" for r in reqs})
         try:
-            target, safe, note = self._target(uuid, reqs)
+            target, safe, note, low, high = self._target(uuid, reqs)
             current = self.devices.management_limit_mw(uuid)
         except pynvml.NVMLError as err:
             return self._set_outcome(uuid, st, _Outcome(FAILED, f"NVML cannot read GPU {uuid}: {err}"))
+        planned = target
+        if ceiling_mw is not None and not safe and ceiling_mw < target:
+            target = max(low, ceiling_mw)
+            reactive = (f"reactive cap {_watts(target)} W, below the planned {_watts(planned)} W, to keep the node "
+                        "within its power budget")
+            note = f"{note}; {reactive}" if note else reactive
+        resolved = {"planned_mw": None if safe else planned, "range_mw": (low, high)}
         if st is not None:
             st.pods, st.idle_since_s = pods, None
             if current != st.observed_mw:
@@ -345,10 +395,11 @@ class PowerAgent:
         if st.observed_mw != target or enforced != target:
             msg = (f"GPU {uuid}: set {_watts(target)} W, read back management limit {_watts(st.observed_mw)} W and "
                    f"enforced limit {_watts(enforced)} W (a limit set elsewhere, e.g. out of band, wins)")
-            return self._set_outcome(uuid, st, _Outcome(MISMATCH, msg + (f"; {note}" if note else ""), enforced))
+            return self._set_outcome(uuid, st, _Outcome(MISMATCH, msg + (f"; {note}" if note else ""), enforced,
+                                                        **resolved))
         msg = f"GPU {uuid}: power limit {_watts(enforced)} W" + (f"; {note}" if note else "")
         return self._set_outcome(uuid, st, _Outcome(SAFE_CAP if safe else APPLIED, msg, enforced,
-                                                    noteworthy=safe or bool(note)))
+                                                    noteworthy=safe or bool(note), **resolved))
 
     def _enforced(self, uuid: str) -> int | None:
         try:
@@ -420,9 +471,12 @@ class PowerAgent:
 
     # ---- reporting ------------------------------------------------------------------------------
 
-    def _report(self, pod_gpus, pod_problems, outcomes: dict[str, _Outcome]) -> None:
+    def _report(self, pod_gpus, pod_problems, outcomes: dict[str, _Outcome],
+                quiet: set[tuple[str, str]] = frozenset()) -> None:
         """Annotate each annotated pod that holds GPUs with its enforcement report, and record an
-        Event when the report changed (the annotation is the memory, so a restart re-sends nothing)."""
+        Event when the report changed (the annotation is the memory, so a restart re-sends nothing).
+        Pods in ``quiet`` got a reactive-capping Event this pass: a plain ``applied`` report of the
+        new cap would only repeat it, so it updates the annotation without an Event."""
         live = set(pod_gpus)
         self._reported = {k: v for k, v in self._reported.items() if k in live}
         for key, (pod, uuids) in sorted(pod_gpus.items()):
@@ -440,16 +494,89 @@ class PowerAgent:
                 continue
             self._reported[key] = value  # also when the annotation cannot be written (RBAC, API down)
             self.pods.annotate(pod, ANNOTATION_APPLIED, value)
+            if key in quiet and status == APPLIED:
+                continue
             limits = ", ".join(f"{u} {_watts(o.enforced_mw)} W" for u, o in zip(uuids, gpu_outcomes))
             text = f"power limits: {limits or 'none'}" + (f"; {report['message']}" if report["message"] else "")
             self.pods.event(pod, _EVENT_REASON[status], text, warning=status != APPLIED)
 
-    def _observe_usage(self, uuids: list[str]) -> None:
+    def _observe_usage(self, uuids: list[str]) -> dict[str, int | None]:
+        """Each GPU's NVML power reading, mW (None where NVML fails), also set as a metric."""
+        usage: dict[str, int | None] = {}
         for uuid in uuids:
             try:
-                self.metrics.usage.labels(uuid).set(self.devices.power_usage_mw(uuid) / 1000.0)
+                usage[uuid] = self.devices.power_usage_mw(uuid)
             except pynvml.NVMLError:
-                pass  # power readings are optional for the agent's job
+                usage[uuid] = None  # optional for applying caps; makes reactive capping hold
+                continue
+            self.metrics.usage.labels(uuid).set(usage[uuid] / 1000.0)
+        return usage
+
+    # ---- reactive capping -----------------------------------------------------------------------
+
+    def _cap_reactively(self, requests: dict[str, list[_Request]], pod_gpus, pod_problems,
+                        outcomes: dict[str, _Outcome], usage_mw: dict[str, int | None]) -> set[tuple[str, str]]:
+        """One interval of reactive capping for this node (module docstring). Updates ``outcomes`` of
+        the GPUs it re-applies; returns the keys of the pods it recorded an Event on."""
+        capped: list[PodCaps] = []
+        for key, (pod, uuids) in sorted(pod_gpus.items()):
+            outs = [outcomes[u] for u in uuids]
+            # the agent alone caps all of the pod's GPUs, from a readable plan: anything else is left
+            # to the rest of the agent (safe cap, second writer, failure) and only counts in the draw
+            if (not uuids or key in pod_problems or any(len(requests[u]) != 1 for u in uuids)
+                    or any(o.status not in (APPLIED, MISMATCH) or o.planned_mw is None for o in outs)):
+                continue
+            capped.append(PodCaps(pod, tuple(uuids), cap_mw=min(self.gpus[u].target_mw for u in uuids),
+                                  planned_mw=min(o.planned_mw for o in outs),
+                                  min_mw=max(o.range_mw[0] for o in outs), max_mw=min(o.range_mw[1] for o in outs)))
+        # the draw of every GPU the agent manages or is asked to manage, that NVML knows on this node
+        managed = (set(requests) | set(self.gpus)) & set(usage_mw)
+        if not managed:
+            return set()
+        grouped = {u for p in capped for u in p.uuids}
+        others_mw = sum(self.gpus[u].observed_mw for u in managed - grouped if u in self.gpus)
+        domain = build_domain(self.budget, capped, others_mw / 1000.0)
+        decision = self.capper.step(domain, draw_watts({u: usage_mw[u] for u in managed}))
+        self._forget_cap_series(domain)
+        if decision.notes != self._capping_notes:
+            for note in decision.notes:
+                log.warning("reactive capping: %s", note)
+            self._capping_notes = decision.notes
+        for p in capped:
+            new_mw = int(round(decision.caps_watts[group_name(p.pod)] * 1000))
+            ceiling = None if new_mw >= p.planned_mw else max(p.min_mw, new_mw)
+            before = {u: self.gpus[u].reactive_cap_mw for u in p.uuids}
+            for uuid in p.uuids:
+                self.gpus[uuid].reactive_cap_mw = ceiling
+            if new_mw != p.cap_mw:
+                for uuid in p.uuids:  # the same path as every write: set, read back, report
+                    outcomes[uuid] = self._apply(uuid, requests[uuid], ceiling)
+                if any(outcomes[u].status not in (APPLIED, MISMATCH) for u in p.uuids):
+                    # NVML refused: the pod's report says so (e.g. PowerLimitFailed); the cap in force
+                    # stays what it was, so the next pass decides again from it
+                    for uuid in p.uuids:
+                        self.gpus[uuid].reactive_cap_mw = before[uuid]
+        by_group = {group_name(p.pod): p.pod for p in capped
+                    if all(outcomes[u].status in (APPLIED, MISMATCH) for u in p.uuids)}
+        acted = set()
+        for action in decision.actions:
+            pod = by_group.get(action.group)
+            if pod is None:
+                continue
+            log.log(logging.WARNING if action.event_type == "Warning" else logging.INFO, "%s", action.message)
+            self.pods.event(pod, action.event_reason, action.message, warning=action.event_type == "Warning")
+            acted.add(pod.key)
+        return acted
+
+    def _forget_cap_series(self, domain) -> None:
+        """Drop the per-group cap gauge of pods no longer in the domain (pods come and go)."""
+        series = {(domain.name, g.name, g.tier) for g in domain.groups}
+        for labels in self._capped_series - series:
+            try:
+                self.capper.metrics.cap.remove(*labels)
+            except KeyError:
+                pass
+        self._capped_series = series
 
     def _save(self) -> None:
         self.state_file.save(self.gpus)

@@ -32,7 +32,10 @@ AGENT_RULES = [
 @dataclass(frozen=True)
 class PodInfo:
     """What the agent reads of a pod: identity, phase (``Pending``, ``Running``, ``Succeeded``,
-    ``Failed``, ``Unknown``), whether it is being deleted, and its annotations."""
+    ``Failed``, ``Unknown``), whether it is being deleted, its annotations and labels, and its
+    priority: ``priority`` is ``spec.priority``, the integer the API server's Priority admission
+    resolves from ``spec.priorityClassName`` (None where it is absent), ``priority_class`` that
+    class's name ("" when none). Reactive capping ranks pods by ``priority``."""
 
     namespace: str
     name: str
@@ -40,6 +43,9 @@ class PodInfo:
     phase: str = "Running"
     deleting: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    priority: int | None = None
+    priority_class: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -90,7 +96,10 @@ class KubeNodePods:
         return [PodInfo(namespace=p.metadata.namespace, name=p.metadata.name, uid=p.metadata.uid or "",
                         phase=(p.status.phase if p.status else None) or "Unknown",
                         deleting=p.metadata.deletion_timestamp is not None,
-                        annotations=dict(p.metadata.annotations or {}))
+                        annotations=dict(p.metadata.annotations or {}),
+                        labels=dict(p.metadata.labels or {}),
+                        priority=p.spec.priority if p.spec else None,
+                        priority_class=(p.spec.priority_class_name if p.spec else None) or "")
                 for p in pods.items]
 
     def annotate(self, pod: PodInfo, key: str, value: str) -> None:

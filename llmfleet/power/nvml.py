@@ -108,7 +108,15 @@ class PynvmlDevices:
 class FakeGpu:
     """One simulated GPU. ``min_mw``/``max_mw``/``default_mw`` as NVML reports them; ``limit_mw`` the
     management limit (starts at the default, as after boot); ``out_of_band_cap_mw`` a limit set
-    outside NVML's management limit (a BMC cap), which lowers the enforced limit only."""
+    outside NVML's management limit (a BMC cap), which lowers the enforced limit only.
+
+    Power readings: ``usage_mw`` is the reading as given; with ``demand_mw`` set (the draw the GPU's
+    work would take uncapped) the reading is min(demand, enforced limit) instead: the power limit
+    "defines the upper boundary for the card's power draw", and at it "the power management
+    algorithm kicks in" (NVML reference, nvmlDeviceGetPowerManagementLimit; the enforced limit is
+    the "effective power limit that the driver enforces after taking into account all limiters");
+    ``usage_error``, an NVML return code (e.g.
+    ``pynvml.NVML_ERROR_GPU_IS_LOST``), makes the reading fail with that code's exception class."""
 
     uuid: str
     min_mw: int
@@ -117,6 +125,8 @@ class FakeGpu:
     limit_mw: int | None = None
     usage_mw: int = 0
     out_of_band_cap_mw: int | None = None
+    demand_mw: int | None = None
+    usage_error: int | None = None
 
     def __post_init__(self) -> None:
         if not self.min_mw <= self.default_mw <= self.max_mw:
@@ -193,4 +203,9 @@ class FakeDevices:
             self._write(uuid, limit_mw)
 
     def power_usage_mw(self, uuid: str) -> int:
-        return self._gpu(uuid).usage_mw
+        g = self._gpu(uuid)
+        if g.usage_error is not None:
+            raise pynvml.NVMLError(g.usage_error)
+        if g.demand_mw is not None:
+            return min(g.demand_mw, self.enforced_limit_mw(uuid))
+        return g.usage_mw

@@ -26,10 +26,14 @@ NS = "llmfleet-system"
 A, B = "GPU-aaaaaaaa-0000-0000-0000-000000000001", "GPU-bbbbbbbb-0000-0000-0000-000000000002"
 
 
-def pod(name: str, node: str, annotations: dict[str, str]) -> dict:
+def pod(name: str, node: str, annotations: dict[str, str], priority_class: str | None = None) -> dict:
+    spec = {"nodeName": node, "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}
+    if priority_class:
+        spec["priorityClassName"] = priority_class
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "llm", "annotations": annotations},
-            "spec": {"nodeName": node, "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}
+            "metadata": {"name": name, "namespace": "llm", "annotations": annotations,
+                         "labels": {"llmfleet.dev/workload": name[:-2]}},
+            "spec": spec}
 
 
 def test_agent_under_the_chart_rbac_reports_on_real_pods(cluster_bare, tmp_path):
@@ -43,13 +47,23 @@ def test_agent_under_the_chart_rbac_reports_on_real_pods(cluster_bare, tmp_path)
             and d["metadata"]["labels"].get("app.kubernetes.io/component") == "power-agent"]
     assert len(rbac) == 3
     c.apply(rbac)
-    c.apply([pod("big-0", "gpu-1", {ANNOTATION_REQUEST: "450"}), pod("other-0", "gpu-2", {ANNOTATION_REQUEST: "300"})])
+    # the tier reactive capping ranks pods by: spec.priority, which the API server's Priority
+    # admission resolves from the PriorityClass (as the operator renders llmfleet-<tier> classes)
+    c.apply([{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "llmfleet-low"},
+              "value": 1000}])
+    c.apply([pod("big-0", "gpu-1", {ANNOTATION_REQUEST: "450"}, "llmfleet-low"),
+             pod("plain-0", "gpu-1", {}),
+             pod("other-0", "gpu-2", {ANNOTATION_REQUEST: "300"})])
     sa = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
     kubeconfig = c.lc.service_account_kubeconfig(NS, sa, tmp_path / "agent.kubeconfig")
     api = client.CoreV1Api(c.lc.api_client(kubeconfig))
 
     pods = KubeNodePods("gpu-1", api=api)
-    assert [(p.namespace, p.name) for p in pods.list_pods()] == [("llm", "big-0")]  # only its node's pods
+    seen = {p.name: p for p in pods.list_pods()}
+    assert sorted(seen) == ["big-0", "plain-0"]  # only its node's pods
+    assert (seen["big-0"].priority, seen["big-0"].priority_class) == (1000, "llmfleet-low")
+    assert seen["big-0"].labels["llmfleet.dev/workload"] == "big"
+    assert (seen["plain-0"].priority, seen["plain-0"].priority_class) == (0, "")  # no class, no default: 0
 
     kubelet = FakeKubelet(short_socket_path(tmp_path)).start()
     podresources = PodResourcesClient(kubelet.socket_path, timeout_s=5)

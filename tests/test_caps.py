@@ -92,3 +92,18 @@ def test_the_cap_reaches_the_deployment_and_the_simulator(budget_fleet):
     # capped compute-bound groups run slower; a decode group capped above its draw does not
     assert groups and all(0 < g.compute_scale <= 1 for g in groups)
     assert any(g.compute_scale < 1 for g in groups)
+
+
+def test_a_pools_own_budget_bounds_its_caps(tmp_path):
+    # GPUPool spec.powerBudgetWatts alone (no fleet budget): the H100 pool's planned GPUs may add up
+    # to at most 2 kW of power limits; at default limits (700 W each) only two H100s would fit
+    d = tmp_path / "pool-budget"
+    shutil.copytree(EXAMPLES, d)
+    pools = (d / "gpupools.yaml").read_text()
+    (d / "gpupools.yaml").write_text(pools.replace("  gpuType: H100-SXM\n", "  gpuType: H100-SXM\n  powerBudgetWatts: 2000\n"))
+    fp = build_problem(load_fleet([d]))
+    assert fp.pools["h100-sxm"].power_budget_watts == 2000 and fp.power_budget_watts is None
+    plan = solve(fp)
+    h100 = [a for a in plan.assignments if a.pool == "h100-sxm"]
+    assert sum(a.gpus * a.config.limit_watts for a in h100) <= 2000 + 1e-6
+    assert any(a.config.cap_watts is not None for a in h100) or sum(a.gpus for a in h100) <= 2

@@ -416,6 +416,9 @@ class GPUPoolSpec(_Model):
     cost_per_gpu_hour: float | None = Field(default=None, ge=0, le=10_000,
                                             description="USD per GPU-hour; default: catalogue list price")
     power: PowerRange | None = None
+    power_budget_watts: float | None = Field(default=None, gt=0, le=1e9, description=(
+        "watts this pool's GPUs may draw (e.g. its racks' feed): bounds the sum over its planned GPUs of "
+        "their power cap, besides the FleetPolicy's fleet-wide budget"))
     interconnect: KVInterconnect | None = Field(
         default=None,
         description="network for prefill/decode KV-cache transfer; without it P/D stays inside the pool",

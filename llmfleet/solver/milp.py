@@ -48,6 +48,7 @@ next tier, and finally minimise cost with every tier's service fixed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
@@ -179,6 +180,11 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
                  "power_budget")
         if fp.power_oversubscription > 1.0:
             prob += pulp.LpAffineExpression(draw_terms) <= fp.power_budget_watts, "power_draw"
+    for name, pool in fp.pools.items():  # a pool's own budget (GPUPool spec.powerBudgetWatts)
+        terms = [(m.n[wi, ci], c.tp * c.limit_watts) for wi, w in enumerate(fp.workloads)
+                 for ci, c in enumerate(w.configs) if c.pool.name == name]
+        if pool.power_budget_watts is not None and terms:
+            prob += pulp.LpAffineExpression(terms) <= pool.power_budget_watts, f"pool_power_{name}"
     for k, (name, (limit, keys)) in enumerate(sorted(fp.gpu_quotas.items())):
         terms = [(m.n[wi, ci], c.tp) for wi, w in enumerate(fp.workloads) if w.key in keys
                  for ci, c in enumerate(w.configs)]
@@ -572,6 +578,10 @@ def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
                 return False
     if fp.placement_limits:
         return False  # a re-solve after a placement: keep to the joint model
+    for name, pool in fp.pools.items():
+        if pool.power_budget_watts is not None and \
+                sum(a.gpus * a.config.limit_watts for a in plan.assignments if a.pool == name) > pool.power_budget_watts:
+            return False
     if fp.power_budget_watts is None:
         return True
     f = fp.power_oversubscription
@@ -644,9 +654,10 @@ def _prefer_higher_caps(plan: Plan, fp: FleetProblem) -> None:
     the highest cap of the same (pool, TP, role) that the power budget still allows and that costs
     no more (its energy at the predicted draw), highest tier first. A higher cap never lowers κ, so
     the group still carries its load, with more latency headroom. Changes ``plan`` in place."""
-    if fp.power_budget_watts is None or not any(a.config.cap_watts is not None for a in plan.assignments):
+    if not any(a.config.cap_watts is not None for a in plan.assignments):
         return
-    allowed = fp.power_budget_watts * fp.power_oversubscription
+    allowed = math.inf if fp.power_budget_watts is None else fp.power_budget_watts * fp.power_oversubscription
+    pool_limit = lambda name: sum(x.gpus * x.config.limit_watts for x in plan.assignments if x.pool == name)  # noqa: E731
     by_key = {w.key: w for w in fp.workloads}
     for a in sorted(plan.assignments, key=lambda a: (-by_key[a.workload].tier_value, a.workload, a.pool, a.tp)):
         c = a.config
@@ -658,9 +669,11 @@ def _prefer_higher_caps(plan: Plan, fp: FleetProblem) -> None:
         for o in siblings:
             extra = a.gpus * (o.limit_watts - c.limit_watts)
             cost = a.replicas * _replica_cost_per_hour(fp, o)
-            draw_ok = fp.power_oversubscription <= 1.0 or (
+            draw_ok = fp.power_oversubscription <= 1.0 or fp.power_budget_watts is None or (
                 plan.power_watts + a.gpus * (o.watts_per_gpu - c.watts_per_gpu) <= fp.power_budget_watts)
-            if plan.limit_watts + extra <= allowed + 1e-9 and cost <= a.cost_per_hour + 1e-9 and draw_ok:
+            pool_budget = fp.pools[a.pool].power_budget_watts
+            pool_ok = pool_budget is None or pool_limit(a.pool) + extra <= pool_budget + 1e-9
+            if plan.limit_watts + extra <= allowed + 1e-9 and cost <= a.cost_per_hour + 1e-9 and draw_ok and pool_ok:
                 old = _unit_load(c, a.bucket_rate_rps)
                 a.config, a.cost_per_hour = o, cost
                 if old > 0:

@@ -61,6 +61,8 @@ class PoolInfo:
     """``spec.interconnect.domain``: pools that share it can exchange KV caches"""
     kv_bytes_per_s_per_gpu: float = DEFAULT_KV_GBIT_PER_S_PER_GPU * 1e9 / 8
     """network bandwidth per GPU for KV transfer, bytes/s"""
+    power_budget_watts: float | None = None
+    """``GPUPool.spec.powerBudgetWatts``: the most its GPUs' power caps may add up to, W"""
 
     @property
     def kv_domain(self) -> str:
@@ -240,7 +242,7 @@ def resolve_pool(pool: GPUPool, ref: str | None = None) -> PoolInfo:
     net = s.interconnect
     kv_gbit = net.bandwidth_gbit_per_second_per_gpu if net else DEFAULT_KV_GBIT_PER_S_PER_GPU
     return PoolInfo(pool.metadata.name, gpu, s.max_gpus, s.gpus_per_node, cost,
-                    net.domain if net else None, kv_gbit * 1e9 / 8)
+                    net.domain if net else None, kv_gbit * 1e9 / 8, s.power_budget_watts)
 
 
 def workload_base_dir(spec: FleetSpec, w: LLMWorkload) -> Path:
@@ -419,7 +421,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
                                   w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
                                   w.spec.serving.max_num_batched_tokens)
-        if policy.power_budget_watts is not None and power_caps:
+        budgeted = policy.power_budget_watts is not None or any(p.power_budget_watts for p in pools.values())
+        if budgeted and power_caps:
             wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile, burst)
         problems.append(wp)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,

@@ -588,6 +588,9 @@ def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
     return plan.limit_watts <= f * fp.power_budget_watts and (f <= 1.0 or plan.power_watts <= fp.power_budget_watts)
 
 
+DECOMPOSITION_SHARE = 0.3
+"""part of the time limit the workload-by-workload solves may take before the joint solve"""
+
 PLACEMENT_ROUNDS = 3
 """re-solves after a placement that left replicas out (only where the node-shape cuts are not exact)"""
 
@@ -629,7 +632,9 @@ def _solve(fp: FleetProblem) -> Plan:
     if len(fp.workloads) > 1:
         parts = []
         for w in fp.workloads:
-            remaining = fp.time_limit_s - (time.perf_counter() - t0)
+            # the one-by-one solves may use part of the time only: when they do not finish (many
+            # workloads), the joint model must still get most of the limit, or it finds no plan
+            remaining = DECOMPOSITION_SHARE * fp.time_limit_s - (time.perf_counter() - t0)
             if remaining <= 0:
                 break
             mine = [[x for x in ws if x.key == w.key] for ws in fp.scenarios]
@@ -777,6 +782,15 @@ def solve_joint(fp: FleetProblem) -> Plan:
                     break
                 fixes.append((members, best, _short_replicas, False))
                 incumbent = {v.name: v.varValue for v in m.prob.variables()}
+        if not fixes:
+            # not even the top tier's phase found a plan in time: a cost phase alone would return
+            # "shed everything" at $0, which is no plan at all
+            messages.append(f"no plan within the solver's time limit ({fp.time_limit_s:g} s, FleetPolicy "
+                            "spec.solver.timeLimitSeconds or --time-limit): the top tier's phase found no solution")
+            return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,
+                        solve_time_s=time.perf_counter() - t0, solver=backend, assignments=[],
+                        workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier) for w in fp.workloads],
+                        messages=messages)
         m.prob.setObjective(m.cost)
         status, bound = _run(m, fp, deadline)
         if not _has_solution(m) and fixes:

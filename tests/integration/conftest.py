@@ -83,7 +83,10 @@ class OperatorProcess:
         log = open(self.workdir / f"operator-{self.starts}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmfleet.cli", "operator", "--kubeconfig", str(self.kubeconfig),
-             "--trace-dir", str(self.trace_dir), "--debounce-seconds", "0.5", *self.extra_args],
+             "--trace-dir", str(self.trace_dir), "--debounce-seconds", "0.5",
+             # no /metrics unless a test asks (extra_args win): operators started side by side
+             # would otherwise contend for one port
+             "--metrics-port", "0", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
 

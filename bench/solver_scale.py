@@ -1,134 +1,495 @@
-"""Solver scale: solve time and proven gap of the fleet MILP on reproducible random instances.
+"""Solver scale: the fleet MILP at the sizes issue 15 names, with binding GPU availability.
 
-1. Mélange-format instances (one workload): 4, 6 and 8 GPU types x 6x6 and 8x8 request-size
-   buckets. Anchor: Mélange's own CBC model needs 15-17 s for 4 types x 6x6 at slice factor 16 and
-   does not finish within 120 s for 6 or 8 types on these 2-core machines.
-   Target: gap <= 1% in under 1 s.
-2. Multi-workload instances with the real performance model: up to 50 workloads (models from the
-   catalogue, random traffic and SLOs) x 10 GPU pools x TP {1,2,4,8}. Target: within 10 s.
+Three measurements, each on reproducible synthetic fleets (fixed seed) that go through the same
+path as ``llmfleet plan``: YAML manifests written to a temporary folder, ``api.loader.load_fleet``,
+``solver.problem.build_problem`` (the capacity model, timed on its own) and ``solver.milp.solve``.
 
-    python bench/solver_scale.py [--seeds 3]
+(a) 50 workloads x 10 GPU pools x TP {1,2,4,8}, three priority tiers, pools too small for all
+    demand, ``FleetPolicy spec.solver.timeLimitSeconds`` 10.
+    Target: within 10 s, final gap <= 1%, tier order exact.
+(b) 300 workloads, the same construction, time limit 60 s. Target: within 60 s. The process's peak
+    resident memory (``resource.getrusage``) is reported after this size, the largest one run.
+(c) 100 workloads: solve (the running plan, limit ``--first-limit``), raise one workload's
+    request rate by 20%, re-plan at the default time limit (30 s) (capacity model of the
+    changed fleet and MILP), count the OTHER workloads whose groups (pool, TP, role, replicas)
+    changed. Target: re-plan in under 5 s; ideally no other workload changes. Where the solver
+    takes the running plan (``FleetProblem.current``), the re-plan is given the first plan.
 
-Prints one row per instance: build time (capacity model + MILP input), solve time (MILP, incl.
-the LP-relaxation bound), the cost, the proven gap and the status.
+How an instance is made (``fleet_documents``):
+- models: a weighted mix of catalogue models (``llmfleet/catalog/models.py``), mostly 7-14B, some
+  27-32B and MoE, about a quarter 70B-class and a few gpt-oss-120b;
+- request lengths: the percentiles of three real traces in ``/work/shared/data/traces`` (Azure LLM
+  inference 2023 conversations, CC-BY-4.0; arXiv summarization lengths from microsoft/vidur, MIT;
+  Mooncake FAST'25 long-context, Apache-2.0), only where the model's context holds the p99;
+- request rates: log-normal per size class (median 8 req/s for <= 14B, 4 for 20-35B, 2 above);
+- SLOs: TTFT by length profile (chat 1-2 s, summarization 2-4 s, long context 10-20 s), TPOT
+  50-150 ms, at p90 or p95; tiers gold / silver / bronze for about 20% / 30% / 50% of workloads;
+- pools: ten catalogue GPU types at their catalogue list prices (``llmfleet/catalog/gpus.csv``).
+
+Binding availability: the fleet is first planned with ample pools (1024 GPUs each) under a
+generous time limit (``--sizing-limit``; that solve is reported as the "ample" row); then each pool
+gets ``--scarcity`` (default 0.3) of the GPUs the ample plan used there, rounded down to whole
+nodes, and at least one node. Whether that binds is checked, not assumed: the table shows the
+share of demand shed per tier. (The full-service LP relaxation stays feasible even at a third of
+the ample plan's GPUs, so it cannot tell whether demand fits.)
+
+Tier order: a workload of a higher tier that sheds while a workload of a lower tier is served is a
+candidate inversion. ``strict`` counts such (higher, lower) pairs as they stand; ``avoidable``
+counts only those where the higher one's shed exceeds what no configuration could serve (SLO or
+memory out of reach: ``problem.servable_buckets``) and the lower one runs on a pool the higher one
+has a configuration on. A non-zero ``avoidable`` count is a strong sign that tier order broke (it
+is not a proof: freeing a lower tier's GPUs might not form a group the higher tier can use).
+``shed beside free GPUs`` counts workloads with avoidable shed while a pool they have a
+configuration on keeps at least that configuration's TP degree of GPUs unused (pool totals, not
+node shapes): a plan that sheds there is not work-conserving, whatever the tiers.
+
+    python bench/solver_scale.py            # full: (a) x3 seeds, (b) x1, (c) x3 changes
+    python bench/solver_scale.py --quick    # (a) 10, (b) 30, (c) 20 workloads
+
+Progress goes to stderr, the tables to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import traceback
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
+import yaml
 
-from llmfleet.api.loader import FleetSpec
-from llmfleet.api.models import FleetPolicy, GPUPool, LLMWorkload
-from llmfleet.catalog.models import model_catalog
-from llmfleet.solver.melange import problem_from_melange
+from llmfleet.api.loader import load_fleet
+from llmfleet.catalog.models import resolve_model
+from llmfleet.solver import milp
 from llmfleet.solver.milp import solve
-from llmfleet.solver.problem import build_problem
+from llmfleet.solver.problem import FleetProblem, build_problem, servable_buckets
 
-# price per GPU-hour and relative speed, loosely ordered like the catalogue (A10G .. B200)
-GPU_LADDER = [(0.8, 1.0), (1.0, 1.3), (1.9, 2.8), (3.7, 6.0), (5.1, 8.0), (6.9, 14.0), (5.4, 17.0), (9.0, 28.0)]
+TRACES = Path("/work/shared/data/traces")
+# the solver's source as imported, so that a run against uncommitted edits can be traced
+SOLVER_SHA256 = hashlib.sha256(Path(milp.__file__).read_bytes()).hexdigest()[:12]
+
+# (Hugging Face id, weight in the mix): popular open models of the catalogue
+MODEL_MIX = [
+    ("meta-llama/Llama-3.1-8B-Instruct", 0.22), ("Qwen/Qwen2.5-7B-Instruct", 0.07),
+    ("mistralai/Mistral-7B-Instruct-v0.1", 0.05), ("Qwen/Qwen3-8B", 0.07), ("Qwen/Qwen3-14B", 0.05),
+    ("google/gemma-3-27b-it", 0.05), ("Qwen/Qwen3-32B", 0.07), ("Qwen/Qwen3-30B-A3B", 0.05),
+    ("openai/gpt-oss-20b", 0.05), ("mistralai/Mixtral-8x7B-v0.1", 0.03),
+    ("meta-llama/Llama-3.1-70B-Instruct", 0.12), ("meta-llama/Llama-3.3-70B-Instruct", 0.05),
+    ("Qwen/Qwen2.5-72B-Instruct", 0.04), ("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", 0.03),
+    ("openai/gpt-oss-120b", 0.03),
+]
+
+# (pool name, catalogue GPU type, GPUs per node): AWS instance shapes (g5.12xlarge 4 A10G; g6,
+# g6e, g7e, p4d, p4de, p5, p5en, p6-b200 .48xlarge/.24xlarge 8 GPUs); H100 PCIe servers of 4 cards
+POOLS = [("a10g", "A10G", 4), ("l4", "L4", 8), ("l40s", "L40S", 8), ("rtx-pro-6000", "RTX-PRO-6000", 8),
+         ("a100-40g", "A100-40G", 8), ("a100-80g", "A100-80G", 8), ("h100-pcie", "H100-PCIe", 4),
+         ("h100-sxm", "H100-SXM", 8), ("h200", "H200", 8), ("b200", "B200", 8)]
+
+TIERS = [("gold", 1_000_000, 0.2), ("silver", 100_000, 0.3), ("bronze", 1_000, 0.5)]
+AMPLE_GPUS = 1024
 
 
-def melange_instance(n_types: int, n_buckets: int, seed: int) -> dict:
-    """Random Mélange input: throughput falls with request size, rises with GPU speed (with noise),
-    and small GPUs cannot serve the largest buckets (throughput 0), as in Mélange's profiles."""
+def _pcts(values: np.ndarray) -> dict:
+    p = np.percentile(values, [50, 90, 99])
+    return {"p50": max(int(p[0]), 1), "p90": max(int(p[1]), 1), "p99": max(int(p[2]), 1)}
+
+
+def length_profiles() -> dict[str, dict]:
+    """Input and output token percentiles (p50/p90/p99) of three real traces, with the TTFT range
+    (s) a user would ask of each: {profile: {"input": {...}, "output": {...}, "ttft_s": [...]}}."""
+    out = {}
+    rows = list(csv.DictReader(open(TRACES / "azure_llm_2023_conv.csv")))
+    out["chat"] = {"input": _pcts(np.array([float(r["ContextTokens"]) for r in rows])),
+                   "output": _pcts(np.array([float(r["GeneratedTokens"]) for r in rows])), "ttft_s": [1.0, 2.0]}
+    a = np.loadtxt(TRACES / "arxiv_summarization_lengths_llama2tok.csv", delimiter=",", skiprows=1)
+    out["summarize"] = {"input": _pcts(a[:, 0]), "output": _pcts(a[:, 1]), "ttft_s": [2.0, 4.0]}
+    mc = [json.loads(line) for line in open(TRACES / "mooncake_fast25_synthetic.jsonl")]
+    out["long"] = {"input": _pcts(np.array([r["input_length"] for r in mc])),
+                   "output": _pcts(np.array([r["output_length"] for r in mc])), "ttft_s": [10.0, 20.0]}
+    return out
+
+
+def workload_specs(n: int, seed: int, profiles: dict) -> list[dict]:
+    """``n`` LLMWorkload documents, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
-    sizes = np.add.outer(np.arange(n_buckets), np.arange(n_buckets)).astype(float)
-    gpu_info = {}
-    for g in range(n_types):
-        price, speed = GPU_LADDER[g % len(GPU_LADDER)]
-        price *= rng.uniform(0.9, 1.1)
-        tput = speed * 40.0 / (1.0 + sizes) ** 1.3 * rng.uniform(0.7, 1.3, sizes.shape)
-        if g < n_types - 1:  # the SLO is unreachable on the smaller GPUs for the biggest requests
-            tput[sizes > n_buckets + g] = 0.0
-        gpu_info[f"gpu{g}"] = {"cost": round(price, 3), "tputs": tput.round(3).tolist()}
-    dist = rng.dirichlet(np.ones(n_buckets * n_buckets)).reshape(n_buckets, n_buckets)
-    return {"gpu_info": gpu_info, "workload_distribution": dist.tolist(),
-            "total_request_rate": float(rng.uniform(20, 200)), "slice_factor": 16}
+    ids = [m for m, _ in MODEL_MIX]
+    weights = np.array([w for _, w in MODEL_MIX]) / sum(w for _, w in MODEL_MIX)
+    tier_names = [t for t, _, _ in TIERS]
+    tier_p = np.array([p for _, _, p in TIERS])
+    docs = []
+    for i in range(n):
+        model_id = str(rng.choice(ids, p=weights))
+        spec = resolve_model(model_id)
+        kind = str(rng.choice(["chat", "summarize", "long"], p=[0.6, 0.3, 0.1]))
+        prof = profiles[kind]
+        if prof["input"]["p99"] + prof["output"]["p99"] > spec.max_context_tokens:
+            kind, prof = "chat", profiles["chat"]
+        size_b = spec.params_billion
+        median = 8.0 if size_b <= 15 else 4.0 if size_b <= 35 else 2.0
+        rate = float(np.clip(rng.lognormal(np.log(median), 0.8), 0.2, 60.0))
+        docs.append({
+            "apiVersion": "llmfleet.dev/v1alpha1", "kind": "LLMWorkload",
+            "metadata": {"name": f"w{i:03d}", "namespace": "bench"},
+            "spec": {
+                "model": model_id,
+                "traffic": {"requestRatePerSecond": round(rate, 3), "inputTokens": prof["input"],
+                            "outputTokens": prof["output"]},
+                "slo": {"ttft": f"{int(1000 * float(rng.choice(prof['ttft_s'])))}ms",
+                        "tpot": f"{int(rng.choice([50, 100, 150]))}ms",
+                        "percentile": float(rng.choice([90, 95]))},
+                "priority": str(rng.choice(tier_names, p=tier_p)),
+                "serving": {"tensorParallelSizes": [1, 2, 4, 8]},
+            },
+        })
+    return docs
 
 
-POOLS = [("a10g", "A10G", 4, None), ("l4", "L4", 8, None), ("l40s", "L40S", 8, None), ("a100-40g", "A100-40G", 8, None),
-         ("a100-80g", "A100-80G", 8, None), ("h100-sxm", "H100-SXM", 8, 6.9), ("h100-pcie", "H100-PCIe", 8, None),
-         ("h200", "H200", 8, None), ("b200", "B200", 8, 9.0), ("mi300x", "MI300X", 8, 4.5)]
+def fleet_documents(workloads: list[dict], max_gpus: dict[str, int], time_limit_s: float, gap: float) -> list[dict]:
+    """Workloads plus the ten pools (``max_gpus`` per pool name) and the FleetPolicy."""
+    pools = [{"apiVersion": "llmfleet.dev/v1alpha1", "kind": "GPUPool", "metadata": {"name": name},
+              "spec": {"gpuType": gpu, "gpusPerNode": per_node, "maxGPUs": int(max_gpus[name])}}
+             for name, gpu, per_node in POOLS]
+    policy = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
+              "spec": {"solver": {"timeLimitSeconds": time_limit_s, "relativeGap": gap},
+                       "priorityTiers": [{"name": t, "value": v} for t, v, _ in TIERS]}}
+    return [*workloads, *pools, policy]
 
 
-def fleet_instance(n_workloads: int, seed: int, max_gpus_per_pool: int = 256) -> FleetSpec:
-    rng = np.random.default_rng(seed)
-    models = [m for m in model_catalog() if "bloom" not in m]
-    pools = [GPUPool.model_validate({"metadata": {"name": n}, "spec": {
-        "gpuType": t, "gpusPerNode": per_node, "maxGPUs": max_gpus_per_pool, **({"costPerGPUHour": price} if price else {})}})
-        for n, t, per_node, price in POOLS]
-    workloads = []
-    tiers = ["critical", "high", "standard", "low"]
-    for i in range(n_workloads):
-        p50_in = float(rng.choice([200, 600, 1500, 4000]))
-        p50_out = float(rng.choice([60, 150, 400]))
-        workloads.append(LLMWorkload.model_validate({"metadata": {"name": f"w{i}", "namespace": "bench"}, "spec": {
-            "model": str(rng.choice(models)),
-            "traffic": {"requestRatePerSecond": float(rng.uniform(0.5, 30)),
-                        "inputTokens": {"p50": int(p50_in), "p90": int(p50_in * 2.7), "p99": int(p50_in * 4)},
-                        "outputTokens": {"p50": int(p50_out), "p90": int(p50_out * 3), "p99": int(p50_out * 4.5)}},
-            "slo": {"ttft": f"{rng.choice([500, 1000, 2000, 4000])}ms", "tpot": f"{rng.choice([60, 100, 150])}ms",
-                    "percentile": float(rng.choice([90, 95, 99]))},
-            "priority": tiers[i % len(tiers)],
-            "serving": {"tensorParallelSizes": [1, 2, 4, 8]}}}))
-    return FleetSpec(workloads=workloads, pools=pools, policy=FleetPolicy(metadata={"name": "default"}))
+def build(docs: list[dict]):
+    """Load the manifests as the CLI does and build the MILP input. Returns (problem, build seconds)."""
+    with tempfile.TemporaryDirectory(prefix="llmfleet-bench-") as d:
+        path = Path(d) / "fleet.yaml"
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        spec = load_fleet([path])
+        t0 = time.perf_counter()
+        fp = build_problem(spec)
+        return fp, time.perf_counter() - t0
+
+
+def timed_solve(fp):
+    t0 = time.perf_counter()
+    plan = solve(fp)
+    return plan, time.perf_counter() - t0
+
+
+def pool_gpus(plan) -> Counter:
+    c: Counter = Counter()
+    for a in plan.assignments:
+        c[a.pool] += a.gpus
+    return c
+
+
+def scarce_caps(plan, fraction: float) -> dict[str, int]:
+    """Per pool: ``fraction`` of the GPUs ``plan`` used there, in whole nodes, at least one node."""
+    used = pool_gpus(plan)
+    return {name: max(per_node, int(used[name] * fraction) // per_node * per_node) for name, _, per_node in POOLS}
+
+
+def tier_check(fp, plan, caps: dict[str, int] | None = None) -> dict:
+    """Shed per tier, candidate tier-order inversions and shed beside free GPUs (module
+    docstring); ``caps``: GPUs available per pool (None: ample, no free-GPU check)."""
+    by_key = {w.key: w for w in fp.workloads}
+    res = {r.workload: r for r in plan.workloads}
+    tol = lambda r: 1e-3 * max(r.demand_rps, 1e-9) + 1e-6  # noqa: E731
+    pools_of = {}
+    for a in plan.assignments:
+        pools_of.setdefault(a.workload, set()).add(a.pool)
+    avoidable = {}
+    for k, r in res.items():
+        w = by_key[k]
+        ok = servable_buckets(w.configs, len(w.share)) if w.configs else np.zeros(len(w.share), dtype=bool)
+        avoidable[k] = max(r.shed_rps - w.rate_rps * float(w.share[~ok].sum()), 0.0)
+    free = {p: caps[p] - n for p, n in pool_gpus(plan).items()} if caps else {}
+    if caps:
+        free.update({p: n for p, n in caps.items() if p not in free})
+    idle = [k for k, r in res.items() if avoidable[k] > tol(r)
+            and any(free.get(c.pool.name, 0) >= c.tp for c in by_key[k].configs)]
+    strict, avoid, examples = 0, 0, []
+    for hk, h in res.items():
+        if h.shed_rps <= tol(h):
+            continue
+        hw = by_key[hk]
+        usable = {c.pool.name for c in hw.configs}
+        for lk, lo in res.items():
+            if by_key[lk].tier_value >= hw.tier_value or lo.served_rps <= tol(lo):
+                continue
+            strict += 1
+            if avoidable[hk] > tol(h) and pools_of.get(lk, set()) & usable:
+                avoid += 1
+                if len(examples) < 3:
+                    examples.append(f"{hk}({h.tier}) sheds {avoidable[hk]:.2f}/{h.demand_rps:.2f} req/s while "
+                                    f"{lk}({lo.tier}) is served on {sorted(pools_of[lk] & usable)}")
+    shed_pct = {}
+    for t, _, _ in TIERS:
+        rs = [r for r in res.values() if r.tier == t]
+        demand = sum(r.demand_rps for r in rs)
+        shed_pct[t] = 100.0 * sum(r.shed_rps for r in rs) / demand if demand > 0 else 0.0
+    return {"strict": strict, "avoidable": avoid, "examples": examples, "shed_pct": shed_pct, "idle": len(idle)}
+
+
+def groups_by_workload(plan) -> dict[str, Counter]:
+    """Per workload: replicas per (pool, TP, role, power cap), i.e. per Deployment."""
+    out: dict[str, Counter] = {}
+    for a in plan.assignments:
+        key = (a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None))
+        out.setdefault(a.workload, Counter())[key] += a.replicas
+    return out
+
+
+def running_groups(plan) -> dict:
+    """The plan as ``FleetProblem.current`` takes it: (workload, pool, TP, role, cap) -> replicas."""
+    from llmfleet.solver.churn import group_key  # present only where the solver re-plans incrementally
+    cur: Counter = Counter()
+    for a in plan.assignments:
+        cur[group_key(a.workload, a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None))] += a.replicas
+    return dict(cur)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def fmt_gap(g) -> str:
+    return "-" if g is None else f"{100 * g:.2f}%"
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    sys.stdout.flush()
+
+
+@dataclasses.dataclass
+class Run:
+    """One solve of one fleet: what the tables print."""
+
+    avail: str
+    n: int
+    seed: int
+    limit_s: float
+    build_s: float
+    solve_s: float
+    plan: object
+    fp: object
+    caps: dict[str, int] | None
+
+    @property
+    def configs(self) -> int:
+        return sum(len(w.configs) for w in self.fp.workloads)
+
+
+def ample_caps() -> dict[str, int]:
+    return {p: AMPLE_GPUS for p, _, _ in POOLS}
+
+
+def solve_fleet(workloads: list[dict], caps: dict[str, int], limit_s: float, args, label: str,
+                avail: str, n: int, seed: int) -> Run:
+    log(f"{label}: building ({avail}, {sum(caps.values())} GPUs)")
+    fp, build_s = build(fleet_documents(workloads, caps, limit_s, args.gap))
+    log(f"{label}: built in {build_s:.1f} s ({sum(len(w.configs) for w in fp.workloads)} configs); "
+        f"solving ({avail}, limit {limit_s:g} s)")
+    plan, solve_s = timed_solve(fp)
+    log(f"{label}: {avail} {plan.status} in {solve_s:.1f} s, gap {fmt_gap(plan.gap)}, {plan.total_gpus} GPUs, "
+        f"${plan.cost_per_hour or 0:.2f}/h ({plan.solver})")
+    return Run(avail, n, seed, limit_s, build_s, solve_s, plan, fp, None if avail == "ample" else caps)
+
+
+SCALE_HEADER = ["avail", "workloads", "seed", "configs", "GPUs avail", "GPUs used", "build s", "solve s",
+                "limit s", "status", "gap", "shed % gold/silver/bronze", "inversions strict/avoidable",
+                "shed beside free GPUs"]
+
+
+def summarize(r: Run) -> dict:
+    """What the tables need of one run, so that its problem and plan can be released before the
+    next build (the peak RSS then reflects one planner's problem, not two)."""
+    tc = tier_check(r.fp, r.plan, r.caps)
+    shed = "/".join(f"{tc['shed_pct'][t]:.1f}" for t, _, _ in TIERS)
+    row = [r.avail, str(r.n), str(r.seed), str(r.configs),
+           str(sum(r.caps.values())) if r.caps else f"{AMPLE_GPUS}/pool", str(r.plan.total_gpus),
+           f"{r.build_s:.2f}", f"{r.solve_s:.2f}", f"{r.limit_s:g}", r.plan.status, fmt_gap(r.plan.gap), shed,
+           f"{tc['strict']}/{tc['avoidable']}", str(tc["idle"]) if r.caps else "-"]
+    return {"row": row, "avail": r.avail, "seed": r.seed, "solve_s": r.solve_s, "build_s": r.build_s,
+            "status": r.plan.status, "gap": r.plan.gap, "check": tc}
+
+
+def scale_case(n: int, seed: int, limit_s: float, args, profiles) -> list[dict]:
+    """One fleet of ``n`` workloads: the ample-availability solve (generous limit), then the
+    binding one at ``limit_s``. Returns ``summarize`` of each."""
+    workloads = workload_specs(n, seed, profiles)
+    label = f"n={n} seed={seed}"
+    ample = solve_fleet(workloads, ample_caps(), args.sizing_limit, args, label, "ample", n, seed)
+    caps = scarce_caps(ample.plan, args.scarcity)
+    out = [summarize(ample)]
+    del ample
+    out.append(summarize(solve_fleet(workloads, caps, limit_s, args, label, "binding", n, seed)))
+    return out
+
+
+def run_scale(title: str, n: int, seeds: int, limit_s: float, args, profiles) -> None:
+    rows, runs = [], []
+    for seed in range(seeds):
+        try:
+            recs = scale_case(n, seed, limit_s, args, profiles)
+        except Exception as err:  # report and go on: the table says which instance failed
+            traceback.print_exc()
+            rows.append(["-", str(n), str(seed), *["-"] * 6, f"ERROR {type(err).__name__}: {err}"[:200], "-", "-", "-", "-"])
+            continue
+        rows += [r["row"] for r in recs]
+        runs += recs
+    print_table(title, SCALE_HEADER, rows)
+    binding = [r for r in runs if r["avail"] == "binding"]
+    if binding:
+        times = [r["solve_s"] for r in binding]
+        gaps = [r["gap"] for r in binding if r["gap"] is not None]
+        print(f"binding, {len(binding)} run(s): solve s median {statistics.median(times):.2f}, max {max(times):.2f} "
+              f"(limit {limit_s:g}); build s median {statistics.median(r['build_s'] for r in binding):.2f}; "
+              f"gap max {fmt_gap(max(gaps)) if gaps else '-'}; statuses {dict(Counter(r['status'] for r in binding))}; "
+              f"avoidable inversions {sum(r['check']['avoidable'] for r in binding)}; "
+              f"workloads shed beside free GPUs {sum(r['check']['idle'] for r in binding)}")
+        for r in binding:
+            for e in r["check"]["examples"]:
+                print(f"  seed {r['seed']}: {e}")
+
+
+def changed_rate(workloads: list[dict], i: int, factor: float) -> list[dict]:
+    """A copy of ``workloads`` with workload ``i``'s request rate times ``factor``."""
+    out = json.loads(json.dumps(workloads))
+    traffic = out[i]["spec"]["traffic"]
+    traffic["requestRatePerSecond"] = round(traffic["requestRatePerSecond"] * factor, 3)
+    return out
+
+
+def churn(plan0, plan1, changed_key: str) -> tuple[int, int, list[str]]:
+    """Replicas started and stopped between two plans, and the OTHER workloads whose groups changed."""
+    g0, g1 = groups_by_workload(plan0), groups_by_workload(plan1)
+    started = stopped = 0
+    others = []
+    for w in sorted(set(g0) | set(g1)):
+        a, b = g0.get(w, Counter()), g1.get(w, Counter())
+        started += sum((b - a).values())
+        stopped += sum((a - b).values())
+        if w != changed_key and a != b:
+            others.append(w)
+    return started, stopped, others
+
+
+def run_change(n: int, changes: int, limit_s: float, args, profiles) -> None:
+    """(c): one workload's rate +20% among ``n``, against the ample and the binding fleet."""
+    workloads = workload_specs(n, args.seed_change, profiles)
+    picks = [int(i) for i in np.random.default_rng(1000 + args.seed_change).choice(n, size=min(changes, n), replace=False)]
+    incremental = "current" in {f.name for f in dataclasses.fields(FleetProblem)}
+    rows = []
+    first = None
+    for avail in ("ample", "binding"):
+        try:
+            caps = ample_caps() if avail == "ample" else scarce_caps(first.plan, args.scarcity)
+            first = solve_fleet(workloads, caps, args.first_limit, args, f"(c) n={n} running plan", avail, n,
+                                args.seed_change)
+        except Exception as err:
+            traceback.print_exc()
+            rows.append([avail, str(n), "-", "-", "-", "-", f"ERROR {type(err).__name__}: {err}"[:200], *["-"] * 5])
+            break
+        rows.append([avail, str(n), "(running plan)", f"{first.build_s:.2f}", f"{first.solve_s:.2f}",
+                     f"{first.build_s + first.solve_s:.2f}", first.plan.status, fmt_gap(first.plan.gap),
+                     f"{first.plan.cost_per_hour or 0:.2f}", "-", "-", f"limit {args.first_limit:g} s"])
+        for i in picks:
+            key = f"bench/{workloads[i]['metadata']['name']}"
+            try:
+                log(f"(c) {avail}: {key} rate +20%: building")
+                fp1, build1 = build(fleet_documents(changed_rate(workloads, i, 1.2), caps, limit_s, args.gap))
+                if incremental:
+                    fp1.current = running_groups(first.plan)
+                plan1, solve1 = timed_solve(fp1)
+            except Exception as err:
+                traceback.print_exc()
+                rows.append([avail, str(n), key, "-", "-", "-", f"ERROR {type(err).__name__}: {err}"[:200], *["-"] * 5])
+                continue
+            started, stopped, others = churn(first.plan, plan1, key)
+            log(f"(c) {avail}: {key} +20%: {plan1.status} in {solve1:.1f} s, {len(others)} other workloads changed")
+            rows.append([avail, str(n), key, f"{build1:.2f}", f"{solve1:.2f}", f"{build1 + solve1:.2f}", plan1.status,
+                         fmt_gap(plan1.gap), f"{first.plan.cost_per_hour or 0:.2f} -> {plan1.cost_per_hour or 0:.2f}",
+                         f"{started}/{stopped}", str(len(others)), ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")])
+    print_table(f"(c) one workload's rate +20% among {n} workloads, re-plan at time limit {limit_s:g} s "
+                f"({'given the running plan as FleetProblem.current' if incremental else 'from scratch: no FleetProblem.current'}); "
+                "target: re-plan < 5 s, no other workload changed",
+                ["avail", "workloads", "changed", "build s", "solve s", "total s", "status", "gap", "cost $/h",
+                 "replicas started/stopped", "other workloads changed", "which"], rows)
+    for avail in ("ample", "binding"):
+        rs = [r for r in rows if r[0] == avail and r[2].startswith("bench/") and r[4] != "-"]
+        if rs:
+            print(f"{avail}: re-solve s median {statistics.median(float(r[4]) for r in rs):.2f}, re-plan (build + "
+                  f"solve) s median {statistics.median(float(r[5]) for r in rs):.2f}, other workloads changed median "
+                  f"{statistics.median(int(r[10]) for r in rs):g} (max {max(int(r[10]) for r in rs)})")
+
+
+def maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def code_version() -> str:
+    """The commit measured, and whether the solver's files differ from it (read-only git)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "llmfleet"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return (f"{head or 'unknown'}" + (f", uncommitted changes in {', '.join(changed)}" if changed else ", clean")
+            + f"; sha256 of solver/milp.py as imported {SOLVER_SHA256}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3, help="instances per size (median reported)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: (a) 10, (b) 30, (c) 20 workloads, one run each")
+    ap.add_argument("--seeds", type=int, default=None, help="fleets per size for (a) (default 3; --quick 1)")
+    ap.add_argument("--seeds-large", type=int, default=1, help="fleets for (b) (default 1)")
+    ap.add_argument("--changes", type=int, default=None, help="workloads changed one at a time in (c) (default 3; --quick 1)")
+    ap.add_argument("--seed-change", type=int, default=0, help="seed of the fleet in (c)")
+    ap.add_argument("--scarcity", type=float, default=0.3, help="share of the ample plan's GPUs per pool made available")
+    ap.add_argument("--gap", type=float, default=0.01, help="FleetPolicy spec.solver.relativeGap (target: 1%%)")
+    ap.add_argument("--sizing-limit", type=float, default=600.0, help="time limit of the ample solves, s")
+    ap.add_argument("--first-limit", type=float, default=120.0, help="time limit of the running plan in (c), s")
+    ap.add_argument("--only", choices=["a", "b", "c"], action="append", help="run only these parts")
     args = ap.parse_args()
-    console = Console(width=150)
-
-    t = Table(title="Mélange-format instances (one workload); target: gap <= 1% in < 1 s", title_justify="left")
-    for c in ("GPU types", "buckets", "seeds", "solve s (median)", "solve s (max)", "gap (max)", "statuses"):
-        t.add_column(c, justify="right")
-    for n_types in (4, 6, 8):
-        for n_buckets in (6, 8):
-            times, gaps, statuses = [], [], set()
-            for seed in range(args.seeds):
-                fp = problem_from_melange(melange_instance(n_types, n_buckets, seed), time_limit_s=60, relative_gap=1e-4)
-                t0 = time.perf_counter()
-                plan = solve(fp)
-                times.append(time.perf_counter() - t0)
-                gaps.append(plan.gap)
-                statuses.add(plan.status)
-            t.add_row(str(n_types), f"{n_buckets}x{n_buckets}", str(args.seeds), f"{statistics.median(times):.3f}",
-                      f"{max(times):.3f}", f"{max(gaps):.4%}", ",".join(sorted(statuses)))
-    console.print(t)
-
-    for label, max_gpus, limit in (("ample availability (256 GPUs per pool)", 256, 60.0),
-                                   ("scarce availability (a cap per pool that binds), 10 s limit", None, 10.0)):
-        t = Table(title=f"Multi-workload instances (real performance model), 10 pools x TP {{1,2,4,8}}, {label}; "
-                        "target < 10 s", title_justify="left")
-        for c in ("workloads", "seeds", "configs", "build s (median)", "solve s (median)", "solve s (max)",
-                  "gap (max)", "statuses"):
-            t.add_column(c, justify="right")
-        for n_workloads in (10, 25, 50):
-            builds, times, gaps, statuses, configs = [], [], [], set(), []
-            for seed in range(args.seeds):
-                # scarce: about 60% of what the unconstrained plan uses per pool, so pools bind
-                cap = max_gpus if max_gpus is not None else max(8, n_workloads)
-                t0 = time.perf_counter()
-                fp = build_problem(fleet_instance(n_workloads, seed, cap))
-                fp.time_limit_s, fp.relative_gap = limit, 1e-3
-                builds.append(time.perf_counter() - t0)
-                configs.append(sum(len(w.configs) for w in fp.workloads))
-                t0 = time.perf_counter()
-                plan = solve(fp)
-                times.append(time.perf_counter() - t0)
-                gaps.append(plan.gap if plan.gap is not None else float("nan"))
-                statuses.add(plan.status)
-            t.add_row(str(n_workloads), str(args.seeds), str(int(statistics.median(configs))),
-                      f"{statistics.median(builds):.2f}", f"{statistics.median(times):.2f}", f"{max(times):.2f}",
-                      f"{max(gaps):.4%}", ",".join(sorted(statuses)))
-        console.print(t)
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    changes = args.changes if args.changes is not None else (1 if args.quick else 3)
+    n_a, n_b, n_c = (10, 30, 20) if args.quick else (50, 300, 100)
+    parts = set(args.only or ["a", "b", "c"])
+    profiles = length_profiles()
+    t_start = time.perf_counter()
+    print(f"llmfleet measured: {code_version()}; "
+          f"scarcity {args.scarcity:g}, relativeGap {args.gap:g}")
+    print("length profiles (tokens, p50/p90/p99): " + "; ".join(
+        f"{k} in {v['input']['p50']}/{v['input']['p90']}/{v['input']['p99']} out "
+        f"{v['output']['p50']}/{v['output']['p90']}/{v['output']['p99']}" for k, v in profiles.items()))
+    if "a" in parts:
+        run_scale(f"(a) {n_a} workloads x 10 pools x TP {{1,2,4,8}}, 3 tiers; binding solve at time limit 10 s; "
+                  "target: <= 10 s, gap <= 1%, no tier inversion", n_a, seeds, 10.0, args, profiles)
+        print(f"peak RSS so far: {maxrss_mib():.0f} MiB")
+    if "b" in parts:
+        run_scale(f"(b) {n_b} workloads x 10 pools x TP {{1,2,4,8}}, 3 tiers; binding solve at time limit 60 s; "
+                  "target: <= 60 s", n_b, args.seeds_large, 60.0, args, profiles)
+        print(f"peak RSS after (b), {n_b} workloads: {maxrss_mib():.0f} MiB (resource.getrusage ru_maxrss)")
+    if "c" in parts:
+        run_change(n_c, changes, 30.0, args, profiles)
+    print(f"\npeak RSS of the whole run: {maxrss_mib():.0f} MiB; wall time {time.perf_counter() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

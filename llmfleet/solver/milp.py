@@ -425,8 +425,10 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
     for (wj, ci), share in shares.items():
         prob += share - m.n[wj, ci] <= 0, f"atleast_{wj}_{ci}"
         # and replicas only with a share: no idle group kept for a minimum (it would serve nothing);
-        # a share of at least 1/1000 of a replica's worth each: never tightens a real plan
-        prob += m.n[wj, ci] - min(1000.0 * _max_replicas(fp, w.configs[ci]), 1e6) * share <= 0, f"useful_{wj}_{ci}"
+        # big-M at least the group's whole-workload load in replicas (share x load <= n), so that it
+        # never cuts a real plan, however large the demand
+        big = max(1000.0 * _max_replicas(fp, w.configs[ci]), 2.0 * _load_bound(w.configs[ci], lam))
+        prob += m.n[wj, ci] - min(big, 1e9) * share <= 0, f"useful_{wj}_{ci}"
     if d:
         # with P/D on (the longest prompts go through prefill pods), no colocated group: llm-d's
         # decode profile would send every request, long prompts too, to colocated pods as well, and
@@ -464,6 +466,14 @@ def _miss_load(c, lam: np.ndarray, misses: np.ndarray) -> float:
         return 0.0
     rate = c.throughput_rps[misses]
     return float((lam[misses][rate > 0] / rate[rate > 0]).sum())
+
+
+def _load_bound(c, lam: np.ndarray) -> float:
+    """An upper bound on the replicas config ``c`` needs for the whole workload (rates ``lam`` (S,)):
+    every request at the config's smallest positive capacity of any kind."""
+    rates = [r[r > 0] for r in (c.capacity_rps, c.whole_capacity_rps, c.throughput_rps) if r is not None]
+    low = min((float(r.min()) for r in rates if len(r)), default=1.0)
+    return float(lam.sum()) / low
 
 
 def _product(prob: pulp.LpProblem, share, binary, name: str):

@@ -313,8 +313,16 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
     memo.shutdown_timeout_s = shutdown_timeout_s
     aio_loop = asyncio.get_running_loop()
     if _signals_owned:
+        def on_signal(signum: int, _frame) -> None:
+            # writes stop in the signal handler itself, the moment Python takes the signal (an
+            # asyncio handler would wait for the event loop's next turn while the planner thread
+            # keeps applying); the rest of the shutdown runs on the loop
+            name = signal.Signals(signum).name
+            kube.stop_writes(f"received {name}")
+            aio_loop.call_soon_threadsafe(begin_shutdown, memo, f"received {name}")
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            aio_loop.add_signal_handler(sig, begin_shutdown, memo, f"received {sig.name}")
+            signal.signal(sig, on_signal)
     leading: asyncio.Event | None = None
     memo.elector = None
     if os.environ.get("LLMFLEET_LEADER_ELECTION", "").lower() in ("1", "true", "yes"):

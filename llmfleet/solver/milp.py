@@ -255,18 +255,24 @@ def _churn_terms(m: _Model, fp: FleetProblem) -> list:
     return terms
 
 
-def _node_shape_rows(m: _Model, fp: FleetProblem) -> None:
-    """A TP group must fit one node: ``placement.shape_cuts`` over the pools' nodes (exact for TP
-    degrees that divide one another, so such a plan always places)."""
+def _shape_cuts(fp: FleetProblem) -> list:
+    """``placement.shape_cuts`` for the pools that have nodes, over the TP degrees their configs use
+    (empty without nodes)."""
     if not fp.nodes:
-        return
+        return []
     with_nodes = {n.pool for n in fp.nodes}
     tps: dict[str, set[int]] = {}
     for w in fp.workloads:
         for c in w.configs:
             if c.pool.name in with_nodes:
                 tps.setdefault(c.pool.name, set()).add(c.tp)
-    for k, cut in enumerate(shape_cuts(fp.nodes, tps)):
+    return shape_cuts(fp.nodes, tps)
+
+
+def _node_shape_rows(m: _Model, fp: FleetProblem) -> None:
+    """A TP group must fit one node: ``placement.shape_cuts`` over the pools' nodes (exact for TP
+    degrees that divide one another, so such a plan always places)."""
+    for k, cut in enumerate(_shape_cuts(fp)):
         terms = [(m.n[wi, ci], c.tp if cut.max_gpus is not None else 1)
                  for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)
                  if c.pool.name == cut.pool and c.tp >= cut.min_tp]
@@ -573,19 +579,12 @@ def _coupling_ok(fp: FleetProblem, plan: Plan) -> bool:
     for limit, keys in fp.gpu_quotas.values():
         if _quota_gpus(plan, keys) > limit:
             return False
-    if fp.nodes:
-        with_nodes = {n.pool for n in fp.nodes}
-        tps: dict[str, set[int]] = {}
-        for w in fp.workloads:
-            for c in w.configs:
-                if c.pool.name in with_nodes:
-                    tps.setdefault(c.pool.name, set()).add(c.tp)
-        for cut in shape_cuts(fp.nodes, tps):
-            mine = [a for a in plan.assignments if a.pool == cut.pool and a.tp >= cut.min_tp]
-            if cut.max_gpus is not None and sum(a.gpus for a in mine) > cut.max_gpus:
-                return False
-            if cut.max_gpus is None and sum(a.replicas for a in mine) > cut.max_groups:
-                return False
+    for cut in _shape_cuts(fp):
+        mine = [a for a in plan.assignments if a.pool == cut.pool and a.tp >= cut.min_tp]
+        if cut.max_gpus is not None and sum(a.gpus for a in mine) > cut.max_gpus:
+            return False
+        if cut.max_gpus is None and sum(a.replicas for a in mine) > cut.max_groups:
+            return False
     if fp.placement_limits:
         return False  # a re-solve after a placement: keep to the joint model
     for name, pool in fp.pools.items():

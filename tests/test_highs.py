@@ -1,4 +1,6 @@
-"""HiGHS through PuLP: nothing on the process's stdout, incumbents reported as progress.
+"""HiGHS for the fleet MILP (``solver.highs.HighsModel``): nothing on the process's stdout,
+incumbents reported as progress, one model solved again with another objective, a start and an
+added row, and the LP relaxation without losing integrality.
 
 highspy >= 1.16 prints a banner from C++ on file descriptor 1 when a process constructs its first
 ``Highs``; the check runs in a fresh interpreter so that this really is the first construction.
@@ -7,22 +9,28 @@ highspy >= 1.16 prints a banner from C++ on file descriptor 1 when a process con
 import subprocess
 import sys
 
+import numpy as np
+import pulp
+
+from llmfleet.solver.highs import HighsModel
+
 SCRIPT = r"""
 import pulp
 from llmfleet import progress
-from llmfleet.solver.highs import QuietHiGHS
+from llmfleet.solver.highs import HighsModel
 
 lines = []
-prob = pulp.LpProblem("knapsack", pulp.LpMaximize)
-x = [pulp.LpVariable(f"x{i}", 0, 3, cat=pulp.LpInteger) for i in range(40)]
-prob += pulp.lpSum((7 + (i * 13) % 11) * v for i, v in enumerate(x))
-prob += pulp.lpSum((5 + (i * 7) % 9) * v for i, v in enumerate(x)) <= 211
-prob += pulp.lpSum((3 + (i * 5) % 7) * v for i, v in enumerate(x)) <= 157
+prob = pulp.LpProblem("knapsack", pulp.LpMinimize)
+x = [prob.add_variable(f"x{i}", 0, 3, cat=pulp.LpInteger) for i in range(40)]
+prob += pulp.lpSum((5 + (i * 7) % 9) * v for i, v in enumerate(x)) <= 211, "weight"
+prob += pulp.lpSum((3 + (i * 5) % 7) * v for i, v in enumerate(x)) <= 157, "volume"
+model = HighsModel(prob)
+model.set_objective(pulp.lpSum(-(7 + (i * 13) % 11) * v for i, v in enumerate(x)))
 with progress.reporting(lines.append):
-    prob.solve(QuietHiGHS(msg=False, label="test MILP", unit="points"))
+    res = model.solve(60, 0.0, label="test MILP", unit="points")
 import sys
 print("\n".join(lines), file=sys.stderr)
-print("status", pulp.LpStatus[prob.status], file=sys.stderr)
+print("status", res.status, file=sys.stderr)
 """
 
 
@@ -33,3 +41,44 @@ def test_no_banner_on_stdout_and_incumbents_as_progress():
     assert "Running HiGHS" not in r.stderr
     assert "status Optimal" in r.stderr
     assert "test MILP: incumbent" in r.stderr and "points" in r.stderr
+
+
+def _small_model():
+    """max 3a + 2b with a + b <= 4.5, a <= 2.5 (a, b integer): the optimum a = 2, b = 2 by hand;
+    the LP relaxation a = 2.5, b = 2 (value 11.5)."""
+    prob = pulp.LpProblem("small", pulp.LpMinimize)
+    a = prob.add_variable("a", 0, None, cat=pulp.LpInteger)
+    b = prob.add_variable("b", 0, None, cat=pulp.LpInteger)
+    prob += a + b <= 4.5, "sum"
+    prob += a <= 2.5, "cap"
+    return prob, a, b
+
+
+def test_reused_model_phases_start_and_relaxation():
+    prob, a, b = _small_model()
+    model = HighsModel(prob)
+    model.set_objective(-3 * a - 2 * b)
+    lp = model.solve(10, 0.0, relax=True)
+    assert lp.objective == -11.5  # a = 2.5, b = 2
+    mip = model.solve(10, 0.0, start=np.array([0.0, 0.0]))
+    assert mip.objective == -10.0 and model.value(a, mip.values) == 2 and model.value(b, mip.values) == 2
+    # a second phase on the same model: keep 3a + 2b >= 10 and minimise a. By hand: b <= 4 - a
+    # (integers within a + b <= 4.5), so 3a + 2(4 - a) = a + 8 >= 10 needs a >= 2
+    model.add_upper(-3 * a - 2 * b, -10.0)
+    model.set_objective(pulp.LpAffineExpression([(a, 1.0)]))
+    second = model.solve(10, 0.0, start=mip.values)
+    assert second.objective == 2.0
+    model.write_back(second.values)
+    assert (a.varValue, b.varValue) == (2.0, 2.0)
+
+
+def test_fixed_bounds_and_restore():
+    prob, a, b = _small_model()
+    model = HighsModel(prob)
+    model.set_objective(-3 * a - 2 * b)
+    col = np.array([model.index["a"]], dtype=np.int32)
+    saved = model.bounds(col)
+    model.set_bounds(col, np.array([0.0]), np.array([0.0]))
+    assert model.solve(10, 0.0).objective == -8.0  # a = 0, b = 4
+    model.set_bounds(col, *saved)
+    assert model.solve(10, 0.0).objective == -10.0

@@ -1,10 +1,13 @@
-"""HiGHS through PuLP, without solver chatter on the process's stdout.
+"""HiGHS for the fleet MILP: one model reused across solves, without solver chatter on stdout.
+
+PuLP states the model (``solver.milp``); ``HighsModel`` hands it to HiGHS once, through highspy,
+and solves it as often as the lexicographic phases need, each from the last phase's solution.
 
 highspy prints a two-line banner ("Running HiGHS 1.16.0 ... Copyright ...") from C++ straight to
 file descriptor 1 when the first ``Highs`` object of a process is constructed, before any option
 (``output_flag``) can be set. Python-level redirection (``contextlib.redirect_stdout``) cannot see
 it, so that one construction runs with fd 1 pointed at a temporary file; the banner is then logged
-at DEBUG. Every later construction is silent and runs with ``output_flag = False`` as PuLP sets it.
+at DEBUG. Every later construction is silent and runs with ``output_flag = False``.
 
 Improving MIP solutions are reported through ``llmfleet.progress`` with the incumbent, the dual
 bound and the gap as HiGHS computes them (``cbMipImprovingSolution``).
@@ -18,8 +21,10 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 import highspy
+import numpy as np
 import pulp
 
 from llmfleet import progress
@@ -52,35 +57,178 @@ def _quiet_first_construction() -> None:
         _banner_done = True
 
 
-class QuietHiGHS(pulp.HiGHS):
-    """``pulp.HiGHS`` (highspy API) that keeps stdout clean and reports incumbents as progress.
+@dataclass
+class SolveResult:
+    """What one ``HighsModel.solve`` found.
 
-    Args: as ``pulp.HiGHS`` (``mip``, ``msg``, ``timeLimit``, ``gapRel``, ``threads``, ...), plus
-        label: a few words naming the solve in progress lines (e.g. "fleet MILP");
-        unit: the objective's unit in those lines ("$/h", or "req/s shed" for a tier phase).
+    Attributes:
+        status: HiGHS's model status in words ("Optimal", "Time limit reached", "Infeasible", ...).
+        values: shape (columns,), the best solution found (None: none found).
+        objective: its objective value (None: none found), in the objective's unit.
+        dual_bound: HiGHS's proven bound on the objective (None: none proven, e.g. stopped before
+            the root LP was solved, or an LP solve).
+        gap: (objective - bound) / objective as HiGHS reports it (None without both).
+        seconds: wall-clock time of the solve, s.
     """
 
-    def __init__(self, *args, label: str = "MILP", unit: str = "$/h", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.label = label
-        self.unit = unit
+    status: str
+    values: np.ndarray | None
+    objective: float | None
+    dual_bound: float | None
+    gap: float | None
+    seconds: float
 
-    def createAndConfigureSolver(self, lp):  # noqa: N802 (PuLP's method name)
+    @property
+    def has_solution(self) -> bool:
+        return self.values is not None
+
+
+class HighsModel:
+    """One HiGHS model of a PuLP problem, built once and reused across solves.
+
+    The fleet MILP is solved in lexicographic phases (one objective per priority tier, then the
+    cost), each starting from the previous phase's solution. PuLP rebuilds the solver model on
+    every ``solve`` (one ``addCol``/``addRow`` per element, seconds at fleet scale) and passes no
+    start to HiGHS through highspy; this class passes the matrix once (``Highs.passModel``, row-wise
+    arrays) and changes only the objective, bounds and added rows between solves, with the
+    incumbent given as a start (``Highs.setSolution``).
+
+    Args:
+        prob: the PuLP problem (variables, constraints); its objective is not used.
+        threads: HiGHS threads (1: the planner shares its machine with the operator).
+
+    Raises:
+        RuntimeError: HiGHS rejects the model (a malformed bound or coefficient).
+    """
+
+    def __init__(self, prob: pulp.LpProblem, threads: int = 1):
         _quiet_first_construction()
-        super().createAndConfigureSolver(lp)
-        t0 = time.perf_counter()
-        label, unit = self.label, self.unit
+        self.prob = prob
+        self.variables = prob.variables()
+        self.index = {v.name: i for i, v in enumerate(self.variables)}
+        inf = highspy.kHighsInf
+        lower = np.array([-inf if v.lowBound is None else v.lowBound for v in self.variables], dtype=float)
+        upper = np.array([inf if v.upBound is None else v.upBound for v in self.variables], dtype=float)
+        self.integer = np.array([v.cat == pulp.LpInteger for v in self.variables], dtype=bool)
+        starts, cols, vals, row_lo, row_hi = [0], [], [], [], []
+        for con in prob.constraints():
+            for var, a in con.items():
+                if a:
+                    cols.append(self.index[var.name])
+                    vals.append(a)
+            starts.append(len(cols))
+            lo, hi = con.getLb(), con.getUb()
+            row_lo.append(-inf if lo is None else lo)
+            row_hi.append(inf if hi is None else hi)
+        lp = highspy.HighsLp()
+        lp.num_col_ = len(self.variables)
+        lp.num_row_ = len(row_lo)
+        lp.col_cost_ = np.zeros(len(self.variables))
+        lp.col_lower_ = lower
+        lp.col_upper_ = upper
+        lp.row_lower_ = np.array(row_lo, dtype=float)
+        lp.row_upper_ = np.array(row_hi, dtype=float)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
+        lp.a_matrix_.index_ = np.array(cols, dtype=np.int32)
+        lp.a_matrix_.value_ = np.array(vals, dtype=float)
+        lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                           for i in self.integer]
+        self.h = highspy.Highs()
+        self.h.setOptionValue("output_flag", False)
+        self.h.setOptionValue("threads", threads)
+        if self.h.passModel(lp) == highspy.HighsStatus.kError:
+            raise RuntimeError("HiGHS rejected the fleet model")
+        self.label, self.unit = "MILP", "$/h"
+        self._t0 = time.perf_counter()
+        if hasattr(self.h, "cbMipImprovingSolution"):
+            self.h.cbMipImprovingSolution.subscribe(self._on_improving)
 
-        def on_improving(event) -> None:
-            d = event.data_out
-            gap = d.mip_gap
-            gap_text = f", gap {gap:.2%}" if gap == gap and gap < 1e30 else ""
-            bound = d.mip_dual_bound
-            bound_text = f", bound {bound:.4g}" if abs(bound) < 1e30 else ""
-            progress.report(f"{label}: incumbent {d.objective_function_value:.4g} {unit}{bound_text}{gap_text} "
-                            f"after {time.perf_counter() - t0:.1f}s")
+    def _on_improving(self, event) -> None:
+        d = event.data_out
+        gap_text = f", gap {d.mip_gap:.2%}" if d.mip_gap == d.mip_gap and d.mip_gap < 1e30 else ""
+        bound_text = f", bound {d.mip_dual_bound:.4g}" if abs(d.mip_dual_bound) < 1e30 else ""
+        progress.report(f"{self.label}: incumbent {d.objective_function_value:.4g} {self.unit}{bound_text}{gap_text} "
+                        f"after {time.perf_counter() - self._t0:.1f}s")
 
-        # the callback API (``cbMipImprovingSolution``) came with highspy 1.8; older ones solve
-        # without incumbent reports
-        if hasattr(lp.solverModel, "cbMipImprovingSolution"):
-            lp.solverModel.cbMipImprovingSolution.subscribe(on_improving)
+    @property
+    def num_columns(self) -> int:
+        return len(self.variables)
+
+    def coefficients(self, expr: pulp.LpAffineExpression) -> tuple[np.ndarray, np.ndarray, float]:
+        """(column indices, coefficients, constant) of a linear expression (or one variable) over
+        the model's variables."""
+        if not isinstance(expr, pulp.LpAffineExpression):
+            expr = pulp.LpAffineExpression(expr)
+        idx = np.array([self.index[v.name] for v in expr], dtype=np.int32)
+        val = np.array([expr[v] for v in expr], dtype=float)
+        return idx, val, float(expr.constant)
+
+    def value(self, expr: pulp.LpAffineExpression, values: np.ndarray) -> float:
+        """``expr`` at the solution ``values`` (shape (columns,))."""
+        idx, val, const = self.coefficients(expr)
+        return float(values[idx] @ val) + const if len(idx) else const
+
+    def set_objective(self, expr: pulp.LpAffineExpression) -> None:
+        """Minimise ``expr`` in the following solves."""
+        idx, val, const = self.coefficients(expr)
+        cost = np.zeros(self.num_columns)
+        np.add.at(cost, idx, val)
+        self.h.changeColsCost(self.num_columns, np.arange(self.num_columns, dtype=np.int32), cost)
+        self.h.changeObjectiveOffset(const)
+
+    def add_upper(self, expr: pulp.LpAffineExpression, upper: float) -> None:
+        """Add the row ``expr <= upper``."""
+        idx, val, const = self.coefficients(expr)
+        self.h.addRow(-highspy.kHighsInf, upper - const, len(idx), idx, val)
+
+    def bounds(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) bounds of ``columns`` as they stand now."""
+        lp = self.h.getLp()
+        return np.asarray(lp.col_lower_)[columns].copy(), np.asarray(lp.col_upper_)[columns].copy()
+
+    def set_bounds(self, columns: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Change the bounds of ``columns`` (int indices) to ``lower``/``upper`` (same shape)."""
+        columns = np.asarray(columns, dtype=np.int32)
+        if len(columns):
+            self.h.changeColsBounds(len(columns), columns, np.asarray(lower, dtype=float), np.asarray(upper, dtype=float))
+
+    def solve(self, time_limit_s: float, gap: float, start: np.ndarray | None = None, relax: bool = False,
+              label: str = "fleet MILP", unit: str = "$/h") -> SolveResult:
+        """Solve for the current objective within ``time_limit_s`` (wall clock, s) to relative
+        ``gap``, from the feasible ``start`` (shape (columns,); HiGHS checks it and ignores an
+        infeasible one); ``relax``: the LP relaxation (integrality dropped for this solve only)."""
+        self.label, self.unit, self._t0 = label, unit, time.perf_counter()
+        if self.num_columns == 0:  # nothing to decide (HiGHS reports an empty model without a solution)
+            offset = float(self.h.getObjectiveOffset()[1])
+            return SolveResult("Optimal", np.zeros(0), offset, offset, 0.0, 0.0)
+        self.h.setOptionValue("time_limit", max(float(time_limit_s), 0.01))
+        self.h.setOptionValue("mip_rel_gap", float(gap))
+        cols = np.arange(self.num_columns, dtype=np.int32)
+        if relax:
+            self.h.changeColsIntegrality(self.num_columns, cols, np.zeros(self.num_columns, dtype=np.uint8))
+        elif start is not None:
+            sol = highspy.HighsSolution()
+            sol.col_value = np.asarray(start, dtype=float)
+            sol.value_valid = True
+            self.h.setSolution(sol)
+        self.h.run()
+        seconds = time.perf_counter() - self._t0
+        status = self.h.modelStatusToString(self.h.getModelStatus())
+        info = self.h.getInfo()
+        if info.primal_solution_status != 2:  # kSolutionStatusFeasible
+            result = SolveResult(status, None, None, None, None, seconds)
+        else:
+            values = np.asarray(self.h.getSolution().col_value, dtype=float).copy()
+            bound = None if relax or abs(info.mip_dual_bound) >= 1e30 else float(info.mip_dual_bound)
+            gap_now = None if relax or info.mip_gap != info.mip_gap or info.mip_gap >= 1e30 else float(info.mip_gap)
+            result = SolveResult(status, values, float(info.objective_function_value), bound, gap_now, seconds)
+        if relax:  # after reading the results: a model change clears HiGHS's status and solution
+            self.h.changeColsIntegrality(self.num_columns, cols, self.integer.astype(np.uint8))
+        return result
+
+    def write_back(self, values: np.ndarray) -> None:
+        """Put a solution into the PuLP variables (``varValue``) and mark the problem solved."""
+        for v, x in zip(self.variables, values):
+            v.varValue = float(round(x)) if v.cat == pulp.LpInteger else float(x)
+        self.prob.status, self.prob.sol_status = pulp.LpStatusOptimal, pulp.LpSolutionIntegerFeasible

@@ -57,7 +57,8 @@ import pulp
 
 from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
 from llmfleet.perf.steptime import PerfParams
-from llmfleet.solver.highs import QuietHiGHS
+from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
+from llmfleet.solver.highs import HighsModel
 from llmfleet.solver.churn import config_key, start_cost_usd, stop_cost_usd
 from llmfleet.solver.placement import groups_from_plan, limits_from_placement, place, shape_cuts
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
@@ -66,18 +67,6 @@ from llmfleet.workload.demand import INPUT_EDGES_TOKENS
 
 _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
-
-
-def _use_highs() -> bool:
-    return pulp.HiGHS().available()
-
-
-def _solver(time_limit_s: float, gap: float, mip: bool = True, label: str = "fleet MILP", unit: str = "$/h"):
-    """HiGHS (through highspy, banner kept off stdout, incumbents reported as progress) where
-    installed, else PuLP's bundled CBC."""
-    if _use_highs():
-        return QuietHiGHS(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap, threads=1, label=label, unit=unit)
-    return pulp.PULP_CBC_CMD(msg=False, mip=mip, timeLimit=time_limit_s, gapRel=gap)
 
 
 def _replica_cost_per_hour(fp: FleetProblem, c) -> float:
@@ -112,6 +101,8 @@ class _Model:
     scenario_of: dict = dataclasses.field(default_factory=dict)
     """index of a scenario copy of a workload (``FleetProblem.scenarios``) -> (scenario, its
     workload problem, the index of the same workload in ``fp.workloads``)"""
+    greedy_inputs: tuple | None = None
+    """(rows over replica counts alone, options per workload) for ``solver.greedy``, made once"""
     unit_load: dict = dataclasses.field(default_factory=dict)
     """(workload, config) -> replicas' worth of load per unit of entry (prefill: P/D) share, as a
     function of the P/D decision per bucket (shape (S,), 0/1): what ``_router_shares`` balances"""
@@ -379,13 +370,16 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
             prob += y - d[max(d)] <= 0, f"dpd_{wi}_{ci}"
             terms = [(y, _miss_load(c, lam, misses))]
             entry.append(y)
+            xl_of: dict[int, object] = {}  # y x d depends on the bucket's input class only
             for b in buckets:
                 i = d[classes[b]]
                 if c.whole_capacity_rps[b] <= 0:
                     prob += y - i <= 0, f"dlong_{wi}_{ci}_{b}"  # only if bucket b goes P/D
                 if c.capacity_rps[b] <= 0:
                     prob += y + i <= 1, f"dshort_{wi}_{ci}_{b}"  # only if bucket b is served whole
-                xl = _product(prob, y, i, f"xl_{wi}_{ci}_{b}")
+                if classes[b] not in xl_of:
+                    xl_of[classes[b]] = _product(prob, y, i, f"xl_{wi}_{ci}_{classes[b]}")
+                xl = xl_of[classes[b]]
                 xl_by_bucket[int(b)].append(xl)
                 if c.whole_capacity_rps[b] > 0:
                     terms += [(y, lam[b] / c.whole_capacity_rps[b]), (xl, -lam[b] / c.whole_capacity_rps[b])]
@@ -409,12 +403,15 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
             m.unit_load[wi, ci] = lambda dv, a=pre: float((dv * a).sum())
             terms = []
             rate = c.throughput_rps
+            xp_of: dict[int, object] = {}  # p x d depends on the bucket's input class only
             for b in buckets:
                 i = d[classes[b]]
                 if c.capacity_rps[b] <= 0 and (rate is None or rate[b] <= 0 or w.share[b] > partial_budget):
                     prob += p + i <= 1, f"pshort_{wi}_{ci}_{b}"  # cannot take this size at all
                     continue
-                xp = _product(prob, p, i, f"xp_{wi}_{ci}_{b}")
+                if classes[b] not in xp_of:
+                    xp_of[classes[b]] = _product(prob, p, i, f"xp_{wi}_{ci}_{classes[b]}")
+                xp = xp_of[classes[b]]
                 xp_by_bucket[int(b)].append(xp)
                 m.x[wi, ci, b] = xp
                 if c.capacity_rps[b] > 0:
@@ -446,11 +443,17 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
                 prob += m.n[wi, ci] + big * on <= big, f"nocolo_{wi}_{ci}"
             else:
                 prob += m.n[wi, ci] - big * on <= 0, f"pdon_{wi}_{ci}"
+    balanced = set()  # buckets of one input class share their products: one row per distinct balance
     for k, b in enumerate(buckets):
-        if xp_by_bucket[int(b)] or xl_by_bucket[int(b)]:
+        key = (frozenset(v.name for v in xp_by_bucket[int(b)]), frozenset(v.name for v in xl_by_bucket[int(b)]))
+        if (xp_by_bucket[int(b)] or xl_by_bucket[int(b)]) and key not in balanced:
+            balanced.add(key)
             prob += pulp.lpSum(xp_by_bucket[int(b)]) - pulp.lpSum(xl_by_bucket[int(b)]) == 0, f"pd_{wi}_{k}"
     if partial:
-        prob += pulp.LpAffineExpression(partial) <= partial_budget, f"misses_{wi}"
+        coef = {}
+        for var, a in partial:  # buckets of one input class share a product variable: sum their shares
+            coef[var] = coef.get(var, 0.0) + a
+        prob += pulp.LpAffineExpression(list(coef.items())) <= partial_budget, f"misses_{wi}"
     _one_group_rows(m, fp, w, wi, service)
     if not entry:
         for b in np.flatnonzero(ok | misses):
@@ -517,36 +520,6 @@ def _shed_rps(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:
     return pulp.LpAffineExpression(list(coef.items()))
 
 
-def _run(m: _Model, fp: FleetProblem, deadline: float, gap: float | None = None,
-         label: str = "fleet MILP", unit: str = "$/h") -> tuple[str, float | None]:
-    """Solve within ``deadline`` to relative ``gap`` (default: the policy's); return (status, MIP dual bound or None)."""
-    solver = _solver(max(deadline - time.perf_counter(), 0.1), fp.relative_gap if gap is None else gap, label=label, unit=unit)
-    m.prob.solve(solver)
-    status = pulp.LpStatus[m.prob.status]
-    bound = None
-    model = getattr(m.prob, "solverModel", None)
-    if model is not None and hasattr(model, "getInfo"):
-        info = model.getInfo()
-        bound = getattr(info, "mip_dual_bound", None)
-    return status, bound
-
-
-def _has_solution(m: _Model) -> bool:
-    """True when the last solve left an integer-feasible solution in the variables."""
-    return m.prob.status == pulp.LpStatusOptimal or m.prob.sol_status in (
-        pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal)
-
-
-def _lp_bound(fp: FleetProblem, allow_shed: bool, extra=None) -> float | None:
-    """Objective of the LP relaxation (all integrality dropped): a lower bound on the cost."""
-    m = _build(fp, allow_shed)
-    if extra:
-        extra(m)
-    solver = _solver(fp.time_limit_s, fp.relative_gap, mip=False)
-    m.prob.solve(solver)
-    return pulp.value(m.prob.objective) if m.prob.status == pulp.LpStatusOptimal else None
-
-
 def prune_dominated(w: WorkloadProblem, running: dict | None = None) -> list:
     """Drop configs that another TP degree of the same pool and role dominates exactly, except the
     groups in ``running`` (``FleetProblem.current``), which a re-plan may keep.
@@ -606,44 +579,64 @@ PLACEMENT_ROUNDS = 3
 
 def solve(fp: FleetProblem) -> Plan:
     """Solve the fleet plan for all workloads together, then place its replicas on the pools'
-    nodes (``placement.place``; ``Plan.placement``). The MILP already respects the node shapes
+    nodes (``placement.place``; ``Plan.placement``), all within ``fp.time_limit_s`` of wall clock
+    (the capacity model, built before, is not counted). The MILP already respects the node shapes
     (``placement.shape_cuts``, exact for TP degrees 1, 2, 4, 8); where a pool's TP degrees are not
     such a chain and the placement leaves replicas out, the plan is solved again with the placed
-    counts as limits, at most ``PLACEMENT_ROUNDS`` times.
+    counts as limits, at most ``PLACEMENT_ROUNDS`` times and only in what is left of the limit.
     """
-    plan = _solve(fp)
-    for _ in range(PLACEMENT_ROUNDS + 1):
+    t0 = time.perf_counter()
+    deadline = t0 + fp.time_limit_s
+    placing = PLACEMENT_SHARE * fp.time_limit_s if fp.nodes else 0.0  # CP-SAT's part of the limit
+    plan = _solve(fp, deadline - placing)
+    for rounds in range(PLACEMENT_ROUNDS + 1):
         if not fp.nodes or not plan.assignments:
-            return plan
+            break
         tiers = {w.key: w.tier_value for w in fp.workloads}
         groups = groups_from_plan(plan, tiers)
-        plan.placement = place(groups, fp.nodes, time_limit_s=max(min(fp.time_limit_s / 4, 10.0), 1.0))
+        plan.placement = place(groups, fp.nodes, time_limit_s=min(max(deadline - time.perf_counter(), 0.5), 10.0))
         if plan.placement.all_placed:
-            return plan
+            break
+        if rounds == PLACEMENT_ROUNDS or deadline - time.perf_counter() < 2 * placing:
+            late = "" if rounds == PLACEMENT_ROUNDS else " (no time left in the solver's limit to plan around them)"
+            plan.messages.append("node placement: " + "; ".join(u.reason for u in plan.placement.unplaced) + late)
+            break
         limits = limits_from_placement(groups, plan.placement)
-        plan = _solve(dataclasses.replace(fp, placement_limits=list(fp.placement_limits) + limits))
-    plan.messages.append("node placement: " + "; ".join(u.reason for u in plan.placement.unplaced))
+        plan = _solve(dataclasses.replace(fp, placement_limits=list(fp.placement_limits) + limits), deadline - placing)
+    plan.solve_time_s = time.perf_counter() - t0
     return plan
 
 
-def _solve(fp: FleetProblem) -> Plan:
-    """Solve the fleet MILP for all workloads together (``solve`` without the placement).
+PLACEMENT_SHARE = 0.1
+"""part of the time limit kept for the node placement (CP-SAT) when the pools have nodes"""
 
-    Workloads interact only through the shared limits (pool availability, power budget). So the
-    workloads are first solved one by one; when the union of those optimal plans respects the
-    shared limits it is optimal for the joint problem too (the joint feasible set is contained in
-    the product of the individual ones), with the sum of the individual bounds as its bound.
-    Otherwise the joint MILP is solved (``solve_joint``).
+
+def _solve(fp: FleetProblem, deadline: float) -> Plan:
+    """Solve the fleet MILP for all workloads together by ``deadline`` (``time.perf_counter``),
+    the plan read out included (``solve`` without the placement).
+
+    Workloads interact only through the shared limits (pool availability, power budget). So, when
+    the greedy plan shows that everything fits, the workloads are first solved one by one; when
+    the union of those optimal plans respects the shared limits it is optimal for the joint problem
+    too (the joint feasible set is contained in the product of the individual ones), with the sum
+    of the individual bounds as its bound. Otherwise the joint MILP is solved (``solve_joint``).
     """
     t0 = time.perf_counter()
     prune = lambda ws: [dataclasses.replace(w, configs=prune_dominated(w, fp.current)) for w in ws]  # noqa: E731
     fp = dataclasses.replace(fp, workloads=prune(fp.workloads), scenarios=[prune(ws) for ws in fp.scenarios])
-    if len(fp.workloads) > 1:
+    prepared = _prepare(fp, deadline)
+    # reading the plan out (its latency predictions) comes after the solves: keep time for it
+    deadline -= _readout_seconds(fp, prepared)
+    if len(fp.workloads) > 1 and prepared.serves_all(fp):
+        # everything fits (the greedy plan shows it): the workloads may well not compete for the
+        # shared limits, and one-by-one optimal plans that fit together are optimal jointly. Under
+        # a shortage they would not fit, and the joint model gets the whole limit.
         parts = []
         for w in fp.workloads:
             # the one-by-one solves may use part of the time only: when they do not finish (many
-            # workloads), the joint model must still get most of the limit, or it finds no plan
-            remaining = DECOMPOSITION_SHARE * fp.time_limit_s - (time.perf_counter() - t0)
+            # workloads), the joint model must still get most of the limit
+            remaining = min(DECOMPOSITION_SHARE * (deadline - t0) - (time.perf_counter() - t0),
+                            deadline - time.perf_counter())
             if remaining <= 0:
                 break
             mine = [[x for x in ws if x.key == w.key] for ws in fp.scenarios]
@@ -657,8 +650,7 @@ def _solve(fp: FleetProblem) -> Plan:
                 merged.solve_time_s = time.perf_counter() - t0
                 merged.status = "optimal" if merged.gap <= fp.relative_gap + 1e-9 else "feasible"
                 return _mark_shortage(merged, fp)
-    remaining = max(fp.time_limit_s - (time.perf_counter() - t0), 1.0)
-    plan = solve_joint(dataclasses.replace(fp, time_limit_s=remaining))
+    plan = solve_joint(fp, deadline, prepared)
     plan.solve_time_s = time.perf_counter() - t0
     return _mark_shortage(plan, fp)
 
@@ -745,117 +737,300 @@ def _merge(parts: list[Plan]) -> Plan:
                 pd_threshold_tokens={k: v for p in parts for k, v in p.pd_threshold_tokens.items()})
 
 
-def solve_joint(fp: FleetProblem) -> Plan:
-    """Solve the fleet MILP over all workloads at once.
+def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Prepared | None" = None) -> Plan:
+    """Solve the fleet MILP over all workloads at once, by ``deadline`` (``time.perf_counter``;
+    default ``fp.time_limit_s`` from now): a wall-clock bound.
+
+    One model (``highs.HighsModel``) serves every phase. It starts from a tier-respecting greedy
+    plan (``solver.greedy``), so every phase has an incumbent: the lexicographic phases (each
+    tier's shed req/s, then its missing minimum replicas, highest tier first) each improve on the
+    last phase's plan with the higher tiers' results fixed, and the cost phase last. A phase the
+    time limit stops keeps its best plan, which serves no lower tier at a higher tier's expense.
+    A phase whose objective the incumbent already meets at 0 (nothing shed) needs no solve.
+
+    Args:
+        prepared: the model and its greedy start (``_prepare``), when the caller built them.
 
     Returns:
         A Plan. ``status`` is ``optimal`` (proven within the relative gap), ``feasible`` (time limit
-        hit with a solution), ``shortage`` (some demand shed; ``workloads[*].shed_rps`` and the
-        messages say which and why) or ``infeasible`` (no plan at all; messages explain). Never
+        hit with a solution), ``shortage`` (some demand shed or a minimum not met;
+        ``workloads[*].shed_rps`` and the messages say which and why) or ``infeasible`` (no plan
+        at all; messages explain). ``phases`` gives each phase's result, bound and gap. Never
         raises for an infeasible input.
     """
     t0 = time.perf_counter()
-    deadline = t0 + fp.time_limit_s
-    backend = "HiGHS" if _use_highs() else "CBC"
+    deadline = t0 + fp.time_limit_s if deadline is None else deadline
     messages = _unreachable_messages(fp)
-
-    # If even the LP relaxation cannot serve everything, capacity is short: skip the full-service
-    # MILP, whose proof of infeasibility can take the whole time limit on a large fleet.
-    full_service_lp = _lp_bound(fp, allow_shed=False)
-    m = _build(fp, allow_shed=False)
-    if full_service_lp is not None:
-        now = time.perf_counter()
-        status, bound = _run(m, fp, now + (deadline - now) / 2)
-    shedding = full_service_lp is None or not _has_solution(m)  # capacity is short
-    fixes = []
-    if shedding:
-        m = _build(fp, allow_shed=True)
-        tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
-        for k, tier_value in enumerate(tiers):
-            members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
-            # the tier phases share half the remaining time; the cost phase, which decides the
-            # plan's cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
-            shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
-            best = _phase(m, fp, shed, deadline, 2 * (len(tiers) - k), f"tier_{tier_value}_shed",
-                          f"shortage, tier value {tier_value}", "req/s shed")
-            if best is None:
-                break
-            fixes.append((members, best, _shed_rps, True))
-            incumbent = {v.name: v.varValue for v in m.prob.variables()}
+    if prepared is None:
+        prepared = _prepare(fp, deadline)
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    phases: list[dict] = []
+    tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
+    names = {w.tier_value: w.tier for w in fp.workloads}
+    incumbent = start
+    for k, tier_value in enumerate(tiers):
+        members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
+        # a tier's phases decide nothing for lower tiers, which can only take GPUs from it: their
+        # replicas are held at 0 meanwhile, which shrinks the model HiGHS presolves and searches
+        # (at 50 workloads, 7 s to 1 s for the top tier), and given back afterwards
+        lower = _count_columns(m, model, lambda wi: fp.workloads[wi].tier_value < tier_value)
+        saved = model.bounds(lower)
+        model.set_bounds(lower, np.zeros(len(lower)), np.zeros(len(lower)))
+        mine = {key: r for key, r in _counts(m, model, incumbent).items()
+                if fp.workloads[key[0]].tier_value >= tier_value} if incumbent is not None else {}
+        start = _complete(fp, m, model, mine, deadline)
+        # the tier phases share half the remaining time; the cost phase, which decides the plan's
+        # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
+        shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
+        frugal = _gpu_term(fp, m, min(fp.workloads[wi].rate_rps for wi in members))
+        start = _phase(model, shed, start, deadline, 2 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
+                       f"tier {names[tier_value]} (value {tier_value}): req/s shed", phases, frugal)
+        if start is not None and any(wi in m.short for wi in members):
             # then the tier's minimum replicas, before any lower tier is served
-            if any(wi in m.short for wi in members):
-                short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
-                best = _phase(m, fp, short, deadline, 4 * (len(tiers) - k), f"tier_{tier_value}_short",
-                              f"shortage, minimum replicas of tier value {tier_value}", "replicas short")
-                if best is None:
-                    break
-                fixes.append((members, best, _short_replicas, False))
-                incumbent = {v.name: v.varValue for v in m.prob.variables()}
-        if not fixes:
-            # not even the top tier's phase found a plan in time: a cost phase alone would return
-            # "shed everything" at $0, which is no plan at all
+            short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
+            start = _phase(model, short, start, deadline, 4 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
+                           f"tier {names[tier_value]} (value {tier_value}): minimum replicas short", phases,
+                           _gpu_term(fp, m, 1.0))
+        model.set_bounds(lower, *saved)
+        if start is None:
             messages.append(f"no plan within the solver's time limit ({fp.time_limit_s:g} s, FleetPolicy "
-                            "spec.solver.timeLimitSeconds or --time-limit): the top tier's phase found no solution")
+                            "spec.solver.timeLimitSeconds or --time-limit)")
             return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,
-                        solve_time_s=time.perf_counter() - t0, solver=backend, assignments=[],
+                        solve_time_s=time.perf_counter() - t0, solver=BACKEND, assignments=[],
                         workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier) for w in fp.workloads],
-                        messages=messages)
-        m.prob.setObjective(m.cost)
-        status, bound = _run(m, fp, deadline)
-        if not _has_solution(m) and fixes:
-            # out of time before the cost phase found a plan: keep the last tier phase's plan,
-            # which serves every tier as well as the phases could, at a cost that is not minimised
-            for v in m.prob.variables():
-                v.varValue = incumbent[v.name]
-            m.prob.status, m.prob.sol_status = pulp.LpStatusOptimal, pulp.LpSolutionIntegerFeasible
-            bound = None
-    if not _has_solution(m):
-        messages += _infeasible_messages(fp)
-        return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,
-                    solve_time_s=time.perf_counter() - t0, solver=backend, assignments=[],
-                    workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier) for w in fp.workloads],
-                    messages=messages)
-
-    def fix_tiers(mm: _Model) -> None:
-        for members, best, measure, scenarios in fixes:
-            who = _members_with_scenarios(mm, members) if scenarios else members
-            mm.prob += pulp.lpSum(measure(fp, mm, wi) for wi in who) <= best + _SHED_TOL * max(1.0, best)
-
-    lp_bound = _lp_bound(fp, True, fix_tiers) if shedding else full_service_lp
+                        messages=messages, phases=phases)
+        # the lower tiers again get what the greedy gives them from what this tier left
+        below = {t for t in tiers if t < tier_value}
+        incumbent = start
+        if below:
+            counts = _greedy(fp, m, fixed=_counts(m, model, start), tiers=below)
+            incumbent = _complete(fp, m, model, counts, deadline)
+            if incumbent is None:
+                incumbent = start
+    start = incumbent
+    shedding = any(p["objective"] > _SHED_TOL for p in phases)
+    model.set_objective(m.cost)
+    res = model.solve(deadline - time.perf_counter(), fp.relative_gap, start, label="fleet MILP", unit="$/h")
+    values, bound = (res.values, res.dual_bound) if res.has_solution else (start, None)
+    phases.append(_phase_report("cost, $/h", res, model.value(m.cost, values)))
+    lp_bound = None
+    if deadline - time.perf_counter() > 0.05:
+        # the LP relaxation with every phase's result fixed bounds the cost too (one more solve
+        # of the same model, in what is left of the limit)
+        lp = model.solve(deadline - time.perf_counter(), fp.relative_gap, relax=True, label="LP bound")
+        lp_bound = lp.objective if lp.status == "Optimal" else None
+    model.write_back(values)
     plan = _extract(fp, m)
     for wsi, (sc, ws, _) in sorted(m.scenario_of.items()):
         shed = sum(_shed_share(m, wsi, b) * ws.rate_rps * ws.share[b] for b in range(len(ws.share)))
         if shed > 1e-6 * ws.rate_rps:
             messages.append(f"scenario {sc}: {ws.key}: {shed:.2f} of {ws.rate_rps:.2f} req/s cannot be served by this fleet")
-    plan.solver = backend
+    plan.solver = BACKEND
     plan.solve_time_s = time.perf_counter() - t0
     plan.lp_bound = lp_bound
     plan.dual_bound = bound
-    best_bound = max(b for b in (lp_bound, bound, 0.0) if b is not None)
-    plan.gap = (plan.cost_per_hour - best_bound) / plan.cost_per_hour if plan.cost_per_hour > 1e-9 else 0.0
-    plan.gap = max(plan.gap, 0.0)
+    plan.phases = phases
+    bounds = [b for b in (lp_bound, bound) if b is not None]
+    if plan.cost_per_hour <= 1e-9:
+        plan.gap = 0.0
+    elif bounds:
+        plan.gap = max((plan.cost_per_hour - max(bounds)) / plan.cost_per_hour, 0.0)
+    else:
+        plan.gap = None  # no bound proven within the limit: the plan's distance from optimal is unknown
     if shedding:
         plan.status = "shortage"
         messages += _shortage_messages(fp, plan)
     else:
-        plan.status = "optimal" if plan.gap <= fp.relative_gap + 1e-9 else "feasible"
+        plan.status = "optimal" if plan.gap is not None and plan.gap <= fp.relative_gap + 1e-9 else "feasible"
     plan.messages = messages
     return plan
 
 
-def _phase(m: _Model, fp: FleetProblem, objective, deadline: float, share: int, name: str, label: str,
-           unit: str) -> float | None:
-    """One lexicographic phase: minimise ``objective`` in 1/``share`` of the time left, then fix it
-    at the value reached (optimal, or the best found in time) for every later phase. None when the
-    phase found no solution."""
-    m.prob.setObjective(objective)
+BACKEND = "HiGHS"
+
+
+@dataclass
+class _Prepared:
+    """The joint model, built once: PuLP's view (``_Model``, for reading the plan), HiGHS's
+    (``HighsModel``, solved in every phase) and the greedy start (None: none in time)."""
+
+    model: _Model
+    highs: HighsModel
+    start: np.ndarray | None
+
+    def serves_all(self, fp: FleetProblem) -> bool:
+        """True when the greedy start sheds nothing and meets every minimum."""
+        if self.start is None:
+            return False
+        every = list(range(len(fp.workloads)))
+        shed = pulp.lpSum(_shed_rps(fp, self.model, wi) for wi in _members_with_scenarios(self.model, every))
+        shed += pulp.lpSum(_short_replicas(fp, self.model, wi) for wi in every)
+        return self.highs.value(shed, self.start) <= _SHED_TOL
+
+
+def _readout_seconds(fp: FleetProblem, prepared: _Prepared) -> float:
+    """Seconds ``_extract`` will take for a plan like the greedy one: its groups x the time of one
+    group's latency prediction, timed here on the first (x 1.5 for a plan with more groups);
+    at most half the limit."""
+    if prepared.start is None:
+        return 0.0
+    counts = _counts(prepared.model, prepared.highs, prepared.start)
+    if not counts:
+        return 0.0
+    wi, ci = next(iter(counts))
+    w = fp.workloads[wi]
+    if w.model is None:
+        return 0.0
+    t = time.perf_counter()
+    _predicted_latency(w, w.configs[ci], w.rate_rps * w.share, 0.5, fp.params)
+    return min(1.5 * len(counts) * (time.perf_counter() - t), 0.5 * fp.time_limit_s)
+
+
+def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:
+    """Build the joint model (shedding allowed, minimums soft) and its greedy start."""
+    m = _build(fp, allow_shed=True)
+    model = HighsModel(m.prob)
+    return _Prepared(m, model, _greedy_start(fp, m, model, deadline))
+
+
+def _greedy_start(fp: FleetProblem, m: _Model, model: HighsModel, deadline: float) -> np.ndarray | None:
+    """A feasible start for the phases: the tier-respecting greedy replica counts
+    (``solver.greedy``) completed by ``_complete``. Where that fails (a limit the greedy does not
+    see), no replicas at all, which sheds everything and is always feasible. None if neither
+    solves in time."""
+    start = _complete(fp, m, model, _greedy(fp, m), deadline)
+    return start if start is not None else _complete(fp, m, model, {}, deadline)
+
+
+def _greedy(fp: FleetProblem, m: _Model, fixed: dict | None = None, tiers: set | None = None) -> dict:
+    """``greedy.greedy_replicas`` over the model's options (``_greedy_options``), keeping
+    ``fixed`` and allocating ``tiers`` (None: all)."""
+    if m.greedy_inputs is None:  # the same for every call on one model
+        m.greedy_inputs = (count_rows(m.prob, {k: v for k, v in m.n.items() if k[0] < SCENARIO_STRIDE}),
+                           _greedy_options(fp, m))
+    rows, options = m.greedy_inputs
+    return greedy_replicas(fp.workloads, rows, options, lambda wi: fp.workloads[wi].tier_value,
+                           fp.routing_mode == "service", fixed=fixed, tiers=tiers)
+
+
+def _greedy_options(fp: FleetProblem, m: _Model) -> dict[int, list[Option]]:
+    """Per workload with load-balanced routing, its ways to serve for the greedy: each colocated
+    configuration the model lets it use (none where it must disaggregate), and each (prefill,
+    decode) pair of one P/D group whose configurations serve every routed size with all prompts
+    through prefill pods; with their replicas per unit share (``_Model.unit_load``)."""
+    out: dict[int, list[Option]] = {}
+    for wi, w in enumerate(fp.workloads):
+        if w.demand is None or fp.pin_buckets:
+            continue  # Mélange's per-bucket routing: the phases start from no replicas
+        mine = {ci: f for (wj, ci), f in m.unit_load.items() if wj == wi}
+        ds = [d for (wj, _), d in m.pd.items() if wj == wi]
+        forced = any((d.lowBound or 0) >= 1 for d in ds)
+        opts = []
+        none, every = np.zeros(len(w.share)), np.ones(len(w.share))
+        for ci, f in mine.items():
+            c = w.configs[ci]
+            if c.role == "colocated" and not forced and f(none) > 1e-9:
+                opts.append(Option("colocated", ((ci, f(none)),), f(none) * c.tp, ci))
+        if ds:
+            routed = np.flatnonzero(routed_buckets(w)[0])
+            whole = {ci for ci in mine if (w.configs[ci].capacity_rps[routed] > 0).all()}
+            for cp in whole:
+                for cd in whole:
+                    p, d = w.configs[cp], w.configs[cd]
+                    if p.role == "prefill" and d.role == "decode" and p.pd_group == d.pd_group:
+                        lp, ld = mine[cp](every), mine[cd](every)
+                        if lp > 1e-9 and ld > 1e-9:
+                            opts.append(Option(("pd", p.pd_group), ((cp, lp), (cd, ld)), lp * p.tp + ld * d.tp, cd))
+        out[wi] = opts
+    return out
+
+
+def _count_columns(m: _Model, model: HighsModel, which=lambda wi: True) -> np.ndarray:
+    """HiGHS columns of the replica counts of the workloads ``which`` (wi -> bool) selects (the
+    scenario copies share them)."""
+    return np.array([model.index[v.name] for (wi, _), v in m.n.items() if wi < SCENARIO_STRIDE and which(wi)],
+                    dtype=np.int32)
+
+
+def _counts(m: _Model, model: HighsModel, values: np.ndarray) -> dict[tuple[int, int], int]:
+    """(workload, config) -> replicas in the solution ``values``, positive counts only."""
+    out = {}
+    for (wi, ci), v in m.n.items():
+        if wi < SCENARIO_STRIDE:
+            r = int(round(values[model.index[v.name]]))
+            if r > 0:
+                out[wi, ci] = r
+    return out
+
+
+def _complete(fp: FleetProblem, m: _Model, model: HighsModel, counts: dict, deadline: float) -> np.ndarray | None:
+    """A whole solution with the replica counts ``counts`` ((workload, config) -> replicas; others
+    0): the routing shares, P/D decisions and shed that serve the most with those replicas (a solve
+    with the counts fixed, which HiGHS's presolve reduces to almost nothing). None when the counts
+    break a limit or time ran out."""
+    cols = _count_columns(m, model)
+    keys = [(wi, ci) for (wi, ci) in m.n if wi < SCENARIO_STRIDE]
+    saved = model.bounds(cols)
+    fixed = np.array([counts.get(key, 0) for key in keys], dtype=float)
+    model.set_bounds(cols, fixed, fixed)
+    every = list(range(len(fp.workloads)))
+    shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, every))
+    shed += pulp.lpSum(_short_replicas(fp, m, wi) for wi in every)
+    model.set_objective(shed)
+    res = model.solve(max(deadline - time.perf_counter(), 0.05), 1e-6, label="greedy plan", unit="req/s shed")
+    model.set_bounds(cols, *saved)
+    return res.values
+
+
+def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: float, share: int, gap: float,
+           label: str, phases: list[dict], frugal=None) -> np.ndarray | None:
+    """One lexicographic phase: minimise ``objective`` (non-negative) from ``start`` in 1/``share``
+    of the time left, then fix it at the value reached (optimal, or the best found in time) for
+    every later phase. ``frugal``: a term added to the objective, too small to change its ranking,
+    that keeps the phase from spending GPUs it does not need (they are the lower tiers'). Returns
+    the phase's solution (``start`` when the solve found nothing better, None when there is
+    neither)."""
+    if start is not None and model.value(objective, start) <= _SHED_TOL:
+        # the incumbent already meets it: 0 is optimal for a non-negative objective
+        idx, _, _ = model.coefficients(objective)
+        model.set_bounds(idx, np.zeros(len(idx)), np.zeros(len(idx)))
+        phases.append({"phase": label, "objective": 0.0, "bound": 0.0, "gap": 0.0, "seconds": 0.0,
+                       "status": "met by the incumbent"})
+        return start
+    model.set_objective(objective if frugal is None else objective + frugal)
     now = time.perf_counter()
-    _run(m, fp, now + (deadline - now) / share, gap=max(fp.relative_gap, _TIER_GAP), label=label, unit=unit)
-    if not _has_solution(m):
+    res = model.solve((deadline - now) / share, gap, start, label=label, unit=label.rsplit(": ", 1)[-1])
+    values = res.values if res.has_solution else start
+    if res.has_solution and start is not None and model.value(objective, start) < model.value(objective, values):
+        values = start  # stopped before it matched the start (HiGHS may not have taken it as incumbent)
+    if values is None:
+        phases.append(_phase_report(label, res, None))
         return None
-    best = pulp.value(objective) or 0.0
-    m.prob += objective <= best + _SHED_TOL * max(1.0, best), name
-    return best
+    best = model.value(objective, values)
+    phases.append(_phase_report(label, res, best))
+    model.add_upper(objective, best + _SHED_TOL * max(1.0, best))
+    return values
+
+
+def _gpu_term(fp: FleetProblem, m: _Model, unit: float) -> pulp.LpAffineExpression:
+    """ε x the GPUs the plan uses, with ε such that all the pools' GPUs together weigh 0.1% of
+    ``unit`` (the smallest rate in a tier, req/s, or one replica): below any difference a tier
+    phase ranks, whose gap is 1% anyway."""
+    total = sum(min(p.max_gpus, UNLIMITED_GPUS) for p in fp.pools.values()) or 1
+    eps = 1e-3 * unit / total
+    return pulp.LpAffineExpression([(v, eps * _workload(fp, m, wi).configs[ci].tp)
+                                    for (wi, ci), v in m.n.items() if wi < SCENARIO_STRIDE])
+
+
+def _phase_report(label: str, res, objective: float | None) -> dict:
+    """What a phase reached: its objective, HiGHS's bound and gap (None: none proven), seconds and status."""
+    gap = res.gap if res.has_solution else None
+    if objective is not None and res.dual_bound is not None and objective > 1e-9:
+        gap = max((objective - res.dual_bound) / objective, 0.0)
+    elif objective is not None and objective <= 1e-9:
+        gap = 0.0
+    return {"phase": label, "objective": objective, "bound": res.dual_bound, "gap": gap,
+            "seconds": round(res.seconds, 3), "status": res.status}
 
 
 def _short_replicas(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:

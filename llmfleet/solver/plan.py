@@ -95,6 +95,10 @@ class Plan:
     pd_threshold_tokens: dict[str, int] = field(default_factory=dict)
     placement: Any = None
     """``solver.placement.PlacementResult``: the replicas on the pools' nodes (None: not placed)"""
+    phases: list[dict] = field(default_factory=list)
+    """the solver's phases in order (``milp.solve_joint``): each tier's shed req/s and missing
+    minimum replicas, then the cost; each with its objective, HiGHS's bound and gap (None where
+    none was proven in time), seconds and HiGHS's status"""
 
     @property
     def serves_all_demand(self) -> bool:
@@ -134,4 +138,5 @@ class Plan:
             "messages": list(self.messages),
             "pdThresholdTokens": dict(sorted(self.pd_threshold_tokens.items())),
             "placement": self.placement.to_dict() if self.placement is not None else None,
+            "phases": [{k: (r(v, 6) if isinstance(v, float) else v) for k, v in p.items()} for p in self.phases],
         }

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import json
 
@@ -198,3 +199,40 @@ def test_unreachable_slo_is_reported(tmp_path):
     plan = solve(scarce_problem(tmp_path, gpus=64, gold_ttft="5ms"))
     assert plan.status == "shortage"
     assert any(m.startswith("prod/gold: no GPU pool can serve it") for m in plan.messages)
+
+
+def tiered_problem(tmp_path, gpus: int, per_tier: int = 3):
+    """``per_tier`` identical 8B workloads in each of the tiers critical, standard and low, TP 1
+    only, on one A100 pool of ``gpus`` GPUs: any GPU a lower tier holds could serve a higher one."""
+    docs = []
+    for tier in ("critical", "standard", "low"):
+        for k in range(per_tier):
+            doc = WORKLOAD % {"name": f"{tier}-{k}", "ttft": "1s", "tier": tier, "minrep": 1}
+            docs.append(doc.replace("requestRatePerSecond: 20", f"requestRatePerSecond: {12 + 3 * k}"))
+    docs.append(POOL % {"gpus": gpus})
+    f = tmp_path / "tiered.yaml"
+    f.write_text("---".join(docs))
+    return build_problem(load_fleet([f]))
+
+
+@pytest.mark.parametrize("time_limit_s", [0.05, 30.0])
+def test_a_time_out_keeps_tier_order(tmp_path, time_limit_s):
+    # Independent reason: the workloads differ only in tier and rate and share one pool at TP 1, so
+    # tier order means that a tier sheds only when no lower tier holds a GPU. The greedy plan the
+    # phases start from serves the tiers in order; a phase that runs out of time keeps its start.
+    ample = solve(tiered_problem(tmp_path, gpus=64))
+    assert ample.status == "optimal"
+    need = {t: sum(a.gpus for a in ample.assignments if a.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard", "low")}
+    gpus = need["critical"] + need["standard"] // 2  # the top tier fits, the middle one half
+    fp = dataclasses.replace(tiered_problem(tmp_path, gpus=gpus), time_limit_s=time_limit_s)
+    plan = solve(fp)
+    assert plan.status == "shortage" and plan.cost_per_hour is not None
+    shed = {t: sum(r.shed_rps for r in plan.workloads if r.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard", "low")}
+    held = {t: sum(a.gpus for a in plan.assignments if a.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard", "low")}
+    assert shed["critical"] == pytest.approx(0.0, abs=1e-6)
+    assert shed["standard"] > 0 and held["low"] == 0  # standard is short: low holds nothing
+    assert sum(held.values()) <= gpus
+    assert [p["phase"].split(":")[0] for p in plan.phases][:1] == ["tier critical (value 1000000)"]

@@ -37,7 +37,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 

@@ -141,6 +141,13 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
         kind_of: dict[int, object] = {}
         for wi in members:
             left = 1.0
+            for opt in ranked.get(wi, []):  # what replicas it already has (``fixed``) serve
+                have = min(counts.get((wi, ci), 0) / per for ci, per in opt.per_share)
+                if have > 0:
+                    left -= have
+                    kind_of[wi] = opt.kind
+            if left <= 1e-9:
+                continue
             for opt in ranked.get(wi, []):
                 if wi in kind_of and (service or opt.kind != kind_of[wi]):
                     continue  # one kind per workload; one group under service routing

@@ -39,6 +39,9 @@ counts only those where the higher one's shed exceeds what no configuration coul
 memory out of reach: ``problem.servable_buckets``) and the lower one runs on a pool the higher one
 has a configuration on. A non-zero ``avoidable`` count is a strong sign that tier order broke (it
 is not a proof: freeing a lower tier's GPUs might not form a group the higher tier can use).
+``provable`` is a proof: the tiers whose shed the plan could lower by taking lower tiers' GPUs
+(``provable_inversions``: the plan's replicas of the tier and above kept, the lower tiers' freed,
+the greedy fills what is left for the tier, the model routes it and sheds less of the tier).
 ``shed beside free GPUs`` counts workloads with avoidable shed while a pool they have a
 configuration on keeps at least that configuration's TP degree of GPUs unused (pool totals, not
 node shapes): a plan that sheds there is not work-conserving, whatever the tiers.
@@ -230,12 +233,54 @@ def tier_check(fp, plan, caps: dict[str, int] | None = None) -> dict:
                 if len(examples) < 3:
                     examples.append(f"{hk}({h.tier}) sheds {avoidable[hk]:.2f}/{h.demand_rps:.2f} req/s while "
                                     f"{lk}({lo.tier}) is served on {sorted(pools_of[lk] & usable)}")
+    provable = provable_inversions(fp, plan) if strict and caps else 0
     shed_pct = {}
     for t, _, _ in TIERS:
         rs = [r for r in res.values() if r.tier == t]
         demand = sum(r.demand_rps for r in rs)
         shed_pct[t] = 100.0 * sum(r.shed_rps for r in rs) / demand if demand > 0 else 0.0
-    return {"strict": strict, "avoidable": avoid, "examples": examples, "shed_pct": shed_pct, "idle": len(idle)}
+    return {"strict": strict, "avoidable": avoid, "provable": provable, "examples": examples, "shed_pct": shed_pct,
+            "idle": len(idle)}
+
+
+def provable_inversions(fp, plan) -> int:
+    """Tiers whose shed a plan provably could lower by taking GPUs from lower tiers only: the
+    plan's replicas of this tier and above kept, every lower tier's removed, the greedy
+    (``solver.greedy``) adds replicas for this tier in what is left, and the model's best routing
+    for those replicas (``milp._complete``) sheds less of this tier than the plan does. Sound
+    (such a plan exists and serves every higher tier as before); not complete (the greedy may miss
+    a better packing)."""
+    from llmfleet.solver.churn import config_key
+    from llmfleet.solver.highs import HighsModel
+
+    fp = dataclasses.replace(fp, time_limit_s=60.0)
+    m = milp._build(fp, allow_shed=True)
+    model = HighsModel(m.prob)
+    index = {config_key(w.key, c): (wi, ci) for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)}
+    counts: Counter = Counter()
+    for a in plan.assignments:
+        key = index.get(config_key(a.workload, a.config))
+        if key is None:
+            return 0  # a configuration the unpruned problem lacks: cannot check
+        counts[key] += a.replicas
+    shed = {r.workload: r.shed_rps for r in plan.workloads}
+    found = 0
+    for value in sorted({w.tier_value for w in fp.workloads}, reverse=True):
+        mine = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == value]
+        before = sum(shed[fp.workloads[wi].key] for wi in mine)
+        if before <= 1e-6:
+            continue
+        kept = {k: r for k, r in counts.items() if fp.workloads[k[0]].tier_value >= value}
+        trial = milp._greedy(fp, m, fixed=kept, tiers={value})
+        if trial == kept:
+            continue
+        values = milp._complete(fp, m, model, trial, time.perf_counter() + 60.0)
+        if values is None:
+            continue
+        after = sum(model.value(milp._shed_rps(fp, m, wi), values) for wi in mine)
+        if after < before - 1e-3 * max(before, 1.0):
+            found += 1
+    return found
 
 
 def groups_by_workload(plan) -> dict[str, Counter]:
@@ -309,7 +354,7 @@ def solve_fleet(workloads: list[dict], caps: dict[str, int], limit_s: float, arg
 
 
 SCALE_HEADER = ["avail", "workloads", "seed", "configs", "GPUs avail", "GPUs used", "build s", "solve s",
-                "limit s", "status", "gap", "shed % gold/silver/bronze", "inversions strict/avoidable",
+                "limit s", "status", "gap", "shed % gold/silver/bronze", "inversions strict/avoidable/provable",
                 "shed beside free GPUs"]
 
 
@@ -321,7 +366,7 @@ def summarize(r: Run) -> dict:
     row = [r.avail, str(r.n), str(r.seed), str(r.configs),
            str(sum(r.caps.values())) if r.caps else f"{AMPLE_GPUS}/pool", str(r.plan.total_gpus),
            f"{r.build_s:.2f}", f"{r.solve_s:.2f}", f"{r.limit_s:g}", r.plan.status, fmt_gap(r.plan.gap), shed,
-           f"{tc['strict']}/{tc['avoidable']}", str(tc["idle"]) if r.caps else "-"]
+           f"{tc['strict']}/{tc['avoidable']}/{tc['provable']}", str(tc["idle"]) if r.caps else "-"]
     return {"row": row, "avail": r.avail, "seed": r.seed, "solve_s": r.solve_s, "build_s": r.build_s,
             "status": r.plan.status, "gap": r.plan.gap, "check": tc}
 
@@ -358,7 +403,8 @@ def run_scale(title: str, n: int, seeds: int, limit_s: float, args, profiles) ->
         print(f"binding, {len(binding)} run(s): solve s median {statistics.median(times):.2f}, max {max(times):.2f} "
               f"(limit {limit_s:g}); build s median {statistics.median(r['build_s'] for r in binding):.2f}; "
               f"gap max {fmt_gap(max(gaps)) if gaps else '-'}; statuses {dict(Counter(r['status'] for r in binding))}; "
-              f"avoidable inversions {sum(r['check']['avoidable'] for r in binding)}; "
+              f"avoidable inversions {sum(r['check']['avoidable'] for r in binding)} "
+              f"(provable: {sum(r['check']['provable'] for r in binding)} tier(s)); "
               f"workloads shed beside free GPUs {sum(r['check']['idle'] for r in binding)}")
         for r in binding:
             for e in r["check"]["examples"]:

@@ -70,3 +70,23 @@ def test_plan_current_reports_the_churn(tmp_path):
     bad.write_text('{"assignments": [{"workload": "x"}]}')
     r = subprocess.run([LLMFLEET, "plan", "-f", EXAMPLES, "--current", bad], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--current" in r.stderr and "assignments[0]" in r.stderr
+
+
+def test_the_operator_reads_the_plan_in_force_from_its_deployments():
+    # what the operator renders for a plan, read back from the Deployments, is that plan's groups
+    # (the key a re-plan's churn cost and start use), whatever the JSON round trip
+    from llmfleet.operator.planner import running_groups
+    from llmfleet.operator.render import render_plan
+
+    fleet = load_fleet([EXAMPLES])
+    problem = build_problem(fleet)
+    plan = solve(problem)
+    objs = render_plan(plan, {w.key: w for w in fleet.workloads}, {p.metadata.name: p for p in fleet.pools},
+                       fleet.policy, "service")
+    deployments = [o for o in objs if o["kind"] == "Deployment"]
+    assert len(deployments) == len(plan.assignments)
+    assert running_groups(problem, deployments) == churn.current_from_document(json.loads(json.dumps(plan.to_dict())))
+    # a Deployment that is not the rendering of one of the problem's configurations is not counted
+    stray = json.loads(json.dumps(deployments[0]))
+    stray["metadata"]["name"] = "someone-elses"
+    assert running_groups(problem, [stray]) == {}

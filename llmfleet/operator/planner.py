@@ -31,8 +31,10 @@ from llmfleet.operator import selfmetrics
 from llmfleet.operator.live import LiveDemand, plan_views
 from llmfleet.operator.render import (
     ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
-    MANAGED_BY, ChildKey, group_deployment_name, priority_class_name, render_plan, render_priority_class,
+    MANAGED_BY, ChildKey, deployment_name, group_deployment_name, priority_class_name, render_plan,
+    render_priority_class,
 )
+from llmfleet.solver.churn import config_key
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
 from llmfleet.solver.problem import build_problem, minimum_gpus, resolve_pool, workload_demand
@@ -202,6 +204,30 @@ def _short_error(err: Exception) -> str:
     return f"{type(err).__name__}: {str(err)[:300]}"
 
 
+def running_groups(problem, deployments: list[dict]) -> dict:
+    """The plan in force, as ``FleetProblem.current`` takes it: replicas per group key
+    (``solver.churn.group_key``) of the live Deployments whose name is the rendering of one of
+    ``problem``'s configurations (``render.deployment_name``); others are ignored. A Deployment
+    whose replicas an autoscaler owns counts with the replicas it has."""
+    by_name = {}
+    for w in problem.workloads:
+        if w.workload is None:
+            continue
+        for c in w.configs:
+            name = deployment_name(w.workload.metadata.name, c.pool.name, c.tp, c.role, c.cap_watts)
+            by_name[(w.workload.namespace, name)] = config_key(w.key, c)
+    out: dict = {}
+    for d in deployments:
+        meta = d.get("metadata") or {}
+        key = by_name.get((meta.get("namespace"), meta.get("name")))
+        replicas = (d.get("spec") or {}).get("replicas")
+        if replicas is None:
+            replicas = (d.get("status") or {}).get("replicas") or 0
+        if key is not None and int(replicas) > 0:
+            out[key] = out.get(key, 0) + int(replicas)
+    return out
+
+
 def _deployment_gpus(dep: dict) -> int:
     labels = dep["metadata"].get("labels", {})
     return int(labels.get(LABEL_TP, "0")) * int(dep.get("spec", {}).get("replicas") or 0)
@@ -229,6 +255,8 @@ class FleetPlanner:
         self.live = live
         self._lock = threading.Lock()
         self._cache: tuple[str, Plan] | None = None
+        # each workload's capacity model, reused while its inputs are unchanged (build_problem)
+        self._capacity: dict = {}
         self.replan_interval_s: float | None = None
         self.last_valid_policy: FleetPolicy | None = None
         # drift repair (drift.py): children confirmed equal to their rendering, by (fingerprint of
@@ -244,14 +272,15 @@ class FleetPlanner:
         self._cache = None
 
     # ------------------------------------------------------------------ solve
-    def _plan(self, parsed: Parsed, held: dict[str, int],
-              inference_pool_crd: bool = True) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
+    def _plan(self, parsed: Parsed, held: dict[str, int], inference_pool_crd: bool = True,
+              running: list[dict] | None = None) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
         """Solve (or reuse the cached plan for identical inputs).
 
         Returns (plan, solved_now, objects that failed while building the problem). ``held``
         maps pool name -> GPUs taken by frozen children, removed from its availability;
         ``inference_pool_crd``: whether the cluster serves InferencePools (the routing mode when
-        ``FleetPolicy.spec.routing.mode`` is unset, and so what the planner may assume).
+        ``FleetPolicy.spec.routing.mode`` is unset, and so what the planner may assume);
+        ``running``: the live Deployments llmfleet manages (the plan in force, ``running_groups``).
         """
         policy = parsed.policy_model
         workloads = {k: w for k, (_, w) in parsed.workloads.items()}
@@ -275,23 +304,20 @@ class FleetPlanner:
                              namespace_labels=parsed.namespace_labels,
                              base_dir=self.trace_dir)
             try:
-                problem = build_problem(spec, demands=demands or None, inference_pool_crd=inference_pool_crd)
+                problem = build_problem(spec, demands=demands or None, inference_pool_crd=inference_pool_crd,
+                                        cache=self._capacity)
             except ManifestError as err:
                 if err.obj is None:
                     raise
                 failed[err.obj] = str(err)
                 (workloads if err.obj[0] == "LLMWorkload" else pools).pop(err.obj[1], None)
                 continue
+            # the running Deployments are the plan in force: the re-plan starts from them and pays
+            # for every replica it starts or stops (solver.churn), so one workload's change does
+            # not reshuffle the others
+            problem.current = running_groups(problem, running or [])
             t0 = time.perf_counter()
             plan = solve(problem)
-            if plan.status == "infeasible" and any(w.min_replicas for w in problem.workloads):
-                # minimums that cannot all hold together (each alone was checked in parse_cluster)
-                # must not freeze every tenant's plan: plan without them and say so
-                for w in problem.workloads:
-                    w.min_replicas = 0
-                plan = solve(problem)
-                plan.messages.append("the workloads' spec.serving.minReplicas cannot all be met together with "
-                                     "the GPUPools and quotas; this plan leaves them out")
             log.info("solved %d workloads on %d pools: %s, %s USD/h in %.2fs", len(workloads), len(pools),
                      plan.status, plan.cost_per_hour, time.perf_counter() - t0)
             selfmetrics.SOLVES.inc()
@@ -344,7 +370,7 @@ class FleetPlanner:
 
         errors: list[str] = []
         try:
-            plan, solved, failed = self._plan(parsed, held, inference_pool_crd)
+            plan, solved, failed = self._plan(parsed, held, inference_pool_crd, live_deps)
         except Exception as err:  # a solver crash must never touch running children
             log.exception("planning failed")
             plan, solved, failed = None, False, {}

@@ -34,7 +34,9 @@ GroupKey = tuple[str, str, int, str, float | None]
 
 
 def group_key(workload: str, pool: str, tp: int, role: str, cap_watts: float | None) -> GroupKey:
-    return (workload, pool, int(tp), role, None if cap_watts is None else round(float(cap_watts), 3))
+    """The key of one group. The cap is rounded to 0.1 W, as a plan document writes it
+    (``Assignment.to_dict``), so that a plan read back matches the configurations it came from."""
+    return (workload, pool, int(tp), role, None if cap_watts is None else round(float(cap_watts), 1))
 
 
 def config_key(workload: str, c) -> GroupKey:

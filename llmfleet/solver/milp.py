@@ -591,11 +591,15 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
     """Solve the fleet MILP for all workloads together by ``deadline`` (``time.perf_counter``),
     the plan read out included (``solve`` without the placement).
 
-    Workloads interact only through the shared limits (pool availability, power budget). So, when
-    the greedy plan shows that everything fits, the workloads are first solved one by one; when
-    the union of those optimal plans respects the shared limits it is optimal for the joint problem
-    too (the joint feasible set is contained in the product of the individual ones), with the sum
-    of the individual bounds as its bound. Otherwise the joint MILP is solved (``solve_joint``).
+    In order, each tried only where the one before did not give the plan:
+    1. Given the running plan (``fp.current``), an incremental re-plan: the workloads it still
+       serves exactly are held, the others planned around them (``solve_joint`` with ``hold``).
+    2. Workloads interact only through the shared limits (pool availability, power budget). So,
+       when the greedy plan shows that everything fits, the workloads are solved one by one; when
+       the union of those optimal plans respects the shared limits it is optimal for the joint
+       problem too (the joint feasible set is contained in the product of the individual ones),
+       with the sum of the individual bounds as its bound.
+    3. The joint MILP's lexicographic phases (``solve_joint``).
     """
     t0 = time.perf_counter()
     prune = lambda ws: [dataclasses.replace(w, configs=prune_dominated(w, fp.current)) for w in ws]  # noqa: E731
@@ -620,7 +624,7 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
             # the phases' rows (each tier's result with the kept workloads held) would bind the
             # whole-fleet phases: a fresh HiGHS model of the same problem, from this solution
             prepared.highs = HighsModel(prepared.model.prob)
-    if len(fp.workloads) > 1 and prepared.serves_all(fp) and not fp.current:
+    if len(fp.workloads) > 1 and prepared.serves_all(fp):
         # everything fits (the greedy plan shows it): the workloads may well not compete for the
         # shared limits, and one-by-one optimal plans that fit together are optimal jointly
         # (the joint feasible set lies within the product of the one-by-one ones), with the sum

@@ -16,6 +16,9 @@ pairing the MILP's per-domain flow balance allows meets the TTFT target.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,7 +354,7 @@ def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
 
 def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                   demands: dict[str, Demand] | None = None, inference_pool_crd: bool = True,
-                  power_caps: bool = True) -> FleetProblem:
+                  power_caps: bool = True, cache: dict | None = None) -> FleetProblem:
     """Assemble the MILP inputs for a whole fleet.
 
     Args:
@@ -360,6 +363,9 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             mode when ``FleetPolicy.spec.routing.mode`` is unset; offline planning assumes it).
         power_caps: under a power budget, offer each configuration at lower cap levels too
             (``solver.caps``); False plans at the default limits only (TDP accounting).
+        cache: a dict kept between calls (the operator's): each workload's capacity model is
+            reused while its inputs (``_capacity_inputs``) are unchanged, so a re-plan after one
+            workload changed models only that one. Left holding this call's workloads only.
 
     Raises:
         ManifestError: unknown model or GPU type, missing price, token percentiles beyond the
@@ -399,10 +405,17 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             raise ManifestError(f"{ref}: no GPUPool can serve this precision: {'; '.join(dict.fromkeys(why))}",
                                 ("LLMWorkload", w.key))
     problems = []
+    fresh: dict = {}
     for k, w in enumerate(workloads):
-        progress.report(f"capacity model: workload {k + 1}/{len(workloads)} ({w.key})")
         model = models[w.key]
         demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w))
+        if cache is not None:
+            key = _capacity_inputs(w, demand, pools, policy, params, routing, power_caps)
+            if key in cache:
+                fresh[key] = cache[key]
+                problems.append(dataclasses.replace(cache[key], workload=w))
+                continue
+        progress.report(f"capacity model: workload {k + 1}/{len(workloads)} ({w.key})")
         idx = np.argwhere(demand.share > 0)
         share = demand.share[idx[:, 0], idx[:, 1]]
         inp = demand.input_tokens[idx[:, 0], idx[:, 1]]
@@ -425,6 +438,11 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         if budgeted and power_caps:
             wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile, burst)
         problems.append(wp)
+        if cache is not None:
+            fresh[key] = wp
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
     return FleetProblem(problems, pools, policy.power_budget_watts, policy.energy_price_per_kwh,
                         policy.solver.time_limit_seconds, policy.solver.relative_gap,
                         gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params,
@@ -433,6 +451,22 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                         churn_horizon_s=policy.replan_interval_seconds,
                         nodes=[n for p in pools.values() if p.max_gpus <= MAX_OFFLINE_NODES * p.gpus_per_node
                                for n in offline_nodes(p.name, p.max_gpus, p.gpus_per_node)])
+
+
+def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy, params: PerfParams, routing: str,
+                     power_caps: bool) -> str:
+    """A digest of everything a workload's capacity model reads: its key and spec, its demand (the
+    arrays themselves, so a trace whose content changed misses), every pool, the policy, the
+    performance parameters and the routing mode."""
+    h = hashlib.sha256()
+    h.update(json.dumps([w.key, w.spec.model_dump(mode="json"), policy.model_dump(mode="json"), repr(params),
+                         routing, power_caps, [repr(p) for p in pools.values()],
+                         demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv],
+                        sort_keys=True, default=str).encode())
+    for a in (demand.share, demand.input_tokens, demand.output_tokens, demand.input_edges, demand.output_edges,
+              demand.input_scv):
+        h.update(b"-" if a is None else np.ascontiguousarray(a, dtype=float).tobytes())
+    return h.hexdigest()
 
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,

@@ -1,0 +1,156 @@
+"""A one-workload change among many, on the local control plane (e2e/controlplane): how long the
+operator takes to re-plan, and which Deployments it touches (issue 15: only that workload's).
+
+    python bench/operator_replan.py [--workloads 100] [--changes 2]
+
+The fleet is ``bench/solver_scale.py``'s (catalogue models, three real length profiles, three
+tiers, ten GPU pools), with ample pools, applied with kubectl to a cluster where the operator runs
+(``llmfleet operator``, as the chart runs it). Once its Deployments have settled (no change for
+``--settle`` seconds), one workload's ``spec.traffic.requestRatePerSecond`` is raised by 20% with
+``kubectl patch``, and the Deployments settle again. For each change it prints:
+
+- the seconds from the patch to the operator's "solved" log line (debounce, capacity model of the
+  changed fleet, MILP) and the solve time that line reports;
+- the Deployments created, deleted and changed (``metadata.generation`` or ``spec.replicas``),
+  split into the changed workload's and every other workload's.
+
+Target: no other workload's Deployment touched; the re-plan in under 5 s (issue 15 item 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from e2e.controlplane.localcluster import LocalCluster  # noqa: E402
+from solver_scale import AMPLE_GPUS, POOLS, fleet_documents, length_profiles, workload_specs  # noqa: E402
+
+SOLVED = re.compile(r"solved (\d+) workloads on (\d+) pools: (\w+), ([\d.]+|None) USD/h in ([\d.]+)s")
+
+
+def deployments(cluster: LocalCluster, namespace: str) -> dict[str, tuple[str, int, int]]:
+    """name -> (uid, generation, spec.replicas) of the Deployments in ``namespace``."""
+    items = json.loads(cluster.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout)["items"]
+    return {d["metadata"]["name"]: (d["metadata"]["uid"], d["metadata"].get("generation", 0),
+                                    d["spec"].get("replicas") or 0) for d in items}
+
+
+def settle(cluster: LocalCluster, namespace: str, quiet_s: float, timeout_s: float) -> dict:
+    """Wait until the Deployments exist and have not changed for ``quiet_s``; return them."""
+    t0 = time.monotonic()
+    last, since = None, time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        now = deployments(cluster, namespace)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif now and time.monotonic() - since >= quiet_s:
+            return now
+        time.sleep(1.0)
+    raise RuntimeError(f"Deployments did not settle within {timeout_s:.0f} s")
+
+
+def solved_lines(log: Path) -> list[tuple[float, str]]:
+    """(seconds the solve took, the line) for each 'solved' line of the operator's log so far."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = SOLVED.search(line)
+        if m:
+            out.append((float(m.group(5)), line))
+    return out
+
+
+def diff(before: dict, after: dict, workload: str) -> dict[str, dict[str, list[str]]]:
+    """Deployments created, deleted and changed, for ``workload``'s own and for the others'."""
+    out = {"changed workload": {"created": [], "deleted": [], "changed": []},
+           "other workloads": {"created": [], "deleted": [], "changed": []}}
+    mine = lambda name: name.startswith(f"{workload}-")  # noqa: E731 (render.deployment_name)
+    for name in set(before) | set(after):
+        side = out["changed workload" if mine(name) else "other workloads"]
+        if name not in before:
+            side["created"].append(name)
+        elif name not in after:
+            side["deleted"].append(name)
+        elif before[name][0] != after[name][0] or before[name][1:] != after[name][1:]:
+            side["changed"].append(name)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", type=int, default=100)
+    ap.add_argument("--changes", type=int, default=2, help="workloads changed, one after the other")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--settle", type=float, default=20.0, help="quiet seconds that count as settled")
+    ap.add_argument("--time-limit", type=float, default=30.0, help="FleetPolicy spec.solver.timeLimitSeconds")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="llmfleet-replan-"))
+    specs = workload_specs(args.workloads, args.seed, length_profiles())
+    docs = fleet_documents(specs, {name: AMPLE_GPUS for name, _, _ in POOLS}, args.time_limit, 0.01)
+    namespace = docs[0]["metadata"]["namespace"]
+    (work / "fleet.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    cluster = LocalCluster(work / "k8s").start()
+    op = None
+    try:
+        cluster.kubectl("apply", "-f", str(REPO / "crds"))
+        time.sleep(2)
+        cluster.kubectl("create", "namespace", namespace)
+        log = work / "operator.log"
+        op = subprocess.Popen(
+            [sys.executable, "-m", "llmfleet.cli", "operator", "--kubeconfig", str(cluster.admin_kubeconfig),
+             "--debounce-seconds", "0.5", "--metrics-port", "0"],
+            stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=REPO)
+        time.sleep(5)
+        t0 = time.monotonic()
+        cluster.kubectl("apply", "-f", str(work / "fleet.yaml"))
+        before = settle(cluster, namespace, args.settle, 1800)
+        first = solved_lines(log)
+        print(f"{args.workloads} workloads applied: {len(before)} Deployments settled after "
+              f"{time.monotonic() - t0 - args.settle:.0f} s; last solve: {first[-1][1] if first else '-'}", flush=True)
+        workloads = [d for d in docs if d["kind"] == "LLMWorkload"]
+        for k in range(args.changes):
+            w = workloads[(7 + 31 * k) % len(workloads)]
+            name = w["metadata"]["name"]
+            rate = float(w["spec"]["traffic"]["requestRatePerSecond"]) * 1.2
+            w["spec"]["traffic"]["requestRatePerSecond"] = round(rate, 4)
+            seen = len(solved_lines(log))
+            t1 = time.monotonic()
+            cluster.kubectl("patch", "llmworkload", name, "-n", namespace, "--type", "merge",
+                            "-p", json.dumps({"spec": {"traffic": {"requestRatePerSecond": round(rate, 4)}}}))
+            while len(solved_lines(log)) <= seen:
+                if time.monotonic() - t1 > 600:
+                    raise RuntimeError("no re-plan within 600 s")
+                time.sleep(0.1)
+            to_solved = time.monotonic() - t1
+            solve_s, line = solved_lines(log)[-1]
+            after = settle(cluster, namespace, args.settle, 600)
+            d = diff(before, after, name)
+            print(f"change {k + 1}: {namespace}/{name} rate +20% -> {rate:.3f} req/s; patch to 'solved' line "
+                  f"{to_solved:.2f} s (debounce 0.5 s, capacity model, MILP; the MILP itself {solve_s:.2f} s)")
+            print(f"  operator: {line.split('] ')[-1]}")
+            for side, changes in d.items():
+                print(f"  {side}: " + ", ".join(f"{len(v)} {k2}" for k2, v in changes.items())
+                      + ("" if not any(changes.values()) else f"  {sorted(sum(changes.values(), []))[:6]}"))
+            sys.stdout.flush()
+            before = after
+    finally:
+        if op:
+            op.terminate()
+            op.wait(30)
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

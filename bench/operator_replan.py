@@ -4,7 +4,7 @@ operator takes to re-plan, and which Deployments it touches (issue 15: only that
     python bench/operator_replan.py [--workloads 100] [--changes 2]
 
 The fleet is ``bench/solver_scale.py``'s (catalogue models, three real length profiles, three
-tiers, ten GPU pools), with ample pools, applied with kubectl to a cluster where the operator runs
+tiers, ten GPU pools), with ample pools (``autoscaled``: the cluster has no nodes), applied with kubectl to a cluster where the operator runs
 (``llmfleet operator``, as the chart runs it). Once its Deployments have settled (no change for
 ``--settle`` seconds), one workload's ``spec.traffic.requestRatePerSecond`` is raised by 20% with
 ``kubectl patch``, and the Deployments settle again. For each change it prints:
@@ -98,6 +98,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="llmfleet-replan-"))
     specs = workload_specs(args.workloads, args.seed, length_profiles())
     docs = fleet_documents(specs, {name: AMPLE_GPUS for name, _, _ in POOLS}, args.time_limit, 0.01)
+    for d in docs:  # no nodes in this cluster: the pools are bounded by maxGPUs alone
+        if d["kind"] == "GPUPool":
+            d["spec"]["autoscaled"] = True
     namespace = docs[0]["metadata"]["namespace"]
     (work / "fleet.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     cluster = LocalCluster(work / "k8s").start()
@@ -114,6 +117,11 @@ def main() -> int:
         time.sleep(5)
         t0 = time.monotonic()
         cluster.kubectl("apply", "-f", str(work / "fleet.yaml"))
+        # the operator may solve while the apply is still creating workloads: wait for a plan of all
+        while not any(int(SOLVED.search(line).group(1)) == args.workloads for _, line in solved_lines(log)):
+            if time.monotonic() - t0 > 1800:
+                raise RuntimeError(f"no plan of all {args.workloads} workloads within 1800 s")
+            time.sleep(1.0)
         before = settle(cluster, namespace, args.settle, 1800)
         first = solved_lines(log)
         print(f"{args.workloads} workloads applied: {len(before)} Deployments settled after "

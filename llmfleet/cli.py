@@ -168,6 +168,14 @@ def _saving(plan: Plan, baselines: dict[str, Plan], fp: FleetProblem) -> dict | 
             "savingFraction": round(1 - plan.cost_per_hour / base.cost_per_hour, 4)}
 
 
+def _phase_text(p: dict) -> str:
+    """One solver phase as "name objective (gap, HiGHS status)"; the gap "unproven" when HiGHS
+    proved no bound in its time."""
+    gap = "gap unproven" if p.get("gap") is None else f"gap {p['gap']:.1%}"
+    value = "-" if p.get("objective") is None else f"{p['objective']:.4g}"
+    return f"{p['phase']} {value} ({gap}, {p.get('status')})"
+
+
 def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], saving: dict | None, source: str,
                   fp: FleetProblem) -> None:
     console.print(plan_table(plan, f"Fleet plan for {source}"))
@@ -179,6 +187,10 @@ def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], savi
     for r in plan.workloads:
         if r.shed_rps > 1e-6:
             console.print(f"[yellow]unserved:[/yellow] {r.workload}: {r.shed_rps:.2f} of {r.demand_rps:.2f} req/s", highlight=False)
+    solved = [p for p in plan.phases if p.get("status") != "met by the incumbent"]
+    if plan.status == "shortage" and solved:
+        console.print("solver phases (highest tier first, each kept for the next): " + "; ".join(
+            _phase_text(p) for p in solved), highlight=False)
     for m in plan.messages:
         console.print(f"[yellow]note:[/yellow] {m}", highlight=False)
     if not baselines:
@@ -665,8 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--melange", metavar="FILE", help="solve a Mélange-format input JSON instead")
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
-                   help="override FleetPolicy spec.solver.timeLimitSeconds")
-    p.add_argument("--no-baseline", action="store_true", help="skip the single-GPU-type comparison")
+                   help="override FleetPolicy spec.solver.timeLimitSeconds: the wall-clock bound of the fleet "
+                        "plan (MILP phases, read-out and node placement; not the capacity model built before it)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the single-GPU-type comparison (one more plan per GPU type, each with its own limit)")
     p.add_argument("--scenarios", nargs="+", metavar="TRACE",
                    help="plan one fleet that also serves each TRACE in place of the trace-driven workloads' own "
                         "traces (e.g. other hours or another service), and report each one's simulated attainment")

@@ -209,3 +209,25 @@ def test_bursty_traffic_lowers_capacity_and_kingman_tracks_the_simulator_better(
     simulated = simulated_capacity_rps(*case, bursty=True)
     assert kingman < mdl
     assert abs(kingman / simulated - 1) < abs(mdl / simulated - 1)
+
+
+def test_mdl_max_rate_is_the_largest_rate_whose_wait_quantile_fits_the_budget():
+    # the definition, by bisection on the wait quantile itself (which increases with the rate):
+    # the closed form (Lambert W by Newton) must give the same rate, and 0 for no budget
+    from llmfleet.perf.capacity import mdl_max_rate, mdl_wait_quantile_s
+
+    rng = np.random.default_rng(7)
+    service = 10 ** rng.uniform(-4, 1, 5000)
+    budget = 10 ** rng.uniform(-5, 2, 5000) * rng.choice([-1.0, 1.0, 1.0, 1.0], 5000)
+    for q, v in ((0.5, 1.0), (0.9, 0.3), (0.99, rng.uniform(0.2, 8.0, 5000)), (0.999, 5.0)):
+        lo, hi = np.zeros(5000), np.where(budget > 0, 1.0 / service, 0.0)
+        for _ in range(60):
+            mid = (lo + hi) / 2.0
+            good = mdl_wait_quantile_s(mid, service, q, v) <= budget
+            lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
+        got = mdl_max_rate(service, budget, q, v)
+        assert np.all(got[budget <= 0] == 0.0)
+        assert np.allclose(got, lo, rtol=1e-12, atol=0.0)
+        pos = budget > 0
+        vv = np.broadcast_to(v, budget.shape)[pos]
+        assert np.all(mdl_wait_quantile_s(got[pos] * (1 - 1e-9), service[pos], q, vv) <= budget[pos])

@@ -48,7 +48,11 @@ CRD_KINDS: dict[str, dict[str, Any]] = {
         "columns": [
             _column("GPU", "string", ".spec.gpuType"),
             _column("MAX-GPUS", "integer", ".spec.maxGPUs"),
+            _column("NODES", "integer", ".status.nodes"),
+            _column("FREE", "integer", ".status.freeGPUs", description="GPUs free on the pool's nodes"),
+            _column("AVAILABLE", "integer", ".status.availableGPUs", description="GPUs the plan may use"),
             _column("PLANNED", "integer", ".status.plannedGPUs"),
+            _column("AUTOSCALED", "boolean", ".spec.autoscaled", priority=1),
             _column("$/GPU-H", "number", ".status.costPerGPUHour"),
             _AGE,
         ],

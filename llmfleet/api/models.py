@@ -136,6 +136,12 @@ class GPUPoolStatus(_Model):
     observed_generation: int | None = Field(default=None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
     planned_gpus: int | None = Field(default=None, ge=0, description="GPUs of the pool the plan uses")
+    nodes: int | None = Field(default=None, ge=0, description="Ready, schedulable nodes matching the nodeSelector")
+    allocatable_gpus: int | None = Field(default=None, ge=0, description="their allocatable nvidia.com/gpu")
+    foreign_gpus: int | None = Field(default=None, ge=0, description="of those, requested by pods llmfleet does not manage")
+    free_gpus: int | None = Field(default=None, ge=0, description="allocatable less foreign: what llmfleet may use")
+    available_gpus: int | None = Field(default=None, ge=0, description=(
+        "GPUs the plan may use: maxGPUs, and for a pool not autoscaled at most freeGPUs"))
     cost_per_gpu_hour: float | None = Field(default=None, ge=0, description="price in effect, USD per GPU-hour")
 
 
@@ -413,6 +419,10 @@ class GPUPoolSpec(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     gpus_per_node: int = Field(default=8, ge=1, le=16)
     max_gpus: int = Field(ge=0, le=1_000_000, description="GPUs of this pool the fleet may use (availability)")
+    autoscaled: bool = Field(default=False, description=(
+        "a node autoscaler (Karpenter, Cluster Autoscaler) adds this pool's nodes for pending pods: the plan "
+        "is bounded by maxGPUs only; otherwise the operator plans within the GPUs free on the pool's Ready "
+        "nodes (nodeSelector), less those other pods request"))
     cost_per_gpu_hour: float | None = Field(default=None, ge=0, le=10_000,
                                             description="USD per GPU-hour; default: catalogue list price")
     power: PowerRange | None = None

@@ -91,6 +91,9 @@ KINDS = {
     "PriorityClass": ("scheduling.k8s.io/v1", "PriorityClass"),
     "Event": ("v1", "Event"),
     "Namespace": ("v1", "Namespace"),
+    # what the pools' GPUs are: Nodes, and the Pods on them that llmfleet does not manage
+    "Node": ("v1", "Node"),
+    "Pod": ("v1", "Pod"),
     # routing objects (llmfleet.operator.routing); the last two are custom resources a cluster may lack
     "ConfigMap": ("v1", "ConfigMap"),
     "ServiceAccount": ("v1", "ServiceAccount"),
@@ -203,13 +206,16 @@ class Kube:
         except ResourceNotFoundError:
             return False
 
-    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
+             field_selector: str | None = None, cluster_wide: bool = False) -> list[dict]:
         """All objects of ``kind`` (in ``namespace``, or cluster-wide, or in each of ``self.namespaces``
-        in namespaced mode), as dicts."""
+        in namespaced mode unless ``cluster_wide``), as dicts."""
         res = self.resource(kind)
-        if namespace is None and self.namespaces and res.namespaced:
-            return [item for ns in self.namespaces for item in self.list(kind, ns, label_selector)]
+        if namespace is None and self.namespaces and res.namespaced and not cluster_wide:
+            return [item for ns in self.namespaces for item in self.list(kind, ns, label_selector, field_selector)]
         kwargs = {"label_selector": label_selector} if label_selector else {}
+        if field_selector:
+            kwargs["field_selector"] = field_selector
         if namespace is not None and res.namespaced:
             kwargs["namespace"] = namespace
         out = with_retry(lambda: res.get(**kwargs), f"list {kind}")

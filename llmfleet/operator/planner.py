@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
+
 from llmfleet.api.loader import POLICY_NAME, FleetSpec, ManifestError, parse_document
 from llmfleet.api.models import (FleetPolicy, FleetPolicyStatus, GPUPool, GPUPoolStatus, LLMWorkload,
                                  LLMWorkloadStatus)
@@ -35,6 +38,7 @@ from llmfleet.operator.render import (
     render_priority_class,
 )
 from llmfleet.solver.churn import config_key
+from llmfleet.solver.placement import ClusterNodes, nodes_from_cluster, pool_inventory
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
 from llmfleet.solver.problem import build_problem, minimum_gpus, resolve_pool, workload_demand
@@ -204,6 +208,36 @@ def _short_error(err: Exception) -> str:
     return f"{type(err).__name__}: {str(err)[:300]}"
 
 
+def cluster_nodes(kube: Kube, parsed: Parsed) -> ClusterNodes | None:
+    """The valid pools' live nodes: Ready, schedulable nodes matching each pool's nodeSelector,
+    with the GPUs pods llmfleet does not manage request on them (``placement.nodes_from_cluster``).
+    None when Nodes or Pods cannot be listed (the operator then plans by maxGPUs and says so)."""
+    selectors = {k: p.spec.node_selector for k, (_, p) in parsed.pools.items()}
+    try:
+        nodes = kube.list("Node")
+        pods = kube.list("Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed", cluster_wide=True)
+        return nodes_from_cluster(selectors, nodes, pods)
+    except (ApiException, DynamicApiError, ValueError) as err:
+        log.warning("cannot read the pools' nodes (%s); planning by GPUPool spec.maxGPUs only", _short_error(err))
+        return None
+
+
+def available_gpus(parsed: Parsed, cluster: ClusterNodes | None) -> dict[str, int]:
+    """GPUs each valid pool offers the plan: ``spec.maxGPUs``, and for a pool that is not
+    autoscaled at most the free GPUs of its live nodes (0 with none)."""
+    free: dict[str, int] = {}
+    for n in (cluster.nodes if cluster else []):
+        free[n.pool] = free.get(n.pool, 0) + n.free_gpus
+    return {k: p.spec.max_gpus if cluster is None or p.spec.autoscaled else min(p.spec.max_gpus, free.get(k, 0))
+            for k, (_, p) in parsed.pools.items()}
+
+
+def live_pool_nodes(parsed: Parsed, cluster: ClusterNodes | None) -> list:
+    """The live nodes of the valid pools that are not autoscaled (what placement packs onto)."""
+    fixed = {k for k, (_, p) in parsed.pools.items() if not p.spec.autoscaled}
+    return [n for n in (cluster.nodes if cluster else []) if n.pool in fixed]
+
+
 def running_groups(problem, deployments: list[dict]) -> dict:
     """The plan in force, as ``FleetProblem.current`` takes it: replicas per group key
     (``solver.churn.group_key``) of the live Deployments whose name is the rendering of one of
@@ -257,6 +291,7 @@ class FleetPlanner:
         self._cache: tuple[str, Plan] | None = None
         # each workload's capacity model, reused while its inputs are unchanged (build_problem)
         self._capacity: dict = {}
+        self._cluster: ClusterNodes | None = None  # the pools' live nodes at the last reconcile
         self.replan_interval_s: float | None = None
         self.last_valid_policy: FleetPolicy | None = None
         # drift repair (drift.py): children confirmed equal to their rendering, by (fingerprint of
@@ -273,19 +308,23 @@ class FleetPlanner:
 
     # ------------------------------------------------------------------ solve
     def _plan(self, parsed: Parsed, held: dict[str, int], inference_pool_crd: bool = True,
-              running: list[dict] | None = None) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
+              running: list[dict] | None = None,
+              cluster: ClusterNodes | None = None) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
         """Solve (or reuse the cached plan for identical inputs).
 
         Returns (plan, solved_now, objects that failed while building the problem). ``held``
         maps pool name -> GPUs taken by frozen children, removed from its availability;
         ``inference_pool_crd``: whether the cluster serves InferencePools (the routing mode when
         ``FleetPolicy.spec.routing.mode`` is unset, and so what the planner may assume);
-        ``running``: the live Deployments llmfleet manages (the plan in force, ``running_groups``).
+        ``running``: the live Deployments llmfleet manages (the plan in force, ``running_groups``);
+        ``cluster``: the pools' live nodes (``cluster_nodes``; None: unknown, plan by maxGPUs).
         """
         policy = parsed.policy_model
         workloads = {k: w for k, (_, w) in parsed.workloads.items()}
+        avail = available_gpus(parsed, cluster)
         pools = {k: p.model_copy(update={"spec": p.spec.model_copy(
-            update={"max_gpus": max(0, p.spec.max_gpus - held.get(k, 0))})}) for k, (_, p) in parsed.pools.items()}
+            update={"max_gpus": max(0, avail[k] - held.get(k, 0))})}) for k, (_, p) in parsed.pools.items()}
+        live_nodes = live_pool_nodes(parsed, cluster)
         failed: dict[tuple[str, str], str] = {}
         while True:
             if not workloads or not pools:
@@ -296,7 +335,8 @@ class FleetPlanner:
                  [(k, p.spec.model_dump(mode="json")) for k, p in sorted(pools.items())],
                  policy.spec.model_dump(mode="json"), str(self.trace_dir),
                  {ns: parsed.namespace_labels.get(ns) for ns in sorted({k.split("/")[0] for k in workloads})},
-                 inference_pool_crd, self.live.fingerprint() if self.live else None],
+                 inference_pool_crd, self.live.fingerprint() if self.live else None,
+                 sorted((n.pool, n.name, n.allocatable_gpus, n.foreign_gpus) for n in live_nodes)],
                 sort_keys=True).encode()).hexdigest()
             if self._cache and self._cache[0] == digest:
                 return self._cache[1], False, failed
@@ -316,6 +356,11 @@ class FleetPlanner:
             # for every replica it starts or stops (solver.churn), so one workload's change does
             # not reshuffle the others
             problem.current = running_groups(problem, running or [])
+            if cluster is not None:
+                # pools that are not autoscaled: the live nodes (their node shapes and free GPUs);
+                # autoscaled ones keep the nodes their gpusPerNode would give (build_problem)
+                problem.nodes = [n for n in problem.nodes or [] if n.pool not in {m.pool for m in live_nodes}
+                                 and parsed.pools[n.pool][1].spec.autoscaled] + live_nodes
             t0 = time.perf_counter()
             plan = solve(problem)
             log.info("solved %d workloads on %d pools: %s, %s USD/h in %.2fs", len(workloads), len(pools),
@@ -369,8 +414,10 @@ class FleetPlanner:
                 held[pool] = held.get(pool, 0) + _deployment_gpus(d)
 
         errors: list[str] = []
+        cluster = cluster_nodes(kube, parsed)
+        self._cluster = cluster
         try:
-            plan, solved, failed = self._plan(parsed, held, inference_pool_crd, live_deps)
+            plan, solved, failed = self._plan(parsed, held, inference_pool_crd, live_deps, cluster)
         except Exception as err:  # a solver crash must never touch running children
             log.exception("planning failed")
             plan, solved, failed = None, False, {}
@@ -768,6 +815,8 @@ class FleetPlanner:
         pool_gpus: dict[str, int] = {}
         for a in (plan.assignments if plan else []):
             pool_gpus[a.pool] = pool_gpus.get(a.pool, 0) + a.gpus
+        inventory = pool_inventory(self._cluster.nodes) if self._cluster else {}
+        avail = available_gpus(parsed, self._cluster)
         for key, (raw, p) in parsed.pools.items():
             gen = raw["metadata"].get("generation")
             st = dict(raw.get("status") or {})
@@ -775,10 +824,21 @@ class FleetPlanner:
                 price = resolve_pool(p).cost_per_gpu_hour
             except ManifestError:  # unknown GPU type or no price: the plan already says so
                 price = None
-            conds = set_condition(st.get("conditions") or [], "Planned", True, "Valid", "", gen)
+            inv = inventory.get(key, {"nodes": 0, "allocatableGPUs": 0, "foreignGPUs": 0, "freeGPUs": 0})
+            if self._cluster is None:
+                inv = {k: None for k in inv}
+                why = "the operator cannot list Nodes and Pods: planned by spec.maxGPUs only"
+            elif p.spec.autoscaled:
+                why = "autoscaled: planned up to spec.maxGPUs, whatever the nodes present"
+            elif inv["nodes"] == 0:
+                why = ("no Ready, schedulable node matches spec.nodeSelector: nothing is planned on this pool "
+                       "(set spec.autoscaled: true when a node autoscaler adds its nodes)")
+            else:
+                why = f"planned within the {inv['freeGPUs']} GPUs free on its {inv['nodes']} node(s)"
+            conds = set_condition(st.get("conditions") or [], "Planned", True, "Valid", why, gen)
             self._set_status("GPUPool", raw, {**st, "observedGeneration": gen, "conditions": conds,
                                               "plannedGPUs": pool_gpus.get(key, 0) if plan else st.get("plannedGPUs"),
-                                              "costPerGPUHour": price}, None)
+                                              "costPerGPUHour": price, **inv, "availableGPUs": avail[key]}, None)
 
     def _policy_status(self, policy_raw: dict, plan: Plan | None, solved: bool, usable: bool, diff: list[dict],
                        applied: bool, errors: list[str], mode: str) -> None:

@@ -16,9 +16,11 @@ the operator uses every verb here and no other. Why each rule exists:
 - Routing objects of each workload (``llmfleet.operator.routing``): ConfigMaps, ServiceAccounts,
   Roles, RoleBindings, InferencePools and HTTPRoutes, each with get (name check), list (diff and
   pruning), create + patch (server-side apply) and delete (pruning when the routing mode changes).
+- The pools' GPUs (``planner.cluster_nodes``): Nodes, and the Pods on them that llmfleet does not
+  manage, both read (list) to plan within the GPUs free on each pool's nodes.
 - What the endpoint picker's Role grants (``EPP_RULES``: read pods, InferencePools and llm-d's
   InferenceObjectives): Kubernetes refuses to create a Role granting permissions its creator lacks
-  (RBAC privilege-escalation prevention), so the operator holds them too, and uses only the
+  (RBAC privilege-escalation prevention), so the operator holds them too, and uses the pod and
   InferencePool ones itself.
 """
 
@@ -62,7 +64,7 @@ OPERATOR_RULES: list[dict] = [
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
      "verbs": ["get", "list", "create", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["llm-d.ai", "inference.networking.x-k8s.io"],
      "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
 ]

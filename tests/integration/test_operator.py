@@ -204,10 +204,12 @@ def l4_workload(name: str, rate: float, tier: str) -> str:
 
 
 def test_priority_tiers_plan_the_top_tier_first_and_the_scheduler_preempts_the_lower_tier(cluster, operator):
-    # One node with 4 L4s, while the pool still declares 6 (a node was lost): the plan fits the
-    # pool, the cluster does not, and PriorityClasses decide who runs.
+    # One node with 4 L4s, while the pool is autoscaled up to 6 (its next node not there yet):
+    # the plan fits the pool, the cluster does not, and PriorityClasses decide who runs.
     cluster.lc.add_gpu_node("l4-0", "NVIDIA-L4", 4)
-    cluster.apply(L4_POOL.replace("MAX", "6") + "---" + l4_workload("batch-8b", 15, "low"))
+    autoscaled = L4_POOL.replace("MAX", "6").replace("maxGPUs: 6,", "maxGPUs: 6, autoscaled: true,")
+    assert "autoscaled: true" in autoscaled
+    cluster.apply(autoscaled + "---" + l4_workload("batch-8b", 15, "low"))
     wait_until(lambda: (d := cluster.deployments().get("batch-8b-l4-tp1")) and d["spec"]["replicas"] == 4,
                60, "4 low-tier replicas")
     wait_until(lambda: all_pods_running(cluster, "llmfleet.dev/workload=batch-8b")
@@ -221,8 +223,8 @@ def test_priority_tiers_plan_the_top_tier_first_and_the_scheduler_preempts_the_l
     assert all(p["spec"]["priorityClassName"] == "llmfleet-high"
                for p in cluster.pods(selector="llmfleet.dev/workload=chat-8b"))
 
-    # the pool is corrected to what exists: now the planner itself must choose, top tier first
-    cluster.apply(L4_POOL.replace("MAX", "4"))
+    # the pool is no longer autoscaled: the planner plans within the node's 4 GPUs itself, top tier first
+    cluster.apply(L4_POOL.replace("MAX", "6"))
     wait_until(lambda: cluster.deployments()["batch-8b-l4-tp1"]["spec"]["replicas"] == 2, 60, "low tier shrunk")
     assert cluster.deployments()["chat-8b-l4-tp1"]["spec"]["replicas"] == 2
     low = wait_until(lambda: (w := cluster.workload("batch-8b")) and cluster.condition(w, "Degraded")
@@ -232,6 +234,32 @@ def test_priority_tiers_plan_the_top_tier_first_and_the_scheduler_preempts_the_l
     assert cluster.condition(high, "Degraded")["status"] == "False"
     assert high["status"]["servedRps"] == high["status"]["demandRps"]
     wait_until(lambda: all_pods_running(cluster) and len(cluster.pods()) == 4, 60, "all 4 GPUs in use, none pending")
+
+
+def test_the_plan_fits_the_gpus_free_on_the_pools_nodes_and_the_scheduler_binds_every_pod(cluster, operator):
+    # two nodes of 4 L4s, 3 GPUs of l4-0 held by a foreign training pod: 5 GPUs free, although the
+    # pool declares 8 and the workload wants more (30 req/s needs about 8 replicas: twice the
+    # 4 that 15 req/s needs in the test above)
+    for i in range(2):
+        cluster.lc.add_gpu_node(f"l4-{i}", "NVIDIA-L4", 4)
+    cluster.apply([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "training", "namespace": "default",
+                                                                     "labels": {"app": "training"}},
+                    "spec": {"nodeName": "l4-0", "containers": [{"name": "t", "image": "placeholder.invalid/train:1",
+                             "resources": {"requests": {"nvidia.com/gpu": "3"}, "limits": {"nvidia.com/gpu": "3"}}}]}}])
+    wait_until(lambda: all_pods_running(cluster, "app=training"), 30, "the foreign pod running")
+    cluster.apply(L4_POOL.replace("MAX", "8") + "---" + l4_workload("batch-8b", 30, "low"))
+    pool = wait_until(lambda: (p := cluster.get_json("gpupool", "l4")).get("status", {}).get("availableGPUs") == 5
+                      and p, 60, "the pool's status counting the nodes")
+    assert {k: pool["status"][k] for k in ("nodes", "allocatableGPUs", "foreignGPUs", "freeGPUs")} == \
+        {"nodes": 2, "allocatableGPUs": 8, "foreignGPUs": 3, "freeGPUs": 5}
+    assert "5 GPUs free on its 2 node(s)" in cluster.condition(pool, "Planned")["message"]
+    wait_until(lambda: (d := cluster.deployments().get("batch-8b-l4-tp1")) and d["spec"]["replicas"] == 5,
+               60, "5 replicas: the GPUs free, not maxGPUs")
+    # the real scheduler binds every planned pod: none Pending
+    wait_until(lambda: all_pods_running(cluster, "llmfleet.dev/workload=batch-8b")
+               and len(cluster.pods(selector="llmfleet.dev/workload=batch-8b")) == 5, 60, "every planned pod running")
+    w = cluster.workload("batch-8b")
+    assert cluster.condition(w, "Degraded")["reason"] == "CapacityShortage"
 
 
 def test_invalid_objects_are_refused_or_conditioned_and_running_children_stay(cluster, operator):

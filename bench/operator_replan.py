@@ -98,9 +98,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="llmfleet-replan-"))
     specs = workload_specs(args.workloads, args.seed, length_profiles())
     docs = fleet_documents(specs, {name: AMPLE_GPUS for name, _, _ in POOLS}, args.time_limit, 0.01)
-    for d in docs:  # no nodes in this cluster: the pools are bounded by maxGPUs alone
-        if d["kind"] == "GPUPool":
+    for d in docs:
+        if d["kind"] == "GPUPool":  # no nodes in this cluster: the pools are bounded by maxGPUs alone
             d["spec"]["autoscaled"] = True
+        if d["kind"] == "FleetPolicy":  # the bench namespace may use every tier (spec.tenancy)
+            tiers = [t["name"] for t in d["spec"]["priorityTiers"]]
+            d["spec"]["tenancy"] = {"rules": [{"namespaces": [docs[0]["metadata"]["namespace"]], "tiers": tiers}]}
     namespace = docs[0]["metadata"]["namespace"]
     (work / "fleet.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     cluster = LocalCluster(work / "k8s").start()

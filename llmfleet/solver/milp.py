@@ -751,7 +751,10 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
     if prepared is None:
         prepared = _prepare(fp, deadline)
     m, model, start = prepared.model, prepared.highs, prepared.start
-    held = _count_columns(m, model, lambda wi: wi in hold)
+    # a held workload keeps its replicas and its P/D threshold (else an equal-cost threshold could
+    # change its router's configuration for nothing)
+    held = np.concatenate([_count_columns(m, model, lambda wi: wi in hold),
+                           np.array([model.index[d.name] for (wi, _), d in m.pd.items() if wi in hold], dtype=np.int32)])
     released = model.bounds(held)
     if hold:
         kept = start[held].round()

@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -1280,8 +1281,24 @@ def _mixture_percentile(quantiles: np.ndarray, weights: np.ndarray, pct: float) 
 
 def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
                        params: PerfParams) -> tuple[float | None, float | None]:
-    """``predicted_latency`` at the SLO percentile."""
-    return predicted_latency(w, c, bucket_rps, util, params)
+    """``predicted_latency`` at the SLO percentile, remembered for the same group: a re-plan that
+    keeps most groups as they run (the operator reuses each workload's configurations while its
+    inputs are unchanged) reads those out at no cost."""
+    key = (w.key, id(c), np.asarray(bucket_rps, dtype=float).tobytes(), float(util), params)
+    hit = _LATENCY_CACHE.get(key)
+    if hit is not None and hit[0] is c:
+        _LATENCY_CACHE.move_to_end(key)
+        return hit[1]
+    out = predicted_latency(w, c, bucket_rps, util, params)
+    _LATENCY_CACHE[key] = (c, out)  # the config is held, so its id is not reused while the entry lives
+    if len(_LATENCY_CACHE) > _LATENCY_CACHE_SIZE:
+        _LATENCY_CACHE.popitem(last=False)
+    return out
+
+
+_LATENCY_CACHE: OrderedDict = OrderedDict()
+_LATENCY_CACHE_SIZE = 20_000
+"""groups remembered (least recently used dropped first): a few thousand groups per fleet"""
 
 
 ATTAINMENT_GRID = (50.0, 70.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.0, 98.0, 99.0, 99.5, 99.9)

@@ -5,9 +5,10 @@ Run against a cluster where the chart is installed (see e2e/README.md):
     KUBECONFIG=~/.kube/config .venv/bin/python -m pytest e2e -q
 
 They touch only objects they create: a namespace ``llmfleet-e2e-<random>`` and a GPUPool of the
-same name, removed at the end. No GPU is needed: the pool's nodeSelector matches no node, so the
-vLLM pods stay Pending, while the plan, the children, their owner references, the status and the
-garbage collection are all checked. The FleetPolicy is not changed; its mode must be ``apply``
+same name, removed at the end. No GPU is needed: the pool's nodeSelector matches no node and the
+pool is declared autoscaled (so the operator plans up to its maxGPUs, not within the nodes
+present), the vLLM pods stay Pending, while the plan, the children, their owner references, the
+status and the garbage collection are all checked. The FleetPolicy is not changed; its mode must be ``apply``
 (the default).
 """
 
@@ -55,7 +56,7 @@ def sandbox():
     name = f"llmfleet-e2e-{secrets.token_hex(3)}"
     kubectl("create", "namespace", name)
     pool = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "GPUPool", "metadata": {"name": name},
-            "spec": {"gpuType": "L4", "gpusPerNode": 8, "maxGPUs": 8, "costPerGPUHour": 0.8,
+            "spec": {"gpuType": "L4", "gpusPerNode": 8, "maxGPUs": 8, "costPerGPUHour": 0.8, "autoscaled": True,
                      "nodeSelector": {"llmfleet.dev/e2e-pool": name}}}
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pool))
     yield name

@@ -1,4 +1,4 @@
-"""The fleet MILP (DESIGN §6), built with PuLP and solved with HiGHS (CBC as fallback).
+"""The fleet MILP (DESIGN §6), stated with PuLP and solved with HiGHS (``highs.HighsModel``).
 
 A plan may route traffic only as the deployed router does (DESIGN §7a): a request's output length
 is unknown when it arrives, and llm-d's endpoint picker balances by load. So, for every workload w
@@ -40,9 +40,11 @@ f > 1; Σ_{w in namespace, c} TP n ≤ GPU quota (FleetPolicy spec.tenancy); Σ_
 over the replicas that serve a request whole. P_c is the predicted average draw of one GPU of
 config c loaded to its capacity κ (``perf.power``, ``ReplicaConfig.watts_per_gpu``, at most its
 cap; the TDP where a config has none).
-Objective: Σ n TP (price + P_c x energy price). When all demand fits, one solve with u = 0.
-Otherwise priorities are lexicographic: minimise the shed req/s of the top tier, fix it, then the
-next tier, and finally minimise cost with every tier's service fixed.
+Objective: Σ n TP (price + P_c x energy price), plus the churn against a running plan. Priorities
+are lexicographic: minimise the shed req/s of the top tier, fix it, then its missing minimum
+replicas, then the next tier, and finally minimise cost with every tier's service fixed; a phase
+whose objective the start already meets at 0 is skipped (``solve_joint``: one HiGHS model, a
+tier-respecting greedy start, ``solver.greedy``).
 """
 
 from __future__ import annotations

@@ -74,8 +74,10 @@ class Plan:
         status: ``optimal`` | ``feasible`` (time limit) | ``shortage`` (demand shed) | ``infeasible``.
         cost_per_hour: USD per hour of the chosen fleet (GPU-hours + energy), None if infeasible.
         lp_bound: objective of the LP relaxation, USD/h (a lower bound on any plan's cost).
-        dual_bound: the MIP solver's proven lower bound, USD/h (HiGHS), None with CBC.
-        gap: (cost - best bound) / cost.
+        dual_bound: HiGHS's proven lower bound on the cost phase's objective, USD/h (None: none proven in
+            time; one-by-one solves: the sum of their bounds).
+        gap: (objective - best bound) / objective, the objective being the cost plus the churn
+            against a running plan (None: no bound proven in time).
         messages: human-readable explanations (unreachable SLOs, shed demand, binding limits).
         pd_threshold_tokens: per P/D workload, the prompt length from which the router sends a
             prompt through a prefill pod (prompts of at least this many tokens; shorter ones are

@@ -156,6 +156,26 @@ class ChildChange(_Model):
     replicas_to: int | None = None
 
 
+class TelemetryStatus(_Model):
+    """Series in Prometheus that no workload's demand includes, from the operator's last successful
+    telemetry read (``LiveDemand.telemetry_status``; the counts come from ``TelemetryClient.snapshot``).
+
+    A series without the workload label (``llmfleet_workload`` with the shipped scrape configuration)
+    belongs to a pod llmfleet cannot attribute to an LLMWorkload: its requests are in no demand, so
+    a large count points at a scrape job missing the relabelling of ``examples/monitoring/``.
+    """
+
+    unattributed_series: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, description=(
+        "metric name -> number of its series (count) without the workload label at observedAt; every "
+        "metric llmfleet reads per workload is listed, 0 where all its series carry the label"))
+    unattributed_targets: list[str] = Field(default_factory=list, max_length=20, description=(
+        "up to 20 scrape targets exposing such series, as 'instance namespace/pod' (the instance "
+        "alone where the series carry neither label), sorted"))
+    observed_at: str | None = Field(default=None, description=(
+        "RFC 3339 time (UTC, s) of the Prometheus read these figures come from; a failed read leaves "
+        "all three fields as they were"))
+
+
 class FleetPolicyStatus(_Model):
     observed_generation: int | None = Field(default=None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
@@ -171,6 +191,9 @@ class FleetPolicyStatus(_Model):
     messages: list[str] = Field(default_factory=list)
     last_plan_time: str | None = Field(default=None, description="RFC 3339 time of the last solve")
     applied: bool | None = Field(default=None, description="whether the plan was carried out (mode apply)")
+    telemetry: TelemetryStatus | None = Field(default=None, description=(
+        "series Prometheus holds that no workload is credited with (only while the operator reads "
+        "telemetry, after its first successful read)"))
 
 # --------------------------------------------------------------------------------------------
 # LLMWorkload

@@ -22,6 +22,10 @@ interval (one "tick"):
 
 Between ticks nothing here changes, so the planner's periodic fresh solve gets identical inputs
 and gives the same plan (no plan change under constant load).
+
+Each successful read also says how many series lack the workload label (``Snapshot.unattributed``):
+their pods' requests are in no workload's demand. ``telemetry_status`` gives the last such figures
+for ``FleetPolicy.status.telemetry``; a failed read leaves them as they were.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 import numpy as np
 
 from llmfleet.api.models import LLMWorkload
-from llmfleet.telemetry.client import Snapshot, TelemetryClient, WorkloadTelemetry
+from llmfleet.telemetry.client import ATTRIBUTABLE, SERIES_OF, Snapshot, TelemetryClient, WorkloadTelemetry
 from llmfleet.telemetry.forecast import DAY_S, SeasonalQuantileForecaster, UnknownDemand
 from llmfleet.telemetry.lengths import LengthDistribution
 from llmfleet.telemetry.reading import Reading
@@ -51,6 +56,9 @@ LIVE_SOURCES = ("observed", "max")
 HISTORY_STEPS = 2 * 24 * 3600
 """most history samples kept per workload (two days at a 1 s interval; far more at real intervals:
 the seasonal forecaster looks back ``seasonal_days`` days)"""
+CHECKED_METRICS = tuple(sorted({SERIES_OF[s] for s in ATTRIBUTABLE}))
+"""metric names whose series must carry the workload label (``TelemetryClient`` counts those that
+do not, per name); DCGM's are not among them: they name the GPU's pod instead"""
 
 
 # ------------------------------------------------------------------------- demand mapping
@@ -164,6 +172,23 @@ class WorkloadLive:
     changes: int = 0
 
 
+@dataclass(frozen=True)
+class Unattributed:
+    """Series without the workload label, from one successful telemetry read.
+
+    Attributes:
+        series: metric name -> number of its series without the label (``Snapshot.unattributed``:
+            only metrics that have such series; all counts > 0).
+        targets: up to 20 "instance namespace/pod" of the targets exposing them, sorted
+            (``Snapshot.unattributed_targets``).
+        at: time of the read, Unix s (``Snapshot.at``).
+    """
+
+    series: dict[str, int]
+    targets: tuple[str, ...]
+    at: float
+
+
 class LiveDemand:
     """Keeps each live workload's history, forecast and demand in force (see module docstring).
 
@@ -174,6 +199,10 @@ class LiveDemand:
             300 s each, Kubernetes HPA and AIBrix KPA).
         clock: monotonic seconds (tests).
         on_decision: called with (workload key, Decision) at every tick (metrics, logs).
+
+    Attributes:
+        unattributed: series without the workload label at the last successful read (None before
+            one: unknown, not zero).
     """
 
     def __init__(self, client: TelemetryClient, quantile: float = 0.9,
@@ -189,6 +218,7 @@ class LiveDemand:
         self.workloads: dict[str, WorkloadLive] = {}
         self.last_tick_s: float | None = None
         self.snapshot: Snapshot | None = None
+        self.unattributed: Unattributed | None = None
 
     # ------------------------------------------------------------------ ticks
     def due(self, interval_s: float) -> bool:
@@ -221,6 +251,7 @@ class LiveDemand:
         self.client.quantiles = tuple(pcts)
         keys = [tuple(k.split("/", 1)) for k in live]
         self.snapshot = self.client.snapshot(keys)
+        self._note_unattributed(self.snapshot)
         policy = StabilityPolicy(band_up=min(hysteresis, 0.99), band_down=min(hysteresis, 0.99),
                                  scale_down_stabilisation_s=self.scale_down_stabilisation_s,
                                  cooldown_s=self.cooldown_s)
@@ -230,6 +261,24 @@ class LiveDemand:
             if self.on_decision:
                 self.on_decision(key, out[key])
         return out
+
+    def _note_unattributed(self, snap: Snapshot) -> None:
+        """Keep the unattributed-series figures of a successful read; log when the set of metrics
+        having such series changes (not every tick: the status carries the figures)."""
+        if not snap.reachable.known:
+            return  # Prometheus not read: unknown is not zero, the last read's figures stand
+        before = set(self.unattributed.series) if self.unattributed is not None else set()
+        series = {name: int(n) for name, n in snap.unattributed.items() if n > 0}
+        self.unattributed = Unattributed(series, tuple(snap.unattributed_targets[:20]), snap.at)
+        if set(series) == before:
+            return
+        if series:
+            # metric names and counts only: the targets (pod names) are in the FleetPolicy status
+            log.warning("series without the workload label, in no workload's demand: %s "
+                        "(targets in FleetPolicy status.telemetry)",
+                        ", ".join(f"{name} {n}" for name, n in sorted(series.items())))
+        else:
+            log.info("every series llmfleet reads carries the workload label again")
 
     def _forecaster(self, interval_s: float) -> SeasonalQuantileForecaster:
         # the season must be a whole number of steps: a day rounded to the interval
@@ -312,6 +361,27 @@ class LiveDemand:
         body = {k: [round(d.rate_plan_rps, 9), np.round(d.share, 9).tolist(), np.round(d.input_tokens, 6).tolist(),
                     np.round(d.output_tokens, 6).tolist()] for k, d in sorted(self.demands().items())}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def telemetry_status(self) -> dict | None:
+        """``FleetPolicy.status.telemetry`` (``api.models.TelemetryStatus``, camelCase keys) from the
+        last successful read, or None before one.
+
+        Returns:
+            {"unattributedSeries": metric name -> series count for every name in
+            ``CHECKED_METRICS`` (0 where the read found none), "unattributedTargets": up to 20
+            "instance namespace/pod", "observedAt": RFC 3339 UTC time of the read, s}.
+        """
+        u = self.unattributed
+        if u is None:
+            return None
+        return {
+            # every checked name, 0 included: the status is written with a JSON merge patch, which
+            # merges maps key by key, so a name left out would keep its old count in the object
+            "unattributedSeries": {name: u.series.get(name, 0)
+                                   for name in sorted({*CHECKED_METRICS, *u.series})},
+            "unattributedTargets": list(u.targets),
+            "observedAt": datetime.fromtimestamp(u.at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
 
     def status(self, key: str, w: LLMWorkload) -> tuple[dict, list[tuple[str, bool | None, str, str]]]:
         """Status fields and conditions (type, status, reason, message) of a live workload.

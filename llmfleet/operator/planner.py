@@ -860,6 +860,9 @@ class FleetPlanner:
                               gen)
         new = {"observedGeneration": gen, "conditions": conds, "applied": applied,
                "diff": [{k: v for k, v in c.items() if v not in (None, "")} for c in diff if c["action"] != "unchanged"]}
+        # telemetry on: the series no workload is credited with, as of the last successful read;
+        # off (or no read yet): None removes the field (unknown is shown as absent, never as 0)
+        new["telemetry"] = self.live.telemetry_status() if self.live is not None else None
         if plan is not None:
             d = plan.to_dict()
             new.update({

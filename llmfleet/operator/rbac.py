@@ -64,7 +64,8 @@ OPERATOR_RULES: list[dict] = [
      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
      "verbs": ["get", "list", "create", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["llm-d.ai", "inference.networking.x-k8s.io"],
      "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
 ]
@@ -109,8 +110,10 @@ NAMESPACED_RESOURCES = ("llmworkloads", "llmworkloads/status", "deployments", "s
 
 def namespaced_mode_rules() -> tuple[list[dict], list[dict]]:
     """``OPERATOR_RULES`` split for the namespaced mode: (rules for a ClusterRole: the cluster-scoped
-    GPUPools, FleetPolicy and PriorityClasses, and Events, which llmfleet records for cluster-scoped
-    objects in ``default``; rules for a Role in each watched namespace: LLMWorkloads and children)."""
+    GPUPools, FleetPolicy, PriorityClasses and Nodes, Events, which llmfleet records for
+    cluster-scoped objects in ``default``, and listing pods in every namespace, to count the GPUs
+    they hold on the pools' nodes; rules for a Role in each watched namespace: LLMWorkloads and
+    children)."""
     cluster, namespaced = [], []
     for rule in OPERATOR_RULES:
         inside = [r for r in rule["resources"] if r in NAMESPACED_RESOURCES]
@@ -119,6 +122,9 @@ def namespaced_mode_rules() -> tuple[list[dict], list[dict]]:
             namespaced.append({**rule, "resources": inside})
         if outside:
             cluster.append({**rule, "resources": outside})
+    # the GPUs other pods hold on the pools' nodes are counted whatever their namespace
+    # (planner.cluster_nodes): listing pods stays cluster-wide
+    cluster.append({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]})
     return cluster, namespaced
 
 

@@ -10,8 +10,9 @@ objective, for every replica it starts or stops:
   (TTFT + TPOT x the mean output length at the SLO targets).
 
 Both are one-off GPU time, in USD at the replica's price; the objective spreads them over the
-re-plan interval (``FleetPolicy.spec.replanIntervalSeconds``): a move that saves less per hour,
-over one interval, than it costs is not made. Among equal-cost plans the running one wins.
+re-plan interval (``FleetPolicy.spec.replanIntervalSeconds``), at least the 300 s a change stands
+before a scale-down may undo it (``problem.MIN_CHURN_HORIZON_S``): a move that saves less per
+hour, over that time, than it costs is not made. Among equal-cost plans the running one wins.
 
 Sources: ``STORAGE_BYTES_PER_S`` from ServerlessLLM (Fu et al., OSDI 2024): LLaMA-2-70B (about
 130 GB) takes 84 s to load with Safetensors from local SSD, about 1.6 GB/s. ``ENGINE_START_S`` is

@@ -202,7 +202,8 @@ class FleetProblem:
     """running replicas per group (``churn.GroupKey`` -> replicas): a re-plan pays for what it
     starts and stops (``solver.churn``); empty: planning from scratch"""
     churn_horizon_s: float = 300.0
-    """the re-plan interval the churn cost is spread over, s (``FleetPolicy.spec.replanIntervalSeconds``)"""
+    """the time the churn cost is spread over, s: the re-plan interval
+    (``FleetPolicy.spec.replanIntervalSeconds``), at least ``MIN_CHURN_HORIZON_S``"""
     placement_limits: list = field(default_factory=list)
     """per (pool, TP) replica limits from an earlier placement that left replicas out
     (``placement.limits_from_placement``; only for pools whose TP degrees are not a divisible chain)"""
@@ -448,9 +449,16 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                         gpu_quotas=gpu_quotas(spec.policy, workloads, spec.namespace_labels), params=params,
                         routing_mode=routing, notes=notes,
                         power_oversubscription=policy.power_oversubscription,
-                        churn_horizon_s=policy.replan_interval_seconds,
+                        churn_horizon_s=max(policy.replan_interval_seconds, MIN_CHURN_HORIZON_S),
                         nodes=[n for p in pools.values() if p.max_gpus <= MAX_OFFLINE_NODES * p.gpus_per_node
                                for n in offline_nodes(p.name, p.max_gpus, p.gpus_per_node)])
+
+
+MIN_CHURN_HORIZON_S = 300.0
+"""the shortest time a re-plan's change stands, s: a scale-down waits out the scale-down
+stabilisation (``telemetry.stability``: 300 s, Kubernetes HPA's default downscale stabilisation),
+so a replica started now runs at least that long. Spreading a start or a drain over a re-plan
+interval of a few seconds instead would make any drain dearer than the idle GPU it frees."""
 
 
 def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy, params: PerfParams, routing: str,

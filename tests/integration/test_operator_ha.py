@@ -33,8 +33,9 @@ POOL = """
 apiVersion: llmfleet.dev/v1alpha1
 kind: GPUPool
 metadata: {name: l4}
-spec: {gpuType: L4, gpusPerNode: 8, maxGPUs: 64, nodeSelector: {nvidia.com/gpu.product: NVIDIA-L4}}
+spec: {gpuType: L4, gpusPerNode: 8, maxGPUs: 64, autoscaled: true, nodeSelector: {nvidia.com/gpu.product: NVIDIA-L4}}
 """
+"""autoscaled: these tests count Deployments and writes, not pods; one node does not bound the plan"""
 WORKLOAD = """
 apiVersion: llmfleet.dev/v1alpha1
 kind: LLMWorkload

@@ -799,6 +799,11 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                            f"tier {names[tier_value]} (value {tier_value}): minimum replicas short", phases,
                            _gpu_term(fp, m, 1.0))
         model.set_bounds(lower, *saved)
+        if start is None and incumbent is not None:
+            # nothing found with the lower tiers held at 0 (out of time): the last plan stands,
+            # with this tier's shed fixed at what it reaches there
+            start = incumbent
+            model.add_upper(shed, model.value(shed, start) + _SHED_TOL * max(1.0, model.value(shed, start)))
         if start is None:
             messages.append(f"no plan within the solver's time limit ({fp.time_limit_s:g} s, FleetPolicy "
                             "spec.solver.timeLimitSeconds or --time-limit)")

@@ -820,10 +820,11 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
             if incumbent is None:
                 incumbent = start
     start = incumbent
-    shedding = any(p["objective"] > _SHED_TOL for p in phases)
     model.set_objective(m.cost)
     res = model.solve(deadline - time.perf_counter(), fp.relative_gap, start, label="fleet MILP", unit="$/h")
     values, bound = (res.values, res.dual_bound) if res.has_solution else (start, None)
+    # from the plan itself: a phase out of time may have left no objective of its own
+    shedding = model.value(_unserved(fp, m), values) > _SHED_TOL
     phases.append(_phase_report("cost, $/h", res, model.value(m.cost, values)))
     lp_bound = None
     if deadline - time.perf_counter() > 0.05:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 
 import helm_python as helm
@@ -27,7 +26,7 @@ import kubernetes_validate
 import pytest
 import requests
 
-from e2e.prometheus.server import REQUIRE_ENV, PrometheusServer, PrometheusUnavailable
+from e2e.prometheus.server import server_for_tests
 from llmfleet.operator import selfmetrics
 from llmfleet.telemetry import client as telemetry_client
 from test_chart import CHART, KUBE_VERSION, VARIANTS, render
@@ -206,15 +205,7 @@ def test_every_metric_name_is_one_llmfleet_exports_or_queries():
 
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory):
-    try:
-        server = PrometheusServer(tmp_path_factory.mktemp("prom"))
-    except PrometheusUnavailable as err:
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(str(err))
-        pytest.skip(str(err))
-    server.start()
-    yield server
-    server.stop()
+    yield from server_for_tests(tmp_path_factory.mktemp("prom"))
 
 
 def test_every_expression_is_valid_promql(prom):

@@ -11,11 +11,10 @@ The others feed ``LiveDemand`` hand-built snapshots, at the boundary where a rea
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 
-from e2e.prometheus.server import REQUIRE_ENV, PrometheusServer, PrometheusUnavailable
+from e2e.prometheus.server import server_for_tests
 from e2e.vllm_emulator import FINISH_REASONS, EmulatedPod
 from llmfleet.api.models import FleetPolicyStatus, LLMWorkload
 from llmfleet.operator.live import CHECKED_METRICS, LiveDemand
@@ -94,15 +93,7 @@ def live_workload() -> LLMWorkload:
 def prom(tmp_path):
     # the jobs of tests/integration/test_telemetry.py: llmfleet's relabelling, plus a generic job
     # that scrapes vLLM pods without llmfleet's labels
-    try:
-        server = PrometheusServer(tmp_path / "prom", scrape_interval_s=SCRAPE_S, jobs=_jobs())
-    except PrometheusUnavailable as err:
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(str(err))
-        pytest.skip(str(err))
-    server.start()
-    yield server
-    server.stop()
+    yield from server_for_tests(tmp_path / "prom", scrape_interval_s=SCRAPE_S, jobs=_jobs())
 
 
 def test_a_vllm_pod_without_the_workload_label_is_counted_in_the_status_and_kept_through_an_outage(prom, caplog):

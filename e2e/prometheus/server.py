@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import requests
 import yaml
@@ -191,3 +191,22 @@ class PrometheusServer:
 if __name__ == "__main__":
     with PrometheusServer() as p:
         print(f"prometheus ready at {p.url} (work folder {p.workdir})")
+
+
+def server_for_tests(workdir: Path, **kwargs) -> Iterator[PrometheusServer]:
+    """A started ``PrometheusServer(workdir, **kwargs)`` for a pytest fixture to ``yield from``,
+    stopped afterwards. Without the ``prometheus`` binary the test is skipped, or fails where
+    ``REQUIRE_ENV`` is set (CI installs Prometheus, so there a skip would hide a missing step)."""
+    import pytest
+
+    try:
+        server = PrometheusServer(workdir, **kwargs)
+    except PrometheusUnavailable as err:
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(str(err))
+        pytest.skip(str(err))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -28,7 +28,7 @@ import pytest
 import requests
 import yaml
 
-from e2e.prometheus.server import REQUIRE_ENV, PrometheusServer, PrometheusUnavailable, pod_target
+from e2e.prometheus.server import PrometheusServer, pod_target, server_for_tests
 from e2e.vllm_emulator import EmulatedPod
 
 from .conftest import OPERATOR_NS, OPERATOR_SA, REPO, OperatorProcess, wait_until
@@ -164,16 +164,8 @@ class EmulatedFleet:
 def prom(tmp_path):
     cfg = yaml.safe_load((REPO / "examples/monitoring/prometheus-scrape-config.yaml").read_text())
     job = next(j for j in cfg["scrape_configs"] if j["job_name"] == "llmfleet-vllm")
-    try:
-        server = PrometheusServer(tmp_path / "prom", scrape_interval_s=SCRAPE_S, jobs={"llmfleet-vllm": {
+    yield from server_for_tests(tmp_path / "prom", scrape_interval_s=SCRAPE_S, jobs={"llmfleet-vllm": {
             k: v for k, v in job.items() if k in ("relabel_configs", "metric_relabel_configs")}})
-    except PrometheusUnavailable as err:
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(str(err))
-        pytest.skip(str(err))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ inside vLLM's buckets (the interpolation histogram_quantile assumes), up to that
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from e2e.prometheus.server import REQUIRE_ENV, PrometheusServer, PrometheusUnavailable, pod_target
+from e2e.prometheus.server import PrometheusServer, pod_target, server_for_tests
 from e2e.vllm_emulator import EmulatedDCGM, EmulatedPod, EmulatedRouter
 from llmfleet.api.models import LLMWorkload
 from llmfleet.operator.render import render_deployment
@@ -61,15 +60,7 @@ def _jobs() -> dict:
 
 @pytest.fixture
 def prom(tmp_path):
-    try:
-        server = PrometheusServer(tmp_path / "prom", scrape_interval_s=SCRAPE_S, jobs=_jobs())
-    except PrometheusUnavailable as err:
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(str(err))
-        pytest.skip(str(err))
-    server.start()
-    yield server
-    server.stop()
+    yield from server_for_tests(tmp_path / "prom", scrape_interval_s=SCRAPE_S, jobs=_jobs())
 
 
 def _pod_labels(tp: int, pool: str, gpu: str, role: str = "colocated") -> tuple[dict, dict]:

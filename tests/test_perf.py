@@ -41,7 +41,14 @@ def test_each_profile_is_reproducible_from_its_fit(name, fit_profile):
     shipped = json.loads(load_profile(name).to_json())
     assert refit.keys() == shipped.keys()
     for key, value in shipped.items():
-        if isinstance(value, float):
+        # floats to 1e-4: a least-squares fit differs in its last digits between BLAS builds and CPUs
+        if isinstance(value, list):  # the all-reduce fits: one dict per (table, TP)
+            assert len(refit[key]) == len(value), key
+            for got, want in zip(refit[key], value):
+                assert got.keys() == want.keys(), key
+                for k, v in want.items():
+                    assert got[k] == (pytest.approx(v, rel=1e-4, abs=1e-12) if isinstance(v, float) else v), (key, k)
+        elif isinstance(value, float):
             assert refit[key] == pytest.approx(value, rel=1e-4, abs=1e-12), key
         else:
             assert refit[key] == value, key

@@ -107,6 +107,29 @@ class PlannedGroup(_Model):
     deployment: str | None = Field(default=None, description="name of the Deployment that runs the group")
 
 
+class GroupCalibration(_Model):
+    """The calibration of one planned group's capacity model from observed latency
+    (``operator.calibration``): one row per latency that calibrates it."""
+
+    gpu_type: str
+    tensor_parallel_size: int = Field(ge=1)
+    role: Literal["colocated", "prefill", "decode"] = "colocated"
+    metric: Literal["ttft", "itl"] | None = Field(default=None, description=(
+        "the latency observed: ttft (mean time to first token) or itl (mean inter-token latency); "
+        "absent for a group that is not calibrated"))
+    step_time_scale: float = Field(ge=0, description=(
+        "in force: the group's capacities are modelled with step times x this (1: the profile as is)"))
+    factor: float | None = Field(default=None, ge=0, description=(
+        "correction factor from this latency (smoothed, clamped to [0.5, 2]); the scale in force follows "
+        "it when it moves beyond the FleetPolicy's hysteresis"))
+    last_scale: float | None = Field(default=None, ge=0, description=(
+        "step-time scale that explained the last window with enough samples"))
+    windows: int | None = Field(default=None, ge=0, description="windows used so far")
+    clamped: bool | None = Field(default=None, description="the factor sits at a clamp bound: the model is off "
+                                 "by more than 2x, check the performance profile")
+    reason: str = Field(default="", description="what the last window did")
+
+
 class LLMWorkloadStatus(_Model):
     observed_generation: int | None = Field(default=None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
@@ -130,6 +153,9 @@ class LLMWorkloadStatus(_Model):
     ready: str | None = Field(default=None, description="ready/planned replicas, e.g. 2/3")
     predicted_ttft_seconds: float | None = Field(default=None, ge=0)
     predicted_tpot_seconds: float | None = Field(default=None, ge=0)
+    calibration: list[GroupCalibration] | None = Field(default=None, description=(
+        "correction of the capacity model from observed latency, per planned group (spec.traffic.source "
+        "observed or max)"))
 
 
 class GPUPoolStatus(_Model):
@@ -615,6 +641,9 @@ class FleetPolicySpec(_Model):
     headroom: float = Field(default=0.1, ge=0, le=1.0, description="extra capacity planned above demand, fraction")
     replan_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
     hysteresis: float = Field(default=0.1, ge=0, le=1.0, description="relative demand change that triggers a re-plan")
+    calibrate: bool = Field(default=True, description=(
+        "correct each deployment's modelled step times from its observed latency (needs telemetry; "
+        "LLMWorkload status.calibration shows the factors); false plans with the performance profile as is"))
     solver: SolverOptions = Field(default_factory=SolverOptions)
     priority_tiers: Annotated[list[PriorityTier], AfterValidator(_unique_tiers)] = Field(
         default_factory=_default_tiers, min_length=1,

@@ -31,6 +31,7 @@ from llmfleet.operator.conditions import condition, set_condition
 from llmfleet.operator.drift import FightTracker, Verdict, drifted_fields, fingerprint, last_foreign_writer
 from llmfleet.operator.kube import Kube, WritesStopped, now_rfc3339
 from llmfleet.operator import selfmetrics
+from llmfleet.operator.calibration import Calibration, GroupLoad
 from llmfleet.operator.live import LiveDemand, plan_views
 from llmfleet.operator.render import (
     ANNOTATION_EXTERNAL_REPLICAS, ANNOTATION_SPEC_HASH, LABEL_MANAGED_BY, LABEL_POOL, LABEL_TP, LABEL_WORKLOAD,
@@ -287,8 +288,13 @@ class FleetPlanner:
         self.kube = kube
         self.trace_dir = trace_dir or Path.cwd()
         self.live = live
+        # correction of the capacity model from observed latency (needs telemetry)
+        self.calibration = Calibration(live.client.window_s) if live is not None else None
         self._lock = threading.Lock()
         self._cache: tuple[str, Plan] | None = None
+        # the last plan solved and its FleetProblem: the plan in force for telemetry (the views of
+        # the running plan, calibration), kept when the periodic re-plan drops the cache
+        self._last: tuple[Plan, Any] | None = None
         # each workload's capacity model, reused while its inputs are unchanged (build_problem)
         self._capacity: dict = {}
         self._cluster: ClusterNodes | None = None  # the pools' live nodes at the last reconcile
@@ -336,6 +342,7 @@ class FleetPlanner:
                  policy.spec.model_dump(mode="json"), str(self.trace_dir),
                  {ns: parsed.namespace_labels.get(ns) for ns in sorted({k.split("/")[0] for k in workloads})},
                  inference_pool_crd, self.live.fingerprint() if self.live else None,
+                 self.calibration.fingerprint() if self.calibration and policy.spec.calibrate else None,
                  sorted((n.pool, n.name, n.allocatable_gpus, n.foreign_gpus) for n in live_nodes)],
                 sort_keys=True).encode()).hexdigest()
             if self._cache and self._cache[0] == digest:
@@ -344,8 +351,18 @@ class FleetPlanner:
                              namespace_labels=parsed.namespace_labels,
                              base_dir=self.trace_dir)
             try:
+                scales = self.calibration.step_scales() if self.calibration and policy.spec.calibrate else None
                 problem = build_problem(spec, demands=demands or None, inference_pool_crd=inference_pool_crd,
-                                        cache=self._capacity)
+                                        cache=self._capacity, step_scales=scales)
+                # a calibration that leaves a workload no configuration at all (its SLO unattainable
+                # at the observed speed) would plan it away: model it as profiled instead, and say so
+                lost = {wp.workload.spec.model for wp in problem.workloads
+                        if not wp.configs and wp.workload is not None and any(k[0] == wp.workload.spec.model
+                                                                               for k in scales or {})}
+                if lost:
+                    self.calibration.withhold(lost)
+                    problem = build_problem(spec, demands=demands or None, inference_pool_crd=inference_pool_crd,
+                                            cache=self._capacity, step_scales=self.calibration.step_scales())
             except ManifestError as err:
                 if err.obj is None:
                     raise
@@ -370,6 +387,7 @@ class FleetPlanner:
             selfmetrics.PLAN_COST.set(d["costPerHour"] if d.get("costPerHour") is not None else float("nan"))
             selfmetrics.PLAN_GAP.set(d["gap"] if d.get("gap") is not None else float("nan"))
             self._cache = (digest, plan)
+            self._last = (plan, problem)
             return plan, True, failed
 
     # ------------------------------------------------------------------ reconcile
@@ -482,9 +500,14 @@ class FleetPlanner:
             except ManifestError:
                 return None  # the solve reports it on the object
 
-        cached = self._cache[1] if self._cache else None
-        views = plan_views(cached.assignments if cached else [], live_deps, LABEL_WORKLOAD, group_deployment_name)
+        # the plan in force: the last one solved (the periodic re-plan drops the cache just before
+        # this tick, and the views must still see the running groups' capacities)
+        last_plan, last_problem = self._last if self._last else (None, None)
+        views = plan_views(last_plan.assignments if last_plan else [], live_deps, LABEL_WORKLOAD,
+                           group_deployment_name)
         self.live.tick(workloads, declared, views, self.replan_interval_s, policy.spec.hysteresis)
+        if last_plan is not None and self.live.snapshot is not None and policy.spec.calibrate:
+            self._calibrate(last_plan, last_problem, live_deps, views, policy)
         for key, st in self.live.workloads.items():
             ns, name = key.split("/", 1)
             age = st.telemetry.age_s if st.telemetry is not None else None
@@ -497,6 +520,30 @@ class FleetPlanner:
                 st.forecast_rps if st.forecast_rps is not None else float("nan"))
             if st.state is not None:
                 selfmetrics.DEMAND.labels(ns, name, "planned").set(st.state.planned_demand_rps)
+
+    def _calibrate(self, plan: Plan, problem, live_deps: list[dict], views: dict, policy: FleetPolicy) -> None:
+        """Feed this tick's per-group latency to the calibration (``operator.calibration``); a
+        scale in force that moved makes the next solve model those groups with it."""
+        problems = {wp.key: wp for wp in problem.workloads}
+        ready = {(d["metadata"].get("namespace"), d["metadata"]["name"]):
+                 int((d.get("status") or {}).get("availableReplicas") or 0) for d in live_deps}
+        groups = []
+        for a in plan.assignments:
+            st, wp = self.live.workloads.get(a.workload), problems.get(a.workload)
+            if st is None or st.telemetry is None or wp is None or wp.workload is None or a.config is None:
+                continue
+            if (views.get(a.workload) is not None and views[a.workload].rollout_in_progress) \
+                    or (st.settle_until_s is not None and self.live.clock() < st.settle_until_s):
+                continue  # a window that mixes old and new pods (or loads) says nothing about either
+            ns, name = a.workload.split("/", 1)
+            dep = group_deployment_name(name, a)
+            groups.append(GroupLoad(a.workload, wp.workload.spec.model, a.gpu_type, a.tp, a.role, wp, a.config,
+                                    a.bucket_rate_rps, a.rate_rps, a.utilization, a.replicas,
+                                    ready.get((ns, dep), 0), st.telemetry.groups.get(dep)))
+        if self.calibration.observe(groups, problem.params, policy.spec.hysteresis):
+            log.info("step-time calibration in force changed: %s", ", ".join(
+                f"{m} {g} TP{tp} {role} x{f:.3g}" for (m, g, tp, role), f in sorted(self.calibration.step_scales().items()))
+                or "none (the profile as is)")
 
     def _live_children(self) -> dict[ChildKey, dict]:
         """Every object of ``CHILD_KINDS`` that carries llmfleet's managed-by label, of the kinds
@@ -799,6 +846,9 @@ class FleetPlanner:
         live_fields: dict = {}
         if self.live is not None:
             live_fields, live_conds = self.live.status(key, parsed.workloads[key][1])
+            if live_fields and self.calibration is not None and parsed.policy_model.spec.calibrate:
+                live_fields["calibration"] = self.calibration.status(
+                    parsed.workloads[key][1].spec.model, [(a.gpu_type, a.tp, a.role) for a, _ in groups])
             for type_, value, reason, message in live_conds:
                 conds = set_condition(conds, type_, value, reason, message, gen)
         self._set_status("LLMWorkload", raw, {**live_fields,

@@ -117,6 +117,11 @@ class PerfParams:
     with its own one-shot all-reduce over NVLink peer memory for small messages and captures it in
     CUDA graphs, which removes most launch and protocol latency; one factor for every TP degree,
     so the measured ordering across TP is kept"""
+    step_time_scale: float = 1.0
+    """observed over modelled time of every forward pass of one deployment (model, GPU type, TP,
+    role): the calibration from live telemetry (``telemetry.correction``); 1 for the fitted
+    profile itself. It scales the whole step, overheads included: an engine that runs slower
+    than the profile predicts (a new release, a driver, a noisy neighbour) is slower throughout."""
     name: str = "custom"
     source: str = "defaults"
 
@@ -183,7 +188,8 @@ def _forward_s(model: ModelSpec, gpu: GPUType, tp: int, tokens, seqs, flops, nby
     t_memory = nbytes / (tp * gpu.mem_bandwidth_bytes_per_s * p.eff_bandwidth)
     comm = 2 * model.num_layers * all_reduce_s(gpu, tp, tokens * model.hidden_size * ACTIVATION_BYTES, p)
     t_layer = p.layer_overhead_bytes / gpu.mem_bandwidth_bytes_per_s
-    return p.t_fixed_s + p.t_seq_s * seqs + model.num_layers * t_layer + np.maximum(t_compute, t_memory) + comm
+    t = p.t_fixed_s + p.t_seq_s * seqs + model.num_layers * t_layer + np.maximum(t_compute, t_memory) + comm
+    return t * p.step_time_scale if p.step_time_scale != 1.0 else t
 
 
 def prefill_time_s(model: ModelSpec, gpu: GPUType, tp: int, num_tokens, sum_sq_tokens=None,

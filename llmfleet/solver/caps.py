@@ -47,11 +47,14 @@ def capped_configs(w: LLMWorkload, model: ModelSpec, base: list, inp: np.ndarray
     out_configs = []
     for c in base:
         gpu = c.pool.gpu
+        # the configuration's own calibration (``ReplicaConfig.step_time_scale``), then the cap
+        own = params if c.step_time_scale == 1.0 else dataclasses.replace(
+            params, step_time_scale=params.step_time_scale * c.step_time_scale)
         for cap in cap_levels(gpu)[1:]:  # the first level is the default limit: the base config
             decode_draw = c.gpu_watts if c.role == "decode" else None
             try:
-                p = capped_perf_params(params, gpu, cap, decode_draw)
-                p_whole = capped_perf_params(params, gpu, cap)
+                p = capped_perf_params(own, gpu, cap, decode_draw)
+                p_whole = capped_perf_params(own, gpu, cap)
             except ValueError:
                 continue  # a cap at or below the static draw: no clock left
             if c.role == "colocated":

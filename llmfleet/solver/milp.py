@@ -1227,6 +1227,8 @@ def _latency_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
         return served, None, None
     if getattr(c, "compute_scale", 1.0) < 1.0:  # a capped group computes at the capped clock
         params = dataclasses.replace(params, eff_compute=params.eff_compute * c.compute_scale)
+    if getattr(c, "step_time_scale", 1.0) != 1.0:  # calibrated from telemetry (ReplicaConfig)
+        params = dataclasses.replace(params, step_time_scale=params.step_time_scale * c.step_time_scale)
     slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
@@ -1267,6 +1269,49 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     weights = bucket_rps[served] / bucket_rps[served].sum()
     mix = lambda cols: None if cols[0] is None else _mixture_percentile(np.array(cols).T, weights, pct)  # noqa: E731
     return mix(ttft), mix(tpot)
+
+
+def predicted_mean_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
+                           params: PerfParams) -> tuple[float | None, float | None]:
+    """Mean TTFT and mean inter-token latency over the requests a replica group serves, s: what
+    vLLM's histograms give exactly as Σ increase(_sum) / Σ increase(_count), with no bucket
+    interpolation (``telemetry.promql.histogram_mean``).
+
+    Each bucket's mean is the integral of its modelled quantile function over ``QUANTILE_GRID``
+    (trapezoids; below the first and above the last grid point the end values), mixed by traffic
+    for TTFT (one observation per request) and by traffic x (output tokens − 1) for ITL (one
+    observation per token after the first, as vLLM records them). The model's TPOT is its ITL.
+
+    Args:
+        bucket_rps: shape (S,), the group's traffic per bucket, req/s (weights only).
+        util: the group's load over its capacity; each bucket is evaluated at util x κ.
+
+    Returns:
+        (mean TTFT, mean ITL), s; None where the role has no such latency or nothing is served;
+        inf past saturation.
+    """
+    served, ttft, tpot = None, [], []
+    for q in QUANTILE_GRID:
+        served, t1, t2 = _latency_by_bucket(w, c, bucket_rps, util, params, float(q))
+        if not served.any():
+            return None, None
+        ttft.append(t1)
+        tpot.append(t2)
+    probs = np.concatenate([[0.0], QUANTILE_GRID / 100.0, [1.0]])
+    rate = bucket_rps[served]
+    tokens = rate * np.maximum(w.output_tokens[served] - 1.0, 0.0)
+
+    def mean(cols, weights):
+        if cols[0] is None or weights.sum() <= 0:
+            return None
+        q = np.array(cols).T  # (S, grid)
+        q = np.concatenate([q[:, :1], q, q[:, -1:]], axis=1)
+        if not np.isfinite(q).all():
+            return float("inf")
+        per_bucket = ((q[:, 1:] + q[:, :-1]) / 2.0 * np.diff(probs)).sum(axis=1)
+        return float(np.dot(per_bucket, weights / weights.sum()))
+
+    return mean(ttft, rate), mean(tpot, tokens)
 
 
 def _mixture_percentile(quantiles: np.ndarray, weights: np.ndarray, pct: float) -> float:

@@ -21,6 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -106,6 +107,9 @@ class ReplicaConfig:
     cap_capacity_factor: float = 1.0
     """κ under the cap over κ at the default limit, median over the buckets both serve: what the
     cap's slowdown costs the replica"""
+    step_time_scale: float = 1.0
+    """the calibration its capacities were modelled with (``StepScales``; 1: the profile as is):
+    its steps take this many times the profile's step time"""
 
     @property
     def kv_domain(self) -> str:
@@ -353,9 +357,27 @@ def minimum_gpus_shortfall(spec: FleetSpec) -> str | None:
     return None
 
 
+StepScales = Mapping[tuple[str, str, int, str], float]
+"""(``LLMWorkload.spec.model``, GPU type name, TP, role) -> observed over modelled step time of
+that deployment (``telemetry.correction``, through ``operator.live.LiveDemand.step_scales``);
+absent keys: 1, the profile as is"""
+
+
+def scaled_params(params: PerfParams, scales: StepScales | None, model: str, gpu: str, tp: int,
+                  role: str) -> PerfParams:
+    """``params`` with the step-time scale of (model, GPU type, TP, role) from ``scales``."""
+    s = (scales or {}).get((model, gpu, tp, role), 1.0)
+    if s == 1.0:
+        return params
+    return dataclasses.replace(params, step_time_scale=params.step_time_scale * s,
+                               name=f"{params.name}x{s:.3g}", source=f"{params.source}; step times x {s:.4g} "
+                               f"observed for {model} on {gpu} TP{tp} {role} (telemetry.correction)")
+
+
 def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                   demands: dict[str, Demand] | None = None, inference_pool_crd: bool = True,
-                  power_caps: bool = True, cache: dict | None = None) -> FleetProblem:
+                  power_caps: bool = True, cache: dict | None = None,
+                  step_scales: StepScales | None = None) -> FleetProblem:
     """Assemble the MILP inputs for a whole fleet.
 
     Args:
@@ -367,6 +389,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         cache: a dict kept between calls (the operator's): each workload's capacity model is
             reused while its inputs (``_capacity_inputs``) are unchanged, so a re-plan after one
             workload changed models only that one. Left holding this call's workloads only.
+        step_scales: calibration from live telemetry (``StepScales``); each configuration's
+            capacities are modelled with its own scale (``ReplicaConfig.step_time_scale``).
 
     Raises:
         ManifestError: unknown model or GPU type, missing price, token percentiles beyond the
@@ -411,7 +435,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         model = models[w.key]
         demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w))
         if cache is not None:
-            key = _capacity_inputs(w, demand, pools, policy, params, routing, power_caps)
+            scales = sorted((k, v) for k, v in (step_scales or {}).items() if k[0] == w.spec.model)
+            key = _capacity_inputs(w, demand, pools, policy, params, routing, power_caps, scales)
             if key in cache:
                 fresh[key] = cache[key]
                 problems.append(dataclasses.replace(cache[key], workload=w))
@@ -431,7 +456,7 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             burst=burst,
         )
         configs, wp.unservable, wp.planning_percentile, wp.miss_budget = plan_configs(
-            w, model, list(pools.values()), share, inp, out, params, routing != "service", burst)
+            w, model, list(pools.values()), share, inp, out, params, routing != "service", burst, step_scales)
         wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
                                   w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
                                   w.spec.serving.max_num_batched_tokens)
@@ -462,13 +487,13 @@ interval of a few seconds instead would make any drain dearer than the idle GPU 
 
 
 def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy, params: PerfParams, routing: str,
-                     power_caps: bool) -> str:
+                     power_caps: bool, scales: list | None = None) -> str:
     """A digest of everything a workload's capacity model reads: its key and spec, its demand (the
     arrays themselves, so a trace whose content changed misses), every pool, the policy, the
-    performance parameters and the routing mode."""
+    performance parameters, the step-time scales of its model and the routing mode."""
     h = hashlib.sha256()
     h.update(json.dumps([w.key, w.spec.model_dump(mode="json"), policy.model_dump(mode="json"), repr(params),
-                         routing, power_caps, [repr(p) for p in pools.values()],
+                         scales or [], routing, power_caps, [repr(p) for p in pools.values()],
                          demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv],
                         sort_keys=True, default=str).encode())
     for a in (demand.share, demand.input_tokens, demand.output_tokens, demand.input_edges, demand.output_edges,
@@ -479,7 +504,7 @@ def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy, params
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,
                     params: PerfParams, pd_allowed: bool = True, burst: Burstiness = POISSON,
-                    percentile: float | None = None) -> list[ReplicaConfig]:
+                    percentile: float | None = None, step_scales: StepScales | None = None) -> list[ReplicaConfig]:
     """Every feasible (pool, TP, role) of a workload with its capacity per bucket.
 
     Prefill and decode configs are kept only where a partner of the other role shares their P/D
@@ -491,8 +516,17 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
         pd_allowed: whether the deployed routing can disaggregate (not under ``service`` routing).
         burst: the demand's arrival and prompt-length variability (``perf.capacity.Burstiness``).
         percentile: the latency percentile to plan at, % (default: the SLO's).
+        step_scales: observed step-time scales (``StepScales``); each (pool, TP, role) is modelled
+            with its own and records it (``ReplicaConfig.step_time_scale``).
     """
     slo, serving = w.spec.slo, w.spec.serving
+
+    def pp(pool: PoolInfo, tp: int, role: str) -> PerfParams:
+        return scaled_params(params, step_scales, w.spec.model, pool.gpu.name, tp, role)
+
+    def scale(pool: PoolInfo, tp: int, role: str) -> float:
+        return (step_scales or {}).get((w.spec.model, pool.gpu.name, tp, role), 1.0)
+
     pct = slo.percentile if percentile is None else percentile
     gmu = serving.gpu_memory_utilization
     seqs = w.spec.serving.max_num_seqs
@@ -500,23 +534,28 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     shapes = [(pool, tp) for pool in pools for tp in serving.tensor_parallel_sizes
               if tp <= pool.gpus_per_node and tp <= pool.max_gpus and weights_fit(model, pool.gpu, tp, gmu)
               and unsupported(pool.gpu, serving.quantization, serving.kv_cache_dtype) is None]
-    whole = {(pool.name, tp): capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, pct, params, gmu,
-                                           seqs, budget, burst)
+    whole = {(pool.name, tp): capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, pct,
+                                           pp(pool, tp, "colocated"), gmu, seqs, budget, burst)
              for pool, tp in shapes}
     configs: list[ReplicaConfig] = []
     if serving.disaggregation != "always":
         for pool, tp in shapes:
             kappa = whole[pool.name, tp]
             if (kappa > 0).any():
-                configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour))
+                configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour,
+                                             step_time_scale=scale(pool, tp, "colocated")))
     if serving.disaggregation == "never" or not pd_allowed:
         return configs
     decode = []
     for pool, tp in shapes:
-        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, pct, params, gmu, seqs, burst)
+        p_decode = pp(pool, tp, "decode")
+        kappa = decode_capacity_rps(model, pool.gpu, tp, inp, out, slo.tpot, pct, p_decode, gmu, seqs, burst)
         if (kappa > 0).any():
+            # a short prompt served whole on a decode pod runs on the decode pods' engine
+            served_whole = whole[pool.name, tp] if p_decode is params else capacity_rps(
+                model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, pct, p_decode, gmu, seqs, budget, burst)
             decode.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="decode",
-                                        whole_capacity_rps=whole[pool.name, tp]))
+                                        whole_capacity_rps=served_whole, step_time_scale=scale(pool, tp, "decode")))
     # receive bandwidth of the slowest decode configuration of each P/D group (each GPU of a TP
     # group receives its own shard of the KV cache over its own NIC)
     receive: dict[tuple, float] = {}
@@ -529,10 +568,10 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
             continue  # no decode replica could take this pool's KV caches
         transfer = kv_transfer_s(model, inp, min(tp * pool.kv_bytes_per_s_per_gpu, receive[group]))
         kappa = prefill_capacity_rps(model, pool.gpu, tp, inp, slo.ttft, pct, transfer, slo.tpot,
-                                     params, gmu, burst)
+                                     pp(pool, tp, "prefill"), gmu, burst)
         if (kappa > 0).any():
             configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour, role="prefill",
-                                         kv_transfer_s=transfer))
+                                         kv_transfer_s=transfer, step_time_scale=scale(pool, tp, "prefill")))
     prefill_groups = {c.pd_group for c in configs if c.role == "prefill"}
     return configs + [d for d in decode if d.pd_group in prefill_groups]
 
@@ -564,7 +603,8 @@ larger values admit more heterogeneity but tighten the percentile every other si
 
 
 def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share: np.ndarray, inp: np.ndarray,
-                 out: np.ndarray, params: PerfParams, pd_allowed: bool, burst: Burstiness
+                 out: np.ndarray, params: PerfParams, pd_allowed: bool, burst: Burstiness,
+                 step_scales: StepScales | None = None
                  ) -> tuple[list[ReplicaConfig], np.ndarray | None, float, float]:
     """The workload's configurations with the SLO percentile spent as a budget (DESIGN §6).
 
@@ -583,7 +623,7 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
     """
     pct = w.spec.slo.percentile
     allowance = 1.0 - pct / 100.0
-    base = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst)
+    base = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst, step_scales=step_scales)
     bad = ~servable_buckets(base, len(share))
     if float(share[bad].sum()) > allowance + 1e-12:
         return base, None, pct, 0.0
@@ -595,7 +635,8 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
         budget += PARTIAL_MISS_FRACTION * (allowance - budget)
     for _ in range(3):  # a tighter percentile can lose sizes: raise until the budget holds
         raised = min(pct / (1.0 - budget), 99.99)
-        configs = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst, percentile=raised)
+        configs = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst, percentile=raised,
+                                  step_scales=step_scales)
         bad = ~servable_buckets(configs, len(share))
         if float(share[bad].sum()) <= budget + 1e-12:
             break
@@ -611,13 +652,14 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
         c.throughput_rps = np.zeros(len(share))
         if not miss.any():
             continue
+        cp = scaled_params(params, step_scales, w.spec.model, c.pool.gpu.name, c.tp, c.role)
         if c.role == "prefill":
             c.throughput_rps[miss] = prefill_capacity_rps(model, c.pool.gpu, c.tp, inp[miss], _NO_TARGET_S, raised,
-                                                          c.kv_transfer_s[miss], 0.0, params, gmu,
+                                                          c.kv_transfer_s[miss], 0.0, cp, gmu,
                                                           burst_subset(burst, miss))
         else:
             c.throughput_rps[miss] = capacity_rps(model, c.pool.gpu, c.tp, inp[miss], out[miss], _NO_TARGET_S,
-                                                  _NO_TARGET_S, raised, params, gmu, s.max_num_seqs,
+                                                  _NO_TARGET_S, raised, cp, gmu, s.max_num_seqs,
                                                   s.max_num_batched_tokens, burst_subset(burst, miss))
     return configs, (bad if bad.any() else None), raised, budget
 

@@ -51,6 +51,8 @@ class GroupTelemetry:
         ttft_s, itl_s: quantile -> observed time to first token / inter-token latency, s.
         mean_ttft_s, mean_itl_s: Σ increase(_sum) / Σ increase(_count) over the window, s.
         power_watts: Σ GPU board power of the group's pods (DCGM), W.
+        ttft_count, itl_count: Σ increase(_count) over the window: requests that got their first
+            token, and token intervals (the samples behind the means).
     """
 
     ttft_s: dict[float, Reading]
@@ -58,6 +60,8 @@ class GroupTelemetry:
     mean_ttft_s: Reading
     mean_itl_s: Reading
     power_watts: Reading
+    ttft_count: Reading = Reading.missing(Unknown.EMPTY_RESULT, "not read")
+    itl_count: Reading = Reading.missing(Unknown.EMPTY_RESULT, "not read")
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,8 @@ class _Assembler:
             "out_buckets": self.fetch(promql.histogram_buckets(m.VLLM_GENERATION_LEN, L, w), (*wk, "le")),
             "mean_ttft": self.fetch(promql.histogram_mean(m.VLLM_TTFT, L, w, by=gk), gk),
             "mean_itl": self.fetch(promql.histogram_mean(self.itl, L, w, by=gk), gk),
+            "n_ttft": self.fetch(promql.histogram_count(m.VLLM_TTFT, L, w, by=gk), gk),
+            "n_itl": self.fetch(promql.histogram_count(self.itl, L, w, by=gk), gk),
         }
         routers = tuple(n for n in m.EPP_REQUEST_COUNTERS if n not in self.missing)
         router = self.fetch(promql.router_arrival_rate(routers, L, w), (*wk, "source")) if routers else {}
@@ -354,6 +360,8 @@ class _Assembler:
                 itl_s={qq: r(res, gkey, (self.itl,), wl) for qq, res in itl.items()},
                 mean_ttft_s=r(q["mean_ttft"], gkey, (m.VLLM_TTFT,), wl),
                 mean_itl_s=r(q["mean_itl"], gkey, (self.itl,), wl),
+                ttft_count=r(q["n_ttft"], gkey, (m.VLLM_TTFT,), wl, extensive=True),
+                itl_count=r(q["n_itl"], gkey, (self.itl,), wl, extensive=True),
                 power_watts=(Reading.missing(Unknown.MISSING_SERIES, m.DCGM_POWER) if power is None
                              else r(power, gkey, (m.DCGM_POWER,), wl, extensive=True)))
         return WorkloadTelemetry(

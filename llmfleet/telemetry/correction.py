@@ -9,13 +9,18 @@ replica serves less within the SLO).
 
 How one window of telemetry updates a factor (``CorrectionTable.update``):
 
-1. **Only windows with traffic.** The observed percentile must rest on at least
+1. **Only windows with traffic.** An observed percentile must rest on at least
    ``ceil(10 / (1 − percentile))`` samples (ten beyond the percentile: 100 for a p90, 1000 for a
-   p99) and be known; otherwise nothing changes and the reason says why (an idle or unknown
-   window says nothing about speed, and is never read as "fast").
+   p99), an observed mean on ``mean_samples``, and be known; otherwise nothing changes and the
+   reason says why (an idle or unknown window says nothing about speed, and is never read as
+   "fast").
 2. **Ratio at the observed load.** ``r = observed / predicted``, where the caller computes
    ``predicted`` with the performance model at the load actually observed in that window (not
-   the planned load), so queueing differences do not masquerade as speed differences.
+   the planned load), so queueing differences do not masquerade as speed differences. The
+   operator (``operator.calibration``) goes one step further and feeds ``update_scale`` with
+   the step-time scale that makes the model's prediction at the observed load equal the
+   observation: queueing grows faster than linearly in the step time, so a latency ratio near
+   saturation would overstate the slowdown.
 3. **Consistency gate** (after llm-d's autoscaler, which gates its Kalman-filter updates with a
    chi-squared test): a window whose log ratio is further than ``log(gate_ratio)`` from the
    current estimate is held as an outlier and not used, unless the window before it was an
@@ -62,6 +67,9 @@ class CorrectionPolicy:
             three in a row by chance happen 1 time in 8 (independent windows), and even then the
             factor only comes down to the smoothed estimate, not to one reading.
         tail_samples: samples beyond the percentile a window needs (10; see the module docstring).
+        mean_samples: samples a window's mean needs. 50: latencies of one engine vary with a
+            coefficient of variation near 0.5 or less, so a mean of 50 is within
+            0.5 / sqrt(50) = 7% (one standard error), well inside the 1.5x gate.
     """
 
     alpha: float = 0.4
@@ -70,6 +78,7 @@ class CorrectionPolicy:
     gate_ratio: float = 1.5
     faster_windows: int = 3
     tail_samples: int = 10
+    mean_samples: int = 50
 
     def __post_init__(self):
         if not 0.0 < self.alpha <= 1.0:
@@ -79,11 +88,14 @@ class CorrectionPolicy:
                              f"got {self.factor_min}, {self.factor_max}")
         if not self.gate_ratio > 1.0:
             raise ValueError(f"CorrectionPolicy.gate_ratio: must be > 1, got {self.gate_ratio}")
-        if self.faster_windows < 1 or self.tail_samples < 1:
-            raise ValueError("CorrectionPolicy.faster_windows/tail_samples: must be >= 1")
+        if self.faster_windows < 1 or self.tail_samples < 1 or self.mean_samples < 1:
+            raise ValueError("CorrectionPolicy.faster_windows/tail_samples/mean_samples: must be >= 1")
 
-    def min_samples(self, percentile: float) -> int:
-        """Fewest samples a window needs for a percentile in (0, 1): ``ceil(tail / (1 − p))``."""
+    def min_samples(self, percentile: float | None) -> int:
+        """Fewest samples a window needs for a percentile in (0, 1): ``ceil(tail / (1 − p))``;
+        for a mean (``percentile`` None): ``mean_samples``."""
+        if percentile is None:
+            return self.mean_samples
         if not 0.0 < percentile < 1.0:
             raise ValueError(f"percentile: must be in (0, 1), got {percentile}")
         return math.ceil(self.tail_samples / (1.0 - percentile) - 1e-9)
@@ -170,8 +182,8 @@ class CorrectionTable:
         return state.factor if state is not None else 1.0
 
     def update(self, key: CorrectionKey, observed_s: float | None, predicted_s: float, samples: int,
-               percentile: float) -> Update:
-        """Feed one window's observation.
+               percentile: float | None) -> Update:
+        """Feed one window's observation (the ratio observed / predicted).
 
         Args:
             key: what was observed.
@@ -180,7 +192,8 @@ class CorrectionTable:
                 observed in the window, s.
             samples: histogram observations in the window (requests for TTFT, token intervals
                 for ITL), i.e. the increase of the histogram's ``_count``.
-            percentile: the percentile observed, in (0, 1).
+            percentile: the percentile observed, in (0, 1); None: ``observed_s`` and
+                ``predicted_s`` are means.
 
         Returns:
             ``Update``; the table is changed only when ``used`` is True (or an outlier is noted).
@@ -189,21 +202,38 @@ class CorrectionTable:
             ValueError: a bad key, a non-positive or non-finite ``predicted_s``, a non-positive
                 ``observed_s``, a negative ``samples`` or a percentile outside (0, 1).
         """
+        predicted = _positive(predicted_s, "predicted_s", key)
+        if observed_s is None or (isinstance(observed_s, float) and math.isnan(observed_s)):
+            return self.update_scale(key, None, samples, percentile)
+        return self.update_scale(key, _positive(observed_s, "observed_s", key) / predicted, samples, percentile)
+
+    def update_scale(self, key: CorrectionKey, ratio: float | None, samples: int,
+                     percentile: float | None) -> Update:
+        """Feed one window's ratio of observed over modelled time directly (``update`` computes it
+        from latencies; the operator passes the step-time scale that explains the observation).
+
+        Args:
+            ratio: > 0; None or NaN when the window's latency is unknown.
+            samples, percentile: as for ``update``.
+
+        Raises:
+            ValueError: a bad key, a non-positive or non-finite ratio, a negative ``samples`` or a
+                percentile outside (0, 1).
+        """
         p = self.policy
         need = p.min_samples(percentile)
-        predicted = _positive(predicted_s, "predicted_s", key)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
             raise ValueError(f"samples ({key.model}/{key.gpu}/{key.metric}): must be an integer >= 0, got {samples!r}")
         state = self.states.setdefault(key, CorrectionState())
-        if observed_s is None or (isinstance(observed_s, float) and math.isnan(observed_s)):
+        if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)):
             state.last_reason = "observed latency unknown: no update"
             return Update(False, state.factor, state.last_reason)
-        observed = _positive(observed_s, "observed_s", key)
+        ratio = _positive(ratio, "ratio", key)
         if samples < need:
-            state.last_reason = f"{samples} samples < {need} needed for p{percentile * 100:g}: no update"
+            what = "the mean" if percentile is None else f"p{percentile * 100:g}"
+            state.last_reason = f"{samples} samples < {need} needed for {what}: no update"
             return Update(False, state.factor, state.last_reason)
 
-        ratio = observed / predicted
         state.last_ratio = ratio
         lo, hi = math.log(p.factor_min), math.log(p.factor_max)
         log_est = math.log(state.estimate)

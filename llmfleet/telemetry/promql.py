@@ -123,6 +123,13 @@ def histogram_mean(metric: str, labels: LabelSchema, window_s: float, by: tuple[
             f"sum by ({_by(*by)}) (increase({attributed(metric + '_count', labels)}[{d}]))")
 
 
+def histogram_count(metric: str, labels: LabelSchema, window_s: float, by: tuple[str, ...] | None = None) -> str:
+    """Σ increase(_count) over the window: observations in it (requests for TTFT, token intervals
+    for ITL); 0 for an idle window, no result without the series."""
+    by = by or labels.workload_key
+    return f"sum by ({_by(*by)}) (increase({attributed(metric + '_count', labels)}[{duration(window_s)}]))"
+
+
 def histogram_buckets(metric: str, labels: LabelSchema, window_s: float) -> str:
     """Σ increase of each cumulative bucket (label ``le``) over the window, per workload."""
     return (f"sum by ({_by(*labels.workload_key, 'le')}) "

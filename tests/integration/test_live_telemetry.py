@@ -23,6 +23,7 @@ import re
 import socket
 import threading
 import time
+from typing import Callable
 
 import pytest
 import requests
@@ -45,9 +46,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def manifests(declared_rps: float) -> list[dict]:
+def manifests(declared_rps: float, calibrate: bool = False, slo: dict | None = None,
+              lengths: dict | None = None) -> list[dict]:
+    """FleetPolicy, GPUPool and LLMWorkload of the scenarios. Calibration is off unless asked for:
+    these endpoints report fixed latencies (``TTFT_S``, ``ITL_S``), not an engine's, and the
+    scenarios here isolate demand (test_live_calibration.py runs a model-driven engine)."""
     policy = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "FleetPolicy", "metadata": {"name": "default"},
-              "spec": {"replanIntervalSeconds": INTERVAL_S, "routing": {"mode": "service"},
+              "spec": {"replanIntervalSeconds": INTERVAL_S, "routing": {"mode": "service"}, "calibrate": calibrate,
                        "tenancy": {"rules": [{"namespaces": [NS], "tiers": ["high"]}]}}}
     pool = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "GPUPool", "metadata": {"name": "l4"},
             "spec": {"gpuType": "L4", "gpusPerNode": 8, "maxGPUs": 8,
@@ -55,18 +60,23 @@ def manifests(declared_rps: float) -> list[dict]:
     wl = {"apiVersion": "llmfleet.dev/v1alpha1", "kind": "LLMWorkload", "metadata": {"name": NAME, "namespace": NS},
           "spec": {"model": "meta-llama/Llama-3.1-8B-Instruct", "priority": "high",
                    "traffic": {"source": "observed", "requestRatePerSecond": declared_rps,
-                               "inputTokens": {"p50": 300, "p90": 400, "p99": 450},
-                               "outputTokens": {"p50": 100, "p90": 120, "p99": 125}},
-                   "slo": {"ttft": "1s", "tpot": "100ms"},
+                               **(lengths or {"inputTokens": {"p50": 300, "p90": 400, "p99": 450},
+                                              "outputTokens": {"p50": 100, "p90": 120, "p99": 125}})},
+                   "slo": slo or {"ttft": "1s", "tpot": "100ms"},
                    "serving": {"tensorParallelSizes": [1], "disaggregation": "never"}}}
     return [policy, pool, wl]
 
 
 class EmulatedFleet:
     """Emulated vLLM endpoints following the workload's pods in the cluster, traffic driven at a
-    set rate, and a record of the Deployment's replicas over time (threads)."""
+    set rate, and a record of the Deployment's replicas over time (threads).
 
-    def __init__(self, cluster, prom: PrometheusServer):
+    ``request`` makes each request: (per-pod req/s now) -> (prompt tokens, output tokens, TTFT s,
+    ITL s); by default fixed lengths and latencies. ``served`` records (monotonic s, TTFT s, ITL s)
+    of every request completed."""
+
+    def __init__(self, cluster, prom: PrometheusServer,
+                 request: Callable[[float], tuple[int, int, float, float]] | None = None):
         from kubernetes import client
 
         api = cluster.lc.api_client()
@@ -74,6 +84,8 @@ class EmulatedFleet:
         self.prom = prom
         self.pods: dict[str, EmulatedPod] = {}
         self.rate_rps = 0.0
+        self.request = request or (lambda _: (PROMPT_TOKENS, OUTPUT_TOKENS, TTFT_S, ITL_S))
+        self.served: list[tuple[float, float, float]] = []
         self.replicas: list[tuple[float, int]] = []  # (monotonic s, Σ spec.replicas of the workload)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -127,7 +139,9 @@ class EmulatedFleet:
             with self._lock:
                 pods = list(self.pods.values())
             if pods:
-                pods[i % len(pods)].complete(PROMPT_TOKENS, OUTPUT_TOKENS, TTFT_S, ITL_S)
+                prompt, output, ttft, itl = self.request(rate / len(pods))
+                pods[i % len(pods)].complete(prompt, output, ttft, itl)
+                self.served.append((time.monotonic(), ttft, itl))
                 i += 1
 
     def _watch(self) -> None:

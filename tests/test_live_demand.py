@@ -148,6 +148,7 @@ def test_unknown_telemetry_holds_the_plan_and_never_lowers_demand():
     stale = {c[0]: c for c in conds}["TelemetryStale"]
     assert stale[1] is True and stale[2] == "PrometheusUnreachable"
     assert fields["observedDemandRps"] is None and fields["forecastDemandRps"] is None
+    assert fields["observedPowerWatts"] is None  # unknown, not 0
 
 
 def test_a_rise_beyond_the_band_replans_at_the_observed_mix_and_a_fall_waits():
@@ -170,6 +171,7 @@ def test_a_rise_beyond_the_band_replans_at_the_observed_mix_and_a_fall_waits():
     assert live.fingerprint() != fp
     fields, conds = live.status(KEY, w)
     assert fields["observedDemandRps"] == 5.0
+    assert fields["observedPowerWatts"] == 300.0  # DCGM's sum over the workload's GPUs
     assert {c[0]: c[1] for c in conds} == {"TelemetryStale": False, "SLOAtRisk": False}
 
 

@@ -171,6 +171,8 @@ def test_figures_follow_successful_reads_only_and_the_log_follows_the_set_of_met
         read(60.0, {m.VLLM_RUNNING: 2}, ("10.0.0.7:8000 other/a", "10.0.0.8:8000 other/b")),
         read(120.0, {m.VLLM_RUNNING: 3}, ("10.0.0.7:8000 other/a",)),  # same metrics, other count
         failed(180.0),
+        # Prometheus answered the workload queries but not the unattributed one: unknown, not none
+        Snapshot(at=210.0, workloads={}, reachable=Reading.of(1.0), unattributed=None),
         read(240.0, {m.VLLM_TTFT: 1}, ("10.0.0.9:8000",)),
         read(300.0, {}),
     ))
@@ -196,6 +198,9 @@ def test_figures_follow_successful_reads_only_and_the_log_follows_the_set_of_met
 
     tick(live)  # failed read: the last figures and their time stand
     assert write_policy_status(planner, store)["telemetry"] == tel and len(warnings(caplog)) == 1
+    tick(live)  # the unattributed query alone failed: the same
+    assert write_policy_status(planner, store)["telemetry"] == tel and len(warnings(caplog)) == 1
+    assert not any("carries the workload label again" in r.getMessage() for r in caplog.records)
 
     tick(live)  # another metric instead: one line; the stored status drops the old count to 0
     tel = write_policy_status(planner, store)["telemetry"]

@@ -146,6 +146,11 @@ class LLMWorkloadStatus(_Model):
         "observed inter-token latency at the SLO percentile, worst group, s (compare predictedTpotSeconds)"))
     telemetry_age_seconds: float | None = Field(default=None, ge=0, description=(
         "age of the newest telemetry the plan could use, s"))
+    observed_power_watts: float | None = Field(default=None, ge=0, description=(
+        "GPU board power of the workload's pods at the last telemetry read (DCGM_FI_DEV_POWER_USAGE, summed), W "
+        "(compare predictedPowerWatts)"))
+    predicted_power_watts: float | None = Field(default=None, ge=0, description=(
+        "the plan's predicted average draw of the workload's GPUs, W (perf.power)"))
     gpus: int | None = Field(default=None, ge=0, description="GPUs planned for the workload")
     cost_per_hour: float | None = Field(default=None, ge=0, description="USD per hour of the workload's replicas")
     replicas: int | None = Field(default=None, ge=0, description="replicas planned")

@@ -265,8 +265,8 @@ class LiveDemand:
     def _note_unattributed(self, snap: Snapshot) -> None:
         """Keep the unattributed-series figures of a successful read; log when the set of metrics
         having such series changes (not every tick: the status carries the figures)."""
-        if not snap.reachable.known:
-            return  # Prometheus not read: unknown is not zero, the last read's figures stand
+        if not snap.reachable.known or snap.unattributed is None:
+            return  # Prometheus (or that query) not read: unknown is not zero, the last figures stand
         before = set(self.unattributed.series) if self.unattributed is not None else set()
         series = {name: int(n) for name, n in snap.unattributed.items() if n > 0}
         self.unattributed = Unattributed(series, tuple(snap.unattributed_targets[:20]), snap.at)
@@ -424,6 +424,9 @@ class LiveDemand:
             "observedTtftSeconds": round(ttft, 4) if ttft is not None else None,
             "observedItlSeconds": round(itl, 5) if itl is not None else None,
             "telemetryAgeSeconds": round(age.value) if age is not None and age.known else None,
+            # DCGM board power of the workload's GPUs (absent where DCGM is not scraped: unknown)
+            "observedPowerWatts": (round(st.telemetry.power_watts.value, 1)
+                                   if st.telemetry is not None and st.telemetry.power_watts.known else None),
         }
         return fields, conds
 

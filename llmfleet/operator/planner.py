@@ -858,6 +858,7 @@ class FleetPlanner:
             "replicas": replicas, "readyReplicas": ready, "ready": f"{ready}/{replicas}",
             "predictedTtftSeconds": round(max(ttfts), 4) if ttfts else None,
             "predictedTpotSeconds": round(max(tpots), 5) if tpots else None,
+            "predictedPowerWatts": round(sum(a.gpu_watts * a.gpus for a, _ in groups), 1) if groups else None,
         }, event)
 
     def _pool_statuses(self, parsed: Parsed, plan: Plan | None) -> None:

@@ -113,7 +113,8 @@ class Snapshot:
         reachable: known (1) when Prometheus answered, else UNKNOWN(UNREACHABLE / QUERY_ERROR).
         missing_required: required vLLM series with no series at all (renamed or not scraped).
         missing_optional: optional series absent (router counters, DCGM).
-        unattributed: metric name -> number of series without the workload label.
+        unattributed: metric name -> number of series without the workload label; None when
+            that query failed (unknown, not none).
         unattributed_targets: up to 20 "instance namespace/pod" of such series.
         unknown_workloads: workloads seen in Prometheus that were not asked for.
     """
@@ -123,7 +124,7 @@ class Snapshot:
     reachable: Reading
     missing_required: tuple[str, ...] = ()
     missing_optional: tuple[str, ...] = ()
-    unattributed: dict[str, int] = field(default_factory=dict)
+    unattributed: dict[str, int] | None = field(default_factory=dict)
     unattributed_targets: tuple[str, ...] = ()
     unknown_workloads: tuple[WorkloadKey, ...] = ()
 
@@ -338,7 +339,7 @@ class _Assembler:
         return Snapshot(
             at=self.at, workloads=workloads, reachable=Reading.of(1.0),
             missing_required=self.missing_req, missing_optional=self.missing_opt,
-            unattributed={} if isinstance(unattr, _QueryFailed) else {SERIES_OF[k[0]]: int(v) for k, v in unattr.items()
+            unattributed=None if isinstance(unattr, _QueryFailed) else {SERIES_OF[k[0]]: int(v) for k, v in unattr.items()
                                                                        if k[0] in SERIES_OF},
             unattributed_targets=() if isinstance(where, _QueryFailed) else tuple(sorted(
                 f"{i} {ns}/{pod}" if ns or pod else i for i, ns, pod in where))[:20],

@@ -119,6 +119,19 @@ def test_a_slower_engine_is_learnt_within_the_hysteresis_and_the_plan_sizes_for_
     assert itl < 0.150
 
 
+def test_a_tick_past_its_budget_leaves_the_other_groups_to_the_next_tick_in_turn():
+    fp = build_problem(spec(8.0))
+    a = solve(fp).assignments[0]
+    cal = Calibration(WINDOW_S)
+    tel = engine_window(fp, a, 1.3, 0.6)
+    groups = [dataclasses.replace(load(a, fp, tel), gpu_type=gpu) for gpu in ("L4", "L4-b", "L4-c")]
+    seen = []
+    for _ in range(3):
+        cal.observe(groups, fp.params, hysteresis=0.1, budget_s=0.0)  # one group per tick
+        seen.append({k.gpu for k, st in cal.table.states.items() if st.windows} - set().union(*seen))
+    assert seen == [{"L4"}, {"L4-b"}, {"L4-c"}]
+
+
 def test_idle_unknown_and_prefill_windows_change_nothing():
     fp = build_problem(spec(8.0))
     a = solve(fp).assignments[0]

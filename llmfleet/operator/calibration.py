@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Callable, Iterable
 
 import numpy as np
@@ -51,6 +52,10 @@ SCALE_TOLERANCE = 0.01
 below the sampling error of a window's mean (``CorrectionPolicy.mean_samples``)"""
 MAX_EVALUATIONS = 6
 """model evaluations ``implied_scale`` may spend (each is the quantile grid of one group)"""
+BUDGET_S = 2.0
+"""wall time one ``observe`` may spend on model evaluations, s: a group costs about 0.1-0.3 s (3-7
+evaluations of 23 quantiles, shared by its two latencies), so a large fleet is calibrated a slice
+per tick, in turn, instead of stretching the re-plan interval"""
 
 
 def implied_scale(predict: Callable[[float], float | None], observed_s: float, lo: float, hi: float,
@@ -154,17 +159,26 @@ class Calibration:
         self.in_force: dict[tuple[str, str, int, str], float] = {}
         self.notes: dict[tuple[str, str, int, str], str] = {}
         self.withheld: set[str] = set()  # models whose scales would leave a workload no configuration
+        self._turn = 0  # where the next tick starts in the list of groups (BUDGET_S)
 
-    def observe(self, groups: Iterable[GroupLoad], params, hysteresis: float) -> bool:
+    def observe(self, groups: Iterable[GroupLoad], params, hysteresis: float, budget_s: float = BUDGET_S) -> bool:
         """Feed one window per group; returns whether a scale in force changed (a re-plan is due).
 
         Args:
             params: the ``PerfParams`` the plan was made with.
             hysteresis: relative change of a factor that moves the scale in force
                 (``FleetPolicy.spec.hysteresis``).
+            budget_s: wall time for model evaluations; groups past it wait for the next tick,
+                which starts where this one stopped.
         """
         p = self.table.policy
-        for g in groups:
+        groups = list(groups)
+        start = self._turn % len(groups) if groups else 0
+        t0 = time.perf_counter()
+        for i, g in enumerate(groups[start:] + groups[:start]):
+            if i and time.perf_counter() - t0 > budget_s:  # at least one group per tick
+                self._turn = start + i
+                break
             key4 = (g.model, g.gpu_type, g.tp, g.role)
             metrics = CALIBRATED.get(g.role)
             if not metrics:

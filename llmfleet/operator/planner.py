@@ -846,9 +846,11 @@ class FleetPlanner:
         live_fields: dict = {}
         if self.live is not None:
             live_fields, live_conds = self.live.status(key, parsed.workloads[key][1])
-            if live_fields and self.calibration is not None and parsed.policy_model.spec.calibrate:
+            if live_fields and self.calibration is not None:
+                # None removes the field when calibration is switched off (JSON merge patch)
                 live_fields["calibration"] = self.calibration.status(
-                    parsed.workloads[key][1].spec.model, [(a.gpu_type, a.tp, a.role) for a, _ in groups])
+                    parsed.workloads[key][1].spec.model, [(a.gpu_type, a.tp, a.role) for a, _ in groups]
+                ) if parsed.policy_model.spec.calibrate else None
             for type_, value, reason, message in live_conds:
                 conds = set_condition(conds, type_, value, reason, message, gen)
         self._set_status("LLMWorkload", raw, {**live_fields,

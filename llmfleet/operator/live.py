@@ -294,7 +294,9 @@ class LiveDemand:
         st.observed = tel.arrival_rps if tel is not None else None
         known = st.observed is not None and st.observed.known
         if not known or view.rollout_in_progress or st.settle_until_s is None:
-            st.settle_until_s = now + self.client.window_s
+            # the window must fill with samples of the current pods: a new pod's first scrape comes
+            # up to one scrape interval after it starts, and rate() needs two samples of it
+            st.settle_until_s = now + self.client.window_s + 2 * getattr(self.client, "scrape_interval_s", 0.0)
         settling = known and now < st.settle_until_s
         st.history.append(st.observed.value if known and not settling else math.nan)
         del st.history[:-HISTORY_STEPS]

@@ -1251,6 +1251,20 @@ QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 
 """percentiles at which each bucket's latency is modelled to build a group's latency distribution"""
 
 
+def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams):
+    """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
+    percentile: one (n_served,) array per percentile, or None per percentile where the role has no
+    such latency (``_latency_by_bucket``); None when the group serves nothing within the SLO."""
+    served, ttft, tpot = None, [], []
+    for q in QUANTILE_GRID:
+        served, t1, t2 = _latency_by_bucket(w, c, bucket_rps, util, params, float(q))
+        if not served.any():
+            return None
+        ttft.append(t1)
+        tpot.append(t2)
+    return served, ttft, tpot
+
+
 def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                       percentile: float | None = None) -> tuple[float | None, float | None]:
     """TTFT and TPOT at ``percentile`` (default the SLO's) over all the requests a replica group
@@ -1259,13 +1273,10 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     what a percentile over the group's requests measures. None where the role has no such latency
     (prefill: TPOT, decode: TTFT) or the group serves nothing within the SLO."""
     pct = w.workload.spec.slo.percentile if percentile is None else percentile
-    served, ttft, tpot = None, [], []
-    for q in QUANTILE_GRID:
-        served, t1, t2 = _latency_by_bucket(w, c, bucket_rps, util, params, float(q))
-        if not served.any():
-            return None, None
-        ttft.append(t1)
-        tpot.append(t2)
+    grid = _quantile_grid(w, c, bucket_rps, util, params)
+    if grid is None:
+        return None, None
+    served, ttft, tpot = grid
     weights = bucket_rps[served] / bucket_rps[served].sum()
     mix = lambda cols: None if cols[0] is None else _mixture_percentile(np.array(cols).T, weights, pct)  # noqa: E731
     return mix(ttft), mix(tpot)
@@ -1290,13 +1301,10 @@ def predicted_mean_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: 
         (mean TTFT, mean ITL), s; None where the role has no such latency or nothing is served;
         inf past saturation.
     """
-    served, ttft, tpot = None, [], []
-    for q in QUANTILE_GRID:
-        served, t1, t2 = _latency_by_bucket(w, c, bucket_rps, util, params, float(q))
-        if not served.any():
-            return None, None
-        ttft.append(t1)
-        tpot.append(t2)
+    grid = _quantile_grid(w, c, bucket_rps, util, params)
+    if grid is None:
+        return None, None
+    served, ttft, tpot = grid
     probs = np.concatenate([[0.0], QUANTILE_GRID / 100.0, [1.0]])
     rate = bucket_rps[served]
     tokens = rate * np.maximum(w.output_tokens[served] - 1.0, 0.0)

@@ -24,8 +24,7 @@ from llmfleet.telemetry import metrics as m
 
 from . import test_live_telemetry as live
 from .conftest import wait_until
-from .test_live_telemetry import (INTERVAL_S, NAME, NS, STABILISE_S, decisions, fresh_and_settled, manifests,
-                                  telemetry_condition)
+from .test_live_telemetry import INTERVAL_S, NAME, NS, STABILISE_S, decisions, telemetry_condition
 
 prom, live_operator = live.prom, live.live_operator  # the fixtures, shared with the other live scenarios
 
@@ -48,16 +47,7 @@ def _restart_all(fleet, renames: dict[str, str]) -> int:
 
 def test_renamed_metric_while_demand_falls_holds_the_fleet_with_a_clear_condition(cluster, prom, live_operator):
     op, fleet = live_operator
-    fleet.rate_rps = 9.0
-    cluster.apply(manifests(declared_rps=9.0))
-    wait_until(lambda: fresh_and_settled(cluster, fleet, 3), 90, "3 replicas for 9 req/s with fresh telemetry",
-               interval_s=1.0)
-    # a history for the forecaster (as in the outage test): with fewer than 10 ratio samples it
-    # provisions for the largest rate it has seen
-    time.sleep(12 * INTERVAL_S)
-    high = fleet.current()
-    assert high == 3
-    unknown_before = decisions(op.metrics_url).get(("Hold", "TelemetryUnknown"), 0)
+    high, unknown_before = live.settle_at_9_rps_with_history(cluster, op, fleet)
 
     # the upgrade: every pod restarts exposing the waiting gauge under a new name, and demand
     # falls at the same moment, so reading the missing gauge as 0 (or low) would scale down

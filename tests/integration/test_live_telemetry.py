@@ -224,8 +224,9 @@ def decisions(metrics_url: str) -> dict[tuple[str, str], float]:
     return out
 
 
-def test_prometheus_outage_while_demand_falls_scales_nothing_down_until_data_returns(cluster, prom, live_operator):
-    op, fleet = live_operator
+def settle_at_9_rps_with_history(cluster, op, fleet) -> tuple[int, float]:
+    """Drive 9 req/s until 3 replicas run with fresh telemetry and the forecaster has a history;
+    returns (replicas, Hold/TelemetryUnknown decisions so far)."""
     fleet.rate_rps = 9.0
     cluster.apply(manifests(declared_rps=9.0))
     wait_until(lambda: fresh_and_settled(cluster, fleet, 3), 90, "3 replicas for 9 req/s with fresh telemetry",
@@ -235,7 +236,12 @@ def test_prometheus_outage_while_demand_falls_scales_nothing_down_until_data_ret
     time.sleep(12 * INTERVAL_S)
     high = fleet.current()
     assert high == 3
-    unknown_before = decisions(op.metrics_url).get(("Hold", "TelemetryUnknown"), 0)
+    return high, decisions(op.metrics_url).get(("Hold", "TelemetryUnknown"), 0)
+
+
+def test_prometheus_outage_while_demand_falls_scales_nothing_down_until_data_returns(cluster, prom, live_operator):
+    op, fleet = live_operator
+    high, unknown_before = settle_at_9_rps_with_history(cluster, op, fleet)
 
     prom.stop()
     fleet.rate_rps = 1.0  # demand falls while nobody can see it

@@ -17,6 +17,7 @@ from llmfleet.solver.problem import build_problem
 
 from conftest import EXAMPLES
 from test_cli import LLMFLEET
+from test_solver import tiered_problem
 
 
 def fleet_with_rate(tmp_path, rate):
@@ -53,6 +54,30 @@ def test_a_change_to_one_workload_moves_only_its_groups(tmp_path):
     report = churn.churn_report(plan, current)
     assert report["workloadsChanged"] == ["default/assistant-70b"]
     assert report["replicasStarted"] >= 1
+
+
+def test_under_a_shortage_a_change_to_one_workload_moves_only_its_groups(tmp_path):
+    # Independent reason: nine 8B workloads in three tiers share one A100 pool at TP 1, and the pool
+    # holds the top tier and half the middle one. The middle tier sheds, and how its replicas are
+    # split among its three workloads does not change what it sheds: every split is as good for the
+    # tier order. So a re-plan has no reason to move a replica, and one workload's extra traffic
+    # can only be shed by that workload (the pool is full), leaving every other workload as it ran.
+    ample = solve(tiered_problem(tmp_path, gpus=64))
+    need = {t: sum(a.gpus for a in ample.assignments if a.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard")}
+    gpus = need["critical"] + need["standard"] // 2
+    running = solve(tiered_problem(tmp_path, gpus=gpus))
+    assert running.status == "shortage"
+    current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    again = tiered_problem(tmp_path, gpus=gpus)
+    again.current = current
+    report = churn.churn_report(solve(again), current)
+    assert report["replicasStarted"] == report["replicasStopped"] == 0
+    moved = tiered_problem(tmp_path, gpus=gpus, rates={"standard-1": 18})  # 15 req/s before
+    moved.current = current
+    plan = solve(moved)
+    assert plan.status == "shortage"
+    assert set(churn.churn_report(plan, current)["workloadsChanged"]) <= {"prod/standard-1"}
 
 
 def test_plan_current_reports_the_churn(tmp_path):

@@ -201,14 +201,16 @@ def test_unreachable_slo_is_reported(tmp_path):
     assert any(m.startswith("prod/gold: no GPU pool can serve it") for m in plan.messages)
 
 
-def tiered_problem(tmp_path, gpus: int, per_tier: int = 3):
+def tiered_problem(tmp_path, gpus: int, per_tier: int = 3, rates: dict[str, float] | None = None):
     """``per_tier`` identical 8B workloads in each of the tiers critical, standard and low, TP 1
-    only, on one A100 pool of ``gpus`` GPUs: any GPU a lower tier holds could serve a higher one."""
+    only, on one A100 pool of ``gpus`` GPUs: any GPU a lower tier holds could serve a higher one.
+    ``rates``: req/s of named workloads (e.g. ``standard-1``) instead of 12 + 3 k."""
     docs = []
     for tier in ("critical", "standard", "low"):
         for k in range(per_tier):
             doc = WORKLOAD % {"name": f"{tier}-{k}", "ttft": "1s", "tier": tier, "minrep": 1}
-            docs.append(doc.replace("requestRatePerSecond: 20", f"requestRatePerSecond: {12 + 3 * k}"))
+            rate = (rates or {}).get(f"{tier}-{k}", 12 + 3 * k)
+            docs.append(doc.replace("requestRatePerSecond: 20", f"requestRatePerSecond: {rate}"))
     docs.append(POOL % {"gpus": gpus})
     f = tmp_path / "tiered.yaml"
     f.write_text("---".join(docs))
@@ -236,3 +238,30 @@ def test_a_time_out_keeps_tier_order(tmp_path, time_limit_s):
     assert shed["standard"] > 0 and held["low"] == 0  # standard is short: low holds nothing
     assert sum(held.values()) <= gpus
     assert [p["phase"].split(":")[0] for p in plan.phases][:1] == ["tier critical (value 1000000)"]
+
+
+def test_a_phase_that_reaches_no_shed_leaves_no_shed_to_spend():
+    # Independent reason: one replica (any real count n >= 0, $1/h each) serves 1 req/s and u is
+    # the share of that 1 req/s shed. Once the shed phase reaches 0, the cost phase must not buy a
+    # cheaper plan by shedding a sliver: the plan then reads as a shortage (an incremental re-plan
+    # was thrown away for that before). So: n = 1 and u = 0 exactly.
+    import pulp
+
+    from llmfleet.solver.highs import HighsModel
+    from llmfleet.solver.milp import _phase
+
+    prob = pulp.LpProblem("sliver", pulp.LpMinimize)
+    n = prob.add_variable("n", 0, None)
+    u = prob.add_variable("u", 0, 1)
+    prob += n + u >= 1, "served"
+    model = HighsModel(prob)
+    start = np.zeros(2)
+    start[model.index["u"]] = 1.0  # nothing served
+    phases: list[dict] = []
+    shed = pulp.LpAffineExpression([(u, 1.0)])
+    values = _phase(model, shed, start, deadline=float("inf"), share=1, gap=0.0, label="shed", phases=phases)
+    assert values[model.index["u"]] == pytest.approx(0.0, abs=1e-9)
+    model.set_objective(pulp.LpAffineExpression([(n, 1.0)]))
+    res = model.solve(10.0, 0.0, values, label="cost")
+    assert res.values[model.index["u"]] == 0.0
+    assert res.values[model.index["n"]] == pytest.approx(1.0, abs=1e-9)

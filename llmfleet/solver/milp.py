@@ -109,6 +109,9 @@ class _Model:
     unit_load: dict = dataclasses.field(default_factory=dict)
     """(workload, config) -> replicas' worth of load per unit of entry (prefill: P/D) share, as a
     function of the P/D decision per bucket (shape (S,), 0/1): what ``_router_shares`` balances"""
+    moves: list = dataclasses.field(default_factory=list)
+    """(variable, GPUs per unit) of the replicas a re-plan starts or stops against the running plan
+    (``_churn_terms``): what the tier phases keep few among plans that shed the same"""
 
 
 def usable_buckets(w: WorkloadProblem, ci: int) -> np.ndarray:
@@ -242,10 +245,12 @@ def _churn_terms(m: _Model, fp: FleetProblem) -> list:
             start = m.prob.add_variable(f"start_{wi}_{ci}", lowBound=0)
             m.prob += start - m.n[wi, ci] >= -cur, f"start_{wi}_{ci}"
             terms.append((start, start_cost_usd(w, c) * per_hour))
+            m.moves.append((start, c.tp))
             if cur:
                 stop = m.prob.add_variable(f"stop_{wi}_{ci}", lowBound=0)
                 m.prob += stop + m.n[wi, ci] >= cur, f"stop_{wi}_{ci}"
                 terms.append((stop, stop_cost_usd(w, c) * per_hour))
+                m.moves.append((stop, c.tp))
     return terms
 
 
@@ -789,7 +794,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
-        frugal = _gpu_term(fp, m, min(fp.workloads[wi].rate_rps for wi in members))
+        frugal = _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members))
         start = _phase(model, shed, start, deadline, 2 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
                        f"tier {names[tier_value]} (value {tier_value}): req/s shed", phases, frugal)
         if start is not None and any(wi in m.short for wi in members):
@@ -797,13 +802,13 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
             short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
             start = _phase(model, short, start, deadline, 4 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
                            f"tier {names[tier_value]} (value {tier_value}): minimum replicas short", phases,
-                           _gpu_term(fp, m, 1.0))
+                           _tiebreak(fp, m, 1.0))
         model.set_bounds(lower, *saved)
         if start is None and incumbent is not None:
             # nothing found with the lower tiers held at 0 (out of time): the last plan stands,
             # with this tier's shed fixed at what it reaches there
             start = incumbent
-            model.add_upper(shed, model.value(shed, start) + _SHED_TOL * max(1.0, model.value(shed, start)))
+            _fix_objective(model, shed, model.value(shed, start))
         if start is None:
             messages.append(f"no plan within the solver's time limit ({fp.time_limit_s:g} s, FleetPolicy "
                             "spec.solver.timeLimitSeconds or --time-limit)")
@@ -1081,8 +1086,7 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
     neither)."""
     if start is not None and model.value(objective, start) <= _SHED_TOL:
         # the incumbent already meets it: 0 is optimal for a non-negative objective
-        idx, _, _ = model.coefficients(objective)
-        model.set_bounds(idx, np.zeros(len(idx)), np.zeros(len(idx)))
+        _fix_at_zero(model, objective)
         phases.append({"phase": label, "objective": 0.0, "bound": 0.0, "gap": 0.0, "seconds": 0.0,
                        "status": "met by the incumbent"})
         return start
@@ -1097,18 +1101,43 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
         return None
     best = model.value(objective, values)
     phases.append(_phase_report(label, res, best))
-    model.add_upper(objective, best + _SHED_TOL * max(1.0, best))
+    _fix_objective(model, objective, best)
     return values
 
 
-def _gpu_term(fp: FleetProblem, m: _Model, unit: float) -> pulp.LpAffineExpression:
-    """ε x the GPUs the plan uses, with ε such that all the pools' GPUs together weigh 0.1% of
-    ``unit`` (the smallest rate in a tier, req/s, or one replica): below any difference a tier
-    phase ranks, whose gap is 1% anyway."""
+def _fix_objective(model: HighsModel, objective, reached: float) -> None:
+    """Hold a phase's objective (non-negative variables, positive coefficients: shed shares,
+    missing replicas) at the value ``reached`` for every later phase. At 0 (within HiGHS's
+    tolerances) its variables are fixed at exactly 0: a row "≤ 0 + slack" would leave later phases
+    a slack to spend, and the cost phase sheds that sliver to save cost, which makes the plan read
+    as a shortage (an incremental re-plan was thrown away for it). Otherwise a row, with a relative
+    slack for the solver's tolerances."""
+    if reached <= _SHED_TOL:
+        _fix_at_zero(model, objective)
+    else:
+        model.add_upper(objective, reached * (1.0 + _SHED_TOL) + 1e-9)
+
+
+def _fix_at_zero(model: HighsModel, objective) -> None:
+    """Fix every variable of ``objective`` (non-negative, positive coefficients) at 0."""
+    idx, _, _ = model.coefficients(objective)
+    model.set_bounds(idx, np.zeros(len(idx)), np.zeros(len(idx)))
+
+
+def _tiebreak(fp: FleetProblem, m: _Model, unit: float) -> pulp.LpAffineExpression:
+    """What a tier phase adds to its objective, too small to change its ranking: ε x the GPUs the
+    plan uses (a tier must not hold GPUs it does not need: they are the lower tiers') plus, in a
+    re-plan, ε x the GPUs of the replicas it starts and stops against the running plan (among plans
+    that shed the same, the phase keeps what runs; the cost phase, with the churn at its price,
+    decides the rest but can only choose among the plans the phases left it). ε is such that all
+    the pools' GPUs together weigh 0.1% of ``unit`` (the smallest rate in a tier, req/s, or one
+    replica), so both terms together stay within 0.3% of it: below any difference a tier phase
+    ranks, whose gap is 1% anyway."""
     total = sum(min(p.max_gpus, UNLIMITED_GPUS) for p in fp.pools.values()) or 1
     eps = 1e-3 * unit / total
     return pulp.LpAffineExpression([(v, eps * _workload(fp, m, wi).configs[ci].tp)
-                                    for (wi, ci), v in m.n.items() if wi < SCENARIO_STRIDE])
+                                    for (wi, ci), v in m.n.items() if wi < SCENARIO_STRIDE]
+                                   + [(v, eps * tp) for v, tp in m.moves])
 
 
 def _phase_report(label: str, res, objective: float | None) -> dict:

@@ -15,6 +15,12 @@ tiers, ten GPU pools), with ample pools (``autoscaled``: the cluster has no node
   split into the changed workload's and every other workload's.
 
 Target: no other workload's Deployment touched; the re-plan in under 5 s (issue 15 item 3).
+
+It also prints the operator's memory (issue 15 item 7; the chart's ``resources`` are set from it)
+after the first plan, after each change and at the end: the operator process's peak resident set
+(``VmHWM`` in ``/proc/<pid>/status``, the kernel's high-water mark, so a peak between reports
+counts) and its resident set now (``VmRSS``). The operator does not fork (checked by sampling its
+descendants once, in the run the chart's figures come from). Linux only.
 """
 
 from __future__ import annotations
@@ -69,6 +75,24 @@ def solved_lines(log: Path) -> list[tuple[float, str]]:
         if m:
             out.append((float(m.group(5)), line))
     return out
+
+
+def _status_kib(pid: int, field: str) -> int:
+    """``field`` (VmRSS, VmHWM) of /proc/<pid>/status in KiB; 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def memory_line(pid: int, when: str) -> str:
+    """The operator's peak resident set (VmHWM: the kernel's high-water mark, so a peak between two
+    reports counts) and its resident set now (VmRSS)."""
+    hwm, rss = _status_kib(pid, "VmHWM"), _status_kib(pid, "VmRSS")
+    return f"operator memory {when}: peak RSS (VmHWM) {hwm / 1024:.0f} MiB, RSS now {rss / 1024:.0f} MiB"
 
 
 def diff(before: dict, after: dict, workload: str) -> dict[str, dict[str, list[str]]]:
@@ -129,6 +153,7 @@ def main() -> int:
         first = solved_lines(log)
         print(f"{args.workloads} workloads applied: {len(before)} Deployments settled after "
               f"{time.monotonic() - t0 - args.settle:.0f} s; last solve: {first[-1][1] if first else '-'}", flush=True)
+        print(f"  {memory_line(op.pid, 'after the first plan')}", flush=True)
         workloads = [d for d in docs if d["kind"] == "LLMWorkload"]
         for k in range(args.changes):
             w = workloads[(7 + 31 * k) % len(workloads)]
@@ -153,8 +178,10 @@ def main() -> int:
             for side, changes in d.items():
                 print(f"  {side}: " + ", ".join(f"{len(v)} {k2}" for k2, v in changes.items())
                       + ("" if not any(changes.values()) else f"  {sorted(sum(changes.values(), []))[:6]}"))
+            print(f"  {memory_line(op.pid, f'after change {k + 1}')}")
             sys.stdout.flush()
             before = after
+        print(memory_line(op.pid, "at the end"), flush=True)
     finally:
         if op:
             op.terminate()

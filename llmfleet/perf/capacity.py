@@ -171,12 +171,21 @@ def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nda
         percentile: SLO percentile, % (e.g. 90).
         max_num_seqs, max_num_batched_tokens: scheduler limits (None: vLLM's defaults for ``gpu``).
     """
+    return replica_curves_at(model, gpu, tp, input_tokens, output_tokens, [percentile], p, gpu_memory_utilization,
+                             max_num_seqs, max_num_batched_tokens, burst)[0]
+
+
+def replica_curves_at(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                      percentiles, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
+                      max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
+                      burst: Burstiness = POISSON) -> list[ReplicaCurves]:
+    """``replica_curves`` at each of ``percentiles`` (%), in order. The steady state at each batch
+    size does not depend on the percentile, only the batch quantile does: it is computed once."""
     p = p or default_params()
     seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
     inp = np.asarray(input_tokens, dtype=float)[None, :]
     out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
     batch = np.arange(1, seqs + 1, dtype=float)[:, None]
-    k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv), batch), seqs)
     # a prompt's chunks: the budget left after the decodes, whole chunks then the remainder
     room = np.maximum(budget - batch, 0.0)
     chunk = np.minimum(inp, room)
@@ -195,14 +204,18 @@ def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nda
     t_d, extra, prefill = curves(batch)
     step = t_d + batch * extra / out  # λ t̄ prompts arrive per iteration, each adding ``extra``
     rate = batch / (out * step)
-    t_dq, extra_q, _ = curves(k_q)
-    tpot = t_dq + k_q * extra_q / out
     prefill = np.where(chunk > 0, prefill, np.inf)
-    # the batch fluctuates: its KV must fit at the quantile, as for decode-only replicas
-    ok = k_q * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
-    ok &= (inp + out) <= model.max_context_tokens
-    ok &= chunk > 0
-    return ReplicaCurves(rate, tpot, step, prefill, ok)
+    kv_tokens = kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
+    fits = ((inp + out) <= model.max_context_tokens) & (chunk > 0)
+    out_curves = []
+    for percentile in percentiles:
+        k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv), batch), seqs)
+        t_dq, extra_q, _ = curves(k_q)
+        tpot = t_dq + k_q * extra_q / out
+        # the batch fluctuates: its KV must fit at the quantile, as for decode-only replicas
+        ok = (k_q * (inp + out) <= kv_tokens) & fits
+        out_curves.append(ReplicaCurves(rate, tpot, step, prefill, ok))
+    return out_curves
 
 
 def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
@@ -367,18 +380,31 @@ def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nd
     """Predicted (TTFT, TPOT) at the percentile, s, for each bucket served at ``rate_rps``
     req/s by one colocated replica. Shapes (S,). inf where the rate exceeds what the replica can
     sustain."""
-    c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
-                       max_num_seqs, max_num_batched_tokens, burst)
+    return latencies_at_rate(model, gpu, tp, input_tokens, output_tokens, rate_rps, [percentile], p,
+                             gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, burst)[0]
+
+
+def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                      rate_rps: np.ndarray, percentiles, p: PerfParams | None = None,
+                      gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
+                      max_num_batched_tokens: int | None = None,
+                      burst: Burstiness = POISSON) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``latency_at_rate`` at each of ``percentiles`` (%), in order, with the steady-state curves
+    computed once (``replica_curves_at``)."""
     rate = np.asarray(rate_rps, dtype=float)
-    reachable = np.where(c.ok, c.rate, 0.0)
-    tpot = _at_offered_rate(reachable, c.tpot_s, rate)
-    step = _at_offered_rate(reachable, c.step_s, rate)
-    service = _at_offered_rate(reachable, c.prefill_s, rate)
-    with np.errstate(invalid="ignore"):
-        wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
-                                   burst.variability)
-    ttft = np.where(np.isfinite(service), service + step + wait, np.inf)
-    return ttft, tpot
+    out = []
+    for percentile, c in zip(percentiles, replica_curves_at(model, gpu, tp, input_tokens, output_tokens, percentiles,
+                                                           p, gpu_memory_utilization, max_num_seqs,
+                                                           max_num_batched_tokens, burst)):
+        reachable = np.where(c.ok, c.rate, 0.0)
+        tpot = _at_offered_rate(reachable, c.tpot_s, rate)
+        step = _at_offered_rate(reachable, c.step_s, rate)
+        service = _at_offered_rate(reachable, c.prefill_s, rate)
+        with np.errstate(invalid="ignore"):
+            wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
+                                       burst.variability)
+        out.append((np.where(np.isfinite(service), service + step + wait, np.inf), tpot))
+    return out
 
 
 def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, rate_rps: np.ndarray,

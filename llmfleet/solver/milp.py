@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import decode_tpot_at_rate, latency_at_rate, prefill_ttft_at_rate
+from llmfleet.perf.capacity import decode_tpot_at_rate, latencies_at_rate, prefill_ttft_at_rate
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
 from llmfleet.solver.highs import HighsModel
@@ -1251,9 +1251,19 @@ def _latency_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     would load a replica as much as the actual mix does, with the group's power cap. A prefill
     group predicts TTFT only (KV transfer and the first decode step included), a decode group TPOT
     only (None for the other)."""
+    served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [percentile])
+    return served, ttft[0], tpot[0]
+
+
+def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
+                         percentiles) -> tuple[np.ndarray, list, list]:
+    """``_latency_by_bucket`` at each of ``percentiles`` (%): (served, [TTFT or None per
+    percentile], [TPOT or None per percentile]); a colocated group's steady-state curves are
+    computed once for all (``capacity.latencies_at_rate``)."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
+    none = [None] * len(percentiles)
     if not served.any():
-        return served, None, None
+        return served, none, none
     if getattr(c, "compute_scale", 1.0) < 1.0:  # a capped group computes at the capped clock
         params = dataclasses.replace(params, eff_compute=params.eff_compute * c.compute_scale)
     if getattr(c, "step_time_scale", 1.0) != 1.0:  # calibrated from telemetry (ReplicaConfig)
@@ -1265,14 +1275,14 @@ def _latency_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
     if c.role == "prefill":
-        return served, prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, percentile, c.kv_transfer_s[served],
-                                            slo.tpot, params, burst), None
+        return served, [prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, q, c.kv_transfer_s[served],
+                                             slo.tpot, params, burst) for q in percentiles], none
     if c.role == "decode":
-        return served, None, decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentile, params, gmu,
-                                                 max_num_seqs=seqs, burst=burst)
-    ttft, tpot = latency_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentile, params, gmu,
-                                 max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst)
-    return served, ttft, tpot
+        return served, none, [decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, q, params, gmu,
+                                                  max_num_seqs=seqs, burst=burst) for q in percentiles]
+    pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentiles, params, gmu,
+                              max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst)
+    return served, [t for t, _ in pairs], [t for _, t in pairs]
 
 
 QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 92, 94, 95, 96, 97, 98, 99,
@@ -1284,14 +1294,8 @@ def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, p
     """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
     percentile: one (n_served,) array per percentile, or None per percentile where the role has no
     such latency (``_latency_by_bucket``); None when the group serves nothing within the SLO."""
-    served, ttft, tpot = None, [], []
-    for q in QUANTILE_GRID:
-        served, t1, t2 = _latency_by_bucket(w, c, bucket_rps, util, params, float(q))
-        if not served.any():
-            return None
-        ttft.append(t1)
-        tpot.append(t2)
-    return served, ttft, tpot
+    served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID])
+    return (served, ttft, tpot) if served.any() else None
 
 
 def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,

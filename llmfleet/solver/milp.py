@@ -816,12 +816,20 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                         solve_time_s=time.perf_counter() - t0, solver=BACKEND, assignments=[],
                         workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier) for w in fp.workloads],
                         messages=messages, phases=phases)
-        # the lower tiers again get what the greedy gives them from what this tier left
+        # the lower tiers again get replicas: those they had in the last plan where they still fit
+        # beside this tier's (a plan that serves everything, as a re-plan's start often does, is
+        # then kept whole, and nothing of theirs moves for nothing), else what the greedy gives
+        # them from what this tier left
         below = {t for t in tiers if t < tier_value}
-        incumbent = start
+        previous, incumbent = incumbent, start
         if below:
-            counts = _greedy(fp, m, fixed=_counts(m, model, start), tiers=below)
-            incumbent = _complete(fp, m, model, counts, deadline)
+            mine_now = _counts(m, model, start)
+            theirs = {key: r for key, r in _counts(m, model, previous).items()
+                      if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}
+            incumbent = _complete(fp, m, model, {**mine_now, **theirs}, deadline) if theirs else None
+            if incumbent is None:
+                counts = _greedy(fp, m, fixed=mine_now, tiers=below)
+                incumbent = _complete(fp, m, model, counts, deadline)
             if incumbent is None:
                 incumbent = start
     start = incumbent

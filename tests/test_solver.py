@@ -3,13 +3,15 @@ import itertools
 import json
 
 import numpy as np
+import pulp
 import pytest
 from scipy.optimize import linprog
 
 from llmfleet.api.loader import load_fleet
 from llmfleet.solver.baseline import cheapest_full_service, single_type_baselines
+from llmfleet.solver.highs import HighsModel
 from llmfleet.solver.melange import MelangeInputError, problem_from_melange
-from llmfleet.solver.milp import solve
+from llmfleet.solver.milp import _phase, solve
 from llmfleet.solver.problem import build_problem
 
 from conftest import EXAMPLES
@@ -245,11 +247,6 @@ def test_a_phase_that_reaches_no_shed_leaves_no_shed_to_spend():
     # the share of that 1 req/s shed. Once the shed phase reaches 0, the cost phase must not buy a
     # cheaper plan by shedding a sliver: the plan then reads as a shortage (an incremental re-plan
     # was thrown away for that before). So: n = 1 and u = 0 exactly.
-    import pulp
-
-    from llmfleet.solver.highs import HighsModel
-    from llmfleet.solver.milp import _phase
-
     prob = pulp.LpProblem("sliver", pulp.LpMinimize)
     n = prob.add_variable("n", 0, None)
     u = prob.add_variable("u", 0, 1)

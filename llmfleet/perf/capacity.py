@@ -179,8 +179,10 @@ def replica_curves_at(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
                       percentiles, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
                       max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                       burst: Burstiness = POISSON) -> list[ReplicaCurves]:
-    """``replica_curves`` at each of ``percentiles`` (%), in order. The steady state at each batch
-    size does not depend on the percentile, only the batch quantile does: it is computed once."""
+    """``replica_curves`` at each of ``percentiles`` (%, e.g. [50, 90, 99]), in order: one
+    ``ReplicaCurves`` per percentile, each array of shape (max batch, S). The steady state at each
+    batch size does not depend on the percentile, only the batch quantile does: it is computed
+    once. Raises nothing for valid inputs; percentiles outside (0, 100) are not meaningful."""
     p = p or default_params()
     seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
     inp = np.asarray(input_tokens, dtype=float)[None, :]
@@ -389,8 +391,9 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
                       gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
                       max_num_batched_tokens: int | None = None,
                       burst: Burstiness = POISSON) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``latency_at_rate`` at each of ``percentiles`` (%), in order, with the steady-state curves
-    computed once (``replica_curves_at``)."""
+    """``latency_at_rate`` at each of ``percentiles`` (%), in order: one (TTFT, TPOT) pair per
+    percentile, s, each of shape (S,), inf where ``rate_rps`` (req/s per bucket) exceeds what the
+    replica sustains. The steady-state curves are computed once (``replica_curves_at``)."""
     rate = np.asarray(rate_rps, dtype=float)
     out = []
     for percentile, c in zip(percentiles, replica_curves_at(model, gpu, tp, input_tokens, output_tokens, percentiles,

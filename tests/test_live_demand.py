@@ -94,6 +94,7 @@ class StubClient:
         self.quantiles = (0.9,)
         self.window_s = 15.0  # the tick after unknown data or a rollout (10 s later) is settling
         self.rate: float | None = None
+        self.young = 0  # series of the arrival counter younger than the window
         self.ttft_s = 0.2
 
     def snapshot(self, keys):
@@ -110,7 +111,7 @@ class StubClient:
                                 mean_output_tokens=Reading.of(100), input_lengths=inp, output_lengths=out,
                                 running=Reading.of(0), waiting=Reading.of(0), kv_cache_usage=Reading.of(0.1),
                                 kv_cache_usage_max=Reading.of(0.1), power_watts=Reading.of(300), groups={"g": g},
-                                targets=1, targets_down=0, age_s=Reading.of(1.0))
+                                targets=1, targets_down=0, age_s=Reading.of(1.0), young_series=self.young)
         return Snapshot(at=0.0, workloads={k: tel for k in keys}, reachable=Reading.of(1.0))
 
 
@@ -200,6 +201,26 @@ def test_no_replan_during_a_rollout_and_slo_at_risk_from_observed_latency():
     tick(10.0)
     conds = {c[0]: c for c in live.status(KEY, w)[1]}
     assert conds["SLOAtRisk"][1] is True and "TTFT p90 1.5s > 1s" in conds["SLOAtRisk"][3]
+
+
+def test_a_rate_read_while_a_series_is_young_is_settling_for_at_most_two_windows():
+    live, tick, _, client = ticker()
+    for _ in range(12):
+        tick(10.0)
+    # a pod Prometheus discovered late: its series is young, and the rate reads low, well after
+    # the clock-based settling ended; no decision on it (a plain reading would re-plan down)
+    client.young = 5
+    d = tick(6.0)
+    assert d.action == Action.HOLD and d.reason == "Settling" and "5 series first scraped inside" in d.message
+    assert math.isnan(live.workloads[KEY].history[-1])
+    # pods replaced faster than the window would keep it young for good: after two windows
+    # (2 x 15 s) the rate is used
+    reasons = [tick(6.0).reason for _ in range(4)]
+    assert reasons[:2] == ["Settling", "Settling"] and "Settling" not in reasons[2:]
+    client.young = 0
+    tick(6.0)
+    client.young = 5
+    assert tick(6.0).reason == "Settling"  # a new run of young series settles again
 
 
 def test_plan_views_see_rollouts_and_ready_capacity():

@@ -7,11 +7,13 @@ interval (one "tick"):
 2. append the observed arrival rate (req/s, or unknown) to the workload's history and forecast
    the demand over the coming interval at a high quantile (``SeasonalQuantileForecaster``);
    for ``max`` the declared rate is a floor under the forecast. A rate read less than one rate
-   window after telemetry was unknown, after the first read, or after a rollout is *settling*:
-   ``rate()`` over a window that the series (or the new pods' series) do not yet fill
-   underestimates (Prometheus extrapolates a counter no further back than its start), and the
-   jump when the window fills would read as growth. Settling samples count as unknown for the
-   forecast, so no decision is taken on them;
+   window after telemetry was unknown, after the first read, or after a rollout is *settling*,
+   and so is one while any series of the arrival counter is younger than the window
+   (``WorkloadTelemetry.young_series``): ``rate()`` over a window that the series (or the new
+   pods' series) do not yet fill underestimates (Prometheus extrapolates a counter no further
+   back than its start, and a new pod's requests before its first scrape are in no series), and
+   the jump when the window fills would read as growth. Settling samples count as unknown for
+   the forecast, so no decision is taken on them;
 3. ask ``stability.decide`` whether to re-plan: only when the forecast leaves the band around the
    demand the running plan was made for (``FleetPolicy.spec.hysteresis``), a scale-down only after
    the stabilisation window, never on unknown data (the plan in force is held: nothing scales
@@ -56,6 +58,9 @@ LIVE_SOURCES = ("observed", "max")
 HISTORY_STEPS = 2 * 24 * 3600
 """most history samples kept per workload (two days at a 1 s interval; far more at real intervals:
 the seasonal forecaster looks back ``seasonal_days`` days)"""
+YOUNG_SETTLE_WINDOWS = 2
+"""longest run of ticks, in rate windows, held as settling because of young series: one window
+fills a new series, the second covers its discovery and first scrape"""
 CHECKED_METRICS = tuple(sorted({SERIES_OF[s] for s in ATTRIBUTABLE}))
 """metric names whose series must carry the workload label (``TelemetryClient`` counts those that
 do not, per name); DCGM's are not among them: they name the GPU's pod instead"""
@@ -150,6 +155,7 @@ class WorkloadLive:
     Attributes:
         history: observed arrival rate per tick, req/s, NaN where unknown or settling.
         settle_until_s: ticks before this time (clock s) are settling (module docstring).
+        young_since_s: first tick of the current run of ticks with young series (clock s), or None.
         state: the stability state machine's state (planned demand etc.).
         demand: the demand in force (None: the declared demand is in force).
         observed: the last arrival-rate Reading.
@@ -162,6 +168,7 @@ class WorkloadLive:
 
     history: list[float] = field(default_factory=list)
     settle_until_s: float | None = None
+    young_since_s: float | None = None
     state: StabilityState | None = None
     demand: Demand | None = None
     observed: Reading | None = None
@@ -297,7 +304,15 @@ class LiveDemand:
             # the window must fill with samples of the current pods: a new pod's first scrape comes
             # up to one scrape interval after it starts, and rate() needs two samples of it
             st.settle_until_s = now + self.client.window_s + 2 * getattr(self.client, "scrape_interval_s", 0.0)
-        settling = known and now < st.settle_until_s
+        # the clock alone cannot tell when a new pod's series starts (service discovery and the
+        # first scrape come some seconds after the pod is Ready): Prometheus says which are young
+        young = tel.young_series if known and tel is not None else None
+        st.young_since_s = (st.young_since_s if st.young_since_s is not None else now) if young else None
+        # a series is young for one window after its first scrape; pods replaced faster than that
+        # would keep the workload settling, and holding, for good: after YOUNG_SETTLE_WINDOWS the
+        # (under-reading) rate is used
+        young = young if young and now - st.young_since_s < YOUNG_SETTLE_WINDOWS * self.client.window_s else 0
+        settling = known and (now < st.settle_until_s or bool(young))
         st.history.append(st.observed.value if known and not settling else math.nan)
         del st.history[:-HISTORY_STEPS]
         if tel is not None and isinstance(tel.input_lengths, LengthDistribution) \
@@ -313,8 +328,9 @@ class LiveDemand:
             st.state = replace(st.state, below_since_s=None, window_peak_rps=0.0, last_tick_s=now)
             st.decision = (Decision(Action.HOLD, "RolloutInProgress", "a Deployment of the workload is rolling out")
                            if view.rollout_in_progress else
-                           Decision(Action.HOLD, "Settling", f"rate window not yet full of current data (for "
-                                                             f"{st.settle_until_s - now:.0f} s more); holding"))
+                           Decision(Action.HOLD, "Settling", "rate window not yet full of current data ("
+                                    + (f"{young} series first scraped inside the {self.client.window_s:g} s window"
+                                       if young else f"for {st.settle_until_s - now:.0f} s more") + "); holding"))
             return st.decision
         if not known:
             # this tick's data is unknown: no decision on it, even where the forecaster could still

@@ -83,6 +83,9 @@ class WorkloadTelemetry:
         groups: per group label value.
         targets, targets_down: scrape targets of the workload, and how many are down.
         age_s: age of the oldest latest-sample among its pods, s (UNKNOWN when none).
+        young_series: series of the arrival counter first scraped inside the rate window
+            (``promql.young_series``): while above 0 the arrival rate under-reads; None when
+            not known (the query failed).
     """
 
     arrival_rps: Reading
@@ -101,6 +104,7 @@ class WorkloadTelemetry:
     targets: int
     targets_down: int
     age_s: Reading
+    young_series: int | None = None
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,7 @@ class _Assembler:
             "n_itl": self.fetch(promql.histogram_count(self.itl, L, w, by=gk), gk),
         }
         routers = tuple(n for n in m.EPP_REQUEST_COUNTERS if n not in self.missing)
+        q["young"] = self.fetch(promql.young_series((m.VLLM_REQUEST_SUCCESS, *routers), L, w), (*wk, "__name__"))
         router = self.fetch(promql.router_arrival_rate(routers, L, w), (*wk, "source")) if routers else {}
         power = (self.fetch(promql.gpu_power_by_group(L, m.VLLM_RUNNING), gk)
                  if m.DCGM_POWER not in self.missing else None)
@@ -365,7 +370,11 @@ class _Assembler:
                 itl_count=r(q["n_itl"], gkey, (self.itl,), wl, extensive=True),
                 power_watts=(Reading.missing(Unknown.MISSING_SERIES, m.DCGM_POWER) if power is None
                              else r(power, gkey, (m.DCGM_POWER,), wl, extensive=True)))
+        young = q["young"]
+        counter = m.VLLM_REQUEST_SUCCESS if source in ("", "vllm") else source
         return WorkloadTelemetry(
+            young_series=(None if isinstance(young, _QueryFailed) else
+                          int(sum(v for (ns, name, metric), v in young.items() if (ns, name) == wl and metric == counter))),
             arrival_rps=arrival, arrival_source=source, completion_rps=completion,
             mean_input_tokens=r(q["mean_in"], wl, (m.VLLM_PROMPT_LEN,), wl),
             mean_output_tokens=r(q["mean_out"], wl, (m.VLLM_GENERATION_LEN,), wl),

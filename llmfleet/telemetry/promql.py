@@ -92,6 +92,23 @@ def counter_rate(metric: str, labels: LabelSchema, window_s: float, by: tuple[st
     return f"sum by ({_by(*by)}) (rate({attributed(metric, labels)}[{duration(window_s)}]))"
 
 
+def young_series(metrics: tuple[str, ...], labels: LabelSchema, window_s: float) -> str:
+    """Per workload and metric name, how many series of ``metrics`` have no sample one window
+    ago: series of pods (or scrape targets) that Prometheus first scraped inside the window.
+
+    ``rate()`` over such a series counts only the increase since its first sample: the requests
+    a new pod served before Prometheus discovered and first scraped it are in no series, so a
+    Σ of rates over a workload's pods under-reads until the window has passed (3.2 of 5 req/s
+    for the first read of a new workload's two pods on the test bed). A series still present one window ago
+    has a sample within the lookback before the window's start, so its rate covers the window.
+    ``unless`` matches series on their labels (the metric name aside), so each series is set
+    against its own past. No result for a workload without such series.
+    """
+    key = _by(*labels.workload_key, "__name__")
+    sel = f'{{__name__=~"{names_regex(metrics)}", {labels.workload}!=""}}'
+    return f"count by ({key}) ({sel} unless {sel} offset {duration(window_s)})"
+
+
 def router_arrival_rate(counters: tuple[str, ...], labels: LabelSchema, window_s: float) -> str:
     """Arrivals at the endpoint picker, req/s, from the first of ``counters`` a workload has.
 

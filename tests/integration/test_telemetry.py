@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from e2e.prometheus.server import PrometheusServer, pod_target, server_for_tests
-from e2e.vllm_emulator import EmulatedDCGM, EmulatedPod, EmulatedRouter
+from e2e.vllm_emulator import FINISH_REASONS, EmulatedDCGM, EmulatedPod, EmulatedRouter
 from llmfleet.api.models import LLMWorkload
 from llmfleet.operator.render import render_deployment
 from llmfleet.solver.plan import Assignment
@@ -333,3 +333,37 @@ def test_nan_gauge_stale_samples_and_a_down_target_are_unknown(prom):
     assert later.running.unknown is Unknown.STALE and later.waiting.unknown is Unknown.STALE
     assert down.targets_down == 1
     assert down.running.unknown is Unknown.TARGET_DOWN  # a sum over the pods still up would undercount
+
+
+def test_a_new_pods_series_is_young_for_one_window_and_its_rate_under_reads_until_then(prom):
+    # the requests a pod serves before Prometheus first scrapes it are in no series: a Σ of rates
+    # over a workload's pods reads low until the new pod's series fills the window
+    lab, ann = _pod_labels(2, "h100", "H100-SXM")
+    old, new = EmulatedPod().start(), EmulatedPod().start()
+    drivers = []
+    try:
+        prom.set_targets([vllm_target(old, "a-1", lab, ann)], job="llmfleet-vllm")
+        drivers.append(Driver().add(old, 1.0, ((0.1, 0.25),)).start())  # 4 req/s
+        wait_scraped(prom, 1)
+        time.sleep(WINDOW_S + 2)
+        c = client(prom)
+        settled = c.snapshot([WL]).workloads[WL]
+        drivers.append(Driver().add(new, 1.0, ((0.1, 0.25),)).start())  # 4 req/s more, not yet scraped
+        time.sleep(2)
+        prom.set_targets([vllm_target(old, "a-1", lab, ann), vllm_target(new, "a-2", lab, ann)], job="llmfleet-vllm")
+        wait_scraped(prom, 2)
+        time.sleep(2 * SCRAPE_S)  # two samples of the new pod: rate() reads it
+        young = c.snapshot([WL]).workloads[WL]
+        time.sleep(WINDOW_S + 2)
+        filled = c.snapshot([WL]).workloads[WL]
+    finally:
+        for d in drivers:
+            d.stop()
+        old.stop(), new.stop()
+    print(f"4 -> 8 req/s: young series {settled.young_series} -> {young.young_series} -> {filled.young_series}; "
+          f"arrival {settled.arrival_rps.value:.2f} -> {young.arrival_rps.value:.2f} -> {filled.arrival_rps.value:.2f} req/s")
+    assert settled.young_series == 0 and settled.arrival_rps.require() == pytest.approx(4.0, rel=0.10)
+    # one series per finished_reason of the new pod's vllm:request_success_total
+    assert young.young_series == len(FINISH_REASONS)
+    assert young.arrival_rps.require() < 0.8 * 8.0
+    assert filled.young_series == 0 and filled.arrival_rps.require() == pytest.approx(8.0, rel=0.10)

@@ -115,3 +115,37 @@ def test_the_operator_reads_the_plan_in_force_from_its_deployments():
     stray = json.loads(json.dumps(deployments[0]))
     stray["metadata"]["name"] = "someone-elses"
     assert running_groups(problem, [stray]) == {}
+
+
+def test_a_replan_keeps_the_running_pd_threshold_among_equal_ones(tmp_path):
+    # Independent reason: a P/D workload on A100s whose prompts span 1 to 12k tokens; with its
+    # replicas fixed, several thresholds serve it at the same cost (the decode pods have room for
+    # the shorter prompts' prefill). The identical input re-planned against its own plan must keep
+    # the plan as it runs, threshold included: another one rewrites the endpoint picker's
+    # configuration (and restarts it) for nothing. Before the fix it came back as 2048 for a
+    # running 512.
+    from test_disaggregation import MODEL, POOL, WORKLOAD
+    doc = (WORKLOAD % {"model": MODEL, "mode": "auto", "tpot": "30ms"}).replace(
+        "inputTokens: {p50: 5000, p90: 7000, p99: 7900}", "inputTokens: {p50: 600, p90: 6000, p99: 12000}")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("---".join([doc, POOL % {"name": "a100", "gpu": "A100-80G"}]))
+    first = subprocess.run([LLMFLEET, "plan", "-f", fleet, "-o", "json", "--no-baseline"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    running = json.loads(first.stdout)
+    assert running["pdThresholdTokens"], "the case needs a P/D plan"
+    for threshold in (running["pdThresholdTokens"]["prod/summarise"], 128):  # its own, and another that serves
+        running["pdThresholdTokens"]["prod/summarise"] = threshold
+        cur = tmp_path / f"running-{threshold}.json"
+        cur.write_text(json.dumps(running))
+        r = subprocess.run([LLMFLEET, "plan", "-f", fleet, "-o", "json", "--no-baseline", "--current", cur],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        again = json.loads(r.stdout)
+        assert again["churn"]["replicasStarted"] == again["churn"]["replicasStopped"] == 0
+        assert again["costPerHour"] == pytest.approx(running["costPerHour"], rel=1e-6)
+        assert again["pdThresholdTokens"] == {"prod/summarise": threshold}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**running, "pdThresholdTokens": {"prod/summarise": "long"}}))
+    r = subprocess.run([LLMFLEET, "plan", "-f", fleet, "--current", bad], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "pdThresholdTokens['prod/summarise']" in r.stderr

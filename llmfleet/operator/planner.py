@@ -373,6 +373,9 @@ class FleetPlanner:
             # for every replica it starts or stops (solver.churn), so one workload's change does
             # not reshuffle the others
             problem.current = running_groups(problem, running or [])
+            # the thresholds the pickers were configured with: the last plan's (after a restart the
+            # first re-plan may choose another among equal ones)
+            problem.current_pd_thresholds = dict(self._last[0].pd_threshold_tokens) if self._last else {}
             if cluster is not None:
                 # pools that are not autoscaled: the live nodes (their node shapes and free GPUs);
                 # autoscaled ones keep the nodes their gpusPerNode would give (build_problem)

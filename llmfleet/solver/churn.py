@@ -69,6 +69,24 @@ def current_from_document(doc: Any, where: str = "--current") -> dict[GroupKey, 
     return dict(out)
 
 
+def pd_thresholds_from_document(doc: dict, where: str = "--current") -> dict[str, int]:
+    """The running plan's P/D thresholds (workload key -> prompt tokens) from a plan document's
+    ``pdThresholdTokens``; empty when it has none (a plan without P/D, or an older document).
+
+    Raises:
+        ValueError: a threshold that is not a whole number of tokens >= 0 (names ``where`` and the key).
+    """
+    raw = doc.get("pdThresholdTokens") or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: pdThresholdTokens must map workload keys to prompt tokens")
+    out = {}
+    for key, tokens in raw.items():
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ValueError(f"{where}: pdThresholdTokens[{key!r}] must be a whole number of tokens >= 0")
+        out[str(key)] = tokens
+    return out
+
+
 def start_cost_usd(w, c) -> float:
     """USD of GPU time one replica of config ``c`` of workload ``w`` spends starting (module docstring)."""
     load_s = w.model.weight_bytes / c.tp / STORAGE_BYTES_PER_S if w.model is not None else 0.0

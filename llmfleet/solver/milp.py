@@ -962,8 +962,35 @@ def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:
     model = HighsModel(m.prob)
     start = None
     if fp.current:
-        start = _complete(fp, m, model, _greedy(fp, m, fixed=_current_counts(fp, m)), deadline)
+        # the running P/D thresholds too: with the counts fixed, thresholds that serve the same are
+        # tied, and a workload the re-plan holds keeps the start's (a different one rewrites its
+        # router's configuration, and restarts its picker, for nothing)
+        cols, values = _running_thresholds(fp, m, model)
+        saved = model.bounds(cols)
+        model.set_bounds(cols, values, values)
+        try:
+            start = _complete(fp, m, model, _greedy(fp, m, fixed=_current_counts(fp, m)), deadline)
+        finally:
+            model.set_bounds(cols, *saved)
     return _Prepared(m, model, start if start is not None else _greedy_start(fp, m, model, deadline))
+
+
+def _running_thresholds(fp: FleetProblem, m: _Model, model: HighsModel) -> tuple[np.ndarray, np.ndarray]:
+    """The P/D decisions of the running plan's thresholds (``FleetProblem.current_pd_thresholds``):
+    HiGHS columns of ``d[w, i]`` and their values, 1 where input class ``i`` starts at or above the
+    threshold. Workloads whose running threshold is not one of their routed class edges, or that
+    must disaggregate every prompt, are left out (their decisions stay free)."""
+    cols, values = [], []
+    for wi, w in enumerate(fp.workloads):
+        thr = fp.current_pd_thresholds.get(w.key)
+        mine = sorted((i, d) for (wj, i), d in m.pd.items() if wj == wi)
+        if thr is None or not mine or not any(int(INPUT_EDGES_TOKENS[i]) == thr for i, _ in mine) \
+                or any((d.lowBound or 0) >= 1 for _, d in mine):
+            continue
+        for i, d in mine:
+            cols.append(model.index[d.name])
+            values.append(1.0 if INPUT_EDGES_TOKENS[i] >= thr else 0.0)
+    return np.array(cols, dtype=np.int32), np.array(values, dtype=float)
 
 
 def _current_counts(fp: FleetProblem, m: _Model) -> dict[tuple[int, int], int]:

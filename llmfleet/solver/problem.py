@@ -205,6 +205,9 @@ class FleetProblem:
     current: dict = field(default_factory=dict)
     """running replicas per group (``churn.GroupKey`` -> replicas): a re-plan pays for what it
     starts and stops (``solver.churn``); empty: planning from scratch"""
+    current_pd_thresholds: dict = field(default_factory=dict)
+    """the running plan's P/D thresholds (workload key -> prompt tokens, ``Plan.pd_threshold_tokens``):
+    a workload whose groups a re-plan keeps keeps its threshold where it still serves its demand"""
     churn_horizon_s: float = 300.0
     """the time the churn cost is spread over, s: the re-plan interval
     (``FleetPolicy.spec.replanIntervalSeconds``), at least ``MIN_CHURN_HORIZON_S``"""

@@ -99,10 +99,12 @@ def young_series(metrics: tuple[str, ...], labels: LabelSchema, window_s: float)
     ``rate()`` over such a series counts only the increase since its first sample: the requests
     a new pod served before Prometheus discovered and first scraped it are in no series, so a
     Σ of rates over a workload's pods under-reads until the window has passed (3.2 of 5 req/s
-    for the first read of a new workload's two pods on the test bed). A series still present one window ago
-    has a sample within the lookback before the window's start, so its rate covers the window.
-    ``unless`` matches series on their labels (the metric name aside), so each series is set
-    against its own past. No result for a workload without such series.
+    for the first read of a new workload's two pods on the test bed). A series still present
+    one window ago has a sample within the lookback before the window's start, so its rate
+    covers the window. ``unless`` matches series on their labels, the metric name aside, so each
+    series is set against its own past (the vLLM counter's series and the picker's come from
+    different pods, so one name's series never stands in for another's). No result for a
+    workload without such series.
     """
     key = _by(*labels.workload_key, "__name__")
     sel = f'{{__name__=~"{names_regex(metrics)}", {labels.workload}!=""}}'

@@ -149,3 +149,48 @@ def test_a_replan_keeps_the_running_pd_threshold_among_equal_ones(tmp_path):
     bad.write_text(json.dumps({**running, "pdThresholdTokens": {"prod/summarise": "long"}}))
     r = subprocess.run([LLMFLEET, "plan", "-f", fleet, "--current", bad], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "pdThresholdTokens['prod/summarise']" in r.stderr
+
+
+DIGEST = """\
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: digest, namespace: prod}
+spec:
+  model: mistralai/Mistral-7B-Instruct-v0.1
+  traffic: {requestRatePerSecond: 36, inputTokens: {p50: 2730, p90: 3702, p99: 3933}, outputTokens: {p50: 167, p90: 372, p99: 3271}}
+  slo: {ttft: 4s, tpot: 50ms, percentile: 95}
+  serving: {tensorParallelSizes: [1, 2]}
+---
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: h100}
+spec: {gpuType: H100-PCIe, gpusPerNode: 4, maxGPUs: 64}
+"""
+
+
+def test_an_unchanged_pd_workload_is_kept_as_it_runs_by_a_replan(tmp_path):
+    # Independent reason: re-planned against its own plan, an unchanged input is served in full by
+    # the replicas that run, so the re-plan must hold the workload as it runs and plan nothing
+    # afresh (the fast path the operator takes on every re-plan interval). Before the fix the
+    # re-plan's start asked the greedy to top up the running replicas; the greedy's load estimate
+    # routes every prompt through prefill and read this P/D plan (threshold 2048 tokens: shorter
+    # prompts are prefilled on the decode pods) as short, added replicas, and the workload was
+    # planned afresh (at 100 workloads, 7 P/D workloads and a 5 s cost phase for nothing).
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(DIGEST)
+    first = subprocess.run([LLMFLEET, "plan", "-f", fleet, "-o", "json", "--no-baseline"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    running = json.loads(first.stdout)
+    assert {a["role"] for a in running["assignments"]} == {"prefill", "decode"}, "the case needs a P/D plan"
+    assert running["pdThresholdTokens"]["prod/digest"] > 1, "the case needs a threshold"
+    cur = tmp_path / "running.json"
+    cur.write_text(first.stdout)
+    r = subprocess.run([LLMFLEET, "plan", "-f", fleet, "-o", "json", "--no-baseline", "--current", cur],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert any(m.startswith("incremental re-plan: 0 workload(s) planned afresh; 1 kept as they run")
+               for m in again["messages"]), again["messages"]
+    assert again["churn"]["replicasStarted"] == again["churn"]["replicasStopped"] == 0
+    assert again["costPerHour"] == pytest.approx(running["costPerHour"], rel=1e-6)

@@ -57,8 +57,15 @@ def _count_rows(prob: pulp.LpProblem, count_vars: set[str]) -> list[tuple[dict[s
     for con in prob.constraints():
         if con.sense != pulp.LpConstraintLE or not con:
             continue
-        coef = {v.name: a for v, a in con.items() if a}
-        if coef and all(name in count_vars for name in coef) and all(a > 0 for a in coef.values()):
+        coef: dict[str, float] | None = {}
+        for v, a in con.items():  # most rows hold a routing share: stop at the first such column
+            if not a:
+                continue
+            if a < 0 or v.name not in count_vars:
+                coef = None
+                break
+            coef[v.name] = a
+        if coef:
             rows.append((coef, -con.constant))
     return rows
 
@@ -71,7 +78,8 @@ def count_rows(prob: pulp.LpProblem, n: dict) -> list[tuple[dict[tuple[int, int]
 
 
 def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]], tier_of, service: bool,
-                    fixed: dict | None = None, tiers: set | None = None) -> dict[tuple[int, int], int]:
+                    fixed: dict | None = None, tiers: set | None = None,
+                    served: frozenset = frozenset()) -> dict[tuple[int, int], int]:
     """Replica counts of a tier-respecting greedy plan.
 
     Args:
@@ -83,6 +91,10 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
         fixed: (wi, ci) -> replicas already decided (a phase's result for the higher tiers); they
             take their room first and are kept.
         tiers: the priority values to allocate (None: all); other workloads get only ``fixed``.
+        served: workloads that ``fixed`` already serves in full with their minimums met, as the
+            caller found on the model itself (the options' per-share loads are this greedy's
+            estimate, which can read a running P/D group with a threshold as short): they get
+            only ``fixed``.
 
     Returns:
         (wi, ci) -> replicas, only positive counts, ``fixed`` included.
@@ -136,7 +148,7 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
     for tier in sorted({tier_of(wi) for wi in range(len(workloads))}, reverse=True):
         if tiers is not None and tier not in tiers:
             continue
-        members = sorted((wi for wi in range(len(workloads)) if tier_of(wi) == tier),
+        members = sorted((wi for wi in range(len(workloads)) if tier_of(wi) == tier and wi not in served),
                          key=lambda wi: (-efficiency(wi), workloads[wi].key))
         kind_of: dict[int, object] = {}
         for wi in members:

@@ -760,37 +760,52 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
         prepared = _prepare(fp, deadline)
     m, model, start = prepared.model, prepared.highs, prepared.start
     # a held workload keeps its replicas and its P/D threshold (else an equal-cost threshold could
-    # change its router's configuration for nothing)
-    held = np.concatenate([_count_columns(m, model, lambda wi: wi in hold),
-                           np.array([model.index[d.name] for (wi, _), d in m.pd.items() if wi in hold], dtype=np.int32)])
+    # change its router's configuration for nothing), and its routing as the start has it: with
+    # every column of its own fixed, HiGHS's presolve takes it out of the model, and a re-plan
+    # searches only the workloads it plans afresh (at 100 workloads with 93 held, the cost phase
+    # took 3-5 s with only the counts fixed)
+    held = _workload_columns(model, lambda wi: wi in hold)
     released = model.bounds(held)
     if hold:
-        kept = start[held].round()
+        kept = np.where(model.integer[held], start[held].round(), start[held])
         model.set_bounds(held, kept, kept)
+    # the cost phase's gap is on the whole objective, of which the held workloads' part is fixed:
+    # the gap asked of what is free is the same share of that part (else a re-plan of one workload
+    # could leave it up to 1% of the whole fleet's cost dearer than its best plan)
+    cost_gap = fp.relative_gap
+    if hold:
+        total = model.value(m.cost, start)
+        free = total - model.value(m.cost, np.where(np.isin(np.arange(len(start)), held), start, 0.0))
+        if total > 1e-9:
+            cost_gap = max(fp.relative_gap * free / total, 1e-6)
     try:
-        return _phases(fp, deadline, prepared, messages, t0)
+        return _phases(fp, deadline, prepared, messages, t0, cost_gap)
     finally:
         model.set_bounds(held, *released)
 
 
-def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: list[str], t0: float) -> Plan:
-    """``solve_joint``'s lexicographic phases, cost phase and read-out."""
+def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: list[str], t0: float,
+            cost_gap: float) -> Plan:
+    """``solve_joint``'s lexicographic phases, cost phase (to relative gap ``cost_gap``) and read-out."""
     m, model, start = prepared.model, prepared.highs, prepared.start
     phases: list[dict] = []
     tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
     names = {w.tier_value: w.tier for w in fp.workloads}
     incumbent = start
+    # a start that sheds nothing and meets every minimum meets every tier's phases as it stands:
+    # they are recorded as met without the tier-by-tier completions (5 solves of the whole model)
+    served = incumbent is not None and model.value(_unserved(fp, m), incumbent) <= _SHED_TOL
     for k, tier_value in enumerate(tiers):
         members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
         # a tier's phases decide nothing for lower tiers, which can only take GPUs from it: their
         # replicas are held at 0 meanwhile, which shrinks the model HiGHS presolves and searches
         # (at 50 workloads, 7 s to 1 s for the top tier), and given back afterwards
-        lower = _count_columns(m, model, lambda wi: fp.workloads[wi].tier_value < tier_value)
+        lower = _count_columns(m, model, lambda wi: not served and fp.workloads[wi].tier_value < tier_value)
         saved = model.bounds(lower)
         model.set_bounds(lower, np.zeros(len(lower)), np.zeros(len(lower)))
         mine = {key: r for key, r in _counts(m, model, incumbent).items()
                 if fp.workloads[key[0]].tier_value >= tier_value} if incumbent is not None else {}
-        start = _complete(fp, m, model, mine, deadline)
+        start = incumbent if served else _complete(fp, m, model, mine, deadline)
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
@@ -822,7 +837,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # them from what this tier left
         below = {t for t in tiers if t < tier_value}
         previous, incumbent = incumbent, start
-        if below:
+        if below and not served:
             mine_now = _counts(m, model, start)
             theirs = {key: r for key, r in _counts(m, model, previous).items()
                       if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}
@@ -834,7 +849,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                 incumbent = start
     start = incumbent
     model.set_objective(m.cost)
-    res = model.solve(deadline - time.perf_counter(), fp.relative_gap, start, label="fleet MILP", unit="$/h")
+    res = model.solve(deadline - time.perf_counter(), cost_gap, start, label="fleet MILP", unit="$/h")
     values, bound = (res.values, res.dual_bound) if res.has_solution else (start, None)
     # from the plan itself: a phase out of time may have left no objective of its own
     shedding = model.value(_unserved(fp, m), values) > _SHED_TOL
@@ -969,7 +984,14 @@ def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:
         saved = model.bounds(cols)
         model.set_bounds(cols, values, values)
         try:
-            start = _complete(fp, m, model, _greedy(fp, m, fixed=_current_counts(fp, m)), deadline)
+            # the running replicas alone first: what they serve in full the greedy leaves as it
+            # runs (its own load estimate can read a running P/D group as short, and its extra
+            # replicas then made workloads that need nothing new look changed)
+            running = _current_counts(fp, m)
+            alone = _complete(fp, m, model, running, deadline)
+            served = frozenset() if alone is None else frozenset(
+                wi for wi in range(len(fp.workloads)) if _serves(fp, m, model, wi, alone))
+            start = _complete(fp, m, model, _greedy(fp, m, fixed=running, served=served), deadline)
         finally:
             model.set_bounds(cols, *saved)
     return _Prepared(m, model, start if start is not None else _greedy_start(fp, m, model, deadline))
@@ -1017,7 +1039,7 @@ def _settled(fp: FleetProblem, prepared: _Prepared) -> set[int]:
         mine = {k: r for k, r in now.items() if k[0] == wi}
         if not mine or mine != {k: r for k, r in running.items() if k[0] == wi}:
             continue
-        if model.value(_shed_rps(fp, m, wi), start) > _SHED_TOL or model.value(_short_replicas(fp, m, wi), start) > _SHED_TOL:
+        if not _serves(fp, m, model, wi, start):
             continue
         if any(r - model.value(m.load[wi, ci], start) >= 1.0 - 1e-6 for (_, ci), r in mine.items() if (wi, ci) in m.load):
             continue
@@ -1034,15 +1056,22 @@ def _greedy_start(fp: FleetProblem, m: _Model, model: HighsModel, deadline: floa
     return start if start is not None else _complete(fp, m, model, {}, deadline)
 
 
-def _greedy(fp: FleetProblem, m: _Model, fixed: dict | None = None, tiers: set | None = None) -> dict:
+def _serves(fp: FleetProblem, m: _Model, model: HighsModel, wi: int, values: np.ndarray) -> bool:
+    """Whether the solution ``values`` serves workload ``wi`` in full with its minimum met."""
+    return (model.value(_shed_rps(fp, m, wi), values) <= _SHED_TOL
+            and model.value(_short_replicas(fp, m, wi), values) <= _SHED_TOL)
+
+
+def _greedy(fp: FleetProblem, m: _Model, fixed: dict | None = None, tiers: set | None = None,
+            served: frozenset = frozenset()) -> dict:
     """``greedy.greedy_replicas`` over the model's options (``_greedy_options``), keeping
-    ``fixed`` and allocating ``tiers`` (None: all)."""
+    ``fixed``, allocating ``tiers`` (None: all) and nothing more to ``served``."""
     if m.greedy_inputs is None:  # the same for every call on one model
         m.greedy_inputs = (count_rows(m.prob, {k: v for k, v in m.n.items() if k[0] < SCENARIO_STRIDE}),
                            _greedy_options(fp, m))
     rows, options = m.greedy_inputs
     return greedy_replicas(fp.workloads, rows, options, lambda wi: fp.workloads[wi].tier_value,
-                           fp.routing_mode == "service", fixed=fixed, tiers=tiers)
+                           fp.routing_mode == "service", fixed=fixed, tiers=tiers, served=served)
 
 
 def _greedy_options(fp: FleetProblem, m: _Model) -> dict[int, list[Option]]:
@@ -1082,6 +1111,19 @@ def _count_columns(m: _Model, model: HighsModel, which=lambda wi: True) -> np.nd
     scenario copies share them)."""
     return np.array([model.index[v.name] for (wi, _), v in m.n.items() if wi < SCENARIO_STRIDE and which(wi)],
                     dtype=np.int32)
+
+
+def _workload_columns(model: HighsModel, which) -> np.ndarray:
+    """HiGHS columns of every variable of the workloads ``which`` (wi -> bool) selects: replica
+    counts, routing shares, shed, P/D decisions, churn. Every variable ``_build`` makes is named
+    ``<kind>_<workload>_...``, a scenario copy's workload being s x ``SCENARIO_STRIDE`` + its index;
+    a name of another form (none today) belongs to no workload."""
+    out = []
+    for i, v in enumerate(model.variables):
+        part = v.name.split("_")
+        if len(part) > 1 and part[1].isdigit() and which(int(part[1]) % SCENARIO_STRIDE):
+            out.append(i)
+    return np.array(out, dtype=np.int32)
 
 
 def _counts(m: _Model, model: HighsModel, values: np.ndarray) -> dict[tuple[int, int], int]:

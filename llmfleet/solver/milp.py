@@ -744,7 +744,8 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
     Args:
         prepared: the model and its start (``_prepare``), when the caller built them; its
             ``start`` becomes this solve's solution.
-        hold: workloads whose replicas stay as the start has them (an incremental re-plan).
+        hold: workloads whose replicas, routing and P/D decisions stay as the start has them (an
+            incremental re-plan); the cost phase's gap is then asked of the other workloads' part.
 
     Returns:
         A Plan. ``status`` is ``optimal`` (proven within the relative gap), ``feasible`` (time limit

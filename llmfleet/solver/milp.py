@@ -744,8 +744,8 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
     Args:
         prepared: the model and its start (``_prepare``), when the caller built them; its
             ``start`` becomes this solve's solution.
-        hold: workloads whose replicas, routing and P/D decisions stay as the start has them (an
-            incremental re-plan); the cost phase's gap is then asked of the other workloads' part.
+        hold: workloads whose replicas and P/D decisions stay as the start has them (an
+            incremental re-plan); the cost phase's gap is then asked of the rest of the objective.
 
     Returns:
         A Plan. ``status`` is ``optimal`` (proven within the relative gap), ``feasible`` (time limit
@@ -761,18 +761,17 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
         prepared = _prepare(fp, deadline)
     m, model, start = prepared.model, prepared.highs, prepared.start
     # a held workload keeps its replicas and its P/D threshold (else an equal-cost threshold could
-    # change its router's configuration for nothing), and its routing as the start has it: with
-    # every column of its own fixed, HiGHS's presolve takes it out of the model, and a re-plan
-    # searches only the workloads it plans afresh (at 100 workloads with 93 held, the cost phase
-    # took 3-5 s with only the counts fixed)
-    held = _workload_columns(model, lambda wi: wi in hold)
+    # change its router's configuration for nothing)
+    held = np.concatenate([_count_columns(m, model, lambda wi: wi in hold),
+                           np.array([model.index[d.name] for (wi, _), d in m.pd.items() if wi in hold], dtype=np.int32)])
     released = model.bounds(held)
     if hold:
-        kept = np.where(model.integer[held], start[held].round(), start[held])
+        kept = start[held].round()
         model.set_bounds(held, kept, kept)
-    # the cost phase's gap is on the whole objective, of which the held workloads' part is fixed:
-    # the gap asked of what is free is the same share of that part (else a re-plan of one workload
-    # could leave it up to 1% of the whole fleet's cost dearer than its best plan)
+    # the cost phase's gap is on the whole objective, of which the held replicas' part is fixed:
+    # the gap asked of the rest is the same share of that part (else a re-plan of one workload
+    # could leave it up to 1% of the whole fleet's cost dearer than its best plan); the plan is
+    # "optimal" only when that gap is proven
     cost_gap = fp.relative_gap
     if hold:
         total = model.value(m.cost, start)
@@ -861,13 +860,15 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # of the same model, in what is left of the limit)
         lp = model.solve(deadline - time.perf_counter(), fp.relative_gap, relax=True, label="LP bound")
         lp_bound = lp.objective if lp.status == "Optimal" else None
-    return _finish(fp, prepared, values, bound, lp_bound, phases, messages, shedding, t0)
+    return _finish(fp, prepared, values, bound, lp_bound, phases, messages, shedding, t0, cost_gap)
 
 
 def _finish(fp: FleetProblem, prepared: "_Prepared", values: np.ndarray, bound: float | None,
-            lp_bound: float | None, phases: list[dict], messages: list[str], shedding: bool, t0: float) -> Plan:
+            lp_bound: float | None, phases: list[dict], messages: list[str], shedding: bool, t0: float,
+            target_gap: float | None = None) -> Plan:
     """The Plan of the solution ``values`` of the prepared model, with its bounds on the objective
-    (cost and churn, USD/h): the gap is the objective's distance from the best bound."""
+    (cost and churn, USD/h): the gap is the objective's distance from the best bound; the plan is
+    ``optimal`` when that is within ``target_gap`` (default ``fp.relative_gap``)."""
     m, model = prepared.model, prepared.highs
     objective = model.value(m.cost, values)
     model.write_back(values)
@@ -893,7 +894,8 @@ def _finish(fp: FleetProblem, prepared: "_Prepared", values: np.ndarray, bound: 
         plan.status = "shortage"
         messages += _shortage_messages(fp, plan)
     else:
-        plan.status = "optimal" if plan.gap is not None and plan.gap <= fp.relative_gap + 1e-9 else "feasible"
+        target = fp.relative_gap if target_gap is None else target_gap
+        plan.status = "optimal" if plan.gap is not None and plan.gap <= target + 1e-9 else "feasible"
     plan.messages = messages
     return plan
 
@@ -1112,19 +1114,6 @@ def _count_columns(m: _Model, model: HighsModel, which=lambda wi: True) -> np.nd
     scenario copies share them)."""
     return np.array([model.index[v.name] for (wi, _), v in m.n.items() if wi < SCENARIO_STRIDE and which(wi)],
                     dtype=np.int32)
-
-
-def _workload_columns(model: HighsModel, which) -> np.ndarray:
-    """HiGHS columns of every variable of the workloads ``which`` (wi -> bool) selects: replica
-    counts, routing shares, shed, P/D decisions, churn. Every variable ``_build`` makes is named
-    ``<kind>_<workload>_...``, a scenario copy's workload being s x ``SCENARIO_STRIDE`` + its index;
-    a name of another form (none today) belongs to no workload."""
-    out = []
-    for i, v in enumerate(model.variables):
-        part = v.name.split("_")
-        if len(part) > 1 and part[1].isdigit() and which(int(part[1]) % SCENARIO_STRIDE):
-            out.append(i)
-    return np.array(out, dtype=np.int32)
 
 
 def _counts(m: _Model, model: HighsModel, values: np.ndarray) -> dict[tuple[int, int], int]:

@@ -155,7 +155,7 @@ class EmulatedPod:
 
     def exposition(self) -> bytes:
         """The text a scrape of ``/metrics`` returns now."""
-        return generate_latest(self.registry)
+        return generate_latest(_ScrapedUnderLock(self))
 
     # ---------------------------------------------------------------------------- server
 
@@ -165,7 +165,7 @@ class EmulatedPod:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "EmulatedPod":
-        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=_ScrapedUnderLock(self))
         self._server = server
         self.port = server.server_address[1]
         return self
@@ -182,6 +182,20 @@ class EmulatedPod:
         self.stop()
         self._build()
         self.start()
+
+
+class _ScrapedUnderLock:
+    """A pod's registry as a scrape reads it: every sample read under the lock ``complete`` holds,
+    so a scrape sees each request recorded whole or not at all. Without it a scrape could land
+    inside ``Histogram.observe`` (its sum already counted, its bucket not yet) and the window's
+    mean length read off by one request's tokens (CI: 484.18 against 477.5 output tokens)."""
+
+    def __init__(self, pod: "EmulatedPod"):
+        self.pod = pod
+
+    def collect(self):
+        with self.pod._lock:
+            return list(self.pod.registry.collect())
 
 
 class EmulatedRouter:
@@ -206,7 +220,7 @@ class EmulatedRouter:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "EmulatedRouter":
-        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=_ScrapedUnderLock(self))
         self._server, self.port = server, server.server_address[1]
         return self
 
@@ -239,7 +253,7 @@ class EmulatedDCGM:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "EmulatedDCGM":
-        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=_ScrapedUnderLock(self))
         self._server, self.port = server, server.server_address[1]
         return self
 

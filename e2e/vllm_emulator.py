@@ -220,7 +220,7 @@ class EmulatedRouter:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "EmulatedRouter":
-        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=_ScrapedUnderLock(self))
+        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
         self._server, self.port = server, server.server_address[1]
         return self
 
@@ -253,7 +253,7 @@ class EmulatedDCGM:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "EmulatedDCGM":
-        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=_ScrapedUnderLock(self))
+        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
         self._server, self.port = server, server.server_address[1]
         return self
 

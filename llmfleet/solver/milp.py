@@ -775,7 +775,9 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
     cost_gap = fp.relative_gap
     if hold:
         total = model.value(m.cost, start)
-        free = total - model.value(m.cost, np.where(np.isin(np.arange(len(start)), held), start, 0.0))
+        held_only = np.zeros_like(start)
+        held_only[held] = start[held]
+        free = total - model.value(m.cost, held_only)
         if total > 1e-9:
             cost_gap = max(fp.relative_gap * free / total, 1e-6)
     try:
@@ -794,18 +796,18 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
     incumbent = start
     # a start that sheds nothing and meets every minimum meets every tier's phases as it stands:
     # they are recorded as met without the tier-by-tier completions (5 solves of the whole model)
-    served = incumbent is not None and model.value(_unserved(fp, m), incumbent) <= _SHED_TOL
+    start_serves_all = incumbent is not None and model.value(_unserved(fp, m), incumbent) <= _SHED_TOL
     for k, tier_value in enumerate(tiers):
         members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
         # a tier's phases decide nothing for lower tiers, which can only take GPUs from it: their
         # replicas are held at 0 meanwhile, which shrinks the model HiGHS presolves and searches
         # (at 50 workloads, 7 s to 1 s for the top tier), and given back afterwards
-        lower = _count_columns(m, model, lambda wi: not served and fp.workloads[wi].tier_value < tier_value)
+        lower = _count_columns(m, model, lambda wi: not start_serves_all and fp.workloads[wi].tier_value < tier_value)
         saved = model.bounds(lower)
         model.set_bounds(lower, np.zeros(len(lower)), np.zeros(len(lower)))
         mine = {key: r for key, r in _counts(m, model, incumbent).items()
                 if fp.workloads[key[0]].tier_value >= tier_value} if incumbent is not None else {}
-        start = incumbent if served else _complete(fp, m, model, mine, deadline)
+        start = incumbent if start_serves_all else _complete(fp, m, model, mine, deadline)
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
@@ -837,7 +839,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # them from what this tier left
         below = {t for t in tiers if t < tier_value}
         previous, incumbent = incumbent, start
-        if below and not served:
+        if below and not start_serves_all:
             mine_now = _counts(m, model, start)
             theirs = {key: r for key, r in _counts(m, model, previous).items()
                       if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}

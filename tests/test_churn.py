@@ -194,3 +194,30 @@ def test_an_unchanged_pd_workload_is_kept_as_it_runs_by_a_replan(tmp_path):
                for m in again["messages"]), again["messages"]
     assert again["churn"]["replicasStarted"] == again["churn"]["replicasStopped"] == 0
     assert again["costPerHour"] == pytest.approx(running["costPerHour"], rel=1e-6)
+
+
+def test_the_capacity_cache_remodels_only_what_changed_its_inputs(tmp_path):
+    # The operator keeps each workload's capacity model between re-plans (build_problem(cache=)).
+    # A model must be reused exactly when nothing it reads changed: the solver's time limit is not
+    # read by any capacity model, the policy's headroom scales every workload's planned rate, and
+    # one workload's rate is read by that workload's model alone.
+    def build(d, cache):
+        return {w.key: w for w in build_problem(load_fleet([d]), cache=cache).workloads}
+
+    cache: dict = {}
+    first = build(EXAMPLES, cache)
+    slower = tmp_path / "limit"
+    shutil.copytree(EXAMPLES, slower)
+    policy = slower / "fleetpolicy.yaml"
+    policy.write_text(policy.read_text().replace("timeLimitSeconds: 30", "timeLimitSeconds: 90"))
+    again = build(slower, cache)
+    assert all(again[k].configs is first[k].configs for k in first)
+    moved = build(fleet_with_rate(tmp_path, 9), cache)
+    assert [k for k in first if moved[k].configs is not first[k].configs] == ["default/assistant-70b"]
+    more = tmp_path / "headroom"
+    shutil.copytree(EXAMPLES, more)
+    policy = more / "fleetpolicy.yaml"
+    policy.write_text(policy.read_text().replace("headroom: 0.1 ", "headroom: 0.3 "))
+    wider = build(more, cache)
+    assert all(wider[k].configs is not first[k].configs for k in first)
+    assert wider["default/chat-8b"].rate_rps == pytest.approx(first["default/chat-8b"].rate_rps * 1.3 / 1.1)

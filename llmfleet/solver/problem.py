@@ -432,6 +432,7 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         if pools and all(why):
             raise ManifestError(f"{ref}: no GPUPool can serve this precision: {'; '.join(dict.fromkeys(why))}",
                                 ("LLMWorkload", w.key))
+    budgeted = policy.power_budget_watts is not None or any(p.power_budget_watts for p in pools.values())
     problems = []
     fresh: dict = {}
     for k, w in enumerate(workloads):
@@ -439,7 +440,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w))
         if cache is not None:
             scales = sorted((k, v) for k, v in (step_scales or {}).items() if k[0] == w.spec.model)
-            key = _capacity_inputs(w, demand, pools, policy, params, routing, power_caps, scales)
+            key = _capacity_inputs(w, demand, pools, [policy.headroom, tiers[w.spec.priority], budgeted], params,
+                                   routing, power_caps, scales)
             if key in cache:
                 fresh[key] = cache[key]
                 problems.append(dataclasses.replace(cache[key], workload=w))
@@ -463,7 +465,6 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
         wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
                                   w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
                                   w.spec.serving.max_num_batched_tokens)
-        budgeted = policy.power_budget_watts is not None or any(p.power_budget_watts for p in pools.values())
         if budgeted and power_caps:
             wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile, burst)
         problems.append(wp)
@@ -489,13 +490,15 @@ so a replica started now runs at least that long. Spreading a start or a drain o
 interval of a few seconds instead would make any drain dearer than the idle GPU it frees."""
 
 
-def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy, params: PerfParams, routing: str,
-                     power_caps: bool, scales: list | None = None) -> str:
+def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy_read: list, params: PerfParams,
+                     routing: str, power_caps: bool, scales: list | None = None) -> str:
     """A digest of everything a workload's capacity model reads: its key and spec, its demand (the
-    arrays themselves, so a trace whose content changed misses), every pool, the policy, the
+    arrays themselves, so a trace whose content changed misses), every pool, what it reads of the
+    FleetPolicy (``policy_read``: headroom, the value of its tier, whether power is budgeted; not
+    the whole policy, so a changed time limit or re-plan interval re-models nothing), the
     performance parameters, the step-time scales of its model and the routing mode."""
     h = hashlib.sha256()
-    h.update(json.dumps([w.key, w.spec.model_dump(mode="json"), policy.model_dump(mode="json"), repr(params),
+    h.update(json.dumps([w.key, w.spec.model_dump(mode="json"), policy_read, repr(params),
                          scales or [], routing, power_caps, [repr(p) for p in pools.values()],
                          demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv],
                         sort_keys=True, default=str).encode())

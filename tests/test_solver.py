@@ -242,6 +242,30 @@ def test_a_time_out_keeps_tier_order(tmp_path, time_limit_s):
     assert [p["phase"].split(":")[0] for p in plan.phases][:1] == ["tier critical (value 1000000)"]
 
 
+def test_a_decomposition_out_of_time_keeps_the_workloads_it_solved(monkeypatch):
+    # Independent reason: a workload's plan alone depends on nothing else, so the workloads solved
+    # before the deadline keep exactly the plans an unhurried decomposition gives them; the one
+    # not solved falls back to the joint greedy start's counts, and with it the union has no
+    # proven bound (the joint solve must prove its own gap).
+    from llmfleet.solver import milp
+
+    fp = build_problem(load_fleet([EXAMPLES]))
+    prepared = milp._prepare(fp, float("inf"))
+    greedy = milp._counts(prepared.model, prepared.highs, prepared.start)
+    mine = lambda counts, wi: {k: r for k, r in counts.items() if k[0] == wi}  # noqa: E731
+    alone, bound = milp._decompose(fp, float("inf"), greedy)
+    assert bound is not None and bound > 0
+    assert all(mine(alone, wi) for wi in range(len(fp.workloads)))  # every workload is served
+    assert milp._decompose(fp, 0.0, greedy) == (greedy, None)  # no time at all: the greedy start
+    solve_one = milp._decompose_one
+    monkeypatch.setattr(milp, "_decompose_one", lambda fp_, wi, w, deadline:
+                        None if wi == 1 else solve_one(fp_, wi, w, deadline))
+    partial, partial_bound = milp._decompose(fp, float("inf"), greedy)
+    assert partial_bound is None
+    assert mine(partial, 1) == mine(greedy, 1)
+    assert all(mine(partial, wi) == mine(alone, wi) for wi in (0, 2))
+
+
 def test_a_phase_that_reaches_no_shed_leaves_no_shed_to_spend():
     # Independent reason: one replica (any real count n >= 0, $1/h each) serves 1 req/s and u is
     # the share of that 1 req/s shed. Once the shed phase reaches 0, the cost phase must not buy a

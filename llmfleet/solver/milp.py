@@ -637,12 +637,17 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
         # shared limits, and one-by-one optimal plans that fit together are optimal jointly
         # (the joint feasible set lies within the product of the one-by-one ones), with the sum
         # of their bounds as the bound. HiGHS proves that far faster one workload at a time.
-        parts = _decompose(fp, t0 + DECOMPOSITION_SHARE * (deadline - t0))
-        if parts is not None:
-            counts, bound = parts
-            values = _complete(fp, prepared.model, prepared.highs, counts, deadline)
-            model = prepared.highs
-            if values is not None and model.value(_unserved(fp, prepared.model), values) <= _SHED_TOL:
+        greedy = _counts(prepared.model, prepared.highs, prepared.start)
+        counts, bound = _decompose(fp, t0 + DECOMPOSITION_SHARE * (deadline - t0), greedy)
+        values = _complete(fp, prepared.model, prepared.highs, counts, deadline)
+        model = prepared.highs
+        if values is not None and model.value(_unserved(fp, prepared.model), values) <= _SHED_TOL:
+            if bound is None:
+                # out of time before every workload was solved alone: those solved keep their
+                # plans in the joint solve's start (it proves its own gap), the rest the greedy's
+                if model.value(prepared.model.cost, values) < model.value(prepared.model.cost, prepared.start):
+                    prepared.start = values
+            else:
                 phases = [{"phase": f"cost, $/h, {len(fp.workloads)} workloads one by one", "objective":
                            model.value(prepared.model.cost, values), "bound": bound, "gap": None,
                            "seconds": round(time.perf_counter() - t0, 3), "status": "Optimal, one by one"}]
@@ -944,34 +949,49 @@ def _unserved(fp: FleetProblem, m: _Model) -> pulp.LpAffineExpression:
             + pulp.lpSum(_short_replicas(fp, m, wi) for wi in every))
 
 
-def _decompose(fp: FleetProblem, deadline: float) -> tuple[dict, float] | None:
+def _decompose(fp: FleetProblem, deadline: float, fallback: dict[tuple[int, int], int]
+               ) -> tuple[dict[tuple[int, int], int], float | None]:
     """Each workload's cheapest plan on its own (its own small model: build, greedy start, cost
     phase), by ``deadline``. Returns ((workload, config) -> replicas, the sum of the one-by-one
-    bounds on the objective), or None when a workload cannot be served alone in full, or one is
-    not solved to the relative gap in time."""
+    bounds on the objective). A workload not solved to the relative gap by the deadline, or not
+    served in full alone, keeps its counts in ``fallback`` (the joint greedy start's) and the
+    bound is None: the union is then only a start for the joint solve, not a proven plan, but
+    the workloads solved in time are not thrown away with it."""
     counts: dict[tuple[int, int], int] = {}
-    bound = 0.0
+    bound: float | None = 0.0
     for wi, w in enumerate(fp.workloads):
-        if time.perf_counter() >= deadline:
-            return None
-        mine = [[x for x in ws if x.key == w.key] for ws in fp.scenarios]
-        sub = dataclasses.replace(fp, workloads=[w], scenarios=mine)
-        part = _prepare(sub, deadline)
-        if part.start is None or not part.serves_all(sub):
-            return None
-        m, model = part.model, part.highs
-        idx, _, _ = model.coefficients(_unserved(sub, m))
-        model.set_bounds(idx, np.zeros(len(idx)), np.zeros(len(idx)))  # served in full, every minimum met
-        model.set_objective(m.cost)
-        res = model.solve(deadline - time.perf_counter(), fp.relative_gap, part.start, label=f"{w.key} alone")
-        if not res.has_solution or res.dual_bound is None:
-            return None
-        value = model.value(m.cost, res.values)
-        if value > 1e-9 and (value - res.dual_bound) / value > fp.relative_gap + 1e-9:
-            return None
-        bound += res.dual_bound
-        counts.update({(wi, ci): r for (_, ci), r in _counts(m, model, res.values).items()})
+        part = None if time.perf_counter() >= deadline else _decompose_one(fp, wi, w, deadline)
+        if part is None:
+            bound = None
+            counts.update({k: r for k, r in fallback.items() if k[0] == wi})
+            continue
+        mine, part_bound = part
+        counts.update(mine)
+        if bound is not None:
+            bound += part_bound
     return counts, bound
+
+
+def _decompose_one(fp: FleetProblem, wi: int, w: WorkloadProblem, deadline: float
+                   ) -> tuple[dict[tuple[int, int], int], float] | None:
+    """Workload ``wi``'s cheapest plan on its own, solved to the relative gap by ``deadline``:
+    ((wi, config) -> replicas, its bound on the objective), or None."""
+    mine = [[x for x in ws if x.key == w.key] for ws in fp.scenarios]
+    sub = dataclasses.replace(fp, workloads=[w], scenarios=mine)
+    part = _prepare(sub, deadline)
+    if part.start is None or not part.serves_all(sub):
+        return None
+    m, model = part.model, part.highs
+    idx, _, _ = model.coefficients(_unserved(sub, m))
+    model.set_bounds(idx, np.zeros(len(idx)), np.zeros(len(idx)))  # served in full, every minimum met
+    model.set_objective(m.cost)
+    res = model.solve(deadline - time.perf_counter(), fp.relative_gap, part.start, label=f"{w.key} alone")
+    if not res.has_solution or res.dual_bound is None:
+        return None
+    value = model.value(m.cost, res.values)
+    if value > 1e-9 and (value - res.dual_bound) / value > fp.relative_gap + 1e-9:
+        return None
+    return {(wi, ci): r for (_, ci), r in _counts(m, model, res.values).items()}, res.dual_bound
 
 
 def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:

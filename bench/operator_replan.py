@@ -9,8 +9,10 @@ tiers, ten GPU pools), with ample pools (``autoscaled``: the cluster has no node
 ``--settle`` seconds), one workload's ``spec.traffic.requestRatePerSecond`` is raised by 20% with
 ``kubectl patch``, and the Deployments settle again. For each change it prints:
 
-- the seconds from the patch to the operator's "solved" log line (debounce, capacity model of the
-  changed fleet, MILP) and the solve time that line reports;
+- the seconds from the patch to the operator's "solved" log line (kubectl, the watch event,
+  debounce, the reconcile's reads of the cluster, capacity model of the changed fleet, MILP) and
+  the line itself, which gives the MILP's time and, before it, the cluster read and the capacity
+  model;
 - the Deployments created, deleted and changed (``metadata.generation`` or ``spec.replicas``),
   split into the changed workload's and every other workload's.
 

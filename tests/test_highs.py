@@ -82,3 +82,19 @@ def test_fixed_bounds_and_restore():
     assert model.solve(10, 0.0).objective == -8.0  # a = 0, b = 4
     model.set_bounds(col, *saved)
     assert model.solve(10, 0.0).objective == -10.0
+
+
+def test_an_absolute_gap_holds_for_its_own_solve_only():
+    # A tier phase stops once within its tie-break's weight of the bound (``abs_gap``); the next
+    # phase on the same model must again solve to HiGHS's default absolute gap. By hand, the
+    # optimum is -10 (a = b = 2) and the LP bound -11.5, so a gap of 12 accepts any feasible
+    # point, even the start at 0, while the default gap accepts only the optimum.
+    prob, a, b = _small_model()
+    model = HighsModel(prob)
+    model.set_objective(-3 * a - 2 * b)
+    loose = model.solve(10, 0.0, start=np.array([0.0, 0.0]), abs_gap=12.0)
+    assert loose.has_solution and -10.0 <= loose.objective <= 0.0
+    assert model.h.getOptionValue("mip_abs_gap")[1] == 12.0
+    exact = model.solve(10, 0.0, start=np.array([0.0, 0.0]))
+    assert exact.objective == -10.0
+    assert model.h.getOptionValue("mip_abs_gap")[1] == 1e-6

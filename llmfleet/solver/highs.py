@@ -31,6 +31,9 @@ from llmfleet import progress
 
 log = logging.getLogger(__name__)
 
+MIP_ABS_GAP_DEFAULT = 1e-6
+"""HiGHS's default ``mip_abs_gap`` (HiGHS options reference, 1.x), restored for a solve that sets none"""
+
 _banner_lock = threading.Lock()
 _banner_done = False
 
@@ -194,16 +197,19 @@ class HighsModel:
             self.h.changeColsBounds(len(columns), columns, np.asarray(lower, dtype=float), np.asarray(upper, dtype=float))
 
     def solve(self, time_limit_s: float, gap: float, start: np.ndarray | None = None, relax: bool = False,
-              label: str = "fleet MILP", unit: str = "$/h") -> SolveResult:
+              label: str = "fleet MILP", unit: str = "$/h", abs_gap: float = 0.0) -> SolveResult:
         """Solve for the current objective within ``time_limit_s`` (wall clock, s) to relative
         ``gap``, from the feasible ``start`` (shape (columns,); HiGHS checks it and ignores an
-        infeasible one); ``relax``: the LP relaxation (integrality dropped for this solve only)."""
+        infeasible one); ``relax``: the LP relaxation (integrality dropped for this solve only).
+        ``abs_gap``: HiGHS also stops once the incumbent is within this much of the bound, in the
+        objective's units (0: HiGHS's default, ``MIP_ABS_GAP_DEFAULT``)."""
         self.label, self.unit, self._t0 = label, unit, time.perf_counter()
         if self.num_columns == 0:  # nothing to decide (HiGHS reports an empty model without a solution)
             offset = float(self.h.getObjectiveOffset()[1])
             return SolveResult("Optimal", np.zeros(0), offset, offset, 0.0, 0.0)
         self.h.setOptionValue("time_limit", max(float(time_limit_s), 0.01))
         self.h.setOptionValue("mip_rel_gap", float(gap))
+        self.h.setOptionValue("mip_abs_gap", float(abs_gap) if abs_gap > 0 else MIP_ABS_GAP_DEFAULT)
         cols = np.arange(self.num_columns, dtype=np.int32)
         if relax:
             self.h.changeColsIntegrality(self.num_columns, cols, np.zeros(self.num_columns, dtype=np.uint8))

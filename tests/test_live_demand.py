@@ -5,6 +5,7 @@ Prometheus is tested in tests/integration/test_telemetry.py and test_live_teleme
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -96,6 +97,7 @@ class StubClient:
         self.rate: float | None = None
         self.young = 0  # series of the arrival counter younger than the window
         self.ttft_s = 0.2
+        self.missing: Unknown | None = None  # Prometheus answers, but the arrival rate is unknown for this
 
     def snapshot(self, keys):
         keys = [tuple(k) for k in keys]
@@ -107,7 +109,8 @@ class StubClient:
         g = GroupTelemetry(ttft_s={0.9: Reading.of(self.ttft_s)}, itl_s={0.9: Reading.of(0.03)},
                            mean_ttft_s=Reading.of(0.1), mean_itl_s=Reading.of(0.02), power_watts=Reading.of(300))
         ok = Reading.of(self.rate, age_s=1.0)
-        tel = WorkloadTelemetry(arrival_rps=ok, arrival_source="vllm", completion_rps=ok, mean_input_tokens=Reading.of(300),
+        arrival = ok if self.missing is None else Reading.missing(self.missing, "renamed")
+        tel = WorkloadTelemetry(arrival_rps=arrival, arrival_source="vllm", completion_rps=ok, mean_input_tokens=Reading.of(300),
                                 mean_output_tokens=Reading.of(100), input_lengths=inp, output_lengths=out,
                                 running=Reading.of(0), waiting=Reading.of(0), kv_cache_usage=Reading.of(0.1),
                                 kv_cache_usage_max=Reading.of(0.1), power_watts=Reading.of(300), groups={"g": g},
@@ -150,6 +153,24 @@ def test_unknown_telemetry_holds_the_plan_and_never_lowers_demand():
     assert stale[1] is True and stale[2] == "PrometheusUnreachable"
     assert fields["observedDemandRps"] is None and fields["forecastDemandRps"] is None
     assert fields["observedPowerWatts"] is None  # unknown, not 0
+
+
+def test_a_hold_on_unknown_demand_is_logged_once_per_cause(caplog):
+    # One line per decision, not per tick: the same hold repeated stays quiet. But a hold whose
+    # cause changes while its reason stays TelemetryUnknown (Prometheus was unreachable; now it
+    # answers and the arrival metric has no series, as after a rename) is news to the operator.
+    caplog.set_level(logging.INFO, logger="llmfleet.operator.live")
+    live, tick, _, client = ticker()
+    for _ in range(3):
+        tick(10.0)
+    holds = lambda: [r.getMessage() for r in caplog.records if "Hold (TelemetryUnknown)" in r.getMessage()]  # noqa: E731
+    for _ in range(4):
+        tick(None)
+    assert len(holds()) == 1 and "PrometheusUnreachable" in holds()[0]
+    client.missing = Unknown.MISSING_SERIES
+    for _ in range(4):
+        assert tick(10.0).reason == "TelemetryUnknown"
+    assert len(holds()) == 2 and "MissingSeries" in holds()[1]
 
 
 def test_a_rise_beyond_the_band_replans_at_the_observed_mix_and_a_fall_waits():

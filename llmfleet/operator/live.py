@@ -353,7 +353,7 @@ class LiveDemand:
         before = st.state.planned_demand_rps
         previous = st.decision
         decision, new_state = decide(st.state, tick, holds, policy)
-        if decision.action == Action.HOLD and (previous is None or previous.reason != decision.reason):
+        if decision.action == Action.HOLD and (previous is None or _hold_cause(previous) != _hold_cause(decision)):
             log.info("%s: %s (%s): %s", key, decision.action.value, decision.reason, decision.message)
         st.state, st.decision = new_state, decision
         # a re-plan for the rate already planned (Ready replicas short of it: they are coming)
@@ -502,3 +502,12 @@ def plan_views(assignments: Iterable, live_deps: list[dict], workload_label: str
         if key not in pd:
             views.setdefault(key, PlanView()).groups = tuple(gs)
     return views
+
+
+def _hold_cause(decision) -> tuple[str, str | None]:
+    """What a hold is logged once for: its reason, and for ``TelemetryUnknown`` also why the
+    demand is unknown (its message names the code: PrometheusUnreachable, MissingSeries, ...,
+    and has no numbers that change from tick to tick). A renamed metric while Prometheus was
+    already unreachable is a new cause an operator must see in the log; the other holds'
+    messages carry rates and ages, so they are logged once per reason."""
+    return decision.reason, decision.message if decision.reason == "TelemetryUnknown" else None

@@ -95,5 +95,5 @@ def test_renamed_metric_while_demand_falls_holds_the_fleet_with_a_clear_conditio
     assert seen and all(s == ("True", "MissingSeries") for s in seen)  # clear, and it stays so
     assert wl.get("observedDemandRps") is None  # unknown, not 0
     assert held >= 3  # the ticks ran and held
-    assert log_lines  # the operator's log says why it holds (once, when the reason changes)
+    assert log_lines  # the operator's log says why it holds (once, when its cause changes)
     assert low < high

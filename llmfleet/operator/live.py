@@ -504,7 +504,7 @@ def plan_views(assignments: Iterable, live_deps: list[dict], workload_label: str
     return views
 
 
-def _hold_cause(decision) -> tuple[str, str | None]:
+def _hold_cause(decision: Decision) -> tuple[str, str | None]:
     """What a hold is logged once for: its reason, and for ``TelemetryUnknown`` also why the
     demand is unknown (its message names the code: PrometheusUnreachable, MissingSeries, ...,
     and has no numbers that change from tick to tick). A renamed metric while Prometheus was

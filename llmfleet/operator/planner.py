@@ -298,7 +298,6 @@ class FleetPlanner:
         # each workload's capacity model, reused while its inputs are unchanged (build_problem)
         self._capacity: dict = {}
         self._cluster: ClusterNodes | None = None  # the pools' live nodes at the last reconcile
-        self._reconcile_t0 = time.perf_counter()  # when the reconcile in progress started
         self.replan_interval_s: float | None = None
         self.last_valid_policy: FleetPolicy | None = None
         # drift repair (drift.py): children confirmed equal to their rendering, by (fingerprint of
@@ -316,7 +315,8 @@ class FleetPlanner:
     # ------------------------------------------------------------------ solve
     def _plan(self, parsed: Parsed, held: dict[str, int], inference_pool_crd: bool = True,
               running: list[dict] | None = None,
-              cluster: ClusterNodes | None = None) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
+              cluster: ClusterNodes | None = None, started: float | None = None
+              ) -> tuple[Plan | None, bool, dict[tuple[str, str], str]]:
         """Solve (or reuse the cached plan for identical inputs).
 
         Returns (plan, solved_now, objects that failed while building the problem). ``held``
@@ -324,8 +324,11 @@ class FleetPlanner:
         ``inference_pool_crd``: whether the cluster serves InferencePools (the routing mode when
         ``FleetPolicy.spec.routing.mode`` is unset, and so what the planner may assume);
         ``running``: the live Deployments llmfleet manages (the plan in force, ``running_groups``);
-        ``cluster``: the pools' live nodes (``cluster_nodes``; None: unknown, plan by maxGPUs).
+        ``cluster``: the pools' live nodes (``cluster_nodes``; None: unknown, plan by maxGPUs);
+        ``started``: ``time.perf_counter()`` when the reconcile began (the log line's cluster read
+        is counted from it; None: from this call).
         """
+        started = time.perf_counter() if started is None else started
         policy = parsed.policy_model
         workloads = {k: w for k, (_, w) in parsed.workloads.items()}
         avail = available_gpus(parsed, cluster)
@@ -389,7 +392,7 @@ class FleetPlanner:
             # reconcile's lists) and the capacity model (only changed workloads are re-modelled)
             log.info("solved %d workloads on %d pools: %s, %s USD/h in %.2fs (before it: cluster read %.2fs, "
                      "capacity model %.2fs)", len(workloads), len(pools), plan.status, plan.cost_per_hour,
-                     time.perf_counter() - t0, t_build - self._reconcile_t0, t0 - t_build)
+                     time.perf_counter() - t0, t_build - started, t0 - t_build)
             selfmetrics.SOLVES.inc()
             d = plan.to_dict()
             selfmetrics.PLAN_COST.set(d["costPerHour"] if d.get("costPerHour") is not None else float("nan"))
@@ -413,7 +416,7 @@ class FleetPlanner:
             return report
 
     def _reconcile(self) -> ReconcileReport:
-        self._reconcile_t0 = time.perf_counter()
+        started = time.perf_counter()
         kube = self.kube
         namespace_labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in kube.list("Namespace")}
         parsed = parse_cluster(kube.list("LLMWorkload"), kube.list("GPUPool"), kube.list("FleetPolicy"),
@@ -444,7 +447,7 @@ class FleetPlanner:
         cluster = cluster_nodes(kube, parsed)
         self._cluster = cluster
         try:
-            plan, solved, failed = self._plan(parsed, held, inference_pool_crd, live_deps, cluster)
+            plan, solved, failed = self._plan(parsed, held, inference_pool_crd, live_deps, cluster, started)
         except Exception as err:  # a solver crash must never touch running children
             log.exception("planning failed")
             plan, solved, failed = None, False, {}

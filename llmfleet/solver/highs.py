@@ -31,9 +31,6 @@ from llmfleet import progress
 
 log = logging.getLogger(__name__)
 
-MIP_ABS_GAP_DEFAULT = 1e-6
-"""HiGHS's default ``mip_abs_gap`` (HiGHS options reference, 1.x), restored for a solve that sets none"""
-
 _banner_lock = threading.Lock()
 _banner_done = False
 
@@ -138,6 +135,7 @@ class HighsModel:
         lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                            for i in self.integer]
         self.h = highspy.Highs()
+        self._abs_gap_default = float(self.h.getOptionValue("mip_abs_gap")[1])  # restored after an abs_gap solve
         self.h.setOptionValue("output_flag", False)
         self.h.setOptionValue("threads", threads)
         if self.h.passModel(lp) == highspy.HighsStatus.kError:
@@ -202,14 +200,14 @@ class HighsModel:
         ``gap``, from the feasible ``start`` (shape (columns,); HiGHS checks it and ignores an
         infeasible one); ``relax``: the LP relaxation (integrality dropped for this solve only).
         ``abs_gap``: HiGHS also stops once the incumbent is within this much of the bound, in the
-        objective's units (0: HiGHS's default, ``MIP_ABS_GAP_DEFAULT``)."""
+        objective's units (0: HiGHS's own default, read from the library when the model is built)."""
         self.label, self.unit, self._t0 = label, unit, time.perf_counter()
         if self.num_columns == 0:  # nothing to decide (HiGHS reports an empty model without a solution)
             offset = float(self.h.getObjectiveOffset()[1])
             return SolveResult("Optimal", np.zeros(0), offset, offset, 0.0, 0.0)
         self.h.setOptionValue("time_limit", max(float(time_limit_s), 0.01))
         self.h.setOptionValue("mip_rel_gap", float(gap))
-        self.h.setOptionValue("mip_abs_gap", float(abs_gap) if abs_gap > 0 else MIP_ABS_GAP_DEFAULT)
+        self.h.setOptionValue("mip_abs_gap", float(abs_gap) if abs_gap > 0 else self._abs_gap_default)
         cols = np.arange(self.num_columns, dtype=np.int32)
         if relax:
             self.h.changeColsIntegrality(self.num_columns, cols, np.zeros(self.num_columns, dtype=np.uint8))

@@ -816,16 +816,15 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
-        unit = min(fp.workloads[wi].rate_rps for wi in members)
         start = _phase(model, shed, start, deadline, 2 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
                        f"tier {names[tier_value]} (value {tier_value}): req/s shed", phases,
-                       _tiebreak(fp, m, unit), _TIEBREAK_MAX * unit)
+                       _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members)))
         if start is not None and any(wi in m.short for wi in members):
             # then the tier's minimum replicas, before any lower tier is served
             short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
             start = _phase(model, short, start, deadline, 4 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
                            f"tier {names[tier_value]} (value {tier_value}): minimum replicas short", phases,
-                           _tiebreak(fp, m, 1.0), _TIEBREAK_MAX)
+                           _tiebreak(fp, m, 1.0))
         model.set_bounds(lower, *saved)
         if start is None and incumbent is not None:
             # nothing found with the lower tiers held at 0 (out of time): the last plan stands,
@@ -1167,12 +1166,13 @@ def _complete(fp: FleetProblem, m: _Model, model: HighsModel, counts: dict, dead
 
 
 def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: float, share: int, gap: float,
-           label: str, phases: list[dict], frugal=None, frugal_max: float = 0.0) -> np.ndarray | None:
+           label: str, phases: list[dict], frugal: "tuple[pulp.LpAffineExpression, float] | None" = None
+           ) -> np.ndarray | None:
     """One lexicographic phase: minimise ``objective`` (non-negative) from ``start`` in 1/``share``
     of the time left, then fix it at the value reached (optimal, or the best found in time) for
     every later phase. ``frugal``: a term added to the objective, too small to change its ranking,
-    that keeps the phase from spending GPUs it does not need (they are the lower tiers'), at most
-    ``frugal_max`` (``_tiebreak``). The phase stops once the bound is within ``frugal_max`` as
+    that keeps the phase from spending GPUs it does not need (they are the lower tiers'), and the
+    most it can weigh (``_tiebreak``). The phase stops once the bound is within that weight as
     well as within ``gap``: it ranks ``objective``, and proving the tie-break optimal too (a
     relative gap on a sum that is all tie-break once ``objective`` reaches 0) would spend the
     time slice on a preference. Returns
@@ -1184,10 +1184,11 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
         phases.append({"phase": label, "objective": 0.0, "bound": 0.0, "gap": 0.0, "seconds": 0.0,
                        "status": "met by the incumbent"})
         return start
-    model.set_objective(objective if frugal is None else objective + frugal)
+    term, weight = frugal if frugal is not None else (None, 0.0)
+    model.set_objective(objective if term is None else objective + term)
     now = time.perf_counter()
     res = model.solve((deadline - now) / share, gap, start, label=label, unit=label.rsplit(": ", 1)[-1],
-                      abs_gap=frugal_max if frugal is not None else 0.0)
+                      abs_gap=weight)
     values = res.values if res.has_solution else start
     if res.has_solution and start is not None and model.value(objective, start) < model.value(objective, values):
         values = start  # stopped before it matched the start (HiGHS may not have taken it as incumbent)
@@ -1224,7 +1225,7 @@ _TIEBREAK_MAX = 3e-3
 pools', 0.1%) plus those started and stopped (each side at most all the pools', 0.2%)"""
 
 
-def _tiebreak(fp: FleetProblem, m: _Model, unit: float) -> pulp.LpAffineExpression:
+def _tiebreak(fp: FleetProblem, m: _Model, unit: float) -> tuple[pulp.LpAffineExpression, float]:
     """What a tier phase adds to its objective, too small to change its ranking: ε x the GPUs the
     plan uses (a tier must not hold GPUs it does not need: they are the lower tiers') plus, in a
     re-plan, ε x the GPUs of the replicas it starts and stops against the running plan (among plans
@@ -1232,12 +1233,14 @@ def _tiebreak(fp: FleetProblem, m: _Model, unit: float) -> pulp.LpAffineExpressi
     decides the rest but can only choose among the plans the phases left it). ε is such that all
     the pools' GPUs together weigh 0.1% of ``unit`` (the smallest rate in a tier, req/s, or one
     replica), so both terms together stay within 0.3% of it: below any difference a tier phase
-    ranks, whose gap is 1% anyway (``_TIEBREAK_MAX`` x ``unit`` bounds the term)."""
+    ranks, whose gap is 1% anyway. Returns (the term, its largest value: ``_TIEBREAK_MAX`` x
+    ``unit``)."""
     total = sum(min(p.max_gpus, UNLIMITED_GPUS) for p in fp.pools.values()) or 1
     eps = _TIEBREAK_MAX / 3.0 * unit / total
-    return pulp.LpAffineExpression([(v, eps * _workload(fp, m, wi).configs[ci].tp)
+    term = pulp.LpAffineExpression([(v, eps * _workload(fp, m, wi).configs[ci].tp)
                                     for (wi, ci), v in m.n.items() if wi < SCENARIO_STRIDE]
                                    + [(v, eps * tp) for v, tp in m.moves])
+    return term, _TIEBREAK_MAX * unit
 
 
 def _phase_report(label: str, res, objective: float | None) -> dict:

@@ -11,7 +11,9 @@ from llmfleet.catalog.gpus import get_gpu, gpu_catalog
 from llmfleet.catalog.models import model_catalog, resolve_model
 from llmfleet.perf.calibration import (decode_holdout_report, fit, fit_splitwise_2023, fit_vllm_v1,
                                        load_all_reduce, load_mlenergy, load_splitwise, mdape)
-from llmfleet.perf.capacity import capacity_rps, kv_capacity_tokens, mdl_wait_quantile_s, scheduler_limits, weights_fit
+from llmfleet.perf import capacity as capacity_module
+from llmfleet.perf.capacity import (capacity_rps, kv_capacity_tokens, mdl_wait_quantile_s, replica_curves,
+                                   replica_rate_rps, scheduler_limits, shared_steady_states, weights_fit)
 from llmfleet.perf.steptime import (PROFILES, PerfParams, all_reduce_s, decode_time_s, default_params, load_profile,
                                     prefill_time_s)
 
@@ -180,6 +182,28 @@ def test_capacity_shrinks_as_slo_tightens():
     assert (loose >= tight).all() and (loose > tight).any()
     assert (kappa(ttft=2.0) >= kappa(ttft=0.3)).all()
     assert (kappa(pct=50) >= kappa(pct=99)).all()
+
+
+def test_shared_steady_states_compute_the_curves_once_and_change_no_result(monkeypatch):
+    """A workload asks for the same replica's curves at its SLO percentile, at a raised planning
+    percentile and for its power draw: within ``shared_steady_states`` the percentile-free steady
+    state is computed once, and every result is the one computed alone, bit for bit."""
+    gpu = get_gpu("H100-SXM")
+    alone = [kappa("H100-SXM", pct=90.0), kappa("H100-SXM", pct=97.0),
+             replica_rate_rps(LLAMA8B, gpu, 1, BUCKETS_IN, BUCKETS_OUT)]
+    calls = []
+    real = capacity_module.decode_time_s
+    monkeypatch.setattr(capacity_module, "decode_time_s", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with shared_steady_states():
+        shared = [kappa("H100-SXM", pct=90.0), kappa("H100-SXM", pct=97.0),
+                  replica_rate_rps(LLAMA8B, gpu, 1, BUCKETS_IN, BUCKETS_OUT)]
+    assert len(calls) == 1  # the decode-only step curve of the one steady state
+    for a, b in zip(alone, shared):
+        assert np.array_equal(a, b)
+    kappa("H100-SXM", pct=90.0)
+    assert len(calls) == 2  # the block's end dropped the memo
+    with pytest.raises(ValueError):  # shared arrays: no caller may change another's curve
+        replica_curves(LLAMA8B, gpu, 1, BUCKETS_IN, BUCKETS_OUT, 90.0).rate[0, 0] = 0.0
 
 
 def test_capacity_grows_with_a_faster_gpu():

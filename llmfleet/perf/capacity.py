@@ -36,6 +36,8 @@ functions are vectorised over request-size buckets.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -136,6 +138,18 @@ def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, varia
     return np.where(rho >= 1.0, np.inf, w)
 
 
+def _batch_rows(k: np.ndarray) -> np.ndarray | None:
+    """Row indices (shape (B,)) of the batch sizes ``k`` (shape (B, 1), each a whole number in
+    1..B) in curves over B = 1..max batch, or None where some is not a whole number in range.
+    The curves are elementwise in the batch size, so a row equals the curve evaluated at that
+    batch size exactly (same operations on the same numbers)."""
+    k = k[:, 0]
+    rows = k.astype(np.intp) - 1
+    if not (np.all(rows + 1 == k) and np.all(rows >= 0) and np.all(rows < len(k))):
+        return None
+    return rows
+
+
 @dataclass(frozen=True)
 class ReplicaCurves:
     """Operating curves of one colocated replica over batch sizes B = 1..max_num_seqs per bucket.
@@ -175,18 +189,60 @@ def replica_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.nda
                              max_num_seqs, max_num_batched_tokens, burst)[0]
 
 
-def replica_curves_at(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
-                      percentiles, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
-                      max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
-                      burst: Burstiness = POISSON) -> list[ReplicaCurves]:
-    """``replica_curves`` at each of ``percentiles`` (%, e.g. [50, 90, 99]), in order: one
-    ``ReplicaCurves`` per percentile, each array of shape (max batch, S). The steady state at each
-    batch size does not depend on the percentile, only the batch quantile does: it is computed
-    once. Raises nothing for valid inputs; percentiles outside (0, 100) are not meaningful."""
-    p = p or default_params()
-    seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
+@dataclass(frozen=True)
+class _SteadyState:
+    """The percentile-free part of ``replica_curves_at``: the chunking of each bucket's prompt and
+    the curves at each mean batch size B = 1..max_num_seqs (shapes (max_num_seqs, S); ``inp`` and
+    ``out`` (1, S), ``batch`` (max_num_seqs, 1))."""
+
+    inp: np.ndarray
+    out: np.ndarray
+    batch: np.ndarray
+    chunk: np.ndarray
+    full: np.ndarray
+    rest: np.ndarray
+    t_d: np.ndarray
+    extra: np.ndarray
+    prefill: np.ndarray
+    step: np.ndarray
+    rate: np.ndarray
+
+    def extra_at(self, model: ModelSpec, gpu: GPUType, tp: int, b: np.ndarray, t_d: np.ndarray,
+                 p: PerfParams) -> np.ndarray:
+        """Extra time a prompt's chunks add to the iterations it runs in, s, with ``b`` decodes
+        (shape (max_num_seqs, 1), row by row against this chunking) whose decode-only step is
+        ``t_d``."""
+        inp, out, chunk, full, rest = self.inp, self.out, self.chunk, self.full, self.rest
+        t_full = _mixed_step_s(model, gpu, tp, b, inp, out, chunk, p)
+        t_rest = np.where(rest > 0, _mixed_step_s(model, gpu, tp, b, inp, out, rest, p), 0.0)
+        return full * (t_full - t_d) + np.where(rest > 0, t_rest - t_d, 0.0)
+
+
+_STEADY_MEMO: ContextVar[dict | None] = ContextVar("llmfleet_steady_memo", default=None)
+
+
+@contextmanager
+def shared_steady_states():
+    """Within this block (in this thread or task), ``replica_curves_at`` and ``replica_rate_rps``
+    compute the steady state of a (model, GPU, TP, parameters, scheduler limits, bucket sizes)
+    once and reuse it: one workload's capacity model asks for it at its SLO percentile, again at a
+    raised planning percentile, and for its power draw. The memo is dropped at the block's end, so
+    memory holds one workload's curves at a time."""
+    token = _STEADY_MEMO.set({})
+    try:
+        yield
+    finally:
+        _STEADY_MEMO.reset(token)
+
+
+def _steady_state(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                  p: PerfParams, seqs: int, budget: int) -> _SteadyState:
     inp = np.asarray(input_tokens, dtype=float)[None, :]
     out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
+    memo = _STEADY_MEMO.get()
+    key = (model, gpu, tp, p, seqs, budget, inp.tobytes(), out.tobytes()) if memo is not None else None
+    if key is not None and key in memo:
+        return memo[key]
     batch = np.arange(1, seqs + 1, dtype=float)[:, None]
     # a prompt's chunks: the budget left after the decodes, whole chunks then the remainder
     room = np.maximum(budget - batch, 0.0)
@@ -194,29 +250,57 @@ def replica_curves_at(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     with np.errstate(divide="ignore", invalid="ignore"):
         full = np.where(chunk > 0, np.floor(inp / chunk), 0.0)
     rest = np.where(chunk > 0, inp - full * chunk, 0.0)
-
-    def curves(b):
-        """(decode-only step, extra time the prompt's chunks add, the chunks' own steps) at batch b"""
-        t_d = decode_time_s(model, gpu, tp, b, b * (inp + out / 2.0), p)
-        t_full = _mixed_step_s(model, gpu, tp, b, inp, out, chunk, p)
-        t_rest = np.where(rest > 0, _mixed_step_s(model, gpu, tp, b, inp, out, rest, p), 0.0)
-        extra = full * (t_full - t_d) + np.where(rest > 0, t_rest - t_d, 0.0)
-        return t_d, extra, full * t_full + t_rest
-
-    t_d, extra, prefill = curves(batch)
+    t_d = decode_time_s(model, gpu, tp, batch, batch * (inp + out / 2.0), p)
+    t_full = _mixed_step_s(model, gpu, tp, batch, inp, out, chunk, p)
+    t_rest = np.where(rest > 0, _mixed_step_s(model, gpu, tp, batch, inp, out, rest, p), 0.0)
+    extra = full * (t_full - t_d) + np.where(rest > 0, t_rest - t_d, 0.0)
     step = t_d + batch * extra / out  # λ t̄ prompts arrive per iteration, each adding ``extra``
-    rate = batch / (out * step)
-    prefill = np.where(chunk > 0, prefill, np.inf)
+    state = _SteadyState(inp, out, batch, chunk, full, rest, t_d, extra,
+                         np.where(chunk > 0, full * t_full + t_rest, np.inf), step, batch / (out * step))
+    for a in (state.chunk, state.full, state.rest, state.t_d, state.extra, state.prefill, state.step, state.rate):
+        a.flags.writeable = False  # shared by every caller within ``shared_steady_states``
+    if key is not None:
+        memo[key] = state
+    return state
+
+
+def replica_rate_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                     p: PerfParams | None = None, max_num_seqs: int | None = None,
+                     max_num_batched_tokens: int | None = None) -> np.ndarray:
+    """Steady-state rate, req/s, that keeps B requests decoding on one colocated replica, for
+    B = 1..max_num_seqs: ``ReplicaCurves.rate`` without the percentile curves. Shape
+    (max_num_seqs, S); ``input_tokens``, ``output_tokens`` shape (S,)."""
+    seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
+    return _steady_state(model, gpu, tp, input_tokens, output_tokens, p or default_params(), seqs, budget).rate
+
+
+def replica_curves_at(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                      percentiles, p: PerfParams | None = None, gpu_memory_utilization: float = 0.9,
+                      max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
+                      burst: Burstiness = POISSON) -> list[ReplicaCurves]:
+    """``replica_curves`` at each of ``percentiles`` (%, e.g. [50, 90, 99]), in order: one
+    ``ReplicaCurves`` per percentile, each array of shape (max batch, S). The steady state at each
+    batch size does not depend on the percentile, only the batch quantile does: it is computed
+    once (and shared within ``shared_steady_states``). Raises nothing for valid inputs;
+    percentiles outside (0, 100) are not meaningful."""
+    p = p or default_params()
+    seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
+    st = _steady_state(model, gpu, tp, input_tokens, output_tokens, p, seqs, budget)
+    inp, out, batch = st.inp, st.out, st.batch
     kv_tokens = kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
-    fits = ((inp + out) <= model.max_context_tokens) & (chunk > 0)
+    fits = ((inp + out) <= model.max_context_tokens) & (st.chunk > 0)
     out_curves = []
     for percentile in percentiles:
         k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv), batch), seqs)
-        t_dq, extra_q, _ = curves(k_q)
+        # K decodes beside a prompt chunked for the mean batch B: the decode-only step at K is a
+        # row of the curve (it does not depend on the chunking); the chunks' extra time is not
+        rows = _batch_rows(k_q)
+        t_dq = st.t_d[rows] if rows is not None else decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p)
+        extra_q = st.extra_at(model, gpu, tp, k_q, t_dq, p)
         tpot = t_dq + k_q * extra_q / out
         # the batch fluctuates: its KV must fit at the quantile, as for decode-only replicas
         ok = (k_q * (inp + out) <= kv_tokens) & fits
-        out_curves.append(ReplicaCurves(rate, tpot, step, prefill, ok))
+        out_curves.append(ReplicaCurves(st.rate, tpot, st.step, st.prefill, ok))
     return out_curves
 
 
@@ -241,11 +325,14 @@ def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     # For each batch size B: the TTFT budget left for queueing after the prompt's own iterations
     # and the iteration in progress at its arrival, and the largest rate whose M/D/1 wait fits it.
     budget = ttft_s - c.prefill_s - c.step_s
-    with np.errstate(invalid="ignore"):
-        lo = mdl_max_rate(np.where(np.isfinite(c.prefill_s), c.prefill_s, 1.0), budget, percentile / 100.0,
-                          burst.variability)
-    # a replica can run at any B that meets TPOT and memory; the TTFT-limited rate caps it
-    rate = np.where(ok & (budget > 0), np.minimum(c.rate, lo), 0.0)
+    # a replica can run at any B that meets TPOT and memory; the TTFT-limited rate caps it (the
+    # queue is solved only where it can matter: most batch sizes miss TPOT or memory)
+    run = ok & (budget > 0)
+    rate = np.zeros(c.rate.shape)
+    if run.any():
+        v = np.broadcast_to(np.asarray(burst.variability, dtype=float), c.rate.shape)[run]
+        lo = mdl_max_rate(c.prefill_s[run], budget[run], percentile / 100.0, v)
+        rate[run] = np.minimum(c.rate[run], lo)
     return rate.max(axis=0)
 
 
@@ -350,7 +437,8 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
     rate = batch / (out * mean_step)
     k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, max_num_seqs, burst.arrival_scv), batch),
                      max_num_seqs)
-    tpot = decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p=p)
+    rows = _batch_rows(k_q)
+    tpot = mean_step[rows] if rows is not None else decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p=p)
     kv_ok = (k_q * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization))
     kv_ok &= (inp + out) <= model.max_context_tokens
     return rate, tpot, kv_ok

@@ -90,7 +90,7 @@ from scipy.optimize import least_squares
 
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec
-from llmfleet.perf.capacity import decode_curves, replica_curves
+from llmfleet.perf.capacity import decode_curves, replica_rate_rps
 
 MLENERGY_CSV = Path("data/profiles/mlenergy_h100_configurations.csv")
 SPLITWISE_CSV = Path("data/profiles/splitwise_perf_model.csv")
@@ -218,7 +218,7 @@ def replica_gpu_watts(model: ModelSpec, gpu: GPUType, tp: int, role: str, input_
 
     Each bucket the replica serves (κ > 0) is taken at its capacity-defining operating point, the
     batch B at which the capacity model's steady-state rate reaches κ (``perf.capacity``
-    ``decode_curves`` / ``replica_curves``):
+    ``decode_curves`` / ``replica_rate_rps``):
 
     - ``decode``: the decode phase at u of B sequences;
     - ``colocated``: the mixed phase at u of the B (1 + I/O) tokens an iteration carries (B decodes
@@ -249,8 +249,7 @@ def replica_gpu_watts(model: ModelSpec, gpu: GPUType, tp: int, role: str, input_
                              max_num_seqs=max_num_seqs)[0]
         tokens = _batch_at_rate(rate, kappa[served])
     else:
-        rate = replica_curves(model, gpu, tp, inp, out, percentile, perf_params, gpu_memory_utilization,
-                              max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens).rate
+        rate = replica_rate_rps(model, gpu, tp, inp, out, perf_params, max_num_seqs, max_num_batched_tokens)
         tokens = _batch_at_rate(rate, kappa[served]) * (1.0 + inp / out)
     watts = gpu_power_watts(gpu, phase, model_utilisation(model, gpu, tokens), 0.0, p)
     if share is None:

@@ -32,7 +32,7 @@ from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkl
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
 from llmfleet.perf.capacity import (POISSON, Burstiness, capacity_rps, decode_capacity_rps, kv_transfer_s,
-                                    prefill_capacity_rps, weights_fit)
+                                    prefill_capacity_rps, shared_steady_states, weights_fit)
 from llmfleet.perf.power import attach_power
 from llmfleet.perf.precision import unsupported, with_precision
 from llmfleet.perf.steptime import PerfParams, default_params, load_profile
@@ -460,13 +460,15 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
             burst=burst,
         )
-        configs, wp.unservable, wp.planning_percentile, wp.miss_budget = plan_configs(
-            w, model, list(pools.values()), share, inp, out, params, routing != "service", burst, step_scales)
-        wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
-                                  w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
-                                  w.spec.serving.max_num_batched_tokens)
-        if budgeted and power_caps:
-            wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile, burst)
+        with shared_steady_states():  # its SLO percentile, a raised one and the power draw share the curves
+            configs, wp.unservable, wp.planning_percentile, wp.miss_budget = plan_configs(
+                w, model, list(pools.values()), share, inp, out, params, routing != "service", burst, step_scales)
+            wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
+                                      w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
+                                      w.spec.serving.max_num_batched_tokens)
+            if budgeted and power_caps:
+                wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile,
+                                             burst)
         problems.append(wp)
         if cache is not None:
             fresh[key] = wp

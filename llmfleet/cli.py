@@ -39,7 +39,7 @@ from llmfleet.solver.caps import budget_report, without_caps
 from llmfleet.solver.churn import churn_report, current_from_document, pd_thresholds_from_document
 from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits_pools, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
-from llmfleet.solver.milp import predicted_attainment, solve
+from llmfleet.solver.milp import predicted_attainment, solve, time_left_s
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem, build_problem, minimum_gpus_shortfall
 from llmfleet.sim.engine import simulate
@@ -293,6 +293,7 @@ def _read_current(path: str) -> tuple[dict, dict]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the time limit bounds the plan from here: the capacity model counts
     # rich assumes 80 columns when stdout is not a terminal (CI logs, pipes): widen so no cell is cut
     console = Console() if sys.stdout.isatty() else Console(width=160)
     steps = StderrProgress(not args.quiet)
@@ -332,8 +333,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         final = best_round(rounds)
         plan = final.plan
     else:
-        with steps.step(f"Solving the fleet MILP (time limit {fp.time_limit_s:g}s)"):
-            plan = solve(fp)
+        plan = _solve_in_limit(fp, started, steps)
     baselines = {}
     if not args.no_baseline:
         with steps.step("Solving single-GPU-type baselines"):
@@ -510,6 +510,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if res.meets_target else EXIT_SLO_MISSED
 
 
+def _solve_in_limit(fp: FleetProblem, started: float, steps: StderrProgress) -> Plan:
+    """``solve`` with what is left of ``fp.time_limit_s`` counted from ``started`` (``time_left_s``:
+    reading the manifests and the capacity model count), then ``fp.time_limit_s`` as it was, for
+    the comparisons solved after the plan (each with its own limit)."""
+    limit = fp.time_limit_s
+    fp.time_limit_s = time_left_s(limit, started)
+    try:
+        with steps.step(f"Solving the fleet MILP (time limit {limit:g}s, {fp.time_limit_s:.3g}s of it left "
+                        "after the capacity model)"):
+            return solve(fp)
+    finally:
+        fp.time_limit_s = limit
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Solve the fleet in the files and print (or, with ``-o DIR``, write) every object the operator
     would apply for that plan: the same renderer (``operator.render.render_plan``), for review or
@@ -518,13 +532,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     ``inferencePool`` (offline, the InferencePool CRD is assumed installed)."""
     from llmfleet.operator.render import render_plan
 
+    started = time.perf_counter()
     steps = StderrProgress(not args.quiet)
     try:
         fleet, fp = _fleet_problem(args, steps)
     except _NoPlan as stop:
         return stop.code
-    with steps.step(f"Solving the fleet MILP (time limit {fp.time_limit_s:g}s)"):
-        plan = solve(fp)
+    plan = _solve_in_limit(fp, started, steps)
     for m in plan.messages:
         err_console.print(f"[yellow]note:[/yellow] {escape(m)}", highlight=False)
     if plan.cost_per_hour is None:
@@ -680,9 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
                    help="override FleetPolicy spec.solver.timeLimitSeconds: the wall-clock bound of the fleet "
-                        "plan (MILP phases, read-out and node placement; not the capacity model built before it)")
+                        "plan from the command's start (manifests, capacity model, MILP phases, read-out and node "
+                        "placement; with --verify, of each round's solve)")
     p.add_argument("--no-baseline", action="store_true",
-                   help="skip the single-GPU-type comparison (one more plan per GPU type, each with its own limit)")
+                   help="skip the single-GPU-type comparison (one more plan per GPU type, each with its own limit, "
+                        "after the plan's)")
     p.add_argument("--scenarios", nargs="+", metavar="TRACE",
                    help="plan one fleet that also serves each TRACE in place of the trace-driven workloads' own "
                         "traces (e.g. other hours or another service), and report each one's simulated attainment")

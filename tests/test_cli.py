@@ -187,3 +187,23 @@ def test_saving_is_claimed_only_against_fleets_serving_the_same_demand_in_the_sa
     r = run("plan", "-f", str(tmp_path / "ex"), "-o", "json")
     doc = json.loads(r.stdout)
     assert r.returncode == 3 and doc["status"] == "shortage" and "saving" not in doc
+
+
+def test_plan_time_limit_counts_the_capacity_model():
+    """The time limit bounds the plan from the command's start: the solve gets what reading the
+    manifests and building the capacity model left of it (its progress line says how much)."""
+    r = run("plan", "-f", str(EXAMPLES), "--time-limit", "5", "--no-baseline")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"\[\s*([\d.]+)s\] Solving the fleet MILP \(time limit 5s, ([\d.]+)s of it left after the "
+                  r"capacity model\)", r.stderr)
+    assert m, r.stderr
+    at_s, left_s = float(m.group(1)), float(m.group(2))
+    assert left_s <= 5.0 - at_s + 0.06  # progress times are rounded to 0.1 s, the limit left to 3 digits
+    assert left_s > 5.0 - at_s - 2.0
+
+
+def test_time_left_never_drops_below_the_least_solve_time():
+    import time
+    from llmfleet.solver.milp import MIN_SOLVE_SECONDS, time_left_s
+    assert time_left_s(30.0, time.perf_counter() - 5.0) == pytest.approx(25.0, abs=0.5)
+    assert time_left_s(30.0, time.perf_counter() - 40.0) == MIN_SOLVE_SECONDS

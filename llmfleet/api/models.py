@@ -522,7 +522,10 @@ def _default_tiers() -> list[PriorityTier]:
 class SolverOptions(_Model):
     """MILP time limit (s) and the relative gap at which a plan counts as optimal."""
 
-    time_limit_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    time_limit_seconds: float = Field(
+        default=30.0, gt=0, le=86_400,
+        description="wall-clock bound of a plan, counted from the start of `llmfleet plan` or of the operator's "
+                    "reconcile: the capacity model, the MILP phases and the node placement")
     relative_gap: float = Field(default=1e-3, ge=0, le=0.5, description="stop when the proven gap is below this")
 
 

@@ -40,7 +40,7 @@ from llmfleet.operator.render import (
 )
 from llmfleet.solver.churn import config_key
 from llmfleet.solver.placement import ClusterNodes, nodes_from_cluster, pool_inventory
-from llmfleet.solver.milp import solve
+from llmfleet.solver.milp import solve, time_left_s
 from llmfleet.solver.plan import Assignment, Plan
 from llmfleet.solver.problem import build_problem, minimum_gpus, resolve_pool, workload_demand
 
@@ -386,6 +386,9 @@ class FleetPlanner:
                 # autoscaled ones keep the nodes their gpusPerNode would give (build_problem)
                 problem.nodes = [n for n in problem.nodes or [] if n.pool not in {m.pool for m in live_nodes}
                                  and parsed.pools[n.pool][1].spec.autoscaled] + live_nodes
+            # the FleetPolicy's limit bounds the reconcile's plan: reading the cluster and the
+            # capacity model count
+            problem.time_limit_s = time_left_s(problem.time_limit_s, started)
             t0 = time.perf_counter()
             plan = solve(problem)
             # where a re-plan's time goes: the solve, and before it reading the cluster (the

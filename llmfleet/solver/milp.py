@@ -561,10 +561,25 @@ PLACEMENT_ROUNDS = 3
 """re-solves after a placement that left replicas out (only where the node-shape cuts are not exact)"""
 
 
+MIN_SOLVE_SECONDS = 1.0
+"""least time ``time_left_s`` leaves the solve when what ran before it (reading the manifests or
+the cluster, the capacity model) spent the whole limit: enough for the greedy tier-ordered start
+and its read-out, so the command overruns its limit by about this rather than planning nothing (a
+design choice)"""
+
+
+def time_left_s(limit_s: float, started: float) -> float:
+    """The part of a wall-clock limit of ``limit_s`` s, counted from ``started``
+    (``time.perf_counter()``, e.g. when the command or the reconcile began), left for ``solve``,
+    s; at least ``MIN_SOLVE_SECONDS``. ``llmfleet plan`` and the operator set
+    ``FleetProblem.time_limit_s`` to it, so the limit bounds the capacity model too."""
+    return max(limit_s - (time.perf_counter() - started), MIN_SOLVE_SECONDS)
+
+
 def solve(fp: FleetProblem) -> Plan:
     """Solve the fleet plan for all workloads together, then place its replicas on the pools'
     nodes (``placement.place``; ``Plan.placement``), all within ``fp.time_limit_s`` of wall clock
-    (the capacity model, built before, is not counted). The MILP already respects the node shapes
+    (what ran before, such as the capacity model, is counted by the caller: ``time_left_s``). The MILP already respects the node shapes
     (``placement.shape_cuts``, exact for TP degrees 1, 2, 4, 8); where a pool's TP degrees are not
     such a chain and the placement leaves replicas out, the plan is solved again with the placed
     counts as limits, at most ``PLACEMENT_ROUNDS`` times and only in what is left of the limit.

@@ -186,7 +186,9 @@ def build(docs: list[dict], cache: dict | None = None):
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         t0 = time.perf_counter()
         fp = build_problem(load_fleet([path]), cache=cache)
-        fp.time_limit_s = time_left_s(fp.time_limit_s, t0)
+        fp.time_limit_s, overrun = time_left_s(fp.time_limit_s, t0)
+        if overrun:
+            log(f"note: {overrun}")
         return fp, time.perf_counter() - t0
 
 

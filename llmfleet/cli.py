@@ -512,10 +512,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _solve_in_limit(fp: FleetProblem, started: float, steps: StderrProgress) -> Plan:
     """``solve`` with what is left of ``fp.time_limit_s`` counted from ``started`` (``time_left_s``:
-    reading the manifests and the capacity model count), then ``fp.time_limit_s`` as it was, for
+    reading the manifests and the capacity model count; a note when that overruns the limit), then
+    ``fp.time_limit_s`` as it was, for
     the comparisons solved after the plan (each with its own limit)."""
     limit = fp.time_limit_s
-    fp.time_limit_s = time_left_s(limit, started)
+    fp.time_limit_s, overrun = time_left_s(limit, started)
+    if overrun:
+        err_console.print(f"[yellow]note:[/yellow] {escape(overrun)}", highlight=False)
     try:
         with steps.step(f"Solving the fleet MILP (time limit {limit:g}s, {fp.time_limit_s:.3g}s of it left "
                         "after the capacity model)"):

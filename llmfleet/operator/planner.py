@@ -388,7 +388,9 @@ class FleetPlanner:
                                  and parsed.pools[n.pool][1].spec.autoscaled] + live_nodes
             # the FleetPolicy's limit bounds the reconcile's plan: reading the cluster and the
             # capacity model count
-            problem.time_limit_s = time_left_s(problem.time_limit_s, started)
+            problem.time_limit_s, overrun = time_left_s(problem.time_limit_s, started)
+            if overrun:
+                log.warning("%s", overrun)
             t0 = time.perf_counter()
             plan = solve(problem)
             # where a re-plan's time goes: the solve, and before it reading the cluster (the

@@ -561,19 +561,26 @@ PLACEMENT_ROUNDS = 3
 """re-solves after a placement that left replicas out (only where the node-shape cuts are not exact)"""
 
 
-MIN_SOLVE_SECONDS = 1.0
-"""least time ``time_left_s`` leaves the solve when what ran before it (reading the manifests or
-the cluster, the capacity model) spent the whole limit: enough for the greedy tier-ordered start
-and its read-out, so the command overruns its limit by about this rather than planning nothing (a
-design choice)"""
+MIN_SOLVE_SHARE = 0.25
+"""part of the time limit ``time_left_s`` leaves the solve even when what ran before it (reading
+the manifests or the cluster, the capacity model) spent more than the rest: a fleet whose capacity
+model outgrew its limit then overruns it by at most this share, rather than getting a bare greedy
+plan (a design choice; ``time_left_s`` gives the note that says so)"""
 
 
-def time_left_s(limit_s: float, started: float) -> float:
+def time_left_s(limit_s: float, started: float) -> tuple[float, str | None]:
     """The part of a wall-clock limit of ``limit_s`` s, counted from ``started``
-    (``time.perf_counter()``, e.g. when the command or the reconcile began), left for ``solve``,
-    s; at least ``MIN_SOLVE_SECONDS``. ``llmfleet plan`` and the operator set
+    (``time.perf_counter()``, e.g. when the command or the reconcile began), left for ``solve``:
+    (seconds, at least ``MIN_SOLVE_SHARE`` of the limit; a note for the user when that floor
+    applies, so the plan overruns the limit, else None). ``llmfleet plan`` and the operator set
     ``FleetProblem.time_limit_s`` to it, so the limit bounds the capacity model too."""
-    return max(limit_s - (time.perf_counter() - started), MIN_SOLVE_SECONDS)
+    spent = time.perf_counter() - started
+    if limit_s - spent >= MIN_SOLVE_SHARE * limit_s:
+        return limit_s - spent, None
+    left = MIN_SOLVE_SHARE * limit_s
+    return left, (f"reading the input and the capacity model took {spent:.1f}s of the {limit_s:g}s time limit; the "
+                  f"MILP gets {left:.3g}s more ({MIN_SOLVE_SHARE:.0%} of the limit), so the plan overruns it: raise "
+                  "FleetPolicy spec.solver.timeLimitSeconds (or --time-limit) for a fleet this size")
 
 
 def solve(fp: FleetProblem) -> Plan:

@@ -512,9 +512,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _solve_in_limit(fp: FleetProblem, started: float, steps: StderrProgress) -> Plan:
     """``solve`` with what is left of ``fp.time_limit_s`` counted from ``started`` (``time_left_s``:
-    reading the manifests and the capacity model count; a note when that overruns the limit), then
-    ``fp.time_limit_s`` as it was, for
-    the comparisons solved after the plan (each with its own limit)."""
+    reading the manifests and the capacity model count; a note when that overruns the limit).
+    ``fp.time_limit_s`` is restored afterwards for the comparisons solved after the plan (each
+    with its own limit)."""
     limit = fp.time_limit_s
     fp.time_limit_s, overrun = time_left_s(limit, started)
     if overrun:

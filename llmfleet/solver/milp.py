@@ -586,10 +586,11 @@ def time_left_s(limit_s: float, started: float) -> tuple[float, str | None]:
 def solve(fp: FleetProblem) -> Plan:
     """Solve the fleet plan for all workloads together, then place its replicas on the pools'
     nodes (``placement.place``; ``Plan.placement``), all within ``fp.time_limit_s`` of wall clock
-    (what ran before, such as the capacity model, is counted by the caller: ``time_left_s``). The MILP already respects the node shapes
-    (``placement.shape_cuts``, exact for TP degrees 1, 2, 4, 8); where a pool's TP degrees are not
-    such a chain and the placement leaves replicas out, the plan is solved again with the placed
-    counts as limits, at most ``PLACEMENT_ROUNDS`` times and only in what is left of the limit.
+    (what ran before, such as the capacity model, is the caller's to count: ``time_left_s``). The
+    MILP already respects the node shapes (``placement.shape_cuts``, exact for TP degrees 1, 2, 4,
+    8); where a pool's TP degrees are not such a chain and the placement leaves replicas out, the
+    plan is solved again with the placed counts as limits, at most ``PLACEMENT_ROUNDS`` times and
+    only in what is left of the limit.
     """
     t0 = time.perf_counter()
     deadline = t0 + fp.time_limit_s

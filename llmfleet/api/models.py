@@ -524,8 +524,8 @@ class SolverOptions(_Model):
 
     time_limit_seconds: float = Field(
         default=30.0, gt=0, le=86_400,
-        description="wall-clock bound of a plan, counted from the start of `llmfleet plan` or of the operator's "
-                    "reconcile: the capacity model, the MILP phases and the node placement")
+        description="wall-clock bound of a plan: in `llmfleet plan` from the command's start (capacity model, "
+                    "MILP phases, node placement); in the operator, of the MILP phases and node placement")
     relative_gap: float = Field(default=1e-3, ge=0, le=0.5, description="stop when the proven gap is below this")
 
 

@@ -572,7 +572,7 @@ def time_left_s(limit_s: float, started: float) -> tuple[float, str | None]:
     """The part of a wall-clock limit of ``limit_s`` s, counted from ``started``
     (``time.perf_counter()``, e.g. when the command or the reconcile began), left for ``solve``:
     (seconds, at least ``MIN_SOLVE_SHARE`` of the limit; a note for the user when that floor
-    applies, so the plan overruns the limit, else None). ``llmfleet plan`` and the operator set
+    applies, so the plan overruns the limit, else None). ``llmfleet plan`` sets
     ``FleetProblem.time_limit_s`` to it, so the limit bounds the capacity model too."""
     spent = time.perf_counter() - started
     if limit_s - spent >= MIN_SOLVE_SHARE * limit_s:

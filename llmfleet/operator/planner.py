@@ -388,10 +388,11 @@ class FleetPlanner:
                                  and parsed.pools[n.pool][1].spec.autoscaled] + live_nodes
             # the FleetPolicy's limit bounds the MILP here, not the capacity model before it
             # (llmfleet plan counts both): a reconcile re-models only the workloads that changed,
-            # and a fleet's first plan (at start-up, after a fail-over) should not be a worse one
-            # because its capacity model took most of the limit (bench/operator_replan.py at 300
-            # workloads: a 31 s capacity model left the MILP 7.5 s of 30 s, and $10,952/h where
-            # the optimum is $6,794/h); the log line below gives both times
+            # and a fleet's first plan (at start-up, after a fail-over), which later re-plans keep
+            # wherever it serves in full, should not lose MILP time to its capacity model
+            # (bench/operator_replan.py, 300 workloads, 30 s: $10,952/h with the MILP given the
+            # 7.5 s left after a 31 s capacity model, $10,624/h given all 30 s; optimum $6,794/h).
+            # The log line below gives both times.
             t0 = time.perf_counter()
             plan = solve(problem)
             # where a re-plan's time goes: the solve, and before it reading the cluster (the

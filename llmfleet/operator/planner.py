@@ -390,8 +390,8 @@ class FleetPlanner:
             # (llmfleet plan counts both): a reconcile re-models only the workloads that changed,
             # and a fleet's first plan (at start-up, after a fail-over), which later re-plans keep
             # wherever it serves in full, should not lose MILP time to its capacity model
-            # (bench/operator_replan.py, 300 workloads, 30 s: $10,952/h with the MILP given the
-            # 7.5 s left after a 31 s capacity model, $10,624/h given all 30 s; optimum $6,794/h).
+            # (bench/operator_replan.py, 300 workloads, limit 60 s: the MILP given all of it
+            # reaches the $6,794/h optimum; given what a 29 s capacity model leaves, it would not).
             # The log line below gives both times.
             t0 = time.perf_counter()
             plan = solve(problem)

@@ -390,8 +390,8 @@ class FleetPlanner:
             # (llmfleet plan counts both): a reconcile re-models only the workloads that changed,
             # and a fleet's first plan (at start-up, after a fail-over), which later re-plans keep
             # wherever it serves in full, should not lose MILP time to its capacity model
-            # (bench/operator_replan.py, 300 workloads, limit 60 s: the MILP given all of it
-            # reaches the $6,794/h optimum; given what a 29 s capacity model leaves, it would not).
+            # (bench/operator_replan.py, 300 workloads: a MILP of 60 s reaches the $6,794/h
+            # optimum, one of 30 s, about what a 29 s capacity model would leave, stops at $8,770/h).
             # The log line below gives both times.
             t0 = time.perf_counter()
             plan = solve(problem)

@@ -572,15 +572,16 @@ model outgrew its limit then overruns it by at most this share, rather than gett
 plan (a design choice; ``time_left_s`` gives the note that says so)"""
 
 
-def time_left_s(limit_s: float, started: float) -> tuple[float, str | None]:
+def time_left_s(limit_s: float, started: float, after_s: float = 0.0) -> tuple[float, str | None]:
     """The part of a wall-clock limit of ``limit_s`` s, counted from ``started``
-    (``time.perf_counter()``, e.g. when the command or the reconcile began), left for ``solve``:
-    (seconds, at least ``MIN_SOLVE_SHARE`` of the limit; a note for the user when that floor
-    applies, so the plan overruns the limit, else None). ``llmfleet plan`` sets
-    ``FleetProblem.time_limit_s`` to it, so the limit bounds the capacity model too."""
+    (``time.perf_counter()``, e.g. when the command began), left for ``solve`` when ``after_s`` s
+    of it are kept for what follows the plan: (seconds, at least ``MIN_SOLVE_SHARE`` of the limit;
+    a note for the user when that floor applies, so the plan overruns the limit, else None).
+    ``llmfleet plan`` sets ``FleetProblem.time_limit_s`` to it, so the limit bounds the capacity
+    model too."""
     spent = time.perf_counter() - started
-    if limit_s - spent >= MIN_SOLVE_SHARE * limit_s:
-        return limit_s - spent, None
+    if limit_s - spent - after_s >= MIN_SOLVE_SHARE * limit_s:
+        return limit_s - spent - after_s, None
     left = MIN_SOLVE_SHARE * limit_s
     return left, (f"reading the input and the capacity model took {spent:.1f}s of the {limit_s:g}s time limit; the "
                   f"MILP gets {left:.3g}s more ({MIN_SOLVE_SHARE:.0%} of the limit), so the plan overruns it: raise "

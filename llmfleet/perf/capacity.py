@@ -202,7 +202,6 @@ class _SteadyState:
     full: np.ndarray
     rest: np.ndarray
     t_d: np.ndarray
-    extra: np.ndarray
     prefill: np.ndarray
     step: np.ndarray
     rate: np.ndarray
@@ -255,9 +254,9 @@ def _steady_state(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
     t_rest = np.where(rest > 0, _mixed_step_s(model, gpu, tp, batch, inp, out, rest, p), 0.0)
     extra = full * (t_full - t_d) + np.where(rest > 0, t_rest - t_d, 0.0)
     step = t_d + batch * extra / out  # λ t̄ prompts arrive per iteration, each adding ``extra``
-    state = _SteadyState(inp, out, batch, chunk, full, rest, t_d, extra,
+    state = _SteadyState(inp, out, batch, chunk, full, rest, t_d,
                          np.where(chunk > 0, full * t_full + t_rest, np.inf), step, batch / (out * step))
-    for a in (state.chunk, state.full, state.rest, state.t_d, state.extra, state.prefill, state.step, state.rate):
+    for a in (state.chunk, state.full, state.rest, state.t_d, state.prefill, state.step, state.rate):
         a.flags.writeable = False  # shared by every caller within ``shared_steady_states``
     if key is not None:
         memo[key] = state

@@ -175,9 +175,10 @@ def fleet_documents(workloads: list[dict], max_gpus: dict[str, int], time_limit_
     return [*workloads, *pools, policy]
 
 
-def build(docs: list[dict], cache: dict | None = None):
-    """Load the manifests as the CLI does and build the MILP input; ``cache``: kept between calls as
-    the operator keeps it (each workload's capacity model reused while its inputs are unchanged).
+def build(docs: list[dict], cache: dict | None = None, memo: set | None = None):
+    """Load the manifests as the CLI does and build the MILP input; ``cache`` and ``memo``: kept
+    between calls as the operator keeps them (each workload's capacity model reused while its
+    inputs are unchanged; ``FleetProblem.alone_optima``, the plans shown optimal alone).
     As in ``llmfleet plan``, the time limit counts from reading the manifests: the problem's
     ``time_limit_s`` is what is left of it (``time_left_s``). Returns (problem, build seconds:
     reading the manifests and the capacity model)."""
@@ -186,6 +187,8 @@ def build(docs: list[dict], cache: dict | None = None):
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         t0 = time.perf_counter()
         fp = build_problem(load_fleet([path]), cache=cache)
+        if memo is not None:
+            fp.alone_optima = memo
         fp.time_limit_s, overrun = time_left_s(fp.time_limit_s, t0)
         if overrun:
             log(f"note: {overrun}")
@@ -354,9 +357,9 @@ def ample_caps() -> dict[str, int]:
 
 
 def solve_fleet(workloads: list[dict], caps: dict[str, int], limit_s: float, args, label: str,
-                avail: str, n: int, seed: int, cache: dict | None = None) -> Run:
+                avail: str, n: int, seed: int, cache: dict | None = None, memo: set | None = None) -> Run:
     log(f"{label}: building ({avail}, {sum(caps.values())} GPUs)")
-    fp, build_s = build(fleet_documents(workloads, caps, limit_s, args.gap), cache)
+    fp, build_s = build(fleet_documents(workloads, caps, limit_s, args.gap), cache, memo)
     log(f"{label}: built in {build_s:.1f} s ({sum(len(w.configs) for w in fp.workloads)} configs); "
         f"solving ({avail}, limit {limit_s:g} s)")
     plan, solve_s = timed_solve(fp)
@@ -458,8 +461,9 @@ def run_change(n: int, changes: int, limit_s: float, args, profiles) -> None:
         try:
             caps = ample_caps() if avail == "ample" else scarce_caps(first.plan, args.scarcity)
             cache: dict = {}  # the operator's: a re-plan re-models only the changed workload
+            memo: set = set()  # the operator's: a re-plan solves alone only what no plan showed optimal
             first = solve_fleet(workloads, caps, args.first_limit, args, f"(c) n={n} running plan", avail, n,
-                                args.seed_change, cache)
+                                args.seed_change, cache, memo)
         except Exception as err:
             traceback.print_exc()
             rows.append([avail, str(n), "-", "-", "-", "-", f"ERROR {type(err).__name__}: {err}"[:200], *["-"] * 5])
@@ -476,7 +480,7 @@ def run_change(n: int, changes: int, limit_s: float, args, profiles) -> None:
             try:
                 log(f"(c) {avail}: {what}: building")
                 docs = workloads if i is None else changed_rate(workloads, i, 1.2)
-                fp1, build1 = build(fleet_documents(docs, caps, limit_s, args.gap), cache)
+                fp1, build1 = build(fleet_documents(docs, caps, limit_s, args.gap), cache, memo)
                 if incremental:
                     fp1.current = running_groups(first.plan)
                 plan1, solve1 = timed_solve(fp1)

@@ -12,6 +12,7 @@ import pytest
 from llmfleet.api.loader import load_fleet
 from llmfleet.catalog.models import resolve_model
 from llmfleet.solver import churn
+from llmfleet.solver import milp
 from llmfleet.solver.milp import solve
 from llmfleet.solver.problem import build_problem
 
@@ -221,3 +222,56 @@ def test_the_capacity_cache_remodels_only_what_changed_its_inputs(tmp_path):
     wider = build(more, cache)
     assert all(wider[k].configs is not first[k].configs for k in first)
     assert wider["default/chat-8b"].rate_rps == pytest.approx(first["default/chat-8b"].rate_rps * 1.3 / 1.1)
+
+
+def fleet_with_h100_twin(tmp_path, price):
+    """The examples plus a second H100-SXM pool, priced ``price`` USD per GPU-hour (the examples'
+    H100 pool: 6.90)."""
+    d = tmp_path / f"twin{price}"
+    shutil.copytree(EXAMPLES, d)
+    (d / "twin.yaml").write_text(
+        "apiVersion: llmfleet.dev/v1alpha1\nkind: GPUPool\nmetadata:\n  name: h100-reserved\n"
+        f"spec:\n  gpuType: H100-SXM\n  gpusPerNode: 8\n  maxGPUs: 16\n  costPerGPUHour: {price}\n")
+    return d
+
+
+def test_a_replan_moves_a_kept_workload_only_where_its_best_plan_alone_saves_more_than_the_churn(tmp_path, monkeypatch):
+    # Independent reason: a second H100-SXM pool at half the price runs every H100 replica the
+    # same for $3.45 instead of $6.90 per GPU-hour. The running plan's TP-4 70B replica alone then
+    # saves 4 x 3.45 = $13.80/h, against a churn of about $6/h spread over the 300 s re-plan
+    # interval (solver.churn: starting it reads 141 GB over 4 GPUs at 1.6 GB/s plus 60 s of engine
+    # start, 82 s of $13.80/h; stopping one drains its requests): the re-plan must move it, and no
+    # replica stays on the dear pool. At $6.85 the saving, 4 x 0.05 = $0.20/h for that replica,
+    # is far below the churn: nothing may move. Before, a re-plan kept every workload it served in
+    # full as it ran, whatever a cheaper plan saved.
+    running = solve(build_problem(load_fleet([EXAMPLES])))
+    current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    assert any(a.pool == "h100-sxm" and a.tp == 4 for a in running.assignments), "the case needs the 70B on H100"
+    cheap = build_problem(load_fleet([fleet_with_h100_twin(tmp_path, 3.45)]))
+    cheap.current = current
+    moved = solve(cheap)
+    assert moved.status == "optimal"
+    assert not [a for a in moved.assignments if a.pool == "h100-sxm"]
+    assert moved.cost_per_hour < running.cost_per_hour - 13.80
+    assert "default/assistant-70b" in churn.churn_report(moved, current)["workloadsChanged"]
+    assert any("moved to a plan cheaper by" in m for m in moved.messages), moved.messages
+    # the next re-plan, with the plans shown optimal alone remembered as the operator keeps them,
+    # holds everything without solving any workload alone again
+    solved_alone = []
+    real = milp._decompose_one
+    monkeypatch.setattr(milp, "_decompose_one", lambda *a: solved_alone.append(a[2].key) or real(*a))
+    again = build_problem(load_fleet([fleet_with_h100_twin(tmp_path / "again", 3.45)]))
+    again.current = churn.current_from_document(json.loads(json.dumps(moved.to_dict())))
+    again.alone_optima = cheap.alone_optima
+    kept = solve(again)
+    assert solved_alone == []
+    assert churn.churn_report(kept, again.current)["replicasStarted"] == 0
+    assert any(m.startswith("kept workloads checked against their best plan alone: 3 known optimal, 0 solved")
+               for m in kept.messages), kept.messages
+    monkeypatch.undo()
+    near = build_problem(load_fleet([fleet_with_h100_twin(tmp_path, 6.85)]))
+    near.current = current
+    stay = solve(near)
+    report = churn.churn_report(stay, current)
+    assert report["replicasStarted"] == report["replicasStopped"] == 0
+    assert stay.cost_per_hour == pytest.approx(running.cost_per_hour, rel=1e-9)

@@ -50,6 +50,7 @@ tier-respecting greedy start, ``solver.greedy``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import statistics
 import time
@@ -650,11 +651,21 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
         # the objective still keeps their changes few).
         settled = frozenset(_settled(fp, prepared))
         if settled:
+            checked = None
+            if prepared.serves_all(fp):
+                # everything fits: a kept workload whose running plan costs more than its best plan
+                # alone, churn included, moves to that plan (a first plan its time limit stopped
+                # short is otherwise kept for good)
+                checked = _improve_settled(fp, prepared, settled, t0 + IMPROVE_SHARE * (deadline - t0), deadline)
             plan = solve_joint(fp, deadline, prepared, hold=settled)
             if plan.status in ("optimal", "feasible"):
+                moved = len(checked.moved) if checked is not None else 0
                 plan.messages.append(f"incremental re-plan: {len(fp.workloads) - len(settled)} workload(s) planned "
-                                     f"afresh; {len(settled)} kept as they run (served in full, no idle replica); "
+                                     f"afresh; {len(settled) - moved} kept as they run (served in full, no idle "
+                                     f"replica){f'; {moved} moved to their best plan alone' if moved else ''}; "
                                      "the gap is that of this re-plan")
+                if checked is not None:
+                    plan.messages.append(checked.message(len(settled)))
                 plan.solve_time_s = time.perf_counter() - t0
                 return _mark_shortage(plan, fp)
             # the phases' rows (each tier's result with the kept workloads held) would bind the
@@ -1003,6 +1014,7 @@ def _decompose(fp: FleetProblem, deadline: float, fallback: dict[tuple[int, int]
             counts.update({k: r for k, r in fallback.items() if k[0] == wi})
             continue
         mine, part_bound = part
+        fp.alone_optima.add(alone_token(fp, wi, mine))
         counts.update(mine)
         if bound is not None:
             bound += part_bound
@@ -1029,6 +1041,122 @@ def _decompose_one(fp: FleetProblem, wi: int, w: WorkloadProblem, deadline: floa
     if value > 1e-9 and (value - res.dual_bound) / value > fp.relative_gap + 1e-9:
         return None
     return {(wi, ci): r for (_, ci), r in _counts(m, model, res.values).items()}, res.dual_bound
+
+
+IMPROVE_SHARE = 0.5
+"""part of a re-plan's time limit that may go to solving alone, one by one, the workloads it would
+keep as they run (``_improve_settled``), before the joint solve of the rest (a design choice: the
+rest needs the joint solve; a workload not checked in time is kept, and the next re-plan, with the
+operator's memo of those already checked, goes on where this one stopped)"""
+
+
+def alone_token(fp: FleetProblem, wi: int, replicas: dict[tuple[int, int], int]) -> str:
+    """A digest (hex) of what workload ``wi``'s one-by-one model reads and of its replicas
+    ((workload, config) -> count, this model's indices): its demand, minimum and tier, each
+    configuration's group key, capacities, price, power and pool limits, and the policy's gap,
+    energy price, power budget, routing and churn horizon. Equal tokens: the same problem alone
+    with the same plan (``FleetProblem.alone_optima``). A token that misses an input only makes a
+    re-plan keep a workload as it runs, as re-plans did before the check."""
+    w = fp.workloads[wi]
+    h = hashlib.sha256()
+    quotas = sorted((name, limit) for name, (limit, keys) in fp.gpu_quotas.items() if w.key in keys)
+    h.update(repr((w.key, w.rate_rps, w.min_replicas, w.tier_value, w.miss_budget, fp.relative_gap,
+                   fp.energy_price_per_kwh, fp.power_budget_watts, fp.power_oversubscription, fp.routing_mode,
+                   fp.pin_buckets, fp.churn_horizon_s, quotas)).encode())
+    for a in (w.share, w.input_tokens, w.output_tokens, w.unservable):
+        h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    for ci, c in enumerate(w.configs):
+        h.update(repr((config_key(w.key, c), replicas.get((wi, ci), 0), c.cost_per_replica_hour, c.gpu_watts,
+                       c.pool.max_gpus, c.pool.power_budget_watts, c.pool.kv_domain)).encode())
+        for a in (c.capacity_rps, c.whole_capacity_rps, c.kv_transfer_s, c.throughput_rps):
+            h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _workload_objective(fp: FleetProblem, wi: int, replicas: dict[tuple[int, int], int]) -> float:
+    """Workload ``wi``'s part of the MILP objective with ``replicas`` ((workload, config) -> count):
+    its replicas' USD/h (``_replica_cost_per_hour``) plus the churn against ``fp.current``
+    (``_churn_terms``: what it starts and stops, spread over the churn horizon), USD/h."""
+    w = fp.workloads[wi]
+    per_hour = 3600.0 / fp.churn_horizon_s
+    total = 0.0
+    for ci, c in enumerate(w.configs):
+        r = replicas.get((wi, ci), 0)
+        cur = fp.current.get(config_key(w.key, c), 0)
+        total += r * _replica_cost_per_hour(fp, c)
+        total += per_hour * (max(r - cur, 0) * start_cost_usd(w, c) + max(cur - r, 0) * stop_cost_usd(w, c))
+    return total
+
+
+@dataclass
+class _Checked:
+    """What ``_improve_settled`` did: workloads solved alone, those moved, the saving (USD/h)."""
+
+    solved: int = 0
+    known: int = 0
+    moved: list[str] = dataclasses.field(default_factory=list)
+    saving_per_hour: float = 0.0
+
+    def message(self, kept: int) -> str:
+        """The plan's line about it, for ``kept`` workloads the re-plan would keep."""
+        left = kept - self.solved - self.known
+        text = (f"kept workloads checked against their best plan alone: {self.known} known optimal, "
+                f"{self.solved} solved now")
+        if left > 0:
+            text += f", {left} not checked in this re-plan's time (kept as they run; the next re-plan goes on)"
+        if self.moved:
+            text += (f"; {len(self.moved)} moved to a plan cheaper by ${self.saving_per_hour:.2f}/h, churn included "
+                     f"({', '.join(self.moved[:5])}{', ...' if len(self.moved) > 5 else ''})")
+        return text
+
+
+def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int], until: float,
+                     deadline: float) -> _Checked:
+    """Move each workload in ``settled`` (kept as it runs) whose running replicas cost more than
+    its best plan alone, churn included (``_workload_objective``), to that plan, in the prepared
+    start, where the moves together still serve everything: the joint re-plan then holds them
+    there. Solves alone (``_decompose_one``), costliest first, until ``until``; a workload whose
+    running plan is in ``fp.alone_optima`` is not solved again, and each one shown optimal is
+    added there. A move is kept only where the workload's objective falls (ties keep what runs)."""
+    m, model = prepared.model, prepared.highs
+    counts = _counts(m, model, prepared.start)
+    mine = lambda wi, cs: {k: r for k, r in cs.items() if k[0] == wi}  # noqa: E731
+    out = _Checked()
+    todo = []
+    for wi in settled:
+        if alone_token(fp, wi, mine(wi, counts)) in fp.alone_optima:
+            out.known += 1
+        else:
+            todo.append(wi)
+    todo.sort(key=lambda wi: (-_workload_objective(fp, wi, mine(wi, counts)), wi))
+    moves: dict[int, dict] = {}
+    for wi in todo:
+        if time.perf_counter() >= until:
+            break
+        part = _decompose_one(fp, wi, fp.workloads[wi], until)
+        if part is None:
+            continue
+        out.solved += 1
+        best, now = part[0], mine(wi, counts)
+        if _workload_objective(fp, wi, best) < _workload_objective(fp, wi, now) - 1e-9 * max(1.0, abs(_workload_objective(fp, wi, now))):
+            moves[wi] = best
+        else:
+            fp.alone_optima.add(alone_token(fp, wi, now))
+    if not moves:
+        return out
+    union = {k: r for k, r in counts.items() if k[0] not in moves}
+    for best in moves.values():
+        union.update(best)
+    values = _complete(fp, m, model, union, deadline)
+    if values is None or model.value(_unserved(fp, m), values) > _SHED_TOL:
+        return out  # the moves together break a shared limit: everything stays as it runs
+    out.saving_per_hour = sum(_workload_objective(fp, wi, mine(wi, counts)) - _workload_objective(fp, wi, best)
+                              for wi, best in moves.items())
+    out.moved = sorted(fp.workloads[wi].key for wi in moves)
+    for wi, best in moves.items():
+        fp.alone_optima.add(alone_token(fp, wi, best))
+    prepared.start = values
+    return out
 
 
 def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:

@@ -208,6 +208,11 @@ class FleetProblem:
     current_pd_thresholds: dict = field(default_factory=dict)
     """the running plan's P/D thresholds (workload key -> prompt tokens, ``Plan.pd_threshold_tokens``):
     a workload whose groups a re-plan keeps keeps its threshold where it still serves its demand"""
+    alone_optima: set = field(default_factory=set)
+    """replica plans shown optimal for their workload alone (``milp.alone_token``: the workload's
+    one-by-one model inputs and its replicas), added to by the solves: a re-plan keeps such a
+    workload as it runs without solving it alone again. A memo the caller may keep across re-plans
+    (the operator does); empty: a re-plan checks every workload it would keep"""
     churn_horizon_s: float = 300.0
     """the time the churn cost is spread over, s: the re-plan interval
     (``FleetPolicy.spec.replanIntervalSeconds``), at least ``MIN_CHURN_HORIZON_S``"""

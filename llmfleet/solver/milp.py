@@ -656,7 +656,8 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
                 # everything fits: a kept workload whose running plan costs more than its best plan
                 # alone, churn included, moves to that plan (a first plan its time limit stopped
                 # short is otherwise kept for good)
-                checked = _improve_settled(fp, prepared, settled, t0 + IMPROVE_SHARE * (deadline - t0), deadline)
+                now = time.perf_counter()
+                checked = _improve_settled(fp, prepared, settled, now + IMPROVE_SHARE * (deadline - now), deadline)
             plan = solve_joint(fp, deadline, prepared, hold=settled)
             if plan.status in ("optimal", "feasible"):
                 moved = len(checked.moved) if checked is not None else 0
@@ -970,24 +971,35 @@ warming caches (300 bench workloads: 75 ms against a 14 ms mean, so one sample r
 
 
 def _readout_seconds(fp: FleetProblem, prepared: _Prepared) -> float:
-    """Seconds ``_extract`` will take for a plan like the greedy one: its groups x the median time
-    of a group's latency prediction, timed here on ``_READOUT_SAMPLES`` of them (x 1.5 for a plan
-    with more groups); at most half the limit."""
+    """Seconds ``_extract`` will take for a plan like the start: x 1.5 (a plan may have more groups)
+    the groups whose prediction is not remembered (``_predicted_latency``: a re-plan reads the groups
+    it keeps out of its cache; at least ``READOUT_NEW_SHARE`` of the groups, for those it moves) x
+    the median time of one uncached latency prediction, timed here on ``_READOUT_SAMPLES`` of them;
+    at most half the limit."""
     if prepared.start is None:
         return 0.0
     counts = list(_counts(prepared.model, prepared.highs, prepared.start))
-    sample = [counts[k * len(counts) // _READOUT_SAMPLES] for k in range(min(_READOUT_SAMPLES, len(counts)))]
+    remembered = {(key[0], key[1]) for key in _LATENCY_CACHE}
+    new = [(wi, ci) for wi, ci in counts if (fp.workloads[wi].key, id(fp.workloads[wi].configs[ci])) not in remembered]
+    timed = new or counts
+    sample = [timed[k * len(timed) // _READOUT_SAMPLES] for k in range(min(_READOUT_SAMPLES, len(timed)))]
     times = []
     for wi, ci in sample:
         w = fp.workloads[wi]
         if w.model is None:
             continue
         t = time.perf_counter()
-        _predicted_latency(w, w.configs[ci], w.rate_rps * w.share, 0.5, fp.params)
+        predicted_latency(w, w.configs[ci], w.rate_rps * w.share, 0.5, fp.params)  # not cached: not the plan's load
         times.append(time.perf_counter() - t)
     if not times:
         return 0.0
-    return min(1.5 * len(counts) * statistics.median(times), 0.5 * fp.time_limit_s)
+    groups = max(len(new), READOUT_NEW_SHARE * len(counts))
+    return min(1.5 * groups * statistics.median(times), 0.5 * fp.time_limit_s)
+
+
+READOUT_NEW_SHARE = 0.1
+"""least share of the start's groups ``_readout_seconds`` counts as read out afresh (a design choice:
+a re-plan whose start is all remembered still moves some workloads, whose groups are new)"""
 
 
 def _unserved(fp: FleetProblem, m: _Model) -> pulp.LpAffineExpression:
@@ -1044,17 +1056,18 @@ def _decompose_one(fp: FleetProblem, wi: int, w: WorkloadProblem, deadline: floa
 
 
 IMPROVE_SHARE = 0.5
-"""part of a re-plan's time limit that may go to solving alone, one by one, the workloads it would
-keep as they run (``_improve_settled``), before the joint solve of the rest (a design choice: the
-rest needs the joint solve; a workload not checked in time is kept, and the next re-plan, with the
-operator's memo of those already checked, goes on where this one stopped)"""
+"""part of what is left of a re-plan's time limit, once its model and start are built, that may go
+to solving alone, one by one, the workloads it would keep as they run (``_improve_settled``),
+before the joint solve of the rest (a design choice: the rest needs the joint solve; a workload
+not checked in time is kept, and the next re-plan, with the operator's memo of those already
+checked, goes on where this one stopped)"""
 
 
 def alone_token(fp: FleetProblem, wi: int, replicas: dict[tuple[int, int], int]) -> str:
     """A digest (hex) of what workload ``wi``'s one-by-one model reads and of its replicas
     ((workload, config) -> count, this model's indices): its demand, minimum and tier, each
-    configuration's group key, capacities, price, power and pool limits, and the policy's gap,
-    energy price, power budget, routing and churn horizon. Equal tokens: the same problem alone
+    configuration's group key, capacities, price, power and pool limits, its copies in
+    ``fp.scenarios``, and the policy's gap, energy price, power budget, routing and churn horizon. Equal tokens: the same problem alone
     with the same plan (``FleetProblem.alone_optima``). A token that misses an input only makes a
     re-plan keep a workload as it runs, as re-plans did before the check."""
     w = fp.workloads[wi]
@@ -1063,11 +1076,14 @@ def alone_token(fp: FleetProblem, wi: int, replicas: dict[tuple[int, int], int])
     h.update(repr((w.key, w.rate_rps, w.min_replicas, w.tier_value, w.miss_budget, fp.relative_gap,
                    fp.energy_price_per_kwh, fp.power_budget_watts, fp.power_oversubscription, fp.routing_mode,
                    fp.pin_buckets, fp.churn_horizon_s, quotas)).encode())
-    for a in (w.share, w.input_tokens, w.output_tokens, w.unservable):
+    copies = [x for ws in fp.scenarios for x in ws if x.key == w.key]  # --scenarios: its other demands
+    for a in (w.share, w.input_tokens, w.output_tokens, w.unservable, *(x.share for x in copies)):
         h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    h.update(repr([x.rate_rps for x in copies]).encode())
     for ci, c in enumerate(w.configs):
         h.update(repr((config_key(w.key, c), replicas.get((wi, ci), 0), c.cost_per_replica_hour, c.gpu_watts,
                        c.pool.max_gpus, c.pool.power_budget_watts, c.pool.kv_domain)).encode())
+    for c in [c for x in [w, *copies] for c in x.configs]:
         for a in (c.capacity_rps, c.whole_capacity_rps, c.kv_transfer_s, c.throughput_rps):
             h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
     return h.hexdigest()

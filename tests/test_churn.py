@@ -224,14 +224,14 @@ def test_the_capacity_cache_remodels_only_what_changed_its_inputs(tmp_path):
     assert wider["default/chat-8b"].rate_rps == pytest.approx(first["default/chat-8b"].rate_rps * 1.3 / 1.1)
 
 
-def fleet_with_h100_twin(tmp_path, price):
-    """The examples plus a second H100-SXM pool, priced ``price`` USD per GPU-hour (the examples'
-    H100 pool: 6.90)."""
-    d = tmp_path / f"twin{price}"
+def fleet_with_h100_twin(tmp_path, price, gpus=16):
+    """The examples plus a second H100-SXM pool of ``gpus`` GPUs, priced ``price`` USD per
+    GPU-hour (the examples' H100 pool: 6.90)."""
+    d = tmp_path / f"twin{price}-{gpus}"
     shutil.copytree(EXAMPLES, d)
     (d / "twin.yaml").write_text(
         "apiVersion: llmfleet.dev/v1alpha1\nkind: GPUPool\nmetadata:\n  name: h100-reserved\n"
-        f"spec:\n  gpuType: H100-SXM\n  gpusPerNode: 8\n  maxGPUs: 16\n  costPerGPUHour: {price}\n")
+        f"spec:\n  gpuType: H100-SXM\n  gpusPerNode: 8\n  maxGPUs: {gpus}\n  costPerGPUHour: {price}\n")
     return d
 
 
@@ -275,3 +275,21 @@ def test_a_replan_moves_a_kept_workload_only_where_its_best_plan_alone_saves_mor
     report = churn.churn_report(stay, current)
     assert report["replicasStarted"] == report["replicasStopped"] == 0
     assert stay.cost_per_hour == pytest.approx(running.cost_per_hour, rel=1e-9)
+
+
+def test_a_replan_moves_what_fits_when_the_cheaper_pool_cannot_take_every_move(tmp_path):
+    # Independent reason: each workload alone would move its H100 replicas (or, for summarise-8b,
+    # its nine L40S replicas) to a half-price H100 pool of 4 GPUs, but together they need more
+    # than 4. The 70B's move saves the most: $13.80/h gross less about $6/h of churn, against at
+    # most 2 x 3.45 = $6.90/h gross for chat-8b's two replicas and 9 x 1.861 - 3 x 3.45 = $6.40/h
+    # for summarise-8b's, each less its own churn. So the re-plan moves the 70B alone, where
+    # before (all moves or none) it moved nothing.
+    running = solve(build_problem(load_fleet([EXAMPLES])))
+    current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    small = build_problem(load_fleet([fleet_with_h100_twin(tmp_path, 3.45, gpus=4)]))
+    small.current = current
+    plan = solve(small)
+    assert plan.status == "optimal"
+    assert churn.churn_report(plan, current)["workloadsChanged"] == ["default/assistant-70b"]
+    assert sum(a.gpus for a in plan.assignments if a.pool == "h100-reserved") == 4
+    assert plan.cost_per_hour < running.cost_per_hour

@@ -1160,14 +1160,40 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
             fp.alone_optima.add(alone_token(fp, wi, now))
     if not moves:
         return out
-    union = {k: r for k, r in counts.items() if k[0] not in moves}
-    for best in moves.values():
-        union.update(best)
-    values = _complete(fp, m, model, union, deadline)
-    if values is None or model.value(_unserved(fp, m), values) > _SHED_TOL:
-        return out  # the moves together break a shared limit: everything stays as it runs
-    out.saving_per_hour = sum(_workload_objective(fp, wi, mine(wi, counts)) - _workload_objective(fp, wi, best)
-                              for wi, best in moves.items())
+    saving = {wi: _workload_objective(fp, wi, mine(wi, counts)) - _workload_objective(fp, wi, best)
+              for wi, best in moves.items()}
+
+    def union_of(chosen):
+        union = {k: r for k, r in counts.items() if k[0] not in chosen}
+        for wi in chosen:
+            union.update(moves[wi])
+        values = _complete(fp, m, model, union, deadline)
+        return values if values is not None and model.value(_unserved(fp, m), values) <= _SHED_TOL else None
+
+    values = union_of(moves)
+    if values is None:
+        # the moves together break a shared limit: most often a pool's size, as several move to the
+        # same cheap pool. Keep the largest savings that fit the pools' sizes, then check once more
+        used: dict[str, int] = {}
+        for (wi, ci), r in counts.items():
+            name = fp.workloads[wi].configs[ci].pool.name
+            used[name] = used.get(name, 0) + r * fp.workloads[wi].configs[ci].tp
+        fitting = []
+        for wi in sorted(moves, key=lambda wi: (-saving[wi], wi)):
+            delta: dict[str, int] = {}
+            for cs, sign in ((moves[wi], 1), (mine(wi, counts), -1)):
+                for (_, ci), r in cs.items():
+                    c = fp.workloads[wi].configs[ci]
+                    delta[c.pool.name] = delta.get(c.pool.name, 0) + sign * r * c.tp
+            if all(used.get(p, 0) + d <= fp.pools[p].max_gpus for p, d in delta.items() if d > 0):
+                fitting.append(wi)
+                for p, d in delta.items():
+                    used[p] = used.get(p, 0) + d
+        values = union_of(fitting) if fitting and len(fitting) < len(moves) else None
+        if values is None:
+            return out  # everything stays as it runs; the moves are tried again by the next re-plan
+        moves = {wi: moves[wi] for wi in fitting}
+    out.saving_per_hour = sum(saving[wi] for wi in moves)
     out.moved = sorted(fp.workloads[wi].key for wi in moves)
     for wi, best in moves.items():
         fp.alone_optima.add(alone_token(fp, wi, best))

@@ -1067,9 +1067,10 @@ def alone_token(fp: FleetProblem, wi: int, replicas: dict[tuple[int, int], int])
     """A digest (hex) of what workload ``wi``'s one-by-one model reads and of its replicas
     ((workload, config) -> count, this model's indices): its demand, minimum and tier, each
     configuration's group key, capacities, price, power and pool limits, its copies in
-    ``fp.scenarios``, and the policy's gap, energy price, power budget, routing and churn horizon. Equal tokens: the same problem alone
-    with the same plan (``FleetProblem.alone_optima``). A token that misses an input only makes a
-    re-plan keep a workload as it runs, as re-plans did before the check."""
+    ``fp.scenarios``, and the policy's gap, energy price, power budget, routing and churn horizon.
+    Equal tokens: the same problem alone with the same plan (``FleetProblem.alone_optima``). A
+    token that misses an input only makes a re-plan keep a workload as it runs, as re-plans did
+    before the check."""
     w = fp.workloads[wi]
     h = hashlib.sha256()
     quotas = sorted((name, limit) for name, (limit, keys) in fp.gpu_quotas.items() if w.key in keys)
@@ -1146,6 +1147,7 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
             todo.append(wi)
     todo.sort(key=lambda wi: (-_workload_objective(fp, wi, mine(wi, counts)), wi))
     moves: dict[int, dict] = {}
+    saving: dict[int, float] = {}  # USD/h, churn included
     for wi in todo:
         if time.perf_counter() >= until:
             break
@@ -1154,14 +1156,13 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
             continue
         out.solved += 1
         best, now = part[0], mine(wi, counts)
-        if _workload_objective(fp, wi, best) < _workload_objective(fp, wi, now) - 1e-9 * max(1.0, abs(_workload_objective(fp, wi, now))):
-            moves[wi] = best
+        gain = _workload_objective(fp, wi, now) - _workload_objective(fp, wi, best)
+        if gain > 1e-9 * max(1.0, _workload_objective(fp, wi, now)):
+            moves[wi], saving[wi] = best, gain
         else:
             fp.alone_optima.add(alone_token(fp, wi, now))
     if not moves:
         return out
-    saving = {wi: _workload_objective(fp, wi, mine(wi, counts)) - _workload_objective(fp, wi, best)
-              for wi, best in moves.items()}
 
     def union_of(chosen):
         union = {k: r for k, r in counts.items() if k[0] not in chosen}

@@ -15,7 +15,8 @@ target is measured against.
 (c) 100 workloads: solve (the running plan, limit ``--first-limit``), raise one workload's
     request rate by 20%, re-plan at the default time limit (30 s) (capacity model and MILP; the
     capacity models are kept between the two as the operator keeps them, ``build_problem(cache=)``,
-    so the re-plan models only the changed workload), count the OTHER workloads whose groups
+    so the re-plan models only the changed workload, and so is the memo of plans shown optimal
+    alone, ``FleetProblem.alone_optima``), count the OTHER workloads whose groups
     (pool, TP, role, replicas) changed. Target: re-plan in under 5 s; ideally no other workload changes. A
     "(no change)" row first re-plans the same fleet unchanged: what it moves is the re-plan improving on
     a running plan its time limit stopped short (binding), not churn a change caused. Where the solver

@@ -240,20 +240,27 @@ def _churn_terms(m: _Model, fp: FleetProblem) -> list:
     if not fp.current:
         return []
     terms = []
-    per_hour = 3600.0 / fp.churn_horizon_s
     for wi, w in enumerate(fp.workloads):
         for ci, c in enumerate(w.configs):
             cur = fp.current.get(config_key(w.key, c), 0)
+            start_per_hour, stop_per_hour = _churn_per_hour(fp, w, c)
             start = m.prob.add_variable(f"start_{wi}_{ci}", lowBound=0)
             m.prob += start - m.n[wi, ci] >= -cur, f"start_{wi}_{ci}"
-            terms.append((start, start_cost_usd(w, c) * per_hour))
+            terms.append((start, start_per_hour))
             m.moves.append((start, c.tp))
             if cur:
                 stop = m.prob.add_variable(f"stop_{wi}_{ci}", lowBound=0)
                 m.prob += stop + m.n[wi, ci] >= cur, f"stop_{wi}_{ci}"
-                terms.append((stop, stop_cost_usd(w, c) * per_hour))
+                terms.append((stop, stop_per_hour))
                 m.moves.append((stop, c.tp))
     return terms
+
+
+def _churn_per_hour(fp: FleetProblem, w: WorkloadProblem, c) -> tuple[float, float]:
+    """USD/h of starting and of stopping one replica of config ``c`` of ``w``: its one-off GPU time
+    (``churn.start_cost_usd``, ``churn.stop_cost_usd``) spread over ``fp.churn_horizon_s``."""
+    per_hour = 3600.0 / fp.churn_horizon_s
+    return start_cost_usd(w, c) * per_hour, stop_cost_usd(w, c) * per_hour
 
 
 def _shape_cuts(fp: FleetProblem) -> list:
@@ -1095,13 +1102,12 @@ def _workload_objective(fp: FleetProblem, wi: int, replicas: dict[tuple[int, int
     its replicas' USD/h (``_replica_cost_per_hour``) plus the churn against ``fp.current``
     (``_churn_terms``: what it starts and stops, spread over the churn horizon), USD/h."""
     w = fp.workloads[wi]
-    per_hour = 3600.0 / fp.churn_horizon_s
     total = 0.0
     for ci, c in enumerate(w.configs):
         r = replicas.get((wi, ci), 0)
         cur = fp.current.get(config_key(w.key, c), 0)
-        total += r * _replica_cost_per_hour(fp, c)
-        total += per_hour * (max(r - cur, 0) * start_cost_usd(w, c) + max(cur - r, 0) * stop_cost_usd(w, c))
+        start_per_hour, stop_per_hour = _churn_per_hour(fp, w, c)
+        total += r * _replica_cost_per_hour(fp, c) + max(r - cur, 0) * start_per_hour + max(cur - r, 0) * stop_per_hour
     return total
 
 
@@ -1145,7 +1151,8 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
             out.known += 1
         else:
             todo.append(wi)
-    todo.sort(key=lambda wi: (-_workload_objective(fp, wi, mine(wi, counts)), wi))
+    running = {wi: _workload_objective(fp, wi, mine(wi, counts)) for wi in todo}
+    todo.sort(key=lambda wi: (-running[wi], wi))
     moves: dict[int, dict] = {}
     saving: dict[int, float] = {}  # USD/h, churn included
     for wi in todo:
@@ -1155,12 +1162,11 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
         if part is None:
             continue
         out.solved += 1
-        best, now = part[0], mine(wi, counts)
-        gain = _workload_objective(fp, wi, now) - _workload_objective(fp, wi, best)
-        if gain > 1e-9 * max(1.0, _workload_objective(fp, wi, now)):
-            moves[wi], saving[wi] = best, gain
+        gain = running[wi] - _workload_objective(fp, wi, part[0])
+        if gain > 1e-9 * max(1.0, running[wi]):
+            moves[wi], saving[wi] = part[0], gain
         else:
-            fp.alone_optima.add(alone_token(fp, wi, now))
+            fp.alone_optima.add(alone_token(fp, wi, mine(wi, counts)))
     if not moves:
         return out
 
@@ -1175,21 +1181,7 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
     if values is None:
         # the moves together break a shared limit: most often a pool's size, as several move to the
         # same cheap pool. Keep the largest savings that fit the pools' sizes, then check once more
-        used: dict[str, int] = {}
-        for (wi, ci), r in counts.items():
-            name = fp.workloads[wi].configs[ci].pool.name
-            used[name] = used.get(name, 0) + r * fp.workloads[wi].configs[ci].tp
-        fitting = []
-        for wi in sorted(moves, key=lambda wi: (-saving[wi], wi)):
-            delta: dict[str, int] = {}
-            for cs, sign in ((moves[wi], 1), (mine(wi, counts), -1)):
-                for (_, ci), r in cs.items():
-                    c = fp.workloads[wi].configs[ci]
-                    delta[c.pool.name] = delta.get(c.pool.name, 0) + sign * r * c.tp
-            if all(used.get(p, 0) + d <= fp.pools[p].max_gpus for p, d in delta.items() if d > 0):
-                fitting.append(wi)
-                for p, d in delta.items():
-                    used[p] = used.get(p, 0) + d
+        fitting = _fitting_moves(fp, counts, moves, saving)
         values = union_of(fitting) if fitting and len(fitting) < len(moves) else None
         if values is None:
             return out  # everything stays as it runs; the moves are tried again by the next re-plan
@@ -1200,6 +1192,30 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
         fp.alone_optima.add(alone_token(fp, wi, best))
     prepared.start = values
     return out
+
+
+def _fitting_moves(fp: FleetProblem, counts: dict[tuple[int, int], int], moves: dict[int, dict],
+                   saving: dict[int, float]) -> list[int]:
+    """The workloads of ``moves`` (workload -> its new (workload, config) -> replicas) whose moves,
+    taken largest ``saving`` (USD/h) first, keep every pool within its ``max_gpus`` from the
+    replicas ``counts``; a move that would overfill a pool is left out."""
+    used: dict[str, int] = {}
+    for (wi, ci), r in counts.items():
+        c = fp.workloads[wi].configs[ci]
+        used[c.pool.name] = used.get(c.pool.name, 0) + r * c.tp
+    fitting = []
+    for wi in sorted(moves, key=lambda wi: (-saving[wi], wi)):
+        delta: dict[str, int] = {}
+        now = {k: r for k, r in counts.items() if k[0] == wi}
+        for replicas, sign in ((moves[wi], 1), (now, -1)):
+            for (_, ci), r in replicas.items():
+                c = fp.workloads[wi].configs[ci]
+                delta[c.pool.name] = delta.get(c.pool.name, 0) + sign * r * c.tp
+        if all(used.get(p, 0) + d <= fp.pools[p].max_gpus for p, d in delta.items() if d > 0):
+            fitting.append(wi)
+            for p, d in delta.items():
+                used[p] = used.get(p, 0) + d
+    return fitting
 
 
 def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:

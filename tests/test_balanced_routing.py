@@ -18,7 +18,7 @@ from llmfleet.solver.milp import routed_buckets, solve
 from llmfleet.solver.pd_rules import attention_backend
 from llmfleet.solver.problem import build_problem, servable_buckets
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, mooncake_fleet
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -209,21 +209,7 @@ def test_a_prefill_group_may_miss_a_rare_size_within_the_allowance(tmp_path, sha
     # Mooncake's long-context trace under TTFT 2 s: its ~47k-token prompts (14% of requests) fit
     # the TTFT only through H100 TP-4 prefill replicas, which cannot prefill the rarer ~51k-token
     # ones (under 1%) in time. Those may miss within the p90 allowance; shedding all would be wrong.
-    shutil.copy(shared_data / "traces" / "mooncake_fast25_synthetic.jsonl", tmp_path / "mc.jsonl")
-    for name in ("gpupools.yaml", "fleetpolicy.yaml"):
-        shutil.copy(EXAMPLES / name, tmp_path / name)
-    (tmp_path / "w.yaml").write_text("""
-apiVersion: llmfleet.dev/v1alpha1
-kind: LLMWorkload
-metadata: {name: mc, namespace: default}
-spec:
-  model: meta-llama/Llama-3.1-8B-Instruct
-  traffic:
-    trace: {path: mc.jsonl, format: mooncake, rateScale: 0.25}
-  slo: {ttft: 2s, tpot: 100ms, percentile: 90}
-  priority: high
-  serving: {tensorParallelSizes: [1, 2, 4]}
-""")
+    mooncake_fleet(tmp_path, shared_data, "{ttft: 2s, tpot: 100ms, percentile: 90}")
     fp = build_problem(load_fleet([tmp_path]))
     plan = solve(fp)
     assert plan.status == "optimal" and plan.workloads[0].shed_rps == 0

@@ -21,7 +21,7 @@ from llmfleet.solver.milp import solve
 from llmfleet.solver.problem import build_problem
 from llmfleet.workload.traces import load_trace
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, mooncake_fleet
 
 MODEL = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
 A100 = get_gpu("A100-80G")
@@ -131,6 +131,36 @@ def test_verify_loop_keeps_the_round_closest_to_its_targets():
     assert best_round(meets_later) is meets_later[1]
     tie = [rnd(0.85, 44.0), rnd(0.85, 40.0)]
     assert best_round(tie) is tie[1]
+
+
+def test_a_repair_cuts_the_group_that_missed_and_changes_the_plan(tmp_path, shared_data):
+    """Mooncake's long-context trace at TTFT 5 s / TPOT 100 ms, p99: the round-0 plan misses its
+    target slightly through its prefill group's TTFT while its decode group meets TPOT. The repair
+    must cut the prefill group only (the decode group's TPOT is not the cause), and deep enough
+    that the next plan changes: a 10% cut of a group at about 60% utilization would leave the plan
+    as it is and replay the same miss in every round."""
+    from llmfleet.sim.verify import MIN_CUT, plan_and_verify, workload_traces
+
+    mooncake_fleet(tmp_path, shared_data, "{ttft: 5s, tpot: 100ms, percentile: 99}", "standard",
+                   "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}")
+    fleet = load_fleet([tmp_path])
+    fp = build_problem(fleet)
+    traces, _ = workload_traces(fp, fleet)
+    rounds = plan_and_verify(fp, traces)  # the default number of repair rounds
+    first = rounds[0]
+    res = first.results["default/mc"]
+    assert not res.meets_target
+    groups = dict(zip((a.role for a in first.plan.assignments), zip(first.plan.assignments, res.groups)))
+    prefill, decode = groups["prefill"], groups["decode"]
+    # the precondition: a prefill group with room to spare (a 10% cut keeps its load within its
+    # replicas) that misses TTFT, and a decode group within TPOT at the percentile
+    assert prefill[0].utilization < MIN_CUT and prefill[1].ttft_s > 5.0
+    assert decode[1].tpot_s <= 0.1
+    assert any(prefill[1].name in k for k in first.cuts)
+    assert not any(decode[1].name in k for k in first.cuts)
+    shape = lambda plan: sorted((a.pool, a.tp, a.role, a.replicas) for a in plan.assignments)  # noqa: E731
+    assert shape(rounds[1].plan) != shape(first.plan)
+    assert rounds[-1].meets_targets and best_round(rounds) is rounds[-1]
 
 
 def _two_groups(router: str, threshold: int | None = None) -> SimWorkload:

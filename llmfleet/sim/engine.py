@@ -257,6 +257,9 @@ class GroupResult:
     """shape (S,): requests of each of the plan's size buckets this group served"""
     bucket_met: np.ndarray | None = None
     """shape (S,): of those, the ones that met both SLOs"""
+    bucket_own_met: np.ndarray | None = None
+    """shape (S,): of those, the ones that met the latency this group's role decides (prefill:
+    TTFT; decode: TPOT; colocated: both): what a repair of this group can mend"""
     ttft_s: float = float("nan")
     """TTFT of this group's requests at the SLO percentile, s (prefill and colocated groups)"""
     tpot_s: float = float("nan")
@@ -482,7 +485,11 @@ class Simulation:
         ttft = rq.first - rq.arrival
         tpot = np.where(rq.out > 1, (rq.finish - rq.first) / np.maximum(rq.out - 1, 1), 0.0)
         finished = ~np.isnan(rq.finish)
-        good = finished & (ttft <= w.ttft_s + 1e-9) & (tpot <= w.tpot_s + 1e-9)
+        ttft_ok = finished & (ttft <= w.ttft_s + 1e-9)
+        tpot_ok = finished & (tpot <= w.tpot_s + 1e-9)
+        good = ttft_ok & tpot_ok
+        # a P/D request's TTFT is its prefill group's doing, its TPOT its decode group's
+        own_ok = {"prefill": ttft_ok, "decode": tpot_ok}
         span = float(max(np.nanmax(rq.finish) if finished.any() else 0.0, rq.arrival[-1]) - rq.arrival[0]) or 1.0
         q = lambda a, pct: float(np.percentile(a[finished], pct)) if finished.any() else float("nan")  # noqa: E731
         groups, gpu_busy, gpus = [], 0.0, 0
@@ -493,12 +500,13 @@ class Simulation:
             in_bucket = mine & (self.bucket >= 0)
             counts = np.bincount(self.bucket[in_bucket], minlength=len(w.buckets))
             met = np.bincount(self.bucket[in_bucket & good], minlength=len(w.buckets))
+            own = np.bincount(self.bucket[in_bucket & own_ok.get(g.role, good)], minlength=len(w.buckets))
             done = mine & finished
             pct = lambda a: float(np.percentile(a[done], w.percentile)) if done.any() else float("nan")  # noqa: E731
             groups.append(GroupResult(g.name, g.role, g.replicas, int(mine.sum()), busy,
                                       float(good[mine].mean()) if mine.any() else float("nan"),
                                       sum(rep.batch_s for rep in reps) / busy_total if busy_total else 0.0,
-                                      counts, met, pct(ttft), pct(tpot)))
+                                      counts, met, own, pct(ttft), pct(tpot)))
             gpu_busy += busy * g.replicas * g.tp
             gpus += g.replicas * g.tp
         return SimulationResult(

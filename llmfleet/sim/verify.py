@@ -3,12 +3,13 @@
 The capacity model is an approximation (M/D/1 tails, Little's law at a mean batch, Poisson
 interference). So every plan is replayed against traffic (``sim.engine``); where a workload's
 simulated SLO attainment falls below its SLO percentile, the capacity κ is lowered where it missed:
-for each group that missed, for each request size that missed in it, in proportion to the
-shortfall (and the workload's configurations the plan did not use, by the mildest of those cuts,
-so the next solve cannot escape to capacities nobody tested), and the fleet is solved again, for a
-bounded number of rounds. Groups and sizes that met the target keep their κ, so the loop is
-monotone; the round to deploy is the best one (``best_round``), and the last round says why the
-loop stopped (``Round.stop_reason``).
+for each group that missed in the latency its role decides, for each request size that missed in
+it, in proportion to the shortfall, and at least far enough that the plan must change
+(``_forcing``); the workload's configurations the plan did not use get the mildest of those cuts,
+so the next solve cannot escape to capacities nobody tested. The fleet is solved again, for a
+bounded number of rounds. Groups that met the target keep their κ, so the loop is monotone; the
+round to deploy is the best one (``best_round``), and the last round says why the loop stopped
+(``Round.stop_reason``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from llmfleet.sim.scenario import from_plan
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem, trace_path, workload_base_dir
-from llmfleet.workload.demand import synthetic_trace
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS, synthetic_trace
 from llmfleet.workload.traces import TraceError, detect_format, load_trace
 
 MIN_CUT = 0.9
@@ -141,11 +142,14 @@ group's overall attainment stands for it"""
 
 def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
     """Lower κ where the simulation missed, aimed at the cause: per group that missed its
-    workload's target, per size bucket that missed within it (TTFT or TPOT, whichever the group
-    serves), in proportion to the shortfall (``MIN_CUT``..``MAX_CUT``); sizes and groups that met
-    the target keep their κ. The workload's configurations the plan did not use get, per bucket,
-    the mildest cut applied to a tested group, so the next solve cannot escape to capacities nobody
-    tested (they carry the same model error as far as anything is known).
+    workload's target in the latency its role decides (``GroupResult.bucket_own_met``: a prefill
+    group's TTFT, a decode group's TPOT, a colocated group's both), per size bucket that missed
+    within it, in proportion to the shortfall (``MIN_CUT``..``MAX_CUT``); groups that met the
+    target keep their κ. A cut too mild to change the plan (the group's load still within its
+    replicas) would replay the same plan to the same miss, so it is deepened to the group's
+    utilization (``_forcing``). The workload's configurations the plan did not use get, per bucket,
+    the mildest cut in proportion to a tested group's miss, so the next solve cannot escape to
+    capacities nobody tested (they carry the same model error as far as anything is known).
     """
     for key, res in rnd.results.items():
         if res.meets_target:
@@ -156,16 +160,20 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
         mildest = np.ones(len(workload.share))  # per bucket: the mildest cut any tested group got
         cut_any = np.zeros(len(workload.share), dtype=bool)
         for a, g in zip(mine, res.groups):
-            if g.attainment != g.attainment or g.attainment >= target:  # nan: nothing routed
+            if not g.requests or _own_attainment(g) >= target:
                 continue
-            factors = _bucket_factors(g, target)
-            _scale(a.config, factors)
-            rnd.cuts[f"{key} {g.name}"] = float(factors.min())
+            factors = np.broadcast_to(_bucket_factors(g, target), mildest.shape)
+            forced = _forcing(a, factors, plan.pd_threshold_tokens.get(key), workload)
+            _scale(a.config, forced)
+            rnd.cuts[f"{key} {g.name}"] = float(forced.min())
+            # the untested configurations share the model's error, not this group's load: they
+            # get the cuts in proportion to the miss, not the forced ones
             hit = factors < 1.0
             mildest = np.where(hit & cut_any, np.maximum(mildest, factors), np.where(hit, factors, mildest))
             cut_any |= hit
         if not cut_any.any():
-            # every group met the target alone but the workload did not: cut them all a little
+            # every group met the target in its own latency but the workload did not (TTFT and
+            # TPOT missed on different requests): cut them all a little
             for a, g in zip(mine, res.groups):
                 _scale(a.config, MIN_CUT)
                 rnd.cuts[f"{key} {g.name}"] = MIN_CUT
@@ -177,16 +185,66 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
         rnd.cuts[f"{key} untested configurations"] = float(mildest.max())
 
 
+def _own_attainment(g) -> float:
+    """Share of a group's requests that met the latency its role decides (``bucket_own_met``;
+    the group's attainment where the simulation gives no buckets)."""
+    if g.bucket_requests is None or g.bucket_own_met is None or not g.bucket_requests.sum():
+        return g.attainment
+    return float(g.bucket_own_met.sum() / g.bucket_requests.sum())
+
+
 def _bucket_factors(g, target: float) -> np.ndarray:
-    """κ factor per bucket for a group that missed ``target``: each bucket with enough requests
-    by its own attainment, the others by the group's; 1 where a bucket met the target."""
-    whole = min(max(g.attainment / target, MAX_CUT), MIN_CUT)
-    if g.bucket_requests is None:
+    """κ factor per bucket for a group that missed ``target`` in its own latency: each bucket with
+    enough requests by its own attainment, the others by the group's; 1 where a bucket met the
+    target."""
+    whole = min(max(_own_attainment(g) / target, MAX_CUT), MIN_CUT)
+    if g.bucket_requests is None or g.bucket_own_met is None:
         return np.array(whole)
-    n, met = g.bucket_requests.astype(float), g.bucket_met.astype(float)
+    n, met = g.bucket_requests.astype(float), g.bucket_own_met.astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        att = np.where(n >= MIN_BUCKET_REQUESTS, met / n, g.attainment)
+        att = np.where(n >= MIN_BUCKET_REQUESTS, met / n, _own_attainment(g))
     return np.where(att >= target, 1.0, np.clip(att / target, MAX_CUT, MIN_CUT))
+
+
+FORCE_MARGIN = 0.02
+"""a forced cut leaves a missed group's load this much above its replicas (``_forcing``): our
+choice, just enough that the next plan needs one more replica, not more"""
+
+
+def _forcing(a, factors: np.ndarray, pd_threshold: int | None, workload) -> np.ndarray:
+    """``factors`` (S,) for the group of Assignment ``a`` (of ``workload``, whose P/D threshold is
+    ``pd_threshold`` tokens or None), deepened where they would leave the plan as it is; a new
+    array of shape (S,).
+
+    The group missed its target carrying load ``a.utilization`` x replicas (in replicas' worth of
+    κ). If its load over the cut κ still fits its replicas, the next solve may keep the group as it
+    is and the replay repeat the same miss: a wasted round. The simulation showed that this group
+    does not meet the target at this load, so its κ is cut, for every size it carries, to at most
+    utilization / (1 + ``FORCE_MARGIN``): the next plan must give it another replica or move its
+    traffic. Still at most ``MAX_CUT`` per round (a group far below its capacity that misses is
+    cut again in the next rounds if it misses again).
+    """
+    rates = np.asarray(a.bucket_rate_rps, dtype=float)
+    c = a.config
+    cap = np.asarray(c.capacity_rps, dtype=float)
+    if c.role == "decode" and c.whole_capacity_rps is not None:
+        # a decode group serves whole the prompts below the P/D threshold (``solver.milp``)
+        classes = np.array([i for i, _ in workload.demand.buckets()]) if workload.demand is not None else None
+        if classes is not None and len(classes) == len(cap):
+            edges = INPUT_EDGES_TOKENS[classes]
+            whole = edges < pd_threshold if pd_threshold is not None else np.ones(len(cap), dtype=bool)
+            cap = np.where(whole, c.whole_capacity_rps, cap)
+    carried = (rates > 0) & (cap > 0)
+    if not carried.any() or a.utilization <= 0:
+        return np.array(factors)
+    load = np.zeros(len(rates))
+    load[carried] = rates[carried] / cap[carried]
+    weights = load / load.sum()
+    after = a.utilization * float((weights[carried] / np.maximum(factors[carried], 1e-9)).sum())
+    if after > 1.0:
+        return np.array(factors)  # the cut alone already makes the group's load exceed its replicas
+    forced = max(a.utilization / (1.0 + FORCE_MARGIN), MAX_CUT)
+    return np.where(carried, np.minimum(factors, forced), factors)  # never milder than asked
 
 
 def _scale(c, factor) -> None:

@@ -163,6 +163,42 @@ def test_a_repair_cuts_the_group_that_missed_and_changes_the_plan(tmp_path, shar
     assert rounds[-1].meets_targets and best_round(rounds) is rounds[-1]
 
 
+def test_a_repair_where_every_group_met_its_own_latency_still_changes_the_plan(tmp_path, shared_data):
+    """TTFT and TPOT can miss on different requests, so that each group meets the target in the
+    latency it decides while the workload misses it. Then every group is cut by ``MIN_CUT`` and
+    the one nearest its own miss (here the prefill group, at 99.5% against 99%) far enough that
+    its load no longer fits its replicas: a uniform 10% cut of groups with room to spare would
+    replay the same plan."""
+    from llmfleet.sim.verify import FORCE_MARGIN, MAX_CUT, MIN_CUT, _cut_capacities
+
+    mooncake_fleet(tmp_path, shared_data, "{ttft: 5s, tpot: 100ms, percentile: 99}", "standard",
+                   "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}")
+    fp = build_problem(load_fleet([tmp_path]))
+    plan = solve(fp)
+    roles = [a.role for a in plan.assignments]
+    assert sorted(roles) == ["decode", "prefill"]
+    sw = next(w for w in from_plan(plan, fp) if w.key == "default/mc")
+    trace = load_trace(shared_data / "traces" / "mooncake_fast25_synthetic.jsonl", "mooncake").iloc[:400]
+    res = Simulation(sw, trace).run()
+    groups = []
+    for a, g in zip(plan.assignments, res.groups):
+        n = g.bucket_requests
+        own = n.copy()
+        if a.role == "prefill":  # 99.5% of its requests within TTFT: above the 99% target
+            own[np.argmax(n)] -= int(round(0.005 * n.sum()))
+        groups.append(dataclasses.replace(g, bucket_own_met=own))
+    missed = dataclasses.replace(res, attainment=0.985, target_percentile=99.0, groups=groups)
+    before = {a.role: a.config.capacity_rps.copy() for a in plan.assignments}
+    util = {a.role: a.utilization for a in plan.assignments}
+    assert util["prefill"] < MIN_CUT  # a 10% cut alone would keep its load within its replicas
+    _cut_capacities(fp, plan, Round(plan, {"default/mc": missed}))
+    for a in plan.assignments:
+        carried = (a.bucket_rate_rps > 0) & (before[a.role] > 0)
+        ratio = a.config.capacity_rps[carried] / before[a.role][carried]
+        expected = min(MIN_CUT, max(util["prefill"] / (1 + FORCE_MARGIN), MAX_CUT)) if a.role == "prefill" else MIN_CUT
+        assert ratio == pytest.approx(np.full(len(ratio), expected))
+
+
 def _two_groups(router: str, threshold: int | None = None) -> SimWorkload:
     """One workload on a colocated group of 1 A100 replica and 3 L40S replicas, plus a prefill and
     a decode A100 replica in one KV domain, routed by ``router``."""

@@ -173,10 +173,16 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
             cut_any |= hit
         if not cut_any.any():
             # every group met the target in its own latency but the workload did not (TTFT and
-            # TPOT missed on different requests): cut them all a little
+            # TPOT missed on different requests): cut them all a little, and the one nearest its
+            # own miss far enough that the plan changes
+            served = [(a, g) for a, g in zip(mine, res.groups) if g.requests]
+            worst = min(served, key=lambda ag: _own_attainment(ag[1]))[0] if served else None
             for a, g in zip(mine, res.groups):
-                _scale(a.config, MIN_CUT)
-                rnd.cuts[f"{key} {g.name}"] = MIN_CUT
+                factors = np.full(len(mildest), MIN_CUT)
+                if a is worst:
+                    factors = _forcing(a, factors, plan.pd_threshold_tokens.get(key), workload)
+                _scale(a.config, factors)
+                rnd.cuts[f"{key} {g.name}"] = float(factors.min())
             mildest[:] = MIN_CUT
         used = {id(a.config) for a in mine}
         for c in workload.configs:

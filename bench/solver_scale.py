@@ -176,10 +176,11 @@ def fleet_documents(workloads: list[dict], max_gpus: dict[str, int], time_limit_
     return [*workloads, *pools, policy]
 
 
-def build(docs: list[dict], cache: dict | None = None, memo: set | None = None):
+def build(docs: list[dict], cache: dict | None = None, memo: tuple[set, dict] | None = None):
     """Load the manifests as the CLI does and build the MILP input; ``cache`` and ``memo``: kept
     between calls as the operator keeps them (each workload's capacity model reused while its
-    inputs are unchanged; ``FleetProblem.alone_optima``, the plans shown optimal alone).
+    inputs are unchanged; ``FleetProblem.alone_optima`` and ``alone_moves``, the plans shown
+    optimal alone and the cheaper plans alone not yet made).
     As in ``llmfleet plan``, the time limit counts from reading the manifests: the problem's
     ``time_limit_s`` is what is left of it (``time_left_s``). Returns (problem, build seconds:
     reading the manifests and the capacity model)."""
@@ -189,7 +190,7 @@ def build(docs: list[dict], cache: dict | None = None, memo: set | None = None):
         t0 = time.perf_counter()
         fp = build_problem(load_fleet([path]), cache=cache)
         if memo is not None:
-            fp.alone_optima = memo
+            fp.alone_optima, fp.alone_moves = memo
         fp.time_limit_s, overrun = time_left_s(fp.time_limit_s, t0)
         if overrun:
             log(f"note: {overrun}")
@@ -358,7 +359,8 @@ def ample_caps() -> dict[str, int]:
 
 
 def solve_fleet(workloads: list[dict], caps: dict[str, int], limit_s: float, args, label: str,
-                avail: str, n: int, seed: int, cache: dict | None = None, memo: set | None = None) -> Run:
+                avail: str, n: int, seed: int, cache: dict | None = None,
+                memo: tuple[set, dict] | None = None) -> Run:
     log(f"{label}: building ({avail}, {sum(caps.values())} GPUs)")
     fp, build_s = build(fleet_documents(workloads, caps, limit_s, args.gap), cache, memo)
     log(f"{label}: built in {build_s:.1f} s ({sum(len(w.configs) for w in fp.workloads)} configs); "
@@ -462,7 +464,7 @@ def run_change(n: int, changes: int, limit_s: float, args, profiles) -> None:
         try:
             caps = ample_caps() if avail == "ample" else scarce_caps(first.plan, args.scarcity)
             cache: dict = {}  # the operator's: a re-plan re-models only the changed workload
-            memo: set = set()  # the operator's: a re-plan solves alone only what no plan showed optimal
+            memo: tuple[set, dict] = (set(), {})  # the operator's: a re-plan solves alone only what no check saw
             first = solve_fleet(workloads, caps, args.first_limit, args, f"(c) n={n} running plan", avail, n,
                                 args.seed_change, cache, memo)
         except Exception as err:

@@ -277,7 +277,7 @@ def test_a_replan_moves_a_kept_workload_only_where_its_best_plan_alone_saves_mor
     assert stay.cost_per_hour == pytest.approx(running.cost_per_hour, rel=1e-9)
 
 
-def test_a_replan_moves_what_fits_when_the_cheaper_pool_cannot_take_every_move(tmp_path):
+def test_a_replan_moves_what_fits_when_the_cheaper_pool_cannot_take_every_move(tmp_path, monkeypatch):
     # Independent reason: each workload alone would move its H100 replicas (or, for summarise-8b,
     # its nine L40S replicas) to a half-price H100 pool of 4 GPUs, but together they need more
     # than 4. The 70B's move saves the most: $13.80/h gross less about $6/h of churn, against at
@@ -293,3 +293,19 @@ def test_a_replan_moves_what_fits_when_the_cheaper_pool_cannot_take_every_move(t
     assert churn.churn_report(plan, current)["workloadsChanged"] == ["default/assistant-70b"]
     assert sum(a.gpus for a in plan.assignments if a.pool == "h100-reserved") == 4
     assert plan.cost_per_hour < running.cost_per_hour
+    # the next re-plan, with both memos kept as the operator keeps them: the cheap pool is full,
+    # and the two moves that did not fit were found already. Solving those workloads alone again
+    # could only find the same moves, and, costliest first, it would spend the check's time on
+    # them every re-plan: none is solved alone, and nothing moves.
+    solved_alone = []
+    real = milp._decompose_one
+    monkeypatch.setattr(milp, "_decompose_one", lambda *a: solved_alone.append(a[2].key) or real(*a))
+    again = build_problem(load_fleet([fleet_with_h100_twin(tmp_path / "again", 3.45, gpus=4)]))
+    again.current = churn.current_from_document(json.loads(json.dumps(plan.to_dict())))
+    again.alone_optima, again.alone_moves = small.alone_optima, small.alone_moves
+    assert len(again.alone_moves) == 2
+    kept = solve(again)
+    assert solved_alone == []
+    assert churn.churn_report(kept, again.current)["workloadsChanged"] == []
+    assert any(m.startswith("kept workloads checked against their best plan alone: 1 known optimal, "
+                            "2 with a cheaper plan found before, 0 solved now") for m in kept.messages), kept.messages

@@ -59,8 +59,9 @@ APPLY_ORDER = {"ServiceAccount": 0, "Role": 1, "RoleBinding": 2, "ConfigMap": 3,
 """Within a tier, a picker's identity and config exist before its Deployment, its pool before its route"""
 HANDOFF_MANAGER = "llmfleet-replicas-handoff"
 ALONE_OPTIMA_PER_WORKLOAD = 20
-"""the planner's memo of plans shown optimal alone is cleared past this many tokens per workload
-(each workload adds one per plan of it shown optimal; a design choice that bounds its memory)"""
+"""the planner's memos of plans shown optimal alone and of cheaper plans alone not yet made are
+each cleared past this many tokens per workload (each workload adds one per plan of it checked; a
+design choice that bounds their memory)"""
 STATUS_MODELS = {"LLMWorkload": LLMWorkloadStatus, "GPUPool": GPUPoolStatus, "FleetPolicy": FleetPolicyStatus}
 
 
@@ -303,6 +304,9 @@ class FleetPlanner:
         # plans shown optimal for their workload alone (FleetProblem.alone_optima): a re-plan keeps
         # those as they run without solving them again
         self._alone_optima: set = set()
+        # cheaper plans alone found for running workloads that could not move yet
+        # (FleetProblem.alone_moves): tried again without solving them alone again
+        self._alone_moves: dict = {}
         self._cluster: ClusterNodes | None = None  # the pools' live nodes at the last reconcile
         self.replan_interval_s: float | None = None
         self.last_valid_policy: FleetPolicy | None = None
@@ -384,9 +388,11 @@ class FleetPlanner:
             # for every replica it starts or stops (solver.churn), so one workload's change does
             # not reshuffle the others
             problem.current = running_groups(problem, running or [])
-            if len(self._alone_optima) > ALONE_OPTIMA_PER_WORKLOAD * len(problem.workloads):
-                self._alone_optima.clear()  # tokens of inputs long gone; the next re-plans re-check
+            for memo in (self._alone_optima, self._alone_moves):
+                if len(memo) > ALONE_OPTIMA_PER_WORKLOAD * len(problem.workloads):
+                    memo.clear()  # tokens of inputs long gone; the next re-plans re-check
             problem.alone_optima = self._alone_optima
+            problem.alone_moves = self._alone_moves
             # the thresholds the pickers were configured with: the last plan's (after a restart the
             # first re-plan may choose another among equal ones)
             problem.current_pd_thresholds = dict(self._last[0].pd_threshold_tokens) if self._last else {}

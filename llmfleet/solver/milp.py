@@ -1117,14 +1117,17 @@ class _Checked:
 
     solved: int = 0
     known: int = 0
+    recalled: int = 0
+    """workloads whose cheaper plan alone an earlier check found (``FleetProblem.alone_moves``)"""
     moved: list[str] = dataclasses.field(default_factory=list)
     saving_per_hour: float = 0.0
 
     def message(self, kept: int) -> str:
         """The plan's line about it, for ``kept`` workloads the re-plan would keep."""
-        left = kept - self.solved - self.known
+        left = kept - self.solved - self.known - self.recalled
         text = (f"kept workloads checked against their best plan alone: {self.known} known optimal, "
-                f"{self.solved} solved now")
+                + (f"{self.recalled} with a cheaper plan found before, " if self.recalled else "")
+                + f"{self.solved} solved now")
         if left > 0:
             text += f", {left} not checked in this re-plan's time (kept as they run; the next re-plan goes on)"
         if self.moved:
@@ -1140,21 +1143,33 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
     start, where the moves together still serve everything: the joint re-plan then holds them
     there. Solves alone (``_decompose_one``), costliest first, until ``until``; a workload whose
     running plan is in ``fp.alone_optima`` is not solved again, and each one shown optimal is
-    added there. A move is kept only where the workload's objective falls (ties keep what runs)."""
+    added there; nor is one whose cheaper plan alone an earlier check found (``fp.alone_moves``,
+    where each move found is kept until it is made), so that moves that keep failing to fit do not
+    take, costliest first, the time of the workloads not yet checked. A move is kept only where the
+    workload's objective falls (ties keep what runs)."""
     m, model = prepared.model, prepared.highs
     counts = _counts(m, model, prepared.start)
     mine = lambda wi, cs: {k: r for k, r in cs.items() if k[0] == wi}  # noqa: E731
     out = _Checked()
     todo = []
-    for wi in settled:
-        if alone_token(fp, wi, mine(wi, counts)) in fp.alone_optima:
-            out.known += 1
-        else:
-            todo.append(wi)
-    running = {wi: _workload_objective(fp, wi, mine(wi, counts)) for wi in todo}
-    todo.sort(key=lambda wi: (-running[wi], wi))
     moves: dict[int, dict] = {}
     saving: dict[int, float] = {}  # USD/h, churn included
+    token = {wi: alone_token(fp, wi, mine(wi, counts)) for wi in settled}
+    running = {wi: _workload_objective(fp, wi, mine(wi, counts)) for wi in settled}
+    for wi in settled:
+        if token[wi] in fp.alone_optima:
+            out.known += 1
+        elif token[wi] in fp.alone_moves:  # a move found before that did not fit: no solve again
+            best = {(wi, ci): r for ci, r in fp.alone_moves[token[wi]].items()}
+            gain = running[wi] - _workload_objective(fp, wi, best)
+            if gain > 1e-9 * max(1.0, running[wi]):
+                moves[wi], saving[wi] = best, gain
+                out.recalled += 1
+            else:
+                todo.append(wi)
+        else:
+            todo.append(wi)
+    todo.sort(key=lambda wi: (-running[wi], wi))
     for wi in todo:
         if time.perf_counter() >= until:
             break
@@ -1165,8 +1180,9 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
         gain = running[wi] - _workload_objective(fp, wi, part[0])
         if gain > 1e-9 * max(1.0, running[wi]):
             moves[wi], saving[wi] = part[0], gain
+            fp.alone_moves[token[wi]] = {ci: r for (_, ci), r in part[0].items()}
         else:
-            fp.alone_optima.add(alone_token(fp, wi, mine(wi, counts)))
+            fp.alone_optima.add(token[wi])
     if not moves:
         return out
 
@@ -1184,12 +1200,13 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
         fitting = _fitting_moves(fp, counts, moves, saving)
         values = union_of(fitting) if fitting and len(fitting) < len(moves) else None
         if values is None:
-            return out  # everything stays as it runs; the moves are tried again by the next re-plan
+            return out  # everything stays as it runs; the next re-plan tries the moves again (alone_moves)
         moves = {wi: moves[wi] for wi in fitting}
     out.saving_per_hour = sum(saving[wi] for wi in moves)
     out.moved = sorted(fp.workloads[wi].key for wi in moves)
     for wi, best in moves.items():
         fp.alone_optima.add(alone_token(fp, wi, best))
+        fp.alone_moves.pop(token[wi], None)
     prepared.start = values
     return out
 

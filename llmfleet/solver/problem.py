@@ -213,6 +213,11 @@ class FleetProblem:
     one-by-one model inputs and its replicas), added to by the solves: a re-plan keeps such a
     workload as it runs without solving it alone again. A memo the caller may keep across re-plans
     (the operator does); empty: a re-plan checks every workload it would keep"""
+    alone_moves: dict = field(default_factory=dict)
+    """the cheaper plan alone found for a workload's running replicas (``milp.alone_token`` of the
+    running plan -> config index -> replicas), where the check could not move it (the moves together
+    overfilled a pool): the next re-plan tries the move again without solving the workload alone
+    again, so the check's time goes to workloads not yet checked. A memo kept like ``alone_optima``"""
     churn_horizon_s: float = 300.0
     """the time the churn cost is spread over, s: the re-plan interval
     (``FleetPolicy.spec.replanIntervalSeconds``), at least ``MIN_CHURN_HORIZON_S``"""

@@ -45,6 +45,7 @@ Progress goes to stderr, the tables to stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import tempfile
@@ -227,6 +228,10 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
     w = fp.workloads[0]
     servable = float(w.share[servable_buckets(w.configs, len(w.share))].sum())
     traces, _ = workload_traces(fp, fleet)
+    # the repair rounds lower the configurations' κ in place: the round-0 plan's groups are
+    # predicted below with the κ they were planned with
+    planned = {id(c): (c.capacity_rps.copy(), None if c.whole_capacity_rps is None else c.whole_capacity_rps.copy())
+               for c in w.configs}
     t0 = time.perf_counter()
     rounds = plan_and_verify(fp, traces)  # the library's default number of repair rounds
     wall = time.perf_counter() - t0
@@ -251,7 +256,9 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
             # the model at the rate the group saw in the replay (the plan's figure is at its
             # planning rate, the peak with headroom): the same load, so the ratio is the model's error
             k = rps / a.rate_rps if a.rate_rps > 0 else 0.0
-            at_sim = predicted_latency(w, a.config, a.bucket_rate_rps * k, min(a.utilization * k, 0.999), fp.params)
+            kappa, whole = planned[id(a.config)]
+            config = dataclasses.replace(a.config, capacity_rps=kappa, whole_capacity_rps=whole)
+            at_sim = predicted_latency(w, config, a.bucket_rate_rps * k, min(a.utilization * k, 0.999), fp.params)
             groups.append({"group": f"{g.replicas}x {g.name}", "requests": n, "util": a.utilization,
                            "rps_plan": a.rate_rps, "rps_sim": rps,
                            "ttft_pred": a.ttft_s, "ttft_sim": ttft, "tpot_pred": a.tpot_s, "tpot_sim": tpot,

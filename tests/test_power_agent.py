@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -388,6 +389,12 @@ def test_sigterm_restores_the_default_limit(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().split() == ["capped", "450000"]
+        # the pass records the new target in its state file after the NVML write the driver saw
+        # (before the write, the file holds the default limit to restore after a crash): wait
+        # for that save, bounded
+        deadline = time.monotonic() + 10.0
+        while json.loads(state.read_text())["gpus"]["GPU-a"]["target_mw"] != 450_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert json.loads(state.read_text())["gpus"]["GPU-a"]["target_mw"] == 450_000
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

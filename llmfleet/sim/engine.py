@@ -255,8 +255,6 @@ class GroupResult:
     """decode batch size averaged over the time the replicas ran iterations"""
     bucket_requests: np.ndarray | None = None
     """shape (S,): requests of each of the plan's size buckets this group served"""
-    bucket_met: np.ndarray | None = None
-    """shape (S,): of those, the ones that met both SLOs"""
     bucket_own_met: np.ndarray | None = None
     """shape (S,): of those, the ones that met the latency this group's role decides (prefill:
     TTFT; decode: TPOT; colocated: both): what a repair of this group can mend"""
@@ -499,14 +497,13 @@ class Simulation:
             busy_total = sum(rep.busy_s for rep in reps)
             in_bucket = mine & (self.bucket >= 0)
             counts = np.bincount(self.bucket[in_bucket], minlength=len(w.buckets))
-            met = np.bincount(self.bucket[in_bucket & good], minlength=len(w.buckets))
             own = np.bincount(self.bucket[in_bucket & own_ok.get(g.role, good)], minlength=len(w.buckets))
             done = mine & finished
             pct = lambda a: float(np.percentile(a[done], w.percentile)) if done.any() else float("nan")  # noqa: E731
             groups.append(GroupResult(g.name, g.role, g.replicas, int(mine.sum()), busy,
                                       float(good[mine].mean()) if mine.any() else float("nan"),
                                       sum(rep.batch_s for rep in reps) / busy_total if busy_total else 0.0,
-                                      counts, met, own, pct(ttft), pct(tpot)))
+                                      counts, own, pct(ttft), pct(tpot)))
             gpu_busy += busy * g.replicas * g.tp
             gpus += g.replicas * g.tp
         return SimulationResult(

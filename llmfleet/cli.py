@@ -627,6 +627,8 @@ def cluster_access_problem(timeout_s: float = 10.0) -> str | None:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    """Run the operator until SIGTERM/SIGINT or a lost Lease. Returns EXIT_FAILURE only when it
+    cannot start; once kopf has run it ends the process itself (status 0, or 1 after a lost Lease)."""
     import logging
 
     # before kopf and the kubernetes client are imported: the client fixes its default
@@ -676,7 +678,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
         kopf.run(namespaces=args.namespace, standalone=True, liveness_endpoint=args.liveness, stop_flag=stop_flag)
     else:
         kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness, stop_flag=stop_flag)
-    return handlers.exit_code
+    # kopf has stopped and the clean-up handler has had its bounded wait; a reconcile it left
+    # (a solve in a worker thread, a request on the wire) must not outlive it. Interpreter
+    # finalisation would join that thread, or abort the process (SIGABRT) when it writes to a
+    # stream being finalised, so flush the logs and exit here, as the shutdown deadline does.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(handlers.exit_code)
 
 
 def _kubeconfig_namespace() -> str:

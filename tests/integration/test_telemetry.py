@@ -227,7 +227,11 @@ def test_router_counter_is_the_arrival_rate_where_an_endpoint_picker_runs(prom):
     assert w.arrival_source == "inference_objective_request_total"
     # the loop's sleep overhead makes it slightly slower than 5/s: at most 10% below, never above
     assert 4.0 <= w.arrival_rps.require() <= 5.0 * 1.1
-    assert w.completion_rps.require() == pytest.approx(1.0, rel=0.15)
+    # completions come in batches of 4 every 4 s, so a 20 s window holds one batch more or less
+    # than its share depending on where it starts: 16 or 20 completions over a ~19 s sample span,
+    # which Prometheus extrapolates to 0.84 or 1.05 req/s; one late scrape moves it a little more
+    one_batch_rps = len(PROMPTS) / (WINDOW_S - SCRAPE_S)
+    assert abs(w.completion_rps.require() - 1.0) <= one_batch_rps + 0.05
 
 
 def test_a_pod_restart_resets_counters_without_a_negative_or_spurious_rate(prom):

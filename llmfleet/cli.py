@@ -433,12 +433,16 @@ def _print_verification(console: Console, rounds, sources: dict[str, str]) -> No
     for key, src in sources.items():
         console.print(f"[dim]traffic of {key}: {src}[/dim]", highlight=False)
     for k, r in enumerate(rounds[:-1]):
-        cuts = ", ".join(f"{name} x{f:.2f}" for name, f in r.cuts.items())
-        console.print(f"round {k}: capacity lowered for {cuts}", highlight=False)
+        for word, changed in (("lowered", {n: f for n, f in r.cuts.items() if f <= 1.0}),
+                              ("raised", {n: f for n, f in r.cuts.items() if f > 1.0})):
+            if changed:
+                listed = ", ".join(f"{name} x{f:.2f}" for name, f in changed.items())
+                console.print(f"round {k}: capacity {word} for {listed}", highlight=False)
     best = best_round(rounds)
     att = "; ".join(f"{res.workload} {_pct(res.attainment)} (target {res.target_percentile:g}%)" for res in best.results.values())
     verdict = "meets every SLO target" if best.meets_targets else "[red]misses an SLO target[/red]"
-    chosen = "" if best is rounds[-1] else f" (round {rounds.index(best)}, the closest to its targets)"
+    why = "the one that meets its targets shedding least" if best.meets_targets else "the closest to its targets"
+    chosen = "" if best is rounds[-1] else f" (round {rounds.index(best)}, {why})"
     cost = "-" if best.plan.cost_per_hour is None else f"{best.plan.cost_per_hour:.2f}"
     console.print(f"verified{chosen}: ${cost}/h, {best.plan.total_gpus} GPUs; simulated SLO attainment {att}: {verdict}",
                   highlight=False)

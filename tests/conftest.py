@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,14 +22,29 @@ def shared_data() -> Path:
 
 
 def mooncake_fleet(folder: Path, shared: Path, slo: str, priority: str = "high",
-                   serving: str = "{tensorParallelSizes: [1, 2, 4]}") -> Path:
+                   serving: str = "{tensorParallelSizes: [1, 2, 4]}", arrival_scv: float | None = None) -> Path:
     """``folder`` holding the example GPU pools and FleetPolicy and one LLMWorkload ``mc``
     (Llama-3.1-8B) replaying the Mooncake FAST'25 synthetic trace from ``shared`` at rateScale
     0.25 (about 1 req/s of 15k-token prompts), with ``slo``, ``priority`` and ``serving`` as YAML
-    flow mappings; returns ``folder``."""
+    flow mappings; returns ``folder``. ``arrival_scv``: replay instead the same requests with
+    inter-arrival times drawn from a Gamma distribution of this squared coefficient of variation
+    (seeded; the trace's span and so its mean rate kept), a bursty variant of it."""
     import shutil
 
-    shutil.copy(shared / "traces" / "mooncake_fast25_synthetic.jsonl", folder / "mc.jsonl")
+    from llmfleet.workload.traces import load_trace
+
+    src = shared / "traces" / "mooncake_fast25_synthetic.jsonl"
+    if arrival_scv is None:
+        shutil.copy(src, folder / "mc.jsonl")
+        trace = "{path: mc.jsonl, format: mooncake, rateScale: 0.25}"
+    else:
+        t = load_trace(src, "mooncake")
+        n, span = len(t), float(t["arrival_s"].iloc[-1] - t["arrival_s"].iloc[0])
+        gaps = np.random.default_rng(1).gamma(1.0 / arrival_scv, span / (n - 1) * arrival_scv, n - 1)
+        arrival = np.concatenate([[0.0], np.cumsum(gaps)])
+        pd.DataFrame({"timestamp": (arrival * span / arrival[-1]).round(6), "input_tokens": t["input_tokens"],
+                      "output_tokens": t["output_tokens"]}).to_csv(folder / "mc.csv", index=False)
+        trace = "{path: mc.csv, format: csv, rateScale: 0.25}"
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):
         shutil.copy(EXAMPLES / name, folder / name)
     (folder / "w.yaml").write_text(f"""
@@ -37,7 +54,7 @@ metadata: {{name: mc, namespace: default}}
 spec:
   model: meta-llama/Llama-3.1-8B-Instruct
   traffic:
-    trace: {{path: mc.jsonl, format: mooncake, rateScale: 0.25}}
+    trace: {trace}
   slo: {slo}
   priority: {priority}
   serving: {serving}

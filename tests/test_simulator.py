@@ -114,15 +114,17 @@ def test_kv_cache_pressure_preempts_and_still_finishes():
 
 def test_verify_loop_keeps_the_round_closest_to_its_targets():
     """A repair round can come out worse than an earlier one (the next solve moves traffic to other
-    configurations); the loop deploys the first round that meets every target, else the round
-    whose worst workload is closest to its target, never simply the last."""
+    configurations); the loop deploys the round that meets every target shedding the least
+    demand, then the cheapest, else the round whose worst workload is closest to its target,
+    never simply the last."""
     fp = build_problem(load_fleet([EXAMPLES]))
     plan = solve(fp)
     chat = next(w for w in from_plan(plan, fp) if w.key == "default/chat-8b")
     res = Simulation(chat, load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure").iloc[:2000]).run()
 
-    def rnd(attainment: float, cost: float) -> Round:
-        p = dataclasses.replace(plan, cost_per_hour=cost)
+    def rnd(attainment: float, cost: float, shed_rps: float = 0.0) -> Round:
+        shedding = [dataclasses.replace(w, shed_rps=shed_rps if w.workload == chat.key else 0.0) for w in plan.workloads]
+        p = dataclasses.replace(plan, cost_per_hour=cost, workloads=shedding)
         return Round(p, {chat.key: dataclasses.replace(res, attainment=attainment, target_percentile=90.0)})
 
     missed_then_worse = [rnd(0.85, 40.0), rnd(0.80, 44.0), rnd(0.88, 47.0), rnd(0.83, 49.0)]
@@ -131,6 +133,9 @@ def test_verify_loop_keeps_the_round_closest_to_its_targets():
     assert best_round(meets_later) is meets_later[1]
     tie = [rnd(0.85, 44.0), rnd(0.85, 40.0)]
     assert best_round(tie) is tie[1]
+    # a round that meets its targets shedding 0.5 req/s, then raised ones: the one serving the most wins
+    raised = [rnd(0.95, 40.0, 0.5), rnd(0.93, 40.0, 0.1), rnd(0.80, 30.0), rnd(0.92, 44.0, 0.0)]
+    assert best_round(raised) is raised[3]
 
 
 def test_a_repair_cuts_the_group_that_missed_and_changes_the_plan(tmp_path, shared_data):
@@ -257,3 +262,59 @@ def test_scenario_documents_carry_the_router():
     for wdoc in doc["scenario"]["workloads"]:
         del wdoc["router"]
     assert from_document(doc)[0].router == "plan-shares"
+
+
+def _verified(folder):
+    from llmfleet.sim.verify import plan_and_verify, workload_traces
+
+    fleet = load_fleet([folder])
+    fp = build_problem(fleet)
+    traces, _ = workload_traces(fp, fleet)
+    return fp, plan_and_verify(fp, traces)  # the default number of repair rounds
+
+
+def test_a_plan_that_meets_its_target_but_sheds_gets_the_capacity_the_replay_showed(tmp_path, shared_data):
+    """Mooncake's requests with Gamma inter-arrivals of CV² 7 (ServeGen's burstiest clients),
+    TTFT 3 s / TPOT 40 ms at p99: the capacity model sizes for bursts, finds the 16 H100s too few
+    and sheds, while the replay of all the traffic on that very fleet meets the target. The loop
+    must raise capacity where the replay showed room (never where a group had none), and deploy a
+    plan that serves all the demand, meets the target in its own replay and costs no more."""
+    from llmfleet.sim.verify import shed_rps
+
+    _, rounds = _verified(mooncake_fleet(tmp_path, shared_data, "{ttft: 3s, tpot: 40ms, percentile: 99}",
+                                         "standard", "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}", 7.0))
+    first = rounds[0]
+    assert shed_rps(first.plan) > 0 and first.meets_targets  # the precondition
+    raised = [f for r in rounds[:-1] for f in r.cuts.values()]
+    assert raised and all(f > 1.0 for f in raised)  # raises only: no round missed
+    res = first.results["default/mc"]
+    for a, g in zip(first.plan.assignments, res.groups):
+        limits = {"prefill": [(3.0, g.ttft_s)], "decode": [(0.04, g.tpot_s)]}.get(a.role, [(3.0, g.ttft_s), (0.04, g.tpot_s)])
+        if any(sim >= limit for limit, sim in limits):  # no room to spare: not raised
+            assert not any(g.name in k for k in first.cuts)
+    best = best_round(rounds)
+    assert best is rounds[-1] and best.plan.serves_all_demand and best.meets_targets
+    assert best.plan.cost_per_hour <= first.plan.cost_per_hour
+    assert rounds[-1].stop_reason == "every simulated workload meets its SLO target"
+
+
+def test_a_raise_that_misses_is_undone_and_never_deployed(tmp_path, shared_data, monkeypatch):
+    """The same bursty Mooncake case with a reckless raise (20x, aimed 10x past the shed demand):
+    the next solve buys a fleet far too small and its replay misses. That raise must be undone
+    (the κ back to those of the round it departed from, so solving again gives that round's plan),
+    a smaller one tried, and the plan deployed one that meets its target."""
+    from llmfleet.sim import verify
+    from llmfleet.sim.verify import shed_rps
+
+    monkeypatch.setattr(verify, "MAX_RAISE", 20.0)
+    monkeypatch.setattr(verify, "RAISE_MARGIN", 10.0)
+    fp, rounds = _verified(mooncake_fleet(tmp_path, shared_data, "{ttft: 3s, tpot: 40ms, percentile: 99}",
+                                          "standard", "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}", 7.0))
+    assert shed_rps(rounds[0].plan) > 0 and rounds[0].meets_targets
+    assert not rounds[1].meets_targets  # the reckless raise missed
+    assert rounds[0].cuts and rounds[1].cuts  # and a smaller raise followed, from round 0
+    assert all(rounds[1].cuts[k] < rounds[0].cuts[k] for k in rounds[0].cuts)
+    best = best_round(rounds)
+    assert best.meets_targets and shed_rps(best.plan) <= shed_rps(rounds[0].plan)
+    if not rounds[-1].meets_targets:  # the loop ended on a miss: its raise was undone
+        assert solve(fp).cost_per_hour == pytest.approx(best.plan.cost_per_hour)

@@ -10,6 +10,12 @@ so the next solve cannot escape to capacities nobody tested. The fleet is solved
 bounded number of rounds. Groups that met the target keep their κ, so the loop is monotone; the
 round to deploy is the best one (``best_round``), and the last round says why the loop stopped
 (``Round.stop_reason``).
+
+A plan that meets every target in the replay but sheds demand (the model sized for bursts the
+trace did not bring) is the opposite case: the κ of the groups that met their latency with room
+to spare is raised a little (``_raise_capacities``) and the fleet solved again, for as long as
+that serves more of the demand and the replay still meets every target; the first raise that
+misses is undone and the loop stops.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ class Round:
     plan: Plan
     results: dict[str, SimulationResult]
     cuts: dict[str, float] = field(default_factory=dict)
-    """configuration (workload pool/tpN/role) -> strongest factor applied to its κ before the next round"""
+    """configuration (workload pool/tpN/role) -> factor applied to its κ before the next round
+    (below 1: the strongest cut of a missed group; above 1: a raise, ``_raise_capacities``)"""
     stop_reason: str = ""
     """set on the last round: why the loop stopped"""
 
@@ -98,6 +105,9 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
         repaired too: the traffic it serves still has to meet its SLO.
     """
     rounds: list[Round] = []
+    base: Round | None = None  # the round a raise departs from (meets every target, sheds)
+    raised: list[tuple] = []  # κ before the raise in flight
+    power = 1.0  # the share (in log terms) of the full raise taken; halved after a raise that missed
     for k in range(max_rounds + 1):
         progress.report(f"verify round {k}: solving the fleet MILP")
         plan = solve(fp)
@@ -108,8 +118,36 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
                 results[w.key] = simulate(w, traces[w.key], seed=seed, reject_unplanned=reject_unplanned)
         rnd = Round(plan, results)
         rounds.append(rnd)
+        if base is not None and not rnd.meets_targets:
+            # the raise went too far: undo it and try half of it from the same round
+            _restore(raised)
+            power /= 2.0
+            back = f"capacities restored to round {rounds.index(base)}'s"
+            if k == max_rounds:
+                rnd.stop_reason = f"a raise to serve shed demand missed an SLO target; {back}; out of repair rounds"
+                break
+            if power < MIN_RAISE_POWER:
+                rnd.stop_reason = f"raises to serve shed demand missed an SLO target, down to the smallest; {back}"
+                break
+            raised = _raise_capacities(fp, base, power, rnd.cuts)
+            continue
         if rnd.meets_targets:
-            rnd.stop_reason = "every simulated workload meets its SLO target"
+            shed = shed_rps(plan)
+            if shed <= 0:
+                rnd.stop_reason = "every simulated workload meets its SLO target"
+            elif k == max_rounds:
+                rnd.stop_reason = (f"meets its SLO targets, still shedding {shed:.3g} req/s; out of repair rounds "
+                                   f"({max_rounds}; --verify-rounds)")
+            elif base is not None and shed >= shed_rps(base.plan) * (1.0 - 1e-6):
+                rnd.stop_reason = (f"meets its SLO targets, still shedding {shed:.3g} req/s: raising the capacities "
+                                   "of the groups with room to spare serves no more of it")
+            else:
+                base = rnd
+                raised = _raise_capacities(fp, base, power, rnd.cuts)
+                if raised:
+                    continue
+                rnd.stop_reason = (f"meets its SLO targets, still shedding {shed:.3g} req/s; no group that serves "
+                                   "it meets its latency with room to spare")
             break
         if k == max_rounds:
             rnd.stop_reason = f"out of repair rounds ({max_rounds}; --verify-rounds)"
@@ -118,15 +156,21 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
     return rounds
 
 
+def shed_rps(plan: Plan) -> float:
+    """The demand a plan sheds, summed over its workloads, req/s (at their planning rates)."""
+    return float(sum(w.shed_rps for w in plan.workloads))
+
+
 def best_round(rounds: list[Round]) -> Round:
-    """The round whose plan to deploy: the first that meets every target (later rounds only add
-    capacity); else the one closest to its targets (the largest worst ratio of simulated
-    attainment to target over the workloads), the cheaper among equals. A repair round can come
-    out worse than an earlier one (the next solve moves traffic to other configurations), so the
-    last round is not necessarily the best."""
-    for rnd in rounds:
-        if rnd.meets_targets:
-            return rnd
+    """The round whose plan to deploy: of those that meet every target, the one that sheds the
+    least demand, then the cheapest, then the earliest (the rounds that cut capacity stop at the
+    first that meets; only raising rounds follow it); else the one closest to its targets (the
+    largest worst ratio of simulated attainment to target over the workloads), the cheaper among
+    equals. A repair round can come out worse than an earlier one (the next solve moves traffic to
+    other configurations), so the last round is not necessarily the best."""
+    meeting = [r for r in rounds if r.meets_targets]
+    if meeting:
+        return min(meeting, key=lambda r: (round(shed_rps(r.plan), 9), r.plan.cost_per_hour or 0.0))
 
     def closeness(rnd: Round) -> tuple[float, float]:
         worst = min((r.attainment * 100.0 / r.target_percentile for r in rnd.results.values()), default=1.0)
@@ -253,8 +297,67 @@ def _forcing(a, factors: np.ndarray, pd_threshold: int | None, workload) -> np.n
     return np.where(carried, np.minimum(factors, forced), factors)  # never milder than asked
 
 
+MAX_RAISE = 2.0
+"""a raise lifts a group's κ by at most this factor per round (``_raise_capacities``): our
+choice; the replay of the next round is the check, and a raise that misses is halved"""
+
+RAISE_MARGIN = 0.1
+"""a raise aims 10% past the demand the workload shed (``_raise_capacities``): our choice; the
+groups without room to spare are not raised, so an exact aim leaves a remainder that shrinks
+geometrically instead of closing"""
+
+MIN_RAISE_POWER = 0.25
+"""raises are halved (in log terms) at most twice after misses before the loop gives up"""
+
+
+def _raise_capacities(fp: FleetProblem, base: Round, power: float, record: dict[str, float]) -> list[tuple]:
+    """For round ``base``, which meets every target in the replay of all its traffic yet sheds
+    demand: the capacity model was more cautious than the replay (it sizes for bursts and tails
+    the traffic did not reach), since the very groups it could not fill with the shed demand
+    served all of it within the SLO. Raise the κ of each group of a shedding workload that met the
+    target in its own latency (a prefill group's TTFT, a decode group's TPOT, a colocated group's
+    both at the SLO percentile, below the SLO) by the factor that would let it carry the
+    workload's whole demand (demand / served, ``RAISE_MARGIN`` more, at most ``MAX_RAISE``), to
+    the power ``power``.
+    Configurations the plan did not use, groups that met their latency without room to spare and
+    workloads that shed nothing keep their κ. Writes each factor into ``record``; returns each
+    raised configuration with its κ before the raise, for ``_restore`` (empty: nothing raised)."""
+    before = []
+    plan = base.plan
+    for wr in plan.workloads:
+        res = base.results.get(wr.workload)
+        if res is None or wr.shed_rps <= 0 or wr.served_rps <= 0:
+            continue
+        workload = next(w for w in fp.workloads if w.key == wr.workload)
+        if workload.workload is None:
+            continue
+        slo = workload.workload.spec.slo
+        target = res.target_percentile / 100.0
+        factor = min(MAX_RAISE, wr.demand_rps / wr.served_rps * (1.0 + RAISE_MARGIN)) ** power
+        mine = [a for a in plan.assignments if a.workload == wr.workload]
+        for a, g in zip(mine, res.groups):
+            if g.requests < MIN_BUCKET_REQUESTS or _own_attainment(g) < target:
+                continue
+            latencies = {"prefill": [(slo.ttft, g.ttft_s)], "decode": [(slo.tpot, g.tpot_s)]}.get(
+                a.role, [(slo.ttft, g.ttft_s), (slo.tpot, g.tpot_s)])
+            if not all(np.isfinite(sim) and sim < limit for limit, sim in latencies):
+                continue
+            if any(c is a.config for c, *_ in before):
+                continue
+            before.append((a.config, a.config.capacity_rps, a.config.whole_capacity_rps))
+            _scale(a.config, factor)
+            record[f"{wr.workload} {g.name}"] = float(factor)
+    return before
+
+
+def _restore(before: list[tuple]) -> None:
+    """Put back the κ ``_raise_capacities`` recorded."""
+    for c, capacity, whole in before:
+        c.capacity_rps, c.whole_capacity_rps = capacity, whole
+
+
 def _scale(c, factor) -> None:
-    """Lower a configuration's κ by ``factor``: its own and, for a decode config, what it serves
+    """Multiply a configuration's κ by ``factor``: its own and, for a decode config, what it serves
     whole (short prompts the router gives it)."""
     c.capacity_rps = c.capacity_rps * factor
     if c.whole_capacity_rps is not None:

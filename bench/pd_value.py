@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmfleet.api.loader import load_fleet
-from llmfleet.sim.verify import plan_and_verify
+from llmfleet.sim.verify import best_round, plan_and_verify
 from llmfleet.solver.milp import solve
 from llmfleet.solver.problem import build_problem
 from llmfleet.workload.traces import load_trace
@@ -157,7 +157,7 @@ def table(data: Path, console: Console, rounds: int) -> list[dict]:
                     rnds = plan_and_verify(fp, {fp.workloads[0].key: trace}, max_rounds=rounds,
                                            reject_unplanned=True)
                     sim = next(iter(rnds[0].results.values()))
-                    final = rnds[-1]
+                    final = best_round(rnds)  # the round deployed (a later one can come out worse)
                     res = next(iter(final.results.values()))
                     rows.append({"trace": name, "slo": level, "strategy": strat, "cost": plan.cost_per_hour,
                                  "served": served_fraction(plan), "attain": sim.attainment,

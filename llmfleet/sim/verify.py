@@ -101,8 +101,10 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
 
     Returns:
         Every round, in order; ``best_round`` picks the one to deploy. The loop stops at the first
-        round that meets every target or when the rounds run out. A plan that sheds demand is
-        repaired too: the traffic it serves still has to meet its SLO.
+        round that meets every target and sheds nothing, or when the rounds run out. A plan that
+        sheds demand is repaired too: the traffic it serves still has to meet its SLO; one that
+        meets every target while shedding is raised (``_raise_capacities``) unless
+        ``reject_unplanned`` kept the shed sizes out of the replay.
     """
     rounds: list[Round] = []
     base: Round | None = None  # the round a raise departs from (meets every target, sheds)
@@ -138,6 +140,9 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
             elif k == max_rounds:
                 rnd.stop_reason = (f"meets its SLO targets, still shedding {shed:.3g} req/s; out of repair rounds "
                                    f"({max_rounds}; --verify-rounds)")
+            elif reject_unplanned:
+                rnd.stop_reason = (f"meets its SLO targets, still shedding {shed:.3g} req/s; the replay rejected "
+                                   "the sizes the plan routes nowhere, so it shows no room for them")
             elif base is not None and shed >= shed_rps(base.plan) * (1.0 - 1e-6):
                 rnd.stop_reason = (f"meets its SLO targets, still shedding {shed:.3g} req/s: raising the capacities "
                                    "of the groups with room to spare serves no more of it")

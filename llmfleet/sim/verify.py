@@ -13,9 +13,9 @@ round to deploy is the best one (``best_round``), and the last round says why th
 
 A plan that meets every target in the replay but sheds demand (the model sized for bursts the
 trace did not bring) is the opposite case: the κ of the groups that met their latency with room
-to spare is raised a little (``_raise_capacities``) and the fleet solved again, for as long as
-that serves more of the demand and the replay still meets every target; the first raise that
-misses is undone and the loop stops.
+to spare is raised (``_raise_capacities``) and the fleet solved again, for as long as that
+serves more of the demand and the replay still meets every target; a raise that misses is undone
+and tried again at half its size (in log terms), at most twice.
 """
 
 from __future__ import annotations

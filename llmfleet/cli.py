@@ -409,7 +409,7 @@ def _verification_doc(rounds, sources: dict[str, str]) -> dict:
     return {
         "rounds": [{"costPerHour": r.plan.cost_per_hour and round(r.plan.cost_per_hour, 4),
                     "totalGPUs": r.plan.total_gpus, "meetsTargets": r.meets_targets,
-                    "capacityCuts": {k: round(v, 4) for k, v in r.cuts.items()},
+                    "capacityFactors": {k: round(v, 4) for k, v in r.cuts.items()},  # below 1 a cut, above a raise
                     "workloads": [res.to_dict() for res in r.results.values()]} for r in rounds],
         "traces": sources,
         "chosenRound": rounds.index(best_round(rounds)),

@@ -80,7 +80,7 @@ def test_verify_repairs_a_plan_made_for_the_median_rate(tmp_path):
     rounds = json.loads(r.stdout)["verification"]["rounds"]
     att = [next(x for x in rd["workloads"] if x["workload"] == "default/chat-8b")["sloAttainment"] for rd in rounds]
     assert len(rounds) >= 2 and att[0] < 0.9 <= att[-1]
-    assert rounds[0]["capacityCuts"] and rounds[-1]["costPerHour"] > rounds[0]["costPerHour"]
+    assert rounds[0]["capacityFactors"] and rounds[-1]["costPerHour"] > rounds[0]["costPerHour"]
 
 
 def test_simulate_a_saved_plan(tmp_path):

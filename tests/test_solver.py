@@ -338,3 +338,70 @@ def test_a_replan_reserves_read_out_time_only_for_groups_it_has_not_predicted(mo
     assert milp._readout_seconds(pruned, prepared) == pytest.approx(1.5 * milp.READOUT_NEW_SHARE * groups * 0.01)
     milp._LATENCY_CACHE.clear()
     assert milp._readout_seconds(pruned, prepared) == pytest.approx(1.5 * groups * 0.01)
+
+
+def one_pool_problem(tmp_path):
+    """Two critical workloads: a 70B model at TP 4 that fits only the four H100s (140 GB of
+    weights against 96 GB on four A10Gs) and an 8B chat that runs on either pool and serves more
+    requests per GPU on H100s."""
+    docs = [(WORKLOAD % {"name": "chat", "ttft": "5s", "tier": "critical", "minrep": 1})
+            .replace("requestRatePerSecond: 20", "requestRatePerSecond: 4"),
+            (WORKLOAD % {"name": "big", "ttft": "5s", "tier": "critical", "minrep": 1})
+            .replace("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct")
+            .replace("requestRatePerSecond: 20", "requestRatePerSecond: 0.3")
+            .replace("tensorParallelSizes: [1]", "tensorParallelSizes: [4]"),
+            "apiVersion: llmfleet.dev/v1alpha1\nkind: GPUPool\nmetadata: {name: h100}\n"
+            "spec: {gpuType: H100-SXM, maxGPUs: 4, gpusPerNode: 4}\n",
+            "apiVersion: llmfleet.dev/v1alpha1\nkind: GPUPool\nmetadata: {name: a10g}\n"
+            "spec: {gpuType: A10G, maxGPUs: 8, gpusPerNode: 8}\n"]
+    f = tmp_path / "one-pool.yaml"
+    f.write_text("\n---\n".join(docs))
+    return build_problem(load_fleet([f]))
+
+
+def test_the_greedy_start_serves_a_workload_that_only_one_pool_can_take(tmp_path):
+    # Independent reason: served most-efficient first, the chat takes H100s and the 70B no longer
+    # fits anywhere, though the chat could have gone to the A10Gs. The greedy start, which is the
+    # plan a phase stopped by the time limit keeps, must find the order that serves both: the 70B
+    # on the 4 H100s, the chat on A10Gs.
+    from llmfleet.solver import milp
+
+    fp = one_pool_problem(tmp_path)
+    chat = next(w for w in fp.workloads if w.key == "prod/chat")
+    big = next(w for w in fp.workloads if w.key == "prod/big")
+    # the preconditions: the 70B has no A10G configuration; the chat serves more per H100 GPU
+    assert {c.pool.name for c in big.configs} == {"h100"}
+    per_gpu = {p: max(float((c.capacity_rps * chat.share).sum()) / c.tp for c in chat.configs if c.pool.name == p)
+               for p in ("h100", "a10g")}
+    assert per_gpu["h100"] > per_gpu["a10g"]
+    prepared = milp._prepare(fp, float("inf"))
+    counts = milp._greedy(fp, prepared.model)
+    wi = {w.key: i for i, w in enumerate(fp.workloads)}
+    assert {fp.workloads[i].configs[ci].pool.name for (i, ci) in counts if i == wi["prod/big"]} == {"h100"}
+    assert {fp.workloads[i].configs[ci].pool.name for (i, ci) in counts if i == wi["prod/chat"]} == {"a10g"}
+    assert prepared.serves_all(fp)
+    plan = solve(dataclasses.replace(fp, time_limit_s=0.05))
+    assert plan.status in ("optimal", "feasible") and all(w.shed_rps < 1e-6 for w in plan.workloads)
+
+
+def test_a_minimum_met_by_serving_replicas_is_not_reported_short(tmp_path):
+    # Independent reason: the shortfall variable is the slack of "serving replicas + short >=
+    # minReplicas"; phases that do not minimise it may leave it at its upper bound. A solution
+    # whose serving replicas meet every minimum has no shortfall, whatever that slack says, and
+    # one that lacks a replica lacks exactly one.
+    from llmfleet.solver import milp
+
+    fp = one_pool_problem(tmp_path)
+    prepared = milp._prepare(fp, float("inf"))
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    loose = start.copy()
+    for var in m.short.values():
+        loose[model.index[var.name]] = 1.0  # the slack at its bound (minReplicas 1)
+    assert model.value(milp._unserved(fp, m), loose) >= 2.0 - 1e-9
+    assert model.value(milp._unserved(fp, m), milp._tight_short(fp, m, model, loose)) <= 1e-6
+    chat = next(i for i, w in enumerate(fp.workloads) if w.key == "prod/chat")
+    without = loose.copy()
+    for (i, ci), v in m.n.items():
+        if i == chat:
+            without[model.index[v.name]] = 0.0
+    assert model.value(milp._short_replicas(fp, m, chat), milp._tight_short(fp, m, model, without)) == 1.0

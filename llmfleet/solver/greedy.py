@@ -8,15 +8,17 @@ the plan it starts from while keeping the higher tiers' results fixed.
 The greedy chooses replica counts only. A workload's options are its colocated configurations and
 its P/D pairs (a prefill and a decode configuration of one KV domain, every prompt through the
 prefill pods); an option needs, per unit share of the workload's requests, some replicas' worth of
-each of its configurations (``Option.per_share``). Tier by tier, workloads in order of the
-requests per second one GPU of their most GPU-efficient option serves (most first, so a tier's
-GPUs serve as many requests as they can), each workload takes whole replicas of its options in
-order of GPUs per unit share until it is served or nothing fits; a workload keeps to one kind
-(colocated, or P/D in one KV domain, as the router and the MILP require). Then the tier's
-``minReplicas``. Every limit that bounds replica counts alone is respected exactly: the model rows
-whose variables are all replica counts (pool availability, node shapes, placement limits, power
-budgets, GPU quotas), read from the model itself, so no limit is written twice. The routing
-shares, P/D thresholds and shed follow from the counts in ``milp`` (a solve with them fixed).
+each of its configurations (``Option.per_share``). Tier by tier, each workload in turn takes whole
+replicas of its options in order of GPUs per unit share until it is served or nothing fits; a
+workload keeps to one kind (colocated, or P/D in one KV domain, as the router and the MILP
+require). The turn order is the one of three that serves the tier the most requests per second:
+most requests per GPU of the most GPU-efficient option first (a tier's GPUs serve as many requests
+as they can), fewest options first (an efficient workload does not take the only pool another
+can use), largest GPU need first (first-fit decreasing). Then the tier's ``minReplicas``. Every
+limit that bounds replica counts alone is respected exactly: the model rows whose variables are
+all replica counts (pool availability, node shapes, placement limits, power budgets, GPU quotas),
+read from the model itself, so no limit is written twice. The routing shares, P/D thresholds and
+shed follow from the counts in ``milp`` (a solve with them fixed).
 """
 
 from __future__ import annotations
@@ -145,30 +147,58 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
         opts = ranked.get(wi)
         return workloads[wi].rate_rps / opts[0].gpus_per_share if opts else 0.0
 
-    for tier in sorted({tier_of(wi) for wi in range(len(workloads))}, reverse=True):
-        if tiers is not None and tier not in tiers:
-            continue
-        members = sorted((wi for wi in range(len(workloads)) if tier_of(wi) == tier and wi not in served),
-                         key=lambda wi: (-efficiency(wi), workloads[wi].key))
+    def serve(order: list[int]) -> tuple[float, dict[int, object]]:
+        """Serve ``order``'s workloads in turn from what is left; returns the req/s they serve
+        and the kind each got."""
         kind_of: dict[int, object] = {}
-        for wi in members:
+        served_rps = 0.0
+        for wi in order:
             left = 1.0
             for opt in ranked.get(wi, []):  # what replicas it already has (``fixed``) serve
                 have = min(counts.get((wi, ci), 0) / per for ci, per in opt.per_share)
                 if have > 0:
                     left -= have
                     kind_of[wi] = opt.kind
-            if left <= 1e-9:
-                continue
-            for opt in ranked.get(wi, []):
-                if wi in kind_of and (service or opt.kind != kind_of[wi]):
-                    continue  # one kind per workload; one group under service routing
-                got = take(wi, opt, left)
-                if got > 0:
-                    kind_of[wi] = opt.kind
-                    left -= got
-                if left <= 1e-9:
-                    break
+            if left > 1e-9:
+                for opt in ranked.get(wi, []):
+                    if wi in kind_of and (service or opt.kind != kind_of[wi]):
+                        continue  # one kind per workload; one group under service routing
+                    got = take(wi, opt, left)
+                    if got > 0:
+                        kind_of[wi] = opt.kind
+                        left -= got
+                    if left <= 1e-9:
+                        break
+            served_rps += (1.0 - max(left, 0.0)) * workloads[wi].rate_rps
+        return served_rps, kind_of
+
+    for tier in sorted({tier_of(wi) for wi in range(len(workloads))}, reverse=True):
+        if tiers is not None and tier not in tiers:
+            continue
+        members = sorted((wi for wi in range(len(workloads)) if tier_of(wi) == tier and wi not in served),
+                         key=lambda wi: (-efficiency(wi), workloads[wi].key))
+        # the most requests per GPU first serves the most with the GPUs there are, unless an
+        # efficient workload takes the only pool another one can use: then the least flexible
+        # first (fewest options) or the largest first can serve more. Each order is tried from
+        # the same state and the one serving the most req/s of the tier kept (the first on ties).
+        orders = [members,
+                  sorted(members, key=lambda wi: (len(ranked.get(wi, [])), -efficiency(wi), workloads[wi].key)),
+                  sorted(members, key=lambda wi: (-workloads[wi].rate_rps * (ranked[wi][0].gpus_per_share
+                                                                             if ranked.get(wi) else 0.0),
+                                                  workloads[wi].key))]
+        start_room, start_counts = room.copy(), dict(counts)
+        best = None
+        for order in orders:
+            room[:] = start_room  # in place: ``fit`` and ``add`` hold these
+            counts.clear()
+            counts.update(start_counts)
+            got, kinds = serve(order)
+            if best is None or got > best[0] + 1e-9:
+                best = (got, kinds, room.copy(), dict(counts))
+        _, kind_of, best_room, best_counts = best
+        room[:] = best_room
+        counts.clear()
+        counts.update(best_counts)
         for wi in members:  # then the tier's minimums, before any lower tier is served
             short = (workloads[wi].min_replicas or 0) - sum(
                 k for (wj, ci), k in counts.items() if wj == wi and any(o.serving == ci for o in ranked.get(wi, [])))

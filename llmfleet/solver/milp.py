@@ -158,7 +158,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
                 prob += m.load[wi, ci] - m.n[wi, ci] <= 0, f"load_{wi}_{ci}"
         # the minimum counts replicas that serve a request whole (colocated, or decode for short
         # prompts); for Mélange input, any replica
-        serving = [ci for ci, c in enumerate(w.configs) if c.role != "prefill" or w.demand is None]
+        serving = _serving_configs(w)
         if w.min_replicas and serving:
             # a minimum is part of the tier order (DESIGN §6): hard when everything fits; when
             # capacity is short, a shortfall the tier phases minimise after the tier's own demand
@@ -863,9 +863,10 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
-        start = _phase(model, shed, start, deadline, 2 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
-                       f"tier {names[tier_value]} (value {tier_value}): req/s shed", phases,
-                       _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members)))
+        start = _phase(model, shed, _tight_short(fp, m, model, start), deadline, 2 * (len(tiers) - k),
+                       max(fp.relative_gap, _TIER_GAP), f"tier {names[tier_value]} (value {tier_value}): req/s shed",
+                       phases, _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members)))
+        start = _tight_short(fp, m, model, start)
         if start is not None and any(wi in m.short for wi in members):
             # then the tier's minimum replicas, before any lower tier is served
             short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
@@ -901,10 +902,11 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                 incumbent = _complete(fp, m, model, counts, deadline)
             if incumbent is None:
                 incumbent = start
-    start = incumbent
+    start = _tight_short(fp, m, model, incumbent)
     model.set_objective(m.cost)
     res = model.solve(deadline - time.perf_counter(), cost_gap, start, label="fleet MILP", unit="$/h")
     values, bound = (res.values, res.dual_bound) if res.has_solution else (start, None)
+    values = _tight_short(fp, m, model, values)
     # from the plan itself: a phase out of time may have left no objective of its own
     shedding = model.value(_unserved(fp, m), values) > _SHED_TOL
     phases.append(_phase_report("cost, $/h", res, model.value(m.cost, values)))
@@ -1493,6 +1495,29 @@ def _phase_report(label: str, res, objective: float | None) -> dict:
         gap = 0.0
     return {"phase": label, "objective": objective, "bound": res.dual_bound, "gap": gap,
             "seconds": round(res.seconds, 3), "status": res.status}
+
+
+def _serving_configs(w: WorkloadProblem) -> list[int]:
+    """The configurations whose replicas count toward ``minReplicas``: those that serve a request
+    whole (colocated, or decode for short prompts); for Mélange input, any."""
+    return [ci for ci, c in enumerate(w.configs) if c.role != "prefill" or w.demand is None]
+
+
+def _tight_short(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray | None) -> np.ndarray | None:
+    """``values`` with each minimum's shortfall variable at the replicas really missing (the
+    minimum less the serving replicas, at least 0). The variable is the slack of
+    ``serving replicas + short >= minReplicas``, and only the minimum phases minimise it: a shed
+    phase or the cost phase may return it above the real shortfall, which would read as a missed
+    minimum (a plan that meets every minimum reported as a shortage). Lowering it to the shortfall
+    keeps that row and every other (it appears nowhere else) and raises no objective."""
+    if values is None or not m.short:
+        return values
+    out = values.copy()
+    for wi, var in m.short.items():
+        w = _workload(fp, m, wi)
+        have = sum(round(float(out[model.index[m.n[wi, ci].name]])) for ci in _serving_configs(w) if (wi, ci) in m.n)
+        out[model.index[var.name]] = max(0.0, float(w.min_replicas) - have)
+    return out
 
 
 def _short_replicas(fp: FleetProblem, m: _Model, wi: int) -> pulp.LpAffineExpression:

@@ -179,8 +179,10 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
                          key=lambda wi: (-efficiency(wi), workloads[wi].key))
         # the most requests per GPU first serves the most with the GPUs there are, unless an
         # efficient workload takes the only pool another one can use: then the least flexible
-        # first (fewest options) or the largest first can serve more. Each order is tried from
-        # the same state and the one serving the most req/s of the tier kept (the first on ties).
+        # first (fewest options) or the largest first can serve more. Where the first order
+        # leaves some of the tier unserved, the others are tried from the same state and the one
+        # serving the most req/s of the tier kept (the first on ties).
+        demand_rps = sum(workloads[wi].rate_rps for wi in members)
         orders = [members,
                   sorted(members, key=lambda wi: (len(ranked.get(wi, [])), -efficiency(wi), workloads[wi].key)),
                   sorted(members, key=lambda wi: (-workloads[wi].rate_rps * (ranked[wi][0].gpus_per_share
@@ -195,6 +197,8 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
             got, kinds = serve(order)
             if best is None or got > best[0] + 1e-9:
                 best = (got, kinds, room.copy(), dict(counts))
+            if got >= demand_rps * (1.0 - 1e-9):
+                break  # the whole tier is served: no order can do better
         _, kind_of, best_room, best_counts = best
         room[:] = best_room
         counts.clear()

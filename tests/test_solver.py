@@ -340,11 +340,11 @@ def test_a_replan_reserves_read_out_time_only_for_groups_it_has_not_predicted(mo
     assert milp._readout_seconds(pruned, prepared) == pytest.approx(1.5 * groups * 0.01)
 
 
-def one_pool_problem(tmp_path):
+def one_pool_problem(tmp_path, chat_ttft: str = "5s"):
     """Two critical workloads: a 70B model at TP 4 that fits only the four H100s (140 GB of
-    weights against 96 GB on four A10Gs) and an 8B chat that runs on either pool and serves more
-    requests per GPU on H100s."""
-    docs = [(WORKLOAD % {"name": "chat", "ttft": "5s", "tier": "critical", "minrep": 1})
+    weights against 96 GB on four A10Gs) and an 8B chat at TTFT ``chat_ttft`` that serves more
+    requests per GPU on H100s (at 5 s it can run on either pool)."""
+    docs = [(WORKLOAD % {"name": "chat", "ttft": chat_ttft, "tier": "critical", "minrep": 1})
             .replace("requestRatePerSecond: 20", "requestRatePerSecond: 4"),
             (WORKLOAD % {"name": "big", "ttft": "5s", "tier": "critical", "minrep": 1})
             .replace("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct")
@@ -405,3 +405,24 @@ def test_a_minimum_met_by_serving_replicas_is_not_reported_short(tmp_path):
         if i == chat:
             without[model.index[v.name]] = 0.0
     assert model.value(milp._short_replicas(fp, m, chat), milp._tight_short(fp, m, model, without)) == 1.0
+
+
+def test_a_shortage_names_the_pool_too_fragmented_for_the_smallest_replica(tmp_path):
+    # Independent reason: at TTFT 1 s the chat's A10G configurations cannot serve its longest
+    # prompts, so it must run on an H100, and serving its 4.4 req/s sheds more than the 70B's
+    # 0.33 would; its one H100 leaves 3 of the 4 free, fewer than the 70B's TP-4 replica needs.
+    # The pool is not full, yet it is what binds, and the message must say so, not blame the SLO.
+    fp = one_pool_problem(tmp_path, chat_ttft="1s")
+    chat = next(w for w in fp.workloads if w.key == "prod/chat")
+    unservable = np.ones(len(chat.share), dtype=bool)
+    for c in chat.configs:
+        if c.pool.name == "a10g" and c.role == "colocated":
+            unservable &= c.capacity_rps <= 0
+    assert (unservable & (chat.share > 0)).any()  # the precondition: some size no A10G replica serves
+    plan = solve(fp)
+    res = {w.workload: w for w in plan.workloads}
+    assert res["prod/big"].shed_rps > 0 and res["prod/chat"].shed_rps == pytest.approx(0.0, abs=1e-6)
+    assert {a.pool for a in plan.assignments if a.workload == "prod/chat"} == {"h100"}
+    big = [msg for msg in plan.messages if msg.startswith("prod/big") and "cannot be served" in msg]
+    assert len(big) == 1
+    assert "h100 (1/4 GPUs; its smallest replica there needs 4)" in big[0] and "within the SLO" not in big[0]

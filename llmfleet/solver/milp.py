@@ -1854,11 +1854,6 @@ def _infeasible_messages(fp: FleetProblem) -> list[str]:
 
 def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
     out = []
-    full = []
-    for name, pool in fp.pools.items():
-        used = _pool_gpus(plan, name)
-        if pool.max_gpus and used >= pool.max_gpus:
-            full.append(f"{name} ({used}/{pool.max_gpus} GPUs)")
     power = ""
     if fp.power_budget_watts is not None:
         watts, allowed = plan.limit_watts, fp.power_budget_watts * fp.power_oversubscription
@@ -1866,7 +1861,20 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
             power = f"; power budget binds (GPU power caps {watts:.0f} of {allowed:.0f} W, FleetPolicy spec.powerBudgetWatts)"
     for r in plan.workloads:
         if r.shed_rps > 1e-6:
-            why = [f"pools at capacity: {', '.join(full)}"] if full else []
+            # the pools it could use that cannot take one more of its replicas: full, or with
+            # fewer GPUs free than its smallest replica there needs (a TP-4 group beside 3 free)
+            w = next((w for w in fp.workloads if w.key == r.workload), None)
+            smallest: dict[str, int] = {}
+            for c in (w.configs if w is not None else []):
+                smallest[c.pool.name] = min(c.tp, smallest.get(c.pool.name, c.tp))
+            binding = []
+            for name, tp in sorted(smallest.items()):
+                pool, used = fp.pools[name], _pool_gpus(plan, name)
+                if pool.max_gpus and used >= pool.max_gpus:
+                    binding.append(f"{name} ({used}/{pool.max_gpus} GPUs)")
+                elif pool.max_gpus and pool.max_gpus - used < tp:
+                    binding.append(f"{name} ({used}/{pool.max_gpus} GPUs; its smallest replica there needs {tp})")
+            why = [f"pools at capacity: {', '.join(binding)}"] if binding else []
             for name, (limit, keys) in fp.gpu_quotas.items():
                 used = _quota_gpus(plan, keys)
                 if r.workload in keys and used >= limit:

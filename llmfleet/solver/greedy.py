@@ -185,8 +185,9 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
         demand_rps = sum(workloads[wi].rate_rps for wi in members)
         orders = [members,
                   sorted(members, key=lambda wi: (len(ranked.get(wi, [])), -efficiency(wi), workloads[wi].key)),
-                  sorted(members, key=lambda wi: (-workloads[wi].rate_rps * (ranked[wi][0].gpus_per_share
-                                                                             if ranked.get(wi) else 0.0),
+                  # GPUs to serve all of it on its most GPU-efficient option (per_share is per
+                  # unit share of its requests)
+                  sorted(members, key=lambda wi: (-(ranked[wi][0].gpus_per_share if ranked.get(wi) else 0.0),
                                                   workloads[wi].key))]
         start_room, start_counts = room.copy(), dict(counts)
         best = None

@@ -409,7 +409,7 @@ def _verification_doc(rounds, sources: dict[str, str]) -> dict:
     return {
         "rounds": [{"costPerHour": r.plan.cost_per_hour and round(r.plan.cost_per_hour, 4),
                     "totalGPUs": r.plan.total_gpus, "meetsTargets": r.meets_targets,
-                    "capacityFactors": {k: round(v, 4) for k, v in r.cuts.items()},  # below 1 a cut, above a raise
+                    "capacityFactors": {k: round(v, 4) for k, v in r.factors.items()},  # below 1 a cut, above a raise
                     "workloads": [res.to_dict() for res in r.results.values()]} for r in rounds],
         "traces": sources,
         "chosenRound": rounds.index(best_round(rounds)),
@@ -433,8 +433,8 @@ def _print_verification(console: Console, rounds, sources: dict[str, str]) -> No
     for key, src in sources.items():
         console.print(f"[dim]traffic of {key}: {src}[/dim]", highlight=False)
     for k, r in enumerate(rounds[:-1]):
-        for word, changed in (("lowered", {n: f for n, f in r.cuts.items() if f <= 1.0}),
-                              ("raised", {n: f for n, f in r.cuts.items() if f > 1.0})):
+        for word, changed in (("lowered", {n: f for n, f in r.factors.items() if f <= 1.0}),
+                              ("raised", {n: f for n, f in r.factors.items() if f > 1.0})):
             if changed:
                 listed = ", ".join(f"{name} x{f:.2f}" for name, f in changed.items())
                 console.print(f"round {k}: capacity {word} for {listed}", highlight=False)

@@ -161,8 +161,8 @@ def test_a_repair_cuts_the_group_that_missed_and_changes_the_plan(tmp_path, shar
     # replicas) that misses TTFT, and a decode group within TPOT at the percentile
     assert prefill[0].utilization < MIN_CUT and prefill[1].ttft_s > 5.0
     assert decode[1].tpot_s <= 0.1
-    assert any(prefill[1].name in k for k in first.cuts)
-    assert not any(decode[1].name in k for k in first.cuts)
+    assert any(prefill[1].name in k for k in first.factors)
+    assert not any(decode[1].name in k for k in first.factors)
     shape = lambda plan: sorted((a.pool, a.tp, a.role, a.replicas) for a in plan.assignments)  # noqa: E731
     assert shape(rounds[1].plan) != shape(first.plan)
     assert rounds[-1].meets_targets and best_round(rounds) is rounds[-1]
@@ -285,13 +285,13 @@ def test_a_plan_that_meets_its_target_but_sheds_gets_the_capacity_the_replay_sho
                                          "standard", "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}", 7.0))
     first = rounds[0]
     assert shed_rps(first.plan) > 0 and first.meets_targets  # the precondition
-    raised = [f for r in rounds[:-1] for f in r.cuts.values()]
+    raised = [f for r in rounds[:-1] for f in r.factors.values()]
     assert raised and all(f > 1.0 for f in raised)  # raises only: no round missed
     res = first.results["default/mc"]
     for a, g in zip(first.plan.assignments, res.groups):
         limits = {"prefill": [(3.0, g.ttft_s)], "decode": [(0.04, g.tpot_s)]}.get(a.role, [(3.0, g.ttft_s), (0.04, g.tpot_s)])
         if any(sim >= limit for limit, sim in limits):  # no room to spare: not raised
-            assert not any(g.name in k for k in first.cuts)
+            assert not any(g.name in k for k in first.factors)
     best = best_round(rounds)
     assert best is rounds[-1] and best.plan.serves_all_demand and best.meets_targets
     assert best.plan.cost_per_hour <= first.plan.cost_per_hour
@@ -308,13 +308,27 @@ def test_a_raise_that_misses_is_undone_and_never_deployed(tmp_path, shared_data,
 
     monkeypatch.setattr(verify, "MAX_RAISE", 20.0)
     monkeypatch.setattr(verify, "RAISE_MARGIN", 10.0)
-    fp, rounds = _verified(mooncake_fleet(tmp_path, shared_data, "{ttft: 3s, tpot: 40ms, percentile: 99}",
-                                          "standard", "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}", 7.0))
+    kappa = []  # each round's κ as its solve saw them: config id -> capacity_rps
+    real_solve = verify.solve
+
+    def recording_solve(fp):
+        kappa.append({id(c): c.capacity_rps.copy() for w in fp.workloads for c in w.configs})
+        return real_solve(fp)
+
+    monkeypatch.setattr(verify, "solve", recording_solve)
+    _, rounds = _verified(mooncake_fleet(tmp_path, shared_data, "{ttft: 3s, tpot: 40ms, percentile: 99}",
+                                         "standard", "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}", 7.0))
     assert shed_rps(rounds[0].plan) > 0 and rounds[0].meets_targets
     assert not rounds[1].meets_targets  # the reckless raise missed
-    assert rounds[0].cuts and rounds[1].cuts  # and a smaller raise followed, from round 0
-    assert all(rounds[1].cuts[k] < rounds[0].cuts[k] for k in rounds[0].cuts)
+    assert rounds[0].factors and rounds[1].factors  # and a smaller raise followed, from round 0
+    assert all(rounds[1].factors[k] < rounds[0].factors[k] for k in rounds[0].factors)
+    # undone: round 2 was solved with round 0's κ times the smaller raise, not on top of the first
+    checked = 0
+    for a in rounds[0].plan.assignments:
+        f = rounds[1].factors.get(f"default/mc {a.pool}/tp{a.tp}/{a.role}")
+        if f is not None:
+            np.testing.assert_allclose(kappa[2][id(a.config)], kappa[0][id(a.config)] * f, rtol=1e-9)
+            checked += 1
+    assert checked == len(rounds[1].factors)
     best = best_round(rounds)
     assert best.meets_targets and shed_rps(best.plan) <= shed_rps(rounds[0].plan)
-    if not rounds[-1].meets_targets:  # the loop ended on a miss: its raise was undone
-        assert solve(fp).cost_per_hour == pytest.approx(best.plan.cost_per_hour)

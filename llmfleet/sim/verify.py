@@ -47,7 +47,7 @@ class Round:
 
     plan: Plan
     results: dict[str, SimulationResult]
-    cuts: dict[str, float] = field(default_factory=dict)
+    factors: dict[str, float] = field(default_factory=dict)
     """configuration (workload pool/tpN/role) -> factor applied to its κ before the next round
     (below 1: the strongest cut of a missed group; above 1: a raise, ``_raise_capacities``)"""
     stop_reason: str = ""
@@ -131,7 +131,7 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
             if power < MIN_RAISE_POWER:
                 rnd.stop_reason = f"raises to serve shed demand missed an SLO target, down to the smallest; {back}"
                 break
-            raised = _raise_capacities(fp, base, power, rnd.cuts)
+            raised = _raise_capacities(fp, base, power, rnd.factors)
             continue
         if rnd.meets_targets:
             shed = shed_rps(plan)
@@ -148,7 +148,7 @@ def plan_and_verify(fp: FleetProblem, traces: dict[str, pd.DataFrame], max_round
                                    "of the groups with room to spare serves no more of it")
             else:
                 base = rnd
-                raised = _raise_capacities(fp, base, power, rnd.cuts)
+                raised = _raise_capacities(fp, base, power, rnd.factors)
                 if raised:
                     continue
                 rnd.stop_reason = (f"meets its SLO targets, still shedding {shed:.3g} req/s; no group that serves "
@@ -214,7 +214,7 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
             factors = np.broadcast_to(_bucket_factors(g, target), mildest.shape)
             forced = _forcing(a, factors, plan.pd_threshold_tokens.get(key), workload)
             _scale(a.config, forced)
-            rnd.cuts[f"{key} {g.name}"] = float(forced.min())
+            rnd.factors[f"{key} {g.name}"] = float(forced.min())
             # the untested configurations share the model's error, not this group's load: they
             # get the cuts in proportion to the miss, not the forced ones
             hit = factors < 1.0
@@ -231,13 +231,13 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
                 if a is worst:
                     factors = _forcing(a, factors, plan.pd_threshold_tokens.get(key), workload)
                 _scale(a.config, factors)
-                rnd.cuts[f"{key} {g.name}"] = float(factors.min())
+                rnd.factors[f"{key} {g.name}"] = float(factors.min())
             mildest[:] = MIN_CUT
         used = {id(a.config) for a in mine}
         for c in workload.configs:
             if id(c) not in used:
                 _scale(c, mildest)
-        rnd.cuts[f"{key} untested configurations"] = float(mildest.max())
+        rnd.factors[f"{key} untested configurations"] = float(mildest.max())
 
 
 def _own_attainment(g) -> float:
@@ -328,6 +328,7 @@ def _raise_capacities(fp: FleetProblem, base: Round, power: float, record: dict[
     workloads that shed nothing keep their κ. Writes each factor into ``record``; returns each
     raised configuration with its κ before the raise, for ``_restore`` (empty: nothing raised)."""
     before = []
+    raised: set[int] = set()  # configurations raised once already (two groups can share one)
     plan = base.plan
     for wr in plan.workloads:
         res = base.results.get(wr.workload)
@@ -345,10 +346,9 @@ def _raise_capacities(fp: FleetProblem, base: Round, power: float, record: dict[
                 continue
             latencies = {"prefill": [(slo.ttft, g.ttft_s)], "decode": [(slo.tpot, g.tpot_s)]}.get(
                 a.role, [(slo.ttft, g.ttft_s), (slo.tpot, g.tpot_s)])
-            if not all(np.isfinite(sim) and sim < limit for limit, sim in latencies):
+            if id(a.config) in raised or not all(np.isfinite(sim) and sim < limit for limit, sim in latencies):
                 continue
-            if any(c is a.config for c, *_ in before):
-                continue
+            raised.add(id(a.config))
             before.append((a.config, a.config.capacity_rps, a.config.whole_capacity_rps))
             _scale(a.config, factor)
             record[f"{wr.workload} {g.name}"] = float(factor)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from llmfleet.api.models import TrafficSpec
-from llmfleet.workload.demand import arrival_dispersion, demand_from_spec, demand_from_trace, histogram, windowed_rates
+from llmfleet.workload.demand import (arrival_dispersion, demand_from_spec, demand_from_trace, histogram, rate_levels,
+                                      windowed_rates)
 from llmfleet.workload.traces import TraceError, load_trace
 
 from conftest import EXAMPLES
@@ -108,3 +109,29 @@ def test_bucket_length_variability():
 def test_azure_trace_carries_its_burstiness(azure):
     d = demand_from_trace(azure)
     assert d.arrival_scv >= 1.0 and d.input_scv is not None and (d.input_scv >= 0).all()
+
+
+def test_rate_levels_keep_the_minutes_a_trace_spends_at_each_load():
+    """20 minutes at 2 req/s then 10 at 6 req/s (and a trailing low minute, a partial window):
+    the mean of the 30 full minutes is 10/3 req/s, so the levels are 0.6 and 1.8 x the mean,
+    holding 2,400 and 3,600 of the 6,000 requests (0.4 and 0.6: the low minutes end exactly at a
+    level edge, so no level mixes the two loads), however finely each side is cut."""
+    low = np.arange(0.0, 1200.0, 0.5)
+    high = 1200.0 + np.arange(0.0, 600.0, 1.0 / 6.0)
+    tail = 1800.0 + np.arange(0.0, 59.0, 0.5)
+    levels = rate_levels(np.concatenate([low, high, tail]))
+    assert sum(share for _, share in levels) == pytest.approx(1.0)
+    by_rate = {}
+    for rate, share in levels:
+        key = min((0.6, 1.8), key=lambda r: abs(r - rate))
+        assert rate == pytest.approx(key, rel=0.02)
+        by_rate[key] = by_rate.get(key, 0.0) + share
+    assert by_rate[0.6] == pytest.approx(0.4, rel=0.02) and by_rate[1.8] == pytest.approx(0.6, rel=0.02)
+    assert len(levels) > 2  # the top of the request order is cut finer: 60% of requests in several levels
+    assert rate_levels(np.arange(0.0, 90.0)) == ((1.0, 1.0),)  # one full minute: no swing to measure
+
+
+def test_a_declared_rate_has_one_load_level():
+    d = demand_from_spec(TrafficSpec(request_rate_per_second=3.0, input_tokens={"p50": 500, "p90": 2000, "p99": 4000},
+                                     output_tokens={"p50": 100, "p90": 400, "p99": 800}))
+    assert d.rate_levels == ((1.0, 1.0),)

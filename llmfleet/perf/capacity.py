@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import gamma, poisson
+from scipy.stats import gamma, norm, poisson
 
 from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec
@@ -127,15 +127,32 @@ def batch_quantiles(q: float, max_batch: int, dispersion: float = 1.0) -> np.nda
     return np.ceil(gamma.ppf(q, mean / dispersion, scale=dispersion))[:, None]
 
 
-def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, variability=1.0) -> np.ndarray:
+def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, variability=1.0,
+                        window_s: float | None = None) -> np.ndarray:
     """Approximate q-quantile of the waiting time of a single-server queue, s (inf when rate x
     service >= 1): Kingman's heavy-traffic exponential tail P(W > t) ≈ ρ exp(-2(1-ρ) t / (v s))
-    with v = c_a² + c_s² (``Burstiness.variability``); v = 1 is M/D/1."""
+    with v = c_a² + c_s² (``Burstiness.variability``); v = 1 is M/D/1.
+
+    ``window_s``: the load lasts only that long (one level of ``Demand.rate_levels``). Near and
+    past saturation the stationary wait is never reached: the queue relaxes in about
+    v s / (1-ρ)², minutes at ρ = 0.95. The wait is then at most what a window of T seconds builds
+    from an empty queue, in the diffusion (heavy-traffic) approximation of the workload, drift
+    (ρ-1) and variance ρ v s per second (Whitt, "Stochastic-Process Limits", 2002, ch. 5): the
+    backlog's growth (ρ-1)⁺ q T met by the q-th of the window's arrivals, and the fluctuation
+    z sqrt(ρ v s T/2) of a request half-way through it, z the (1+q)/2 quantile of the standard
+    normal (the reflected Brownian motion started empty is half-normal), combined as independent
+    (root sum of squares). Finite at any load; against a Lindley-recursion replay of M/D/1 over
+    60 s within 25% at ρ 1.0-1.5 and q 0.9-0.99 (``tests/test_perf.py``)."""
     rho = np.asarray(rate, dtype=float) * service_s
     with np.errstate(divide="ignore", invalid="ignore"):
         w = service_s * variability * np.log(np.maximum(rho, 1e-300) / (1.0 - q)) / (2.0 * (1.0 - rho))
     w = np.where(rho > 1.0 - q, w, 0.0)
-    return np.where(rho >= 1.0, np.inf, w)
+    w = np.where(rho >= 1.0, np.inf, w)
+    if window_s is None:
+        return w
+    growth = np.maximum(rho - 1.0, 0.0) * q * window_s
+    spread = norm.ppf((1.0 + q) / 2.0) * np.sqrt(np.maximum(rho, 0.0) * variability * service_s * window_s / 2.0)
+    return np.minimum(w, np.hypot(growth, spread))
 
 
 def _batch_rows(k: np.ndarray) -> np.ndarray | None:
@@ -454,12 +471,19 @@ def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: n
     return np.where(kv_ok & (tpot <= tpot_s), rate, 0.0).max(axis=0)
 
 
-def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rps: np.ndarray) -> np.ndarray:
+def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rps: np.ndarray,
+                     saturate: bool = False) -> np.ndarray:
     """``value_curve`` (max_batch, S) at the smallest batch whose steady-state rate reaches the
-    offered rate (S,) of each bucket; inf where no batch does."""
+    offered rate (S,) of each bucket; inf where no batch does, or with ``saturate`` the value at
+    the batch of the highest reachable rate (the engine caps its batch there and the excess
+    queues: for a load held a limited time)."""
     reach = rate_curve >= offered_rps[None, :]
+    cols = np.arange(rate_curve.shape[1])
     b = np.where(reach.any(axis=0), reach.argmax(axis=0), -1)
-    return np.where(b >= 0, value_curve[np.maximum(b, 0), np.arange(rate_curve.shape[1])], np.inf)
+    past = np.inf
+    if saturate:
+        past = np.where(rate_curve.max(axis=0) > 0, value_curve[rate_curve.argmax(axis=0), cols], np.inf)
+    return np.where(b >= 0, value_curve[np.maximum(b, 0), cols], past)
 
 
 def latency_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
@@ -477,42 +501,52 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
                       rate_rps: np.ndarray, percentiles, p: PerfParams | None = None,
                       gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
                       max_num_batched_tokens: int | None = None,
-                      burst: Burstiness = POISSON) -> list[tuple[np.ndarray, np.ndarray]]:
+                      burst: Burstiness = POISSON,
+                      window_s: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """``latency_at_rate`` at each of ``percentiles`` (%), in order: one (TTFT, TPOT) pair per
     percentile, s, each of shape (S,), inf where ``rate_rps`` (req/s per bucket) exceeds what the
-    replica sustains. The steady-state curves are computed once (``replica_curves_at``)."""
+    replica sustains. The steady-state curves are computed once (``replica_curves_at``).
+
+    ``window_s``: the rate lasts only that long (``mdl_wait_quantile_s``): past what the replica
+    sustains, the batch stays at its largest (TPOT and the prompt's service there) and the excess
+    waits, finite."""
     rate = np.asarray(rate_rps, dtype=float)
+    held = window_s is not None
     out = []
     for percentile, c in zip(percentiles, replica_curves_at(model, gpu, tp, input_tokens, output_tokens, percentiles,
                                                            p, gpu_memory_utilization, max_num_seqs,
                                                            max_num_batched_tokens, burst)):
         reachable = np.where(c.ok, c.rate, 0.0)
-        tpot = _at_offered_rate(reachable, c.tpot_s, rate)
-        step = _at_offered_rate(reachable, c.step_s, rate)
-        service = _at_offered_rate(reachable, c.prefill_s, rate)
+        tpot = _at_offered_rate(reachable, c.tpot_s, rate, held)
+        step = _at_offered_rate(reachable, c.step_s, rate, held)
+        service = _at_offered_rate(reachable, c.prefill_s, rate, held)
         with np.errstate(invalid="ignore"):
             wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
-                                       burst.variability)
+                                       burst.variability, window_s)
         out.append((np.where(np.isfinite(service), service + step + wait, np.inf), tpot))
     return out
 
 
 def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, rate_rps: np.ndarray,
                          percentile: float, transfer_s: np.ndarray, first_token_s: float,
-                         p: PerfParams | None = None, burst: Burstiness = POISSON) -> np.ndarray:
+                         p: PerfParams | None = None, burst: Burstiness = POISSON,
+                         window_s: float | None = None) -> np.ndarray:
     """Predicted TTFT at the percentile, s, of a prefill-only replica loaded at ``rate_rps`` per
-    bucket (the inverse of ``prefill_capacity_rps``). Shape (S,); inf past saturation."""
+    bucket (the inverse of ``prefill_capacity_rps``). Shape (S,); inf past saturation, unless the
+    load lasts only ``window_s`` (``mdl_wait_quantile_s``)."""
     t_p = prefill_time_s(model, gpu, tp, np.asarray(input_tokens, dtype=float), p=p or default_params())
-    wait = mdl_wait_quantile_s(np.asarray(rate_rps, dtype=float), t_p, percentile / 100.0, burst.variability)
+    wait = mdl_wait_quantile_s(np.asarray(rate_rps, dtype=float), t_p, percentile / 100.0, burst.variability,
+                               window_s)
     return wait + t_p + np.asarray(transfer_s, dtype=float) + first_token_s
 
 
 def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                         rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
                         gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
-                        burst: Burstiness = POISSON) -> np.ndarray:
+                        burst: Burstiness = POISSON, window_s: float | None = None) -> np.ndarray:
     """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
-    bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation."""
+    bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation, unless the
+    load lasts only ``window_s``: then the TPOT at the largest batch (the excess waits)."""
     rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
                                   max_num_seqs, burst)
-    return _at_offered_rate(rate, tpot, np.asarray(rate_rps, dtype=float))
+    return _at_offered_rate(rate, tpot, np.asarray(rate_rps, dtype=float), window_s is not None)

@@ -68,7 +68,7 @@ from llmfleet.solver.churn import config_key, start_cost_usd, stop_cost_usd
 from llmfleet.solver.placement import groups_from_plan, limits_from_placement, place, shape_cuts
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, WorkloadProblem, servable_buckets
-from llmfleet.workload.demand import INPUT_EDGES_TOKENS
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS, RATE_LEVEL_WINDOW_S
 
 _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
@@ -1625,10 +1625,11 @@ def _latency_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: floa
 
 
 def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                         percentiles) -> tuple[np.ndarray, list, list]:
+                         percentiles, window_s: float | None = None) -> tuple[np.ndarray, list, list]:
     """``_latency_by_bucket`` at each of ``percentiles`` (%): (served, [TTFT or None per
     percentile], [TPOT or None per percentile]); a colocated group's steady-state curves are
-    computed once for all (``capacity.latencies_at_rate``)."""
+    computed once for all (``capacity.latencies_at_rate``). ``window_s``: the load lasts that long
+    (finite past saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
     if not served.any():
@@ -1645,12 +1646,13 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     burst = dataclasses.replace(w.burst, service_scv=scv)
     if c.role == "prefill":
         return served, [prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, q, c.kv_transfer_s[served],
-                                             slo.tpot, params, burst) for q in percentiles], none
+                                             slo.tpot, params, burst, window_s) for q in percentiles], none
     if c.role == "decode":
         return served, none, [decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, q, params, gmu,
-                                                  max_num_seqs=seqs, burst=burst) for q in percentiles]
+                                                  max_num_seqs=seqs, burst=burst, window_s=window_s)
+                              for q in percentiles]
     pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentiles, params, gmu,
-                              max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst)
+                              max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s)
     return served, [t for t, _ in pairs], [t for _, t in pairs]
 
 
@@ -1659,29 +1661,55 @@ QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 
 """percentiles at which each bucket's latency is modelled to build a group's latency distribution"""
 
 
-def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams):
+def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
+                   window_s: float | None = None):
     """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
     percentile: one (n_served,) array per percentile, or None per percentile where the role has no
     such latency (``_latency_by_bucket``); None when the group serves nothing within the SLO."""
-    served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID])
+    served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID],
+                                              window_s)
     return (served, ttft, tpot) if served.any() else None
 
 
 def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                      percentile: float | None = None) -> tuple[float | None, float | None]:
+                      percentile: float | None = None,
+                      levels: tuple[tuple[float, float], ...] | None = None) -> tuple[float | None, float | None]:
     """TTFT and TPOT at ``percentile`` (default the SLO's) over all the requests a replica group
     serves, s: the percentile of the mixture of its buckets' modelled latency distributions
     (each bucket's quantile function on ``QUANTILE_GRID``, weighted by its traffic), which is
     what a percentile over the group's requests measures. None where the role has no such latency
-    (prefill: TPOT, decode: TTFT) or the group serves nothing within the SLO."""
+    (prefill: TPOT, decode: TTFT) or the group serves nothing within the SLO.
+
+    ``levels``: (load multiplier, share of requests) pairs, e.g. ``Demand.rate_levels``: the load
+    swings over the period, and each level's requests see the latency at ``util`` x multiplier
+    (``bucket_rps`` scaled alike) held for ``RATE_LEVEL_WINDOW_S``: above the SLO's capacity too,
+    and finite past saturation, where the excess queues for a minute
+    (``capacity.mdl_wait_quantile_s``). None: the load stays at ``util`` for ever."""
     pct = w.workload.spec.slo.percentile if percentile is None else percentile
-    grid = _quantile_grid(w, c, bucket_rps, util, params)
-    if grid is None:
-        return None, None
-    served, ttft, tpot = grid
-    weights = bucket_rps[served] / bucket_rps[served].sum()
-    mix = lambda cols: None if cols[0] is None else _mixture_percentile(np.array(cols).T, weights, pct)  # noqa: E731
-    return mix(ttft), mix(tpot)
+    window_s = None if levels is None else RATE_LEVEL_WINDOW_S
+    cols_ttft, cols_tpot, weights = [], [], []
+    for mult, share in levels or ((1.0, 1.0),):
+        grid = _quantile_grid(w, c, bucket_rps * mult, util * mult, params, window_s)
+        if grid is None:
+            return None, None
+        served, ttft, tpot = grid
+        cols_ttft.append(None if ttft[0] is None else np.array(ttft).T)
+        cols_tpot.append(None if tpot[0] is None else np.array(tpot).T)
+        weights.append(share * bucket_rps[served] / bucket_rps[served].sum())
+    weights = np.concatenate(weights) / sum(share for _, share in levels or ((1.0, 1.0),))
+    mix = lambda cols: None if cols[0] is None else _mixture_percentile(np.vstack(cols), weights, pct)  # noqa: E731
+    return mix(cols_ttft), mix(cols_tpot)
+
+
+def period_levels(w: WorkloadProblem, util: float) -> tuple[float, tuple[tuple[float, float], ...]]:
+    """(the mean load, the load levels around it) of a group planned at ``util`` for ``w``'s
+    planning rate (the peak quantile with headroom, ``WorkloadProblem.rate_rps``): the mean load is
+    ``util`` x mean rate / planning rate, and ``Demand.rate_levels`` swing it minute by minute.
+    Without a demand (Mélange input), the planned load as one level."""
+    d = w.demand
+    if d is None or w.rate_rps <= 0:
+        return util, ((1.0, 1.0),)
+    return util * d.rate_mean_rps / w.rate_rps, d.rate_levels
 
 
 def predicted_mean_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
@@ -1768,12 +1796,19 @@ ATTAINMENT_GRID = (50.0, 70.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.0, 98.0, 99.0, 9
 """percentiles at which ``predicted_attainment`` evaluates the capacity model"""
 
 
-def predicted_attainment(fp: FleetProblem, plan: Plan) -> dict[str, float]:
+def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True) -> dict[str, float]:
     """SLO attainment the capacity model predicts for each planned workload, 0..1, without a
     simulation: per group and size bucket, the highest percentile of ``ATTAINMENT_GRID`` at which
     the predicted TTFT and TPOT both meet the targets (0 for planned misses), weighted by the
     traffic the router gives each group; for P/D traffic, the decode groups' share times the
-    prefill groups' mean. A coarse, model-only figure: ``--verify`` replays the traffic."""
+    prefill groups' mean. A coarse, model-only figure: ``--verify`` replays the traffic.
+
+    ``over_period`` (default): over the period the demand was measured on, as a replay counts
+    it: each group at its mean load swinging minute by minute as the trace did
+    (``period_levels``, ``Demand.rate_levels``), each minute's requests weighted by their share.
+    False: every request at the planned load (the peak quantile with headroom), which
+    under-states attainment wherever the load is below its peak most of the time
+    (``bench/bursty_verify.py`` prints both against the replay)."""
     out = {}
     for w in fp.workloads:
         if w.workload is None or w.model is None:
@@ -1784,18 +1819,26 @@ def predicted_attainment(fp: FleetProblem, plan: Plan) -> dict[str, float]:
             continue
         met = {}
         for a in groups:
-            reached = np.zeros(len(w.share))
-            for q in ATTAINMENT_GRID:
-                served, ttft, tpot = _latency_by_bucket(w, a.config, a.bucket_rate_rps, min(a.utilization, 1.0),
-                                                        fp.params, q)
-                ok = np.ones(int(served.sum()), dtype=bool)
-                if ttft is not None:
-                    ok &= ttft <= slo.ttft
-                if tpot is not None:
-                    ok &= tpot <= slo.tpot
-                idx = np.flatnonzero(served)[ok]
-                reached[idx] = q / 100.0
-            met[id(a)] = float((a.bucket_rate_rps * reached).sum() / a.bucket_rate_rps.sum())
+            if over_period:
+                mean_util, levels = period_levels(w, a.utilization)
+                loads, window_s = [(mean_util * m, sh) for m, sh in levels], RATE_LEVEL_WINDOW_S
+            else:
+                loads, window_s = [(min(a.utilization, 1.0), 1.0)], None
+            total = 0.0
+            for util, share in loads:
+                reached = np.zeros(len(w.share))
+                served, ttfts, tpots = _latencies_by_bucket(w, a.config, a.bucket_rate_rps, util, fp.params,
+                                                            list(ATTAINMENT_GRID), window_s)
+                for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
+                    ok = np.ones(int(served.sum()), dtype=bool)
+                    if ttft is not None:
+                        ok &= ttft <= slo.ttft
+                    if tpot is not None:
+                        ok &= tpot <= slo.tpot
+                    idx = np.flatnonzero(served)[ok]
+                    reached[idx] = q / 100.0
+                total += share * float((a.bucket_rate_rps * reached).sum() / a.bucket_rate_rps.sum())
+            met[id(a)] = total / sum(sh for _, sh in loads)
         entry = [a for a in groups if a.role != "prefill"]
         prefill = [a for a in groups if a.role == "prefill"]
         pre = (sum(met[id(a)] * a.rate_rps for a in prefill) / sum(a.rate_rps for a in prefill)) if prefill else 1.0

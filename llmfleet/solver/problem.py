@@ -512,7 +512,7 @@ def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy_read: l
     h = hashlib.sha256()
     h.update(json.dumps([w.key, w.spec.model_dump(mode="json"), policy_read, repr(params),
                          scales or [], routing, power_caps, [repr(p) for p in pools.values()],
-                         demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv],
+                         demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv, demand.rate_levels],
                         sort_keys=True, default=str).encode())
     for a in (demand.share, demand.input_tokens, demand.output_tokens, demand.input_edges, demand.output_edges,
               demand.input_scv):

@@ -1613,22 +1613,15 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 solver="", assignments=assignments, workloads=results, messages=[], pd_threshold_tokens=thresholds)
 
 
-def _latency_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                       percentile: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(served (S,) bool, TTFT, TPOT at ``percentile`` over the served buckets, s) of a replica
-    group at utilisation ``util``: each bucket evaluated at util x κ, the rate at which it alone
-    would load a replica as much as the actual mix does, with the group's power cap. A prefill
-    group predicts TTFT only (KV transfer and the first decode step included), a decode group TPOT
-    only (None for the other)."""
-    served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [percentile])
-    return served, ttft[0], tpot[0]
-
-
 def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                          percentiles, window_s: float | None = None) -> tuple[np.ndarray, list, list]:
-    """``_latency_by_bucket`` at each of ``percentiles`` (%): (served, [TTFT or None per
-    percentile], [TPOT or None per percentile]); a colocated group's steady-state curves are
-    computed once for all (``capacity.latencies_at_rate``). ``window_s``: the load lasts that long
+    """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
+    the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
+    (%): each bucket evaluated at util x κ, the rate at which it alone would load a replica as much
+    as the actual mix does, with the group's power cap. A prefill group predicts TTFT only (KV
+    transfer and the first decode step included), a decode group TPOT only (None for the other).
+    A colocated group's steady-state curves are computed once for all
+    (``capacity.latencies_at_rate``). ``window_s``: the load lasts that long
     (finite past saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
@@ -1665,7 +1658,7 @@ def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, p
                    window_s: float | None = None):
     """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
     percentile: one (n_served,) array per percentile, or None per percentile where the role has no
-    such latency (``_latency_by_bucket``); None when the group serves nothing within the SLO."""
+    such latency (``_latencies_by_bucket``); None when the group serves nothing within the SLO."""
     served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID],
                                               window_s)
     return (served, ttft, tpot) if served.any() else None

@@ -30,7 +30,7 @@ import numpy as np
 from llmfleet.api.loader import FleetSpec
 from llmfleet.api.models import FleetPolicy, GPUPool, LLMWorkload
 from llmfleet.operator.live import observed_demand
-from llmfleet.solver.milp import QUANTILE_GRID, _latency_by_bucket
+from llmfleet.solver.milp import QUANTILE_GRID, _latencies_by_bucket
 from llmfleet.solver.problem import build_problem
 from llmfleet.telemetry.lengths import to_planner_buckets
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS
@@ -85,12 +85,11 @@ class ModelEngine:
         if hit is not None:
             return hit
         bucket_rps = per_pod_rps * self.workload.share
-        ttft, tpot = [], []
-        for q in QUANTILE_GRID:
-            # one length bucket in the mix (``_uniform``): its quantiles are the mix's
-            _, t1, t2 = _latency_by_bucket(self.workload, self.config, bucket_rps, util, self.params, float(q))
-            ttft.append(float(t1[0]))
-            tpot.append(float(t2[0]))
+        _, t1, t2 = _latencies_by_bucket(self.workload, self.config, bucket_rps, util, self.params,
+                                         [float(q) for q in QUANTILE_GRID])
+        # one length bucket in the mix (``_uniform``): its quantiles are the mix's
+        ttft = [float(t[0]) for t in t1]
+        tpot = [float(t[0]) for t in t2]
         ends = lambda a: np.array([a[0], *a, a[-1]])  # noqa: E731
         out = (ends(ttft), ends(tpot))
         with self._lock:

@@ -287,9 +287,10 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
             bucket_rps = np.where(kappa > 0, replayed[gi], 0.0)
             util = float((bucket_rps[kappa > 0] / kappa[kappa > 0]).sum() / g.replicas)
             served = bucket_rps.sum() > 0
-            at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params, levels=w.demand.rate_levels)
-                      if served else (None, None))
-            at_mean = predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params) if served else (None, None)
+            at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params, levels=w.demand.rate_levels,
+                                        replicas=g.replicas) if served else (None, None))
+            at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=g.replicas)
+                       if served else (None, None))
             groups.append({"group": f"{g.replicas}x {g.name}", "requests": n, "util": a.utilization,
                            "rps_plan": a.rate_rps, "rps_sim": rps,
                            "ttft_pred": a.ttft_s, "ttft_sim": ttft, "tpot_pred": a.tpot_s, "tpot_sim": tpot,

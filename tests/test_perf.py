@@ -193,6 +193,47 @@ def test_a_load_held_for_a_minute_waits_as_a_replayed_queue_does():
     assert mdl_wait_quantile_s(np.array(0.5 / service), service, 0.9, window_s=window) == stationary
 
 
+def test_a_pooled_queue_waits_as_erlang_c_says():
+    """``servers``: M/M/2 (v = 2, exponential service) has the textbook closed forms
+    P(wait) = 2ρ²/(1+ρ) and P(W > t) = P(wait) exp(-2μ(1-ρ)t), so its q-quantile is exact here;
+    one server is Kingman's ρ."""
+    from llmfleet.perf.capacity import erlang_c
+    for rho in (0.5, 0.8, 0.95):
+        assert erlang_c(2, np.array(rho)) == pytest.approx(2 * rho**2 / (1 + rho))
+        assert erlang_c(1, np.array(rho)) == pytest.approx(rho)
+        for q in (0.9, 0.99):
+            exact = max(0.0, np.log(2 * rho**2 / (1 + rho) / (1 - q)) / (2 * (1 - rho)))
+            assert mdl_wait_quantile_s(np.array(rho), 1.0, q, 2.0, servers=2) == pytest.approx(exact)
+
+
+def test_short_prompts_wait_behind_long_ones_as_a_replayed_prefill_queue_does():
+    """``prefill_ttft_quantiles_s``: a prefill replica serving 1k- and 16k-token prompts (80/20
+    by count, Poisson, 70% busy) replayed first-come first-served by Lindley's recursion with each
+    prompt's prefill time: both buckets' TTFT p90 and p99 within 25% of the replay's. The short
+    prompts' p99 is set by the long ones ahead of them: several times their own prefill time,
+    which a queue of short prompts alone (what each bucket at util x κ assumed) would not give."""
+    from llmfleet.perf.capacity import prefill_ttft_quantiles_s
+    gpu, p = get_gpu("H100-SXM"), default_params()
+    inp = np.array([1000.0, 16000.0])
+    t = prefill_time_s(LLAMA8B, gpu, 1, inp, p=p)
+    share = np.array([0.8, 0.2])
+    rate = 0.7 / float(share @ t)
+    rng = np.random.default_rng(5)
+    n = 300_000
+    kind = rng.choice(2, n, p=share)
+    service, gaps = t[kind], rng.exponential(1.0 / rate, n)
+    w = np.zeros(n)
+    for i in range(1, n):  # W_n = max(0, W_{n-1} + S_{n-1} - A_n)
+        w[i] = max(0.0, w[i - 1] + service[i - 1] - gaps[i])
+    ttft = w + service
+    model = prefill_ttft_quantiles_s(LLAMA8B, gpu, 1, inp, rate * share, [90.0, 99.0], np.zeros(2), 0.0, p)
+    for k, q in enumerate((90, 99)):
+        for b in range(2):
+            replay = np.percentile(ttft[5000:][kind[5000:] == b], q)
+            assert model[k][b] == pytest.approx(replay, rel=0.25), (q, b)
+    assert model[1][0] > 3 * t[0]
+
+
 LLAMA8B = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
 BUCKETS_IN = np.array([300.0, 1100.0, 3900.0])
 BUCKETS_OUT = np.array([90.0, 380.0, 170.0])

@@ -127,11 +127,32 @@ def batch_quantiles(q: float, max_batch: int, dispersion: float = 1.0) -> np.nda
     return np.ceil(gamma.ppf(q, mean / dispersion, scale=dispersion))[:, None]
 
 
+def erlang_c(servers: int, rho: np.ndarray) -> np.ndarray:
+    """Probability that an arrival waits in an M/M/c queue (Erlang's C formula) with ``servers``
+    servers each loaded ``rho`` (< 1; 1 at or past it). Shape of ``rho``. ``servers`` 1 gives ρ.
+    Computed from Erlang's B by its recursion B(k) = a B(k-1) / (k + a B(k-1)), a = c ρ, which is
+    stable for any c."""
+    rho = np.asarray(rho, dtype=float)
+    a = servers * np.clip(rho, 0.0, 1.0)
+    b = np.ones_like(a)
+    for k in range(1, servers + 1):
+        b = a * b / (k + a * b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = servers * b / (servers - a * (1.0 - b))
+    return np.where(rho >= 1.0, 1.0, np.clip(np.nan_to_num(c, nan=1.0), 0.0, 1.0))
+
+
 def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, variability=1.0,
-                        window_s: float | None = None) -> np.ndarray:
+                        window_s: float | None = None, servers: int = 1) -> np.ndarray:
     """Approximate q-quantile of the waiting time of a single-server queue, s (inf when rate x
     service >= 1): Kingman's heavy-traffic exponential tail P(W > t) ≈ ρ exp(-2(1-ρ) t / (v s))
-    with v = c_a² + c_s² (``Burstiness.variability``); v = 1 is M/D/1.
+    with v = c_a² + c_s² (``Burstiness.variability``); v = 1 is M/D/1. ``q`` may be an array
+    (broadcast with the others).
+
+    ``servers`` c > 1: c replicas behind a router that sends each request to the least-loaded
+    one (the endpoint picker's queue scorer), approximated as one c-server queue, ``rate`` per
+    server (Allen-Cunneen): an arrival waits with Erlang's C probability (``erlang_c``) instead
+    of ρ, and the wait it meets drains c times as fast, P(W > t) ≈ C exp(-2c(1-ρ) t / (v s)).
 
     ``window_s``: the load lasts only that long (one level of ``Demand.rate_levels``). Near and
     past saturation the stationary wait is never reached: the queue relaxes in about
@@ -144,14 +165,18 @@ def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, varia
     (root sum of squares). Finite at any load; against a Lindley-recursion replay of M/D/1 over
     60 s within 25% at ρ 1.0-1.5 and q 0.9-0.99 (``tests/test_perf.py``)."""
     rho = np.asarray(rate, dtype=float) * service_s
+    q = np.asarray(q, dtype=float)
+    waits = rho if servers == 1 else erlang_c(servers, rho)  # P(W > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = service_s * variability * np.log(np.maximum(rho, 1e-300) / (1.0 - q)) / (2.0 * (1.0 - rho))
-    w = np.where(rho > 1.0 - q, w, 0.0)
+        w = service_s * variability * np.log(np.maximum(waits, 1e-300) / (1.0 - q)) / (2.0 * servers * (1.0 - rho))
+    w = np.where(waits > 1.0 - q, w, 0.0)
     w = np.where(rho >= 1.0, np.inf, w)
     if window_s is None:
         return w
+    # the pooled backlog (c servers' work) drains at c per second: its spread per server is 1/sqrt(c)
     growth = np.maximum(rho - 1.0, 0.0) * q * window_s
-    spread = norm.ppf((1.0 + q) / 2.0) * np.sqrt(np.maximum(rho, 0.0) * variability * service_s * window_s / 2.0)
+    spread = norm.ppf((1.0 + q) / 2.0) * np.sqrt(np.maximum(rho, 0.0) * variability * service_s * window_s
+                                                 / (2.0 * servers))
     return np.minimum(w, np.hypot(growth, spread))
 
 
@@ -538,6 +563,101 @@ def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: 
     wait = mdl_wait_quantile_s(np.asarray(rate_rps, dtype=float), t_p, percentile / 100.0, burst.variability,
                                window_s)
     return wait + t_p + np.asarray(transfer_s, dtype=float) + first_token_s
+
+
+PROMPT_LENGTH_PROBS = np.concatenate([np.linspace(0.0, 0.99, 100), 1.0 - np.logspace(-2.25, -5.0, 12)])
+"""cumulative probabilities at which ``prefill_ttft_quantiles_s`` evaluates a bucket's prompt
+lengths (its quantile function, linear in between): every percent, then ever closer to 1, so the
+longest prompts of a bucket, which set a high TTFT percentile, are there"""
+
+WAIT_PROBS = np.concatenate([[0.0], 1.0 - np.logspace(0.0, -6.0, 241)[1:]])
+"""cumulative probabilities at which the wait's quantile function is evaluated: dense in its tail"""
+
+
+def prompt_length_quantiles(mean_tokens: np.ndarray, scv: np.ndarray, min_tokens: np.ndarray,
+                            probs: np.ndarray) -> np.ndarray:
+    """Prompt lengths at cumulative probabilities ``probs`` (shape (J,)) in each bucket, tokens,
+    shape (S, J): the bucket's lower edge ``min_tokens`` plus a gamma distribution with the rest of
+    its mean and its variance (``mean_tokens``, ``scv`` = variance / mean², shape (S,)). Lengths
+    above a bucket's edge fall off like a gamma's tail, as a trace's do (Mooncake's 32k+ bucket:
+    median 40k, p90 59k, mean 47k, SCV 0.2; this gives 38k, 64k). A bucket of one length (SCV 0)
+    is that length."""
+    mean = np.asarray(mean_tokens, dtype=float)
+    lo = np.minimum(np.asarray(min_tokens, dtype=float), mean)
+    var = np.asarray(scv, dtype=float) * mean ** 2
+    excess = mean - lo
+    spread = (var > 1e-9) & (excess > 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shape = np.where(spread, excess ** 2 / np.where(spread, var, 1.0), 1.0)
+        scale = np.where(spread, var / np.where(spread, excess, 1.0), 1.0)  # 1: unused, keeps gamma defined
+    tail = gamma.ppf(np.asarray(probs, dtype=float)[None, :], shape[:, None], scale=scale[:, None])
+    return np.where(spread[:, None], lo[:, None] + np.nan_to_num(tail, posinf=0.0), mean[:, None])
+
+
+def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
+                             rate_rps: np.ndarray, percentiles, transfer_s: np.ndarray, first_token_s: float,
+                             p: PerfParams | None = None, burst: Burstiness = POISSON,
+                             window_s: float | None = None, servers: int = 1,
+                             min_tokens: np.ndarray | None = None) -> list[np.ndarray]:
+    """Predicted TTFT at each of ``percentiles`` (%), s, of the requests of each bucket served by
+    ``servers`` prefill-only replicas, each loaded with ``rate_rps`` (shape (S,), req/s per
+    replica) of every bucket together. Returns one (S,) array per percentile; inf past saturation
+    unless the load lasts only ``window_s``.
+
+    A request waits behind the prompts of every bucket, so the wait is the same for all: one
+    queue (``mdl_wait_quantile_s``, pooled over ``servers`` by the least-loaded router) whose
+    service is the mixture of the buckets' prefill times, with its own c_s² (the long prompts'
+    weight in it is what makes short ones wait). A request's TTFT is that wait plus, independent
+    of it, its own prefill and KV transfer (both grow with its prompt: ``transfer_s`` is at the
+    bucket's mean length and scales with the length) and the first decode step. Prompt lengths
+    within a bucket: ``prompt_length_quantiles`` with the bucket's mean (``input_tokens``), SCV
+    (``burst.service_scv``) and lower edge (``min_tokens``, shape (S,); None: 0), so a bucket's
+    long prompts, which set its high percentiles, take their own, super-linear, prefill time.
+
+    Args:
+        transfer_s: shape (S,), KV transfer time per bucket at its mean length, s (``kv_transfer_s``).
+        first_token_s: the decode replica's first step, s (as ``prefill_capacity_rps``).
+    """
+    p = p or default_params()
+    inp = np.asarray(input_tokens, dtype=float)
+    rate = np.asarray(rate_rps, dtype=float)
+    scv = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
+    lo = np.zeros_like(inp) if min_tokens is None else np.asarray(min_tokens, dtype=float)
+    lengths = np.maximum(prompt_length_quantiles(inp, scv, lo, PROMPT_LENGTH_PROBS), 1.0)  # (S, J)
+    service = prefill_time_s(model, gpu, tp, lengths, p=p)
+    own = service + np.asarray(transfer_s, dtype=float)[:, None] * lengths / inp[:, None] + first_token_s
+    # moments of each bucket's prefill time, by trapezoids over its quantile function
+    dp = np.diff(PROMPT_LENGTH_PROBS)
+    mean_b = ((service[:, 1:] + service[:, :-1]) / 2.0 * dp).sum(axis=1) / dp.sum()
+    square_b = ((service[:, 1:] ** 2 + service[:, :-1] ** 2) / 2.0 * dp).sum(axis=1) / dp.sum()
+    pcts = np.asarray(percentiles, dtype=float) / 100.0
+    total = rate.sum()
+    if total > 0:
+        mean_s = float(rate @ mean_b) / total
+        scv_mix = float(rate @ square_b) / total / mean_s ** 2 - 1.0
+        mids = (WAIT_PROBS[1:] + WAIT_PROBS[:-1]) / 2.0
+        wait = mdl_wait_quantile_s(np.array(total), mean_s, mids, burst.arrival_scv + max(scv_mix, 0.0), window_s,
+                                   servers)
+        if not np.all(np.isfinite(wait)):
+            return [np.full(inp.shape, np.inf) for _ in pcts]
+    else:
+        mids, wait = np.array([0.5]), np.zeros(1)  # nothing to wait behind
+    mass = np.diff(WAIT_PROBS) if total > 0 else np.ones(1)
+    out = np.empty((len(pcts), len(inp)))
+    for b in range(len(inp)):
+        lo_t, hi_t = np.full(len(pcts), own[b, 0]), np.full(len(pcts), own[b, -1] + wait[-1])
+        for _ in range(_BISECTION_STEPS):  # P(wait + own <= t) = Σ_k mass_k F_own(t - wait_k)
+            mid = (lo_t + hi_t) / 2.0
+            cdf = np.interp(mid[:, None] - wait[None, :], own[b], PROMPT_LENGTH_PROBS, left=0.0, right=1.0) @ mass
+            below = cdf < pcts
+            lo_t, hi_t = np.where(below, mid, lo_t), np.where(below, hi_t, mid)
+        out[:, b] = hi_t
+    return list(out)
+
+
+_BISECTION_STEPS = 40
+"""bisection halvings of [the shortest TTFT, the longest wait + the longest own time]: below a
+microsecond for any TTFT here"""
 
 
 def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import decode_tpot_at_rate, latencies_at_rate, prefill_ttft_at_rate
+from llmfleet.perf.capacity import decode_tpot_at_rate, latencies_at_rate, prefill_ttft_quantiles_s
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
 from llmfleet.solver.highs import HighsModel
@@ -743,7 +743,8 @@ def _prefer_higher_caps(plan: Plan, fp: FleetProblem) -> None:
                 if old > 0:
                     a.utilization *= _unit_load(o, a.bucket_rate_rps) / old
                 if w.model is not None and a.rate_rps > 0:
-                    a.ttft_s, a.tpot_s = _predicted_latency(w, o, a.bucket_rate_rps, min(a.utilization, 1.0), fp.params)
+                    a.ttft_s, a.tpot_s = _predicted_latency(w, o, a.bucket_rate_rps, min(a.utilization, 1.0), fp.params,
+                                                             a.replicas)
                 break
     merged: dict[tuple[str, int], Assignment] = {}
     for a in plan.assignments:  # two groups raised to the same cap are one group (one Deployment)
@@ -758,7 +759,8 @@ def _prefer_higher_caps(plan: Plan, fp: FleetProblem) -> None:
         m.rate_rps, m.bucket_rate_rps = m.rate_rps + a.rate_rps, m.bucket_rate_rps + a.bucket_rate_rps
         w = by_key[a.workload]
         if w.model is not None and m.rate_rps > 0:
-            m.ttft_s, m.tpot_s = _predicted_latency(w, m.config, m.bucket_rate_rps, min(m.utilization, 1.0), fp.params)
+            m.ttft_s, m.tpot_s = _predicted_latency(w, m.config, m.bucket_rate_rps, min(m.utilization, 1.0), fp.params,
+                                                     m.replicas)
     plan.assignments = list(merged.values())
     plan.cost_per_hour = sum(a.cost_per_hour for a in plan.assignments)
 
@@ -1601,7 +1603,7 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 utilization=util, bucket_rate_rps=bucket_rps, config=c, role=c.role,
             )
             if w.model is not None and a.rate_rps > 0:
-                a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0), fp.params)
+                a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0), fp.params, reps)
             assignments.append(a)
         results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
     thresholds = {}
@@ -1614,15 +1616,19 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
 
 
 def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                         percentiles, window_s: float | None = None) -> tuple[np.ndarray, list, list]:
+                         percentiles, window_s: float | None = None,
+                         replicas: int = 1) -> tuple[np.ndarray, list, list]:
     """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
     the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
-    (%): each bucket evaluated at util x κ, the rate at which it alone would load a replica as much
-    as the actual mix does, with the group's power cap. A prefill group predicts TTFT only (KV
-    transfer and the first decode step included), a decode group TPOT only (None for the other).
-    A colocated group's steady-state curves are computed once for all
-    (``capacity.latencies_at_rate``). ``window_s``: the load lasts that long
-    (finite past saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever."""
+    (%), with the group's power cap. A decode or colocated group evaluates each bucket at util x κ,
+    the rate at which it alone would load a replica as much as the actual mix does; a colocated
+    group's steady-state curves are computed once for all (``capacity.latencies_at_rate``). A
+    prefill group predicts TTFT only (KV transfer and the first decode step included), a decode
+    group TPOT only (None for the other). A prefill replica queues every bucket's prompts
+    together: its mix (``bucket_rps``'s proportions, scaled so that Σ rate/κ is ``util``) forms
+    one queue over its ``replicas`` (``capacity.prefill_ttft_quantiles_s``). ``window_s``: the
+    load lasts that long (finite past saturation, ``capacity.mdl_wait_quantile_s``); None: held
+    for ever."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
     if not served.any():
@@ -1638,8 +1644,11 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
     if c.role == "prefill":
-        return served, [prefill_ttft_at_rate(w.model, c.pool.gpu, c.tp, inp, rate, q, c.kv_transfer_s[served],
-                                             slo.tpot, params, burst, window_s) for q in percentiles], none
+        mix = bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
+        floor = _prompt_floor_tokens(w)
+        return served, prefill_ttft_quantiles_s(w.model, c.pool.gpu, c.tp, inp, util * mix, percentiles,
+                                                c.kv_transfer_s[served], slo.tpot, params, burst, window_s,
+                                                max(int(replicas), 1), None if floor is None else floor[served]), none
     if c.role == "decode":
         return served, none, [decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, q, params, gmu,
                                                   max_num_seqs=seqs, burst=burst, window_s=window_s)
@@ -1649,24 +1658,34 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     return served, [t for t, _ in pairs], [t for _, t in pairs]
 
 
+def _prompt_floor_tokens(w: WorkloadProblem) -> np.ndarray | None:
+    """Shape (S,): the shortest prompt of each of ``w``'s buckets (its demand's lower input edge),
+    tokens; None without a demand (Mélange input: one length per bucket)."""
+    d = w.demand
+    if d is None or getattr(d, "input_edges", None) is None:
+        return None
+    return np.asarray(d.input_edges, dtype=float)[np.argwhere(d.share > 0)[:, 0]]
+
+
 QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 92, 94, 95, 96, 97, 98, 99,
                           99.5, 99.9])
 """percentiles at which each bucket's latency is modelled to build a group's latency distribution"""
 
 
 def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                   window_s: float | None = None):
+                   window_s: float | None = None, replicas: int = 1):
     """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
     percentile: one (n_served,) array per percentile, or None per percentile where the role has no
     such latency (``_latencies_by_bucket``); None when the group serves nothing within the SLO."""
     served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID],
-                                              window_s)
+                                              window_s, replicas)
     return (served, ttft, tpot) if served.any() else None
 
 
 def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                       percentile: float | None = None,
-                      levels: tuple[tuple[float, float], ...] | None = None) -> tuple[float | None, float | None]:
+                      levels: tuple[tuple[float, float], ...] | None = None,
+                      replicas: int = 1) -> tuple[float | None, float | None]:
     """TTFT and TPOT at ``percentile`` (default the SLO's) over all the requests a replica group
     serves, s: the percentile of the mixture of its buckets' modelled latency distributions
     (each bucket's quantile function on ``QUANTILE_GRID``, weighted by its traffic), which is
@@ -1677,12 +1696,13 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     swings over the period, and each level's requests see the latency at ``util`` x multiplier
     (``bucket_rps`` scaled alike) held for ``RATE_LEVEL_WINDOW_S``: above the SLO's capacity too,
     and finite past saturation, where the excess queues for a minute
-    (``capacity.mdl_wait_quantile_s``). None: the load stays at ``util`` for ever."""
+    (``capacity.mdl_wait_quantile_s``). None: the load stays at ``util`` for ever. ``replicas``:
+    the group's, which the router pools (``_latencies_by_bucket``)."""
     pct = w.workload.spec.slo.percentile if percentile is None else percentile
     window_s = None if levels is None else RATE_LEVEL_WINDOW_S
     cols_ttft, cols_tpot, weights = [], [], []
     for mult, share in levels or ((1.0, 1.0),):
-        grid = _quantile_grid(w, c, bucket_rps * mult, util * mult, params, window_s)
+        grid = _quantile_grid(w, c, bucket_rps * mult, util * mult, params, window_s, replicas)
         if grid is None:
             return None, None
         served, ttft, tpot = grid
@@ -1764,16 +1784,16 @@ def _mixture_percentile(quantiles: np.ndarray, weights: np.ndarray, pct: float) 
 
 
 def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
-                       params: PerfParams) -> tuple[float | None, float | None]:
+                       params: PerfParams, replicas: int = 1) -> tuple[float | None, float | None]:
     """``predicted_latency`` at the SLO percentile, remembered for the same group: a re-plan that
     keeps most groups as they run (the operator reuses each workload's configurations while its
     inputs are unchanged) reads those out at no cost."""
-    key = (w.key, id(c), np.asarray(bucket_rps, dtype=float).tobytes(), float(util), params)
+    key = (w.key, id(c), np.asarray(bucket_rps, dtype=float).tobytes(), float(util), params, int(replicas))
     hit = _LATENCY_CACHE.get(key)
     if hit is not None and hit[0] is c:
         _LATENCY_CACHE.move_to_end(key)
         return hit[1]
-    out = predicted_latency(w, c, bucket_rps, util, params)
+    out = predicted_latency(w, c, bucket_rps, util, params, replicas=replicas)
     _LATENCY_CACHE[key] = (c, out)  # the config is held, so its id is not reused while the entry lives
     if len(_LATENCY_CACHE) > _LATENCY_CACHE_SIZE:
         _LATENCY_CACHE.popitem(last=False)
@@ -1785,16 +1805,21 @@ _LATENCY_CACHE_SIZE = 20_000
 """groups remembered (least recently used dropped first): a few thousand groups per fleet"""
 
 
-ATTAINMENT_GRID = (50.0, 70.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.0, 98.0, 99.0, 99.5, 99.9)
-"""percentiles at which ``predicted_attainment`` evaluates the capacity model"""
+ATTAINMENT_GRID = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.0, 98.0, 99.0,
+                   99.5, 99.9)
+"""percentiles at which ``predicted_attainment`` evaluates the capacity model: down to 5, because
+a bucket whose long prompts alone miss the TTFT (the top bucket spans 32k tokens to the context)
+meets it for only part of its requests"""
 
 
 def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True) -> dict[str, float]:
     """SLO attainment the capacity model predicts for each planned workload, 0..1, without a
     simulation: per group and size bucket, the highest percentile of ``ATTAINMENT_GRID`` at which
     the predicted TTFT and TPOT both meet the targets (0 for planned misses), weighted by the
-    traffic the router gives each group; for P/D traffic, the decode groups' share times the
-    prefill groups' mean. A coarse, model-only figure: ``--verify`` replays the traffic.
+    traffic the router gives each group. A request prefilled remotely (P/D) meets the SLO where
+    its bucket met the TPOT on its decode group and the TTFT on the prefill groups (their mean for
+    that bucket); a prompt under the P/D threshold is prefilled by its decode replica itself.
+    A coarse, model-only figure: ``--verify`` replays the traffic.
 
     ``over_period`` (default): over the period the demand was measured on, as a replay counts
     it: each group at its mean load swinging minute by minute as the trace did
@@ -1821,7 +1846,7 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             for util, share in loads:
                 reached = np.zeros(len(w.share))
                 served, ttfts, tpots = _latencies_by_bucket(w, a.config, a.bucket_rate_rps, util, fp.params,
-                                                            list(ATTAINMENT_GRID), window_s)
+                                                            list(ATTAINMENT_GRID), window_s, a.replicas)
                 for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
                     ok = np.ones(int(served.sum()), dtype=bool)
                     if ttft is not None:
@@ -1830,15 +1855,22 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
                         ok &= tpot <= slo.tpot
                     idx = np.flatnonzero(served)[ok]
                     reached[idx] = q / 100.0
-                total += share * float((a.bucket_rate_rps * reached).sum() / a.bucket_rate_rps.sum())
-            met[id(a)] = total / sum(sh for _, sh in loads)
+                total = total + share * reached
+            met[id(a)] = total / sum(sh for _, sh in loads)  # per bucket, shape (S,)
         entry = [a for a in groups if a.role != "prefill"]
         prefill = [a for a in groups if a.role == "prefill"]
-        pre = (sum(met[id(a)] * a.rate_rps for a in prefill) / sum(a.rate_rps for a in prefill)) if prefill else 1.0
+        pre_rps = sum((a.bucket_rate_rps for a in prefill), np.zeros(len(w.share)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pre_met = np.where(pre_rps > 0, sum((met[id(a)] * a.bucket_rate_rps for a in prefill),
+                                                np.zeros(len(w.share))) / pre_rps, 1.0)
+            decode_rps = sum((a.bucket_rate_rps for a in entry if a.role == "decode"), np.zeros(len(w.share)))
+            remote = np.where(decode_rps > 0, np.minimum(pre_rps / decode_rps, 1.0), 0.0)  # share prefilled apart
         total = sum(a.rate_rps for a in entry)
         if total <= 0:
             continue
-        att = sum(met[id(a)] * a.rate_rps * (pre if a.role == "decode" else 1.0) for a in entry) / total
+        att = sum(float((met[id(a)] * a.bucket_rate_rps
+                         * ((1.0 - remote + remote * pre_met) if a.role == "decode" else 1.0)).sum())
+                  for a in entry) / total
         out[w.key] = att  # planned misses are in the groups' bucket rates, at 0
     return out
 

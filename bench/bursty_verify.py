@@ -16,8 +16,10 @@ are printed:
    saw in the replay ("@sim": each size bucket's replayed rate, swinging minute by minute as the
    trace does, ``Demand.rate_levels``) against the same percentile over the simulated requests
    that group served (entry group for colocated and prefill groups, decode group for decode
-   groups, as ``SimulationResult.groups`` counts them), and their ratio. The footer counts the
-   ratios within 25%, for "@sim" and for the model held at the replay's mean load.
+   groups, as ``SimulationResult.groups`` counts them), and their ratio. The prefill groups of a
+   plan share one queue at their replayed loads, as the replay's router pools their pods
+   (``_prefill_queue``). The footer counts the ratios within 25%, for "@sim" and for the model
+   held at the replay's mean load.
 
 Traces (the developers' traces; every one is replayed at its manifest's ``rateScale``):
 
@@ -66,7 +68,7 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import predicted_attainment, predicted_latency
+from llmfleet.solver.milp import _prefill_queue, predicted_attainment, predicted_latency
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
 from llmfleet.workload.traces import load_trace
@@ -276,21 +278,28 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
         pct = fleet.workloads[0].spec.slo.percentile
         mine = [a for a in first.plan.assignments if a.workload == w.key]
         replayed = replayed_bucket_rps(sim, w)
+        loads = []  # (planned configuration, κ-masked replayed rates, util) per group
+        for gi, (a, g) in enumerate(zip(mine, sims[0].groups)):
+            kappa, whole = planned[id(a.config)]
+            config = dataclasses.replace(a.config, capacity_rps=kappa, whole_capacity_rps=whole)
+            bucket_rps = np.where(kappa > 0, replayed[gi], 0.0)
+            loads.append((config, bucket_rps, float((bucket_rps[kappa > 0] / kappa[kappa > 0]).sum() / g.replicas)))
+        # the replay's router pools every prefill pod: the prefill groups share one queue
+        queue = _prefill_queue(w, [(c, r, u, g.replicas) for (c, r, u), g in zip(loads, sims[0].groups)
+                                   if g.role == "prefill"], fp.params)
         for gi, (a, g, (ttft, tpot, n, rps)) in enumerate(zip(mine, sims[0].groups, group_latencies(sim, pct))):
             # the model at the load the group saw in the replay (the plan's figure is at its
             # planning rate, the peak with headroom, and the router need not split the traffic
             # as planned): each bucket's replayed rate over its κ, so the ratio is the model's
             # error. Two loads: swinging minute by minute as the trace does (``Demand.rate_levels``,
             # the "@sim" column), and held at the replay's mean (the footer's second count)
-            kappa, whole = planned[id(a.config)]
-            config = dataclasses.replace(a.config, capacity_rps=kappa, whole_capacity_rps=whole)
-            bucket_rps = np.where(kappa > 0, replayed[gi], 0.0)
-            util = float((bucket_rps[kappa > 0] / kappa[kappa > 0]).sum() / g.replicas)
+            config, bucket_rps, util = loads[gi]
             served = bucket_rps.sum() > 0
+            pooled = queue if g.role == "prefill" else None
             at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params, levels=w.demand.rate_levels,
-                                        replicas=g.replicas) if served else (None, None))
-            at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=g.replicas)
-                       if served else (None, None))
+                                        replicas=g.replicas, queue=pooled) if served else (None, None))
+            at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=g.replicas,
+                                         queue=pooled) if served else (None, None))
             groups.append({"group": f"{g.replicas}x {g.name}", "requests": n, "util": a.utilization,
                            "rps_plan": a.rate_rps, "rps_sim": rps,
                            "ttft_pred": a.ttft_s, "ttft_sim": ttft, "tpot_pred": a.tpot_s, "tpot_sim": tpot,

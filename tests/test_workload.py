@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from llmfleet.api.models import TrafficSpec
-from llmfleet.workload.demand import (arrival_dispersion, demand_from_spec, demand_from_trace, histogram, rate_levels,
-                                      windowed_rates)
+from llmfleet.workload.demand import (INPUT_LENGTH_PROBS, arrival_dispersion, demand_from_spec, demand_from_trace,
+                                      histogram, input_length_quantiles, rate_levels, windowed_rates)
 from llmfleet.workload.traces import TraceError, load_trace
 
 from conftest import EXAMPLES
@@ -104,6 +104,23 @@ def test_bucket_length_variability():
     share, mean_in, _, scv = histogram(np.array([130.0, 270.0]), np.array([50.0, 50.0]))
     assert mean_in[share > 0] == pytest.approx(200.0)
     assert scv[share > 0] == pytest.approx(70.0**2 / 200.0**2)
+
+
+def test_a_bucket_keeps_its_prompt_lengths_quantiles():
+    """``input_length_quantiles``: prompts of 1,001..1,400 tokens (one bucket, [512, 2048)) and
+    one of 40,000 ([32768, ...)): the first bucket's median is 1,200.5, its lowest and highest
+    lengths 1,001 and 1,400 (probabilities 0 and 1 - 1e-5, within a token of the top); the lone
+    prompt's bucket is 40,000 throughout; empty buckets are 0."""
+    inp = np.concatenate([np.arange(1001.0, 1401.0), [40000.0]])
+    out = np.full(len(inp), 100.0)
+    q = input_length_quantiles(inp, out)
+    assert q.shape == (6, 5, len(INPUT_LENGTH_PROBS))
+    small, large = q[2, 1], q[5, 1]  # outputs of 100 tokens: [32, 128)
+    assert small[0] == 1001.0 and small[-1] == pytest.approx(1400.0, abs=1.0)
+    assert np.interp(0.5, INPUT_LENGTH_PROBS, small) == pytest.approx(1200.5)
+    assert np.all(np.diff(small) >= 0)
+    assert np.all(large == 40000.0)
+    assert q.sum() == pytest.approx(small.sum() + large.sum())
 
 
 def test_azure_trace_carries_its_burstiness(azure):

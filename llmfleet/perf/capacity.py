@@ -47,6 +47,7 @@ from scipy.stats import gamma, norm, poisson
 from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec
 from llmfleet.perf.steptime import PerfParams, decode_time_s, default_params, prefill_time_s, step_time_s
+from llmfleet.workload.demand import INPUT_LENGTH_PROBS
 
 MAX_NUM_SEQS = 256
 MAX_NUM_BATCHED_TOKENS = 2048
@@ -565,11 +566,6 @@ def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: 
     return wait + t_p + np.asarray(transfer_s, dtype=float) + first_token_s
 
 
-PROMPT_LENGTH_PROBS = np.concatenate([np.linspace(0.0, 0.99, 100), 1.0 - np.logspace(-2.25, -5.0, 12)])
-"""cumulative probabilities at which ``prefill_ttft_quantiles_s`` evaluates a bucket's prompt
-lengths (its quantile function, linear in between): every percent, then ever closer to 1, so the
-longest prompts of a bucket, which set a high TTFT percentile, are there"""
-
 WAIT_PROBS = np.concatenate([[0.0], 1.0 - np.logspace(0.0, -6.0, 241)[1:]])
 """cumulative probabilities at which the wait's quantile function is evaluated: dense in its tail"""
 
@@ -594,11 +590,68 @@ def prompt_length_quantiles(mean_tokens: np.ndarray, scv: np.ndarray, min_tokens
     return np.where(spread[:, None], lo[:, None] + np.nan_to_num(tail, posinf=0.0), mean[:, None])
 
 
+@dataclass(frozen=True)
+class PrefillQueue:
+    """The queue prompts wait in before their prefill: ``servers`` replicas behind the
+    least-loaded router, ``rate_rps`` arrivals per replica, req/s, whose prefill times have mean
+    ``mean_service_s`` (s) and squared coefficient of variation ``service_scv``
+    (``prefill_queue`` builds it). Prefill groups of one workload share it: the router's prefill
+    profile picks among all their pods."""
+
+    rate_rps: float
+    mean_service_s: float
+    service_scv: float
+    servers: int = 1
+
+    def scaled(self, factor: float) -> "PrefillQueue":
+        """The same queue with ``factor`` times the arrivals (a load level)."""
+        return PrefillQueue(self.rate_rps * factor, self.mean_service_s, self.service_scv, self.servers)
+
+
+def prefill_service_moments(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
+                            input_scv: np.ndarray, min_tokens: np.ndarray | None = None,
+                            p: PerfParams | None = None,
+                            lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(prompt lengths (S, J) at ``INPUT_LENGTH_PROBS``, their prefill times (S, J) s, mean
+    prefill time (S,) s, mean squared prefill time (S,) s²) of each bucket on one replica. The
+    lengths are ``lengths`` where given (a trace's, ``Demand.input_quantiles``), else
+    ``prompt_length_quantiles`` of the bucket's mean ``input_tokens``, SCV ``input_scv`` and lower
+    edge ``min_tokens`` (None: 0). Moments by trapezoids over the prefill time's quantile function."""
+    inp = np.asarray(input_tokens, dtype=float)
+    if lengths is None:
+        scv = np.broadcast_to(np.asarray(input_scv, dtype=float), inp.shape)
+        lo = np.zeros_like(inp) if min_tokens is None else np.asarray(min_tokens, dtype=float)
+        lengths = prompt_length_quantiles(inp, scv, lo, INPUT_LENGTH_PROBS)
+    lengths = np.maximum(np.asarray(lengths, dtype=float), 1.0)
+    service = prefill_time_s(model, gpu, tp, lengths, p=p or default_params())
+    dp = np.diff(INPUT_LENGTH_PROBS)
+    mean_b = ((service[:, 1:] + service[:, :-1]) / 2.0 * dp).sum(axis=1) / dp.sum()
+    square_b = ((service[:, 1:] ** 2 + service[:, :-1] ** 2) / 2.0 * dp).sum(axis=1) / dp.sum()
+    return lengths, service, mean_b, square_b
+
+
+def prefill_queue(parts) -> PrefillQueue | None:
+    """The queue (``PrefillQueue``) of prefill replicas pooled by the router. ``parts``: one
+    (replicas, per-replica rate per bucket (S,) req/s, mean prefill time (S,) s, mean squared
+    prefill time (S,) s²) per group (``prefill_service_moments`` on its hardware). Each replica
+    serves at its own speed; the pooled queue has their total arrivals and work over all their
+    replicas. None when nothing arrives."""
+    servers = sum(int(n) for n, _, _, _ in parts)
+    rate = sum(n * float(np.sum(r)) for n, r, _, _ in parts)
+    if servers <= 0 or rate <= 0:
+        return None
+    work = sum(n * float(np.asarray(r) @ m) for n, r, m, _ in parts)
+    square = sum(n * float(np.asarray(r) @ m2) for n, r, _, m2 in parts)
+    mean_s = work / rate
+    return PrefillQueue(rate / servers, mean_s, max(square / rate / mean_s ** 2 - 1.0, 0.0), servers)
+
+
 def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
                              rate_rps: np.ndarray, percentiles, transfer_s: np.ndarray, first_token_s: float,
                              p: PerfParams | None = None, burst: Burstiness = POISSON,
                              window_s: float | None = None, servers: int = 1,
-                             min_tokens: np.ndarray | None = None) -> list[np.ndarray]:
+                             min_tokens: np.ndarray | None = None, queue: PrefillQueue | None = None,
+                             lengths: np.ndarray | None = None) -> list[np.ndarray]:
     """Predicted TTFT at each of ``percentiles`` (%), s, of the requests of each bucket served by
     ``servers`` prefill-only replicas, each loaded with ``rate_rps`` (shape (S,), req/s per
     replica) of every bucket together. Returns one (S,) array per percentile; inf past saturation
@@ -607,10 +660,12 @@ def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_toke
     A request waits behind the prompts of every bucket, so the wait is the same for all: one
     queue (``mdl_wait_quantile_s``, pooled over ``servers`` by the least-loaded router) whose
     service is the mixture of the buckets' prefill times, with its own c_s² (the long prompts'
-    weight in it is what makes short ones wait). A request's TTFT is that wait plus, independent
+    weight in it is what makes short ones wait); ``queue``, where given, is that queue instead
+    (several groups pooled, ``prefill_queue``). A request's TTFT is that wait plus, independent
     of it, its own prefill and KV transfer (both grow with its prompt: ``transfer_s`` is at the
     bucket's mean length and scales with the length) and the first decode step. Prompt lengths
-    within a bucket: ``prompt_length_quantiles`` with the bucket's mean (``input_tokens``), SCV
+    within a bucket: ``lengths`` (S, len(INPUT_LENGTH_PROBS)) where the trace gave them, else
+    ``prompt_length_quantiles`` with the bucket's mean (``input_tokens``), SCV
     (``burst.service_scv``) and lower edge (``min_tokens``, shape (S,); None: 0), so a bucket's
     long prompts, which set its high percentiles, take their own, super-linear, prefill time.
 
@@ -618,37 +673,28 @@ def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_toke
         transfer_s: shape (S,), KV transfer time per bucket at its mean length, s (``kv_transfer_s``).
         first_token_s: the decode replica's first step, s (as ``prefill_capacity_rps``).
     """
-    p = p or default_params()
     inp = np.asarray(input_tokens, dtype=float)
-    rate = np.asarray(rate_rps, dtype=float)
-    scv = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
-    lo = np.zeros_like(inp) if min_tokens is None else np.asarray(min_tokens, dtype=float)
-    lengths = np.maximum(prompt_length_quantiles(inp, scv, lo, PROMPT_LENGTH_PROBS), 1.0)  # (S, J)
-    service = prefill_time_s(model, gpu, tp, lengths, p=p)
+    lengths, service, mean_b, square_b = prefill_service_moments(model, gpu, tp, inp, burst.service_scv, min_tokens, p,
+                                                                 lengths)
     own = service + np.asarray(transfer_s, dtype=float)[:, None] * lengths / inp[:, None] + first_token_s
-    # moments of each bucket's prefill time, by trapezoids over its quantile function
-    dp = np.diff(PROMPT_LENGTH_PROBS)
-    mean_b = ((service[:, 1:] + service[:, :-1]) / 2.0 * dp).sum(axis=1) / dp.sum()
-    square_b = ((service[:, 1:] ** 2 + service[:, :-1] ** 2) / 2.0 * dp).sum(axis=1) / dp.sum()
+    if queue is None:
+        queue = prefill_queue([(servers, np.asarray(rate_rps, dtype=float), mean_b, square_b)])
     pcts = np.asarray(percentiles, dtype=float) / 100.0
-    total = rate.sum()
-    if total > 0:
-        mean_s = float(rate @ mean_b) / total
-        scv_mix = float(rate @ square_b) / total / mean_s ** 2 - 1.0
+    if queue is not None:
         mids = (WAIT_PROBS[1:] + WAIT_PROBS[:-1]) / 2.0
-        wait = mdl_wait_quantile_s(np.array(total), mean_s, mids, burst.arrival_scv + max(scv_mix, 0.0), window_s,
-                                   servers)
+        wait = mdl_wait_quantile_s(np.array(queue.rate_rps), queue.mean_service_s, mids,
+                                   burst.arrival_scv + queue.service_scv, window_s, queue.servers)
         if not np.all(np.isfinite(wait)):
             return [np.full(inp.shape, np.inf) for _ in pcts]
+        mass = np.diff(WAIT_PROBS)
     else:
-        mids, wait = np.array([0.5]), np.zeros(1)  # nothing to wait behind
-    mass = np.diff(WAIT_PROBS) if total > 0 else np.ones(1)
+        wait, mass = np.zeros(1), np.ones(1)  # nothing to wait behind
     out = np.empty((len(pcts), len(inp)))
     for b in range(len(inp)):
         lo_t, hi_t = np.full(len(pcts), own[b, 0]), np.full(len(pcts), own[b, -1] + wait[-1])
         for _ in range(_BISECTION_STEPS):  # P(wait + own <= t) = Σ_k mass_k F_own(t - wait_k)
             mid = (lo_t + hi_t) / 2.0
-            cdf = np.interp(mid[:, None] - wait[None, :], own[b], PROMPT_LENGTH_PROBS, left=0.0, right=1.0) @ mass
+            cdf = np.interp(mid[:, None] - wait[None, :], own[b], INPUT_LENGTH_PROBS, left=0.0, right=1.0) @ mass
             below = cdf < pcts
             lo_t, hi_t = np.where(below, mid, lo_t), np.where(below, hi_t, mid)
         out[:, b] = hi_t

@@ -60,7 +60,8 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import decode_tpot_at_rate, latencies_at_rate, prefill_ttft_quantiles_s
+from llmfleet.perf.capacity import (PrefillQueue, decode_tpot_at_rate, latencies_at_rate, prefill_queue,
+                                   prefill_service_moments, prefill_ttft_quantiles_s)
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
 from llmfleet.solver.highs import HighsModel
@@ -1616,8 +1617,8 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
 
 
 def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                         percentiles, window_s: float | None = None,
-                         replicas: int = 1) -> tuple[np.ndarray, list, list]:
+                         percentiles, window_s: float | None = None, replicas: int = 1,
+                         queue: PrefillQueue | None = None) -> tuple[np.ndarray, list, list]:
     """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
     the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
     (%), with the group's power cap. A decode or colocated group evaluates each bucket at util x κ,
@@ -1626,17 +1627,15 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     prefill group predicts TTFT only (KV transfer and the first decode step included), a decode
     group TPOT only (None for the other). A prefill replica queues every bucket's prompts
     together: its mix (``bucket_rps``'s proportions, scaled so that Σ rate/κ is ``util``) forms
-    one queue over its ``replicas`` (``capacity.prefill_ttft_quantiles_s``). ``window_s``: the
-    load lasts that long (finite past saturation, ``capacity.mdl_wait_quantile_s``); None: held
-    for ever."""
+    one queue over its ``replicas`` (``capacity.prefill_ttft_quantiles_s``), or ``queue`` where
+    given (the workload's prefill groups pooled, ``_prefill_queue``). ``window_s``: the load
+    lasts that long (finite past saturation, ``capacity.mdl_wait_quantile_s``); None: held for
+    ever."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
     if not served.any():
         return served, none, none
-    if getattr(c, "compute_scale", 1.0) < 1.0:  # a capped group computes at the capped clock
-        params = dataclasses.replace(params, eff_compute=params.eff_compute * c.compute_scale)
-    if getattr(c, "step_time_scale", 1.0) != 1.0:  # calibrated from telemetry (ReplicaConfig)
-        params = dataclasses.replace(params, step_time_scale=params.step_time_scale * c.step_time_scale)
+    params = _group_params(c, params)
     slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
@@ -1645,10 +1644,11 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     burst = dataclasses.replace(w.burst, service_scv=scv)
     if c.role == "prefill":
         mix = bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
-        floor = _prompt_floor_tokens(w)
+        floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
         return served, prefill_ttft_quantiles_s(w.model, c.pool.gpu, c.tp, inp, util * mix, percentiles,
                                                 c.kv_transfer_s[served], slo.tpot, params, burst, window_s,
-                                                max(int(replicas), 1), None if floor is None else floor[served]), none
+                                                max(int(replicas), 1), None if floor is None else floor[served],
+                                                queue, None if lengths is None else lengths[served]), none
     if c.role == "decode":
         return served, none, [decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, q, params, gmu,
                                                   max_num_seqs=seqs, burst=burst, window_s=window_s)
@@ -1656,6 +1656,51 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentiles, params, gmu,
                               max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s)
     return served, [t for t, _ in pairs], [t for _, t in pairs]
+
+
+def _group_params(c, params: PerfParams) -> PerfParams:
+    """``params`` as a group of configuration ``c`` runs: at its power cap's clock
+    (``compute_scale``) and with its step times calibrated from telemetry (``step_time_scale``)."""
+    if getattr(c, "compute_scale", 1.0) < 1.0:  # a capped group computes at the capped clock
+        params = dataclasses.replace(params, eff_compute=params.eff_compute * c.compute_scale)
+    if getattr(c, "step_time_scale", 1.0) != 1.0:  # calibrated from telemetry (ReplicaConfig)
+        params = dataclasses.replace(params, step_time_scale=params.step_time_scale * c.step_time_scale)
+    return params
+
+
+def _prefill_queue(w: WorkloadProblem, groups, params: PerfParams) -> PrefillQueue | None:
+    """The queue ``w``'s prefill groups share behind the router's prefill profile (it picks the
+    least-loaded of all their pods; ``capacity.prefill_queue``). ``groups``: (configuration,
+    traffic per bucket (S,) req/s, utilisation, replicas) of each prefill group; each replica's
+    rates are the group's mix scaled so that Σ rate/κ is its utilisation, as in
+    ``_latencies_by_bucket``. None without prefill traffic."""
+    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
+    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), w.share.shape)
+    parts = []
+    for c, bucket_rps, util, replicas in groups:
+        served = (bucket_rps > 0) & (c.capacity_rps > 0)
+        if not served.any() or util <= 0:
+            continue
+        rate = np.zeros(len(w.share))
+        rate[served] = util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
+        _, _, mean_b, square_b = prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served],
+                                                         scv[served], None if floor is None else floor[served],
+                                                         _group_params(c, params),
+                                                         None if lengths is None else lengths[served])
+        parts.append((replicas, rate[served], mean_b, square_b))
+    return prefill_queue(parts)
+
+
+def _prompt_lengths(w: WorkloadProblem) -> np.ndarray | None:
+    """Shape (S, len(INPUT_LENGTH_PROBS)): the prompt lengths of each of ``w``'s buckets at those
+    probabilities, from its trace (``Demand.input_quantiles``), tokens; None where the demand has
+    only their mean and SCV."""
+    d = w.demand
+    q = None if d is None else getattr(d, "input_quantiles", None)
+    if q is None:
+        return None
+    idx = np.argwhere(d.share > 0)
+    return np.asarray(q, dtype=float)[idx[:, 0], idx[:, 1]]
 
 
 def _prompt_floor_tokens(w: WorkloadProblem) -> np.ndarray | None:
@@ -1673,19 +1718,19 @@ QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 
 
 
 def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                   window_s: float | None = None, replicas: int = 1):
+                   window_s: float | None = None, replicas: int = 1, queue: PrefillQueue | None = None):
     """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
     percentile: one (n_served,) array per percentile, or None per percentile where the role has no
     such latency (``_latencies_by_bucket``); None when the group serves nothing within the SLO."""
     served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID],
-                                              window_s, replicas)
+                                              window_s, replicas, queue)
     return (served, ttft, tpot) if served.any() else None
 
 
 def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                       percentile: float | None = None,
                       levels: tuple[tuple[float, float], ...] | None = None,
-                      replicas: int = 1) -> tuple[float | None, float | None]:
+                      replicas: int = 1, queue: PrefillQueue | None = None) -> tuple[float | None, float | None]:
     """TTFT and TPOT at ``percentile`` (default the SLO's) over all the requests a replica group
     serves, s: the percentile of the mixture of its buckets' modelled latency distributions
     (each bucket's quantile function on ``QUANTILE_GRID``, weighted by its traffic), which is
@@ -1697,12 +1742,15 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     (``bucket_rps`` scaled alike) held for ``RATE_LEVEL_WINDOW_S``: above the SLO's capacity too,
     and finite past saturation, where the excess queues for a minute
     (``capacity.mdl_wait_quantile_s``). None: the load stays at ``util`` for ever. ``replicas``:
-    the group's, which the router pools (``_latencies_by_bucket``)."""
+    the group's, which the router pools (``_latencies_by_bucket``); ``queue``: a prefill group's
+    queue shared with the workload's other prefill groups (``_prefill_queue``), at ``util``
+    (scaled with each level)."""
     pct = w.workload.spec.slo.percentile if percentile is None else percentile
     window_s = None if levels is None else RATE_LEVEL_WINDOW_S
     cols_ttft, cols_tpot, weights = [], [], []
     for mult, share in levels or ((1.0, 1.0),):
-        grid = _quantile_grid(w, c, bucket_rps * mult, util * mult, params, window_s, replicas)
+        grid = _quantile_grid(w, c, bucket_rps * mult, util * mult, params, window_s, replicas,
+                              None if queue is None else queue.scaled(mult))
         if grid is None:
             return None, None
         served, ttft, tpot = grid
@@ -1836,17 +1884,20 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
         if not groups:
             continue
         met = {}
+        base = {id(a): period_levels(w, a.utilization)[0] if over_period else min(a.utilization, 1.0) for a in groups}
+        levels = period_levels(w, 1.0)[1] if over_period else ((1.0, 1.0),)
+        window_s = RATE_LEVEL_WINDOW_S if over_period else None
+        # the router's prefill profile picks among every prefill pod of the workload: one queue
+        queue = _prefill_queue(w, [(a.config, a.bucket_rate_rps, base[id(a)], a.replicas)
+                                   for a in groups if a.role == "prefill"], fp.params)
         for a in groups:
-            if over_period:
-                mean_util, levels = period_levels(w, a.utilization)
-                loads, window_s = [(mean_util * m, sh) for m, sh in levels], RATE_LEVEL_WINDOW_S
-            else:
-                loads, window_s = [(min(a.utilization, 1.0), 1.0)], None
             total = 0.0
-            for util, share in loads:
+            for mult, share in levels:
                 reached = np.zeros(len(w.share))
-                served, ttfts, tpots = _latencies_by_bucket(w, a.config, a.bucket_rate_rps, util, fp.params,
-                                                            list(ATTAINMENT_GRID), window_s, a.replicas)
+                pooled = queue.scaled(mult) if queue is not None and a.role == "prefill" else None
+                served, ttfts, tpots = _latencies_by_bucket(w, a.config, a.bucket_rate_rps, base[id(a)] * mult,
+                                                            fp.params, list(ATTAINMENT_GRID), window_s, a.replicas,
+                                                            pooled)
                 for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
                     ok = np.ones(int(served.sum()), dtype=bool)
                     if ttft is not None:
@@ -1856,7 +1907,7 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
                     idx = np.flatnonzero(served)[ok]
                     reached[idx] = q / 100.0
                 total = total + share * reached
-            met[id(a)] = total / sum(sh for _, sh in loads)  # per bucket, shape (S,)
+            met[id(a)] = total / sum(sh for _, sh in levels)  # per bucket, shape (S,)
         entry = [a for a in groups if a.role != "prefill"]
         prefill = [a for a in groups if a.role == "prefill"]
         pre_rps = sum((a.bucket_rate_rps for a in prefill), np.zeros(len(w.share)))

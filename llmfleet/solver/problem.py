@@ -515,7 +515,7 @@ def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy_read: l
                          demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv, demand.rate_levels],
                         sort_keys=True, default=str).encode())
     for a in (demand.share, demand.input_tokens, demand.output_tokens, demand.input_edges, demand.output_edges,
-              demand.input_scv):
+              demand.input_scv, demand.input_quantiles):
         h.update(b"-" if a is None else np.ascontiguousarray(a, dtype=float).tobytes())
     return h.hexdigest()
 

@@ -20,6 +20,12 @@ from llmfleet.api.models import LengthPercentiles, TrafficSpec
 INPUT_EDGES_TOKENS = np.array([1, 128, 512, 2048, 8192, 32768, 2**31], dtype=float)
 OUTPUT_EDGES_TOKENS = np.array([1, 32, 128, 512, 2048, 2**31], dtype=float)
 
+INPUT_LENGTH_PROBS = np.concatenate([np.linspace(0.0, 0.99, 100), 1.0 - np.logspace(-2.25, -5.0, 12)])
+"""cumulative probabilities at which a bucket's prompt lengths are kept (``Demand.input_quantiles``)
+and its prefill times evaluated (``perf.capacity.prefill_service_moments``; linear in between):
+every percent, then ever closer to 1, so the longest prompts of a bucket, which set a high TTFT
+percentile, are there"""
+
 
 @dataclass(frozen=True)
 class Demand:
@@ -40,6 +46,9 @@ class Demand:
         rate_levels: how the load swings over the trace (``rate_levels``): (one-minute rate over
             the mean rate, share of requests) pairs, shares summing to 1; one level (1, 1) for a
             declared rate. A latency percentile over all requests mixes the latency at each level.
+        input_quantiles: shape (n_in, n_out, len(INPUT_LENGTH_PROBS)), the input lengths of each
+            bucket's requests at ``INPUT_LENGTH_PROBS`` (``input_length_quantiles``; 0 where
+            empty), tokens; None where only the mean and SCV are known (a declared rate).
     """
 
     rate_mean_rps: float
@@ -52,6 +61,7 @@ class Demand:
     input_scv: np.ndarray | None = None
     arrival_scv: float = 1.0
     rate_levels: tuple[tuple[float, float], ...] = ((1.0, 1.0),)
+    input_quantiles: np.ndarray | None = None
 
     def buckets(self) -> list[tuple[int, int]]:
         """Indices (i, j) of the non-empty buckets."""
@@ -99,6 +109,22 @@ def histogram(input_tokens: np.ndarray, output_tokens: np.ndarray,
         mean_out = np.where(count > 0, sum_out / count, 0.0)
         scv_in = np.where(count > 0, np.maximum(sq_in / count - mean_in**2, 0.0) / np.maximum(mean_in, 1.0) ** 2, 0.0)
     return count / count.sum(), mean_in, mean_out, scv_in
+
+
+def input_length_quantiles(input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+    """Shape (n_in, n_out, len(INPUT_LENGTH_PROBS)): the input lengths of each bucket's requests
+    at ``INPUT_LENGTH_PROBS`` (linear interpolation between order statistics), tokens; 0 where a
+    bucket is empty. A trace's lengths within a bucket are far from any one family (Mooncake's
+    32k+ bucket: median 40k, p90 59k, p99 191k), and its high TTFT percentiles are set by them."""
+    inp = np.asarray(input_tokens, dtype=float)
+    i, j = bucket_index(inp, np.asarray(output_tokens, dtype=float))
+    out = np.zeros((len(INPUT_EDGES_TOKENS) - 1, len(OUTPUT_EDGES_TOKENS) - 1, len(INPUT_LENGTH_PROBS)))
+    cell = i * out.shape[1] + j
+    order = np.lexsort((inp, cell))
+    cells, starts = np.unique(cell[order], return_index=True)
+    for c, lo, hi in zip(cells, starts, list(starts[1:]) + [len(order)]):
+        out[c // out.shape[1], c % out.shape[1]] = np.quantile(inp[order[lo:hi]], INPUT_LENGTH_PROBS)
+    return out
 
 
 def windowed_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
@@ -199,7 +225,9 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
     share, mi, mo, scv = histogram(trace["input_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
     return Demand(mean * rate_scale, plan * rate_scale, share, mi, mo, input_scv=scv,
                   arrival_scv=max(arrival_dispersion(arrival), 1.0),
-                  rate_levels=rate_levels(arrival))
+                  rate_levels=rate_levels(arrival),
+                  input_quantiles=input_length_quantiles(trace["input_tokens"].to_numpy(),
+                                                         trace["output_tokens"].to_numpy()))
 
 
 def _lognormal_quantiles(p: LengthPercentiles, n: int) -> np.ndarray:

@@ -243,6 +243,31 @@ def kappa(gpu="A100-80G", tp=1, ttft=1.0, tpot=0.1, pct=90.0):
     return capacity_rps(LLAMA8B, get_gpu(gpu), tp, BUCKETS_IN, BUCKETS_OUT, ttft, tpot, pct)
 
 
+def test_a_colocated_replica_queues_every_size_together():
+    """``latencies_at_rate(mix_rps=)``: with one bucket the mix is that bucket, so the TTFT is the
+    bucket's own queue's; with a mix of 300- and 3,900-token prompts, the short ones wait behind
+    the long ones (a longer TTFT than in a queue of short prompts alone) and the long ones behind
+    short ones (a shorter one than alone), while TPOT, read at each bucket's equivalent load, is
+    unchanged."""
+    from llmfleet.perf.capacity import Burstiness, latencies_at_rate
+    gpu = get_gpu("H100-SXM")
+    inp, out = np.array([300.0, 3900.0]), np.array([90.0, 170.0])
+    burst = Burstiness(1.0, np.zeros(2))
+    kappa = capacity_rps(LLAMA8B, gpu, 1, inp, out, 2.0, 0.1, 99.0, burst=burst)
+    equivalent = 0.8 * kappa
+    [(alone_ttft, alone_tpot)] = latencies_at_rate(LLAMA8B, gpu, 1, inp, out, equivalent, [99.0], burst=burst)
+    for b in range(2):
+        one = np.zeros(2)
+        one[b] = equivalent[b]
+        [(ttft, _)] = latencies_at_rate(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], equivalent[b:b + 1], [99.0],
+                                        burst=Burstiness(1.0, np.zeros(1)), mix_rps=one[b:b + 1])
+        assert ttft[0] == pytest.approx(alone_ttft[b])
+    mix = 0.8 * np.array([0.5, 0.5]) / float(np.sum(np.array([0.5, 0.5]) / kappa))  # Σ rate/κ = 0.8
+    [(ttft, tpot)] = latencies_at_rate(LLAMA8B, gpu, 1, inp, out, equivalent, [99.0], burst=burst, mix_rps=mix)
+    assert ttft[0] > alone_ttft[0] and ttft[1] < alone_ttft[1]
+    assert np.array_equal(tpot, alone_tpot)
+
+
 def test_capacity_shrinks_as_slo_tightens():
     loose, tight = kappa(tpot=0.2), kappa(tpot=0.05)
     assert (loose >= tight).all() and (loose > tight).any()

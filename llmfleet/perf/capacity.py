@@ -528,14 +528,22 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
                       gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
                       max_num_batched_tokens: int | None = None,
                       burst: Burstiness = POISSON,
-                      window_s: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                      window_s: float | None = None,
+                      mix_rps: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """``latency_at_rate`` at each of ``percentiles`` (%), in order: one (TTFT, TPOT) pair per
     percentile, s, each of shape (S,), inf where ``rate_rps`` (req/s per bucket) exceeds what the
     replica sustains. The steady-state curves are computed once (``replica_curves_at``).
 
     ``window_s``: the rate lasts only that long (``mdl_wait_quantile_s``): past what the replica
     sustains, the batch stays at its largest (TPOT and the prompt's service there) and the excess
-    waits, finite."""
+    waits, finite.
+
+    ``mix_rps``: shape (S,), the replica's actual arrivals per bucket, req/s, where ``rate_rps``
+    is each bucket's equivalent load (the rate at which it alone loads the replica as the mix
+    does). The batch, TPOT and each prompt's service are read at the equivalent load, but the
+    prompts of every bucket wait in one queue, first come first served for the token budget: one
+    wait for all, from the mix's prompt service times (mean, and c_s² with each bucket's length
+    SCV) at the mix's rate (as ``prefill_ttft_quantiles_s``). None: each bucket queues alone."""
     rate = np.asarray(rate_rps, dtype=float)
     held = window_s is not None
     out = []
@@ -547,8 +555,17 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
         step = _at_offered_rate(reachable, c.step_s, rate, held)
         service = _at_offered_rate(reachable, c.prefill_s, rate, held)
         with np.errstate(invalid="ignore"):
-            wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
-                                       burst.variability, window_s)
+            if mix_rps is None or not np.all(np.isfinite(service)):  # past saturation: each bucket's own
+                wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
+                                           burst.variability, window_s)
+            else:
+                lam = float(np.sum(mix_rps))
+                scv_b = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), service.shape)
+                mean_s = float(mix_rps @ service) / lam
+                second = float(mix_rps @ (service ** 2 * (1.0 + scv_b))) / lam
+                v = burst.arrival_scv + max(second / mean_s ** 2 - 1.0, 0.0)
+                wait = np.full(service.shape, float(mdl_wait_quantile_s(np.array(lam), mean_s, percentile / 100.0, v,
+                                                                       window_s)))
         out.append((np.where(np.isfinite(service), service + step + wait, np.inf), tpot))
     return out
 

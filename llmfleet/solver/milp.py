@@ -1621,16 +1621,16 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                          queue: PrefillQueue | None = None) -> tuple[np.ndarray, list, list]:
     """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
     the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
-    (%), with the group's power cap. A decode or colocated group evaluates each bucket at util x κ,
-    the rate at which it alone would load a replica as much as the actual mix does; a colocated
-    group's steady-state curves are computed once for all (``capacity.latencies_at_rate``). A
-    prefill group predicts TTFT only (KV transfer and the first decode step included), a decode
-    group TPOT only (None for the other). A prefill replica queues every bucket's prompts
-    together: its mix (``bucket_rps``'s proportions, scaled so that Σ rate/κ is ``util``) forms
-    one queue over its ``replicas`` (``capacity.prefill_ttft_quantiles_s``), or ``queue`` where
-    given (the workload's prefill groups pooled, ``_prefill_queue``). ``window_s``: the load
-    lasts that long (finite past saturation, ``capacity.mdl_wait_quantile_s``); None: held for
-    ever."""
+    (%), with the group's power cap. A decode or colocated group evaluates each bucket's batch
+    and step at util x κ, the rate at which it alone would load a replica as much as the actual
+    mix does; a colocated group's steady-state curves are computed once for all
+    (``capacity.latencies_at_rate``). A prefill group predicts TTFT only (KV transfer and the
+    first decode step included), a decode group TPOT only (None for the other). Prompts wait in
+    one queue for every bucket: a replica's actual mix (``bucket_rps``'s proportions, scaled so
+    that Σ rate/κ is ``util``); a prefill group's queue spans its ``replicas``
+    (``capacity.prefill_ttft_quantiles_s``), or is ``queue`` where given (the workload's prefill
+    groups pooled, ``_prefill_queue``). ``window_s``: the load lasts that long (finite past
+    saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
     if not served.any():
@@ -1642,10 +1642,11 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
+    # a replica's actual arrivals per bucket: the group's mix, scaled so that Σ rate/κ is util
+    mix = util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
     if c.role == "prefill":
-        mix = bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
         floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
-        return served, prefill_ttft_quantiles_s(w.model, c.pool.gpu, c.tp, inp, util * mix, percentiles,
+        return served, prefill_ttft_quantiles_s(w.model, c.pool.gpu, c.tp, inp, mix, percentiles,
                                                 c.kv_transfer_s[served], slo.tpot, params, burst, window_s,
                                                 max(int(replicas), 1), None if floor is None else floor[served],
                                                 queue, None if lengths is None else lengths[served]), none
@@ -1654,7 +1655,8 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                                   max_num_seqs=seqs, burst=burst, window_s=window_s)
                               for q in percentiles]
     pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentiles, params, gmu,
-                              max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s)
+                              max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s,
+                              mix_rps=mix)
     return served, [t for t, _ in pairs], [t for _, t in pairs]
 
 

@@ -570,19 +570,6 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     return out
 
 
-def prefill_ttft_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, rate_rps: np.ndarray,
-                         percentile: float, transfer_s: np.ndarray, first_token_s: float,
-                         p: PerfParams | None = None, burst: Burstiness = POISSON,
-                         window_s: float | None = None) -> np.ndarray:
-    """Predicted TTFT at the percentile, s, of a prefill-only replica loaded at ``rate_rps`` per
-    bucket (the inverse of ``prefill_capacity_rps``). Shape (S,); inf past saturation, unless the
-    load lasts only ``window_s`` (``mdl_wait_quantile_s``)."""
-    t_p = prefill_time_s(model, gpu, tp, np.asarray(input_tokens, dtype=float), p=p or default_params())
-    wait = mdl_wait_quantile_s(np.asarray(rate_rps, dtype=float), t_p, percentile / 100.0, burst.variability,
-                               window_s)
-    return wait + t_p + np.asarray(transfer_s, dtype=float) + first_token_s
-
-
 WAIT_PROBS = np.concatenate([[0.0], 1.0 - np.logspace(0.0, -6.0, 97)[1:]])
 """cumulative probabilities at which the wait's quantile function is evaluated: 16 a decade of
 its tail, down to one in a million"""
@@ -594,7 +581,8 @@ def prompt_length_quantiles(mean_tokens: np.ndarray, scv: np.ndarray, min_tokens
     shape (S, J): the bucket's lower edge ``min_tokens`` plus a gamma distribution with the rest of
     its mean and its variance (``mean_tokens``, ``scv`` = variance / mean², shape (S,)). Lengths
     above a bucket's edge fall off like a gamma's tail, as a trace's do (Mooncake's 32k+ bucket:
-    median 40k, p90 59k, mean 47k, SCV 0.2; this gives 38k, 64k). A bucket of one length (SCV 0)
+    median 40k, p90 59k, mean 47k, SCV 0.2; this gives 38k and 71k: where the trace is at
+    hand its own lengths are used, ``Demand.input_quantiles``). A bucket of one length (SCV 0)
     is that length."""
     mean = np.asarray(mean_tokens, dtype=float)
     lo = np.minimum(np.asarray(min_tokens, dtype=float), mean)

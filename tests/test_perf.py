@@ -212,7 +212,7 @@ def test_short_prompts_wait_behind_long_ones_as_a_replayed_prefill_queue_does():
     prompt's prefill time: both buckets' TTFT p90 and p99 within 25% of the replay's. The short
     prompts' p99 is set by the long ones ahead of them: several times their own prefill time,
     which a queue of short prompts alone (what each bucket at util x κ assumed) would not give."""
-    from llmfleet.perf.capacity import prefill_ttft_quantiles_s
+    from llmfleet.perf.capacity import prefill_ttft_quantiles_s, prefill_ttft_share_within
     gpu, p = get_gpu("H100-SXM"), default_params()
     inp = np.array([1000.0, 16000.0])
     t = prefill_time_s(LLAMA8B, gpu, 1, inp, p=p)
@@ -232,6 +232,12 @@ def test_short_prompts_wait_behind_long_ones_as_a_replayed_prefill_queue_does():
             replay = np.percentile(ttft[5000:][kind[5000:] == b], q)
             assert model[k][b] == pytest.approx(replay, rel=0.25), (q, b)
     assert model[1][0] > 3 * t[0]
+    # the same distribution read at a target (what predicted attainment counts): at the short
+    # prompts' modelled p90, the model says 90% of them are within, and so does the replay
+    target = float(model[0][0])
+    within = prefill_ttft_share_within(LLAMA8B, gpu, 1, inp, rate * share, target, np.zeros(2), 0.0, p)
+    assert within[0] == pytest.approx(0.9, abs=0.005)
+    assert np.mean(ttft[5000:][kind[5000:] == 0] <= target) == pytest.approx(0.9, abs=0.03)
 
 
 LLAMA8B = resolve_model("meta-llama/Llama-3.1-8B-Instruct")

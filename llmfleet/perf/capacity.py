@@ -571,8 +571,8 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
 
 
 WAIT_PROBS = np.concatenate([[0.0], 1.0 - np.logspace(0.0, -6.0, 97)[1:]])
-"""cumulative probabilities at which the wait's quantile function is evaluated: 16 a decade of
-its tail, down to one in a million"""
+"""cumulative probabilities at which the wait's quantile function is evaluated (its CDF is linear
+in between): 16 a decade of its tail, down to one in a million"""
 
 
 def prompt_length_quantiles(mean_tokens: np.ndarray, scv: np.ndarray, min_tokens: np.ndarray,
@@ -679,39 +679,71 @@ def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_toke
         transfer_s: shape (S,), KV transfer time per bucket at its mean length, s (``kv_transfer_s``).
         first_token_s: the decode replica's first step, s (as ``prefill_capacity_rps``).
     """
-    inp = np.asarray(input_tokens, dtype=float)
-    lengths, service, mean_b, square_b = prefill_service_moments(model, gpu, tp, inp, burst.service_scv, min_tokens, p,
-                                                                 lengths)
-    own = service + np.asarray(transfer_s, dtype=float)[:, None] * lengths / inp[:, None] + first_token_s
-    if queue is None:
-        queue = prefill_queue([(servers, np.asarray(rate_rps, dtype=float), mean_b, square_b)])
-    pcts = np.asarray(percentiles, dtype=float) / 100.0
-    if queue is not None:
-        mids = (WAIT_PROBS[1:] + WAIT_PROBS[:-1]) / 2.0
-        wait = mdl_wait_quantile_s(np.array(queue.rate_rps), queue.mean_service_s, mids,
-                                   burst.arrival_scv + queue.service_scv, window_s, queue.servers)
-        if not np.all(np.isfinite(wait)):
-            return [np.full(inp.shape, np.inf) for _ in pcts]
-        mass = np.diff(WAIT_PROBS)
-    else:
-        wait, mass = np.zeros(1), np.ones(1)  # nothing to wait behind
-    # Every bucket's own-time CDF on one axis, bucket b shifted by b x span and fenced by a 0
-    # before and a 1 after it, so that one np.interp evaluates all buckets at once: a point of
-    # bucket b (own time - wait) lies within half a span of b x span and never reaches a fence.
-    n, j = own.shape
-    span = 4.0 * (float(own.max()) + float(wait.max())) + 1.0
-    shift = np.arange(n, dtype=float)[:, None] * span
-    axis = np.concatenate([shift - span / 2.0, own + shift, shift + span / 2.0], axis=1).ravel()
-    probs = np.concatenate([np.zeros((n, 1)), np.broadcast_to(INPUT_LENGTH_PROBS, (n, j)), np.ones((n, 1))],
-                           axis=1).ravel()
-    lo_t = np.broadcast_to(own[:, :1], (n, len(pcts))).copy()
-    hi_t = np.broadcast_to(own[:, -1:] + wait[-1], (n, len(pcts))).copy()
-    for _ in range(_BISECTION_STEPS):  # P(wait + own <= t) = Σ_k mass_k F_own(t - wait_k)
-        mid = (lo_t + hi_t) / 2.0
-        cdf = np.interp((mid[:, :, None] - wait[None, None, :]) + shift[:, :, None], axis, probs) @ mass
-        below = cdf < pcts[None, :]
-        lo_t, hi_t = np.where(below, mid, lo_t), np.where(below, hi_t, mid)
-    return list(hi_t.T)
+    ttft = _PrefillTTFT(model, gpu, tp, input_tokens, rate_rps, transfer_s, first_token_s, p, burst, window_s,
+                        servers, min_tokens, queue, lengths)
+    return ttft.quantiles([float(q) / 100.0 for q in percentiles])
+
+
+def prefill_ttft_share_within(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
+                              rate_rps: np.ndarray, ttft_s: float, transfer_s: np.ndarray, first_token_s: float,
+                              p: PerfParams | None = None, burst: Burstiness = POISSON,
+                              window_s: float | None = None, servers: int = 1,
+                              min_tokens: np.ndarray | None = None, queue: PrefillQueue | None = None,
+                              lengths: np.ndarray | None = None) -> np.ndarray:
+    """Share of each bucket's requests whose TTFT is within ``ttft_s``, 0..1, shape (S,): the
+    distribution of ``prefill_ttft_quantiles_s`` (same arguments) read at the target itself
+    rather than on a grid of percentiles (a bucket whose longest prompts alone miss the target
+    meets it for a share no grid point needs to fall on)."""
+    ttft = _PrefillTTFT(model, gpu, tp, input_tokens, rate_rps, transfer_s, first_token_s, p, burst, window_s,
+                        servers, min_tokens, queue, lengths)
+    return np.minimum(ttft.cdf(np.full((len(ttft.own), 1), float(ttft_s)))[:, 0], 1.0)
+
+
+class _PrefillTTFT:
+    """The TTFT distribution of each bucket on prefill replicas (``prefill_ttft_quantiles_s``):
+    the queue's wait, its CDF linear between its quantiles at ``WAIT_PROBS``, plus the bucket's own
+    time (prefill, KV transfer, first step), its quantiles at ``INPUT_LENGTH_PROBS`` taken as
+    slices of their probability: P(TTFT <= t) = Σ_j slice_j P(wait <= t - own_j)."""
+
+    def __init__(self, model, gpu, tp, input_tokens, rate_rps, transfer_s, first_token_s, p, burst, window_s,
+                 servers, min_tokens, queue, lengths):
+        inp = np.asarray(input_tokens, dtype=float)
+        lengths, service, mean_b, square_b = prefill_service_moments(model, gpu, tp, inp, burst.service_scv,
+                                                                     min_tokens, p, lengths)
+        own = service + np.asarray(transfer_s, dtype=float)[:, None] * lengths / inp[:, None] + first_token_s
+        self.own = own
+        self.own_slices = (own[:, 1:] + own[:, :-1]) / 2.0  # (S, J-1), each of probability ``slices``
+        self.slices = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
+        if queue is None:
+            queue = prefill_queue([(servers, np.asarray(rate_rps, dtype=float), mean_b, square_b)])
+        if queue is not None:
+            self.wait = np.maximum.accumulate(mdl_wait_quantile_s(
+                np.array(queue.rate_rps), queue.mean_service_s, WAIT_PROBS, burst.arrival_scv + queue.service_scv,
+                window_s, queue.servers))
+        else:
+            self.wait = np.zeros_like(WAIT_PROBS)  # nothing to wait behind
+        self.saturated = not np.all(np.isfinite(self.wait))
+
+    def cdf(self, t: np.ndarray) -> np.ndarray:
+        """P(TTFT <= t) per bucket, ``t`` shape (S, P); 0 when saturated."""
+        if self.saturated:
+            return np.zeros_like(t)
+        x = t[:, :, None] - self.own_slices[:, None, :]
+        return np.interp(x, self.wait, WAIT_PROBS, left=0.0, right=1.0) @ self.slices
+
+    def quantiles(self, qs: list[float]) -> list[np.ndarray]:
+        """The TTFT at each probability of ``qs``, one (S,) array each, s; inf when saturated."""
+        n = len(self.own)
+        if self.saturated:
+            return [np.full(n, np.inf) for _ in qs]
+        target = np.asarray(qs, dtype=float)[None, :]
+        lo_t = np.broadcast_to(self.own[:, :1], (n, target.shape[1])).copy()
+        hi_t = np.broadcast_to(self.own[:, -1:] + self.wait[-1], (n, target.shape[1])).copy()
+        for _ in range(_BISECTION_STEPS):
+            mid = (lo_t + hi_t) / 2.0
+            below = self.cdf(mid) < target
+            lo_t, hi_t = np.where(below, mid, lo_t), np.where(below, hi_t, mid)
+        return list(hi_t.T)
 
 
 _BISECTION_STEPS = 30

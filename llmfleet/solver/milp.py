@@ -61,7 +61,7 @@ import numpy as np
 import pulp
 
 from llmfleet.perf.capacity import (PrefillQueue, decode_tpot_at_rate, latencies_at_rate, prefill_queue,
-                                   prefill_service_moments, prefill_ttft_quantiles_s)
+                                   prefill_service_moments, prefill_ttft_quantiles_s, prefill_ttft_share_within)
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
 from llmfleet.solver.highs import HighsModel
@@ -1636,7 +1636,6 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     if not served.any():
         return served, none, none
     params = _group_params(c, params)
-    slo = w.workload.spec.slo
     gmu = w.workload.spec.serving.gpu_memory_utilization
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
     inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
@@ -1645,11 +1644,9 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     # a replica's actual arrivals per bucket: the group's mix, scaled so that Σ rate/κ is util
     mix = util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
     if c.role == "prefill":
-        floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
         return served, prefill_ttft_quantiles_s(w.model, c.pool.gpu, c.tp, inp, mix, percentiles,
-                                                c.kv_transfer_s[served], slo.tpot, params, burst, window_s,
-                                                max(int(replicas), 1), None if floor is None else floor[served],
-                                                queue, None if lengths is None else lengths[served]), none
+                                                **_prefill_arguments(w, c, served, params, burst, window_s,
+                                                                     replicas, queue)), none
     if c.role == "decode":
         return served, none, [decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, q, params, gmu,
                                                   max_num_seqs=seqs, burst=burst, window_s=window_s)
@@ -1658,6 +1655,35 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                               max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s,
                               mix_rps=mix)
     return served, [t for t, _ in pairs], [t for _, t in pairs]
+
+
+def _prefill_arguments(w: WorkloadProblem, c, served: np.ndarray, params: PerfParams, burst, window_s,
+                       replicas: int, queue: PrefillQueue | None) -> dict:
+    """The arguments of ``capacity.prefill_ttft_quantiles_s`` and ``prefill_ttft_share_within``
+    after the rates, for a prefill group of configuration ``c`` over its ``served`` buckets."""
+    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
+    return {"transfer_s": c.kv_transfer_s[served], "first_token_s": w.workload.spec.slo.tpot, "p": params,
+            "burst": burst, "window_s": window_s, "servers": max(int(replicas), 1),
+            "min_tokens": None if floor is None else floor[served], "queue": queue,
+            "lengths": None if lengths is None else lengths[served]}
+
+
+def _prefill_share_within(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
+                          window_s: float | None, replicas: int,
+                          queue: PrefillQueue | None) -> tuple[np.ndarray, np.ndarray]:
+    """(served (S,) bool, share of each served bucket's requests within the TTFT target) of a
+    prefill group, loaded as in ``_latencies_by_bucket``."""
+    served = (bucket_rps > 0) & (c.capacity_rps > 0)
+    if not served.any():
+        return served, np.zeros(0)
+    params = _group_params(c, params)
+    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
+    burst = dataclasses.replace(w.burst, service_scv=scv)
+    mix = util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
+    return served, prefill_ttft_share_within(w.model, c.pool.gpu, c.tp, w.input_tokens[served], mix,
+                                             w.workload.spec.slo.ttft,
+                                             **_prefill_arguments(w, c, served, params, burst, window_s,
+                                                                  replicas, queue))
 
 
 def _group_params(c, params: PerfParams) -> PerfParams:
@@ -1864,7 +1890,8 @@ meets it for only part of its requests; each point costs a colocated group its c
 def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True) -> dict[str, float]:
     """SLO attainment the capacity model predicts for each planned workload, 0..1, without a
     simulation: per group and size bucket, the highest percentile of ``ATTAINMENT_GRID`` at which
-    the predicted TTFT and TPOT both meet the targets (0 for planned misses), weighted by the
+    the predicted TTFT and TPOT both meet the targets (a prefill group: the share within the TTFT
+    target, read off its distribution; 0 for planned misses), weighted by the
     traffic the router gives each group. A request prefilled remotely (P/D) meets the SLO where
     its bucket met the TPOT on its decode group and the TTFT on the prefill groups (their mean for
     that bucket); a prompt under the P/D threshold is prefilled by its decode replica itself.
@@ -1895,10 +1922,15 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             total = 0.0
             for mult, share in levels:
                 reached = np.zeros(len(w.share))
-                pooled = queue.scaled(mult) if queue is not None and a.role == "prefill" else None
+                if a.role == "prefill":  # its TTFT distribution read at the target itself
+                    served, within = _prefill_share_within(w, a.config, a.bucket_rate_rps, base[id(a)] * mult,
+                                                           fp.params, window_s, a.replicas,
+                                                           None if queue is None else queue.scaled(mult))
+                    reached[served] = within
+                    total = total + share * reached
+                    continue
                 served, ttfts, tpots = _latencies_by_bucket(w, a.config, a.bucket_rate_rps, base[id(a)] * mult,
-                                                            fp.params, list(ATTAINMENT_GRID), window_s, a.replicas,
-                                                            pooled)
+                                                            fp.params, list(ATTAINMENT_GRID), window_s, a.replicas)
                 for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
                     ok = np.ones(int(served.sum()), dtype=bool)
                     if ttft is not None:

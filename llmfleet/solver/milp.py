@@ -1642,7 +1642,7 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
     # a replica's actual arrivals per bucket: the group's mix, scaled so that Σ rate/κ is util
-    mix = util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
+    mix = _replica_arrivals(c, bucket_rps, served, util)
     if c.role == "prefill":
         return served, prefill_ttft_quantiles_s(w.model, c.pool.gpu, c.tp, inp, mix, percentiles,
                                                 **_prefill_arguments(w, c, served, params, burst, window_s,
@@ -1655,6 +1655,12 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                               max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s,
                               mix_rps=mix)
     return served, [t for t, _ in pairs], [t for _, t in pairs]
+
+
+def _replica_arrivals(c, bucket_rps: np.ndarray, served: np.ndarray, util: float) -> np.ndarray:
+    """One replica's actual arrivals per served bucket, req/s, shape (n_served,): the group's
+    traffic mix (``bucket_rps``'s proportions) scaled so that Σ rate/κ is ``util``."""
+    return util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
 
 
 def _prefill_arguments(w: WorkloadProblem, c, served: np.ndarray, params: PerfParams, burst, window_s,
@@ -1679,7 +1685,7 @@ def _prefill_share_within(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: f
     params = _group_params(c, params)
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
-    mix = util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
+    mix = _replica_arrivals(c, bucket_rps, served, util)
     return served, prefill_ttft_share_within(w.model, c.pool.gpu, c.tp, w.input_tokens[served], mix,
                                              w.workload.spec.slo.ttft,
                                              **_prefill_arguments(w, c, served, params, burst, window_s,
@@ -1710,7 +1716,7 @@ def _prefill_queue(w: WorkloadProblem, groups, params: PerfParams) -> PrefillQue
         if not served.any() or util <= 0:
             continue
         rate = np.zeros(len(w.share))
-        rate[served] = util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
+        rate[served] = _replica_arrivals(c, bucket_rps, served, util)
         _, _, mean_b, square_b = prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served],
                                                          scv[served], None if floor is None else floor[served],
                                                          _group_params(c, params),

@@ -68,7 +68,7 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import _prefill_queue, predicted_attainment, predicted_latency
+from llmfleet.solver.milp import _prefill_queue, local_prefill_shares, predicted_attainment, predicted_latency
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
 from llmfleet.workload.traces import load_trace
@@ -287,6 +287,7 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
         # the replay's router pools every prefill pod: the prefill groups share one queue
         queue = _prefill_queue(w, [(c, r, u, g.replicas) for (c, r, u), g in zip(loads, sims[0].groups)
                                    if g.role == "prefill"], fp.params)
+        local = local_prefill_shares(mine, len(w.share))  # prompts a decode group prefills itself
         for gi, (a, g, (ttft, tpot, n, rps)) in enumerate(zip(mine, sims[0].groups, group_latencies(sim, pct))):
             # the model at the load the group saw in the replay (the plan's figure is at its
             # planning rate, the peak with headroom, and the router need not split the traffic
@@ -296,10 +297,12 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
             config, bucket_rps, util = loads[gi]
             served = bucket_rps.sum() > 0
             pooled = queue if g.role == "prefill" else None
+            mine_local = local if g.role == "decode" else None
             at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params, levels=w.demand.rate_levels,
-                                        replicas=g.replicas, queue=pooled) if served else (None, None))
+                                        replicas=g.replicas, queue=pooled, local_prefill=mine_local)
+                      if served else (None, None))
             at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=g.replicas,
-                                         queue=pooled) if served else (None, None))
+                                         queue=pooled, local_prefill=mine_local) if served else (None, None))
             groups.append({"group": f"{g.replicas}x {g.name}", "requests": n, "util": a.utilization,
                            "rps_plan": a.rate_rps, "rps_sim": rps,
                            "ttft_pred": a.ttft_s, "ttft_sim": ttft, "tpot_pred": a.tpot_s, "tpot_sim": tpot,

@@ -250,11 +250,13 @@ def kappa(gpu="A100-80G", tp=1, ttft=1.0, tpot=0.1, pct=90.0):
 
 
 def test_a_colocated_replica_queues_every_size_together():
-    """``latencies_at_rate(mix_rps=)``: with one bucket the mix is that bucket, so the TTFT is the
-    bucket's own queue's; with a mix of 300- and 3,900-token prompts, the short ones wait behind
-    the long ones (a longer TTFT than in a queue of short prompts alone) and the long ones behind
-    short ones (a shorter one than alone), while TPOT, read at each bucket's equivalent load, is
-    unchanged."""
+    """``latencies_at_rate(mix_rps=)``: with one bucket the mix is that bucket, so TTFT and TPOT
+    are the bucket's own (``shared_batch`` reduces to the one-size steady state exactly); with a
+    mix of 300- and 3,900-token prompts, the short ones wait behind the long ones (a longer TTFT
+    than in a queue of short prompts alone) and the long ones behind short ones (a shorter one
+    than alone). Every request decodes in the same batch and meets the same prompt chunks, so
+    the TPOTs move towards each other: the short requests' rises above what they see alone (long
+    prompts' chunks and contexts in their batch), the long ones' falls."""
     from llmfleet.perf.capacity import Burstiness, latencies_at_rate
     gpu = get_gpu("H100-SXM")
     inp, out = np.array([300.0, 3900.0]), np.array([90.0, 170.0])
@@ -265,13 +267,14 @@ def test_a_colocated_replica_queues_every_size_together():
     for b in range(2):
         one = np.zeros(2)
         one[b] = equivalent[b]
-        [(ttft, _)] = latencies_at_rate(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], equivalent[b:b + 1], [99.0],
-                                        burst=Burstiness(1.0, np.zeros(1)), mix_rps=one[b:b + 1])
-        assert ttft[0] == pytest.approx(alone_ttft[b])
+        [(ttft, tpot)] = latencies_at_rate(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], equivalent[b:b + 1],
+                                           [99.0], burst=Burstiness(1.0, np.zeros(1)), mix_rps=one[b:b + 1])
+        assert ttft[0] == pytest.approx(alone_ttft[b]) and tpot[0] == pytest.approx(alone_tpot[b])
     mix = 0.8 * np.array([0.5, 0.5]) / float(np.sum(np.array([0.5, 0.5]) / kappa))  # Σ rate/κ = 0.8
     [(ttft, tpot)] = latencies_at_rate(LLAMA8B, gpu, 1, inp, out, equivalent, [99.0], burst=burst, mix_rps=mix)
     assert ttft[0] > alone_ttft[0] and ttft[1] < alone_ttft[1]
-    assert np.array_equal(tpot, alone_tpot)
+    assert tpot[0] > alone_tpot[0] and tpot[1] < alone_tpot[1]
+    assert abs(tpot[0] - tpot[1]) < abs(alone_tpot[0] - alone_tpot[1])
 
 
 def test_capacity_shrinks_as_slo_tightens():
@@ -359,3 +362,28 @@ def test_mdl_max_rate_is_the_largest_rate_whose_wait_quantile_fits_the_budget():
         pos = budget > 0
         vv = np.broadcast_to(v, budget.shape)[pos]
         assert np.all(mdl_wait_quantile_s(got[pos] * (1 - 1e-9), service[pos], q, vv) <= budget[pos])
+
+
+def test_a_decode_replica_of_one_size_reads_the_same_batch_alone_or_as_a_mix():
+    """``decode_tpot_at_rate(mix_rps=)`` with one bucket is ``decode_curves`` read at the
+    offered rate (the shared batch of a one-size mix is that size's batch), at light and heavy
+    load, Poisson and bursty; with 2k- and 32k-token contexts mixed at the same load, the short
+    requests decode beside long contexts: a longer TPOT than alone."""
+    from llmfleet.perf.capacity import Burstiness, decode_capacity_rps, decode_tpot_at_rate
+    gpu = get_gpu("H100-SXM")
+    inp, out = np.array([2000.0, 32000.0]), np.array([300.0, 300.0])
+    for burst in (Burstiness(1.0, np.zeros(1)), Burstiness(4.0, np.zeros(1))):
+        for b in range(2):
+            cap = decode_capacity_rps(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], 0.05, 90.0, burst=burst)
+            for load in (0.1, 0.9):
+                rate = load * cap
+                alone = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], rate, 90.0, burst=burst)
+                mixed = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], rate, 90.0, burst=burst,
+                                            mix_rps=rate)
+                assert np.isfinite(alone).all() and mixed == pytest.approx(alone)
+    burst = Burstiness(1.0, np.zeros(2))
+    cap = decode_capacity_rps(LLAMA8B, gpu, 1, inp, out, 0.05, 90.0, burst=burst)
+    alone = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp, out, 0.5 * cap, 90.0, burst=burst)
+    mix = 0.5 / float(np.sum(0.5 / cap)) * np.array([0.5, 0.5])  # half the load from each size
+    mixed = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp, out, 0.5 * cap, 90.0, burst=burst, mix_rps=mix)
+    assert mixed[0] > alone[0]

@@ -28,6 +28,10 @@ output O tokens) arriving as a Poisson stream at rate λ:
 - Scheduler limits: ``spec.serving.maxNumSeqs`` / ``maxNumBatchedTokens`` where set, else the
   defaults vLLM V1's OpenAI server picks for the GPU (``scheduler_limits``).
 
+A replica whose arrivals mix sizes shares one batch among them (``shared_batch``): the batch,
+its context and the prompt chunks a request meets come from the mix, not from each size alone.
+The predicted latency and attainment of a plan use it; κ is computed per bucket.
+
 The capacity κ is the largest λ that meets both percentile targets and the memory limit. It is 0
 where the SLO cannot be met at any load (for example a prompt whose prefill alone exceeds the
 TTFT target). Prefill-only and decode-only replicas (P/D disaggregation) are modelled below. All
@@ -179,6 +183,19 @@ def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, varia
     spread = norm.ppf((1.0 + q) / 2.0) * np.sqrt(np.maximum(rho, 0.0) * variability * service_s * window_s
                                                  / (2.0 * servers))
     return np.minimum(w, np.hypot(growth, spread))
+
+
+def _compound_quantile(q: float, mean: np.ndarray, dispersion: float) -> np.ndarray:
+    """Quantile q of a sum of random terms, in units of the mean term, whose mean is ``mean`` (any
+    shape, need not be whole) and variance mean x ``dispersion`` (the count's index of
+    dispersion plus the terms' SCV): Poisson at dispersion 1 or below (terms of one size arriving
+    as a Poisson stream, as ``batch_quantiles``), else a gamma of that mean and variance. Not
+    rounded up: a rare term (a mean of 0.03 of them) must not count as a whole one at every
+    percentile."""
+    mean = np.asarray(mean, dtype=float)
+    if dispersion <= 1.0 + 1e-9:
+        return poisson.ppf(q, mean)
+    return gamma.ppf(q, mean / dispersion, scale=dispersion)
 
 
 def _batch_rows(k: np.ndarray) -> np.ndarray | None:
@@ -497,6 +514,156 @@ def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: n
     return np.where(kv_ok & (tpot <= tpot_s), rate, 0.0).max(axis=0)
 
 
+@dataclass(frozen=True)
+class SharedBatch:
+    """One replica serving a mix of request sizes: the batch every request shares, at one SLO
+    percentile (``shared_batch``). Shapes (S,) per bucket; scalars for the replica.
+
+    ``tpot_s``: TPOT at the percentile of a request of each bucket, s; ``prefill_s``: its prompt's
+    service (its chunk iterations beside the mean batch), s, inf where it does not fit or the
+    replica does not prefill; ``step_s``: the mean iteration, s; ``batch``: the mean number of
+    requests decoding; ``rate_max_rps``: the most the replica sustains with this mix, req/s;
+    ``saturated``: the arrivals exceed it (the values are then those at that most)."""
+
+    tpot_s: np.ndarray
+    prefill_s: np.ndarray
+    step_s: float
+    batch: int
+    rate_max_rps: float
+    saturated: bool
+
+
+def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                 mix_rps: np.ndarray, percentiles, p: PerfParams | None = None,
+                 gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
+                 max_num_batched_tokens: int | None = None, burst: Burstiness = POISSON,
+                 chunked_prefill: bool = True, held: bool = False,
+                 prefill_share: np.ndarray | None = None) -> list[SharedBatch | None]:
+    """The steady state of one replica whose arrivals are a mix of sizes: every request decodes
+    in the same batch, so the batch and the step are the mix's, not each size's alone (the
+    module docstring's steady state for one size, with the mix's sums in it).
+
+    Requests stay O_b steps, so the batch decoding holds the requests of each bucket in
+    proportion to λ_b O_b: its mean context per request is c̄ = Σ λ_b O_b (I_b + O_b/2) / Σ λ_b O_b,
+    and its KV per request Σ λ_b O_b (I_b + O_b) / Σ λ_b O_b. With p_b = λ_b / Λ and f_b the share
+    of bucket b's prompts the replica prefills, the mean iteration at a mean batch B is
+    t̄ = t_d(B) + B ē(B) / Ō (Ō = Σ p_b O_b, ē = Σ p_b f_b e_b(B) the prompts' extra time per
+    request) and the rate that keeps B decoding is B / (Ō t̄). The batch is the smallest B whose
+    rate reaches Λ = Σ λ_b.
+
+    At the percentile: K, the batch's count (``batch_quantiles``), sets the step's per-sequence
+    work; the batch's context is a compound sum of K contexts drawn from the mix (variance: the
+    count's dispersion plus the contexts' SCV, within-bucket prompt spread included), and a
+    request of bucket b has its own context in it, so TPOT_b = t_d(K, C_q + I_b + O_b/2 - c̄).
+    The prompts arriving during its O_b steps, O_b B Σ p_b f_b / Ō of them on average, add their
+    chunks' extra time spread over those steps, again a compound sum (``_compound_quantile``): a
+    request of a few tokens rarely meets one, but when it does its TPOT jumps. A prompt's service
+    is its own chunks beside B decodes. For one bucket of one size this is ``replica_curves_at``
+    read at the offered rate: exactly for Poisson arrivals and for a decode-only replica; with
+    bursty arrivals the prompts' count is no longer rounded up to a whole prompt.
+
+    Args:
+        input_tokens, output_tokens, mix_rps: shape (S,): bucket sizes (tokens) and the replica's
+            arrivals per bucket, req/s.
+        percentiles: SLO percentiles, % (one ``SharedBatch`` each, in order).
+        chunked_prefill: False for a decode-only replica (no prompts, ``prefill_s`` inf).
+        prefill_share: shape (S,), the share of each bucket's prompts the replica prefills itself
+            (a decode replica prefills the prompts under the P/D threshold); None: all of them
+            (a colocated replica), or none without ``chunked_prefill``.
+        held: past what the replica sustains, the values at its largest rate (the excess
+            queues, ``saturated``); False: None there.
+
+    Returns:
+        One ``SharedBatch`` per percentile, or None where no batch that fits the KV cache carries
+        the arrivals (and ``held`` is False) or nothing arrives.
+    """
+    p = p or default_params()
+    seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
+    inp = np.asarray(input_tokens, dtype=float)
+    out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)
+    lam = np.asarray(mix_rps, dtype=float)
+    total = float(lam.sum())
+    if total <= 0:
+        return [None] * len(percentiles)
+    share = lam / total
+    # prompts the replica prefills, per request it decodes, by bucket
+    prompt_share = share * (np.ones(len(inp)) if prefill_share is None else np.asarray(prefill_share, dtype=float))
+    chunked_prefill = chunked_prefill and float(prompt_share.sum()) > 0
+    held_tokens = lam * out  # a bucket's weight in the batch: its arrivals x its steps
+    ctx = float(held_tokens @ (inp + out / 2.0)) / float(held_tokens.sum())
+    kv_per_request = float(held_tokens @ (inp + out)) / float(held_tokens.sum())
+    length_scv = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
+    ctx_second = float(held_tokens @ ((inp + out / 2.0) ** 2 + length_scv * inp ** 2)) / float(held_tokens.sum())
+    ctx_scv = max(ctx_second / ctx ** 2 - 1.0, 0.0)  # the contexts' spread over the batch's requests
+    out_mean = float(share @ out)
+    batch = np.arange(1, seqs + 1, dtype=float)
+    t_d = decode_time_s(model, gpu, tp, batch, batch * ctx, p)
+    fits = (inp + out) <= model.max_context_tokens
+    if chunked_prefill:
+        b = batch[:, None]
+        room = np.maximum(budget - b, 0.0)
+        chunk = np.minimum(inp[None, :], room)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            full = np.where(chunk > 0, np.floor(inp / chunk), 0.0)
+        rest = np.where(chunk > 0, inp - full * chunk, 0.0)
+        t_full = step_time_s(model, gpu, tp, chunk, chunk * inp / 2.0, b, b * ctx, p)
+        t_rest = np.where(rest > 0, step_time_s(model, gpu, tp, rest, rest * inp / 2.0, b, b * ctx, p), 0.0)
+        extra = full * (t_full - t_d[:, None]) + np.where(rest > 0, t_rest - t_d[:, None], 0.0)
+        prefill = np.where(chunk > 0, full * t_full + t_rest, np.inf)
+        mean_extra = extra @ prompt_share
+        room_ok = room[:, 0] > 0
+    else:
+        mean_extra = np.zeros(seqs)
+        prefill = np.full((seqs, len(inp)), np.inf)
+        room_ok = np.ones(seqs, dtype=bool)
+    rate = batch / (out_mean * t_d + batch * mean_extra)
+    kv_tokens = kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
+    results = []
+    for percentile in percentiles:
+        k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv)[:, 0], batch), seqs)
+        ok = room_ok & (k_q * kv_per_request <= kv_tokens)
+        reach = ok & (rate >= total)
+        if reach.any():
+            i, saturated = int(reach.argmax()), False
+        elif held and ok.any():
+            i, saturated = int(np.where(ok, rate, -1.0).argmax()), True
+        else:
+            results.append(None)
+            continue
+        k = float(k_q[i])
+        # the batch's context at the percentile: K requests' contexts summed, each drawn from the
+        # mix, so its spread adds to the count's (a compound sum: dispersion c_a² + the contexts'
+        # SCV), as a multiple of the count's own quantile (so K's bounds hold for it too)
+        count_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv)[i, 0])
+        compound_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv + ctx_scv)[i, 0])
+        ctx_q = ctx * k * compound_q / max(count_q, 1.0)
+        ctx_b = np.maximum(ctx_q + (inp + out / 2.0 - ctx), inp + out / 2.0)  # a request of bucket b among them
+        tpot = decode_time_s(model, gpu, tp, k, ctx_b, p)
+        if chunked_prefill:
+            # the prompts arriving during a request's O_b steps, about O_b B / Ō of them, each with
+            # its chunks' extra time beside K decodes: their sum at the percentile, a compound sum
+            # as the context's, over the request's steps
+            t_dk = decode_time_s(model, gpu, tp, k, k * ctx, p)
+            row = np.s_[i, :]
+            t_full_k = step_time_s(model, gpu, tp, chunk[row], chunk[row] * inp / 2.0, k, k * ctx, p)
+            t_rest_k = np.where(rest[row] > 0,
+                                step_time_s(model, gpu, tp, rest[row], rest[row] * inp / 2.0, k, k * ctx, p), 0.0)
+            extra_k = full[row] * (t_full_k - t_dk) + np.where(rest[row] > 0, t_rest_k - t_dk, 0.0)
+            prompts_per_request = float(prompt_share.sum())
+            extra_mean = float(extra_k @ prompt_share) / prompts_per_request  # per prompt
+            if extra_mean > 0:
+                extra_scv = max(float(prompt_share @ (extra_k ** 2 * (1.0 + length_scv))) / prompts_per_request
+                                / extra_mean ** 2 - 1.0, 0.0)
+                prompts = out * batch[i] * prompts_per_request / out_mean
+                prompts_q = np.minimum(np.maximum(_compound_quantile(percentile / 100.0, prompts,
+                                                                     burst.arrival_scv + extra_scv), prompts), seqs)
+                tpot = tpot + prompts_q * extra_mean / out
+        results.append(SharedBatch(np.where(fits, tpot, np.inf), np.where(fits, prefill[i], np.inf),
+                                   float(t_d[i] + batch[i] * mean_extra[i] / out_mean), int(batch[i]),
+                                   float(rate[i]), saturated))
+    return results
+
+
 def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rps: np.ndarray,
                      saturate: bool = False) -> np.ndarray:
     """``value_curve`` (max_batch, S) at the smallest batch whose steady-state rate reaches the
@@ -538,14 +705,20 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     sustains, the batch stays at its largest (TPOT and the prompt's service there) and the excess
     waits, finite.
 
-    ``mix_rps``: shape (S,), the replica's actual arrivals per bucket, req/s, where ``rate_rps``
-    is each bucket's equivalent load (the rate at which it alone loads the replica as the mix
-    does). The batch, TPOT and each prompt's service are read at the equivalent load, but the
-    prompts of every bucket wait in one queue, first come first served for the token budget: one
-    wait for all, from the mix's prompt service times (mean, and c_s² with each bucket's length
-    SCV) at the mix's rate (as ``prefill_ttft_quantiles_s``). None: each bucket queues alone."""
-    rate = np.asarray(rate_rps, dtype=float)
+    ``mix_rps``: shape (S,), the replica's actual arrivals per bucket, req/s (``rate_rps`` is
+    then not used). Every request shares one batch (``shared_batch``: its size, TPOT and each
+    prompt's service come from the mix), and the prompts of every bucket wait in one queue, first
+    come first served for the token budget: one wait for all, from the mix's prompt service times
+    (mean, and c_s² with each bucket's length SCV) at the mix's rate (as
+    ``prefill_ttft_quantiles_s``). Past what the replica sustains (only with ``window_s``), the
+    excess queues at the replica's largest rate. None: each bucket alone at its equivalent load
+    ``rate_rps``."""
     held = window_s is not None
+    if mix_rps is not None:
+        return _latencies_in_mix(model, gpu, tp, input_tokens, output_tokens, np.asarray(mix_rps, dtype=float),
+                                 percentiles, p, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens,
+                                 burst, window_s)
+    rate = np.asarray(rate_rps, dtype=float)
     out = []
     for percentile, c in zip(percentiles, replica_curves_at(model, gpu, tp, input_tokens, output_tokens, percentiles,
                                                            p, gpu_memory_utilization, max_num_seqs,
@@ -555,18 +728,39 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
         step = _at_offered_rate(reachable, c.step_s, rate, held)
         service = _at_offered_rate(reachable, c.prefill_s, rate, held)
         with np.errstate(invalid="ignore"):
-            if mix_rps is None or not np.all(np.isfinite(service)):  # past saturation: each bucket's own
-                wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
-                                           burst.variability, window_s)
-            else:
-                lam = float(np.sum(mix_rps))
-                scv_b = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), service.shape)
-                mean_s = float(mix_rps @ service) / lam
-                second = float(mix_rps @ (service ** 2 * (1.0 + scv_b))) / lam
-                v = burst.arrival_scv + max(second / mean_s ** 2 - 1.0, 0.0)
-                wait = np.full(service.shape, float(mdl_wait_quantile_s(np.array(lam), mean_s, percentile / 100.0, v,
-                                                                       window_s)))
+            wait = mdl_wait_quantile_s(rate, np.where(np.isfinite(service), service, 1.0), percentile / 100.0,
+                                       burst.variability, window_s)
         out.append((np.where(np.isfinite(service), service + step + wait, np.inf), tpot))
+    return out
+
+
+def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                      mix_rps: np.ndarray, percentiles, p: PerfParams | None, gpu_memory_utilization: float,
+                      max_num_seqs: int | None, max_num_batched_tokens: int | None, burst: Burstiness,
+                      window_s: float | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``latencies_at_rate`` with ``mix_rps``: (TTFT, TPOT) per percentile, s, shapes (S,)."""
+    size = len(mix_rps)
+    out = []
+    for percentile, sb in zip(percentiles, shared_batch(model, gpu, tp, input_tokens, output_tokens, mix_rps,
+                                                        percentiles, p, gpu_memory_utilization, max_num_seqs,
+                                                        max_num_batched_tokens, burst, held=window_s is not None)):
+        if sb is None:
+            out.append((np.full(size, np.inf), np.full(size, np.inf)))
+            continue
+        service = sb.prefill_s
+        fin = np.isfinite(service) & (mix_rps > 0)
+        lam = float(mix_rps[fin].sum())
+        q = percentile / 100.0
+        scv_b = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), service.shape)[fin]
+        mean_s = float(mix_rps[fin] @ service[fin]) / lam if lam > 0 else 0.0
+        second = float(mix_rps[fin] @ (service[fin] ** 2 * (1.0 + scv_b))) / lam if lam > 0 else 0.0
+        v = burst.arrival_scv + (max(second / mean_s ** 2 - 1.0, 0.0) if mean_s > 0 else 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if sb.saturated:  # the batch is at its largest: the excess waits for the replica's completions
+                wait = mdl_wait_quantile_s(np.array(float(mix_rps.sum())), 1.0 / sb.rate_max_rps, q, v, window_s)
+            else:
+                wait = mdl_wait_quantile_s(np.array(lam), mean_s, q, v, window_s) if lam > 0 else 0.0
+        out.append((np.where(np.isfinite(service), service + sb.step_s + float(wait), np.inf), sb.tpot_s))
     return out
 
 
@@ -754,10 +948,18 @@ billionth of that range, below a millisecond for any TTFT here"""
 def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                         rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
                         gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
-                        burst: Burstiness = POISSON, window_s: float | None = None) -> np.ndarray:
+                        burst: Burstiness = POISSON, window_s: float | None = None,
+                        mix_rps: np.ndarray | None = None) -> np.ndarray:
     """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
     bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation, unless the
-    load lasts only ``window_s``: then the TPOT at the largest batch (the excess waits)."""
+    load lasts only ``window_s``: then the TPOT at the largest batch (the excess waits).
+    ``mix_rps``: shape (S,), the replica's actual arrivals per bucket, req/s (``rate_rps`` is then
+    not used): every request decodes in the batch the mix makes (``shared_batch``)."""
+    if mix_rps is not None:
+        [sb] = shared_batch(model, gpu, tp, input_tokens, output_tokens, mix_rps, [percentile], p,
+                            gpu_memory_utilization, max_num_seqs, None, burst, chunked_prefill=False,
+                            held=window_s is not None)
+        return np.full(len(mix_rps), np.inf) if sb is None else sb.tpot_s
     rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
                                   max_num_seqs, burst)
     return _at_offered_rate(rate, tpot, np.asarray(rate_rps, dtype=float), window_s is not None)

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import (PrefillQueue, decode_tpot_at_rate, latencies_at_rate, prefill_queue,
+from llmfleet.perf.capacity import (PrefillQueue, latencies_at_rate, prefill_queue, shared_batch,
                                    prefill_service_moments, prefill_ttft_quantiles_s, prefill_ttft_share_within)
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
@@ -1604,7 +1604,8 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 utilization=util, bucket_rate_rps=bucket_rps, config=c, role=c.role,
             )
             if w.model is not None and a.rate_rps > 0:
-                a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0), fp.params, reps)
+                local = 1.0 - np.asarray(dv, dtype=float) if c.role == "decode" else None
+                a.ttft_s, a.tpot_s = _predicted_latency(w, c, bucket_rps, min(util, 1.0), fp.params, reps, local)
             assignments.append(a)
         results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
     thresholds = {}
@@ -1618,7 +1619,8 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
 
 def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                          percentiles, window_s: float | None = None, replicas: int = 1,
-                         queue: PrefillQueue | None = None) -> tuple[np.ndarray, list, list]:
+                         queue: PrefillQueue | None = None,
+                         local_prefill: np.ndarray | None = None) -> tuple[np.ndarray, list, list]:
     """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
     the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
     (%), with the group's power cap. A decode or colocated group evaluates each bucket's batch
@@ -1630,7 +1632,10 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     that Σ rate/κ is ``util``); a prefill group's queue spans its ``replicas``
     (``capacity.prefill_ttft_quantiles_s``), or is ``queue`` where given (the workload's prefill
     groups pooled, ``_prefill_queue``). ``window_s``: the load lasts that long (finite past
-    saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever."""
+    saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever. A decode or colocated
+    replica's requests share one batch (``capacity.shared_batch``); ``local_prefill`` (S,): the
+    share of each bucket a decode group prefills itself (prompts under the P/D threshold,
+    ``local_prefill_shares``), whose chunks its decodes wait for; None: none."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
     if not served.any():
@@ -1648,9 +1653,11 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                                 **_prefill_arguments(w, c, served, params, burst, window_s,
                                                                      replicas, queue)), none
     if c.role == "decode":
-        return served, none, [decode_tpot_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, q, params, gmu,
-                                                  max_num_seqs=seqs, burst=burst, window_s=window_s)
-                              for q in percentiles]
+        local = None if local_prefill is None else np.asarray(local_prefill, dtype=float)[served]
+        batches = shared_batch(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu, seqs, budget,
+                               burst, chunked_prefill=local is not None, held=window_s is not None,
+                               prefill_share=local)
+        return served, none, [np.full(len(inp), np.inf) if sb is None else sb.tpot_s for sb in batches]
     pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentiles, params, gmu,
                               max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s,
                               mix_rps=mix)
@@ -1752,19 +1759,21 @@ QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 
 
 
 def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
-                   window_s: float | None = None, replicas: int = 1, queue: PrefillQueue | None = None):
+                   window_s: float | None = None, replicas: int = 1, queue: PrefillQueue | None = None,
+                   local_prefill: np.ndarray | None = None):
     """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
     percentile: one (n_served,) array per percentile, or None per percentile where the role has no
     such latency (``_latencies_by_bucket``); None when the group serves nothing within the SLO."""
     served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID],
-                                              window_s, replicas, queue)
+                                              window_s, replicas, queue, local_prefill)
     return (served, ttft, tpot) if served.any() else None
 
 
 def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                       percentile: float | None = None,
                       levels: tuple[tuple[float, float], ...] | None = None,
-                      replicas: int = 1, queue: PrefillQueue | None = None) -> tuple[float | None, float | None]:
+                      replicas: int = 1, queue: PrefillQueue | None = None,
+                      local_prefill: np.ndarray | None = None) -> tuple[float | None, float | None]:
     """TTFT and TPOT at ``percentile`` (default the SLO's) over all the requests a replica group
     serves, s: the percentile of the mixture of its buckets' modelled latency distributions
     (each bucket's quantile function on ``QUANTILE_GRID``, weighted by its traffic), which is
@@ -1778,13 +1787,14 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     (``capacity.mdl_wait_quantile_s``). None: the load stays at ``util`` for ever. ``replicas``:
     the group's, which the router pools (``_latencies_by_bucket``); ``queue``: a prefill group's
     queue shared with the workload's other prefill groups (``_prefill_queue``), at ``util``
-    (scaled with each level)."""
+    (scaled with each level). ``local_prefill``: a decode group's share of each bucket it
+    prefills itself (``local_prefill_shares``)."""
     pct = w.workload.spec.slo.percentile if percentile is None else percentile
     window_s = None if levels is None else RATE_LEVEL_WINDOW_S
     cols_ttft, cols_tpot, weights = [], [], []
     for mult, share in levels or ((1.0, 1.0),):
         grid = _quantile_grid(w, c, bucket_rps * mult, util * mult, params, window_s, replicas,
-                              None if queue is None else queue.scaled(mult))
+                              None if queue is None else queue.scaled(mult), local_prefill)
         if grid is None:
             return None, None
         served, ttft, tpot = grid
@@ -1866,16 +1876,18 @@ def _mixture_percentile(quantiles: np.ndarray, weights: np.ndarray, pct: float) 
 
 
 def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
-                       params: PerfParams, replicas: int = 1) -> tuple[float | None, float | None]:
+                       params: PerfParams, replicas: int = 1,
+                       local_prefill: np.ndarray | None = None) -> tuple[float | None, float | None]:
     """``predicted_latency`` at the SLO percentile, remembered for the same group: a re-plan that
     keeps most groups as they run (the operator reuses each workload's configurations while its
     inputs are unchanged) reads those out at no cost."""
-    key = (w.key, id(c), np.asarray(bucket_rps, dtype=float).tobytes(), float(util), params, int(replicas))
+    key = (w.key, id(c), np.asarray(bucket_rps, dtype=float).tobytes(), float(util), params, int(replicas),
+           None if local_prefill is None else np.asarray(local_prefill, dtype=float).tobytes())
     hit = _LATENCY_CACHE.get(key)
     if hit is not None and hit[0] is c:
         _LATENCY_CACHE.move_to_end(key)
         return hit[1]
-    out = predicted_latency(w, c, bucket_rps, util, params, replicas=replicas)
+    out = predicted_latency(w, c, bucket_rps, util, params, replicas=replicas, local_prefill=local_prefill)
     _LATENCY_CACHE[key] = (c, out)  # the config is held, so its id is not reused while the entry lives
     if len(_LATENCY_CACHE) > _LATENCY_CACHE_SIZE:
         _LATENCY_CACHE.popitem(last=False)
@@ -1924,6 +1936,7 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
         # the router's prefill profile picks among every prefill pod of the workload: one queue
         queue = _prefill_queue(w, [(a.config, a.bucket_rate_rps, base[id(a)], a.replicas)
                                    for a in groups if a.role == "prefill"], fp.params)
+        local = local_prefill_shares(groups, len(w.share))
         for a in groups:
             total = 0.0
             for mult, share in levels:
@@ -1936,7 +1949,8 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
                     total = total + share * reached
                     continue
                 served, ttfts, tpots = _latencies_by_bucket(w, a.config, a.bucket_rate_rps, base[id(a)] * mult,
-                                                            fp.params, list(ATTAINMENT_GRID), window_s, a.replicas)
+                                                            fp.params, list(ATTAINMENT_GRID), window_s, a.replicas,
+                                                            local_prefill=local if a.role == "decode" else None)
                 for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
                     ok = np.ones(int(served.sum()), dtype=bool)
                     if ttft is not None:
@@ -1963,6 +1977,20 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
                   for a in entry) / total
         out[w.key] = att  # planned misses are in the groups' bucket rates, at 0
     return out
+
+
+def local_prefill_shares(groups, size: int) -> np.ndarray:
+    """Per size bucket, the share of a workload's decode traffic whose prompt the decode replica
+    prefills itself (the P/D threshold keeps short prompts local), shape (``size``,): 1 less the
+    prefill groups' rate over the decode groups' rate, 1 where the workload decodes none of it.
+
+    Args:
+        groups: the workload's ``Assignment``s (any roles; their ``bucket_rate_rps``, req/s).
+    """
+    pre = sum((a.bucket_rate_rps for a in groups if a.role == "prefill"), np.zeros(size))
+    dec = sum((a.bucket_rate_rps for a in groups if a.role == "decode"), np.zeros(size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dec > 0, 1.0 - np.minimum(pre / np.where(dec > 0, dec, 1.0), 1.0), 1.0)
 
 
 def _describe_bucket(w: WorkloadProblem, b: int) -> str:

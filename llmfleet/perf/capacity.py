@@ -284,9 +284,11 @@ _STEADY_MEMO: ContextVar[dict | None] = ContextVar("llmfleet_steady_memo", defau
 def shared_steady_states():
     """Within this block (in this thread or task), ``replica_curves_at`` and ``replica_rate_rps``
     compute the steady state of a (model, GPU, TP, parameters, scheduler limits, bucket sizes)
-    once and reuse it: one workload's capacity model asks for it at its SLO percentile, again at a
-    raised planning percentile, and for its power draw. The memo is dropped at the block's end, so
-    memory holds one workload's curves at a time."""
+    once and reuse it, and its TPOT curve once per percentile and arrival burstiness: one
+    workload's capacity model asks for it at its SLO percentile, again at a raised planning
+    percentile, and for its power draw, and workloads of the same model and request sizes ask for
+    the same curves (``build_problem`` models those in one block). The memo is dropped at the
+    block's end, so memory holds one such group's curves at a time."""
     token = _STEADY_MEMO.set({})
     try:
         yield
@@ -348,15 +350,24 @@ def replica_curves_at(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     inp, out, batch = st.inp, st.out, st.batch
     kv_tokens = kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
     fits = ((inp + out) <= model.max_context_tokens) & (st.chunk > 0)
+    memo = _STEADY_MEMO.get()
     out_curves = []
     for percentile in percentiles:
         k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv), batch), seqs)
-        # K decodes beside a prompt chunked for the mean batch B: the decode-only step at K is a
-        # row of the curve (it does not depend on the chunking); the chunks' extra time is not
-        rows = _batch_rows(k_q)
-        t_dq = st.t_d[rows] if rows is not None else decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p)
-        extra_q = st.extra_at(model, gpu, tp, k_q, t_dq, p)
-        tpot = t_dq + k_q * extra_q / out
+        # the memo holds the state for the block, so its id names it while the memo lives
+        key = ("tpot", id(st), float(percentile), float(burst.arrival_scv))
+        tpot = memo.get(key) if memo is not None else None
+        if tpot is None:
+            # K decodes beside a prompt chunked for the mean batch B: the decode-only step at K is a
+            # row of the curve (it does not depend on the chunking); the chunks' extra time is not
+            rows = _batch_rows(k_q)
+            t_dq = (st.t_d[rows] if rows is not None
+                    else decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p))
+            extra_q = st.extra_at(model, gpu, tp, k_q, t_dq, p)
+            tpot = t_dq + k_q * extra_q / out
+            if memo is not None:
+                tpot.flags.writeable = False
+                memo[key] = tpot
         # the batch fluctuates: its KV must fit at the quantile, as for decode-only replicas
         ok = (k_q * (inp + out) <= kv_tokens) & fits
         out_curves.append(ReplicaCurves(st.rate, tpot, st.step, st.prefill, ok))
@@ -378,6 +389,15 @@ def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     Returns:
         Shape (S,), req/s; 0 where the SLO cannot be met or the request does not fit.
     """
+    memo = _STEADY_MEMO.get()
+    key = None
+    if memo is not None:  # workloads of one model, sizes and SLO ask for the same κ (``build_problem``)
+        key = ("kappa", model, gpu, tp, p or default_params(), max_num_seqs, max_num_batched_tokens,
+               np.asarray(input_tokens, dtype=float).tobytes(), np.asarray(output_tokens, dtype=float).tobytes(),
+               float(ttft_s), float(tpot_s), float(percentile), float(gpu_memory_utilization),
+               float(burst.arrival_scv), np.asarray(burst.service_scv, dtype=float).tobytes())
+        if key in memo:
+            return memo[key].copy()
     c = replica_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
                        max_num_seqs, max_num_batched_tokens, burst)
     ok = c.ok & (c.tpot_s <= tpot_s)
@@ -392,7 +412,10 @@ def capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
         v = np.broadcast_to(np.asarray(burst.variability, dtype=float), c.rate.shape)[run]
         lo = mdl_max_rate(c.prefill_s[run], budget[run], percentile / 100.0, v)
         rate[run] = np.minimum(c.rate[run], lo)
-    return rate.max(axis=0)
+    kappa = rate.max(axis=0)
+    if key is not None:
+        memo[key] = kappa.copy()
+    return kappa
 
 
 def mdl_max_rate(service_s: np.ndarray, wait_budget_s: np.ndarray, q: float, variability=1.0) -> np.ndarray:
@@ -491,6 +514,11 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
     max_num_seqs, _ = scheduler_limits(gpu, max_num_seqs)
     inp = np.asarray(input_tokens, dtype=float)[None, :]
     out = np.maximum(np.asarray(output_tokens, dtype=float), 1.0)[None, :]
+    memo = _STEADY_MEMO.get()
+    key = (("decode", model, gpu, tp, p, max_num_seqs, inp.tobytes(), out.tobytes(), float(percentile),
+            float(burst.arrival_scv), float(gpu_memory_utilization)) if memo is not None else None)
+    if key is not None and key in memo:
+        return memo[key]
     batch = np.arange(1, max_num_seqs + 1, dtype=float)[:, None]
     mean_step = decode_time_s(model, gpu, tp, batch, batch * (inp + out / 2.0), p=p)
     rate = batch / (out * mean_step)
@@ -500,6 +528,10 @@ def decode_curves(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndar
     tpot = mean_step[rows] if rows is not None else decode_time_s(model, gpu, tp, k_q, k_q * (inp + out / 2.0), p=p)
     kv_ok = (k_q * (inp + out) <= kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization))
     kv_ok &= (inp + out) <= model.max_context_tokens
+    if key is not None:
+        for a in (rate, tpot, kv_ok):
+            a.flags.writeable = False  # shared by every caller within ``shared_steady_states``
+        memo[key] = (rate, tpot, kv_ok)
     return rate, tpot, kv_ok
 
 

@@ -443,11 +443,12 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             raise ManifestError(f"{ref}: no GPUPool can serve this precision: {'; '.join(dict.fromkeys(why))}",
                                 ("LLMWorkload", w.key))
     budgeted = policy.power_budget_watts is not None or any(p.power_budget_watts for p in pools.values())
-    problems = []
+    problems: list[WorkloadProblem | None] = []
     fresh: dict = {}
+    todo = []  # (index in problems, workload, demand, cache key) of the workloads to model
     for k, w in enumerate(workloads):
-        model = models[w.key]
         demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w))
+        key = None
         if cache is not None:
             scales = sorted((k, v) for k, v in (step_scales or {}).items() if k[0] == w.spec.model)
             key = _capacity_inputs(w, demand, pools, [policy.headroom, tiers[w.spec.priority], budgeted], params,
@@ -456,32 +457,25 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                 fresh[key] = cache[key]
                 problems.append(dataclasses.replace(cache[key], workload=w))
                 continue
-        progress.report(f"capacity model: workload {k + 1}/{len(workloads)} ({w.key})")
-        idx = np.argwhere(demand.share > 0)
-        share = demand.share[idx[:, 0], idx[:, 1]]
-        inp = demand.input_tokens[idx[:, 0], idx[:, 1]]
-        out = demand.output_tokens[idx[:, 0], idx[:, 1]]
-        scv = demand.input_scv[idx[:, 0], idx[:, 1]] if demand.input_scv is not None else 0.0
-        burst = Burstiness(demand.arrival_scv, scv)
-        wp = WorkloadProblem(
-            key=w.key, workload=w, model=model, demand=demand,
-            rate_rps=demand.rate_plan_rps * (1.0 + policy.headroom),
-            share=share, input_tokens=inp, output_tokens=out,
-            tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
-            burst=burst,
-        )
-        with shared_steady_states():  # its SLO percentile, a raised one and the power draw share the curves
-            configs, wp.unservable, wp.planning_percentile, wp.miss_budget = plan_configs(
-                w, model, list(pools.values()), share, inp, out, params, routing != "service", burst, step_scales)
-            wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
-                                      w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
-                                      w.spec.serving.max_num_batched_tokens)
-            if budgeted and power_caps:
-                wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile,
-                                             burst)
-        problems.append(wp)
-        if cache is not None:
-            fresh[key] = wp
+        problems.append(None)
+        todo.append((k, w, demand, key))
+    # workloads of one model, scheduler limits and request sizes read the same replica curves:
+    # modelled one after another in one memo block (``shared_steady_states``), each group's curves
+    # are computed once and dropped before the next group's
+    groups: dict = {}
+    for item in todo:
+        groups.setdefault(_curve_inputs(item[1], models[item[1].key], item[2]), []).append(item)
+    done = 0
+    for group in groups.values():
+        with shared_steady_states():
+            for k, w, demand, key in group:
+                done += 1
+                progress.report(f"capacity model: workload {done}/{len(todo)} ({w.key})")
+                wp = _workload_problem(w, models[w.key], demand, pools, policy, tiers, params, routing, budgeted,
+                                       power_caps, step_scales)
+                problems[k] = wp
+                if cache is not None:
+                    fresh[key] = wp
     if cache is not None:
         cache.clear()
         cache.update(fresh)
@@ -493,6 +487,42 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
                         churn_horizon_s=max(policy.replan_interval_seconds, MIN_CHURN_HORIZON_S),
                         nodes=[n for p in pools.values() if p.max_gpus <= MAX_OFFLINE_NODES * p.gpus_per_node
                                for n in offline_nodes(p.name, p.max_gpus, p.gpus_per_node)])
+
+
+def _curve_inputs(w: LLMWorkload, model, demand: Demand) -> tuple:
+    """What the replica curves of a workload's capacity model depend on besides the pool: the
+    model (with its precision), the scheduler limits and memory share, and the request sizes of
+    its buckets."""
+    idx = np.argwhere(demand.share > 0)
+    s = w.spec.serving
+    return (model, s.max_num_seqs, s.max_num_batched_tokens, s.gpu_memory_utilization,
+            demand.input_tokens[idx[:, 0], idx[:, 1]].tobytes(), demand.output_tokens[idx[:, 0], idx[:, 1]].tobytes())
+
+
+def _workload_problem(w: LLMWorkload, model, demand: Demand, pools: dict, policy, tiers: dict, params: PerfParams,
+                      routing: str, budgeted: bool, power_caps: bool, step_scales) -> WorkloadProblem:
+    """One workload's capacity model (its configurations, κ, power) for ``build_problem``."""
+    idx = np.argwhere(demand.share > 0)
+    share = demand.share[idx[:, 0], idx[:, 1]]
+    inp = demand.input_tokens[idx[:, 0], idx[:, 1]]
+    out = demand.output_tokens[idx[:, 0], idx[:, 1]]
+    scv = demand.input_scv[idx[:, 0], idx[:, 1]] if demand.input_scv is not None else 0.0
+    burst = Burstiness(demand.arrival_scv, scv)
+    wp = WorkloadProblem(
+        key=w.key, workload=w, model=model, demand=demand,
+        rate_rps=demand.rate_plan_rps * (1.0 + policy.headroom),
+        share=share, input_tokens=inp, output_tokens=out,
+        tier=w.spec.priority, tier_value=tiers[w.spec.priority], min_replicas=w.spec.serving.min_replicas,
+        burst=burst,
+    )
+    configs, wp.unservable, wp.planning_percentile, wp.miss_budget = plan_configs(
+        w, model, list(pools.values()), share, inp, out, params, routing != "service", burst, step_scales)
+    wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
+                              w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
+                              w.spec.serving.max_num_batched_tokens)
+    if budgeted and power_caps:
+        wp.configs += capped_configs(w, model, wp.configs, inp, out, share, params, wp.planning_percentile, burst)
+    return wp
 
 
 MIN_CHURN_HORIZON_S = 300.0

@@ -359,6 +359,31 @@ def one_pool_problem(tmp_path, chat_ttft: str = "5s"):
     return build_problem(load_fleet([f]))
 
 
+def test_a_shortage_names_node_shapes_when_the_free_gpus_are_spread(tmp_path):
+    # Independent reason: another tenant's pods hold 2 of the 4 GPUs on each of the two H100
+    # nodes, so 4 H100 GPUs are free in total but at most 2 on any node; the 70B's only
+    # configuration is an H100 TP-4 replica, which must sit on one node (the 2+2 case).
+    # It cannot run, and the message must name the pool's node shapes, not the SLO (the pool's
+    # total would allow it).
+    from llmfleet.solver.placement import Node
+
+    fp = one_pool_problem(tmp_path)
+    fp = dataclasses.replace(fp, nodes=[n for n in fp.nodes if n.pool != "h100"]
+                             + [Node("h100-a", "h100", 4, foreign_gpus=2), Node("h100-b", "h100", 4, foreign_gpus=2)])
+    big = next(w for w in fp.workloads if w.key == "prod/big")
+    assert {(c.pool.name, c.tp) for c in big.configs} == {("h100", 4)}
+    h100 = [n.free_gpus for n in fp.nodes if n.pool == "h100"]
+    assert sum(h100) >= 4 > max(h100)
+    plan = solve(fp)
+    res = {w.workload: w for w in plan.workloads}
+    assert res["prod/big"].shed_rps == pytest.approx(res["prod/big"].demand_rps)
+    assert res["prod/chat"].shed_rps == pytest.approx(0.0, abs=1e-6)
+    msg = [m for m in plan.messages if m.startswith("prod/big") and "cannot be served" in m]
+    assert len(msg) == 1
+    assert "h100 (0/4 GPUs; its smallest replica there needs 4 GPUs on one node" in msg[0]
+    assert "within the SLO" not in msg[0]
+
+
 def test_the_greedy_start_serves_a_workload_that_only_one_pool_can_take(tmp_path):
     # Independent reason: served most-efficient first, the chat takes H100s and the 70B no longer
     # fits anywhere, though the chat could have gone to the A10Gs. The greedy start, which is the

@@ -2038,8 +2038,27 @@ def _infeasible_messages(fp: FleetProblem) -> list[str]:
     return out or ["no plan satisfies spec.serving.minReplicas together with GPUPool spec.maxGPUs"]
 
 
+def _no_node_holds(fp: FleetProblem, plan: Plan, cuts: list, pool: str, tp: int) -> bool:
+    """Whether one more replica of ``tp`` GPUs in ``pool`` breaks a node-shape limit the MILP
+    held the plan to (``placement.shape_cuts`` over the nodes' free GPUs, and the limits of an
+    earlier placement): the pool has the GPUs in total, spread over nodes none of which has
+    ``tp`` free, as beside another tenant's GPU pods."""
+    mine = [a for a in plan.assignments if a.pool == pool]
+    for cut in cuts:
+        if cut.pool != pool or cut.min_tp > tp:
+            continue
+        if cut.max_gpus is not None:
+            if sum(a.gpus for a in mine if a.tp >= cut.min_tp) + tp > cut.max_gpus:
+                return True
+        elif sum(a.replicas for a in mine if a.tp >= cut.min_tp) + 1 > cut.max_groups:
+            return True
+    return any(lim.pool == pool and lim.tp == tp and sum(a.replicas for a in mine if a.tp == tp) + 1 > lim.max_replicas
+               for lim in fp.placement_limits)
+
+
 def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
     out = []
+    cuts = _shape_cuts(fp)
     power = ""
     if fp.power_budget_watts is not None:
         watts, allowed = plan.limit_watts, fp.power_budget_watts * fp.power_oversubscription
@@ -2060,6 +2079,9 @@ def _shortage_messages(fp: FleetProblem, plan: Plan) -> list[str]:
                     binding.append(f"{name} ({used}/{pool.max_gpus} GPUs)")
                 elif pool.max_gpus and pool.max_gpus - used < tp:
                     binding.append(f"{name} ({used}/{pool.max_gpus} GPUs; its smallest replica there needs {tp})")
+                elif _no_node_holds(fp, plan, cuts, name, tp):
+                    binding.append(f"{name} ({used}/{pool.max_gpus} GPUs; its smallest replica there needs {tp} "
+                                   f"GPUs on one node, and no node has that many free)")
             why = [f"pools at capacity: {', '.join(binding)}"] if binding else []
             for name, (limit, keys) in fp.gpu_quotas.items():
                 used = _quota_gpus(plan, keys)

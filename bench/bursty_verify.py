@@ -260,10 +260,17 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
     wall = time.perf_counter() - t0
     first, best = rounds[0], best_round(rounds)
     res0, resb = first.results.get(w.key), best.results.get(w.key)
+    # the round-0 plan's prediction with the κ it was planned with (the repair rounds cut them in place)
+    cut = {id(c): (c.capacity_rps, c.whole_capacity_rps) for c in w.configs}
+    for c in w.configs:
+        c.capacity_rps, c.whole_capacity_rps = planned[id(c)]
+    attp_peak = predicted_attainment(fp, first.plan, over_period=False).get(w.key, float("nan"))
+    attp = predicted_attainment(fp, first.plan).get(w.key, float("nan"))
+    for c in w.configs:
+        c.capacity_rps, c.whole_capacity_rps = cut[id(c)]
     row = {
         "att0": res0.attainment if res0 else float("nan"), "attv": resb.attainment if resb else float("nan"),
-        "attp_peak": predicted_attainment(fp, first.plan, over_period=False).get(w.key, float("nan")),
-        "attp": predicted_attainment(fp, first.plan).get(w.key, float("nan")),
+        "attp_peak": attp_peak, "attp": attp,
         "rounds": len(rounds) - 1, "chosen": rounds.index(best),
         "cost0": first.plan.cost_per_hour, "gpus0": first.plan.total_gpus,
         "costv": best.plan.cost_per_hour, "gpusv": best.plan.total_gpus,

@@ -547,6 +547,85 @@ def decode_capacity_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: n
 
 
 @dataclass(frozen=True)
+class _MixState:
+    """The percentile-free part of ``shared_batch`` for one replica and one mix: shapes (seqs,)
+    over the mean batch B = 1..max_num_seqs, (seqs, S) for the prompt chunking, scalars for the
+    mix's context and output length."""
+
+    batch: np.ndarray
+    t_d: np.ndarray
+    ctx: float
+    ctx_scv: float
+    kv_per_request: float
+    out_mean: float
+    length_scv: np.ndarray
+    prompt_share: np.ndarray
+    chunked: bool
+    chunk: np.ndarray | None
+    full: np.ndarray | None
+    rest: np.ndarray | None
+    prefill: np.ndarray
+    mean_extra: np.ndarray
+    room_ok: np.ndarray
+    rate: np.ndarray
+
+
+def _mix_state(model: ModelSpec, gpu: GPUType, tp: int, inp: np.ndarray, out: np.ndarray, share: np.ndarray,
+               p: PerfParams, seqs: int, budget: int, burst: Burstiness, chunked_prefill: bool,
+               prefill_share: np.ndarray | None) -> _MixState:
+    """``shared_batch``'s steady state for the bucket proportions ``share`` (S,), summing to 1."""
+    # prompts the replica prefills, per request it decodes, by bucket
+    prompt_share = share * (np.ones(len(inp)) if prefill_share is None else np.asarray(prefill_share, dtype=float))
+    chunked_prefill = chunked_prefill and float(prompt_share.sum()) > 0
+    held_tokens = share * out  # a bucket's weight in the batch: its arrivals x its steps
+    ctx = float(held_tokens @ (inp + out / 2.0)) / float(held_tokens.sum())
+    kv_per_request = float(held_tokens @ (inp + out)) / float(held_tokens.sum())
+    length_scv = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
+    ctx_second = float(held_tokens @ ((inp + out / 2.0) ** 2 + length_scv * inp ** 2)) / float(held_tokens.sum())
+    ctx_scv = max(ctx_second / ctx ** 2 - 1.0, 0.0)  # the contexts' spread over the batch's requests
+    out_mean = float(share @ out)
+    batch = np.arange(1, seqs + 1, dtype=float)
+    t_d = decode_time_s(model, gpu, tp, batch, batch * ctx, p)
+    chunk = full = rest = None
+    if chunked_prefill:
+        b = batch[:, None]
+        room = np.maximum(budget - b, 0.0)
+        chunk = np.minimum(inp[None, :], room)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            full = np.where(chunk > 0, np.floor(inp / chunk), 0.0)
+        rest = np.where(chunk > 0, inp - full * chunk, 0.0)
+        t_full = step_time_s(model, gpu, tp, chunk, chunk * inp / 2.0, b, b * ctx, p)
+        t_rest = np.where(rest > 0, step_time_s(model, gpu, tp, rest, rest * inp / 2.0, b, b * ctx, p), 0.0)
+        extra = full * (t_full - t_d[:, None]) + np.where(rest > 0, t_rest - t_d[:, None], 0.0)
+        prefill = np.where(chunk > 0, full * t_full + t_rest, np.inf)
+        mean_extra = extra @ prompt_share
+        room_ok = room[:, 0] > 0
+    else:
+        mean_extra = np.zeros(seqs)
+        prefill = np.full((seqs, len(inp)), np.inf)
+        room_ok = np.ones(seqs, dtype=bool)
+    rate = batch / (out_mean * t_d + batch * mean_extra)
+    return _MixState(batch, t_d, ctx, ctx_scv, kv_per_request, out_mean, length_scv, prompt_share, chunked_prefill,
+                     chunk, full, rest, prefill, mean_extra, room_ok, rate)
+
+
+def mix_rate_rps(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                 mix_share: np.ndarray, p: PerfParams | None = None, max_num_seqs: int | None = None,
+                 max_num_batched_tokens: int | None = None, chunked_prefill: bool = True,
+                 prefill_share: np.ndarray | None = None) -> np.ndarray:
+    """The rate, req/s, that keeps B requests decoding on one replica whose arrivals have the
+    bucket proportions ``mix_share`` (shape (S,), any scale), for B = 1..max_num_seqs: shape
+    (max_num_seqs,), the rate curve of ``shared_batch``. ``chunked_prefill``, ``prefill_share``:
+    as there."""
+    p = p or default_params()
+    seqs, budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)
+    share = np.asarray(mix_share, dtype=float)
+    return _mix_state(model, gpu, tp, np.asarray(input_tokens, dtype=float),
+                      np.maximum(np.asarray(output_tokens, dtype=float), 1.0), share / share.sum(), p, seqs, budget,
+                      POISSON, chunked_prefill, prefill_share).rate
+
+
+@dataclass(frozen=True)
 class SharedBatch:
     """One replica serving a mix of request sizes: the batch every request shares, at one SLO
     percentile (``shared_batch``). Shapes (S,) per bucket; scalars for the replica.
@@ -617,48 +696,19 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     total = float(lam.sum())
     if total <= 0:
         return [None] * len(percentiles)
-    share = lam / total
-    # prompts the replica prefills, per request it decodes, by bucket
-    prompt_share = share * (np.ones(len(inp)) if prefill_share is None else np.asarray(prefill_share, dtype=float))
-    chunked_prefill = chunked_prefill and float(prompt_share.sum()) > 0
-    held_tokens = lam * out  # a bucket's weight in the batch: its arrivals x its steps
-    ctx = float(held_tokens @ (inp + out / 2.0)) / float(held_tokens.sum())
-    kv_per_request = float(held_tokens @ (inp + out)) / float(held_tokens.sum())
-    length_scv = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
-    ctx_second = float(held_tokens @ ((inp + out / 2.0) ** 2 + length_scv * inp ** 2)) / float(held_tokens.sum())
-    ctx_scv = max(ctx_second / ctx ** 2 - 1.0, 0.0)  # the contexts' spread over the batch's requests
-    out_mean = float(share @ out)
-    batch = np.arange(1, seqs + 1, dtype=float)
-    t_d = decode_time_s(model, gpu, tp, batch, batch * ctx, p)
+    st = _mix_state(model, gpu, tp, inp, out, lam / total, p, seqs, budget, burst, chunked_prefill, prefill_share)
+    batch, ctx, out_mean = st.batch, st.ctx, st.out_mean
     fits = (inp + out) <= model.max_context_tokens
-    if chunked_prefill:
-        b = batch[:, None]
-        room = np.maximum(budget - b, 0.0)
-        chunk = np.minimum(inp[None, :], room)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            full = np.where(chunk > 0, np.floor(inp / chunk), 0.0)
-        rest = np.where(chunk > 0, inp - full * chunk, 0.0)
-        t_full = step_time_s(model, gpu, tp, chunk, chunk * inp / 2.0, b, b * ctx, p)
-        t_rest = np.where(rest > 0, step_time_s(model, gpu, tp, rest, rest * inp / 2.0, b, b * ctx, p), 0.0)
-        extra = full * (t_full - t_d[:, None]) + np.where(rest > 0, t_rest - t_d[:, None], 0.0)
-        prefill = np.where(chunk > 0, full * t_full + t_rest, np.inf)
-        mean_extra = extra @ prompt_share
-        room_ok = room[:, 0] > 0
-    else:
-        mean_extra = np.zeros(seqs)
-        prefill = np.full((seqs, len(inp)), np.inf)
-        room_ok = np.ones(seqs, dtype=bool)
-    rate = batch / (out_mean * t_d + batch * mean_extra)
     kv_tokens = kv_capacity_tokens(model, gpu, tp, gpu_memory_utilization)
     results = []
     for percentile in percentiles:
         k_q = np.minimum(np.maximum(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv)[:, 0], batch), seqs)
-        ok = room_ok & (k_q * kv_per_request <= kv_tokens)
-        reach = ok & (rate >= total)
+        ok = st.room_ok & (k_q * st.kv_per_request <= kv_tokens)
+        reach = ok & (st.rate >= total)
         if reach.any():
             i, saturated = int(reach.argmax()), False
         elif held and ok.any():
-            i, saturated = int(np.where(ok, rate, -1.0).argmax()), True
+            i, saturated = int(np.where(ok, st.rate, -1.0).argmax()), True
         else:
             results.append(None)
             continue
@@ -667,32 +717,32 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
         # mix, so its spread adds to the count's (a compound sum: dispersion c_a² + the contexts'
         # SCV), as a multiple of the count's own quantile (so K's bounds hold for it too)
         count_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv)[i, 0])
-        compound_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv + ctx_scv)[i, 0])
+        compound_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv + st.ctx_scv)[i, 0])
         ctx_q = ctx * k * compound_q / max(count_q, 1.0)
         ctx_b = np.maximum(ctx_q + (inp + out / 2.0 - ctx), inp + out / 2.0)  # a request of bucket b among them
         tpot = decode_time_s(model, gpu, tp, k, ctx_b, p)
-        if chunked_prefill:
+        if st.chunked:
             # the prompts arriving during a request's O_b steps, about O_b B / Ō of them, each with
             # its chunks' extra time beside K decodes: their sum at the percentile, a compound sum
             # as the context's, over the request's steps
             t_dk = decode_time_s(model, gpu, tp, k, k * ctx, p)
             row = np.s_[i, :]
-            t_full_k = step_time_s(model, gpu, tp, chunk[row], chunk[row] * inp / 2.0, k, k * ctx, p)
-            t_rest_k = np.where(rest[row] > 0,
-                                step_time_s(model, gpu, tp, rest[row], rest[row] * inp / 2.0, k, k * ctx, p), 0.0)
-            extra_k = full[row] * (t_full_k - t_dk) + np.where(rest[row] > 0, t_rest_k - t_dk, 0.0)
-            prompts_per_request = float(prompt_share.sum())
-            extra_mean = float(extra_k @ prompt_share) / prompts_per_request  # per prompt
+            t_full_k = step_time_s(model, gpu, tp, st.chunk[row], st.chunk[row] * inp / 2.0, k, k * ctx, p)
+            rest = st.rest[row]
+            t_rest_k = np.where(rest > 0, step_time_s(model, gpu, tp, rest, rest * inp / 2.0, k, k * ctx, p), 0.0)
+            extra_k = st.full[row] * (t_full_k - t_dk) + np.where(rest > 0, t_rest_k - t_dk, 0.0)
+            prompts_per_request = float(st.prompt_share.sum())
+            extra_mean = float(extra_k @ st.prompt_share) / prompts_per_request  # per prompt
             if extra_mean > 0:
-                extra_scv = max(float(prompt_share @ (extra_k ** 2 * (1.0 + length_scv))) / prompts_per_request
+                extra_scv = max(float(st.prompt_share @ (extra_k ** 2 * (1.0 + st.length_scv))) / prompts_per_request
                                 / extra_mean ** 2 - 1.0, 0.0)
                 prompts = out * batch[i] * prompts_per_request / out_mean
                 prompts_q = np.minimum(np.maximum(_compound_quantile(percentile / 100.0, prompts,
                                                                      burst.arrival_scv + extra_scv), prompts), seqs)
                 tpot = tpot + prompts_q * extra_mean / out
-        results.append(SharedBatch(np.where(fits, tpot, np.inf), np.where(fits, prefill[i], np.inf),
-                                   float(t_d[i] + batch[i] * mean_extra[i] / out_mean), int(batch[i]),
-                                   float(rate[i]), saturated))
+        results.append(SharedBatch(np.where(fits, tpot, np.inf), np.where(fits, st.prefill[i], np.inf),
+                                   float(st.t_d[i] + batch[i] * st.mean_extra[i] / out_mean), int(batch[i]),
+                                   float(st.rate[i]), saturated))
     return results
 
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.perf.capacity import (PrefillQueue, latencies_at_rate, prefill_queue, shared_batch,
+from llmfleet.perf.capacity import (PrefillQueue, latencies_at_rate, mix_rate_rps, prefill_queue, shared_batch,
                                    prefill_service_moments, prefill_ttft_quantiles_s, prefill_ttft_share_within)
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
@@ -1910,7 +1910,9 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
     simulation: per group and size bucket, the highest percentile of ``ATTAINMENT_GRID`` at which
     the predicted TTFT and TPOT both meet the targets (a prefill group: the share within the TTFT
     target, read off its distribution; 0 for planned misses), weighted by the
-    traffic the router gives each group. A request prefilled remotely (P/D) meets the SLO where
+    traffic the router gives each group (``router_split``: the picker's least-loaded balancing,
+    not the plan's split, where a workload has several entry groups behind an InferencePool or
+    the standalone router). A request prefilled remotely (P/D) meets the SLO where
     its bucket met the TPOT on its decode group and the TTFT on the prefill groups (their mean for
     that bucket); a prompt under the P/D threshold is prefilled by its decode replica itself.
     A coarse, model-only figure: ``--verify`` replays the traffic.
@@ -1930,11 +1932,14 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
         if not groups:
             continue
         met = {}
-        base = {id(a): period_levels(w, a.utilization)[0] if over_period else min(a.utilization, 1.0) for a in groups}
+        # each group's traffic as the router splits it (``router_split``), and its load with it
+        rates = _routed_rates(fp, w, groups)
+        util = {id(a): a.utilization * _load_ratio(a.config, rates[id(a)], a.bucket_rate_rps) for a in groups}
+        base = {id(a): period_levels(w, util[id(a)])[0] if over_period else min(util[id(a)], 1.0) for a in groups}
         levels = period_levels(w, 1.0)[1] if over_period else ((1.0, 1.0),)
         window_s = RATE_LEVEL_WINDOW_S if over_period else None
         # the router's prefill profile picks among every prefill pod of the workload: one queue
-        queue = _prefill_queue(w, [(a.config, a.bucket_rate_rps, base[id(a)], a.replicas)
+        queue = _prefill_queue(w, [(a.config, rates[id(a)], base[id(a)], a.replicas)
                                    for a in groups if a.role == "prefill"], fp.params)
         local = local_prefill_shares(groups, len(w.share))
         for a in groups:
@@ -1942,13 +1947,13 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             for mult, share in levels:
                 reached = np.zeros(len(w.share))
                 if a.role == "prefill":  # its TTFT distribution read at the target itself
-                    served, within = _prefill_share_within(w, a.config, a.bucket_rate_rps, base[id(a)] * mult,
+                    served, within = _prefill_share_within(w, a.config, rates[id(a)], base[id(a)] * mult,
                                                            fp.params, window_s, a.replicas,
                                                            None if queue is None else queue.scaled(mult))
                     reached[served] = within
                     total = total + share * reached
                     continue
-                served, ttfts, tpots = _latencies_by_bucket(w, a.config, a.bucket_rate_rps, base[id(a)] * mult,
+                served, ttfts, tpots = _latencies_by_bucket(w, a.config, rates[id(a)], base[id(a)] * mult,
                                                             fp.params, list(ATTAINMENT_GRID), window_s, a.replicas,
                                                             local_prefill=local if a.role == "decode" else None)
                 for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
@@ -1963,20 +1968,98 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             met[id(a)] = total / sum(sh for _, sh in levels)  # per bucket, shape (S,)
         entry = [a for a in groups if a.role != "prefill"]
         prefill = [a for a in groups if a.role == "prefill"]
-        pre_rps = sum((a.bucket_rate_rps for a in prefill), np.zeros(len(w.share)))
+        pre_rps = sum((rates[id(a)] for a in prefill), np.zeros(len(w.share)))
         with np.errstate(divide="ignore", invalid="ignore"):
-            pre_met = np.where(pre_rps > 0, sum((met[id(a)] * a.bucket_rate_rps for a in prefill),
+            pre_met = np.where(pre_rps > 0, sum((met[id(a)] * rates[id(a)] for a in prefill),
                                                 np.zeros(len(w.share))) / pre_rps, 1.0)
-            decode_rps = sum((a.bucket_rate_rps for a in entry if a.role == "decode"), np.zeros(len(w.share)))
+            decode_rps = sum((rates[id(a)] for a in entry if a.role == "decode"), np.zeros(len(w.share)))
             remote = np.where(decode_rps > 0, np.minimum(pre_rps / decode_rps, 1.0), 0.0)  # share prefilled apart
-        total = sum(a.rate_rps for a in entry)
+        total = sum(float(rates[id(a)].sum()) for a in entry)
         if total <= 0:
             continue
-        att = sum(float((met[id(a)] * a.bucket_rate_rps
+        att = sum(float((met[id(a)] * rates[id(a)]
                          * ((1.0 - remote + remote * pre_met) if a.role == "decode" else 1.0)).sum())
                   for a in entry) / total
         out[w.key] = att  # planned misses are in the groups' bucket rates, at 0
     return out
+
+
+def _routed_rates(fp: FleetProblem, w: WorkloadProblem, groups) -> dict[int, np.ndarray]:
+    """Per group (``id`` of the ``Assignment``), its traffic per bucket as the deployed router
+    splits it, req/s, shape (S,): the entry groups by ``router_split`` (a Service has one group
+    per workload, and with one entry group the plan's split stands), and the prefill groups
+    scaled per bucket with the traffic the decode groups now take (the sidecar sends the prompts
+    of a decode pod's requests over the P/D threshold to the prefill pods)."""
+    rates = {id(a): a.bucket_rate_rps for a in groups}
+    split = router_split(w, groups, fp.params) if fp.routing_mode != "service" else {}
+    if not split:
+        return rates
+    rates.update(split)
+    size = len(w.share)
+    before = sum((a.bucket_rate_rps for a in groups if a.role == "decode"), np.zeros(size))
+    after = sum((rates[id(a)] for a in groups if a.role == "decode"), np.zeros(size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(before > 0, after / np.where(before > 0, before, 1.0), 1.0)
+    for a in groups:
+        if a.role == "prefill":
+            rates[id(a)] = a.bucket_rate_rps * scale
+    return rates
+
+
+def _load_ratio(c, new_rps: np.ndarray, old_rps: np.ndarray) -> float:
+    """A group's load with ``new_rps`` over its load with ``old_rps`` (each Σ rate / κ over the
+    buckets it serves within the SLO); 1 where it had none."""
+    ok = c.capacity_rps > 0
+    old = float(np.sum(old_rps[ok] / c.capacity_rps[ok]))
+    return float(np.sum(new_rps[ok] / c.capacity_rps[ok])) / old if old > 0 else 1.0
+
+
+def router_split(w: WorkloadProblem, groups, params: PerfParams) -> dict[int, np.ndarray]:
+    """The traffic the endpoint picker gives each of a workload's entry groups (colocated and
+    decode), req/s per bucket, keyed by ``id`` of the ``Assignment``: shape (S,) each.
+
+    The picker's queue scorer sends each request to the pod with the fewest requests in flight, so
+    in steady state every pod holds about as many: every replica runs at the same mean batch B,
+    and a group of n replicas takes n rate_i(B), where rate_i is the rate that keeps B requests
+    decoding on one of its replicas for the workload's mix (``capacity.mix_rate_rps``; a decode
+    group with the prompts under the P/D threshold it prefills itself, ``local_prefill_shares``).
+    B is where the groups together take the entry traffic (interpolated between whole batches;
+    past every group's largest batch, in proportion to their largest rates). Unlike the plan's
+    split in proportion to each group's SLO capacity κ (``_router_shares``), a group whose SLO is
+    tight for its GPU (a slower one) takes more than its κ share; the groups keep the whole mix.
+    Fewer than two entry groups: {} (the plan's split is the router's)."""
+    entry = [a for a in groups if a.role != "prefill" and a.rate_rps > 0 and a.config is not None]
+    if len(entry) < 2 or w.model is None:
+        return {}
+    lam = sum((a.bucket_rate_rps for a in entry), np.zeros(len(w.share)))
+    mix = lam > 0
+    if not mix.any():
+        return {}
+    local = local_prefill_shares(groups, len(w.share))
+    serving = w.workload.spec.serving if w.workload is not None else None
+    seqs = serving.max_num_seqs if serving is not None else None
+    budget = serving.max_num_batched_tokens if serving is not None else None
+    curves = []  # (batches, the group's rate at each), the batch 0 at rate 0 first
+    for a in entry:
+        c = a.config
+        rate = mix_rate_rps(w.model, c.pool.gpu, c.tp, w.input_tokens[mix], w.output_tokens[mix], lam[mix],
+                            _group_params(c, params), seqs, budget,
+                            prefill_share=local[mix] if c.role == "decode" else None)
+        rate = np.maximum.accumulate(rate) * a.replicas
+        curves.append((np.arange(len(rate) + 1, dtype=float), np.concatenate([[0.0], rate])))
+    total = float(lam.sum())
+    top = max(float(b[-1]) for b, _ in curves)
+    taken = lambda batch: sum(float(np.interp(batch, b, r)) for b, r in curves)  # noqa: E731
+    if taken(top) <= total:  # past every group's largest batch
+        rates = [float(r[-1]) for _, r in curves]
+    else:
+        lo, hi = 0.0, top
+        for _ in range(50):
+            mid = (lo + hi) / 2.0
+            lo, hi = (mid, hi) if taken(mid) < total else (lo, mid)
+        rates = [float(np.interp(hi, b, r)) for b, r in curves]
+    share = np.array(rates) / sum(rates)
+    return {id(a): share[k] * lam for k, a in enumerate(entry)}
 
 
 def local_prefill_shares(groups, size: int) -> np.ndarray:

@@ -68,7 +68,8 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import _prefill_queue, local_prefill_shares, predicted_attainment, predicted_latency
+from llmfleet.solver.milp import (_prefill_queue, local_prefill_shares, predicted_attainment, predicted_latency,
+                                  replica_load)
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
 from llmfleet.workload.traces import load_trace
@@ -285,16 +286,18 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
         pct = fleet.workloads[0].spec.slo.percentile
         mine = [a for a in first.plan.assignments if a.workload == w.key]
         replayed = replayed_bucket_rps(sim, w)
+        local = local_prefill_shares(mine, len(w.share))  # prompts a decode group prefills itself
         loads = []  # (planned configuration, κ-masked replayed rates, util) per group
         for gi, (a, g) in enumerate(zip(mine, sims[0].groups)):
             kappa, whole = planned[id(a.config)]
             config = dataclasses.replace(a.config, capacity_rps=kappa, whole_capacity_rps=whole)
             bucket_rps = np.where(kappa > 0, replayed[gi], 0.0)
-            loads.append((config, bucket_rps, float((bucket_rps[kappa > 0] / kappa[kappa > 0]).sum() / g.replicas)))
+            # the load as the MILP counts it (a decode group's own prefills against its whole-request κ)
+            loads.append((config, bucket_rps, replica_load(config, bucket_rps, g.replicas,
+                                                           local if g.role == "decode" else None)))
         # the replay's router pools every prefill pod: the prefill groups share one queue
         queue = _prefill_queue(w, [(c, r, u, g.replicas) for (c, r, u), g in zip(loads, sims[0].groups)
                                    if g.role == "prefill"], fp.params)
-        local = local_prefill_shares(mine, len(w.share))  # prompts a decode group prefills itself
         for gi, (a, g, (ttft, tpot, n, rps)) in enumerate(zip(mine, sims[0].groups, group_latencies(sim, pct))):
             # the model at the load the group saw in the replay (the plan's figure is at its
             # planning rate, the peak with headroom, and the router need not split the traffic

@@ -1647,7 +1647,7 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
     # a replica's actual arrivals per bucket: the group's mix, scaled so that Σ rate/κ is util
-    mix = _replica_arrivals(c, bucket_rps, served, util)
+    mix = _replica_arrivals(c, bucket_rps, served, util, local_prefill if c.role == "decode" else None)
     if c.role == "prefill":
         return served, prefill_ttft_quantiles_s(w.model, c.pool.gpu, c.tp, inp, mix, percentiles,
                                                 **_prefill_arguments(w, c, served, params, burst, window_s,
@@ -1664,10 +1664,37 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     return served, [t for t, _ in pairs], [t for _, t in pairs]
 
 
-def _replica_arrivals(c, bucket_rps: np.ndarray, served: np.ndarray, util: float) -> np.ndarray:
+def _replica_arrivals(c, bucket_rps: np.ndarray, served: np.ndarray, util: float,
+                      local_prefill: np.ndarray | None = None) -> np.ndarray:
     """One replica's actual arrivals per served bucket, req/s, shape (n_served,): the group's
-    traffic mix (``bucket_rps``'s proportions) scaled so that Σ rate/κ is ``util``."""
-    return util * bucket_rps[served] / float(np.sum(bucket_rps[served] / c.capacity_rps[served]))
+    traffic mix (``bucket_rps``'s proportions) scaled so that its load (``replica_load``) is
+    ``util``."""
+    per_request = _load_per_rps(c, local_prefill)[served]
+    return util * bucket_rps[served] / float(np.sum(bucket_rps[served] * per_request))
+
+
+def _load_per_rps(c, local_prefill: np.ndarray | None = None) -> np.ndarray:
+    """The load one req/s of each bucket puts on a replica of ``c``, shape (S,): 1/κ (inf where
+    κ is 0), where a decode replica's requests whose prompt it prefills itself (``local_prefill``,
+    shape (S,), ``local_prefill_shares``) count against its whole-request κ
+    (``ReplicaConfig.whole_capacity_rps``), as the MILP counts them."""
+    with np.errstate(divide="ignore"):
+        per_request = 1.0 / c.capacity_rps
+        whole = getattr(c, "whole_capacity_rps", None)
+        if local_prefill is not None and whole is not None:
+            local = np.asarray(local_prefill, dtype=float)
+            per_request = np.where(whole > 0, local / np.where(whole > 0, whole, 1.0) + (1.0 - local) * per_request,
+                                   per_request)
+    return per_request
+
+
+def replica_load(c, bucket_rps: np.ndarray, replicas: int, local_prefill: np.ndarray | None = None) -> float:
+    """The load of a group of ``replicas`` replicas of ``c`` carrying ``bucket_rps`` (req/s per
+    bucket, shape (S,)) on each of them, as the MILP counts it: Σ rate/κ over the buckets it
+    serves within the SLO (κ > 0), divided by the replicas (``_load_per_rps``); 1 is the SLO's
+    capacity."""
+    ok = c.capacity_rps > 0
+    return float(np.sum(bucket_rps[ok] * _load_per_rps(c, local_prefill)[ok])) / max(replicas, 1)
 
 
 def _prefill_arguments(w: WorkloadProblem, c, served: np.ndarray, params: PerfParams, burst, window_s,
@@ -1934,14 +1961,18 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
         met = {}
         # each group's traffic as the router splits it (``router_split``), and its load with it
         rates = _routed_rates(fp, w, groups)
-        util = {id(a): a.utilization * _load_ratio(a.config, rates[id(a)], a.bucket_rate_rps) for a in groups}
+        local = local_prefill_shares(groups, len(w.share))
+        util = {}
+        for a in groups:
+            mine = local if a.role == "decode" else None
+            before = replica_load(a.config, a.bucket_rate_rps, 1, mine)
+            util[id(a)] = a.utilization * (replica_load(a.config, rates[id(a)], 1, mine) / before if before > 0 else 1.0)
         base = {id(a): period_levels(w, util[id(a)])[0] if over_period else min(util[id(a)], 1.0) for a in groups}
         levels = period_levels(w, 1.0)[1] if over_period else ((1.0, 1.0),)
         window_s = RATE_LEVEL_WINDOW_S if over_period else None
         # the router's prefill profile picks among every prefill pod of the workload: one queue
         queue = _prefill_queue(w, [(a.config, rates[id(a)], base[id(a)], a.replicas)
                                    for a in groups if a.role == "prefill"], fp.params)
-        local = local_prefill_shares(groups, len(w.share))
         for a in groups:
             total = 0.0
             for mult, share in levels:
@@ -2004,14 +2035,6 @@ def _routed_rates(fp: FleetProblem, w: WorkloadProblem, groups) -> dict[int, np.
         if a.role == "prefill":
             rates[id(a)] = a.bucket_rate_rps * scale
     return rates
-
-
-def _load_ratio(c, new_rps: np.ndarray, old_rps: np.ndarray) -> float:
-    """A group's load with ``new_rps`` over its load with ``old_rps`` (each Σ rate / κ over the
-    buckets it serves within the SLO); 1 where it had none."""
-    ok = c.capacity_rps > 0
-    old = float(np.sum(old_rps[ok] / c.capacity_rps[ok]))
-    return float(np.sum(new_rps[ok] / c.capacity_rps[ok])) / old if old > 0 else 1.0
 
 
 def router_split(w: WorkloadProblem, groups, params: PerfParams) -> dict[int, np.ndarray]:

@@ -610,6 +610,7 @@ def solve(fp: FleetProblem) -> Plan:
     deadline = t0 + fp.time_limit_s
     placing = PLACEMENT_SHARE * fp.time_limit_s if fp.nodes else 0.0  # CP-SAT's part of the limit
     plan = _solve(fp, deadline - placing)
+    plan, fp, origins = _hold_picker_split(fp, plan, deadline - placing)
     for rounds in range(PLACEMENT_ROUNDS + 1):
         if not fp.nodes or not plan.assignments:
             break
@@ -624,8 +625,114 @@ def solve(fp: FleetProblem) -> Plan:
             break
         limits = limits_from_placement(groups, plan.placement)
         plan = _solve(dataclasses.replace(fp, placement_limits=list(fp.placement_limits) + limits), deadline - placing)
+    _on_given_configs(plan, origins)
     plan.solve_time_s = time.perf_counter() - t0
     return plan
+
+
+PICKER_ROUNDS = 2
+"""re-solves at most for plans the endpoint picker's split would make miss (``_hold_picker_split``)"""
+
+PICKER_MIN_SHARE = 0.25
+"""a re-solve for the picker's split starts only with at least this share of the time limit left"""
+
+
+def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[Plan, FleetProblem, dict]:
+    """A plan that holds under the router that will run it: (the plan, the problem it was solved
+    on, the caller's configuration and κ factor behind each copy, by the copy's ``id``).
+
+    The MILP splits a workload's traffic among its colocated or decode groups in proportion to
+    their SLO capacity κ, but the endpoint picker sends each request to the pod with the fewest
+    in flight (``router_split``), which gives a group whose SLO is tight for its GPU more than its
+    κ share. Where that split makes a workload's predicted attainment (``predicted_attainment``)
+    miss its SLO percentile, the κ of each of its groups loaded past 1 by the picker is lowered by
+    that load (copies of the configurations; the caller's problem is untouched) and the fleet is
+    solved again, at most ``PICKER_ROUNDS`` times and only with ``PICKER_MIN_SHARE`` of the limit
+    left. The plan's messages say what was lowered, and which workloads still miss."""
+    origins: dict[int, tuple] = {}
+    if fp.routing_mode == "service" or plan.cost_per_hour is None:
+        return plan, fp, origins
+    notes = []
+    for _ in range(PICKER_ROUNDS + 1):
+        overloaded, missing = _picker_overloads(fp, plan)
+        if not overloaded:
+            break
+        if len(notes) == PICKER_ROUNDS or deadline - time.perf_counter() < PICKER_MIN_SHARE * fp.time_limit_s:
+            plan.messages += notes + [
+                f"{key}: predicted SLO attainment {att:.1%} under the endpoint picker's split, below its target "
+                f"(the picker gives its slower groups more than the plan does; --verify replays it)"
+                for key, att in missing]
+            return plan, fp, origins
+        notes.append("endpoint picker's split: " + "; ".join(
+            f"{key} predicted at {att:.1%}" for key, att in missing) + "; lowered the capacity of "
+            + ", ".join(f"{key} {c.pool.name}/tp{c.tp}/{c.role} by {1 / f:.2f}x" for key, c, f in overloaded)
+            + " and planned again")
+        fp = _with_capacity_factors(fp, {id(c): f for _, c, f in overloaded}, origins)
+        plan = _solve(fp, deadline)
+        if plan.cost_per_hour is None:
+            break
+    plan.messages += notes
+    return plan, fp, origins
+
+
+def _picker_overloads(fp: FleetProblem, plan: Plan) -> tuple[list, list]:
+    """([(workload key, configuration, κ factor)], [(workload key, predicted attainment)]) for
+    the workloads whose predicted attainment under the picker's split misses their SLO percentile
+    and that have two or more colocated or decode groups: each of their groups the picker loads
+    past 1 (``replica_load`` of its ``router_split`` traffic, at the planning rate), with the
+    factor that brings that load to 1."""
+    candidates = [w for w in fp.workloads if w.workload is not None and w.model is not None
+                  and sum(1 for a in plan.assignments
+                          if a.workload == w.key and a.role != "prefill" and a.rate_rps > 0) >= 2]
+    if not candidates:
+        return [], []
+    predicted = predicted_attainment(dataclasses.replace(fp, workloads=candidates), plan)
+    overloaded, missing = [], []
+    for w in candidates:
+        att = predicted.get(w.key)
+        if att is None or att >= w.workload.spec.slo.percentile / 100.0:
+            continue
+        groups = [a for a in plan.assignments if a.workload == w.key and a.rate_rps > 0]
+        rates, local = _routed_rates(fp, w, groups), local_prefill_shares(groups, len(w.share))
+        mine = []
+        for a in groups:
+            if a.role != "prefill":
+                load = replica_load(a.config, rates[id(a)], a.replicas, local if a.role == "decode" else None)
+                if load > 1.0 + 1e-6:
+                    mine.append((w.key, a.config, 1.0 / load))
+        if mine:
+            overloaded += mine
+            missing.append((w.key, att))
+    return overloaded, missing
+
+
+def _with_capacity_factors(fp: FleetProblem, factors: dict[int, float], origins: dict) -> FleetProblem:
+    """``fp`` with copies of the configurations in ``factors`` (by ``id``) whose κ (and
+    whole-request κ) are scaled by their factor. ``origins`` gains each copy's original (the
+    caller's) configuration and its factor from it, by the copy's ``id`` (``fp`` keeps the copies
+    alive); ``_on_given_configs`` maps a plan back with it."""
+    def scaled(c):
+        f = factors.get(id(c))
+        if f is None:
+            return c
+        copy = dataclasses.replace(c, capacity_rps=c.capacity_rps * f, whole_capacity_rps=None
+                                   if c.whole_capacity_rps is None else c.whole_capacity_rps * f)
+        original, before = origins.get(id(c), (c, 1.0))
+        origins[id(copy)] = (original, before * f)
+        return copy
+    return dataclasses.replace(fp, workloads=[dataclasses.replace(w, configs=[scaled(c) for c in w.configs])
+                                              if any(id(c) in factors for c in w.configs) else w
+                                              for w in fp.workloads])
+
+
+def _on_given_configs(plan: Plan, origins: dict) -> None:
+    """Point the assignments of a plan solved on ``_with_capacity_factors``'s copies back at the
+    caller's configurations, their utilisation against the caller's κ (the repair loop of
+    ``--verify`` lowers κ on those objects, and the report reads them)."""
+    for a in plan.assignments:
+        origin = origins.get(id(a.config))
+        if origin is not None:
+            a.config, a.utilization = origin[0], a.utilization * origin[1]
 
 
 PLACEMENT_SHARE = 0.1

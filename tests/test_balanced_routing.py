@@ -420,3 +420,34 @@ spec:
     assert plan.cost_per_hour > first.cost_per_hour
     assert all(np.array_equal(c.capacity_rps, k) for c, k in zip(w.configs, kappa))
     assert all(any(a.config is c for c in w.configs) for a in plan.assignments)
+
+
+def test_the_picker_check_never_trades_served_demand_for_it(tmp_path):
+    # The same summariser with one H100 and one L40S in all: the picker still overloads the L40S,
+    # but no plan on two GPUs serves 6 req/s with less on it. Lowering its κ would shed demand, so
+    # ``solve`` keeps the plan that serves everything and says so.
+    from llmfleet.solver import milp
+
+    shutil.copy(EXAMPLES / "fleetpolicy.yaml", tmp_path / "fleetpolicy.yaml")
+    pools = (("h100", "H100-SXM"), ("l40s", "L40S"))
+    (tmp_path / "pools.yaml").write_text("\n---\n".join(
+        f"apiVersion: llmfleet.dev/v1alpha1\nkind: GPUPool\nmetadata: {{name: {name}}}\n"
+        f"spec: {{gpuType: {gpu}, maxGPUs: 1, gpusPerNode: 1}}\n" for name, gpu in pools))
+    (tmp_path / "w.yaml").write_text("""
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: summarise, namespace: default}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic:
+    requestRatePerSecond: 6
+    inputTokens: {p50: 2730, p90: 3702, p99: 3933}
+    outputTokens: {p50: 167, p90: 372, p99: 3271}
+  slo: {ttft: 4s, tpot: 50ms, percentile: 95}
+  priority: standard
+  serving: {tensorParallelSizes: [1, 2, 4, 8]}
+""")
+    plan = milp.solve(build_problem(load_fleet([tmp_path])))
+    assert plan.status == "optimal" and plan.workloads[0].shed_rps == 0
+    assert sorted(a.gpu_type for a in plan.assignments) == ["H100-SXM", "L40S"]
+    assert any("kept the plan before it" in m for m in plan.messages)

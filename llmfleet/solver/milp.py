@@ -667,12 +667,21 @@ def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[P
             f"{key} predicted at {att:.1%}" for key, att in missing) + "; lowered the capacity of "
             + ", ".join(f"{key} {c.pool.name}/tp{c.tp}/{c.role} by {1 / f:.2f}x" for key, c, f in overloaded)
             + " and planned again")
-        fp = _with_capacity_factors(fp, {id(c): f for _, c, f in overloaded}, origins)
-        plan = _solve(fp, deadline)
-        if plan.cost_per_hour is None:
-            break
+        lowered = _with_capacity_factors(fp, {id(c): f for _, c, f in overloaded}, origins)
+        again = _solve(lowered, deadline)
+        if again.cost_per_hour is None or _shed_rps_total(again) > _shed_rps_total(plan) + 1e-6:
+            # the pools cannot give the lowered groups more: serving less is no remedy, keep the plan
+            plan.messages += notes[:-1] + [notes[-1].replace(" and planned again", "") + ", but the plan that "
+                                           "gives would serve less demand: kept the plan before it"]
+            return plan, fp, origins
+        fp, plan = lowered, again
     plan.messages += notes
     return plan, fp, origins
+
+
+def _shed_rps_total(plan: Plan) -> float:
+    """Demand a plan leaves unserved, req/s, all workloads together."""
+    return sum(r.shed_rps for r in plan.workloads)
 
 
 def _picker_overloads(fp: FleetProblem, plan: Plan) -> tuple[list, list]:

@@ -648,7 +648,9 @@ def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[P
     miss its SLO percentile, the κ of each of its groups loaded past 1 by the picker is lowered by
     that load (copies of the configurations; the caller's problem is untouched) and the fleet is
     solved again, at most ``PICKER_ROUNDS`` times and only with ``PICKER_MIN_SHARE`` of the limit
-    left. The plan's messages say what was lowered, and which workloads still miss."""
+    left, and not in a re-plan against the running plan (``fp.current``: the operator's re-plans
+    and ``plan --current``), which would move unchanged workloads each time. The plan's messages
+    say what was lowered, and which workloads still miss."""
     origins: dict[int, tuple] = {}
     if fp.routing_mode == "service" or plan.cost_per_hour is None:
         return plan, fp, origins
@@ -657,7 +659,10 @@ def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[P
         overloaded, missing = _picker_overloads(fp, plan)
         if not overloaded:
             break
-        if len(notes) == PICKER_ROUNDS or deadline - time.perf_counter() < PICKER_MIN_SHARE * fp.time_limit_s:
+        # a re-plan against the running plan only says so: re-solving there would move workloads
+        # that did not change at every re-plan (and take several solves' time)
+        if (len(notes) == PICKER_ROUNDS or fp.current
+                or deadline - time.perf_counter() < PICKER_MIN_SHARE * fp.time_limit_s):
             plan.messages += notes + [
                 f"{key}: predicted SLO attainment {att:.1%} under the endpoint picker's split, below its target "
                 f"(the picker gives its slower groups more than the plan does; --verify replays it)"

@@ -21,6 +21,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def write_gamma_arrivals(trace: pd.DataFrame, path: Path, arrival_scv: float, seed: int) -> None:
+    """``trace`` (``load_trace``'s columns) written to ``path`` in the ``csv`` trace format with
+    its inter-arrival times redrawn from a Gamma distribution of squared coefficient of variation
+    ``arrival_scv`` (seeded), rescaled so that the span, and so the mean rate, is the trace's:
+    the same requests, arriving in bursts."""
+    n, span = len(trace), float(trace["arrival_s"].iloc[-1] - trace["arrival_s"].iloc[0])
+    gaps = np.random.default_rng(seed).gamma(1.0 / arrival_scv, span / (n - 1) * arrival_scv, n - 1)
+    arrival = np.concatenate([[0.0], np.cumsum(gaps)])
+    pd.DataFrame({"timestamp": (arrival * span / arrival[-1]).round(6), "input_tokens": trace["input_tokens"],
+                  "output_tokens": trace["output_tokens"]}).to_csv(path, index=False)
+
+
 def mooncake_fleet(folder: Path, shared: Path, slo: str, priority: str = "high",
                    serving: str = "{tensorParallelSizes: [1, 2, 4]}", arrival_scv: float | None = None) -> Path:
     """``folder`` holding the example GPU pools and FleetPolicy and one LLMWorkload ``mc``
@@ -38,12 +50,7 @@ def mooncake_fleet(folder: Path, shared: Path, slo: str, priority: str = "high",
         shutil.copy(src, folder / "mc.jsonl")
         trace = "{path: mc.jsonl, format: mooncake, rateScale: 0.25}"
     else:
-        t = load_trace(src, "mooncake")
-        n, span = len(t), float(t["arrival_s"].iloc[-1] - t["arrival_s"].iloc[0])
-        gaps = np.random.default_rng(1).gamma(1.0 / arrival_scv, span / (n - 1) * arrival_scv, n - 1)
-        arrival = np.concatenate([[0.0], np.cumsum(gaps)])
-        pd.DataFrame({"timestamp": (arrival * span / arrival[-1]).round(6), "input_tokens": t["input_tokens"],
-                      "output_tokens": t["output_tokens"]}).to_csv(folder / "mc.csv", index=False)
+        write_gamma_arrivals(load_trace(src, "mooncake"), folder / "mc.csv", arrival_scv, seed=1)
         trace = "{path: mc.csv, format: csv, rateScale: 0.25}"
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):
         shutil.copy(EXAMPLES / name, folder / name)

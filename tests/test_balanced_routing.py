@@ -8,7 +8,6 @@ import dataclasses
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from llmfleet.api.loader import load_fleet
@@ -19,7 +18,7 @@ from llmfleet.solver.milp import routed_buckets, solve
 from llmfleet.solver.pd_rules import attention_backend
 from llmfleet.solver.problem import build_problem, servable_buckets
 
-from conftest import EXAMPLES, mooncake_fleet
+from conftest import EXAMPLES, mooncake_fleet, write_gamma_arrivals
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -331,12 +330,8 @@ def test_the_router_split_is_what_the_replayed_picker_gives_each_group(tmp_path)
     from llmfleet.solver.milp import router_split
     from llmfleet.workload.traces import load_trace
 
-    t = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
-    n, span, scv = len(t), float(t["arrival_s"].iloc[-1] - t["arrival_s"].iloc[0]), 7.0
-    gaps = np.random.default_rng(2).gamma(1.0 / scv, span / (n - 1) * scv, n - 1)
-    arrival = np.concatenate([[0.0], np.cumsum(gaps)])
-    pd.DataFrame({"timestamp": (arrival * span / arrival[-1]).round(6), "input_tokens": t["input_tokens"],
-                  "output_tokens": t["output_tokens"]}).to_csv(tmp_path / "azure.csv", index=False)
+    write_gamma_arrivals(load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure"), tmp_path / "azure.csv",
+                         7.0, seed=2)
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
     (tmp_path / "w.yaml").write_text("""
@@ -370,6 +365,25 @@ spec:
     assert error < 0.03 and np.abs(planned - replayed).max() > max(3 * error, 0.05)
 
 
+SUMMARISER = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: LLMWorkload
+metadata: {name: summarise, namespace: default}
+spec:
+  model: meta-llama/Llama-3.1-8B-Instruct
+  traffic:
+    requestRatePerSecond: 6
+    inputTokens: {p50: 2730, p90: 3702, p99: 3933}
+    outputTokens: {p50: 167, p90: 372, p99: 3271}
+  slo: {ttft: 4s, tpot: 50ms, percentile: 95}
+  priority: standard
+  serving: {tensorParallelSizes: [1, 2, 4, 8]}
+"""
+"""an 8B summariser declared by rate (arXiv summarisation token percentiles, as
+bench/solver_scale.py's generator gives them) whose cheapest plan on the example pools mixes an
+H100 and an L40S colocated group"""
+
+
 def test_a_plan_the_picker_would_overload_is_planned_again(tmp_path):
     # An 8B summariser at 6 req/s (arXiv lengths), TPOT 50 ms at p95, on the example pools. The
     # MILP's cheapest plan mixes an H100 and an L40S colocated group, split in proportion to their
@@ -386,20 +400,7 @@ def test_a_plan_the_picker_would_overload_is_planned_again(tmp_path):
 
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
-    (tmp_path / "w.yaml").write_text("""
-apiVersion: llmfleet.dev/v1alpha1
-kind: LLMWorkload
-metadata: {name: summarise, namespace: default}
-spec:
-  model: meta-llama/Llama-3.1-8B-Instruct
-  traffic:
-    requestRatePerSecond: 6
-    inputTokens: {p50: 2730, p90: 3702, p99: 3933}
-    outputTokens: {p50: 167, p90: 372, p99: 3271}
-  slo: {ttft: 4s, tpot: 50ms, percentile: 95}
-  priority: standard
-  serving: {tensorParallelSizes: [1, 2, 4, 8]}
-""")
+    (tmp_path / "w.yaml").write_text(SUMMARISER)
     fleet = load_fleet([tmp_path])
     fp = build_problem(fleet)
     w = fp.workloads[0]
@@ -433,20 +434,7 @@ def test_the_picker_check_never_trades_served_demand_for_it(tmp_path):
     (tmp_path / "pools.yaml").write_text("\n---\n".join(
         f"apiVersion: llmfleet.dev/v1alpha1\nkind: GPUPool\nmetadata: {{name: {name}}}\n"
         f"spec: {{gpuType: {gpu}, maxGPUs: 1, gpusPerNode: 1}}\n" for name, gpu in pools))
-    (tmp_path / "w.yaml").write_text("""
-apiVersion: llmfleet.dev/v1alpha1
-kind: LLMWorkload
-metadata: {name: summarise, namespace: default}
-spec:
-  model: meta-llama/Llama-3.1-8B-Instruct
-  traffic:
-    requestRatePerSecond: 6
-    inputTokens: {p50: 2730, p90: 3702, p99: 3933}
-    outputTokens: {p50: 167, p90: 372, p99: 3271}
-  slo: {ttft: 4s, tpot: 50ms, percentile: 95}
-  priority: standard
-  serving: {tensorParallelSizes: [1, 2, 4, 8]}
-""")
+    (tmp_path / "w.yaml").write_text(SUMMARISER)
     plan = milp.solve(build_problem(load_fleet([tmp_path])))
     assert plan.status == "optimal" and plan.workloads[0].shed_rps == 0
     assert sorted(a.gpu_type for a in plan.assignments) == ["H100-SXM", "L40S"]

@@ -365,11 +365,15 @@ def test_mdl_max_rate_is_the_largest_rate_whose_wait_quantile_fits_the_budget():
 
 
 def test_a_decode_replica_of_one_size_reads_the_same_batch_alone_or_as_a_mix():
-    """``decode_tpot_at_rate(mix_rps=)`` with one bucket is ``decode_curves`` read at the
+    """``shared_batch`` of a decode-only replica with one bucket is ``decode_curves`` read at the
     offered rate (the shared batch of a one-size mix is that size's batch), at light and heavy
     load, Poisson and bursty; with 2k- and 32k-token contexts mixed at the same load, the short
     requests decode beside long contexts: a longer TPOT than alone."""
-    from llmfleet.perf.capacity import Burstiness, decode_capacity_rps, decode_tpot_at_rate
+    from llmfleet.perf.capacity import Burstiness, decode_capacity_rps, decode_tpot_at_rate, shared_batch
+
+    def mixed_tpot(i, o, mix, burst):
+        [sb] = shared_batch(LLAMA8B, gpu, 1, i, o, mix, [90.0], burst=burst, chunked_prefill=False)
+        return sb.tpot_s
     gpu = get_gpu("H100-SXM")
     inp, out = np.array([2000.0, 32000.0]), np.array([300.0, 300.0])
     for burst in (Burstiness(1.0, np.zeros(1)), Burstiness(4.0, np.zeros(1))):
@@ -378,12 +382,11 @@ def test_a_decode_replica_of_one_size_reads_the_same_batch_alone_or_as_a_mix():
             for load in (0.1, 0.9):
                 rate = load * cap
                 alone = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], rate, 90.0, burst=burst)
-                mixed = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp[b:b + 1], out[b:b + 1], rate, 90.0, burst=burst,
-                                            mix_rps=rate)
+                mixed = mixed_tpot(inp[b:b + 1], out[b:b + 1], rate, burst)
                 assert np.isfinite(alone).all() and mixed == pytest.approx(alone)
     burst = Burstiness(1.0, np.zeros(2))
     cap = decode_capacity_rps(LLAMA8B, gpu, 1, inp, out, 0.05, 90.0, burst=burst)
     alone = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp, out, 0.5 * cap, 90.0, burst=burst)
     mix = 0.5 / float(np.sum(0.5 / cap)) * np.array([0.5, 0.5])  # half the load from each size
-    mixed = decode_tpot_at_rate(LLAMA8B, gpu, 1, inp, out, 0.5 * cap, 90.0, burst=burst, mix_rps=mix)
+    mixed = mixed_tpot(inp, out, mix, burst)
     assert mixed[0] > alone[0]

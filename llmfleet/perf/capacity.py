@@ -1030,18 +1030,11 @@ billionth of that range, below a millisecond for any TTFT here"""
 def decode_tpot_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray, output_tokens: np.ndarray,
                         rate_rps: np.ndarray, percentile: float, p: PerfParams | None = None,
                         gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
-                        burst: Burstiness = POISSON, window_s: float | None = None,
-                        mix_rps: np.ndarray | None = None) -> np.ndarray:
+                        burst: Burstiness = POISSON, window_s: float | None = None) -> np.ndarray:
     """Predicted TPOT at the percentile, s, of a decode-only replica loaded at ``rate_rps`` per
-    bucket (the inverse of ``decode_capacity_rps``). Shape (S,); inf past saturation, unless the
-    load lasts only ``window_s``: then the TPOT at the largest batch (the excess waits).
-    ``mix_rps``: shape (S,), the replica's actual arrivals per bucket, req/s (``rate_rps`` is then
-    not used): every request decodes in the batch the mix makes (``shared_batch``)."""
-    if mix_rps is not None:
-        [sb] = shared_batch(model, gpu, tp, input_tokens, output_tokens, mix_rps, [percentile], p,
-                            gpu_memory_utilization, max_num_seqs, None, burst, chunked_prefill=False,
-                            held=window_s is not None)
-        return np.full(len(mix_rps), np.inf) if sb is None else sb.tpot_s
+    bucket (the inverse of ``decode_capacity_rps``), each bucket alone. Shape (S,); inf past
+    saturation, unless the load lasts only ``window_s``: then the TPOT at the largest batch (the
+    excess waits). A replica serving a mix of buckets: ``shared_batch``."""
     rate, tpot, _ = decode_curves(model, gpu, tp, input_tokens, output_tokens, percentile, p, gpu_memory_utilization,
                                   max_num_seqs, burst)
     return _at_offered_rate(rate, tpot, np.asarray(rate_rps, dtype=float), window_s is not None)

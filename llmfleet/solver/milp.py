@@ -1744,19 +1744,18 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                          local_prefill: np.ndarray | None = None) -> tuple[np.ndarray, list, list]:
     """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
     the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
-    (%), with the group's power cap. A decode or colocated group evaluates each bucket's batch
-    and step at util x κ, the rate at which it alone would load a replica as much as the actual
-    mix does; a colocated group's steady-state curves are computed once for all
-    (``capacity.latencies_at_rate``). A prefill group predicts TTFT only (KV transfer and the
-    first decode step included), a decode group TPOT only (None for the other). Prompts wait in
-    one queue for every bucket: a replica's actual mix (``bucket_rps``'s proportions, scaled so
-    that Σ rate/κ is ``util``); a prefill group's queue spans its ``replicas``
+    (%), with the group's power cap. Each replica's arrivals are the group's mix
+    (``bucket_rps``'s proportions) scaled so that its load is ``util`` (``_replica_arrivals``).
+    A decode or colocated replica's requests share one batch (``capacity.shared_batch``), and a
+    colocated replica's prompts of every size wait in one queue (``capacity.latencies_at_rate``).
+    A prefill group predicts TTFT only (KV transfer and the first decode step included), a decode
+    group TPOT only (None for the other); a prefill group's queue spans its ``replicas``
     (``capacity.prefill_ttft_quantiles_s``), or is ``queue`` where given (the workload's prefill
     groups pooled, ``_prefill_queue``). ``window_s``: the load lasts that long (finite past
-    saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever. A decode or colocated
-    replica's requests share one batch (``capacity.shared_batch``); ``local_prefill`` (S,): the
-    share of each bucket a decode group prefills itself (prompts under the P/D threshold,
-    ``local_prefill_shares``), whose chunks its decodes wait for; None: none."""
+    saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever. ``local_prefill`` (S,):
+    the share of each bucket a decode group prefills itself (prompts under the P/D threshold,
+    ``local_prefill_shares``), whose chunks its decodes wait for and whose load counts against its
+    whole-request κ; None: none."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
     if not served.any():
@@ -1764,7 +1763,7 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     params = _group_params(c, params)
     gmu = w.workload.spec.serving.gpu_memory_utilization
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
-    inp, out, rate = w.input_tokens[served], w.output_tokens[served], util * c.capacity_rps[served]
+    inp, out = w.input_tokens[served], w.output_tokens[served]
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
     burst = dataclasses.replace(w.burst, service_scv=scv)
     # a replica's actual arrivals per bucket: the group's mix, scaled so that Σ rate/κ is util
@@ -1779,7 +1778,7 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                burst, chunked_prefill=local is not None, held=window_s is not None,
                                prefill_share=local)
         return served, none, [np.full(len(inp), np.inf) if sb is None else sb.tpot_s for sb in batches]
-    pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, rate, percentiles, params, gmu,
+    pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu,
                               max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst, window_s=window_s,
                               mix_rps=mix)
     return served, [t for t, _ in pairs], [t for _, t in pairs]

@@ -309,13 +309,17 @@ def groups_by_workload(plan) -> dict[str, Counter]:
     return out
 
 
-def running_groups(plan) -> dict:
-    """The plan as ``FleetProblem.current`` takes it: (workload, pool, TP, role, cap) -> replicas."""
-    from llmfleet.solver.churn import group_key  # present only where the solver re-plans incrementally
-    cur: Counter = Counter()
-    for a in plan.assignments:
-        cur[group_key(a.workload, a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None))] += a.replicas
-    return dict(cur)
+def set_running(fp, plan) -> None:
+    """Give ``fp`` the running ``plan`` as ``llmfleet plan --current`` reads it from the plan
+    document: replicas per group (``FleetProblem.current``), the P/D thresholds and the κ factors
+    for the endpoint picker where the measured version of the solver takes them."""
+    from llmfleet.solver import churn  # present only where the solver re-plans incrementally
+    doc = plan.to_dict()
+    fp.current = churn.current_from_document(doc)
+    if hasattr(churn, "pd_thresholds_from_document"):
+        fp.current_pd_thresholds = churn.pd_thresholds_from_document(doc)
+    if hasattr(churn, "picker_factors_from_document"):
+        fp.current_capacity_factors = churn.picker_factors_from_document(doc)
 
 
 def log(msg: str) -> None:
@@ -485,7 +489,7 @@ def run_change(n: int, changes: int, limit_s: float, args, profiles) -> None:
                 docs = workloads if i is None else changed_rate(workloads, i, 1.2)
                 fp1, build1 = build(fleet_documents(docs, caps, limit_s, args.gap), cache, memo)
                 if incremental:
-                    fp1.current = running_groups(first.plan)
+                    set_running(fp1, first.plan)
                 plan1, solve1 = timed_solve(fp1)
             except Exception as err:
                 traceback.print_exc()

@@ -41,7 +41,8 @@ from llmfleet import __version__, progress
 from llmfleet.jsonsafe import finite_or_null
 from llmfleet.api.loader import ManifestError, load_fleet, read_yaml_documents
 from llmfleet.solver.caps import budget_report, without_caps
-from llmfleet.solver.churn import churn_report, current_from_document, pd_thresholds_from_document
+from llmfleet.solver.churn import (churn_report, current_from_document, pd_thresholds_from_document,
+                                   picker_factors_from_document)
 from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits_pools, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import predicted_attainment, solve, time_left_s
@@ -277,9 +278,10 @@ def _print_scenarios(console: Console, scenarios, results) -> None:
     console.print(t)
 
 
-def _read_current(path: str) -> tuple[dict, dict]:
-    """The running plan's replicas per group and P/D thresholds (``FleetProblem.current``,
-    ``FleetProblem.current_pd_thresholds``) from ``--current PLAN.json``.
+def _read_current(path: str) -> tuple[dict, dict, dict]:
+    """The running plan's replicas per group, P/D thresholds and κ factors for the endpoint picker
+    (``FleetProblem.current``, ``current_pd_thresholds``, ``current_capacity_factors``) from
+    ``--current PLAN.json``.
 
     Raises:
         ManifestError: unreadable or not a plan document (names the argument and file).
@@ -291,8 +293,9 @@ def _read_current(path: str) -> tuple[dict, dict]:
         docs = [d for d in read_yaml_documents(p) if d is not None]  # JSON is YAML
         if len(docs) != 1:
             raise ValueError(f"--current {path}: expected one plan document")
-        return (current_from_document(docs[0], f"--current {path}"),
-                pd_thresholds_from_document(docs[0], f"--current {path}"))
+        where = f"--current {path}"
+        return (current_from_document(docs[0], where), pd_thresholds_from_document(docs[0], where),
+                picker_factors_from_document(docs[0], where))
     except ValueError as err:
         raise ManifestError(str(err), None) from None
 
@@ -318,7 +321,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             if args.time_limit:
                 fp.time_limit_s = args.time_limit
             if args.current:
-                fp.current, fp.current_pd_thresholds = _read_current(args.current)
+                fp.current, fp.current_pd_thresholds, fp.current_capacity_factors = _read_current(args.current)
             if args.scenarios:
                 scenarios = load_scenarios(fleet, fp, args.scenarios)
                 with steps.step(f"Modelling {len(scenarios)} traffic scenario(s)"):

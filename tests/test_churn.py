@@ -309,3 +309,37 @@ def test_a_replan_moves_what_fits_when_the_cheaper_pool_cannot_take_every_move(t
     assert churn.churn_report(kept, again.current)["workloadsChanged"] == []
     assert any(m.startswith("kept workloads checked against their best plan alone: 1 known optimal, "
                             "2 with a cheaper plan found before, 0 solved now") for m in kept.messages), kept.messages
+
+
+def test_a_replan_keeps_the_capacity_the_picker_check_gave_a_group(tmp_path):
+    # Independent reason: the summariser of test_balanced_routing's picker tests at 8 req/s, whose
+    # cheapest plan the endpoint picker would overload, so ``solve`` plans one decode group at a
+    # lowered κ. The plan document records that factor, and a re-plan against it plans the group
+    # at the same κ: it runs on unchanged and the document it writes still says so (forgetting
+    # it, a re-plan would size the group by its full κ again and the next one could not know).
+    from test_balanced_routing import SUMMARISER
+    for name in ("gpupools.yaml", "fleetpolicy.yaml"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    (tmp_path / "w.yaml").write_text(SUMMARISER.replace("requestRatePerSecond: 6\n", "requestRatePerSecond: 8\n"))
+    first = subprocess.run([LLMFLEET, "plan", "-f", tmp_path, "-o", "json", "--no-baseline"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    running = json.loads(first.stdout)
+    lowered = [a for a in running["assignments"] if a["pickerCapacityFactor"] < 1]
+    assert lowered, "the case needs a group planned at a lowered κ"
+
+    def replan(doc, name):
+        cur = tmp_path.parent / f"{tmp_path.name}-{name}.json"  # outside -f's folder
+        cur.write_text(json.dumps(doc))
+        return subprocess.run([LLMFLEET, "plan", "-f", tmp_path, "-o", "json", "--no-baseline", "--current", cur],
+                              capture_output=True, text=True, timeout=300)
+
+    r = replan(running, "running")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["churn"]["replicasStarted"] == again["churn"]["replicasStopped"] == 0
+    assert again["costPerHour"] == pytest.approx(running["costPerHour"], rel=1e-6)
+    assert [a for a in again["assignments"] if a["pickerCapacityFactor"] < 1] == lowered
+    bad = {**running, "assignments": [{**a, "pickerCapacityFactor": 1.5} for a in running["assignments"]]}
+    r = replan(bad, "bad")
+    assert r.returncode == 2 and "assignments[0].pickerCapacityFactor" in r.stderr and "(0, 1]" in r.stderr

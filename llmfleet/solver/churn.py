@@ -87,6 +87,25 @@ def pd_thresholds_from_document(doc: dict, where: str = "--current") -> dict[str
     return out
 
 
+def picker_factors_from_document(doc: dict, where: str = "--current") -> dict[GroupKey, float]:
+    """The running plan's κ factors for the endpoint picker's split (group key -> factor, only
+    those below 1) from its assignments' ``pickerCapacityFactor``; empty when it has none (no
+    group was lowered, or an older document). ``current_from_document`` has checked the keys.
+
+    Raises:
+        ValueError: a factor that is not a number in (0, 1] (names ``where`` and the assignment).
+    """
+    out = {}
+    for i, a in enumerate(doc.get("assignments") or []):
+        factor = a.get("pickerCapacityFactor", 1.0) if isinstance(a, dict) else 1.0
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 1:
+            raise ValueError(f"{where}: assignments[{i}].pickerCapacityFactor must be a number in (0, 1]")
+        if factor < 1:
+            out[group_key(str(a["workload"]), str(a["pool"]), int(a["tensorParallelSize"]), str(a["role"]),
+                          a.get("powerCapWatts"))] = float(factor)
+    return out
+
+
 def start_cost_usd(w, c) -> float:
     """USD of GPU time one replica of config ``c`` of workload ``w`` spends starting (module docstring)."""
     load_s = w.model.weight_bytes / c.tp / STORAGE_BYTES_PER_S if w.model is not None else 0.0

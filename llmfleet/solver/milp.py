@@ -609,8 +609,13 @@ def solve(fp: FleetProblem) -> Plan:
     t0 = time.perf_counter()
     deadline = t0 + fp.time_limit_s
     placing = PLACEMENT_SHARE * fp.time_limit_s if fp.nodes else 0.0  # CP-SAT's part of the limit
+    origins: dict[int, tuple] = {}
+    carried = {id(c): f for w in fp.workloads for c in w.configs
+               if (f := fp.current_capacity_factors.get(config_key(w.key, c), 1.0)) < 1}
+    if carried:  # the running plan's groups keep the κ the picker's check gave them
+        fp = _with_capacity_factors(fp, carried, origins)
     plan = _solve(fp, deadline - placing)
-    plan, fp, origins = _hold_picker_split(fp, plan, deadline - placing)
+    plan, fp = _hold_picker_split(fp, plan, deadline - placing, origins)
     for rounds in range(PLACEMENT_ROUNDS + 1):
         if not fp.nodes or not plan.assignments:
             break
@@ -637,9 +642,10 @@ PICKER_MIN_SHARE = 0.25
 """a re-solve for the picker's split starts only with at least this share of the time limit left"""
 
 
-def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[Plan, FleetProblem, dict]:
+def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float, origins: dict) -> tuple[Plan, FleetProblem]:
     """A plan that holds under the router that will run it: (the plan, the problem it was solved
-    on, the caller's configuration and κ factor behind each copy, by the copy's ``id``).
+    on); ``origins`` gains the caller's configuration and κ factor behind each copy it makes, by
+    the copy's ``id`` (``_with_capacity_factors``).
 
     The MILP splits a workload's traffic among its colocated or decode groups in proportion to
     their SLO capacity κ, but the endpoint picker sends each request to the pod with the fewest
@@ -649,11 +655,11 @@ def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[P
     that load (copies of the configurations; the caller's problem is untouched) and the fleet is
     solved again, at most ``PICKER_ROUNDS`` times and only with ``PICKER_MIN_SHARE`` of the limit
     left, and not in a re-plan against the running plan (``fp.current``: the operator's re-plans
-    and ``plan --current``), which would move unchanged workloads each time. The plan's messages
-    say what was lowered, and which workloads still miss."""
-    origins: dict[int, tuple] = {}
+    and ``plan --current``), which would move unchanged workloads each time (a re-plan plans the
+    running groups at the factors they were given, ``FleetProblem.current_capacity_factors``). The
+    plan's messages say what was lowered, and which workloads still miss."""
     if fp.routing_mode == "service" or plan.cost_per_hour is None:
-        return plan, fp, origins
+        return plan, fp
     notes = []
     for _ in range(PICKER_ROUNDS + 1):
         overloaded, missing = _picker_overloads(fp, plan)
@@ -667,7 +673,7 @@ def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[P
                 f"{key}: predicted SLO attainment {att:.1%} under the endpoint picker's split, below its target "
                 f"(the picker gives its slower groups more than the plan does; --verify replays it)"
                 for key, att in missing]
-            return plan, fp, origins
+            return plan, fp
         notes.append("endpoint picker's split: " + "; ".join(
             f"{key} predicted at {att:.1%}" for key, att in missing) + "; lowered the capacity of "
             + ", ".join(f"{key} {c.pool.name}/tp{c.tp}/{c.role} by {1 / f:.2f}x" for key, c, f in overloaded)
@@ -678,10 +684,10 @@ def _hold_picker_split(fp: FleetProblem, plan: Plan, deadline: float) -> tuple[P
             # the pools cannot give the lowered groups more: serving less is no remedy, keep the plan
             plan.messages += notes[:-1] + [notes[-1].replace(" and planned again", "") + ", but the plan that "
                                            "gives would serve less demand: kept the plan before it"]
-            return plan, fp, origins
+            return plan, fp
         fp, plan = lowered, again
     plan.messages += notes
-    return plan, fp, origins
+    return plan, fp
 
 
 def _shed_rps_total(plan: Plan) -> float:
@@ -742,11 +748,12 @@ def _with_capacity_factors(fp: FleetProblem, factors: dict[int, float], origins:
 def _on_given_configs(plan: Plan, origins: dict) -> None:
     """Point the assignments of a plan solved on ``_with_capacity_factors``'s copies back at the
     caller's configurations, their utilisation against the caller's κ (the repair loop of
-    ``--verify`` lowers κ on those objects, and the report reads them)."""
+    ``--verify`` lowers κ on those objects, and the report reads them), and their κ factor in
+    ``Assignment.picker_capacity_factor``."""
     for a in plan.assignments:
         origin = origins.get(id(a.config))
         if origin is not None:
-            a.config, a.utilization = origin[0], a.utilization * origin[1]
+            a.config, a.utilization, a.picker_capacity_factor = origin[0], a.utilization * origin[1], origin[1]
 
 
 PLACEMENT_SHARE = 0.1

@@ -16,6 +16,9 @@ class Assignment:
         rate_rps: traffic routed to this group, req/s; ``bucket_rate_rps`` per bucket, shape (S,).
         utilization: load / capacity of the group under the SLO (<= 1).
         ttft_s, tpot_s: predicted latency at the SLO percentile, traffic-weighted over buckets, s.
+        picker_capacity_factor: the factor (<= 1) the group's SLO capacity κ was planned at so that
+            the endpoint picker's split holds (``milp._hold_picker_split``); 1: κ as modelled. A
+            re-plan against this plan keeps it for the group (``FleetProblem.current_capacity_factors``).
     """
 
     workload: str
@@ -32,6 +35,7 @@ class Assignment:
     ttft_s: float | None = None
     tpot_s: float | None = None
     role: str = "colocated"
+    picker_capacity_factor: float = 1.0
 
     def to_dict(self) -> dict:
         return {
@@ -44,6 +48,7 @@ class Assignment:
             "predictedWattsPerGPU": round(self.gpu_watts, 1),
             "powerCapWatts": None if getattr(self.config, "cap_watts", None) is None else round(self.config.cap_watts, 1),
             "capCapacityFactor": round(getattr(self.config, "cap_capacity_factor", 1.0), 4),
+            "pickerCapacityFactor": round(self.picker_capacity_factor, 4),
         }
 
     @property

@@ -208,6 +208,10 @@ class FleetProblem:
     current_pd_thresholds: dict = field(default_factory=dict)
     """the running plan's P/D thresholds (workload key -> prompt tokens, ``Plan.pd_threshold_tokens``):
     a workload whose groups a re-plan keeps keeps its threshold where it still serves its demand"""
+    current_capacity_factors: dict = field(default_factory=dict)
+    """the running plan's κ factors for the endpoint picker's split (``churn.GroupKey`` -> factor
+    < 1, ``Assignment.picker_capacity_factor``): a re-plan plans those groups at the same factor, so
+    it neither undoes what the picker's check added nor checks again for what it already holds"""
     alone_optima: set = field(default_factory=set)
     """replica plans shown optimal for their workload alone (``milp.alone_token``: the workload's
     one-by-one model inputs and its replicas), added to by the solves: a re-plan keeps such a

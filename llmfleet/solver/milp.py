@@ -604,7 +604,10 @@ def solve(fp: FleetProblem) -> Plan:
     MILP already respects the node shapes (``placement.shape_cuts``, exact for TP degrees 1, 2, 4,
     8); where a pool's TP degrees are not such a chain and the placement leaves replicas out, the
     plan is solved again with the placed counts as limits, at most ``PLACEMENT_ROUNDS`` times and
-    only in what is left of the limit.
+    only in what is left of the limit. Before that, the endpoint picker's check
+    (``_hold_picker_split``); in a re-plan, the running groups are planned at the κ factors that
+    check gave them (``FleetProblem.current_capacity_factors``; ``Assignment.picker_capacity_factor``
+    gives each group's factor in the plan).
     """
     t0 = time.perf_counter()
     deadline = t0 + fp.time_limit_s

@@ -38,7 +38,7 @@ from llmfleet.operator.render import (
     MANAGED_BY, ChildKey, deployment_name, group_deployment_name, priority_class_name, render_plan,
     render_priority_class,
 )
-from llmfleet.solver.churn import config_key, group_key
+from llmfleet.solver.churn import config_key, picker_factors
 from llmfleet.solver.placement import ClusterNodes, nodes_from_cluster, pool_inventory
 from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Assignment, Plan
@@ -398,10 +398,7 @@ class FleetPlanner:
             problem.current_pd_thresholds = dict(self._last[0].pd_threshold_tokens) if self._last else {}
             # and the κ factors the last plan's groups were planned at for the endpoint picker's split
             # (else every re-plan would undo them); after a restart the first re-plan checks afresh
-            problem.current_capacity_factors = {
-                group_key(a.workload, a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None)):
-                a.picker_capacity_factor for a in self._last[0].assignments
-                if a.picker_capacity_factor < 1} if self._last else {}
+            problem.current_capacity_factors = picker_factors(self._last[0]) if self._last else {}
             if cluster is not None:
                 # pools that are not autoscaled: the live nodes (their node shapes and free GPUs);
                 # autoscaled ones keep the nodes their gpusPerNode would give (build_problem)

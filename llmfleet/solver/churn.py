@@ -45,6 +45,21 @@ def config_key(workload: str, c) -> GroupKey:
     return group_key(workload, c.pool.name, c.tp, c.role, c.cap_watts)
 
 
+def assignment_key(a) -> GroupKey:
+    """The group key of a ``plan.Assignment``."""
+    return group_key(a.workload, a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None))
+
+
+def _document_key(a: dict) -> GroupKey:
+    """The group key of one entry of a plan document's ``assignments`` (``Assignment.to_dict``).
+
+    Raises:
+        KeyError, TypeError, ValueError: a key missing or of the wrong type (callers name it).
+    """
+    return group_key(str(a["workload"]), str(a["pool"]), int(a["tensorParallelSize"]), str(a["role"]),
+                     a.get("powerCapWatts"))
+
+
 def current_from_document(doc: Any, where: str = "--current") -> dict[GroupKey, int]:
     """Running replicas per group from a plan document (``llmfleet plan -o json``).
 
@@ -57,8 +72,7 @@ def current_from_document(doc: Any, where: str = "--current") -> dict[GroupKey, 
     out: Counter = Counter()
     for i, a in enumerate(doc["assignments"]):
         try:
-            key = group_key(str(a["workload"]), str(a["pool"]), int(a["tensorParallelSize"]), str(a["role"]),
-                            a.get("powerCapWatts"))
+            key = _document_key(a)
             replicas = int(a["replicas"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{where}: assignments[{i}]: needs workload, pool, tensorParallelSize, role and "
@@ -101,9 +115,15 @@ def picker_factors_from_document(doc: dict, where: str = "--current") -> dict[Gr
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor <= 1:
             raise ValueError(f"{where}: assignments[{i}].pickerCapacityFactor must be a number in (0, 1]")
         if factor < 1:
-            out[group_key(str(a["workload"]), str(a["pool"]), int(a["tensorParallelSize"]), str(a["role"]),
-                          a.get("powerCapWatts"))] = float(factor)
+            out[_document_key(a)] = float(factor)
     return out
+
+
+def picker_factors(plan) -> dict[GroupKey, float]:
+    """A plan's κ factors for the endpoint picker's split (group key -> factor, only those below
+    1; ``Assignment.picker_capacity_factor``): what a re-plan against it carries
+    (``FleetProblem.current_capacity_factors``), as ``picker_factors_from_document`` reads them."""
+    return {assignment_key(a): a.picker_capacity_factor for a in plan.assignments if a.picker_capacity_factor < 1}
 
 
 def start_cost_usd(w, c) -> float:
@@ -126,7 +146,7 @@ def churn_report(plan, current: dict[GroupKey, int]) -> dict:
     """Groups and replicas the plan starts and stops against the running ``current`` plan."""
     new: Counter = Counter()
     for a in plan.assignments:
-        new[group_key(a.workload, a.pool, a.tp, a.role, getattr(a.config, "cap_watts", None))] += a.replicas
+        new[assignment_key(a)] += a.replicas
     started = {k: new[k] - current.get(k, 0) for k in new if new[k] > current.get(k, 0)}
     stopped = {k: current[k] - new.get(k, 0) for k in current if current[k] > new.get(k, 0)}
     fmt = lambda k: {"workload": k[0], "pool": k[1], "tensorParallelSize": k[2], "role": k[3],  # noqa: E731

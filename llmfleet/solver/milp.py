@@ -613,10 +613,10 @@ def solve(fp: FleetProblem) -> Plan:
     deadline = t0 + fp.time_limit_s
     placing = PLACEMENT_SHARE * fp.time_limit_s if fp.nodes else 0.0  # CP-SAT's part of the limit
     origins: dict[int, tuple] = {}
-    carried = {id(c): f for w in fp.workloads for c in w.configs
-               if (f := fp.current_capacity_factors.get(config_key(w.key, c), 1.0)) < 1}
-    if carried:  # the running plan's groups keep the κ the picker's check gave them
-        fp = _with_capacity_factors(fp, carried, origins)
+    if fp.current_capacity_factors:  # a re-plan: the running groups keep the κ the picker's check gave them
+        fp = _with_capacity_factors(fp, {id(c): f for w in fp.workloads for c in w.configs
+                                         if (f := fp.current_capacity_factors.get(config_key(w.key, c), 1.0)) < 1},
+                                    origins)
     plan = _solve(fp, deadline - placing)
     plan, fp = _hold_picker_split(fp, plan, deadline - placing, origins)
     for rounds in range(PLACEMENT_ROUNDS + 1):

@@ -6,8 +6,10 @@ highspy >= 1.16 prints a banner from C++ on file descriptor 1 when a process con
 ``Highs``; the check runs in a fresh interpreter so that this really is the first construction.
 """
 
+import gc
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pulp
@@ -98,3 +100,23 @@ def test_an_absolute_gap_holds_for_its_own_solve_only():
     exact = model.solve(10, 0.0, start=np.array([0.0, 0.0]))
     assert exact.objective == -10.0
     assert model.h.getOptionValue("mip_abs_gap")[1] == 1e-6
+
+
+def test_a_model_is_freed_as_soon_as_it_is_dropped():
+    # The improving-solution callback once held the model through a bound method: a reference
+    # cycle (model -> Highs -> callback -> model) that only a full garbage collection frees, so
+    # every model of a plan, with its whole PuLP problem, outlived its solve. With collection
+    # paused, dropping the last reference must free it at once.
+    prob, a, b = _small_model()
+    model = HighsModel(prob)
+    model.set_objective(-3 * a - 2 * b)
+    assert model.solve(10, 0.0).objective == -10.0
+    ref = weakref.ref(model)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del model
+        assert ref() is None
+    finally:
+        if was:
+            gc.enable()

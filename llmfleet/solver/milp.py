@@ -49,7 +49,9 @@ tier-respecting greedy start, ``solver.greedy``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import math
 import statistics
@@ -156,7 +158,7 @@ def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
             _balanced_rows(m, fp, w, wi, allow_shed)
         for ci in range(len(w.configs)):
             if (wi, ci) in m.load:
-                prob += m.load[wi, ci] - m.n[wi, ci] <= 0, f"load_{wi}_{ci}"
+                _row(prob, [*m.load[wi, ci].items(), (m.n[wi, ci], -1)], "<=", 0, f"load_{wi}_{ci}")
         # the minimum counts replicas that serve a request whole (colocated, or decode for short
         # prompts); for Mélange input, any replica
         serving = _serving_configs(w)
@@ -222,7 +224,7 @@ def _scenario_rows(m: _Model, fp: FleetProblem, allow_shed: bool) -> None:
             _balanced_rows(m, fp, ws, wsi, allow_shed)
             for ci in range(len(ws.configs)):
                 if (wsi, ci) in m.load:
-                    m.prob += m.load[wsi, ci] - m.n[wsi, ci] <= 0, f"load_{wsi}_{ci}"
+                    _row(m.prob, [*m.load[wsi, ci].items(), (m.n[wsi, ci], -1)], "<=", 0, f"load_{wsi}_{ci}")
 
 
 def _members_with_scenarios(m: _Model, members: list[int]) -> list[int]:
@@ -246,12 +248,12 @@ def _churn_terms(m: _Model, fp: FleetProblem) -> list:
             cur = fp.current.get(config_key(w.key, c), 0)
             start_per_hour, stop_per_hour = _churn_per_hour(fp, w, c)
             start = m.prob.add_variable(f"start_{wi}_{ci}", lowBound=0)
-            m.prob += start - m.n[wi, ci] >= -cur, f"start_{wi}_{ci}"
+            _row(m.prob, [(start, 1), (m.n[wi, ci], -1)], ">=", -cur, f"start_{wi}_{ci}")
             terms.append((start, start_per_hour))
             m.moves.append((start, c.tp))
             if cur:
                 stop = m.prob.add_variable(f"stop_{wi}_{ci}", lowBound=0)
-                m.prob += stop + m.n[wi, ci] >= cur, f"stop_{wi}_{ci}"
+                _row(m.prob, [(stop, 1), (m.n[wi, ci], 1)], ">=", cur, f"stop_{wi}_{ci}")
                 terms.append((stop, stop_per_hour))
                 m.moves.append((stop, c.tp))
     return terms
@@ -366,7 +368,7 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
         if c.role != "colocated" and not d or c.role == "colocated" and w.share[fails].sum() > partial_budget + 1e-12:
             # no P/D for this workload, or the router would send this colocated group more sizes
             # it cannot serve within the SLO than the allowance covers: the config is not used
-            prob += m.n[wi, ci] <= 0, f"unused_{wi}_{ci}"
+            _row(prob, [(m.n[wi, ci], 1)], "<=", 0, f"unused_{wi}_{ci}")
             continue
         if c.role == "colocated":
             y = prob.add_variable(f"y_{wi}_{ci}", lowBound=0, upBound=1)
@@ -385,16 +387,16 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
             shares[wi, ci] = y
             # decode pods only where some prompts go P/D (the longest class does, d monotone):
             # otherwise they are colocated pods rendered with a sidecar and a P/D router for nothing
-            prob += y - d[max(d)] <= 0, f"dpd_{wi}_{ci}"
+            _row(prob, [(y, 1), (d[max(d)], -1)], "<=", 0, f"dpd_{wi}_{ci}")
             terms = [(y, _miss_load(c, lam, misses))]
             entry.append(y)
             xl_of: dict[int, object] = {}  # y x d depends on the bucket's input class only
             for b in buckets:
                 i = d[classes[b]]
                 if c.whole_capacity_rps[b] <= 0:
-                    prob += y - i <= 0, f"dlong_{wi}_{ci}_{b}"  # only if bucket b goes P/D
+                    _row(prob, [(y, 1), (i, -1)], "<=", 0, f"dlong_{wi}_{ci}_{b}")  # only if bucket b goes P/D
                 if c.capacity_rps[b] <= 0:
-                    prob += y + i <= 1, f"dshort_{wi}_{ci}_{b}"  # only if bucket b is served whole
+                    _row(prob, [(y, 1), (i, 1)], "<=", 1, f"dshort_{wi}_{ci}_{b}")  # only if bucket b is served whole
                 if classes[b] not in xl_of:
                     xl_of[classes[b]] = _product(prob, y, i, f"xl_{wi}_{ci}_{classes[b]}")
                 xl = xl_of[classes[b]]
@@ -425,7 +427,7 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
             for b in buckets:
                 i = d[classes[b]]
                 if c.capacity_rps[b] <= 0 and (rate is None or rate[b] <= 0 or w.share[b] > partial_budget):
-                    prob += p + i <= 1, f"pshort_{wi}_{ci}_{b}"  # cannot take this size at all
+                    _row(prob, [(p, 1), (i, 1)], "<=", 1, f"pshort_{wi}_{ci}_{b}")  # cannot take this size at all
                     continue
                 if classes[b] not in xp_of:
                     xp_of[classes[b]] = _product(prob, p, i, f"xp_{wi}_{ci}_{classes[b]}")
@@ -444,12 +446,12 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
     # a group with any share has at least one replica: y <= n (valid, n integer, y <= 1) closes
     # much of the LP gap where one replica is more than the load needs
     for (wj, ci), share in shares.items():
-        prob += share - m.n[wj, ci] <= 0, f"atleast_{wj}_{ci}"
+        _row(prob, [(share, 1), (m.n[wj, ci], -1)], "<=", 0, f"atleast_{wj}_{ci}")
         # and replicas only with a share: no idle group kept for a minimum (it would serve nothing);
         # big-M at least the group's whole-workload load in replicas (share x load <= n), so that it
         # never cuts a real plan, however large the demand
         big = max(1000.0 * _max_replicas(fp, w.configs[ci]), 2.0 * _load_bound(w.configs[ci], lam))
-        prob += m.n[wj, ci] - min(big, 1e9) * share <= 0, f"useful_{wj}_{ci}"
+        _row(prob, [(m.n[wj, ci], 1), (share, -min(big, 1e9))], "<=", 0, f"useful_{wj}_{ci}")
     if d:
         # with P/D on (the longest prompts go through prefill pods), no colocated group: llm-d's
         # decode profile would send every request, long prompts too, to colocated pods as well, and
@@ -458,9 +460,9 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
         for ci, c in enumerate(w.configs):
             big = _max_replicas(fp, c)
             if c.role == "colocated":
-                prob += m.n[wi, ci] + big * on <= big, f"nocolo_{wi}_{ci}"
+                _row(prob, [(m.n[wi, ci], 1), (on, big)], "<=", big, f"nocolo_{wi}_{ci}")
             else:
-                prob += m.n[wi, ci] - big * on <= 0, f"pdon_{wi}_{ci}"
+                _row(prob, [(m.n[wi, ci], 1), (on, -big)], "<=", 0, f"pdon_{wi}_{ci}")
     balanced = set()  # buckets of one input class share their products: one row per distinct balance
     for k, b in enumerate(buckets):
         key = (frozenset(v.name for v in xp_by_bucket[int(b)]), frozenset(v.name for v in xl_by_bucket[int(b)]))
@@ -503,12 +505,23 @@ def _load_bound(c, lam: np.ndarray) -> float:
     return float(lam.sum()) / low
 
 
+_SENSES = {"<=": pulp.LpConstraintLE, ">=": pulp.LpConstraintGE, "==": pulp.LpConstraintEQ}
+
+
+def _row(prob: pulp.LpProblem, terms: list, sense: str, rhs: float, name: str) -> None:
+    """Add the row Σ coefficient x variable ``sense`` ``rhs`` (``sense`` "<=", ">=" or "==";
+    ``terms`` [(variable, coefficient)], each variable once) to ``prob`` as one PuLP constraint.
+    The operator form (``prob += a - b <= 0``) copies the expression at each operation, and the
+    model's tens of thousands of small rows made that a large part of its build time."""
+    prob.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms), _SENSES[sense], name, rhs))
+
+
 def _product(prob: pulp.LpProblem, share, binary, name: str):
     """A variable equal to ``share`` x ``binary`` (share in [0, 1], binary in {0, 1})."""
     z = prob.add_variable(name, lowBound=0, upBound=1)
-    prob += z - share <= 0, f"{name}_a"
-    prob += z - binary <= 0, f"{name}_b"
-    prob += z - share - binary >= -1, f"{name}_c"
+    _row(prob, [(z, 1), (share, -1)], "<=", 0, f"{name}_a")
+    _row(prob, [(z, 1), (binary, -1)], "<=", 0, f"{name}_b")
+    _row(prob, [(z, 1), (share, -1), (binary, -1)], ">=", -1, f"{name}_c")
     return z
 
 
@@ -525,7 +538,7 @@ def _one_group_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, se
         return
     pick = {k: prob.add_variable(f"g_{wi}_{j}", lowBound=0, upBound=1, cat=pulp.LpInteger) for j, k in enumerate(keys)}
     for ci, k in key_of.items():
-        prob += m.n[wi, ci] - _max_replicas(fp, w.configs[ci]) * pick[k] <= 0, f"grp_{wi}_{ci}"
+        _row(prob, [(m.n[wi, ci], 1), (pick[k], -_max_replicas(fp, w.configs[ci]))], "<=", 0, f"grp_{wi}_{ci}")
     prob += pulp.lpSum(pick.values()) <= 1, f"onegroup_{wi}"
 
 
@@ -1371,12 +1384,28 @@ def _fitting_moves(fp: FleetProblem, counts: dict[tuple[int, int], int], moves: 
     return fitting
 
 
+@contextlib.contextmanager
+def _collection_paused():
+    """Python's cyclic garbage collection paused for the block (restored as it was). Building the
+    fleet model allocates a few hundred thousand objects, all alive, and the allocations alone
+    trigger full collections that walk every object in the process: a second of a re-plan at 100
+    workloads, which frees nothing. Reference counting still frees everything else meanwhile."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:
     """Build the joint model (shedding allowed, minimums soft) and its start: the running plan
     (``fp.current``) with the greedy's additions for what it leaves unserved, where it fits the
     limits; else the greedy plan."""
-    m = _build(fp, allow_shed=True)
-    model = HighsModel(m.prob)
+    with _collection_paused():
+        m = _build(fp, allow_shed=True)
+        model = HighsModel(m.prob)
     start = None
     if fp.current:
         # the running P/D thresholds too: with the counts fixed, thresholds that serve the same are

@@ -18,7 +18,8 @@ node. This module checks a plan against the nodes of each pool, in the spirit of
    way). Groups of one TP degree are interchangeable on a node, so the model has one integer per
    (node, TP degree) and one per group, not one per (group, node); nodes with equal free GPUs are
    filled in name order (symmetry breaking). A best-fit-decreasing packing is the first hint; a
-   tier the hint places completely needs no solve.
+   tier the hint places completely needs no solve, nor does a phase b or c where the hint already
+   meets a lower bound (``_incumbent_at_bound``), as with whole nodes of equal size.
 2. ``shape_cuts``: linear constraints for the MILP from the free GPUs per node, exact when the
    TP degrees of a pool divide one another (1, 2, 4, 8): a plan that satisfies them always places.
    ``limits_from_placement``: per (pool, TP) limits from a placement that left replicas out, for
@@ -45,6 +46,8 @@ from typing import Iterable, Mapping
 
 from ortools.sat.python import cp_model
 
+STRANDED, NODES_USED = "stranded GPUs", "nodes used"
+"""the names of the placement's last two phases (after the tiers), as ``PlacementResult.phases`` shows them"""
 GPU_RESOURCE = "nvidia.com/gpu"
 """extended resource the NVIDIA device plugin advertises (and llmfleet's pods request)"""
 LABEL_WORKLOAD = "llmfleet.dev/workload"
@@ -328,7 +331,8 @@ class PlacementResult:
         stranded_gpus: per pool, free GPUs left that no group of the largest TP in use can take.
         nodes_used: per pool, names of the nodes holding at least one replica.
         free_after: per node, GPUs still free after the placement.
-        phases: (phase name, CP-SAT status name) per solve, in order.
+        phases: (phase name, CP-SAT status name) per phase, in order; ``ALL_PLACED`` and
+            ``AT_BOUND`` for a phase whose best-fit hint was already optimal (no solve).
         solve_time_s: wall time of the whole placement, s.
     """
 
@@ -494,7 +498,7 @@ def _solve_pool(groups: list[ReplicaGroup], nodes: list[Node], det_limit_s: floa
         used.append(u)
     tiers = sorted({g.tier_value for g in groups}, reverse=True)
     objectives = [(f"{pool}: tier {t}", [g for g in range(G) if groups[g].tier_value == t]) for t in tiers]
-    objectives += [(f"{pool}: stranded GPUs", sum(stranded)), (f"{pool}: nodes used", sum(used))]
+    objectives += [(f"{pool}: {STRANDED}", sum(stranded)), (f"{pool}: {NODES_USED}", sum(used))]
 
     y0 = _greedy(groups, free)
     best_p = [sum(row) for row in y0]
@@ -515,6 +519,11 @@ def _solve_pool(groups: list[ReplicaGroup], nodes: list[Node], det_limit_s: floa
             m.maximize(expr)
         else:
             expr = obj
+            value = _incumbent_at_bound(name.rsplit(": ", 1)[1], groups, best_p, best_x, free, big_tp)
+            if value is not None:
+                m.add(expr <= value)  # the incumbent is optimal: no solve needed
+                phases.append((name, "AT_BOUND"))
+                continue
             m.minimize(expr)
         m.clear_hints()
         for n in range(N):
@@ -538,6 +547,24 @@ def _solve_pool(groups: list[ReplicaGroup], nodes: list[Node], det_limit_s: floa
             break
     # a phase cut short may leave room; fill it greedily (adds replicas only, so no tier loses)
     return _greedy(groups, free, _spread(groups, best_p, best_x)), all_optimal
+
+
+def _incumbent_at_bound(phase: str, groups: list[ReplicaGroup], placed: list[int], x: list[dict[int, int]],
+                        free: list[int], big_tp: int) -> int | None:
+    """The incumbent's value of ``phase`` (``STRANDED`` or ``NODES_USED``) when it equals a lower
+    bound of that phase (so CP-SAT could not improve on it), else None. The bounds hold only with
+    every replica placed (then the GPUs used, U, are fixed): stranded GPUs sum to the free GPUs
+    left modulo the largest TP ``big_tp`` per node, so at least (Σ free - U) mod ``big_tp``;
+    nodes used at least ceil(U / largest free count)."""
+    if any(placed[g] != groups[g].replicas for g in range(len(groups))):
+        return None
+    used = [sum(t * k for t, k in row.items()) for row in x]
+    total = sum(used)
+    if phase == STRANDED:
+        value, bound = sum((f - u) % big_tp for f, u in zip(free, used)), (sum(free) - total) % big_tp
+    else:
+        value, bound = sum(1 for u in used if u > 0), -(-total // max(free))
+    return value if value <= bound else None
 
 
 def _free_list(values: list[int]) -> str:

@@ -3,9 +3,11 @@ workload's groups only, the churn is reported, and what starting a replica costs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -343,3 +345,33 @@ def test_a_replan_keeps_the_capacity_the_picker_check_gave_a_group(tmp_path):
     bad = {**running, "assignments": [{**a, "pickerCapacityFactor": 1.5} for a in running["assignments"]]}
     r = replan(bad, "bad")
     assert r.returncode == 2 and "assignments[0].pickerCapacityFactor" in r.stderr and "(0, 1]" in r.stderr
+
+
+def test_a_replan_starts_a_new_workload_from_its_best_plan_alone():
+    # chat-8b arrives while the other two run (an operator planning while a GitOps sync applies
+    # the fleet). The re-plan holds the two and plans chat-8b around them; the joint solve starts
+    # from chat-8b's best plan alone (which, with ample pools, is also its best joint plan), not
+    # from the greedy's, which the joint solve of many new workloads could not improve in time.
+    full = build_problem(load_fleet([EXAMPLES]))
+    new = next(i for i, w in enumerate(full.workloads) if w.key == "default/chat-8b")
+    running = solve(dataclasses.replace(full, workloads=[w for i, w in enumerate(full.workloads) if i != new]))
+    fp = build_problem(load_fleet([EXAMPLES]))
+    fp.current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    fp = dataclasses.replace(fp, workloads=[dataclasses.replace(w, configs=milp.prune_dominated(w, fp.current))
+                                            for w in fp.workloads])
+    prepared = milp._prepare(fp, time.perf_counter() + 60)
+    settled = frozenset(milp._settled(fp, prepared))
+    assert new not in settled and len(settled) == 2
+
+    def groups(values):
+        return {(fp.workloads[wi].configs[ci].pool.name, fp.workloads[wi].configs[ci].tp,
+                 fp.workloads[wi].configs[ci].role): r
+                for (wi, ci), r in milp._counts(prepared.model, prepared.highs, values).items() if wi == new}
+
+    alone = solve(dataclasses.replace(build_problem(load_fleet([EXAMPLES])), workloads=[full.workloads[new]]))
+    best = {(a.pool, a.tp, a.role): a.replicas for a in alone.assignments}
+    greedy = groups(prepared.start)
+    assert greedy != best  # else this case could not tell the two starts apart
+    assert milp._start_afresh_alone(fp, prepared, settled, time.perf_counter() + 30, time.perf_counter() + 60) == 1
+    assert groups(prepared.start) == best
+    assert prepared.serves_all(fp)

@@ -375,3 +375,30 @@ def test_a_replan_starts_a_new_workload_from_its_best_plan_alone():
     assert milp._start_afresh_alone(fp, prepared, settled, time.perf_counter() + 30, time.perf_counter() + 60) == 1
     assert groups(prepared.start) == best
     assert prepared.serves_all(fp)
+
+
+def test_the_picker_re_solve_solves_alone_only_the_workloads_it_lowered(tmp_path, monkeypatch):
+    # The examples' three workloads beside the summariser of test_balanced_routing at 6 req/s,
+    # whose cheapest plan the endpoint picker would overload: ``solve`` lowers the κ of the
+    # summariser's group and solves the fleet again. The other three workloads' problems are
+    # unchanged, so the re-solve reuses their plans alone instead of solving them again (at 100
+    # workloads, solving all again ran out of the time limit and returned a plan 40% dearer).
+    from test_balanced_routing import SUMMARISER
+    folder = fleet_with_rate(tmp_path, 3)  # the examples as they are
+    (folder / "summariser.yaml").write_text(SUMMARISER)
+    solved: list[str] = []
+    alone = milp._decompose_one
+
+    def counted(fp, wi, w, deadline):
+        solved.append(w.key)
+        return alone(fp, wi, w, deadline)
+
+    monkeypatch.setattr(milp, "_decompose_one", counted)
+    fp = build_problem(load_fleet([folder]))
+    plan = solve(fp)
+    assert any("lowered the capacity of default/summarise" in m for m in plan.messages), plan.messages
+    assert sorted(set(solved)) == sorted(w.key for w in fp.workloads)
+    assert {k: solved.count(k) for k in set(solved)} == {
+        **{w.key: 1 for w in fp.workloads}, "default/summarise": 1 + sum(
+            "lowered the capacity of default/summarise" in m for m in plan.messages)}
+    assert plan.status == "optimal"

@@ -253,14 +253,18 @@ def test_a_decomposition_out_of_time_keeps_the_workloads_it_solved(monkeypatch):
     prepared = milp._prepare(fp, float("inf"))
     greedy = milp._counts(prepared.model, prepared.highs, prepared.start)
     mine = lambda counts, wi: {k: r for k, r in counts.items() if k[0] == wi}  # noqa: E731
-    alone, bound = milp._decompose(fp, float("inf"), greedy)
+    fresh = lambda: dataclasses.replace(fp, alone_plans={})  # noqa: E731  (as each ``solve`` call starts)
+    solved = fresh()
+    alone, bound = milp._decompose(solved, float("inf"), greedy)
     assert bound is not None and bound > 0
     assert all(mine(alone, wi) for wi in range(len(fp.workloads)))  # every workload is served
-    assert milp._decompose(fp, 0.0, greedy) == (greedy, None)  # no time at all: the greedy start
+    assert milp._decompose(fresh(), 0.0, greedy) == (greedy, None)  # no time at all: the greedy start
+    # within one solve call (the endpoint picker's re-solve) the plans alone found are reused
+    assert milp._decompose(solved, 0.0, greedy) == (alone, bound)
     solve_one = milp._decompose_one
     monkeypatch.setattr(milp, "_decompose_one", lambda fp_, wi, w, deadline:
                         None if wi == 1 else solve_one(fp_, wi, w, deadline))
-    partial, partial_bound = milp._decompose(fp, float("inf"), greedy)
+    partial, partial_bound = milp._decompose(fresh(), float("inf"), greedy)
     assert partial_bound is None
     assert mine(partial, 1) == mine(greedy, 1)
     assert all(mine(partial, wi) == mine(alone, wi) for wi in (0, 2))

@@ -625,6 +625,7 @@ def solve(fp: FleetProblem) -> Plan:
     t0 = time.perf_counter()
     deadline = t0 + fp.time_limit_s
     placing = PLACEMENT_SHARE * fp.time_limit_s if fp.nodes else 0.0  # CP-SAT's part of the limit
+    fp = dataclasses.replace(fp, alone_plans={})  # this call's own (the picker's re-solves share it)
     origins: dict[int, tuple] = {}
     if fp.current_capacity_factors:  # a re-plan: the running groups keep the κ the picker's check gave them
         fp = _with_capacity_factors(fp, {id(c): f for w in fp.workloads for c in w.configs
@@ -1184,7 +1185,16 @@ def _decompose(fp: FleetProblem, deadline: float, fallback: dict[tuple[int, int]
     counts: dict[tuple[int, int], int] = {}
     bound: float | None = 0.0
     for wi, w in enumerate(fp.workloads):
-        part = None if time.perf_counter() >= deadline else _decompose_one(fp, wi, w, deadline)
+        # the workload's problem alone, with the placement's limits (an earlier solve of this call may have it)
+        key = (alone_token(fp, wi, {}), repr(fp.placement_limits))
+        part = None
+        if key in fp.alone_plans:
+            replicas, part_bound = fp.alone_plans[key]
+            part = {(wi, ci): r for ci, r in replicas.items()}, part_bound
+        elif time.perf_counter() < deadline:
+            part = _decompose_one(fp, wi, w, deadline)
+            if part is not None:
+                fp.alone_plans[key] = ({ci: r for (_, ci), r in part[0].items()}, part[1])
         if part is None:
             bound = None
             counts.update({k: r for k, r in fallback.items() if k[0] == wi})

@@ -222,6 +222,13 @@ class FleetProblem:
     running plan -> config index -> replicas), where the check could not move it (the moves together
     overfilled a pool): the next re-plan tries the move again without solving the workload alone
     again, so the check's time goes to workloads not yet checked. A memo kept like ``alone_optima``"""
+    alone_plans: dict = field(default_factory=dict)
+    """each workload's cheapest plan alone found in this solve, by the digest of its problem alone
+    (``milp.alone_token`` with no replicas, and the placement's limits) -> (config index -> replicas,
+    bound on its cost, USD/h):
+    the endpoint picker's re-solve, which lowers the capacity of a few workloads' groups, solves
+    only those alone again. ``milp.solve`` starts every call with an empty one (the churn against
+    ``current`` is not in the digest)"""
     churn_horizon_s: float = 300.0
     """the time the churn cost is spread over, s: the re-plan interval
     (``FleetPolicy.spec.replanIntervalSeconds``), at least ``MIN_CHURN_HORIZON_S``"""

@@ -1,7 +1,8 @@
 """kopf handlers: every change to an LLMWorkload, GPUPool or FleetPolicy (and to the status of a
 Deployment llmfleet manages) wakes one cluster-wide planner task; the plan is joint, so no
-handler reconciles a single object. Bursts are debounced, and a timer re-plans every
-``FleetPolicy.spec.replanIntervalSeconds``.
+handler reconciles a single object. Bursts are debounced, a timer re-plans every
+``FleetPolicy.spec.replanIntervalSeconds``, and a plan whose solver stopped at its time limit is
+followed at once by re-plans from it (``FollowUps``).
 
 With leader election (``LLMFLEET_LEADER_ELECTION``, leader.py) every replica runs these handlers
 but only the one holding the Lease starts its planner; the others only watch.
@@ -34,6 +35,7 @@ Settings come from the environment so that ``kopf run -m llmfleet.operator`` and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -92,10 +94,45 @@ def _in_daemon_thread(fn):
     return fut
 
 
+FOLLOW_UPS = 3
+"""re-plans at most, one after another, that go on from a plan whose MILP stopped at its time limit
+(``FollowUps``)"""
+
+
+@dataclasses.dataclass
+class FollowUps:
+    """When to re-plan at once, with no change to any input: after a plan whose MILP stopped at its
+    time limit (status ``feasible``: the gap not proven), as the operator's first plan of a large
+    fleet does. The re-plan starts from that plan (the running one): the workloads its one-by-one
+    checks show optimal stay, the others move to their best plans alone where that saves more than
+    the churn. Without it those moves wait for the next change to any workload, which then moves
+    many workloads that did not change (bench/operator_replan.py, 100 workloads, a first plan
+    stopped at $4,132/h: 78 Deployments created and 70 deleted among the others at the first
+    one-workload change, to $3,040/h). At most ``FOLLOW_UPS`` in a row, and only while each lowers
+    the cost."""
+
+    done: int = 0
+    cost_per_hour: float | None = None
+
+    def after(self, status: str | None, cost_per_hour: float | None) -> bool:
+        """Whether to re-plan at once after a solve that gave ``status`` at ``cost_per_hour`` (USD/h;
+        None without a plan). Updates the count: a plan proven optimal, a shortage, no plan, no
+        saving over the previous follow-up or ``FOLLOW_UPS`` reached end the series."""
+        improving = self.cost_per_hour is None or (
+            cost_per_hour is not None and cost_per_hour < self.cost_per_hour * (1.0 - 1e-6))
+        if status != "feasible" or cost_per_hour is None or not improving or self.done >= FOLLOW_UPS:
+            self.done, self.cost_per_hour = 0, None
+            return False
+        self.done += 1
+        self.cost_per_hour = cost_per_hour
+        return True
+
+
 class PlannerLoop:
     """Runs ``FleetPlanner.reconcile`` in a worker thread whenever woken (after a quiet period of
-    ``debounce_s``), when a drift back-off ends, and at least every re-plan interval (then with
-    a fresh solve). With ``leading`` it waits for this replica to hold the Lease first."""
+    ``debounce_s``), when a drift back-off ends, at least every re-plan interval (then with a
+    fresh solve), and at once after a plan its time limit stopped short (``FollowUps``). With
+    ``leading`` it waits for this replica to hold the Lease first."""
 
     def __init__(self, planner: FleetPlanner, debounce_s: float, leading: asyncio.Event | None = None):
         self.planner = planner
@@ -104,6 +141,7 @@ class PlannerLoop:
         self.generations: dict[str, int | None] = {}
         self.leading = leading
         self.in_flight: asyncio.Future | None = None
+        self.follow_ups = FollowUps()
 
     @property
     def active(self) -> bool:
@@ -146,6 +184,12 @@ class PlannerLoop:
                 elif report.solved:
                     log.info("new plan (%s, mode %s): %d changes", report.plan.status if report.plan else "none",
                              report.mode, sum(c["action"] != "unchanged" for c in report.diff))
+                if report.solved and self.follow_ups.after(report.plan.status if report.plan else None,
+                                                           report.plan.cost_per_hour if report.plan else None):
+                    log.info("the solver stopped at its time limit: re-planning from this plan (%d of at most %d)",
+                             self.follow_ups.done, FOLLOW_UPS)
+                    self.planner.invalidate()
+                    self.wake_event.set()
             except WritesStopped as err:
                 log.info("reconcile abandoned: %s", err)
                 return

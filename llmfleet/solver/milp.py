@@ -1382,7 +1382,7 @@ AFRESH_ALONE_MIN = 10
 """workloads planned afresh from which a re-plan first solves them alone (``_start_afresh_alone``).
 Measured on bench/solver_scale.py's 100 workloads, ample pools: with 1 changed workload the held
 joint solve reaches the gap by itself and solving it alone first only added time (re-plan median
-4.6 s to 5.3 s); with 50 new ones the joint solve stopped at its 30 s limit at $3,545/h, and from
+4.2 and 4.7 s in two runs without, 5.3 s in one with); with 50 new ones the joint solve stopped at its 30 s limit at $3,545/h, and from
 their plans alone reached $2,929/h (the optimum from scratch: $2,920/h). 10 lies between the two,
 not measured further."""
 
@@ -1393,7 +1393,8 @@ def _start_afresh_alone(fp: FleetProblem, prepared: _Prepared, settled: frozense
     alone, churn included (``_decompose_one``, until ``until``), in the prepared start, where those
     plans together with the rest of the start still serve everything and cost less than the start.
     Each plan shown optimal alone is recorded (``fp.alone_optima``), so the next re-plan need not
-    solve it again. Returns the number of workloads moved in the start (0: the start is as it was)."""
+    solve it again. Returns the number of workloads solved alone whose plans the start now holds
+    (0: the start is as it was)."""
     m, model = prepared.model, prepared.highs
     counts = _counts(m, model, prepared.start)
     union = dict(counts)

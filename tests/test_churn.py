@@ -384,7 +384,8 @@ def test_the_picker_re_solve_solves_alone_only_the_workloads_it_lowered(tmp_path
     # unchanged, so the re-solve reuses their plans alone instead of solving them again (at 100
     # workloads, solving all again ran out of the time limit and returned a plan 40% dearer).
     from test_balanced_routing import SUMMARISER
-    folder = fleet_with_rate(tmp_path, 3)  # the examples as they are
+    folder = tmp_path / "fleet"
+    shutil.copytree(EXAMPLES, folder)
     (folder / "summariser.yaml").write_text(SUMMARISER)
     solved: list[str] = []
     alone = milp._decompose_one

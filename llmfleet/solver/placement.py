@@ -497,8 +497,8 @@ def _solve_pool(groups: list[ReplicaGroup], nodes: list[Node], det_limit_s: floa
         m.add(used_gpus[n] <= free[n] * u)
         used.append(u)
     tiers = sorted({g.tier_value for g in groups}, reverse=True)
-    objectives = [(f"{pool}: tier {t}", [g for g in range(G) if groups[g].tier_value == t]) for t in tiers]
-    objectives += [(f"{pool}: {STRANDED}", sum(stranded)), (f"{pool}: {NODES_USED}", sum(used))]
+    objectives = [(f"{pool}: tier {t}", None, [g for g in range(G) if groups[g].tier_value == t]) for t in tiers]
+    objectives += [(f"{pool}: {STRANDED}", STRANDED, sum(stranded)), (f"{pool}: {NODES_USED}", NODES_USED, sum(used))]
 
     y0 = _greedy(groups, free)
     best_p = [sum(row) for row in y0]
@@ -508,7 +508,7 @@ def _solve_pool(groups: list[ReplicaGroup], nodes: list[Node], det_limit_s: floa
     solver.parameters.num_workers = 1  # one worker: a deterministic search
     solver.parameters.random_seed = seed
     solver.parameters.max_deterministic_time = det_limit_s
-    for name, obj in objectives:
+    for name, phase, obj in objectives:
         if isinstance(obj, list):  # a tier: maximise its replicas placed
             bound = sum(groups[g].replicas for g in obj)
             if sum(best_p[g] for g in obj) == bound:
@@ -519,7 +519,7 @@ def _solve_pool(groups: list[ReplicaGroup], nodes: list[Node], det_limit_s: floa
             m.maximize(expr)
         else:
             expr = obj
-            value = _incumbent_at_bound(name.rsplit(": ", 1)[1], groups, best_p, best_x, free, big_tp)
+            value = _incumbent_at_bound(phase, groups, best_p, best_x, free, big_tp)
             if value is not None:
                 m.add(expr <= value)  # the incumbent is optimal: no solve needed
                 phases.append((name, "AT_BOUND"))

@@ -168,6 +168,37 @@ def test_a_repair_cuts_the_group_that_missed_and_changes_the_plan(tmp_path, shar
     assert rounds[-1].meets_targets and best_round(rounds) is rounds[-1]
 
 
+def test_a_repair_never_adds_prefill_pods_the_pooled_router_overloads(tmp_path, shared_data):
+    """The same case: the first repair buys the cheapest prefill capacity, an H100 TP-1 pod the
+    plan gives only a few of the long prompts. The router's prefill profile pools every prefill
+    pod (least loaded first, ties at random), so the replay gives it far more of them than
+    planned, and it prefills the ~47k-token prompts too slowly. Cutting its κ in proportion
+    would make the next plan add a second such pod (the replay then gets worse again). The
+    repair instead removes the sizes it missed from that configuration and from every prefill
+    configuration no faster, so no later round runs it and the loop meets its target."""
+    from llmfleet.sim.verify import plan_and_verify, workload_traces
+
+    mooncake_fleet(tmp_path, shared_data, "{ttft: 5s, tpot: 100ms, percentile: 99}", "standard",
+                   "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}")
+    fleet = load_fleet([tmp_path])
+    fp = build_problem(fleet)
+    traces, _ = workload_traces(fp, fleet)
+    rounds = plan_and_verify(fp, traces)
+    flagged = [(k, name.split()[1].rstrip(":")) for k, r in enumerate(rounds) for name in r.factors
+               if "pooled prefill router" in name]
+    assert flagged
+    for k, group in flagged:
+        plan, res = rounds[k].plan, rounds[k].results["default/mc"]
+        prefill = [(a, g) for a, g in zip(plan.assignments, res.groups) if a.role == "prefill"]
+        a, g = next((a, g) for a, g in prefill if g.name == group)
+        planned = a.rate_rps / sum(b.rate_rps for b, _ in prefill)
+        served = g.requests / sum(h.requests for _, h in prefill)
+        assert served > 2 * planned  # the router's pooling, not the plan, gave it its prompts
+        for later in rounds[k + 1:]:
+            assert all(f"{b.pool}/tp{b.tp}/{b.role}" != group for b in later.plan.assignments)
+    assert rounds[-1].meets_targets
+
+
 def test_a_repair_where_every_group_met_its_own_latency_still_changes_the_plan(tmp_path, shared_data):
     """TTFT and TPOT can miss on different requests, so that each group meets the target in the
     latency it decides while the workload misses it. Then every group is cut by ``MIN_CUT`` and

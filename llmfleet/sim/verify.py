@@ -6,10 +6,12 @@ simulated SLO attainment falls below its SLO percentile, the capacity κ is lowe
 for each group that missed in the latency its role decides, for each request size that missed in
 it, in proportion to the shortfall, and at least far enough that the plan must change
 (``_forcing``); the workload's configurations the plan did not use get the mildest of those cuts,
-so the next solve cannot escape to capacities nobody tested. The fleet is solved again, for a
-bounded number of rounds. Groups that met the target keep their κ, so the loop is monotone; the
-round to deploy is the best one (``best_round``), and the last round says why the loop stopped
-(``Round.stop_reason``).
+so the next solve cannot escape to capacities nobody tested. A prefill group that missed the
+sizes the router's pooled prefill profile gave it beyond its planned share loses those sizes,
+with every prefill configuration no faster (``_pooled_prefill_misses``): more such pods would get
+the same prompts. The fleet is solved again, for a bounded number of rounds. Groups that met the
+target keep their κ, so the loop is monotone; the round to deploy is the best one
+(``best_round``), and the last round says why the loop stopped (``Round.stop_reason``).
 
 A plan that meets every target in the replay but sheds demand (the model sized for bursts the
 trace did not bring) is the opposite case: the κ of the groups that met their latency with room
@@ -208,11 +210,21 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
         workload = next(w for w in fp.workloads if w.key == key)
         mildest = np.ones(len(workload.share))  # per bucket: the mildest cut any tested group got
         cut_any = np.zeros(len(workload.share), dtype=bool)
-        for a, g in zip(mine, res.groups):
+        pooled = _pooled_prefill_misses(mine, res.groups, target)
+        for gi, (a, g) in enumerate(zip(mine, res.groups)):
             if not g.requests or _own_attainment(g) >= target:
                 continue
             factors = np.broadcast_to(_bucket_factors(g, target), mildest.shape)
             forced = _forcing(a, factors, plan.pd_threshold_tokens.get(key), workload)
+            if gi in pooled:
+                # the router's pooling, not the plan, gave this group those sizes: it cannot take
+                # them beside the prefill pool's other pods, nor can any config no faster
+                excluded = pooled[gi]
+                forced = np.where(excluded, 0.0, forced)
+                for c in workload.configs:
+                    if c.role == "prefill" and c is not a.config:
+                        _scale(c, np.where(excluded & (c.capacity_rps <= a.config.capacity_rps), 0.0, 1.0))
+                rnd.factors[f"{key} {g.name}: sizes the pooled prefill router sent it"] = 0.0
             _scale(a.config, forced)
             rnd.factors[f"{key} {g.name}"] = float(forced.min())
             # the untested configurations share the model's error, not this group's load: they
@@ -238,6 +250,45 @@ def _cut_capacities(fp: FleetProblem, plan: Plan, rnd: Round) -> None:
             if id(c) not in used:
                 _scale(c, mildest)
         rnd.factors[f"{key} untested configurations"] = float(mildest.max())
+
+
+POOLED_EXCESS = 2.0
+"""a prefill group that served a size at least this many times the share of it the plan gave
+the group got it from the router's pooling (``_pooled_prefill_misses``): our choice, well above
+the replay's noise in a size's split over a few hundred requests"""
+
+
+def _pooled_prefill_misses(mine: list, groups: list, target: float) -> dict[int, np.ndarray]:
+    """The sizes each prefill group missed because the router pooled it with faster pods.
+
+    The router's prefill profile sends each long prompt to the least-loaded prefill pod of the
+    workload, whatever its size; at moderate load most arrivals find several pods idle and pick
+    among them at random, so a slow pod gets about as many long prompts as a fast one, however
+    little of them the plan gave it. Cutting such a group's κ in proportion only makes the next
+    plan add more of the same pods, which the router again gives the long prompts (the replay
+    gets worse each round). For each prefill group (index into ``mine``/``groups``, the plan's
+    ``Assignment``s and the replay's ``GroupResult``s of one workload): shape (S,) bool, the sizes
+    it served at least ``POOLED_EXCESS`` times the share the plan gave it, with at least
+    ``MIN_BUCKET_REQUESTS`` requests, and met in its TTFT below ``target``. Empty where the
+    workload has fewer than two prefill groups."""
+    idx = [i for i, (a, g) in enumerate(zip(mine, groups))
+           if a.role == "prefill" and g.bucket_requests is not None and g.bucket_own_met is not None]
+    if len(idx) < 2:
+        return {}
+    planned = sum(np.asarray(mine[i].bucket_rate_rps, dtype=float) for i in idx)
+    served = sum(groups[i].bucket_requests.astype(float) for i in idx)
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in idx:
+            g = groups[i]
+            n = g.bucket_requests.astype(float)
+            plan_share = np.where(planned > 0, np.asarray(mine[i].bucket_rate_rps, dtype=float) / planned, 0.0)
+            replay_share = np.where(served > 0, n / served, 0.0)
+            missed = (n >= MIN_BUCKET_REQUESTS) & (g.bucket_own_met < target * n)
+            excess = replay_share >= POOLED_EXCESS * plan_share
+            if (missed & excess).any():
+                out[i] = missed & excess
+    return out
 
 
 def _own_attainment(g) -> float:

@@ -168,15 +168,40 @@ def test_a_repair_cuts_the_group_that_missed_and_changes_the_plan(tmp_path, shar
     assert rounds[-1].meets_targets and best_round(rounds) is rounds[-1]
 
 
-def test_a_repair_never_adds_prefill_pods_the_pooled_router_overloads(tmp_path, shared_data):
-    """The same case: the first repair buys the cheapest prefill capacity, an H100 TP-1 pod the
-    plan gives only a few of the long prompts. The router's prefill profile pools every prefill
-    pod (least loaded first, ties at random), so the replay gives it far more of them than
-    planned, and it prefills the ~47k-token prompts too slowly. Cutting its κ in proportion
-    would make the next plan add a second such pod (the replay then gets worse again). The
-    repair instead removes the sizes it missed from that configuration and from every prefill
-    configuration no faster, so no later round runs it and the loop meets its target."""
+def test_a_repair_plans_prefill_pods_for_the_routers_split_not_its_own(tmp_path, shared_data):
+    """The same case: after the first cut, the cheapest MILP plan adds an H100 TP-1 prefill pod
+    and gives it a few percent of the long prompts. The router's prefill profile would give it
+    about 40% (``prefill_router_split``; the replay of that plan: 39.6%), which it cannot
+    prefill within 5 s, so ``solve`` lowers that configuration's κ and plans again: the repair's
+    plan prefills on faster pods only, says why, and meets the target in the replay at once."""
     from llmfleet.sim.verify import plan_and_verify, workload_traces
+
+    mooncake_fleet(tmp_path, shared_data, "{ttft: 5s, tpot: 100ms, percentile: 99}", "standard",
+                   "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}")
+    fleet = load_fleet([tmp_path])
+    fp = build_problem(fleet)
+    traces, _ = workload_traces(fp, fleet)
+    rounds = plan_and_verify(fp, traces)
+    assert not rounds[0].meets_targets and len(rounds) == 2 and rounds[1].meets_targets
+    repaired = rounds[1].plan
+    assert any("endpoint picker's split" in m and "h100-sxm/tp1/prefill" in m for m in repaired.messages)
+    assert all(a.tp > 1 for a in repaired.assignments if a.role == "prefill")
+
+
+def test_a_repair_never_adds_prefill_pods_the_pooled_router_overloads(tmp_path, shared_data, monkeypatch):
+    """The same case, with the planner blind to the router's prefill split (as it was before
+    ``prefill_router_split``; the repair is the backstop where that model is off): the first
+    repair buys the cheapest prefill capacity, an H100 TP-1 pod the plan gives only a few of the
+    long prompts. The router's prefill profile pools every prefill pod (least loaded first, ties
+    at random), so the replay gives it far more of them than planned, and it prefills the
+    ~47k-token prompts too slowly. Cutting its κ in proportion would make the next plan add a
+    second such pod (the replay then gets worse again). The repair instead removes the sizes it
+    missed from that configuration and from every prefill configuration no faster, so no later
+    round runs it and the loop meets its target."""
+    from llmfleet.sim.verify import plan_and_verify, workload_traces
+    from llmfleet.solver import milp
+
+    monkeypatch.setattr(milp, "prefill_router_split", lambda w, groups, params: {})
 
     mooncake_fleet(tmp_path, shared_data, "{ttft: 5s, tpot: 100ms, percentile: 99}", "standard",
                    "{tensorParallelSizes: [1, 2, 4], minReplicas: 1}")

@@ -2166,7 +2166,8 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
     target, read off its distribution; 0 for planned misses), weighted by the
     traffic the router gives each group (``router_split``: the picker's least-loaded balancing,
     not the plan's split, where a workload has several entry groups behind an InferencePool or
-    the standalone router). A request prefilled remotely (P/D) meets the SLO where
+    the standalone router; ``prefill_router_split`` where it has several prefill groups). A
+    request prefilled remotely (P/D) meets the SLO where
     its bucket met the TPOT on its decode group and the TTFT on the prefill groups (their mean for
     that bucket); a prompt under the P/D threshold is prefilled by its decode replica itself.
     A coarse, model-only figure: ``--verify`` replays the traffic.
@@ -2247,7 +2248,8 @@ def _routed_rates(fp: FleetProblem, w: WorkloadProblem, groups) -> dict[int, np.
     splits it, req/s, shape (S,): the entry groups by ``router_split`` (a Service has one group
     per workload, and with one entry group the plan's split stands), and the prefill groups
     scaled per bucket with the traffic the decode groups now take (the sidecar sends the prompts
-    of a decode pod's requests over the P/D threshold to the prefill pods)."""
+    of a decode pod's requests over the P/D threshold to the prefill pods), then shared among
+    themselves as the router's prefill profile does (``prefill_router_split``)."""
     rates = {id(a): a.bucket_rate_rps for a in groups}
     if fp.routing_mode == "service":
         return rates
@@ -2275,11 +2277,13 @@ def prefill_router_split(w: WorkloadProblem, groups, params: PerfParams) -> dict
     requests in flight, whatever its length, ties at random: every group sees the same mix of
     lengths (the groups' traffic together), and a pod's share follows from how often it is idle,
     not from the plan's split. ``idle_first_split`` gives each pod's rate from the pods' service
-    rates for that mix (1 / the mean prefill time, ``capacity.prefill_service_moments``). Against
-    the simulator's router on Mooncake at TTFT 5 s, p99 (bench/bursty_verify.py): an H100 TP-1
-    pod beside a TP-4 one served 39.6% of the prompts (the plan: 2.3%; this: 40%), a TP-2 pod
-    43.9% (the plan: 16.5%; this: 45%). Fewer than two prefill groups: {} (one group's pods are
-    alike and share its traffic evenly, as the plan has it)."""
+    rates for that mix (1 / the mean prefill time, ``capacity.prefill_service_moments``), at the
+    groups' rates as given. Against the simulator's router on Mooncake at TTFT 5 s, p99 (the
+    repair rounds of ``plan --verify``, split at the planning rate, replayed at the trace's): an
+    H100 TP-1 pod beside a TP-4 one served 39.6% of the prompts (the plan: 2.3%; this: 38%), a
+    TP-2 pod 43.9% (the plan: 16.5%; this: 45%); ``tests/test_balanced_routing.py`` checks a
+    bursty case. Fewer than two prefill groups: {} (one group's pods are alike and share its
+    traffic evenly, as the plan has it)."""
     pre = [(a, r) for a, r in groups if a.rate_rps > 0 and a.config is not None and float(np.sum(r)) > 0]
     if len(pre) < 2 or w.model is None:
         return {}
@@ -2309,10 +2313,10 @@ def idle_first_split(rate_rps: float, service_rps: np.ndarray, pods: np.ndarray)
     flight); one that finds every pod busy goes, to first order, where work drains fastest (in
     proportion to the service rates). With pods idle independently, pod i idle with probability
     1 - ρ_i: λ_i = Λ [(1 - ρ_i) E[1 / (1 + K_i)] + Π_j ρ_j μ_i / Σ μ], K_i the other pods idle (a
-    Poisson-binomial count), ρ_i = λ_i / μ_i (scipy's ``optimize.root``; the pods' even split
-    where it finds no root). Light load
-    gives every pod the same share whatever its speed; heavy load, shares in proportion to speed.
-    At or past saturation (Λ ≥ Σ μ): in proportion to speed."""
+    Poisson-binomial count), ρ_i = λ_i / μ_i, found by scipy's ``optimize.root`` (where it finds
+    none, the map is read once at every pod loaded Λ / Σ μ). Light load gives every pod the same
+    share whatever its speed; heavy load, shares in proportion to speed. At or past saturation
+    (Λ ≥ Σ μ): in proportion to speed. Raises nothing; ``service_rps`` must be positive."""
     mu_kind = np.asarray(service_rps, dtype=float)
     count = np.asarray(pods, dtype=int)
     capacity = float(mu_kind @ count)

@@ -229,20 +229,25 @@ def test_predicted_attainment_counts_each_minute_at_its_own_load(tmp_path, share
     assert abs(over_period - simulated) < 0.03 and over_period >= 0.9 and simulated >= 0.9
 
 
-@pytest.mark.parametrize("percentile", [90, 99])
-def test_prefill_ttft_is_predicted_as_the_replay_measures_it(tmp_path, shared_data, percentile):
+@pytest.mark.parametrize("slo", ["{ttft: 3s, tpot: 40ms, percentile: 90}", "{ttft: 3s, tpot: 40ms, percentile: 99}",
+                                 "{ttft: 5s, tpot: 100ms, percentile: 99}"])
+def test_prefill_ttft_is_predicted_as_the_replay_measures_it(tmp_path, shared_data, slo):
     # Mooncake at TTFT 3 s / TPOT 40 ms: every prompt of 2k tokens or more is prefilled by the
     # plan's H100 TP-4 prefill group. Its TTFT at the SLO percentile, predicted over the trace's
     # minutes (``predicted_latency`` with the trace's load levels, the group's replicas as one
     # queue, each bucket's own prompt lengths), is within 25% of the simulator's over the
     # requests that group served. Before, each bucket queued alone at its mean prompt length:
-    # 1.30x off at p99 (bench/bursty_verify.py).
+    # 1.30x off at p99 (bench/bursty_verify.py). At 5 s / 100 ms the plan needs one TP-4 replica
+    # at about 60% load, and its p99 is set by the prompts queued behind the trace's 191k-token
+    # ones (7.5 s each): Kingman's tail alone, which sees only the prefill times' mean and SCV,
+    # was 1.36x short; the wait for the prompt in service (``residual_wait_quantiles``) is not.
     from llmfleet.sim.engine import Simulation
     from llmfleet.sim.scenario import from_plan
     from llmfleet.sim.verify import workload_traces
     from llmfleet.solver.milp import _prefill_queue, period_levels, predicted_latency
 
-    mooncake_fleet(tmp_path, shared_data, f"{{ttft: 3s, tpot: 40ms, percentile: {percentile}}}")
+    mooncake_fleet(tmp_path, shared_data, slo)
+    percentile = float(slo.split("percentile: ")[1].rstrip("}"))
     fleet = load_fleet([tmp_path])
     fp = build_problem(fleet)
     w = fp.workloads[0]

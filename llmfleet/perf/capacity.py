@@ -21,7 +21,9 @@ output O tokens) arriving as a Poisson stream at rate λ:
   with v = c_a² + c_s², the arrivals' burstiness plus the prompt lengths' variability within the
   bucket (``Burstiness``; v = 1 for Poisson arrivals of one size, the M/D/1 case), so
   W_q = v s ln(ρ / (1-q)) / (2 (1-ρ)) for ρ > 1-q and 0 otherwise. TTFT
-  at the percentile is s + W_q plus the iteration in progress when the prompt arrives.
+  at the percentile is s + W_q plus the iteration in progress when the prompt arrives. (Prefill
+  replicas' TTFT distributions also take the wait for the prompt in service as a lower bound:
+  ``PrefillQueue.residual_wait_quantiles``.)
 - Memory. The batch at its percentile, each request at its full I + O tokens, must fit the KV cache: (memory x gpu_memory_utilization -
   weights/TP - activation reserve) x TP / KV bytes per token (KV heads are replicated when
   TP exceeds the KV-head count).
@@ -40,6 +42,7 @@ functions are vectorised over request-size buckets.
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -878,16 +881,50 @@ class PrefillQueue:
     least-loaded router, ``rate_rps`` arrivals per replica, req/s, whose prefill times have mean
     ``mean_service_s`` (s) and squared coefficient of variation ``service_scv``
     (``prefill_queue`` builds it). Prefill groups of one workload share it: the router's prefill
-    profile picks among all their pods."""
+    profile picks among all their pods. ``service_s``, ``service_weight``: shape (K,) each, the
+    prefill times of the pooled arrivals (s) and their probabilities (summing to 1), where known
+    (``residual_wait_quantiles``); None otherwise."""
 
     rate_rps: float
     mean_service_s: float
     service_scv: float
     servers: int = 1
+    service_s: np.ndarray | None = None
+    service_weight: np.ndarray | None = None
 
     def scaled(self, factor: float) -> "PrefillQueue":
         """The same queue with ``factor`` times the arrivals (a load level)."""
-        return PrefillQueue(self.rate_rps * factor, self.mean_service_s, self.service_scv, self.servers)
+        return dataclasses.replace(self, rate_rps=self.rate_rps * factor)
+
+    def residual_wait_quantiles(self, probs: np.ndarray) -> np.ndarray:
+        """A lower bound on the wait's quantile at each of ``probs`` (shape (P,)), s, from the
+        prompt in service alone: an arrival that finds every server busy waits at least until one
+        frees, and by PASTA the remaining prefill time of a busy server has the equilibrium
+        distribution of the prefill times, P(S_e > t) = E[(S - t)⁺] / E[S]. So
+        P(W > t) >= C P(S_e > t)^c, with C the probability that every one of the c servers is
+        busy (ρ for one, Erlang's C for more, servers taken as independent). Exact for one server
+        in the tail of heavy-tailed prompts, where Kingman's exponential tail (which sees only
+        the prefill times' mean and SCV) is too light: on Mooncake, prompts of 191k tokens (0.4%
+        of requests) hold a TP-4 H100 for 7.5 s and the prompts behind them set the p99 TTFT.
+        Zeros without ``service_s``; past saturation the bound with every server busy."""
+        probs = np.asarray(probs, dtype=float)
+        if self.service_s is None or self.service_weight is None or self.mean_service_s <= 0:
+            return np.zeros(probs.shape)
+        rho = min(self.rate_rps * self.mean_service_s, 1.0)
+        busy = rho if self.servers == 1 else float(erlang_c(self.servers, np.array(rho)))
+        # P(S_e > t) at each distinct prefill time t: piecewise linear in between, 1 at t = 0
+        order = np.argsort(self.service_s)
+        s, w = self.service_s[order], self.service_weight[order]
+        tail_work = np.cumsum((w * s)[::-1])[::-1]  # Σ_{k >= i} w_k s_k
+        tail_mass = np.cumsum(w[::-1])[::-1]  # Σ_{k >= i} w_k
+        mean = float(w @ s)
+        exceed = np.concatenate([[1.0], (tail_work - s * tail_mass) / mean])
+        t = np.concatenate([[0.0], s])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.where(busy > 0, ((1.0 - probs) / busy) ** (1.0 / self.servers), np.inf)
+        # the t where P(S_e > t) falls to ``need`` (decreasing: interpolate on the reversed arrays)
+        found = np.interp(need, exceed[::-1], t[::-1])
+        return np.where(need >= 1.0, 0.0, found)
 
 
 def prefill_service_moments(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
@@ -915,17 +952,22 @@ def prefill_service_moments(model: ModelSpec, gpu: GPUType, tp: int, input_token
 def prefill_queue(parts) -> PrefillQueue | None:
     """The queue (``PrefillQueue``) of prefill replicas pooled by the router. ``parts``: one
     (replicas, per-replica rate per bucket (S,) req/s, mean prefill time (S,) s, mean squared
-    prefill time (S,) s²) per group (``prefill_service_moments`` on its hardware). Each replica
-    serves at its own speed; the pooled queue has their total arrivals and work over all their
-    replicas. None when nothing arrives."""
-    servers = sum(int(n) for n, _, _, _ in parts)
-    rate = sum(n * float(np.sum(r)) for n, r, _, _ in parts)
+    prefill time (S,) s², prefill times (S, J) s at ``INPUT_LENGTH_PROBS``) per group
+    (``prefill_service_moments`` on its hardware). Each replica serves at its own speed; the
+    pooled queue has their total arrivals and work over all their replicas, and the prefill
+    times of all their arrivals. None when nothing arrives."""
+    servers = sum(int(n) for n, _, _, _, _ in parts)
+    rate = sum(n * float(np.sum(r)) for n, r, _, _, _ in parts)
     if servers <= 0 or rate <= 0:
         return None
-    work = sum(n * float(np.asarray(r) @ m) for n, r, m, _ in parts)
-    square = sum(n * float(np.asarray(r) @ m2) for n, r, _, m2 in parts)
+    work = sum(n * float(np.asarray(r) @ m) for n, r, m, _, _ in parts)
+    square = sum(n * float(np.asarray(r) @ m2) for n, r, _, m2, _ in parts)
     mean_s = work / rate
-    return PrefillQueue(rate / servers, mean_s, max(square / rate / mean_s ** 2 - 1.0, 0.0), servers)
+    slices = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
+    times = [((t[:, 1:] + t[:, :-1]) / 2.0).ravel() for _, _, _, _, t in parts]
+    weights = [(n * np.asarray(r, dtype=float)[:, None] * slices[None, :]).ravel() / rate for n, r, _, _, _ in parts]
+    return PrefillQueue(rate / servers, mean_s, max(square / rate / mean_s ** 2 - 1.0, 0.0), servers,
+                        np.concatenate(times), np.concatenate(weights))
 
 
 def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
@@ -942,8 +984,9 @@ def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_toke
     A request waits behind the prompts of every bucket, so the wait is the same for all: one
     queue (``mdl_wait_quantile_s``, pooled over ``servers`` by the least-loaded router) whose
     service is the mixture of the buckets' prefill times, with its own c_s² (the long prompts'
-    weight in it is what makes short ones wait); ``queue``, where given, is that queue instead
-    (several groups pooled, ``prefill_queue``). A request's TTFT is that wait plus, independent
+    weight in it is what makes short ones wait), and at least the wait for the prompt in service
+    (``PrefillQueue.residual_wait_quantiles``: heavy-tailed prompt lengths); ``queue``, where
+    given, is that queue instead (several groups pooled, ``prefill_queue``). A request's TTFT is that wait plus, independent
     of it, its own prefill and KV transfer (both grow with its prompt: ``transfer_s`` is at the
     bucket's mean length and scales with the length) and the first decode step. Prompt lengths
     within a bucket: ``lengths`` (S, len(INPUT_LENGTH_PROBS)) where the trace gave them, else
@@ -991,11 +1034,12 @@ class _PrefillTTFT:
         self.own_slices = (own[:, 1:] + own[:, :-1]) / 2.0  # (S, J-1), each of probability ``slices``
         self.slices = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
         if queue is None:
-            queue = prefill_queue([(servers, np.asarray(rate_rps, dtype=float), mean_b, square_b)])
+            queue = prefill_queue([(servers, np.asarray(rate_rps, dtype=float), mean_b, square_b, service)])
         if queue is not None:
-            self.wait = np.maximum.accumulate(mdl_wait_quantile_s(
+            # Kingman's tail, and at least the wait for the prompt in service (heavy-tailed prompts)
+            self.wait = np.maximum.accumulate(np.maximum(mdl_wait_quantile_s(
                 np.array(queue.rate_rps), queue.mean_service_s, WAIT_PROBS, burst.arrival_scv + queue.service_scv,
-                window_s, queue.servers))
+                window_s, queue.servers), queue.residual_wait_quantiles(WAIT_PROBS)))
         else:
             self.wait = np.zeros_like(WAIT_PROBS)  # nothing to wait behind
         self.saturated = not np.all(np.isfinite(self.wait))

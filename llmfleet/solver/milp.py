@@ -1978,11 +1978,11 @@ def _prefill_queue(w: WorkloadProblem, groups, params: PerfParams) -> PrefillQue
             continue
         rate = np.zeros(len(w.share))
         rate[served] = _replica_arrivals(c, bucket_rps, served, util)
-        _, _, mean_b, square_b = prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served],
-                                                         scv[served], None if floor is None else floor[served],
-                                                         _group_params(c, params),
-                                                         None if lengths is None else lengths[served])
-        parts.append((replicas, rate[served], mean_b, square_b))
+        _, service, mean_b, square_b = prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served],
+                                                               scv[served], None if floor is None else floor[served],
+                                                               _group_params(c, params),
+                                                               None if lengths is None else lengths[served])
+        parts.append((replicas, rate[served], mean_b, square_b, service))
     return prefill_queue(parts)
 
 

@@ -38,12 +38,10 @@ def test_step_time_reduces_to_the_phase_step_times():
     assert step_time_s(MODEL, A100, 2, 0, 0, 16, 16 * 900) == pytest.approx(decode_time_s(MODEL, A100, 2, 16, 16 * 900))
 
 
-@pytest.mark.parametrize("rho", [0.5, 0.85])
-def test_prefill_queue_is_md1(rho):
-    """One prompt per iteration on a prefill replica with Poisson arrivals is an M/D/1 queue:
-    the mean wait must match Pollaczek-Khinchine, W = ρ s / (2 (1 - ρ)), and the 90th percentile
-    stay near the Kingman exponential tail the planner's capacity model uses."""
-    prompt = 1000
+def md1_replay(rho: float, prompt: int = 1000):
+    """(result, each prompt's wait for its prefill in s, the prefill time s) of a simulated prefill
+    replica (A100, TP 1) given 40,000 Poisson arrivals of ``prompt``-token prompts at load ``rho``,
+    one prompt per iteration: an M/D/1 queue."""
     service = float(prefill_time_s(MODEL, A100, 1, prompt))
     rate = rho / service
     w = SimWorkload("t/md1", MODEL, ttft_s=60, tpot_s=1, percentile=90, gpu_memory_utilization=0.9, buckets=[(2, 0)],
@@ -51,8 +49,16 @@ def test_prefill_queue_is_md1(rho):
                             SimGroup("decode", "d", A100, 1, 4, np.array([rate]), "net", 1e12)])
     sim = Simulation(w, poisson_trace(rate, 40_000, prompt, 2), max_batched_tokens=prompt)
     res = sim.run()
+    return res, sim.rq.prefill_end - sim.rq.arrival - service, service
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.85])
+def test_prefill_queue_is_md1(rho):
+    """One prompt per iteration on a prefill replica with Poisson arrivals is an M/D/1 queue:
+    the mean wait must match Pollaczek-Khinchine, W = ρ s / (2 (1 - ρ)), and the 90th percentile
+    stay near the Kingman exponential tail the planner's capacity model uses."""
+    res, wait, service = md1_replay(rho)
     assert res.finished == res.requests
-    wait = sim.rq.prefill_end - sim.rq.arrival - service
     assert wait.min() >= -1e-9
     assert wait.mean() == pytest.approx(rho * service / (2 * (1 - rho)), rel=0.05)
     kingman_p90 = service * np.log(rho / 0.1) / (2 * (1 - rho))
@@ -68,15 +74,9 @@ def test_the_prompt_in_service_bounds_the_wait_at_light_load(rho, q):
     ρ 0.1, p95: replay 0.54 s, Kingman 0.39, bound 0.50, in units of the prefill time)."""
     from llmfleet.perf.capacity import PrefillQueue, mdl_wait_quantile_s
 
-    prompt = 1000
-    service = float(prefill_time_s(MODEL, A100, 1, prompt))
+    _, wait, service = md1_replay(rho)
     rate = rho / service
-    w = SimWorkload("t/md1", MODEL, ttft_s=60, tpot_s=1, percentile=90, gpu_memory_utilization=0.9, buckets=[(2, 0)],
-                    groups=[SimGroup("prefill", "p", A100, 1, 1, np.array([rate]), "net", 1e12),
-                            SimGroup("decode", "d", A100, 1, 4, np.array([rate]), "net", 1e12)])
-    sim = Simulation(w, poisson_trace(rate, 40_000, prompt, 2), max_batched_tokens=prompt)
-    sim.run()
-    replay = float(np.percentile(sim.rq.prefill_end - sim.rq.arrival - service, q * 100))
+    replay = float(np.percentile(wait, q * 100))
     bound = float(PrefillQueue(rate, service, 0.0, 1, np.array([service]), np.array([1.0]))
                   .residual_wait_quantiles(np.array([q]))[0])
     kingman = float(mdl_wait_quantile_s(np.array(rate), service, np.array([q]))[0])

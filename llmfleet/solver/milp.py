@@ -1969,8 +1969,6 @@ def _prefill_queue(w: WorkloadProblem, groups, params: PerfParams) -> PrefillQue
     traffic per bucket (S,) req/s, utilisation, replicas) of each prefill group; each replica's
     rates are the group's mix scaled so that Σ rate/κ is its utilisation, as in
     ``_latencies_by_bucket``. None without prefill traffic."""
-    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
-    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), w.share.shape)
     parts = []
     for c, bucket_rps, util, replicas in groups:
         served = (bucket_rps > 0) & (c.capacity_rps > 0)
@@ -1978,12 +1976,21 @@ def _prefill_queue(w: WorkloadProblem, groups, params: PerfParams) -> PrefillQue
             continue
         rate = np.zeros(len(w.share))
         rate[served] = _replica_arrivals(c, bucket_rps, served, util)
-        _, service, mean_b, square_b = prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served],
-                                                               scv[served], None if floor is None else floor[served],
-                                                               _group_params(c, params),
-                                                               None if lengths is None else lengths[served])
+        _, service, mean_b, square_b = _prefill_moments(w, c, served, params)
         parts.append((replicas, rate[served], mean_b, square_b, service))
     return prefill_queue(parts)
+
+
+def _prefill_moments(w: WorkloadProblem, c, served: np.ndarray, params: PerfParams):
+    """``capacity.prefill_service_moments`` of ``w``'s ``served`` buckets (bool, shape (S,)) on one
+    replica of configuration ``c``: their prompt lengths from the trace where it gave them, else
+    from each bucket's mean, SCV and lower edge, at the group's own step times
+    (``_group_params``)."""
+    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
+    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), w.share.shape)
+    return prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served], scv[served],
+                                   None if floor is None else floor[served], _group_params(c, params),
+                                   None if lengths is None else lengths[served])
 
 
 def _prompt_lengths(w: WorkloadProblem) -> np.ndarray | None:
@@ -2291,14 +2298,9 @@ def prefill_router_split(w: WorkloadProblem, groups, params: PerfParams) -> dict
     total = float(lam.sum())
     mix = lam / total
     served = mix > 0
-    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
-    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), w.share.shape)
     mu = []  # prompts per second one pod of each group prefills, for the mix
     for a, _ in pre:
-        c = a.config
-        _, _, mean_b, _ = prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served], scv[served],
-                                                  None if floor is None else floor[served], _group_params(c, params),
-                                                  None if lengths is None else lengths[served])
+        _, _, mean_b, _ = _prefill_moments(w, a.config, served, params)
         mu.append(1.0 / float(mix[served] @ mean_b))
     per_pod = idle_first_split(total, np.array(mu), np.array([a.replicas for a, _ in pre]))
     return {id(a): per_pod[k] * a.replicas / total * lam for k, (a, _) in enumerate(pre)}

@@ -455,3 +455,74 @@ def test_a_shortage_names_the_pool_too_fragmented_for_the_smallest_replica(tmp_p
     big = [msg for msg in plan.messages if msg.startswith("prod/big") and "cannot be served" in msg]
     assert len(big) == 1
     assert "h100 (1/4 GPUs; its smallest replica there needs 4)" in big[0] and "within the SLO" not in big[0]
+
+
+def test_the_neighbourhood_search_moves_a_group_to_free_a_pool_for_another(tmp_path):
+    # Independent reason (the greedy test above): the 70B fits only the four H100s, and the chat
+    # can run on the A10Gs as well. A start with one chat replica on an H100 leaves the 70B no room:
+    # serving both needs the chat moved off the H100s, which only a neighbourhood that holds both
+    # pools can do. The A10G pool alone (the chat's H100 replica fixed) cannot serve the 70B.
+    from llmfleet.solver import milp, neighbourhood
+
+    fp = one_pool_problem(tmp_path)
+    prepared = milp._prepare(fp, float("inf"))
+    m, model = prepared.model, prepared.highs
+    wi = {w.key: i for i, w in enumerate(fp.workloads)}
+    chat = fp.workloads[wi["prod/chat"]]
+    on_h100 = next(ci for ci, c in enumerate(chat.configs) if c.pool.name == "h100" and c.role == "colocated" and c.tp == 1)
+    start = milp._complete(fp, m, model, {(wi["prod/chat"], on_h100): 1}, float("inf"))
+    shed = milp._unserved(fp, m)
+    big_rps = fp.workloads[wi["prod/big"]].rate_rps
+    assert model.value(milp._shed_rps(fp, m, wi["prod/big"]), start) == pytest.approx(big_rps)  # all of it
+    model.set_objective(shed)
+    keys = [key for key in m.n if key[0] < milp.SCENARIO_STRIDE]
+    columns = np.array([model.index[m.n[key].name] for key in keys], dtype=np.int32)
+    pools = [fp.workloads[i].configs[ci].pool.name for i, ci in keys]
+    before = model.bounds(columns)
+
+    a10g_only = [columns[[p == "a10g" for p in pools]]]
+    stuck = neighbourhood.improve(model, shed, start, float("inf"), columns, a10g_only, "test")
+    assert stuck.improved == 0 and stuck.objective == pytest.approx(model.value(shed, start))
+
+    hoods = neighbourhood.pool_pairs(columns, pools)
+    assert len(hoods) == 1 and sorted(hoods[0]) == sorted(columns)
+    found = neighbourhood.improve(model, shed, start, float("inf"), columns, hoods, "test")
+    assert found.objective == pytest.approx(0.0, abs=1e-6) and found.improved == 1
+    counts = milp._counts(m, model, found.values)
+    assert {fp.workloads[i].configs[ci].pool.name for (i, ci) in counts if i == wi["prod/big"]} == {"h100"}
+    assert {fp.workloads[i].configs[ci].pool.name for (i, ci) in counts if i == wi["prod/chat"]} == {"a10g"}
+    for now, then in zip(model.bounds(columns), before):  # the bounds are given back
+        assert np.array_equal(now, then)
+
+
+def test_pool_pairs_put_first_the_pools_where_the_objective_falls_short():
+    from llmfleet.solver.neighbourhood import pool_pairs
+
+    columns = np.arange(8, dtype=np.int32)
+    pools = ["a", "a", "b", "c", "c", "d", "d", "d"]
+    hoods = pool_pairs(columns, pools, weight={"c": 2.0, "d": 1.0})
+    assert len(hoods) == 6  # every pair of the four pools once
+    assert sorted(hoods[0]) == [3, 4, 5, 6, 7]  # c and d first
+    assert {tuple(sorted(h)) for h in hoods[1:3]} == {(0, 1, 3, 4), (2, 3, 4)}  # then c with a or b
+    assert sorted(hoods[-1]) == [0, 1, 2]  # a and b, where nothing falls short, last
+    assert [list(h) for h in pool_pairs(columns, pools)] == [list(h) for h in pool_pairs(columns, pools)]
+
+
+def test_a_phase_hands_the_gpus_it_leaves_to_its_own_tier_first(tmp_path):
+    # Independent reason: the workloads differ only in tier and rate and share one TP-1 pool with
+    # exactly the GPUs the critical tier needs (its ample plan). From a plan with no replicas, the
+    # top-up serves the critical tier in full and gives the lower tiers nothing.
+    from llmfleet.solver import milp
+
+    ample = solve(tiered_problem(tmp_path, gpus=64))
+    need = sum(a.gpus for a in ample.assignments if a.workload.startswith("prod/critical"))
+    fp = tiered_problem(tmp_path, gpus=need)
+    prepared = milp._prepare(fp, float("inf"))
+    m, model = prepared.model, prepared.highs
+    empty = milp._complete(fp, m, model, {}, float("inf"))
+    top = max(w.tier_value for w in fp.workloads)
+    topped = milp._top_up(fp, m, model, empty, top, float("inf"))
+    critical = [i for i, w in enumerate(fp.workloads) if w.tier_value == top]
+    assert sum(model.value(milp._shed_rps(fp, m, i), topped) for i in critical) == pytest.approx(0.0, abs=1e-6)
+    assert all(fp.workloads[i].tier_value == top for (i, _) in milp._counts(m, model, topped))
+    assert milp._top_up(fp, m, model, topped, top, float("inf")) is None  # nothing left to add

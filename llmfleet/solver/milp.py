@@ -44,7 +44,8 @@ Objective: Σ n TP (price + P_c x energy price), plus the churn against a runnin
 are lexicographic: minimise the shed req/s of the top tier, fix it, then its missing minimum
 replicas, then the next tier, and finally minimise cost with every tier's service fixed; a phase
 whose objective the start already meets at 0 is skipped (``solve_joint``: one HiGHS model, a
-tier-respecting greedy start, ``solver.greedy``).
+tier-respecting greedy start, ``solver.greedy``; a tier phase searches neighbourhoods of its start
+first, ``solver.neighbourhood``, and gives the GPUs its plan leaves to its own tier, ``_top_up``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import itertools
 import math
 import statistics
 import time
@@ -66,6 +68,7 @@ from scipy import optimize
 from llmfleet.perf.capacity import (PrefillQueue, latencies_at_rate, mix_rate_rps, prefill_queue, shared_batch,
                                    prefill_service_moments, prefill_ttft_quantiles_s, prefill_ttft_share_within)
 from llmfleet.perf.steptime import PerfParams
+from llmfleet.solver import neighbourhood
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
 from llmfleet.solver.highs import HighsModel
 from llmfleet.solver.churn import config_key, start_cost_usd, stop_cost_usd
@@ -76,6 +79,11 @@ from llmfleet.workload.demand import INPUT_EDGES_TOKENS, RATE_LEVEL_WINDOW_S
 
 _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
+SEARCH_SHARE = 0.8
+"""share of a tier phase's time slice spent on the neighbourhood search before the whole-model
+solve (``_phase``). With binding pools (bench/solver_scale.py, 50 workloads at 10 and 30 s, 300 at
+60 s) the whole-model phases seldom improved on the greedy start and proved no bound, and the
+search lowered the shed in most phases; 0.8 served more than 0.5 at 50 workloads (two fleets)"""
 
 
 def _replica_cost_per_hour(fp: FleetProblem, c) -> float:
@@ -953,7 +961,8 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
     tier's shed req/s, then its missing minimum replicas, highest tier first) each improve on the
     last phase's plan with the higher tiers' results fixed, and the cost phase last. A phase the
     time limit stops keeps its best plan, which serves no lower tier at a higher tier's expense.
-    A phase whose objective the incumbent already meets at 0 (nothing shed) needs no solve.
+    A phase whose objective the incumbent already meets at 0 (nothing shed) needs no solve; one
+    that falls short searches neighbourhoods of its start first (``_phase``).
 
     Args:
         prepared: the model and its start (``_prepare``), when the caller built them; its
@@ -1025,16 +1034,21 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
-        start = _phase(model, shed, _tight_short(fp, m, model, start), deadline, 2 * (len(tiers) - k),
+        start = _tight_short(fp, m, model, start)
+        search = lambda values, t=tier_value: _search_space(fp, m, model, t, members, values, _shed_rps)  # noqa: E731
+        start = _phase(model, shed, start, deadline, 2 * (len(tiers) - k),
                        max(fp.relative_gap, _TIER_GAP), f"tier {names[tier_value]} (value {tier_value}): req/s shed",
-                       phases, _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members)))
+                       phases, _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members)), search,
+                       lambda values, t=tier_value: _top_up(fp, m, model, values, t, deadline))
         start = _tight_short(fp, m, model, start)
         if start is not None and any(wi in m.short for wi in members):
             # then the tier's minimum replicas, before any lower tier is served
             short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
+            search = lambda values, t=tier_value: _search_space(fp, m, model, t, members, values,  # noqa: E731
+                                                                _short_replicas)
             start = _phase(model, short, start, deadline, 4 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
                            f"tier {names[tier_value]} (value {tier_value}): minimum replicas short", phases,
-                           _tiebreak(fp, m, 1.0))
+                           _tiebreak(fp, m, 1.0), search)
         model.set_bounds(lower, *saved)
         if start is None and incumbent is not None:
             # nothing found with the lower tiers held at 0 (out of time): the last plan stands,
@@ -1640,8 +1654,8 @@ def _complete(fp: FleetProblem, m: _Model, model: HighsModel, counts: dict, dead
 
 
 def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: float, share: int, gap: float,
-           label: str, phases: list[dict], frugal: "tuple[pulp.LpAffineExpression, float] | None" = None
-           ) -> np.ndarray | None:
+           label: str, phases: list[dict], frugal: "tuple[pulp.LpAffineExpression, float] | None" = None,
+           search=None, top_up=None) -> np.ndarray | None:
     """One lexicographic phase: minimise ``objective`` (non-negative) from ``start`` in 1/``share``
     of the time left, then fix it at the value reached (optimal, or the best found in time) for
     every later phase. ``frugal``: a term added to the objective, too small to change its ranking,
@@ -1649,7 +1663,11 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
     most it can weigh (``_tiebreak``). The phase stops once the bound is within that weight as
     well as within ``gap``: it ranks ``objective``, and proving the tie-break optimal too (a
     relative gap on a sum that is all tie-break once ``objective`` reaches 0) would spend the
-    time slice on a preference. Returns
+    time slice on a preference. ``search``: start -> (replica-count columns, neighbourhoods of
+    them; ``_search_space``), searched from ``start`` for ``SEARCH_SHARE`` of the slice before the
+    whole model is solved (``neighbourhood.improve``); only where there are two neighbourhoods or
+    more (one would be the whole model). ``top_up``: values -> a solution
+    that may do better (or None), tried on the phase's result before it is fixed. Returns
     the phase's solution (``start`` when the solve found nothing better, None when there is
     neither)."""
     if start is not None and model.value(objective, start) <= _SHED_TOL:
@@ -1661,7 +1679,16 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
     term, weight = frugal if frugal is not None else (None, 0.0)
     model.set_objective(objective if term is None else objective + term)
     now = time.perf_counter()
-    res = model.solve((deadline - now) / share, gap, start, label=label, unit=label.rsplit(": ", 1)[-1],
+    until = now + (deadline - now) / share
+    searched = None
+    columns, hoods = search(start) if search is not None and start is not None else (None, [])
+    if len(hoods) > 1:
+        # first the neighbourhoods, from the start, for part of the slice; then the whole model
+        # from what they found, which proves the bound (``solver.neighbourhood``)
+        searched = neighbourhood.improve(model, objective, start, now + SEARCH_SHARE * (until - now), columns,
+                                         hoods, label=f"{label} (neighbourhoods)")
+        start = searched.values
+    res = model.solve(until - time.perf_counter(), gap, start, label=label, unit=label.rsplit(": ", 1)[-1],
                       abs_gap=weight)
     values = res.values if res.has_solution else start
     if res.has_solution and start is not None and model.value(objective, start) < model.value(objective, values):
@@ -1669,10 +1696,55 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
     if values is None:
         phases.append(_phase_report(label, res, None))
         return None
+    if top_up is not None:
+        topped = top_up(values)
+        if topped is not None and model.value(objective, topped) < model.value(objective, values) - _SHED_TOL:
+            values = topped
     best = model.value(objective, values)
-    phases.append(_phase_report(label, res, best))
+    phases.append(_phase_report(label, res, best, searched))
     _fix_objective(model, objective, best)
     return values
+
+
+def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, tier_value: int,
+            deadline: float) -> np.ndarray | None:
+    """``values`` with the greedy's replicas added for tier ``tier_value`` where GPUs are left
+    (``solver.greedy``, the replicas of that tier and above kept, the lower tiers' at 0 as in its
+    phase), routed by ``_complete``; None when the greedy adds nothing or time ran out. A phase
+    its time limit stops can leave GPUs free that its own tier could use; the lower tiers' phases
+    would then take them, an inversion of tier order that the time limit alone caused."""
+    mine = {key: r for key, r in _counts(m, model, values).items() if fp.workloads[key[0]].tier_value >= tier_value}
+    counts = _greedy(fp, m, fixed=mine, tiers={tier_value})
+    return None if counts == mine else _complete(fp, m, model, counts, deadline)
+
+
+def _search_space(fp: FleetProblem, m: _Model, model: HighsModel, tier_value: int, members: list[int],
+                  start: np.ndarray | None, shortfall) -> tuple[np.ndarray, list]:
+    """What a phase of tier ``tier_value`` searches by neighbourhoods (``_phase``): the replica
+    counts of that tier and of the tiers above (the lower tiers' are held at 0 meanwhile). First,
+    each of the tier's ``members`` that falls short in ``start`` alone, most short first, all its
+    pools free (a workload serves one kind of group, so serving more can take a whole other plan
+    of it); then the pool pairs (``neighbourhood.pool_pairs``), first the pools where those
+    members have configurations. ``shortfall``: ``_shed_rps`` or ``_short_replicas`` (fp, m, wi ->
+    expression)."""
+    keys = [(wi, ci) for (wi, ci) in m.n if wi < SCENARIO_STRIDE and fp.workloads[wi].tier_value >= tier_value]
+    columns = np.array([model.index[m.n[key].name] for key in keys], dtype=np.int32)
+    pools = [fp.workloads[wi].configs[ci].pool.name for wi, ci in keys]
+    weight: dict[str, float] = {}
+    short: dict[int, float] = {}
+    if start is not None:
+        for wi in members:
+            value = model.value(shortfall(fp, m, wi), start)
+            if value > _SHED_TOL:
+                short[wi] = value
+                for pool in {c.pool.name for c in fp.workloads[wi].configs}:
+                    weight[pool] = weight.get(pool, 0.0) + value
+    alone = [columns[[k for k, key in enumerate(keys) if key[0] == wi]] for wi in sorted(short, key=lambda wi: -short[wi])]
+    pairs = neighbourhood.pool_pairs(columns, pools, weight)
+    # in turn, so that many short workloads do not use up a short search before any pool pair
+    mixed = [hood for both in itertools.zip_longest([c for c in alone if len(c)], pairs) for hood in both
+             if hood is not None]
+    return columns, mixed
 
 
 def _fix_objective(model: HighsModel, objective, reached: float) -> None:
@@ -1717,15 +1789,23 @@ def _tiebreak(fp: FleetProblem, m: _Model, unit: float) -> tuple[pulp.LpAffineEx
     return term, _TIEBREAK_MAX * unit
 
 
-def _phase_report(label: str, res, objective: float | None) -> dict:
-    """What a phase reached: its objective, HiGHS's bound and gap (None: none proven), seconds and status."""
+def _phase_report(label: str, res, objective: float | None, searched: "neighbourhood.SearchResult | None" = None
+                  ) -> dict:
+    """What a phase reached: its objective, HiGHS's bound and gap (None: none proven), seconds and
+    status; with ``searched``, what the neighbourhood search before it did ("neighbourhoods": from
+    which objective to which, in how many sub-problems, how many improving)."""
     gap = res.gap if res.has_solution else None
     if objective is not None and res.dual_bound is not None and objective > 1e-9:
         gap = max((objective - res.dual_bound) / objective, 0.0)
     elif objective is not None and objective <= 1e-9:
         gap = 0.0
-    return {"phase": label, "objective": objective, "bound": res.dual_bound, "gap": gap,
-            "seconds": round(res.seconds, 3), "status": res.status}
+    out = {"phase": label, "objective": objective, "bound": res.dual_bound, "gap": gap,
+           "seconds": round(res.seconds + (searched.seconds if searched is not None else 0.0), 3),
+           "status": res.status}
+    if searched is not None:
+        out["neighbourhoods"] = {"from": searched.start_objective, "to": searched.objective,
+                                 "solved": searched.solved, "improved": searched.improved}
+    return out
 
 
 def _serving_configs(w: WorkloadProblem) -> list[int]:

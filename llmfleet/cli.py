@@ -176,10 +176,13 @@ def _saving(plan: Plan, baselines: dict[str, Plan], fp: FleetProblem) -> dict | 
 
 def _phase_text(p: dict) -> str:
     """One solver phase as "name objective (gap, HiGHS status)"; the gap "unproven" when HiGHS
-    proved no bound in its time."""
+    proved no bound in its time; with the neighbourhood search's progress where one ran
+    ("from 9.87 in 6 sub-problems")."""
     gap = "gap unproven" if p.get("gap") is None else f"gap {p['gap']:.1%}"
     value = "-" if p.get("objective") is None else f"{p['objective']:.4g}"
-    return f"{p['phase']} {value} ({gap}, {p.get('status')})"
+    search = p.get("neighbourhoods")
+    searched = f"; from {search['from']:.4g} in {search['solved']} neighbourhood solves" if search else ""
+    return f"{p['phase']} {value} ({gap}, {p.get('status')}{searched})"
 
 
 def _print_report(console: Console, plan: Plan, baselines: dict[str, Plan], saving: dict | None, source: str,

@@ -29,3 +29,15 @@ def test_no_follow_up_for_a_shortage_or_without_a_plan():
     assert not f.after("shortage", 90.0)
     assert not f.after(None, None)
     assert not f.after("feasible", None)
+
+
+def test_an_incremental_plan_with_unchecked_kept_workloads_is_followed_up():
+    # an incremental re-plan proves its gap on what it planned only: kept workloads it had no time
+    # to check against their best plans alone may still move (Plan.unchecked_kept)
+    f = FollowUps()
+    assert f.after("feasible", 130.0)
+    assert f.after("optimal", 120.0, unchecked_kept=40)  # proven on its part, 40 unchecked: go on
+    assert not f.after("optimal", 118.0, unchecked_kept=0)  # every kept workload checked: the series ends
+    assert f.done == 0
+    assert f.after("optimal", 118.0, unchecked_kept=3)
+    assert not f.after("optimal", 118.0, unchecked_kept=3)  # no saving: stop

@@ -179,6 +179,9 @@ def test_priority_tiers_when_gpus_are_short(tmp_path):
     assert res["prod/gold"].shed_rps == pytest.approx(0.0, abs=1e-6)
     assert res["prod/bronze"].shed_rps > 0
     assert any("prod/bronze" in m and "a100" in m for m in plan.messages)
+    # the low tier's phase fell short from its start: it searched neighbourhoods first
+    low = next(p for p in plan.phases if p["phase"].startswith("tier low") and p["phase"].endswith("req/s shed"))
+    assert low["neighbourhoods"]["solved"] >= 1 and low["neighbourhoods"]["to"] <= low["neighbourhoods"]["from"]
 
 
 def test_a_lower_tiers_minimum_gives_way_to_a_higher_tier(tmp_path):

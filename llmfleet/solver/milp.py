@@ -842,6 +842,7 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
                                      "the gap is that of this re-plan")
                 if checked is not None:
                     plan.messages.append(checked.message(len(settled)))
+                    plan.unchecked_kept = checked.unchecked(len(settled))
                 plan.solve_time_s = time.perf_counter() - t0
                 return _mark_shortage(plan, fp)
             # the phases' rows (each tier's result with the kept workloads held) would bind the
@@ -1309,9 +1310,13 @@ class _Checked:
     moved: list[str] = dataclasses.field(default_factory=list)
     saving_per_hour: float = 0.0
 
+    def unchecked(self, kept: int) -> int:
+        """Of ``kept`` workloads the re-plan would keep, those it did not check in its time."""
+        return max(kept - self.solved - self.known - self.recalled, 0)
+
     def message(self, kept: int) -> str:
         """The plan's line about it, for ``kept`` workloads the re-plan would keep."""
-        left = kept - self.solved - self.known - self.recalled
+        left = self.unchecked(kept)
         text = (f"kept workloads checked against their best plan alone: {self.known} known optimal, "
                 + (f"{self.recalled} with a cheaper plan found before, " if self.recalled else "")
                 + f"{self.solved} solved now")

@@ -106,6 +106,10 @@ class Plan:
     """the solver's phases in order (``milp.solve_joint``): each tier's shed req/s and missing
     minimum replicas, then the cost; each with its objective, HiGHS's bound and gap (None where
     none was proven in time), seconds and HiGHS's status"""
+    unchecked_kept: int = 0
+    """in an incremental re-plan, the kept workloads (held as they run) that it had no time to
+    check against their best plan alone (``milp._improve_settled``): its gap covers only what it
+    planned, so a re-plan from this plan may still save (the operator's ``FollowUps``)"""
 
     @property
     def serves_all_demand(self) -> bool:
@@ -145,5 +149,11 @@ class Plan:
             "messages": list(self.messages),
             "pdThresholdTokens": dict(sorted(self.pd_threshold_tokens.items())),
             "placement": self.placement.to_dict() if self.placement is not None else None,
-            "phases": [{k: (r(v, 6) if isinstance(v, float) else v) for k, v in p.items()} for p in self.phases],
+            "phases": [_rounded(p, r) for p in self.phases],
+            "uncheckedKeptWorkloads": self.unchecked_kept,
         }
+
+
+def _rounded(d: dict, r) -> dict:
+    """``d`` with its float values (and those of the dicts in it) rounded to 6 places by ``r``."""
+    return {k: r(v, 6) if isinstance(v, float) else _rounded(v, r) if isinstance(v, dict) else v for k, v in d.items()}

@@ -529,3 +529,23 @@ def test_a_phase_hands_the_gpus_it_leaves_to_its_own_tier_first(tmp_path):
     assert sum(model.value(milp._shed_rps(fp, m, i), topped) for i in critical) == pytest.approx(0.0, abs=1e-6)
     assert all(fp.workloads[i].tier_value == top for (i, _) in milp._counts(m, model, topped))
     assert milp._top_up(fp, m, model, topped, top, float("inf")) is None  # nothing left to add
+
+
+def test_the_greedy_lets_a_workload_whose_best_pool_is_full_wait_its_turn():
+    # Independent reason (hand-computed): pool P (4 GPUs) is held by a higher tier; pool Q has 4.
+    # A (20 req/s) needs 2 GPUs per unit share on P, 16 on Q; B (10 req/s) 1.5 on P, 4 on Q. Every
+    # workload order puts A first (more req/s per GPU on its best option, and more GPUs on it),
+    # and A's 4 GPUs on Q then serve a quarter of it, 5 req/s. B on Q serves all of B, 10 req/s:
+    # the better use of Q, which only the (workload, option) order by req/s per GPU finds.
+    from types import SimpleNamespace
+
+    from llmfleet.solver.greedy import Option, greedy_replicas
+
+    workloads = [SimpleNamespace(key=k, rate_rps=r, min_replicas=0) for k, r in (("h", 1.0), ("a", 20.0), ("b", 10.0))]
+    rows = [({(0, 0): 1.0, (1, 0): 1.0, (2, 0): 1.0}, 4.0),  # pool P
+            ({(1, 1): 1.0, (2, 1): 1.0}, 4.0)]  # pool Q
+    opt = lambda ci, per: Option("colocated", ((ci, per),), per, ci)  # noqa: E731 (TP 1: replicas = GPUs)
+    options = {0: [opt(0, 1.0)], 1: [opt(0, 2.0), opt(1, 16.0)], 2: [opt(0, 1.5), opt(1, 4.0)]}
+    tier = {0: 2, 1: 1, 2: 1}
+    counts = greedy_replicas(workloads, rows, options, tier.get, False, fixed={(0, 0): 4}, tiers={1})
+    assert counts == {(0, 0): 4, (2, 1): 4}

@@ -22,8 +22,9 @@ before -> after this search and ``milp._top_up``):
 - 50 workloads, 30-s limit: seed 0 0.0/9.7/89.9 -> 0.0/8.5/88.0; seed 1 0.0/8.3/84.6 ->
   0.0/6.3/74.7; seed 2 0.0/7.9/67.2 -> 0.0/6.1/37.3 (the whole-model phases found nothing better
   than at 10 s in seeds 1 and 2).
-- 300 workloads, 60-s limit: 0.0/30.1/100.0 -> 0.0/29.5/100.0. One pool pair given 15 s alone
-  lowers silver's shed from 193 to 88 req/s there: at this size the search is short of time.
+- 300 workloads, 60-s limit: 0.0/30.1/100.0 -> 0.0/29.5/100.0. One pool pair given 20 s alone
+  lowers silver's shed from 192 to 160 req/s there (gold held in full): at this size the search
+  is short of time.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ def _saving(plan: Plan, baselines: dict[str, Plan], fp: FleetProblem) -> dict | 
 def _phase_text(p: dict) -> str:
     """One solver phase as "name objective (gap, HiGHS status)"; the gap "unproven" when HiGHS
     proved no bound in its time; with the neighbourhood search's progress where one ran
-    ("from 9.87 in 6 sub-problems")."""
+    ("; from 9.87 in 6 neighbourhood solves")."""
     gap = "gap unproven" if p.get("gap") is None else f"gap {p['gap']:.1%}"
     value = "-" if p.get("objective") is None else f"{p['objective']:.4g}"
     search = p.get("neighbourhoods")

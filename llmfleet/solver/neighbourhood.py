@@ -39,8 +39,9 @@ import numpy as np
 from llmfleet.solver.highs import HighsModel
 
 SUB_LIMIT_S = 0.3
-"""the most one neighbourhood's solve may take, s: most take 0.1-0.2 s at 50 workloads x 10 pools
-(bench/solver_scale.py); a longer one is cut short and keeps its best solution"""
+"""the shortest time limit of one neighbourhood's solve, s (``SUB_PER_SEARCH`` gives longer ones a
+longer search): most take 0.1-0.2 s at 50 workloads x 10 pools (bench/solver_scale.py); one cut
+short keeps its best solution"""
 
 SUB_PER_SEARCH = 4
 """a neighbourhood's solve may take at least 1/SUB_PER_SEARCH of the search's time: at 300

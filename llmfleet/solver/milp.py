@@ -1670,8 +1670,8 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
     relative gap on a sum that is all tie-break once ``objective`` reaches 0) would spend the
     time slice on a preference. ``search``: start -> (replica-count columns, neighbourhoods of
     them; ``_search_space``), searched from ``start`` for ``SEARCH_SHARE`` of the slice before the
-    whole model is solved (``neighbourhood.improve``); only where there are two neighbourhoods or
-    more (one would be the whole model). ``top_up``: values -> a solution
+    whole model is solved (``neighbourhood.improve``); each neighbourhood is smaller than the whole
+    model. ``top_up``: values -> a solution
     that may do better (or None), tried on the phase's result before it is fixed. Returns
     the phase's solution (``start`` when the solve found nothing better, None when there is
     neither)."""
@@ -1687,11 +1687,11 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
     until = now + (deadline - now) / share
     searched = None
     columns, hoods = search(start) if search is not None and start is not None else (None, [])
-    if len(hoods) > 1:
+    if hoods:
         # first the neighbourhoods, from the start, for part of the slice; then the whole model
         # from what they found, which proves the bound (``solver.neighbourhood``)
         searched = neighbourhood.improve(model, objective, start, now + SEARCH_SHARE * (until - now), columns,
-                                         hoods, label=f"{label} (neighbourhoods)")
+                                         hoods, label=f"{label} (neighbourhoods)", gap=gap, abs_gap=weight)
         start = searched.values
     res = model.solve(until - time.perf_counter(), gap, start, label=label, unit=label.rsplit(": ", 1)[-1],
                       abs_gap=weight)
@@ -1745,7 +1745,8 @@ def _search_space(fp: FleetProblem, m: _Model, model: HighsModel, tier_value: in
                 for pool in {c.pool.name for c in fp.workloads[wi].configs}:
                     weight[pool] = weight.get(pool, 0.0) + value
     alone = [columns[[k for k, key in enumerate(keys) if key[0] == wi]] for wi in sorted(short, key=lambda wi: -short[wi])]
-    pairs = neighbourhood.pool_pairs(columns, pools, weight)
+    # a pair that holds every pool is the whole model, which the phase solves after the search
+    pairs = [hood for hood in neighbourhood.pool_pairs(columns, pools, weight) if len(hood) < len(columns)]
     # in turn, so that many short workloads do not use up a short search before any pool pair
     mixed = [hood for both in itertools.zip_longest([c for c in alone if len(c)], pairs) for hood in both
              if hood is not None]

@@ -48,11 +48,6 @@ SUB_PER_SEARCH = 4
 workloads x 10 pools (bench/solver_scale.py) 0.3 s was too short for HiGHS to improve any
 neighbourhood (19 solved, none improved, in 6.8 s)"""
 
-SUB_GAP = 1e-4
-"""relative gap of a neighbourhood's solve: it is small enough to prove, and a looser one stops at
-a solution the neighbourhood could still improve"""
-
-
 @dataclass
 class SearchResult:
     """What ``improve`` did: the best solution (shape (columns,)), the objective at the start and
@@ -85,12 +80,15 @@ def pool_pairs(columns: np.ndarray, pool_of_column: list[str], weight: dict[str,
 
 
 def improve(model: HighsModel, objective, start: np.ndarray, until: float, columns: np.ndarray,
-            neighbourhoods: list[np.ndarray], label: str) -> SearchResult:
+            neighbourhoods: list[np.ndarray], label: str, gap: float = 1e-4, abs_gap: float = 0.0) -> SearchResult:
     """Lower ``objective`` (a PuLP expression; the model's objective must already be set to it, or
     to it plus a tie-break) from the feasible ``start`` until ``until`` (``time.perf_counter``),
     by solving one neighbourhood at a time: the ``columns`` not in it fixed at the incumbent's
     values, those in it at their bounds as they stand. Passes over the neighbourhoods repeat while
-    one of them improves the incumbent and time remains.
+    one of them improves the incumbent and time remains. ``gap``, ``abs_gap``: each
+    neighbourhood's solve stops within them (``HighsModel.solve``); the phase's own, since a
+    tighter one only spends the search's time proving what the phase does not ask (on a
+    9-workload shortage, 1e-4 with a tie-break term made every sub-solve run to its limit).
 
     The bounds of ``columns`` are as they were when this returns. Returns a ``SearchResult``; its
     ``values`` are ``start`` when nothing better was found.
@@ -114,7 +112,7 @@ def improve(model: HighsModel, objective, start: np.ndarray, until: float, colum
                 fixed[[position[int(c)] for c in free]] = False
                 held = best[columns[fixed]].round()
                 model.set_bounds(columns[fixed], held, held)
-                res = model.solve(min(sub_limit, left), SUB_GAP, best, label=label)
+                res = model.solve(min(sub_limit, left), gap, best, label=label, abs_gap=abs_gap)
                 model.set_bounds(columns, lower, upper)
                 solved += 1
                 if res.has_solution:

@@ -12,7 +12,8 @@ proves what it can, from the better incumbent.
 
 Neighbourhoods (``milp._search_space``): each workload of the phase's tier that falls short, with
 all its pools free (a workload serves one kind of group, so serving more can take a whole other
-plan of it), in turn with the pool pairs, the pools where those workloads fall short first.
+plan of it), in turn with the pool pairs, the pools where those workloads fall short first; a
+pair that holds every pool is the whole model and is left out.
 
 Measured on ``bench/solver_scale.py``'s binding fleets (its fleets and scarce pools, solved by
 ``milp.solve`` directly; one run each on one machine; shed % of demand gold / silver / bronze,

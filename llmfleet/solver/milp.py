@@ -1724,7 +1724,7 @@ def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, 
 
 
 def _search_space(fp: FleetProblem, m: _Model, model: HighsModel, tier_value: int, members: list[int],
-                  start: np.ndarray | None, shortfall) -> tuple[np.ndarray, list]:
+                  start: np.ndarray, shortfall) -> tuple[np.ndarray, list]:
     """What a phase of tier ``tier_value`` searches by neighbourhoods (``_phase``): the replica
     counts of that tier and of the tiers above (the lower tiers' are held at 0 meanwhile). First,
     each of the tier's ``members`` that falls short in ``start`` alone, most short first, all its
@@ -1737,19 +1737,18 @@ def _search_space(fp: FleetProblem, m: _Model, model: HighsModel, tier_value: in
     pools = [fp.workloads[wi].configs[ci].pool.name for wi, ci in keys]
     weight: dict[str, float] = {}
     short: dict[int, float] = {}
-    if start is not None:
-        for wi in members:
-            value = model.value(shortfall(fp, m, wi), start)
-            if value > _SHED_TOL:
-                short[wi] = value
-                for pool in {c.pool.name for c in fp.workloads[wi].configs}:
-                    weight[pool] = weight.get(pool, 0.0) + value
+    for wi in members:
+        value = model.value(shortfall(fp, m, wi), start)
+        if value > _SHED_TOL:
+            short[wi] = value
+            for pool in {c.pool.name for c in fp.workloads[wi].configs}:
+                weight[pool] = weight.get(pool, 0.0) + value
     alone = [columns[[k for k, key in enumerate(keys) if key[0] == wi]] for wi in sorted(short, key=lambda wi: -short[wi])]
+    alone = [hood for hood in alone if len(hood)]
     # a pair that holds every pool is the whole model, which the phase solves after the search
     pairs = [hood for hood in neighbourhood.pool_pairs(columns, pools, weight) if len(hood) < len(columns)]
     # in turn, so that many short workloads do not use up a short search before any pool pair
-    mixed = [hood for both in itertools.zip_longest([c for c in alone if len(c)], pairs) for hood in both
-             if hood is not None]
+    mixed = [hood for both in itertools.zip_longest(alone, pairs) for hood in both if hood is not None]
     return columns, mixed
 
 

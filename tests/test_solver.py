@@ -9,7 +9,7 @@ from scipy.optimize import linprog
 
 from llmfleet.api.loader import load_fleet
 from llmfleet.solver.baseline import cheapest_full_service, single_type_baselines
-from llmfleet.solver.highs import HighsModel
+from llmfleet.solver.highs import HighsModel, SolveResult
 from llmfleet.solver.melange import MelangeInputError, problem_from_melange
 from llmfleet.solver.milp import _phase, solve
 from llmfleet.solver.problem import build_problem
@@ -243,6 +243,34 @@ def test_a_time_out_keeps_tier_order(tmp_path, time_limit_s):
     assert shed["standard"] > 0 and held["low"] == 0  # standard is short: low holds nothing
     assert sum(held.values()) <= gpus
     assert [p["phase"].split(":")[0] for p in plan.phases][:1] == ["tier critical (value 1000000)"]
+
+
+def test_a_model_that_took_the_whole_limit_still_plans_the_greedy_start(tmp_path, monkeypatch):
+    # Independent reason: the plan of last resort is the greedy start, which serves the tiers in
+    # order; building it is bounded work, so a limit spent before the phases must still give it
+    # (at 50 workloads the model's build took the limit and the command planned 0 GPUs). Here
+    # every LP or MILP needs 0.5 s: given less, HiGHS returns no solution, as on a large model.
+    real = HighsModel.solve
+
+    def slow(self, time_limit_s, *args, **kwargs):
+        if time_limit_s < 0.5:
+            return SolveResult("Time limit reached", None, None, None, None, time_limit_s)
+        return real(self, time_limit_s, *args, **kwargs)
+
+    monkeypatch.setattr(HighsModel, "solve", slow)
+    ample = solve(tiered_problem(tmp_path, gpus=64))
+    need = {t: sum(a.gpus for a in ample.assignments if a.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard", "low")}
+    gpus = need["critical"] + need["standard"] // 2
+    plan = solve(dataclasses.replace(tiered_problem(tmp_path, gpus=gpus), time_limit_s=0.0))
+    assert plan.status == "shortage" and plan.total_gpus > 0
+    shed = {t: sum(r.shed_rps for r in plan.workloads if r.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard", "low")}
+    held = {t: sum(a.gpus for a in plan.assignments if a.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard", "low")}
+    assert shed["critical"] == pytest.approx(0.0, abs=1e-6) and held["low"] == 0
+    assert {p["status"] for p in plan.phases} == {"not run: time limit"}
+    assert any("ran out before the phases of tier(s) critical, standard, low" in m for m in plan.messages)
 
 
 def test_a_decomposition_out_of_time_keeps_the_workloads_it_solved(monkeypatch):

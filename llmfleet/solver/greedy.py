@@ -128,6 +128,8 @@ def greedy_replicas(workloads: list, rows: list, options: dict[int, list[Option]
         replicas of each part; returns the share it serves."""
         parts = lambda s: [(ci, math.ceil(s * per - 1e-9)) for ci, per in opt.per_share]  # noqa: E731
         if not fit(wi, parts(share)):
+            if not fit(wi, [(ci, 1) for ci, _ in opt.per_share]):
+                return 0.0  # any share needs a replica of each part: none fits (the bisection's 0, at once)
             lo, hi = 0.0, share
             for _ in range(_BISECTIONS):  # the largest share whose replicas fit
                 mid = (lo + hi) / 2.0

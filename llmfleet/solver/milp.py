@@ -1021,7 +1021,13 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
     # a start that sheds nothing and meets every minimum meets every tier's phases as it stands:
     # they are recorded as met without the tier-by-tier completions (5 solves of the whole model)
     start_serves_all = incumbent is not None and model.value(_unserved(fp, m), incumbent) <= _SHED_TOL
+    skipped = []  # phases the time limit left no time for: the plan is the last incumbent
     for k, tier_value in enumerate(tiers):
+        if incumbent is not None and time.perf_counter() >= deadline:
+            # out of time (a model that took the limit to build): each phase would still cost a
+            # completion and a greedy pass, seconds past the limit at 50 workloads, for nothing
+            skipped = tiers[k:]
+            break
         members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
         # a tier's phases decide nothing for lower tiers, which can only take GPUs from it: their
         # replicas are held at 0 meanwhile, which shrinks the model HiGHS presolves and searches
@@ -1080,13 +1086,25 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
             if incumbent is None:
                 incumbent = start
     start = _tight_short(fp, m, model, incumbent)
-    model.set_objective(m.cost)
-    res = model.solve(deadline - time.perf_counter(), cost_gap, start, label="fleet MILP", unit="$/h")
-    values, bound = (res.values, res.dual_bound) if res.has_solution else (start, None)
-    values = _tight_short(fp, m, model, values)
+    if skipped or time.perf_counter() >= deadline:
+        values, bound = start, None
+        for tier_value in skipped:
+            phases.append({"phase": f"tier {names[tier_value]} (value {tier_value}): req/s shed", "objective": None,
+                           "bound": None, "gap": None, "seconds": 0.0, "status": "not run: time limit"})
+        phases.append({"phase": "cost, $/h", "objective": model.value(m.cost, values), "bound": None, "gap": None,
+                       "seconds": 0.0, "status": "not run: time limit"})
+        before = f"the phases of tier(s) {', '.join(names[t] for t in skipped)}" if skipped else "the cost phase"
+        kept = "the tier-respecting greedy start" if len(skipped) == len(tiers) else "the last phase's plan"
+        messages.append(f"the time limit ({fp.time_limit_s:g} s) ran out before {before}: the plan is {kept}, "
+                        "with no bound on its cost")
+    else:
+        model.set_objective(m.cost)
+        res = model.solve(deadline - time.perf_counter(), cost_gap, start, label="fleet MILP", unit="$/h")
+        values, bound = (res.values, res.dual_bound) if res.has_solution else (start, None)
+        values = _tight_short(fp, m, model, values)
+        phases.append(_phase_report("cost, $/h", res, model.value(m.cost, values)))
     # from the plan itself: a phase out of time may have left no objective of its own
     shedding = model.value(_unserved(fp, m), values) > _SHED_TOL
-    phases.append(_phase_report("cost, $/h", res, model.value(m.cost, values)))
     lp_bound = None
     if deadline - time.perf_counter() > 0.05:
         # the LP relaxation with every phase's result fixed bounds the cost too (one more solve
@@ -1565,13 +1583,23 @@ def _settled(fp: FleetProblem, prepared: _Prepared) -> set[int]:
     return out
 
 
+START_FLOOR_S = 2.0
+"""seconds the greedy start's completion (``_greedy_start``) may take even past the deadline: it is
+the plan of last resort, and without it a solve whose model took the whole limit to build returned
+no plan at all (bench/solver_scale.py (a), 50 workloads at 10 s on 2 cores: the capacity model took
+8.7 s and the model and greedy the rest; "infeasible", 0 GPUs). The completion is one LP with every
+replica count fixed: 0.06 s at 50 workloads (4,303 configurations) in that run"""
+
+
 def _greedy_start(fp: FleetProblem, m: _Model, model: HighsModel, deadline: float) -> np.ndarray | None:
     """A feasible start for the phases: the tier-respecting greedy replica counts
     (``solver.greedy``) completed by ``_complete``. Where that fails (a limit the greedy does not
-    see), no replicas at all, which sheds everything and is always feasible. None if neither
-    solves in time."""
-    start = _complete(fp, m, model, _greedy(fp, m), deadline)
-    return start if start is not None else _complete(fp, m, model, {}, deadline)
+    see), no replicas at all, which sheds everything and is always feasible. Each completion gets
+    at least ``START_FLOOR_S`` even when ``deadline`` has passed (the plan then overruns its
+    limit rather than being no plan). None only if neither solves within that."""
+    greedy = _greedy(fp, m)
+    start = _complete(fp, m, model, greedy, max(deadline, time.perf_counter() + START_FLOOR_S))
+    return start if start is not None else _complete(fp, m, model, {}, max(deadline, time.perf_counter() + START_FLOOR_S))
 
 
 def _serves(fp: FleetProblem, m: _Model, model: HighsModel, wi: int, values: np.ndarray) -> bool:

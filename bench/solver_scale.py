@@ -83,7 +83,7 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.catalog.models import resolve_model
 from llmfleet.solver import milp
 from llmfleet.solver.milp import solve, time_left_s
-from llmfleet.solver.problem import FleetProblem, build_problem, servable_buckets
+from llmfleet.solver.problem import FleetProblem, available_cpus, build_problem, servable_buckets
 
 TRACES = Path("/work/shared/data/traces")
 # the solver's source as imported, so that a run against uncommitted edits can be traced
@@ -188,7 +188,7 @@ def build(docs: list[dict], cache: dict | None = None, memo: tuple[set, dict] | 
         path = Path(d) / "fleet.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         t0 = time.perf_counter()
-        fp = build_problem(load_fleet([path]), cache=cache)
+        fp = build_problem(load_fleet([path]), cache=cache, workers=available_cpus())
         if memo is not None:
             fp.alone_optima, fp.alone_moves = memo
         fp.time_limit_s, overrun = time_left_s(fp.time_limit_s, t0)

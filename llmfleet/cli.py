@@ -47,7 +47,7 @@ from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import predicted_attainment, solve, time_left_s
 from llmfleet.solver.plan import Plan
-from llmfleet.solver.problem import FleetProblem, build_problem, minimum_gpus_shortfall
+from llmfleet.solver.problem import FleetProblem, available_cpus, build_problem, minimum_gpus_shortfall
 from llmfleet.sim.engine import simulate
 from llmfleet.sim.robust import add_scenarios, load_scenarios, replay
 from llmfleet.sim.scenario import ScenarioError, from_document, from_plan, to_document
@@ -263,7 +263,7 @@ def _fleet_problem(args: argparse.Namespace, steps: StderrProgress):
             print(f"note: not every minimum can be met: {shortfall}; higher tiers are served first", file=sys.stderr)
         with steps.step(f"Building the capacity model of {len(fleet.workloads)} workload(s) on "
                         f"{len(fleet.pools)} pool(s) (performance profile {fleet.policy.spec.performance_profile})"):
-            return fleet, build_problem(fleet)
+            return fleet, build_problem(fleet, workers=available_cpus())
     except ManifestError as err:
         _error(str(err))
         raise _NoPlan(EXIT_INVALID) from None

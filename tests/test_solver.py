@@ -7,12 +7,13 @@ import pulp
 import pytest
 from scipy.optimize import linprog
 
+from llmfleet import progress
 from llmfleet.api.loader import load_fleet
 from llmfleet.solver.baseline import cheapest_full_service, single_type_baselines
 from llmfleet.solver.highs import HighsModel, SolveResult
 from llmfleet.solver.melange import MelangeInputError, problem_from_melange
 from llmfleet.solver.milp import _phase, solve
-from llmfleet.solver.problem import build_problem
+from llmfleet.solver.problem import PARALLEL_MIN_WORKLOADS, build_problem
 
 from conftest import EXAMPLES
 
@@ -155,6 +156,36 @@ kind: GPUPool
 metadata: {name: a100}
 spec: {gpuType: A100-80G, maxGPUs: %(gpus)d, gpusPerNode: 8}
 """
+
+
+def test_workloads_modelled_in_two_processes_give_the_same_problem(tmp_path):
+    # Independent reason: a workload's capacity model depends only on its own inputs, so modelling
+    # the curve groups in worker processes must give the same configurations and κ to the bit,
+    # pointing at the fleet's own workload and pool objects, as modelling them in this process.
+    docs = []
+    for k in range(PARALLEL_MIN_WORKLOADS):
+        doc = WORKLOAD % {"name": f"w{k}", "ttft": f"{1 + k % 3}s", "tier": "critical", "minrep": 1}
+        docs.append(doc.replace("Llama-3.1-8B-Instruct", "Llama-3.1-8B-Instruct" if k % 2 else "Qwen2.5-7B-Instruct")
+                    .replace("meta-llama/Qwen", "Qwen/Qwen"))
+    docs.append(POOL % {"gpus": 64})
+    f = tmp_path / "fleet.yaml"
+    f.write_text("---".join(docs))
+    fleet = load_fleet([f])
+    one = build_problem(fleet)
+    lines = []
+    with progress.reporting(lines.append):
+        two = build_problem(fleet, workers=2)
+    assert any("2 processes" in line for line in lines)  # the workers did model them
+    assert len({w.model.name for w in two.workloads}) == 2  # two curve groups, so two jobs
+    by_key = {w.key: w for w in fleet.workloads}
+    for a, b in zip(one.workloads, two.workloads, strict=True):
+        assert a.key == b.key and b.workload is by_key[b.key] and a.rate_rps == b.rate_rps
+        assert len(a.configs) == len(b.configs) > 0
+        for ca, cb in zip(a.configs, b.configs):
+            assert cb.pool is two.pools[cb.pool.name]
+            assert (ca.pool.name, ca.tp, ca.role, ca.cost_per_replica_hour) == (cb.pool.name, cb.tp, cb.role,
+                                                                                 cb.cost_per_replica_hour)
+            assert np.array_equal(ca.capacity_rps, cb.capacity_rps)
 
 
 def scarce_problem(tmp_path, gpus, minrep=0, gold_ttft="1s"):

@@ -390,3 +390,18 @@ def test_a_decode_replica_of_one_size_reads_the_same_batch_alone_or_as_a_mix():
     mix = 0.5 / float(np.sum(0.5 / cap)) * np.array([0.5, 0.5])  # half the load from each size
     mixed = mixed_tpot(inp, out, mix, burst)
     assert mixed[0] > alone[0]
+
+
+def test_the_quantile_functions_equal_scipy_stats():
+    # Independent reference: scipy.stats itself, which the capacity model used before it computed
+    # these from scipy.special (importing scipy.stats cost every command 1.3 s); means from 0 (a
+    # rare term) to well past any batch, the percentiles an SLO uses and the extremes.
+    from scipy import stats
+
+    q = np.array([1e-6, 0.05, 0.5, 0.9, 0.95, 0.99, 0.999, 0.9999])[:, None]
+    means = np.concatenate([[0.0, 1e-9, 0.03, 0.5], np.arange(1.0, 1025.0), [1e4, 3.7e4]])[None, :]
+    assert np.array_equal(capacity_module._poisson_ppf(q, means), stats.poisson.ppf(q, means), equal_nan=True)
+    for dispersion in (0.5, 1.22, 3.7, 7.3):
+        assert np.array_equal(capacity_module._gamma_ppf(q, means / dispersion, dispersion),
+                              stats.gamma.ppf(q, means / dispersion, scale=dispersion), equal_nan=True)
+    assert np.isnan(capacity_module._gamma_ppf(0.9, 0.0, 1.0))  # no terms: undefined, as scipy.stats has it

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from llmfleet.api.models import LengthPercentiles, TrafficSpec
 
@@ -233,9 +233,9 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
 def _lognormal_quantiles(p: LengthPercentiles, n: int) -> np.ndarray:
     """``n`` evenly spaced quantiles of the log-normal through p50 and p90 (p99 caps the tail)."""
     mu = np.log(p.p50)
-    sigma = max((np.log(p.p90) - mu) / norm.ppf(0.9), 1e-6)
+    sigma = max((np.log(p.p90) - mu) / ndtri(0.9), 1e-6)
     q = (np.arange(n) + 0.5) / n
-    return np.minimum(np.exp(mu + sigma * norm.ppf(q)), max(p.p99 * 1.5, p.p90))
+    return np.minimum(np.exp(mu + sigma * ndtri(q)), max(p.p99 * 1.5, p.p90))
 
 
 def demand_from_spec(traffic: TrafficSpec, n_quantiles: int = 200) -> Demand:
@@ -278,7 +278,7 @@ def synthetic_trace(traffic: TrafficSpec, duration_s: float = 3600.0, seed: int 
 
     def draw(p: LengthPercentiles) -> np.ndarray:
         mu = np.log(p.p50)
-        sigma = max((np.log(p.p90) - mu) / norm.ppf(0.9), 1e-6)
+        sigma = max((np.log(p.p90) - mu) / ndtri(0.9), 1e-6)
         x = np.exp(rng.normal(mu, sigma, n))
         return np.clip(np.round(np.minimum(x, max(p.p99 * 1.5, p.p90))), 1, None).astype(int)
 

@@ -1095,8 +1095,8 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                        "seconds": 0.0, "status": "not run: time limit"})
         before = f"the phases of tier(s) {', '.join(names[t] for t in skipped)}" if skipped else "the cost phase"
         kept = "the tier-respecting greedy start" if len(skipped) == len(tiers) else "the last phase's plan"
-        messages.append(f"the time limit ({fp.time_limit_s:g} s) ran out before {before}: the plan is {kept}, "
-                        "with no bound on its cost")
+        messages.append(f"the solver's part of the time limit ({fp.time_limit_s:.3g} s) ran out before {before}: the "
+                        f"plan is {kept}, with no bound on its cost; a longer limit lets the phases improve it")
     else:
         model.set_objective(m.cost)
         res = model.solve(deadline - time.perf_counter(), cost_gap, start, label="fleet MILP", unit="$/h")

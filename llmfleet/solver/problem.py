@@ -513,8 +513,9 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
 PARALLEL_MIN_WORKLOADS = 8
 """fewest workloads to model before ``build_problem`` spreads them over ``workers`` processes:
 below it the capacity model takes about a second (160 ms a workload at 50 workloads), of which
-starting processes and copying their results back would take much. bench/solver_scale.py's 50-workload fleet on 2 cores: the capacity model took
-9.1 s in one process and 5.0 s in two (forked workers, the same κ to the bit)"""
+starting processes and copying their results back would take much. bench/solver_scale.py's
+50-workload fleet on 2 cores: the capacity model took 9.1 s in one process and 5.0 s in two
+(forked workers, the same κ to the bit)"""
 
 
 def available_cpus() -> int:

@@ -13,6 +13,7 @@ from llmfleet.solver.baseline import cheapest_full_service, single_type_baseline
 from llmfleet.solver.highs import HighsModel, SolveResult
 from llmfleet.solver.melange import MelangeInputError, problem_from_melange
 from llmfleet.solver.milp import _phase, solve
+from llmfleet.solver import problem as problem_module
 from llmfleet.solver.problem import PARALLEL_MIN_WORKLOADS, build_problem
 
 from conftest import EXAMPLES
@@ -186,6 +187,28 @@ def test_workloads_modelled_in_two_processes_give_the_same_problem(tmp_path):
             assert (ca.pool.name, ca.tp, ca.role, ca.cost_per_replica_hour) == (cb.pool.name, cb.tp, cb.role,
                                                                                  cb.cost_per_replica_hour)
             assert np.array_equal(ca.capacity_rps, cb.capacity_rps)
+
+
+def test_a_fleet_whose_worker_processes_fail_is_modelled_in_one_process(tmp_path, monkeypatch):
+    # Independent reason: where processes cannot start (a sandbox without POSIX semaphores raises
+    # OSError 38 when the pool is made), the problem is the one a single process gives, with a note.
+    docs = [WORKLOAD % {"name": f"w{k}", "ttft": f"{1 + k % 3}s", "tier": "critical", "minrep": 1}
+            for k in range(PARALLEL_MIN_WORKLOADS)]
+    docs = [d.replace("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct") if k % 2 else d
+            for k, d in enumerate(docs)] + [POOL % {"gpus": 64}]
+    f = tmp_path / "fleet.yaml"
+    f.write_text("---".join(docs))
+    fleet = load_fleet([f])
+    one = build_problem(fleet)
+
+    def no_semaphores(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(problem_module, "ProcessPoolExecutor", no_semaphores)
+    two = build_problem(fleet, workers=2)
+    assert "the capacity model ran in one process: worker processes failed (OSError)" in two.notes
+    for a, b in zip(one.workloads, two.workloads, strict=True):
+        assert [c.capacity_rps.tolist() for c in a.configs] == [c.capacity_rps.tolist() for c in b.configs]
 
 
 def scarce_problem(tmp_path, gpus, minrep=0, gold_ttft="1s"):

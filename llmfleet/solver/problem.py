@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -421,7 +422,8 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
             capacities are modelled with its own scale (``ReplicaConfig.step_time_scale``).
         workers: processes to model the workloads in (``available_cpus()`` for all the machine
             gives), used from ``PARALLEL_MIN_WORKLOADS`` workloads to model on; 1: this process
-            only. The problem is the same either way.
+            only. The problem is the same either way; where the processes fail (no POSIX
+            semaphores, a worker killed), this process models them and a note says so.
 
     Raises:
         ManifestError: unknown model or GPU type, missing price, token percentiles beyond the
@@ -487,9 +489,15 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
     jobs = sorted(([(k, w, models[w.key], demand) for k, w, demand, _ in group] for group in groups.values()),
                   key=len, reverse=True)  # the largest first: the processes end together
     keys = {k: key for k, _, _, key in todo}
+    modelled = None
     if workers > 1 and len(todo) >= PARALLEL_MIN_WORKLOADS and len(jobs) > 1:
-        modelled = _model_in_processes(jobs, common, min(workers, len(jobs)), len(todo))
-    else:
+        try:
+            modelled = list(_model_in_processes(jobs, common, min(workers, len(jobs)), len(todo)))
+        except (OSError, ImportError, BrokenProcessPool) as err:
+            # a sandbox without POSIX semaphores or /dev/shm, or a worker killed (out of memory):
+            # the same problem from this process, slower
+            notes.append(f"the capacity model ran in one process: worker processes failed ({type(err).__name__})")
+    if modelled is None:
         count = iter(range(1, len(todo) + 1))
         modelled = (item for job in jobs for item in _model_groups(
             job, common, lambda w: progress.report(f"capacity model: workload {next(count)}/{len(todo)} ({w.key})")))

@@ -159,19 +159,23 @@ spec: {gpuType: A100-80G, maxGPUs: %(gpus)d, gpusPerNode: 8}
 """
 
 
+def two_model_fleet(tmp_path):
+    """``PARALLEL_MIN_WORKLOADS`` 8B-class workloads, every other one Qwen2.5-7B (two curve groups,
+    so two jobs for worker processes), TTFT 1-3 s, on one A100 pool."""
+    docs = [WORKLOAD % {"name": f"w{k}", "ttft": f"{1 + k % 3}s", "tier": "critical", "minrep": 1}
+            for k in range(PARALLEL_MIN_WORKLOADS)]
+    docs = [d.replace("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct") if k % 2 else d
+            for k, d in enumerate(docs)] + [POOL % {"gpus": 64}]
+    f = tmp_path / "fleet.yaml"
+    f.write_text("---".join(docs))
+    return load_fleet([f])
+
+
 def test_workloads_modelled_in_two_processes_give_the_same_problem(tmp_path):
     # Independent reason: a workload's capacity model depends only on its own inputs, so modelling
     # the curve groups in worker processes must give the same configurations and κ to the bit,
     # pointing at the fleet's own workload and pool objects, as modelling them in this process.
-    docs = []
-    for k in range(PARALLEL_MIN_WORKLOADS):
-        doc = WORKLOAD % {"name": f"w{k}", "ttft": f"{1 + k % 3}s", "tier": "critical", "minrep": 1}
-        docs.append(doc.replace("Llama-3.1-8B-Instruct", "Llama-3.1-8B-Instruct" if k % 2 else "Qwen2.5-7B-Instruct")
-                    .replace("meta-llama/Qwen", "Qwen/Qwen"))
-    docs.append(POOL % {"gpus": 64})
-    f = tmp_path / "fleet.yaml"
-    f.write_text("---".join(docs))
-    fleet = load_fleet([f])
+    fleet = two_model_fleet(tmp_path)
     one = build_problem(fleet)
     lines = []
     with progress.reporting(lines.append):
@@ -192,13 +196,7 @@ def test_workloads_modelled_in_two_processes_give_the_same_problem(tmp_path):
 def test_a_fleet_whose_worker_processes_fail_is_modelled_in_one_process(tmp_path, monkeypatch):
     # Independent reason: where processes cannot start (a sandbox without POSIX semaphores raises
     # OSError 38 when the pool is made), the problem is the one a single process gives, with a note.
-    docs = [WORKLOAD % {"name": f"w{k}", "ttft": f"{1 + k % 3}s", "tier": "critical", "minrep": 1}
-            for k in range(PARALLEL_MIN_WORKLOADS)]
-    docs = [d.replace("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct") if k % 2 else d
-            for k, d in enumerate(docs)] + [POOL % {"gpus": 64}]
-    f = tmp_path / "fleet.yaml"
-    f.write_text("---".join(docs))
-    fleet = load_fleet([f])
+    fleet = two_model_fleet(tmp_path)
     one = build_problem(fleet)
 
     def no_semaphores(*args, **kwargs):

@@ -1088,11 +1088,9 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
     start = _tight_short(fp, m, model, incumbent)
     if skipped or time.perf_counter() >= deadline:
         values, bound = start, None
-        for tier_value in skipped:
-            phases.append({"phase": f"tier {names[tier_value]} (value {tier_value}): req/s shed", "objective": None,
-                           "bound": None, "gap": None, "seconds": 0.0, "status": "not run: time limit"})
-        phases.append({"phase": "cost, $/h", "objective": model.value(m.cost, values), "bound": None, "gap": None,
-                       "seconds": 0.0, "status": "not run: time limit"})
+        not_run = {"bound": None, "gap": None, "seconds": 0.0, "status": "not run: time limit"}
+        phases += [{"phase": f"tier {names[t]} (value {t}): req/s shed", "objective": None, **not_run} for t in skipped]
+        phases.append({"phase": "cost, $/h", "objective": model.value(m.cost, values), **not_run})
         before = f"the phases of tier(s) {', '.join(names[t] for t in skipped)}" if skipped else "the cost phase"
         kept = "the tier-respecting greedy start" if len(skipped) == len(tiers) else "the last phase's plan"
         messages.append(f"the solver's part of the time limit ({fp.time_limit_s:.3g} s) ran out before {before}: the "
@@ -1597,9 +1595,11 @@ def _greedy_start(fp: FleetProblem, m: _Model, model: HighsModel, deadline: floa
     see), no replicas at all, which sheds everything and is always feasible. Each completion gets
     at least ``START_FLOOR_S`` even when ``deadline`` has passed (the plan then overruns its
     limit rather than being no plan). None only if neither solves within that."""
-    greedy = _greedy(fp, m)
-    start = _complete(fp, m, model, greedy, max(deadline, time.perf_counter() + START_FLOOR_S))
-    return start if start is not None else _complete(fp, m, model, {}, max(deadline, time.perf_counter() + START_FLOOR_S))
+    for counts in (_greedy(fp, m), {}):
+        start = _complete(fp, m, model, counts, max(deadline, time.perf_counter() + START_FLOOR_S))
+        if start is not None:
+            return start
+    return None
 
 
 def _serves(fp: FleetProblem, m: _Model, model: HighsModel, wi: int, values: np.ndarray) -> bool:

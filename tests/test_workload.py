@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmfleet.api.models import TrafficSpec
@@ -152,3 +153,42 @@ def test_a_declared_rate_has_one_load_level():
     d = demand_from_spec(TrafficSpec(request_rate_per_second=3.0, input_tokens={"p50": 500, "p90": 2000, "p99": 4000},
                                      output_tokens={"p50": 100, "p90": 400, "p99": 800}))
     assert d.rate_levels == ((1.0, 1.0),)
+
+
+def test_a_scaled_trace_is_measured_on_the_timeline_it_is_replayed_on(azure):
+    """The simulator replays a trace ``rateScale`` times faster (arrival times divided by it,
+    ``sim.engine``), so its demand at rateScale 4 is the demand of the trace whose arrival times
+    are divided by 4: the same rates, burstiness and one-minute load levels of the replayed
+    timeline, not those of the recorded one with the rates multiplied."""
+    scaled = demand_from_trace(azure, rate_scale=4.0)
+    fast = azure.assign(arrival_s=(azure["arrival_s"] - azure["arrival_s"].min()) / 4.0)
+    replayed = demand_from_trace(fast)
+    assert scaled.rate_mean_rps == pytest.approx(replayed.rate_mean_rps)
+    assert scaled.rate_plan_rps == pytest.approx(replayed.rate_plan_rps)
+    assert scaled.arrival_scv == pytest.approx(replayed.arrival_scv)
+    assert np.array(scaled.arrival_idc) == pytest.approx(np.array(replayed.arrival_idc))
+    assert np.array(scaled.rate_levels) == pytest.approx(np.array(replayed.rate_levels))
+    # one replayed minute is four recorded ones: its swings are smaller, its 5-s bursts larger
+    recorded = demand_from_trace(azure)
+    assert scaled.rate_plan_rps < 4.0 * recorded.rate_plan_rps
+    assert scaled.arrival_scv > recorded.arrival_scv
+
+
+def test_the_burstiness_of_clustered_arrivals_grows_with_the_window():
+    """``Demand.arrival_idc``: clusters of 8 requests spread uniformly over 2 s, their starts a
+    Poisson stream (a Neyman-Scott process). Over windows much shorter than a cluster the counts
+    are nearly Poisson (index of dispersion near 1); over windows much longer they count whole
+    clusters, index 8 (the cluster size: variance 8² per cluster over mean 8). Poisson arrivals
+    give about 1 at every window. ``arrival_scv_at`` interpolates between the windows measured."""
+    rng = np.random.default_rng(5)
+    starts = np.cumsum(rng.exponential(1.0, 4000))
+    clustered = np.sort((starts[:, None] + rng.uniform(0.0, 2.0, (len(starts), 8))).ravel())
+    frame = lambda a: pd.DataFrame({"arrival_s": a, "input_tokens": 500, "output_tokens": 100})  # noqa: E731
+    d = demand_from_trace(frame(clustered))
+    idc = dict(d.arrival_idc)
+    assert idc[0.5] < 3.0 and idc[5.0] > 5.0 and idc[0.5] < idc[1.0] < idc[2.0] < idc[5.0]
+    assert d.arrival_scv == pytest.approx(idc[5.0])  # the TPOT side's window, BURST_WINDOW_S
+    assert idc[1.0] < d.arrival_scv_at(1.5) < idc[2.0]
+    assert d.arrival_scv_at(0.1) == idc[0.5] and d.arrival_scv_at(60.0) == idc[20.0]  # held at the ends
+    poisson = demand_from_trace(frame(np.cumsum(rng.exponential(0.125, 32000))))
+    assert all(v == pytest.approx(1.0, abs=0.15) for _, v in poisson.arrival_idc)

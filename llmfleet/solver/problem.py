@@ -44,7 +44,8 @@ from llmfleet.perf.steptime import PerfParams, default_params, load_profile
 from llmfleet.solver.caps import capped_configs
 from llmfleet.solver.pd_rules import pd_group
 from llmfleet.solver.placement import offline_nodes
-from llmfleet.workload.demand import Demand, demand_from_spec, demand_from_trace
+from llmfleet.workload.demand import (ARRIVAL_IDC_WINDOWS_S, BURST_WINDOW_S, Demand, demand_from_spec,
+                                     demand_from_trace)
 from llmfleet.workload.traces import TraceError, load_trace
 
 
@@ -597,7 +598,11 @@ def _workload_problem(w: LLMWorkload, model, demand: Demand, pools: dict, policy
     inp = demand.input_tokens[idx[:, 0], idx[:, 1]]
     out = demand.output_tokens[idx[:, 0], idx[:, 1]]
     scv = demand.input_scv[idx[:, 0], idx[:, 1]] if demand.input_scv is not None else 0.0
-    burst = Burstiness(demand.arrival_scv, scv)
+    # the queues that decide a TTFT form over about the TTFT itself: the arrivals' burstiness at
+    # that timescale (bursts much longer than it are the load levels, ``Demand.rate_levels``)
+    queue_window_s = min(max(w.spec.slo.ttft, ARRIVAL_IDC_WINDOWS_S[0]), BURST_WINDOW_S)
+    burst = Burstiness(demand.arrival_scv, scv, queue_arrival_scv=demand.arrival_scv_at(queue_window_s),
+                       arrival_idc=demand.arrival_idc)
     wp = WorkloadProblem(
         key=w.key, workload=w, model=model, demand=demand,
         rate_rps=demand.rate_plan_rps * (1.0 + policy.headroom),
@@ -632,7 +637,8 @@ def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy_read: l
     h = hashlib.sha256()
     h.update(json.dumps([w.key, w.spec.model_dump(mode="json"), policy_read, repr(params),
                          scales or [], routing, power_caps, [repr(p) for p in pools.values()],
-                         demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv, demand.rate_levels],
+                         demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv, demand.rate_levels,
+                         demand.arrival_idc],
                         sort_keys=True, default=str).encode())
     for a in (demand.share, demand.input_tokens, demand.output_tokens, demand.input_edges, demand.output_edges,
               demand.input_scv, demand.input_quantiles):
@@ -809,4 +815,4 @@ _NO_TARGET_S = 1e9
 def burst_subset(burst: Burstiness, mask: np.ndarray) -> Burstiness:
     """``burst`` restricted to the buckets of ``mask`` (its per-bucket prompt SCV, if an array)."""
     scv = np.asarray(burst.service_scv, dtype=float)
-    return burst if scv.ndim == 0 else Burstiness(burst.arrival_scv, scv[mask])
+    return burst if scv.ndim == 0 else dataclasses.replace(burst, service_scv=scv[mask])

@@ -41,8 +41,11 @@ class Demand:
         input_edges, output_edges: bucket edges, tokens.
         input_scv: shape (n_in, n_out), squared coefficient of variation (variance / mean²) of the
             input lengths within each bucket: the variability of a bucket's prefill service time.
-        arrival_scv: burstiness of arrivals at the seconds timescale that TTFT queues form on
-            (``arrival_dispersion``); 1 for Poisson arrivals.
+        arrival_scv: burstiness of arrivals at the seconds timescale (``arrival_dispersion``
+            over ``BURST_WINDOW_S``); 1 for Poisson arrivals.
+        arrival_idc: (window s, index of dispersion) pairs at ``ARRIVAL_IDC_WINDOWS_S``, windows
+            ascending (``arrival_dispersion`` over each): how the burstiness grows with the
+            timescale, as clustered traffic's does (``arrival_scv_at``); empty for a declared rate.
         rate_levels: how the load swings over the trace (``rate_levels``): (one-minute rate over
             the mean rate, share of requests) pairs, shares summing to 1; one level (1, 1) for a
             declared rate. A latency percentile over all requests mixes the latency at each level.
@@ -62,6 +65,12 @@ class Demand:
     arrival_scv: float = 1.0
     rate_levels: tuple[tuple[float, float], ...] = ((1.0, 1.0),)
     input_quantiles: np.ndarray | None = None
+    arrival_idc: tuple[tuple[float, float], ...] = ()
+
+    def arrival_scv_at(self, window_s: float) -> float:
+        """The arrivals' index of dispersion over ``window_s`` seconds (``dispersion_at`` on
+        ``arrival_idc``; ``arrival_scv`` where there is no curve)."""
+        return float(dispersion_at(self.arrival_idc, window_s, self.arrival_scv))
 
     def buckets(self) -> list[tuple[int, int]]:
         """Indices (i, j) of the non-empty buckets."""
@@ -134,6 +143,24 @@ def windowed_rates(arrival_s: np.ndarray, window_s: float) -> np.ndarray:
     n = max(int(span // window_s), 1)
     counts, _ = np.histogram(arrival_s - arrival_s.min(), bins=n, range=(0.0, n * window_s))
     return counts / window_s
+
+
+ARRIVAL_IDC_WINDOWS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+"""windows over which ``Demand.arrival_idc`` measures the arrivals' dispersion, s: from the
+shortest TTFT targets (0.5 s) to the decoding life of a long answer (hundreds of tokens at tens of
+ms each); swings over whole minutes are ``rate_levels``"""
+
+
+def dispersion_at(idc: tuple[tuple[float, float], ...], window_s, default: float = 1.0) -> np.ndarray:
+    """Index of dispersion of arrival counts over ``window_s`` seconds (scalar or array; the result
+    has its shape), at least 1: the (window s, dispersion) curve ``idc`` (windows ascending, as
+    ``Demand.arrival_idc``) interpolated linearly in log(window) and held at its ends; ``default``
+    everywhere where the curve is empty (a declared rate)."""
+    window_s = np.asarray(window_s, dtype=float)
+    if not idc:
+        return np.full(window_s.shape, float(default))
+    windows, values = zip(*idc)
+    return np.maximum(np.interp(np.log(np.maximum(window_s, 1e-3)), np.log(windows), values), 1.0)
 
 
 BURST_WINDOW_S = 5.0
@@ -209,7 +236,10 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
     """Demand of a trace (columns ``arrival_s``, ``input_tokens``, ``output_tokens``).
 
     The planning rate is the ``peak_quantile`` of the per-window rates (windows of ``window_s``);
-    with a trace shorter than one window the mean rate is used. ``rate_scale`` multiplies both rates.
+    with a trace shorter than one window the mean rate is used. ``rate_scale`` replays the trace
+    that many times faster, as the simulator does (``sim.engine``): both rates are multiplied by
+    it, and the windows, the arrival burstiness (``arrival_scv``, ``arrival_idc``) and the load
+    levels are measured on the replayed timeline, where a burst lasts 1/rate_scale as long.
 
     Raises:
         ValueError: for an empty trace or one whose requests all arrive at the same instant.
@@ -220,11 +250,16 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
     span = float(arrival.max() - arrival.min())
     if span <= 0:
         raise ValueError("trace spans no time: cannot derive a request rate")
+    # the trace as it is replayed: rate_scale times faster (``sim.engine``), so that the windows,
+    # the burstiness and the load levels are those of the timeline the requests will meet
+    arrival = (arrival - arrival.min()) / rate_scale
+    span /= rate_scale
     mean = len(trace) / span
     plan = float(np.quantile(windowed_rates(arrival, window_s), peak_quantile)) if span >= window_s else mean
     share, mi, mo, scv = histogram(trace["input_tokens"].to_numpy(), trace["output_tokens"].to_numpy())
-    return Demand(mean * rate_scale, plan * rate_scale, share, mi, mo, input_scv=scv,
+    return Demand(mean, plan, share, mi, mo, input_scv=scv,
                   arrival_scv=max(arrival_dispersion(arrival), 1.0),
+                  arrival_idc=tuple((w, max(arrival_dispersion(arrival, w), 1.0)) for w in ARRIVAL_IDC_WINDOWS_S),
                   rate_levels=rate_levels(arrival),
                   input_quantiles=input_length_quantiles(trace["input_tokens"].to_numpy(),
                                                          trace["output_tokens"].to_numpy()))

@@ -628,3 +628,23 @@ def test_the_greedy_lets_a_workload_whose_best_pool_is_full_wait_its_turn():
     tier = {0: 2, 1: 1, 2: 1}
     counts = greedy_replicas(workloads, rows, options, tier.get, False, fixed={(0, 0): 4}, tiers={1})
     assert counts == {(0, 0): 4, (2, 1): 4}
+
+
+def test_the_processes_that_model_workloads_follow_the_cpus_the_process_may_use(tmp_path, monkeypatch):
+    # Independent reason: ``llmfleet plan`` starts one worker process per CPU it may use, and a
+    # container's CPU limit (its cgroup quota) is such a bound although the affinity mask does not
+    # show it. loky.cpu_count reads the quota; its LOKY_MAX_CPU_COUNT bound, honoured the same way,
+    # stands in for a quota here (setting a cgroup's needs root): 1 CPU models in this process.
+    import os
+
+    from llmfleet.solver.problem import available_cpus
+
+    fleet = two_model_fleet(tmp_path)
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
+    assert available_cpus() == 1
+    lines = []
+    with progress.reporting(lines.append):
+        build_problem(fleet, workers=available_cpus())
+    assert lines and not any("processes" in line for line in lines)
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "2")
+    assert available_cpus() == min(2, len(os.sched_getaffinity(0)))

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
-import os
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -528,12 +527,14 @@ starting processes and copying their results back would take much. bench/solver_
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, as a container's cpuset sets it; a CPU
-    quota is not seen): what ``llmfleet plan`` gives ``build_problem(workers=)``."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may use: the fewest of the machine's, its affinity mask (a container's
+    cpuset) and its cgroup's CPU quota rounded up (a pod's CPU limit, ``docker --cpus``), as
+    ``loky.cpu_count`` reads them (``LOKY_MAX_CPU_COUNT`` caps it too). What ``llmfleet plan``
+    gives ``build_problem(workers=)``: a CI job or GitOps pipeline limited to 2 CPUs on a
+    64-core node starts 2 processes, not 64."""
+    from loky import cpu_count  # imported on first use (about 0.08 s): the operator never asks
+
+    return max(int(cpu_count()), 1)
 
 
 def _model_groups(job: list, common: tuple, starting=None) -> list[tuple[int, "WorkloadProblem"]]:

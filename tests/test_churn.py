@@ -83,6 +83,35 @@ def test_under_a_shortage_a_change_to_one_workload_moves_only_its_groups(tmp_pat
     assert set(churn.churn_report(plan, current)["workloadsChanged"]) <= {"prod/standard-1"}
 
 
+def test_under_a_shortage_a_replan_frees_only_what_a_higher_tier_could_take(tmp_path):
+    # Independent reason: nine 8B workloads in three tiers on one A100 pool at TP 1 that holds the
+    # top two tiers and half the low one. A top-tier workload's traffic then grows past what the
+    # full pool leaves it: tier order says it takes GPUs from the low tier (the standard tier gives
+    # up nothing while the low one holds any). The re-plan holds the other top-tier workloads,
+    # which no short workload outranks, frees the standard ones (a top-tier workload falls short,
+    # so they might have to give), and keeps its own result although demand is still shed: before,
+    # that result was thrown away and the whole fleet solved again, which on 100 workloads had no
+    # time left for its phases and returned the running plan.
+    ample = solve(tiered_problem(tmp_path, gpus=64))
+    need = {t: sum(a.gpus for a in ample.assignments if a.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard", "low")}
+    gpus = need["critical"] + need["standard"] + need["low"] // 2
+    running = solve(tiered_problem(tmp_path, gpus=gpus))
+    shed = {r.workload: r.shed_rps for r in running.workloads}
+    assert running.status == "shortage" and sum(v for k, v in shed.items() if "/low-" not in k) == 0
+    current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    grown = tiered_problem(tmp_path, gpus=gpus, rates={"critical-0": 30})  # 12 req/s before
+    grown.current = current
+    plan = solve(grown)
+    res = {r.workload: r for r in plan.workloads}
+    assert all(r.shed_rps == 0 for k, r in res.items() if "/low-" not in k)
+    assert sum(r.shed_rps for k, r in res.items() if "/low-" in k) > sum(v for k, v in shed.items() if "/low-" in k)
+    assert set(churn.churn_report(plan, current)["workloadsChanged"]) <= {"prod/critical-0", "prod/low-0",
+                                                                          "prod/low-1", "prod/low-2"}
+    assert any(m.startswith("incremental re-plan: ") and "3 served in full left free for a higher tier" in m
+               for m in plan.messages)
+
+
 def test_plan_current_reports_the_churn(tmp_path):
     running = subprocess.run([LLMFLEET, "plan", "-f", EXAMPLES, "-o", "json", "--no-baseline"],
                              capture_output=True, text=True, timeout=300)

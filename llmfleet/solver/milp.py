@@ -797,7 +797,9 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
 
     In order, each tried only where the one before did not give the plan:
     1. Given the running plan (``fp.current``), an incremental re-plan: the workloads it still
-       serves exactly are held, the others planned around them (``solve_joint`` with ``hold``);
+       serves exactly are held, the others planned around them (``solve_joint`` with ``hold``;
+       where GPUs are short, only those no short workload outranks, ``_holdable_in_shortage``,
+       and the result stands although it sheds);
        where everything fits, the joint solve starts from the others' best plans alone
        (``_start_afresh_alone``) and the held ones' (``_improve_settled``).
     2. Workloads interact only through the shared limits (pool availability, power budget). So,
@@ -816,12 +818,20 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
     if fp.current and prepared.start is not None:
         # an incremental re-plan: the workloads the running plan still serves exactly keep their
         # replicas; the others (changed, short, over-provisioned, new) are planned around them.
-        # Only where that cannot serve everything are the kept ones released (the churn cost in
-        # the objective still keeps their changes few).
+        # Where everything fits but that cannot serve everything, the kept ones are released; where
+        # GPUs are short, those a higher tier that falls short might need (the churn cost in the
+        # objective still keeps their changes few).
         settled = frozenset(_settled(fp, prepared))
+        fits = prepared.serves_all(fp)
+        released = 0
+        if settled and not fits:
+            # GPUs are short: a workload served in full may only have to give GPUs to a short one
+            # of a higher tier, so only the kept workloads no higher tier could take from are held
+            held = _holdable_in_shortage(fp, prepared, settled)
+            released, settled = len(settled) - len(held), held
         if settled:
             checked = None
-            if prepared.serves_all(fp):
+            if fits:
                 # everything fits. First the workloads planned afresh start from their best plans
                 # alone: the joint solve of many new ones (an operator that planned while they were
                 # being applied) otherwise stopped at its limit far above them
@@ -834,12 +844,17 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
                 now = time.perf_counter()
                 checked = _improve_settled(fp, prepared, settled, now + IMPROVE_SHARE * (deadline - now), deadline)
             plan = solve_joint(fp, deadline, prepared, hold=settled)
-            if plan.status in ("optimal", "feasible"):
+            # in a shortage, the held workloads are those no short one outranks, so a plan that
+            # still sheds is the tier order's answer too; the whole fleet solved again after it
+            # had no time left for its phases (bench/solver_scale.py, 100 workloads on 2 cores:
+            # "not run: time limit" after 27 s of a 30-s limit, the plan its greedy start)
+            if plan.status in ("optimal", "feasible") or (not fits and plan.status == "shortage"):
                 moved = len(checked.moved) if checked is not None else 0
                 plan.messages.append(f"incremental re-plan: {len(fp.workloads) - len(settled)} workload(s) planned "
                                      f"afresh; {len(settled) - moved} kept as they run (served in full, no idle "
-                                     f"replica){f'; {moved} moved to their best plan alone' if moved else ''}; "
-                                     "the gap is that of this re-plan")
+                                     f"replica){f'; {moved} moved to their best plan alone' if moved else ''}"
+                                     f"{f'; {released} served in full left free for a higher tier that falls short' if released else ''}"
+                                     "; the gap is that of this re-plan")
                 if checked is not None:
                     plan.messages.append(checked.message(len(settled)))
                     plan.unchecked_kept = checked.unchecked(len(settled))
@@ -1559,6 +1574,26 @@ def _current_counts(fp: FleetProblem, m: _Model) -> dict[tuple[int, int], int]:
             if r > 0:
                 out[wi, ci] = r
     return out
+
+
+def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int]) -> frozenset[int]:
+    """Of the ``settled`` workloads (``_settled``), those a re-plan may hold while the start sheds
+    demand it could serve or misses a minimum (GPUs short): the ones of a tier at or above every
+    workload that falls short. A lower-tier workload stays free, since a higher tier that falls
+    short may take its GPUs; a held one is outranked by no workload that could use its GPUs, so
+    holding it cannot break tier order. Demand no configuration serves within the SLO
+    (``servable_buckets``) does not count as short: no GPU helps it."""
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    top = None
+    for wi, w in enumerate(fp.workloads):
+        if wi in settled:
+            continue
+        unservable = w.rate_rps * float(w.share[~servable_buckets(w.configs, len(w.share))].sum())
+        short = (model.value(_shed_rps(fp, m, wi), start) - unservable > _SHED_TOL
+                 or model.value(_short_replicas(fp, m, wi), start) > _SHED_TOL)
+        if short and (top is None or w.tier_value > top):
+            top = w.tier_value
+    return settled if top is None else frozenset(wi for wi in settled if fp.workloads[wi].tier_value >= top)
 
 
 def _settled(fp: FleetProblem, prepared: _Prepared) -> set[int]:

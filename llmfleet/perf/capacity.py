@@ -472,33 +472,18 @@ def mdl_max_rate(service_s: np.ndarray, wait_budget_s: np.ndarray, q: float, var
 
     In closed form: with a = 1 - q, ρ = λ s and K = 2 budget / (v s), the quantile meets the budget
     where ln(ρ / a) = K (1 - ρ) (any ρ <= a waits 0). With y = K ρ this is y + ln y = K + ln(a K),
-    so y is Lambert's W of exp(K + ln(aK)); it is found by Newton's method on t = ln y, which from
-    a start where e^t + t >= K + ln(aK) descends monotonically to the root (the function is convex
-    and increasing). The wait quantile increases with the rate, so this root is the largest rate.
+    whose root is the Wright omega function of the right-hand side (``scipy.special.wrightomega``;
+    Corless and Jeffrey, "The Wright ω function", 2002). The wait quantile increases with the rate,
+    so this root is the largest rate.
     """
     service_s, budget = np.broadcast_arrays(np.asarray(service_s, dtype=float), np.asarray(wait_budget_s, dtype=float))
     v = np.broadcast_to(np.asarray(variability, dtype=float), service_s.shape)
     ok = (budget > 0) & (service_s > 0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         k = np.where(ok, 2.0 * budget / (v * service_s), 1.0)
-        target = k + np.log((1.0 - q) * k)  # L: solve e^t + t = L
-        t = np.where(target > 1.0, np.log(np.maximum(target, 1.0)), target)
-        for _ in range(_NEWTON_STEPS):
-            e = np.exp(t)
-            step = (e + t - target) / (e + 1.0)
-            t = t - step
-            # converged everywhere (NaN entries, outside ``ok``, compare False and do not hold it)
-            if not np.any(np.abs(step) > 1e-13 * np.maximum(np.abs(t), 1.0)):
-                break
-        rho = np.minimum(np.exp(t) / k, 1.0)
+        rho = np.minimum(special.wrightomega(k + np.log((1.0 - q) * k)) / k, 1.0)
     rho = np.maximum(rho, 1.0 - q)  # the root lies above a; rounding must not put it below
     return np.where(ok, rho / np.where(ok, service_s, 1.0), 0.0)
-
-
-_NEWTON_STEPS = 40
-"""most Newton steps on e^t + t = L: from the start above, the error is below 1e-15 after a
-handful for L up to 1e6 (quadratic convergence once near), and the loop stops once every step is
-below 1e-13 relative; 40 bound the worst case"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -709,7 +694,9 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     request) and the rate that keeps B decoding is B / (Ō t̄). The batch is the smallest B whose
     rate reaches Λ = Σ λ_b.
 
-    At the percentile: K, the batch's count (``batch_quantiles``), sets the step's per-sequence
+    At the percentile: K, the batch's count (``batch_quantiles``), or, with bursty arrivals, the
+    larger batch a burst held over a request's life sustains (``_sustained_batch``: a busy period
+    of decodes, K = g λ Ō t_d(K)), sets the step's per-sequence
     work; the batch's context is a compound sum of K contexts drawn from the mix (variance: the
     count's dispersion plus the contexts' SCV, within-bucket prompt spread included), and a
     request of bucket b has its own context in it, so TPOT_b = t_d(K, C_q + I_b + O_b/2 - c̄).
@@ -722,8 +709,9 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
     prompts met above their mean, a compound sum (``_compound_quantile``): a request of a few
     tokens rarely meets one, but when it does its TPOT jumps. A prompt's service is its own
     chunks beside B decodes. For one bucket of one size this is ``replica_curves_at`` read at the
-    offered rate: exactly for Poisson arrivals and for a decode-only replica; with bursty
-    arrivals the prompts' count is no longer rounded up to a whole prompt.
+    offered rate, exactly for Poisson arrivals; with bursty arrivals the prompts' count is no
+    longer rounded up to a whole prompt, and the batch is the busy period's, above the capacity
+    curves' (which plan κ with the count's quantile at one instant).
 
     Args:
         input_tokens, output_tokens, mix_rps: shape (S,): bucket sizes (tokens) and the replica's
@@ -771,6 +759,13 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
         count_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv)[i, 0])
         compound_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv + st.ctx_scv)[i, 0])
         ctx_q = ctx * k * compound_q / max(count_q, 1.0)
+        # bursty arrivals: the batch a request's life holds, sustained (``_sustained_batch``), at
+        # least the instantaneous count's quantile; its context that many mean contexts
+        k_life = _sustained_batch(model, gpu, tp, total, out_mean, ctx, percentile / 100.0, burst,
+                                  min(float(seqs), kv_tokens / st.kv_per_request), float(batch[i]), p,
+                                  prompt_load=float(total * st.mean_extra[i]) if st.chunked else 0.0)
+        if k_life > k:
+            k, ctx_q = k_life, max(ctx_q, ctx * k_life)
         ctx_b = np.maximum(ctx_q + (inp + out / 2.0 - ctx), inp + out / 2.0)  # a request of bucket b among them
         tpot = decode_time_s(model, gpu, tp, k, ctx_b, p)
         if st.chunked:
@@ -825,6 +820,48 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
                                    float(st.t_d[i] + batch[i] * st.mean_extra[i] / out_mean), int(batch[i]),
                                    float(st.rate[i]), saturated))
     return results
+
+
+def _sustained_batch(model: ModelSpec, gpu: GPUType, tp: int, rate_rps: float, out_mean: float, ctx: float,
+                     q: float, burst: Burstiness, most: float, mean_batch: float, p: PerfParams,
+                     prompt_load: float = 0.0) -> float:
+    """The batch a decode replica holds over a request's life while bursty arrivals run at their
+    q-quantile over that life: a busy period of decodes. A larger batch makes each step slower
+    (more KV to read), which lengthens every life, which holds still more requests: the batch is
+    the fixed point K = g λ Ō t_d(K), with g the q-quantile of the arrival rate over the life
+    L = Ō t_d(K) (mean 1, variance (c² - 1) / (λ L), c² the dispersion over L,
+    ``Burstiness.scv_over``; as in ``shared_batch``'s prompt busy period). Found by iterating from
+    the mean batch, which rises to the smallest fixed point; at most ``most`` (the scheduler's
+    ``max_num_seqs`` or what the KV cache holds: past it the engine queues or preempts). For
+    Poisson arrivals (c² <= 1) g is 1 and this is the mean batch. A request's TPOT is the mean
+    of its steps, so the batch that sets it is this life-long one, not the count at one instant.
+
+    Args: ``rate_rps`` the replica's arrivals, req/s; ``out_mean`` Ō, tokens; ``ctx`` the mean
+    context per decoding request, tokens; ``mean_batch`` the steady state's batch;
+    ``prompt_load`` the share of the replica's time its prompts' chunks take at the mean load (a
+    colocated replica, or a decode replica that prefills short prompts; 0 for decode only): a
+    token then takes t_d / (1 - g x that share), the prompts' busy period of ``shared_batch``.
+    Returns the batch, requests (a float, >= ``mean_batch`` up to ``most``). Raises nothing."""
+    k, g = mean_batch, 1.0
+    for _ in range(_BUSY_PERIOD_STEPS):
+        life_s = out_mean * float(decode_time_s(model, gpu, tp, k, k * ctx, p)) / (1.0 - min(g * prompt_load, 0.95))
+        scv = float(burst.scv_over(life_s))
+        if scv <= 1.0 + 1e-9:
+            return k
+        arrivals = max(rate_rps * life_s, 1e-9)
+        var = (scv - 1.0) / arrivals
+        g = max(float(_gamma_ppf(q, 1.0 / var, var)), 1.0)
+        nxt = min(max(g * rate_rps * life_s, mean_batch), most)
+        if abs(nxt - k) <= 1e-3 * k:
+            return nxt
+        k = nxt
+    return k
+
+
+_BUSY_PERIOD_STEPS = 60
+"""most iterations of ``_sustained_batch``: each multiplies the distance to the fixed point by
+the loop gain g λ Ō dt_d/dK (below 1 at a stable fixed point); 60 bound the slow case near 1,
+which then ends near the fixed point or at ``most``"""
 
 
 def _at_offered_rate(rate_curve: np.ndarray, value_curve: np.ndarray, offered_rps: np.ndarray,

@@ -432,3 +432,66 @@ def test_the_picker_re_solve_solves_alone_only_the_workloads_it_lowered(tmp_path
         **{w.key: 1 for w in fp.workloads}, "default/summarise": 1 + sum(
             "lowered the capacity of default/summarise" in m for m in plan.messages)}
     assert plan.status == "optimal"
+
+
+def _configs_modelled(monkeypatch) -> list[int]:
+    """Configurations of every fleet model ``milp._prepare`` builds from now on (one-workload
+    models, solved alone, left out), in call order."""
+    seen = []
+    real = milp._prepare
+    monkeypatch.setattr(milp, "_prepare", lambda fp, deadline: (
+        seen.append(sum(len(w.configs) for w in fp.workloads)) if len(fp.workloads) > 1 else None) or real(fp, deadline))
+    return seen
+
+
+def test_a_replan_models_the_workloads_known_optimal_alone_on_their_running_configurations(tmp_path, monkeypatch):
+    # Independent reason: a re-plan holds every workload it keeps as it runs, which fixes that
+    # workload's other configurations at 0 replicas. Leaving them out of the model is the same
+    # problem, so the re-plan of a change to assistant-70b must cost the same with or without
+    # them and keep the other two as they run, while its model holds only assistant-70b's
+    # configurations and the others' running ones (counted from the running plan, not the solver).
+    base = build_problem(load_fleet([EXAMPLES]))
+    running = solve(base)
+    assert base.alone_optima, "the first plan solves each workload alone (everything fits)"
+    current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    plans, modelled = {}, {}
+    for narrow in (True, False):
+        grown = build_problem(load_fleet([fleet_with_rate(tmp_path / str(narrow), 9)]))  # 3 req/s before
+        grown.current, grown.alone_optima = current, set(base.alone_optima)
+        with monkeypatch.context() as m:
+            if not narrow:
+                m.setattr(milp, "_narrowed", lambda fp: (fp, frozenset()))
+            modelled[narrow] = _configs_modelled(m)
+            plans[narrow] = solve(grown)
+    by_key = {w.key: w for w in grown.workloads}
+    others_running = sum(1 for key in current if key[0] != "default/assistant-70b")
+    assert modelled[True][0] <= len(by_key["default/assistant-70b"].configs) + others_running
+    assert modelled[True][0] < modelled[False][0] / 3
+    for plan in plans.values():
+        assert plan.status == "optimal"
+        assert churn.churn_report(plan, current)["workloadsChanged"] == ["default/assistant-70b"]
+    assert plans[True].cost_per_hour == pytest.approx(plans[False].cost_per_hour, rel=base.relative_gap)
+
+
+def test_a_replan_under_a_shortage_models_the_whole_fleet_where_a_narrowed_workload_may_have_to_give(tmp_path, monkeypatch):
+    # Independent reason: every workload of the first plan is known optimal alone, but when
+    # critical-0's traffic grows past the pool, the lower tiers may have to give it GPUs, on
+    # configurations they do not run on: the re-plan must model every configuration again
+    # (the whole fleet's count, as without narrowing) and reach the same tier order.
+    ample = solve(tiered_problem(tmp_path, gpus=64))
+    gpus = sum(a.gpus for a in ample.assignments)
+    first = tiered_problem(tmp_path, gpus=gpus)
+    running = solve(first)
+    assert running.status == "optimal" and first.alone_optima
+    current = churn.current_from_document(json.loads(json.dumps(running.to_dict())))
+    grown = tiered_problem(tmp_path, gpus=gpus, rates={"critical-0": 30})  # 12 req/s before
+    grown.current, grown.alone_optima = current, set(first.alone_optima)
+    modelled = _configs_modelled(monkeypatch)
+    plan = solve(grown)
+    whole = sum(len(milp.prune_dominated(w, current)) for w in grown.workloads)
+    assert modelled[0] < whole and whole in modelled[1:]
+    res = {r.workload: r for r in plan.workloads}
+    assert all(r.shed_rps == 0 for k, r in res.items() if "/low-" not in k)
+    assert sum(r.shed_rps for k, r in res.items() if "/low-" in k) > 0
+    assert any(m.startswith("incremental re-plan: ") and "served in full left free for a higher tier" in m
+               for m in plan.messages), plan.messages

@@ -799,7 +799,9 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
     1. Given the running plan (``fp.current``), an incremental re-plan: the workloads it still
        serves exactly are held, the others planned around them (``solve_joint`` with ``hold``;
        where GPUs are short, only those no short workload outranks, ``_holdable_in_shortage``,
-       and the result stands although it sheds);
+       and the result stands although it sheds). The workloads whose running plans are known
+       optimal alone are modelled on their running configurations only (``_narrowed``), unless
+       one of them is not held;
        where everything fits, the joint solve starts from the others' best plans alone
        (``_start_afresh_alone``) and the held ones' (``_improve_settled``).
     2. Workloads interact only through the shared limits (pool availability, power budget). So,
@@ -812,9 +814,15 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
     t0 = time.perf_counter()
     prune = lambda ws: [dataclasses.replace(w, configs=prune_dominated(w, fp.current)) for w in ws]  # noqa: E731
     fp = dataclasses.replace(fp, workloads=prune(fp.workloads), scenarios=[prune(ws) for ws in fp.scenarios])
+    # a re-plan models the workloads known to stay as they run on their running configurations
+    # only (``_narrowed``); the whole fleet is modelled again where one of them may have to change
+    whole, (fp, narrowed) = fp, _narrowed(fp)
     prepared = _prepare(fp, deadline)
     # reading the plan out (its latency predictions) comes after the solves: keep time for it
     deadline -= _readout_seconds(fp, prepared)
+    if narrowed and (prepared.start is None or not narrowed <= _held(fp, prepared)):
+        fp, narrowed = whole, frozenset()
+        prepared = _prepare(fp, deadline)
     if fp.current and prepared.start is not None:
         # an incremental re-plan: the workloads the running plan still serves exactly keep their
         # replicas; the others (changed, short, over-provisioned, new) are planned around them.
@@ -823,12 +831,10 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
         # objective still keeps their changes few).
         settled = frozenset(_settled(fp, prepared))
         fits = prepared.serves_all(fp)
-        released = 0
-        if settled and not fits:
-            # GPUs are short: a workload served in full may only have to give GPUs to a short one
-            # of a higher tier, so only the kept workloads no higher tier could take from are held
-            held = _holdable_in_shortage(fp, prepared, settled)
-            released, settled = len(settled) - len(held), held
+        # GPUs short: a workload served in full may only have to give GPUs to a short one of a
+        # higher tier, so only the kept workloads no higher tier could take from are held
+        held = _held(fp, prepared, settled)
+        released, settled = len(settled) - len(held), held
         if settled:
             checked = None
             if fits:
@@ -842,7 +848,8 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
                 # churn included, moves to that plan (a first plan its time limit stopped short is
                 # otherwise kept for good)
                 now = time.perf_counter()
-                checked = _improve_settled(fp, prepared, settled, now + IMPROVE_SHARE * (deadline - now), deadline)
+                checked = _improve_settled(fp, prepared, settled, now + IMPROVE_SHARE * (deadline - now), deadline,
+                                           known=narrowed)
             plan = solve_joint(fp, deadline, prepared, hold=settled)
             # in a shortage, the held workloads are those no short one outranks, so a plan that
             # still sheds is the tier order's answer too; the whole fleet solved again after it
@@ -859,10 +866,13 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
                     plan.messages.append(checked.message(len(settled)))
                     plan.unchecked_kept = checked.unchecked(len(settled))
                 plan.solve_time_s = time.perf_counter() - t0
-                return _mark_shortage(plan, fp)
-            # the phases' rows (each tier's result with the kept workloads held) would bind the
-            # whole-fleet phases: a fresh HiGHS model of the same problem, from this solution
-            prepared.highs = HighsModel(prepared.model.prob)
+                return _mark_shortage(plan, whole)  # a held group's higher caps are among all its configs
+            if narrowed:  # the whole fleet, every configuration of every workload
+                fp, prepared = whole, _prepare(whole, deadline)
+            else:
+                # the phases' rows (each tier's result with the kept workloads held) would bind the
+                # whole-fleet phases: a fresh HiGHS model of the same problem, from this solution
+                prepared.highs = HighsModel(prepared.model.prob)
     if len(fp.workloads) > 1 and prepared.serves_all(fp):
         # everything fits (the greedy plan shows it): the workloads may well not compete for the
         # shared limits, and one-by-one optimal plans that fit together are optimal jointly
@@ -1360,7 +1370,7 @@ class _Checked:
 
 
 def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int], until: float,
-                     deadline: float) -> _Checked:
+                     deadline: float, known: frozenset[int] = frozenset()) -> _Checked:
     """Move each workload in ``settled`` (kept as it runs) whose running replicas cost more than
     its best plan alone, churn included (``_workload_objective``), to that plan, in the prepared
     start, where the moves together still serve everything: the joint re-plan then holds them
@@ -1369,7 +1379,9 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
     added there; nor is one whose cheaper plan alone an earlier check found (``fp.alone_moves``,
     where each move found is kept until it is made), so that moves that keep failing to fit do not
     take, costliest first, the time of the workloads not yet checked. A move is kept only where the
-    workload's objective falls (ties keep what runs)."""
+    workload's objective falls (ties keep what runs). ``known``: workloads already found in
+    ``fp.alone_optima`` (``_narrowed``: modelled on their running configurations, whose token
+    differs)."""
     m, model = prepared.model, prepared.highs
     counts = _counts(m, model, prepared.start)
     mine = lambda wi, cs: {k: r for k, r in cs.items() if k[0] == wi}  # noqa: E731
@@ -1380,7 +1392,7 @@ def _improve_settled(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
     token = {wi: alone_token(fp, wi, mine(wi, counts)) for wi in settled}
     running = {wi: _workload_objective(fp, wi, mine(wi, counts)) for wi in settled}
     for wi in settled:
-        if token[wi] in fp.alone_optima:
+        if wi in known or token[wi] in fp.alone_optima:
             out.known += 1
         elif token[wi] in fp.alone_moves:  # a move found before that did not fit: no solve again
             best = {(wi, ci): r for ci, r in fp.alone_moves[token[wi]].items()}
@@ -1594,6 +1606,48 @@ def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozen
         if short and (top is None or w.tier_value > top):
             top = w.tier_value
     return settled if top is None else frozenset(wi for wi in settled if fp.workloads[wi].tier_value >= top)
+
+
+def _held(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int] | None = None) -> frozenset[int]:
+    """The workloads a re-plan from ``prepared`` holds as they run: the ``settled`` ones
+    (default ``_settled``), and where the start does not serve everything only those no short
+    workload outranks (``_holdable_in_shortage``)."""
+    settled = frozenset(_settled(fp, prepared)) if settled is None else settled
+    if settled and not prepared.serves_all(fp):
+        return _holdable_in_shortage(fp, prepared, settled)
+    return settled
+
+
+def _narrowed(fp: FleetProblem) -> tuple[FleetProblem, frozenset[int]]:
+    """``fp`` with each workload whose running plan (``fp.current``) is known optimal alone
+    (``alone_token`` in ``fp.alone_optima``) given only the configurations it runs on, and the
+    indices of those workloads. A re-plan holds such a workload as it runs wherever it is kept
+    (``_settled``; in a shortage, ``_holdable_in_shortage``), which fixes its other
+    configurations at 0 replicas: leaving them out of the model is the same problem, and the
+    model of a fleet where one workload changed is that workload's (bench/solver_scale.py (c), 100
+    workloads with ample pools: about 8,000 configurations, nearly all of kept workloads). A
+    workload is narrowed only where its running configurations serve within the SLO every size any
+    of its configurations does (``servable_buckets``), so that its routing rows, planned misses and
+    messages are those of the whole problem; and not under ``fp.scenarios``, whose copies route
+    over the main workload's configurations. Where a narrowed workload turns out not to be held,
+    the caller models the whole fleet (``_solve``)."""
+    if not fp.current or not fp.alone_optima or fp.scenarios:
+        return fp, frozenset()
+    workloads, narrowed = list(fp.workloads), set()
+    for wi, w in enumerate(fp.workloads):
+        running = {ci: r for ci, c in enumerate(w.configs) if (r := fp.current.get(config_key(w.key, c), 0)) > 0}
+        if not running or len(running) == len(w.configs):
+            continue
+        if alone_token(fp, wi, {(wi, ci): r for ci, r in running.items()}) not in fp.alone_optima:
+            continue
+        kept = [w.configs[ci] for ci in sorted(running)]
+        if not np.array_equal(servable_buckets(kept, len(w.share)), servable_buckets(w.configs, len(w.share))):
+            continue
+        workloads[wi] = dataclasses.replace(w, configs=kept)
+        narrowed.add(wi)
+    if not narrowed:
+        return fp, frozenset()
+    return dataclasses.replace(fp, workloads=workloads), frozenset(narrowed)
 
 
 def _settled(fp: FleetProblem, prepared: _Prepared) -> set[int]:

@@ -1629,12 +1629,15 @@ def _narrowed(fp: FleetProblem) -> tuple[FleetProblem, frozenset[int]]:
     workload is narrowed only where its running configurations serve within the SLO every size any
     of its configurations does (``servable_buckets``), so that its routing rows, planned misses and
     messages are those of the whole problem; and not under ``fp.scenarios``, whose copies route
-    over the main workload's configurations. Where a narrowed workload turns out not to be held,
-    the caller models the whole fleet (``_solve``)."""
-    if not fp.current or not fp.alone_optima or fp.scenarios:
+    over the main workload's configurations, nor with per-bucket routing (Mélange input, whose
+    rows ``routed_buckets`` does not describe). Where a narrowed workload turns out not to be
+    held, the caller models the whole fleet (``_solve``)."""
+    if not fp.current or not fp.alone_optima or fp.scenarios or fp.pin_buckets:
         return fp, frozenset()
     workloads, narrowed = list(fp.workloads), set()
     for wi, w in enumerate(fp.workloads):
+        if w.demand is None:
+            continue
         running = {ci: r for ci, c in enumerate(w.configs) if (r := fp.current.get(config_key(w.key, c), 0)) > 0}
         if not running or len(running) == len(w.configs):
             continue

@@ -55,13 +55,29 @@ def deployments(cluster: LocalCluster, namespace: str) -> dict[str, tuple[str, i
                                     d["spec"].get("replicas") or 0) for d in items}
 
 
-def settle(cluster: LocalCluster, namespace: str, quiet_s: float, timeout_s: float) -> dict:
-    """Wait until the Deployments exist and have not changed for ``quiet_s``; return them."""
+def planning(log: Path) -> bool:
+    """Whether the operator's log shows a plan still coming: a solve not yet applied ("solved"
+    with no "new plan" or "reconcile finished with errors" line after it), or a follow-up announced ("re-planning from this plan",
+    ``operator.handlers.FollowUps``) with no solve after it. A follow-up's solve writes no
+    Deployment for as long as it runs (20 s and more at 100 workloads), so quiet Deployments
+    alone read as settled while the plan was still moving."""
+    busy = False
+    for line in log.read_text(errors="replace").splitlines():
+        if SOLVED.search(line) or "re-planning from this plan" in line:
+            busy = True
+        elif "new plan (" in line or "reconcile finished with errors" in line:
+            busy = False
+    return busy
+
+
+def settle(cluster: LocalCluster, namespace: str, quiet_s: float, timeout_s: float, log: Path) -> dict:
+    """Wait until the Deployments exist and have not changed for ``quiet_s`` while the operator
+    has no plan coming (``planning``); return them."""
     t0 = time.monotonic()
     last, since = None, time.monotonic()
     while time.monotonic() - t0 < timeout_s:
         now = deployments(cluster, namespace)
-        if now != last:
+        if now != last or planning(log):
             last, since = now, time.monotonic()
         elif now and time.monotonic() - since >= quiet_s:
             return now
@@ -151,7 +167,7 @@ def main() -> int:
             if time.monotonic() - t0 > 1800:
                 raise RuntimeError(f"no plan of all {args.workloads} workloads within 1800 s")
             time.sleep(1.0)
-        before = settle(cluster, namespace, args.settle, 1800)
+        before = settle(cluster, namespace, args.settle, 1800, log)
         first = solved_lines(log)
         print(f"{args.workloads} workloads applied: {len(before)} Deployments settled after "
               f"{time.monotonic() - t0 - args.settle:.0f} s; last solve: {first[-1][1] if first else '-'}", flush=True)
@@ -172,7 +188,7 @@ def main() -> int:
                 time.sleep(0.1)
             to_solved = time.monotonic() - t1
             solve_s, line = solved_lines(log)[-1]
-            after = settle(cluster, namespace, args.settle, 600)
+            after = settle(cluster, namespace, args.settle, 600, log)
             d = diff(before, after, name)
             print(f"change {k + 1}: {namespace}/{name} rate +20% -> {rate:.3f} req/s; patch to 'solved' line "
                   f"{to_solved:.2f} s (debounce 0.5 s, capacity model, MILP; the MILP itself {solve_s:.2f} s)")

@@ -14,6 +14,7 @@ request that changes the cluster leaves the process after that moment.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -218,8 +219,16 @@ class Kube:
             kwargs["field_selector"] = field_selector
         if namespace is not None and res.namespaced:
             kwargs["namespace"] = namespace
-        out = with_retry(lambda: res.get(**kwargs), f"list {kind}")
-        return [item.to_dict() for item in out.items]
+        # the response's JSON as it is: the dynamic client's own objects (ResourceInstance, then
+        # to_dict back) took about 80% of a reconcile's cluster read (py-spy, 100 workloads and
+        # 237 Deployments: 461 of 556 samples in list); the body is read inside the retry, where
+        # a read timeout is handled
+        out = with_retry(lambda: json.loads(res.get(serialize=False, **kwargs).data), f"list {kind}")
+        items = out.get("items") or []
+        for item in items:  # a List's items carry no kind of their own (ResourceInstance added them too)
+            item.setdefault("apiVersion", out.get("apiVersion"))
+            item.setdefault("kind", str(out.get("kind", "")).removesuffix("List") or kind)
+        return items
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
         """One object as a dict, or None when it does not exist (or the cluster does not serve its kind)."""

@@ -1625,7 +1625,7 @@ def _narrowed(fp: FleetProblem) -> tuple[FleetProblem, frozenset[int]]:
     (``_settled``; in a shortage, ``_holdable_in_shortage``), which fixes its other
     configurations at 0 replicas: leaving them out of the model is the same problem, and the
     model of a fleet where one workload changed is that workload's (bench/solver_scale.py (c), 100
-    workloads with ample pools: about 8,000 configurations, nearly all of kept workloads). A
+    workloads with ample pools: 8,884 configurations built, nearly all of kept workloads). A
     workload is narrowed only where its running configurations serve within the SLO every size any
     of its configurations does (``servable_buckets``), so that its routing rows, planned misses and
     messages are those of the whole problem; and not under ``fp.scenarios``, whose copies route

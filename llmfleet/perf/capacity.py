@@ -798,10 +798,7 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
                 # dispersion over the life's own length (``Burstiness.scv_over``)
                 step_extra = prompts * extra_mean / out  # the prompts' mean time per output token
                 arrivals = np.maximum(prompts / prompts_per_request, 1e-9)
-                life_s = out * (tpot + step_extra)
-                scv_life = burst.scv_over(life_s)
-                var = np.maximum(scv_life - 1.0, 1e-9) / arrivals
-                load = np.where(scv_life > 1.0 + 1e-9, np.maximum(_gamma_ppf(q, 1.0 / var, var), 1.0), 1.0)
+                load = _rate_quantile(q, burst.scv_over(out * (tpot + step_extra)), arrivals)
                 share = load * step_extra / (tpot + step_extra)
                 full_k = max(budget - k, 1.0)
                 t_saturated = float(step_time_s(model, gpu, tp, full_k, full_k * float(st.prompt_share @ inp)
@@ -844,19 +841,36 @@ def _sustained_batch(model: ModelSpec, gpu: GPUType, tp: int, rate_rps: float, o
     Returns the batch, requests (a float, >= ``mean_batch`` up to ``most``). Raises nothing."""
     k, g = mean_batch, 1.0
     for _ in range(_BUSY_PERIOD_STEPS):
-        life_s = out_mean * float(decode_time_s(model, gpu, tp, k, k * ctx, p)) / (1.0 - min(g * prompt_load, 0.95))
+        life_s = (out_mean * float(decode_time_s(model, gpu, tp, k, k * ctx, p))
+                  / (1.0 - min(g * prompt_load, _LIFE_PROMPT_SHARE_MAX)))
         scv = float(burst.scv_over(life_s))
         if scv <= 1.0 + 1e-9:
             return k
-        arrivals = max(rate_rps * life_s, 1e-9)
-        var = (scv - 1.0) / arrivals
-        g = max(float(_gamma_ppf(q, 1.0 / var, var)), 1.0)
+        g = float(_rate_quantile(q, scv, max(rate_rps * life_s, 1e-9)))
         nxt = min(max(g * rate_rps * life_s, mean_batch), most)
         if abs(nxt - k) <= 1e-3 * k:
             return nxt
         k = nxt
     return k
 
+
+def _rate_quantile(q: float, scv, arrivals) -> np.ndarray:
+    """g, the q-quantile of the arrival rate over a window relative to its mean (dimensionless,
+    >= 1): a Gamma of mean 1 and variance (c² - 1) / n, with c² the arrivals' dispersion over the
+    window (``Burstiness.scv_over``) and n > 0 the mean arrivals in it (the count's variance
+    above its Poisson part). 1 where c² <= 1. ``scv`` and ``arrivals`` broadcast; the result has
+    their shape. The busy periods of ``shared_batch`` (prompts) and ``_sustained_batch``
+    (decodes) both read the load a request's life sees from it."""
+    scv = np.asarray(scv, dtype=float)
+    var = np.maximum(scv - 1.0, 1e-9) / arrivals
+    return np.where(scv > 1.0 + 1e-9, np.maximum(_gamma_ppf(q, 1.0 / var, var), 1.0), 1.0)
+
+
+_LIFE_PROMPT_SHARE_MAX = 0.95
+"""the largest share of a decode life's iterations ``_sustained_batch`` lets prompt chunks take
+when it lengthens the life (t_d / (1 - share): at most 20 x t_d), so that the fixed point stays
+finite at a saturated replica; a design bound (the TPOT itself is capped by the saturated step in
+``shared_batch``), not a measured figure"""
 
 _BUSY_PERIOD_STEPS = 60
 """most iterations of ``_sustained_batch``: each multiplies the distance to the fixed point by

@@ -820,21 +820,19 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
     prepared = _prepare(fp, deadline)
     # reading the plan out (its latency predictions) comes after the solves: keep time for it
     deadline -= _readout_seconds(fp, prepared)
-    if narrowed and (prepared.start is None or not narrowed <= _held(fp, prepared)):
+    kept = _kept(fp, prepared)
+    if narrowed and (kept is None or not narrowed <= kept[1]):
         fp, narrowed = whole, frozenset()
         prepared = _prepare(fp, deadline)
-    if fp.current and prepared.start is not None:
+        kept = _kept(fp, prepared)
+    if kept is not None:
         # an incremental re-plan: the workloads the running plan still serves exactly keep their
         # replicas; the others (changed, short, over-provisioned, new) are planned around them.
         # Where everything fits but that cannot serve everything, the kept ones are released; where
         # GPUs are short, those a higher tier that falls short might need (the churn cost in the
         # objective still keeps their changes few).
-        settled = frozenset(_settled(fp, prepared))
         fits = prepared.serves_all(fp)
-        # GPUs short: a workload served in full may only have to give GPUs to a short one of a
-        # higher tier, so only the kept workloads no higher tier could take from are held
-        held = _held(fp, prepared, settled)
-        released, settled = len(settled) - len(held), held
+        released, settled = len(kept[0]) - len(kept[1]), kept[1]
         if settled:
             checked = None
             if fits:
@@ -1608,14 +1606,18 @@ def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozen
     return settled if top is None else frozenset(wi for wi in settled if fp.workloads[wi].tier_value >= top)
 
 
-def _held(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int] | None = None) -> frozenset[int]:
-    """The workloads a re-plan from ``prepared`` holds as they run: the ``settled`` ones
-    (default ``_settled``), and where the start does not serve everything only those no short
-    workload outranks (``_holdable_in_shortage``)."""
-    settled = frozenset(_settled(fp, prepared)) if settled is None else settled
+def _kept(fp: FleetProblem, prepared: _Prepared) -> tuple[frozenset[int], frozenset[int]] | None:
+    """For a re-plan (``fp.current``) from a start: (the workloads it could keep as they run,
+    ``_settled``; those it holds), indices of ``fp.workloads``. It holds every settled one, except
+    that where the start does not serve everything (GPUs short) a workload served in full may have
+    to give GPUs to a short one of a higher tier: only those no short workload outranks are held
+    (``_holdable_in_shortage``). None without a running plan or a start."""
+    if not fp.current or prepared.start is None:
+        return None
+    settled = frozenset(_settled(fp, prepared))
     if settled and not prepared.serves_all(fp):
-        return _holdable_in_shortage(fp, prepared, settled)
-    return settled
+        return settled, _holdable_in_shortage(fp, prepared, settled)
+    return settled, settled
 
 
 def _narrowed(fp: FleetProblem) -> tuple[FleetProblem, frozenset[int]]:

@@ -68,7 +68,7 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import (_prefill_queue, local_prefill_shares, predicted_attainment, predicted_latency,
+from llmfleet.solver.milp import (_prefill_queue, as_planned, local_prefill_shares, predicted_attainment, predicted_latency,
                                   replica_load)
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
@@ -290,7 +290,8 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
         loads = []  # (planned configuration, κ-masked replayed rates, util) per group
         for gi, (a, g) in enumerate(zip(mine, sims[0].groups)):
             kappa, whole = planned[id(a.config)]
-            config = dataclasses.replace(a.config, capacity_rps=kappa, whole_capacity_rps=whole)
+            # as the plan runs it (a prefill group's KV transfer to the plan's decode groups, ``as_planned``)
+            config = dataclasses.replace(as_planned(w, a.config, mine), capacity_rps=kappa, whole_capacity_rps=whole)
             bucket_rps = np.where(kappa > 0, replayed[gi], 0.0)
             # the load as the MILP counts it (a decode group's own prefills against its whole-request κ)
             loads.append((config, bucket_rps, replica_load(config, bucket_rps, g.replicas,

@@ -3,6 +3,7 @@ KV-transfer limits and ``spec.serving.disaggregation``."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import numpy as np
@@ -13,7 +14,8 @@ from llmfleet.catalog.gpus import get_gpu
 from llmfleet.catalog.models import resolve_model
 from llmfleet.perf.capacity import kv_transfer_s, prefill_capacity_rps
 from llmfleet.perf.steptime import decode_time_s, prefill_time_s
-from llmfleet.solver.milp import solve
+from llmfleet.solver.milp import as_planned, predicted_latency, solve
+from llmfleet.solver.plan import Assignment
 from llmfleet.solver.problem import build_problem
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS
 
@@ -191,3 +193,41 @@ def test_service_routing_never_plans_pd(tmp_path):
         else:
             with pytest.raises(ManifestError, match="spec.serving.disaggregation: always needs a router"):
                 build_problem(load_fleet([f]))
+
+
+def test_a_plans_prefill_ttft_counts_the_kv_transfer_to_the_decode_group_it_planned(tmp_path):
+    """The capacity model takes a prefill replica's KV transfer at the slowest decode
+    configuration of its P/D group (one GPU receives), so that κ holds whichever decode group the
+    solver picks. A plan knows its decode group: a TP-2 prefill replica sends over two GPUs and a
+    TP-2 decode replica receives over two, so the transfer takes half as long, as the simulator
+    moves it (KV bytes / min(sender, receiver bandwidth)); beside a TP-1 decode group the slower
+    one counts."""
+    f = tmp_path / "fleet.yaml"
+    f.write_text((WORKLOAD % {"model": MODEL, "mode": "always", "tpot": "30ms"}).replace(
+        "tensorParallelSizes: [1]", "tensorParallelSizes: [1, 2]") + "---" + POOL % {"name": "h100", "gpu": "H100-SXM"})
+    fp = build_problem(load_fleet([f]))
+    w = fp.workloads[0]
+    by = {(c.role, c.tp): c for c in w.configs}
+    prefill, decode1, decode2 = by["prefill", 2], by["decode", 1], by["decode", 2]
+    per_gpu = prefill.pool.kv_bytes_per_s_per_gpu
+    tokens_bytes = w.input_tokens * w.model.kv_bytes_per_token
+    assert prefill.kv_transfer_s == pytest.approx(tokens_bytes / per_gpu)  # as modelled: one receiving GPU
+
+    def group(c, role):
+        return Assignment(workload=w.key, pool="h100", gpu_type="H100-SXM", tp=c.tp, replicas=1, gpus=c.tp,
+                          cost_per_hour=1.0, rate_rps=1.0, utilization=0.5, bucket_rate_rps=w.share.copy(),
+                          config=c, role=role)
+
+    pre = group(prefill, "prefill")
+    planned = as_planned(w, prefill, [pre, group(decode2, "decode")])
+    assert planned.kv_transfer_s == pytest.approx(tokens_bytes / (2 * per_gpu))
+    assert np.array_equal(planned.capacity_rps, prefill.capacity_rps)  # κ stays as the MILP planned it
+    assert as_planned(w, prefill, [pre, group(decode1, "decode"), group(decode2, "decode")]) is prefill
+    # the read-out: the TTFT at the SLO percentile about half-way between the one-GPU transfer's
+    # and none at all (the transfer grows with the prompt, as the prefill does)
+    rates = w.rate_rps * w.share
+    ttft = {name: predicted_latency(w, c, rates, 0.5, fp.params)[0] for name, c in (
+        ("one GPU", prefill), ("planned", planned),
+        ("none", dataclasses.replace(prefill, kv_transfer_s=np.zeros_like(prefill.kv_transfer_s))))}
+    assert ttft["none"] < ttft["planned"] < ttft["one GPU"]
+    assert ttft["planned"] == pytest.approx((ttft["none"] + ttft["one GPU"]) / 2, rel=0.05)

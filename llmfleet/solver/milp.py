@@ -2644,9 +2644,10 @@ def as_planned(w: WorkloadProblem, c, groups):
     cache, ``_predicted_latency``, keeps hitting). Raises nothing.
 
     Measured: Mooncake with Gamma arrivals (CV² 3.7), TTFT 5 s at p99, an H100 TP-4 prefill
-    group beside a TP-2 decode group (``bench/bursty_verify.py``): the replay's time from a
-    prompt's prefill to its first token was 0.24 / 0.81 s at p50 / p99 against the 0.57 / 1.70 s
-    the TP-1 decode configuration's bandwidth gives."""
+    group beside a TP-2 decode group (``bench/bursty_verify.py``): the replay's time from the end
+    of a prompt's prefill to its first token was 0.24 / 0.81 s at p50 / p99, where the transfer
+    at the TP-1 decode configuration's bandwidth, plus the first step at the TPOT target, gave
+    0.57 / 1.70 s; the group's p99 TTFT was predicted at 1.39x the replay's, now 1.09x."""
     if c is None or c.role != "prefill" or c.kv_transfer_s is None or w.model is None:
         return c
     decode = [a.config for a in groups if a.role == "decode" and a.config is not None and a.replicas > 0]

@@ -951,15 +951,9 @@ def _prefer_higher_caps(plan: Plan, fp: FleetProblem) -> None:
         m.rate_rps, m.bucket_rate_rps = m.rate_rps + a.rate_rps, m.bucket_rate_rps + a.bucket_rate_rps
     plan.assignments = list(merged.values())
     plan.cost_per_hour = sum(a.cost_per_hour for a in plan.assignments)
-    for key in changed:  # the groups of a workload read out again, as ``_extract`` does
-        w = by_key[key]
+    for key in changed:  # the groups of a workload read out again at their new caps
         mine = [a for a in plan.assignments if a.workload == key]
-        local = local_prefill_shares(mine, len(w.share))
-        for a in mine:
-            if w.model is not None and a.rate_rps > 0:
-                a.ttft_s, a.tpot_s = _predicted_latency(w, as_planned(w, a.config, mine), a.bucket_rate_rps,
-                                                        min(a.utilization, 1.0), fp.params, a.replicas,
-                                                        local if a.role == "decode" else None)
+        _read_out(by_key[key], mine, fp.params, local_prefill_shares(mine, len(by_key[key].share)))
 
 
 def _unit_load(c, bucket_rps: np.ndarray) -> float:
@@ -2045,13 +2039,8 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
                 utilization=util, bucket_rate_rps=bucket_rps, config=c, role=c.role,
             )
             mine.append(a)
-        if w.model is not None:
-            # read out once every group is known: a prefill group's KV goes to the plan's decode groups
-            for a in mine:
-                if a.rate_rps > 0:
-                    local = 1.0 - np.asarray(dv, dtype=float) if a.role == "decode" else None
-                    a.ttft_s, a.tpot_s = _predicted_latency(w, as_planned(w, a.config, mine), a.bucket_rate_rps,
-                                                            min(a.utilization, 1.0), fp.params, a.replicas, local)
+        # read out once every group is known: a prefill group's KV goes to the plan's decode groups
+        _read_out(w, mine, fp.params, 1.0 - np.asarray(dv, dtype=float))
         assignments += mine
         results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
     thresholds = {}
@@ -2061,6 +2050,21 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
             thresholds[w.key] = int(INPUT_EDGES_TOKENS[min(on)])  # bucket-pinned plans have none
     return Plan(status="", cost_per_hour=total, lp_bound=None, dual_bound=None, gap=None, solve_time_s=0.0,
                 solver="", assignments=assignments, workloads=results, messages=[], pd_threshold_tokens=thresholds)
+
+
+def _read_out(w: WorkloadProblem, groups: list[Assignment], params: PerfParams, local_prefill: np.ndarray) -> None:
+    """Set ``ttft_s`` and ``tpot_s`` (s, at the SLO percentile, ``_predicted_latency``) of each of
+    ``groups`` (one workload's ``Assignment``s in a plan) that carries traffic, as the plan runs it:
+    a prefill group's KV transfer to the plan's decode groups (``as_planned``), a decode group with
+    ``local_prefill`` (S,), the share of each bucket it prefills itself. Nothing without a model
+    (Mélange input)."""
+    if w.model is None:
+        return
+    for a in groups:
+        if a.rate_rps > 0:
+            a.ttft_s, a.tpot_s = _predicted_latency(w, as_planned(w, a.config, groups), a.bucket_rate_rps,
+                                                    min(a.utilization, 1.0), params, a.replicas,
+                                                    local_prefill if a.role == "decode" else None)
 
 
 def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
@@ -2654,8 +2658,7 @@ def as_planned(w: WorkloadProblem, c, groups):
     partners = [d for d in decode if d.pd_group == c.pd_group] or decode
     if not partners:
         return c
-    bandwidth = min(c.tp * c.pool.kv_bytes_per_s_per_gpu,
-                    min(d.tp * d.pool.kv_bytes_per_s_per_gpu for d in partners))
+    bandwidth = min(c.kv_bytes_per_s, min(d.kv_bytes_per_s for d in partners))
     key = (id(c), bandwidth)
     hit = _AS_PLANNED.get(key)
     if hit is not None and hit[0] is c:

@@ -126,6 +126,12 @@ class ReplicaConfig:
         return pd_group(self.kv_domain, self.pool.gpu, self.tp)
 
     @property
+    def kv_bytes_per_s(self) -> float:
+        """KV-transfer bandwidth of one replica, bytes/s: each of its ``tp`` GPUs sends or receives
+        its own shard of the KV cache over its own NIC (``PoolInfo.kv_bytes_per_s_per_gpu``)."""
+        return self.tp * self.pool.kv_bytes_per_s_per_gpu
+
+    @property
     def watts_per_gpu(self) -> float:
         """Predicted average draw per GPU of this config, W: ``gpu_watts`` where predicted, else the
         GPU's TDP (datasheet, ``catalog/gpus.csv``); never above its cap."""
@@ -705,8 +711,7 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     # group receives its own shard of the KV cache over its own NIC)
     receive: dict[tuple, float] = {}
     for d in decode:
-        bw = d.tp * d.pool.kv_bytes_per_s_per_gpu
-        receive[d.pd_group] = min(receive.get(d.pd_group, bw), bw)
+        receive[d.pd_group] = min(receive.get(d.pd_group, d.kv_bytes_per_s), d.kv_bytes_per_s)
     for pool, tp in shapes:
         group = pd_group(pool.kv_domain, pool.gpu, tp)
         if group not in receive:

@@ -231,3 +231,42 @@ def test_a_plans_prefill_ttft_counts_the_kv_transfer_to_the_decode_group_it_plan
         ("none", dataclasses.replace(prefill, kv_transfer_s=np.zeros_like(prefill.kv_transfer_s))))}
     assert ttft["none"] < ttft["planned"] < ttft["one GPU"]
     assert ttft["planned"] == pytest.approx((ttft["none"] + ttft["one GPU"]) / 2, rel=0.05)
+
+
+def test_the_relaxation_of_a_short_pd_fleet_prefills_what_its_decode_pods_take(tmp_path):
+    """Every plan prefills on prefill pods exactly the prompts of the longest P/D class that its
+    decode pods take (the per-bucket flow balance above, with that class always P/D). The tier
+    phases prove their shed against the LP relaxation, which must keep that identity too: with
+    the P/D decisions at 1/2 and the McCormick products at 0, it once served every prompt on
+    decode pods alone and claimed that nothing need be shed on one GPU per pool. Mixed prompt
+    lengths (short ones decode pods may serve whole), 1 and 2 GPUs per pool."""
+    from llmfleet.solver import milp
+    from llmfleet.solver.highs import HighsModel
+
+    for gpus in (1, 2):
+        f = tmp_path / "fleet.yaml"
+        docs = [(WORKLOAD % {"model": MODEL, "mode": "auto", "tpot": "30ms"}).replace(
+            "{p50: 5000, p90: 7000, p99: 7900}", "{p50: 1000, p90: 7000, p99: 7900}")]
+        docs += [(POOL % {"name": name, "gpu": gpu}).replace("maxGPUs: 64", f"maxGPUs: {gpus}")
+                 for name, gpu in (("l40s", "L40S"), ("a100", "A100-80G"))]
+        f.write_text("---".join(docs))
+        fp = build_problem(load_fleet([f]))
+        w = fp.workloads[0]
+        m = milp._build(fp, allow_shed=True)
+        model = HighsModel(m.prob)
+        shed = milp._shed_rps(fp, m, 0)
+        model.set_objective(shed)
+        lp = model.solve(60, 0.0, relax=True, label="LP")
+        assert lp.status == "Optimal"
+        columns = m.prob.variablesDict()
+
+        def total(prefix, role):
+            names = [f"{prefix}_0_{ci}" for ci, c in enumerate(w.configs) if c.role == role]
+            return sum(lp.values[model.coefficients(columns[n])[0][0]] for n in names if n in columns)
+
+        decode, prefill = total("y", "decode"), total("p", "prefill")
+        assert decode > 0.05  # the long prompts go P/D in the relaxation too
+        assert prefill == pytest.approx(decode, abs=1e-6)
+        plan = solve(fp)
+        assert plan.status == "shortage"
+        assert 0.0 < lp.objective <= sum(r.shed_rps for r in plan.workloads) + 1e-6  # a valid, useful bound

@@ -111,6 +111,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     try:
@@ -654,6 +662,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     os.environ["LLMFLEET_TRACE_DIR"] = str(Path(args.trace_dir).resolve())
     os.environ["LLMFLEET_NAMESPACES"] = ",".join(args.namespace or [])
     os.environ["LLMFLEET_DEBOUNCE_SECONDS"] = str(args.debounce_seconds)
+    os.environ["LLMFLEET_PLANNER_WORKERS"] = str(args.planner_workers)
     os.environ["LLMFLEET_API_TIMEOUT_SECONDS"] = str(args.api_timeout_seconds)
     os.environ["LLMFLEET_SHUTDOWN_TIMEOUT_SECONDS"] = str(args.shutdown_timeout_seconds)
     os.environ["LLMFLEET_METRICS_PORT"] = str(args.metrics_port)
@@ -789,6 +798,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config or in-cluster)")
     o.add_argument("--trace-dir", default=".", help="folder that relative spec.traffic.trace.path values are read from")
     o.add_argument("--debounce-seconds", type=float, default=1.0, help="quiet time gathered before a reconcile")
+    o.add_argument("--planner-workers", type=positive_int, default=1, metavar="N",
+                   help="processes the capacity model of many workloads at once is spread over (the first "
+                        "plan, a changed pool), at most the CPUs the pod may use; each needs about 200 MiB "
+                        "(default 1: the operator's own process)")
     o.add_argument("--namespace", action="append", metavar="NS",
                    help="watch only this namespace's LLMWorkloads and children (repeatable); default: all")
     o.add_argument("--leader-elect", action="store_true",

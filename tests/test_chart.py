@@ -115,6 +115,7 @@ def test_operator_pod_is_locked_down():
                                     "privileged": False, "capabilities": {"drop": ["ALL"]}}
     assert c["resources"]["requests"] and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "--leader-elect" not in c["args"]
+    assert "--planner-workers=1" in c["args"]  # the capacity model in the operator's own process
     dep2 = next(d for d in render({"replicaCount": 2}) if d["kind"] == "Deployment")
     args2 = dep2["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--leader-elect" in args2 and "--leader-election-namespace=llmfleet-system" in args2
@@ -128,6 +129,7 @@ def test_operator_pod_is_locked_down():
     ({"fleetPolicy": {"create": True, "spec": {"mode": "yolo"}}}, "mode"),
     ({"replicas": 2}, "replicas"),
     ({"leaderElection": {"retryPeriodSeconds": 0}}, "retryPeriodSeconds"),
+    ({"operator": {"plannerWorkers": 0}}, "plannerWorkers"),
 ])
 def test_values_schema_refuses_bad_values(values, field):
     with pytest.raises(helm.HelmValuesError, match=field):

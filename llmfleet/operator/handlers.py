@@ -53,6 +53,7 @@ from llmfleet.operator import selfmetrics
 from llmfleet.operator.live import LiveDemand
 from llmfleet.operator.planner import FleetPlanner
 from llmfleet.operator.render import LABEL_MANAGED_BY, MANAGED_BY
+from llmfleet.solver.problem import available_cpus
 
 log = logging.getLogger("llmfleet.operator")
 
@@ -259,6 +260,27 @@ def _env_port(name: str, default: int) -> int:
     return value
 
 
+def planner_workers_from_env() -> int:
+    """Processes the planner's capacity model may use (``build_problem(workers=)``):
+    ``LLMFLEET_PLANNER_WORKERS`` (``llmfleet operator --planner-workers``, the chart's
+    ``operator.plannerWorkers``; default 1), at most ``available_cpus()`` (the pod's CPU limit or
+    cpuset), so a pod limited to one CPU models in its own process whatever it is told.
+
+    Raises:
+        kopf.PermanentError: the variable is not a whole number >= 1.
+    """
+    raw = os.environ.get("LLMFLEET_PLANNER_WORKERS")
+    if not raw:
+        return 1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise kopf.PermanentError(f"LLMFLEET_PLANNER_WORKERS={raw[:40]!r} is not a whole number") from None
+    if value < 1:
+        raise kopf.PermanentError(f"LLMFLEET_PLANNER_WORKERS={value} must be >= 1")
+    return min(value, available_cpus()) if value > 1 else 1
+
+
 def live_demand_from_env() -> LiveDemand | None:
     """The telemetry side of the planner from ``LLMFLEET_PROMETHEUS_URL`` and friends (module
     docstring); None without a URL. Raises kopf.PermanentError for a bad setting."""
@@ -351,6 +373,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
     settings.process.ultimate_exiting_timeout = shutdown_timeout_s  # under `kopf run`: kopf's own backstop
     trace_dir = Path(os.environ.get("LLMFLEET_TRACE_DIR") or Path.cwd())
     debounce_s = float(os.environ.get("LLMFLEET_DEBOUNCE_SECONDS", "1.0"))
+    workers = planner_workers_from_env()
     namespaces = [ns for ns in os.environ.get("LLMFLEET_NAMESPACES", "").split(",") if ns]
     kube = Kube(namespaces=namespaces or None, timeout_s=api_timeout_s)
     for attempt in range(CRD_WAIT_S):
@@ -402,11 +425,11 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> Non
     selfmetrics.serve(_env_port("LLMFLEET_METRICS_PORT", selfmetrics.DEFAULT_METRICS_PORT))
     if live is not None:
         await asyncio.get_running_loop().run_in_executor(None, _check_series, live)
-    loop = PlannerLoop(FleetPlanner(kube, trace_dir, live), debounce_s, leading)
+    loop = PlannerLoop(FleetPlanner(kube, trace_dir, live, workers=workers), debounce_s, leading)
     memo.planner_loop = loop
     memo.planner_task = asyncio.create_task(loop.run())
-    log.info("llmfleet operator started (trace dir %s, debounce %.1fs, API timeout %.0fs%s%s)", trace_dir, debounce_s,
-             api_timeout_s, ", leader election on" if leading is not None else "",
+    log.info("llmfleet operator started (trace dir %s, debounce %.1fs, API timeout %.0fs, %d planner process(es)%s%s)",
+             trace_dir, debounce_s, api_timeout_s, workers, ", leader election on" if leading is not None else "",
              ", telemetry on" if live is not None else "")
 
 

@@ -286,10 +286,14 @@ class FleetPlanner:
         trace_dir: folder that relative ``spec.traffic.trace.path`` values are read from.
         live: telemetry-driven demand (``live.LiveDemand``) for workloads with
             ``spec.traffic.source`` observed or max; None: telemetry off, every workload declared.
+        workers: processes the capacity model of the workloads to model is spread over
+            (``build_problem(workers=)``; ``handlers.planner_workers_from_env``); 1: this process.
     """
 
-    def __init__(self, kube: Kube, trace_dir: Path | None = None, live: LiveDemand | None = None):
+    def __init__(self, kube: Kube, trace_dir: Path | None = None, live: LiveDemand | None = None,
+                 workers: int = 1):
         self.kube = kube
+        self.workers = workers
         self.trace_dir = trace_dir or Path.cwd()
         self.live = live
         # correction of the capacity model from observed latency (needs telemetry)
@@ -368,7 +372,7 @@ class FleetPlanner:
             try:
                 scales = self.calibration.step_scales() if self.calibration and policy.spec.calibrate else None
                 problem = build_problem(spec, demands=demands or None, inference_pool_crd=inference_pool_crd,
-                                        cache=self._capacity, step_scales=scales)
+                                        cache=self._capacity, step_scales=scales, workers=self.workers)
                 # a calibration that leaves a workload no configuration at all (its SLO unattainable
                 # at the observed speed) would plan it away: model it as profiled instead, and say so
                 lost = {wp.workload.spec.model for wp in problem.workloads
@@ -377,7 +381,8 @@ class FleetPlanner:
                 if lost:
                     self.calibration.withhold(lost)
                     problem = build_problem(spec, demands=demands or None, inference_pool_crd=inference_pool_crd,
-                                            cache=self._capacity, step_scales=self.calibration.step_scales())
+                                            cache=self._capacity, step_scales=self.calibration.step_scales(),
+                                            workers=self.workers)
             except ManifestError as err:
                 if err.obj is None:
                     raise

@@ -21,8 +21,10 @@ Target: no other workload's Deployment touched; the re-plan in under 5 s (issue 
 It also prints the operator's memory (issue 15 item 7; the chart's ``resources`` are set from it)
 after the first plan, after each change and at the end: the operator process's peak resident set
 (``VmHWM`` in ``/proc/<pid>/status``, the kernel's high-water mark, so a peak between reports
-counts) and its resident set now (``VmRSS``). The operator does not fork (checked by sampling its
-descendants once, in the run the chart's figures come from). Linux only.
+counts) and its resident set now (``VmRSS``). With ``--planner-workers 1`` (the default, as the
+chart's) the operator does not fork (checked by sampling its descendants once, in the run the
+chart's figures come from); the worker processes of ``--planner-workers N`` are not counted.
+Linux only.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--settle", type=float, default=20.0, help="quiet seconds that count as settled")
     ap.add_argument("--time-limit", type=float, default=30.0, help="FleetPolicy spec.solver.timeLimitSeconds")
+    ap.add_argument("--planner-workers", type=int, default=1,
+                    help="llmfleet operator --planner-workers (capacity model processes; default 1)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmfleet-replan-"))
     specs = workload_specs(args.workloads, args.seed, length_profiles())
@@ -157,7 +161,7 @@ def main() -> int:
         log = work / "operator.log"
         op = subprocess.Popen(
             [sys.executable, "-m", "llmfleet.cli", "operator", "--kubeconfig", str(cluster.admin_kubeconfig),
-             "--debounce-seconds", "0.5", "--metrics-port", "0"],
+             "--debounce-seconds", "0.5", "--metrics-port", "0", "--planner-workers", str(args.planner_workers)],
             stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=REPO)
         time.sleep(5)
         t0 = time.monotonic()

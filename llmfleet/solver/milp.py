@@ -372,7 +372,6 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
     partial_budget = max(w.miss_budget - float(w.share[misses].sum()), 0.0)
     partial = []
     shares = {}  # (workload, config) -> its y or p
-    colocated_shares, decode_shares, prefill_shares = [], [], []
     for ci, c in enumerate(w.configs):
         fails = np.zeros(len(w.share), dtype=bool)
         fails[buckets] = c.capacity_rps[buckets] <= 0
@@ -384,7 +383,6 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
         if c.role == "colocated":
             y = prob.add_variable(f"y_{wi}_{ci}", lowBound=0, upBound=1)
             shares[wi, ci] = y
-            colocated_shares.append(y)
             good = buckets[~fails[buckets]]
             load = float((lam[good] / c.capacity_rps[good]).sum())
             terms = [(y, load + _miss_load(c, lam, misses | fails))]
@@ -397,7 +395,9 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
         elif c.role == "decode":
             y = prob.add_variable(f"y_{wi}_{ci}", lowBound=0, upBound=1)
             shares[wi, ci] = y
-            decode_shares.append(y)
+            # decode pods only where some prompts go P/D (the longest class does, d monotone):
+            # otherwise they are colocated pods rendered with a sidecar and a P/D router for nothing
+            _row(prob, [(y, 1), (d[max(d)], -1)], "<=", 0, f"dpd_{wi}_{ci}")
             terms = [(y, _miss_load(c, lam, misses))]
             entry.append(y)
             xl_of: dict[int, object] = {}  # y x d depends on the bucket's input class only
@@ -408,7 +408,7 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
                 if c.capacity_rps[b] <= 0:
                     _row(prob, [(y, 1), (i, 1)], "<=", 1, f"dshort_{wi}_{ci}_{b}")  # only if bucket b is served whole
                 if classes[b] not in xl_of:
-                    xl_of[classes[b]] = _product(prob, y, i, f"xl_{wi}_{ci}_{classes[b]}", d[max(d)])
+                    xl_of[classes[b]] = _product(prob, y, i, f"xl_{wi}_{ci}_{classes[b]}")
                 xl = xl_of[classes[b]]
                 xl_by_bucket[int(b)].append(xl)
                 if c.whole_capacity_rps[b] > 0:
@@ -427,7 +427,6 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
         else:
             p = prob.add_variable(f"p_{wi}_{ci}", lowBound=0, upBound=1)
             shares[wi, ci] = p
-            prefill_shares.append(p)
             pre = np.zeros(len(lam))
             good = c.capacity_rps[buckets] > 0
             pre[buckets[good]] = lam[buckets[good]] / c.capacity_rps[buckets[good]]
@@ -441,7 +440,7 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
                     _row(prob, [(p, 1), (i, 1)], "<=", 1, f"pshort_{wi}_{ci}_{b}")  # cannot take this size at all
                     continue
                 if classes[b] not in xp_of:
-                    xp_of[classes[b]] = _product(prob, p, i, f"xp_{wi}_{ci}_{classes[b]}", d[max(d)])
+                    xp_of[classes[b]] = _product(prob, p, i, f"xp_{wi}_{ci}_{classes[b]}")
                 xp = xp_of[classes[b]]
                 xp_by_bucket[int(b)].append(xp)
                 m.x[wi, ci, b] = xp
@@ -474,20 +473,6 @@ def _balanced_rows(m: _Model, fp: FleetProblem, w: WorkloadProblem, wi: int, all
                 _row(prob, [(m.n[wi, ci], 1), (on, big)], "<=", big, f"nocolo_{wi}_{ci}")
             else:
                 _row(prob, [(m.n[wi, ci], 1), (on, -big)], "<=", 0, f"pdon_{wi}_{ci}")
-        # the same on the shares, summed over the configs of each role (the rows above bound
-        # replicas by a big-M, which the LP relaxation meets with a sliver of P/D on): with P/D on,
-        # decode and prefill groups share the workload's entry, else colocated groups do. Decode
-        # pods only where some prompts go P/D: otherwise they are colocated pods rendered with a
-        # sidecar and a P/D router for nothing. Valid for every integer plan (the prefill shares
-        # sum to the decode shares of the longest class, ``pd_`` rows), and with the products'
-        # rows at ``on`` (``_product``) what makes the relaxation a mix of a P/D plan and a
-        # colocated one, rather than decode pods serving long prompts whole at a fraction of P/D
-        if decode_shares:
-            _row(prob, [(y, 1) for y in decode_shares] + [(on, -1)], "<=", 0, f"dpd_{wi}")
-        if prefill_shares:
-            _row(prob, [(p, 1) for p in prefill_shares] + [(on, -1)], "<=", 0, f"ppd_{wi}")
-        if colocated_shares:
-            _row(prob, [(y, 1) for y in colocated_shares] + [(on, 1)], "<=", 1, f"colo_{wi}")
     balanced = set()  # buckets of one input class share their products: one row per distinct balance
     for k, b in enumerate(buckets):
         key = (frozenset(v.name for v in xp_by_bucket[int(b)]), frozenset(v.name for v in xl_by_bucket[int(b)]))
@@ -541,20 +526,12 @@ def _row(prob: pulp.LpProblem, terms: list, sense: str, rhs: float, name: str) -
     prob.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms), _SENSES[sense], name, rhs))
 
 
-def _product(prob: pulp.LpProblem, share, binary, name: str, on=None):
-    """A variable equal to ``share`` x ``binary`` (share in [0, 1], binary in {0, 1}), where
-    ``on`` (a binary, None: 1) is 1 whenever share or binary is above 0: then z >= share +
-    binary - on holds in every integer solution and is tighter than McCormick's share + binary - 1
-    in the LP relaxation (with binary = on, z = share)."""
+def _product(prob: pulp.LpProblem, share, binary, name: str):
+    """A variable equal to ``share`` x ``binary`` (share in [0, 1], binary in {0, 1})."""
     z = prob.add_variable(name, lowBound=0, upBound=1)
     _row(prob, [(z, 1), (share, -1)], "<=", 0, f"{name}_a")
     _row(prob, [(z, 1), (binary, -1)], "<=", 0, f"{name}_b")
-    if on is None:
-        _row(prob, [(z, 1), (share, -1), (binary, -1)], ">=", -1, f"{name}_c")
-    elif on is binary:
-        _row(prob, [(z, 1), (share, -1)], ">=", 0, f"{name}_c")
-    else:
-        _row(prob, [(z, 1), (share, -1), (binary, -1), (on, 1)], ">=", 0, f"{name}_c")
+    _row(prob, [(z, 1), (share, -1), (binary, -1)], ">=", -1, f"{name}_c")
     return z
 
 

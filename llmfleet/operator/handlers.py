@@ -247,17 +247,27 @@ def _env_float(name: str, default: float) -> float:
     return value
 
 
-def _env_port(name: str, default: int) -> int:
+def _env_int(name: str, default: int, low: int, high: int | None, kind: str, allowed: str) -> int:
+    """The whole number in environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        kopf.PermanentError: not a whole number (named ``kind``), or outside ``low``..``high``
+            (None: no upper limit), with ``allowed`` saying what is.
+    """
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise kopf.PermanentError(f"{name}={raw!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise kopf.PermanentError(f"{name}={raw!r} must be a port in 0-65535 (0: off)")
+        raise kopf.PermanentError(f"{name}={raw[:40]!r} is not {kind}") from None
+    if value < low or (high is not None and value > high):
+        raise kopf.PermanentError(f"{name}={raw[:40]!r} must be {allowed}")
     return value
+
+
+def _env_port(name: str, default: int) -> int:
+    return _env_int(name, default, 0, 65535, "a port number", "a port in 0-65535 (0: off)")
 
 
 def planner_workers_from_env() -> int:
@@ -269,16 +279,8 @@ def planner_workers_from_env() -> int:
     Raises:
         kopf.PermanentError: the variable is not a whole number >= 1.
     """
-    raw = os.environ.get("LLMFLEET_PLANNER_WORKERS")
-    if not raw:
-        return 1
-    try:
-        value = int(raw)
-    except ValueError:
-        raise kopf.PermanentError(f"LLMFLEET_PLANNER_WORKERS={raw[:40]!r} is not a whole number") from None
-    if value < 1:
-        raise kopf.PermanentError(f"LLMFLEET_PLANNER_WORKERS={value} must be >= 1")
-    return min(value, available_cpus()) if value > 1 else 1
+    value = _env_int("LLMFLEET_PLANNER_WORKERS", 1, 1, None, "a whole number", ">= 1")
+    return min(value, available_cpus()) if value > 1 else 1  # loky is imported only when asked
 
 
 def live_demand_from_env() -> LiveDemand | None:

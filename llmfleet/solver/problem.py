@@ -538,7 +538,7 @@ def available_cpus() -> int:
     ``loky.cpu_count`` reads them (``LOKY_MAX_CPU_COUNT`` caps it too). What ``llmfleet plan``
     gives ``build_problem(workers=)``: a CI job or GitOps pipeline limited to 2 CPUs on a
     64-core node starts 2 processes, not 64."""
-    from loky import cpu_count  # imported on first use (about 0.08 s): asked only for workers > 1
+    from loky import cpu_count  # imported on first use (about 0.08 s); the operator asks only for workers > 1
 
     return max(int(cpu_count()), 1)
 

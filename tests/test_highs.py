@@ -120,3 +120,64 @@ def test_a_model_is_freed_as_soon_as_it_is_dropped():
     finally:
         if was:
             gc.enable()
+
+
+def _lp_arrays(model: HighsModel) -> tuple:
+    """What HiGHS was given: column names in order, column bounds and integrality, row bounds and
+    the row-wise matrix."""
+    lp = model.h.getLp()
+    return ([v.name for v in model.variables], list(lp.col_lower_), list(lp.col_upper_), list(lp.integrality_),
+            list(lp.row_lower_), list(lp.row_upper_), list(lp.a_matrix_.start_), list(lp.a_matrix_.index_),
+            list(lp.a_matrix_.value_))
+
+
+def test_row_problem_gives_highs_what_pulp_constraints_give():
+    """Rows added to a ``RowProblem`` with ``add_row`` (no PuLP constraint objects) and the usual
+    way (``+=``), interleaved, reach HiGHS exactly as the same rows do as PuLP constraints of a
+    plain ``LpProblem``: same row order, bounds, coefficients, and columns sorted by name (the
+    variable only in a zero-coefficient term included, as PuLP includes it). The replica-count rows
+    the greedy respects are read the same from both."""
+    from llmfleet.solver.greedy import count_rows
+    from llmfleet.solver.highs import RowProblem
+
+    def build(prob, fast: bool):
+        n = {(0, i): prob.add_variable(f"n_0_{i}", 0, None, cat=pulp.LpInteger) for i in range(3)}
+        y = prob.add_variable("y", 0, 1)
+        z = prob.add_variable("a_zero", 0, 1)
+
+        def row(terms, sense, rhs, name):
+            if fast:
+                prob.add_row(terms, None if sense == "<=" else rhs, None if sense == ">=" else rhs, name)
+            else:
+                con = pulp.LpConstraint(pulp.LpAffineExpression(terms), {"<=": -1, ">=": 1, "==": 0}[sense], name, rhs)
+                prob.addConstraint(con)
+
+        row([(n[0, 0], 2), (n[0, 1], 4)], "<=", 8, "pool")  # counts only: a greedy row
+        prob += n[0, 2] + 3 * y >= 1, "mixed"
+        row([(y, 1), (n[0, 1], -5), (z, 0)], "<=", 0, "useful")
+        row([(n[0, 2], 1), (n[0, 2], 7)], "==", 2, "twice")  # the last coefficient counts, as in PuLP
+        prob += 4 * n[0, 1] + n[0, 2] <= 9, "pool2"  # counts only, added the usual way
+        return n
+
+    plain, fast = pulp.LpProblem("plain", pulp.LpMinimize), RowProblem("fast", pulp.LpMinimize)
+    n_plain, n_fast = build(plain, False), build(fast, True)
+    assert _lp_arrays(HighsModel(fast)) == _lp_arrays(HighsModel(plain))
+    names = _lp_arrays(HighsModel(fast))[0]
+    assert names == sorted(names) and "a_zero" in names
+    assert count_rows(fast, n_fast) == count_rows(plain, n_plain) == [
+        ({(0, 0): 2.0, (0, 1): 4.0}, 8.0), ({(0, 1): 4.0, (0, 2): 1.0}, 9.0)]
+    assert fast.row_names == ["pool", "mixed", "useful", "twice", "pool2"]
+
+
+def test_row_problem_refuses_an_infinite_bound():
+    from llmfleet.solver.highs import RowProblem
+
+    prob = RowProblem("bad")
+    x = prob.add_variable("x", 0, 1)
+    for lower, upper in ((None, float("inf")), (float("nan"), None)):
+        try:
+            prob.add_row([(x, 1)], lower, upper, "broken")
+        except ValueError as err:
+            assert "broken" in str(err)
+        else:
+            raise AssertionError("a non-finite bound was accepted")

@@ -173,10 +173,17 @@ def batch_quantiles(q: float, max_batch: int, dispersion: float = 1.0) -> np.nda
     B = 1..max_batch, shape (max_batch, 1): Poisson(B) for Poisson arrivals (dispersion 1); for
     bursty arrivals a gamma of mean B and variance B x dispersion (the count of a clustered
     arrival stream over a request's life has variance about B times its index of dispersion)."""
-    mean = np.arange(1, max_batch + 1, dtype=float)
+    return _batch_quantile(q, np.arange(1, max_batch + 1, dtype=float), dispersion)[:, None]
+
+
+def _batch_quantile(q: float, mean: np.ndarray, dispersion: float) -> np.ndarray:
+    """``batch_quantiles`` at the mean batch sizes ``mean`` only (any shape, whole numbers), the
+    same numbers elementwise: where one row is needed, the others' inverse incomplete gammas are
+    not computed (each distinct dispersion is one more curve; ``shared_batch`` asks for one row of
+    each group's)."""
     if dispersion <= 1.0 + 1e-9:
-        return _poisson_ppf(q, mean)[:, None]
-    return np.ceil(_gamma_ppf(q, mean / dispersion, dispersion))[:, None]
+        return _poisson_ppf(q, mean)
+    return np.ceil(_gamma_ppf(q, mean / dispersion, dispersion))
 
 
 def erlang_c(servers: int, rho: np.ndarray) -> np.ndarray:
@@ -757,7 +764,7 @@ def shared_batch(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarr
         # mix, so its spread adds to the count's (a compound sum: dispersion c_a² + the contexts'
         # SCV), as a multiple of the count's own quantile (so K's bounds hold for it too)
         count_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv)[i, 0])
-        compound_q = float(batch_quantiles(percentile / 100.0, seqs, burst.arrival_scv + st.ctx_scv)[i, 0])
+        compound_q = float(_batch_quantile(percentile / 100.0, batch[i:i + 1], burst.arrival_scv + st.ctx_scv)[0])
         ctx_q = ctx * k * compound_q / max(count_q, 1.0)
         # bursty arrivals: the batch a request's life holds, sustained (``_sustained_batch``), at
         # least the instantaneous count's quantile; its context that many mean contexts

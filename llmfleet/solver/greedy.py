@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
+from llmfleet.solver.highs import RowProblem
+
 _EPS = 1e-9
 _BISECTIONS = 14
 """halvings of a share that does not fit whole: to 0.01% of the workload's requests"""
@@ -55,13 +57,16 @@ class Option:
 
 def _count_rows(prob: pulp.LpProblem, count_vars: set[str]) -> list[tuple[dict[str, float], float]]:
     """The ``<=`` rows of ``prob`` over replica-count variables only, with positive coefficients,
-    as ({variable name: coefficient}, right-hand side)."""
-    rows = []
-    for con in prob.constraints():
-        if con.sense != pulp.LpConstraintLE or not con:
-            continue
+    as ({variable name: coefficient}, right-hand side). Rows of a ``RowProblem`` are read from its
+    row lists (where most of them are), else from the PuLP constraints."""
+    if isinstance(prob, RowProblem):
+        rows = ((terms, upper) for terms, lower, upper in prob.rows() if lower is None and upper is not None)
+    else:
+        rows = ((con.items(), -con.constant) for con in prob.constraints() if con.sense == pulp.LpConstraintLE)
+    out = []
+    for terms, rhs in rows:
         coef: dict[str, float] | None = {}
-        for v, a in con.items():  # most rows hold a routing share: stop at the first such column
+        for v, a in terms:  # most rows hold a routing share: stop at the first such column
             if not a:
                 continue
             if a < 0 or v.name not in count_vars:
@@ -69,8 +74,8 @@ def _count_rows(prob: pulp.LpProblem, count_vars: set[str]) -> list[tuple[dict[s
                 break
             coef[v.name] = a
         if coef:
-            rows.append((coef, -con.constant))
-    return rows
+            out.append((coef, rhs))
+    return out
 
 
 def count_rows(prob: pulp.LpProblem, n: dict) -> list[tuple[dict[tuple[int, int], float], float]]:

@@ -1,7 +1,9 @@
 """HiGHS for the fleet MILP: one model reused across solves, without solver chatter on stdout.
 
-PuLP states the model (``solver.milp``); ``HighsModel`` hands it to HiGHS once, through highspy,
-and solves it as often as the lexicographic phases need, each from the last phase's solution.
+PuLP states the model (``solver.milp``: its variables and objectives as PuLP expressions, its bulk
+rows kept as plain lists by ``RowProblem``); ``HighsModel`` hands it to HiGHS once, through
+highspy, and solves it as often as the lexicographic phases need, each from the last phase's
+solution.
 
 highspy prints a two-line banner ("Running HiGHS 1.16.0 ... Copyright ...") from C++ straight to
 file descriptor 1 when the first ``Highs`` object of a process is constructed, before any option
@@ -16,6 +18,7 @@ bound and the gap as HiGHS computes them (``cbMipImprovingSolution``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -96,6 +99,65 @@ def _improving_reporter(model: "weakref.ref[HighsModel]"):
     return report
 
 
+class RowProblem(pulp.LpProblem):
+    """A PuLP problem that also keeps its rows as HiGHS takes them, in the order they are added
+    (``row_terms``: [(variable, coefficient), ...] per row; ``row_lower``/``row_upper``: bounds,
+    None where open), and takes rows without making PuLP constraint objects (``add_row``).
+
+    The fleet MILP has tens of thousands of small rows (50 workloads x 10 pools: 52,000); as PuLP
+    constraints (an ``LpAffineExpression`` and an ``LpConstraint`` each, registered by name) they
+    took most of the model's build, and reading them back for HiGHS most of ``HighsModel``'s. Rows
+    added the usual way (``prob += expression <= bound, name``) are PuLP constraints as before,
+    and kept here too, so that both kinds keep their order. ``HighsModel`` reads the rows from
+    here; the columns are the variables of those rows, sorted by name as
+    ``pulp.LpProblem.variables`` sorts them.
+    """
+
+    def __init__(self, name: str = "NoName", sense: int = pulp.LpMinimize):
+        super().__init__(name, sense)
+        self.row_terms: list = []
+        self.row_lower: list = []
+        self.row_upper: list = []
+        self.row_names: list[str] = []
+
+    def addConstraint(self, constraint: pulp.LpConstraint, name=None):
+        super().addConstraint(constraint, name)
+        self.row_names.append(constraint.name)
+        self.row_terms.append(list(constraint.items()))
+        self.row_lower.append(constraint.getLb())
+        self.row_upper.append(constraint.getUb())
+
+    def add_row(self, terms: list, lower: float | None, upper: float | None, name: str) -> None:
+        """Add the row ``lower`` <= Σ coefficient x variable <= ``upper`` (None: open on that
+        side) named ``name`` (``row_names``: for reading the model, not checked for uniqueness);
+        ``terms`` [(variable, coefficient)], a variable given twice counts with its last
+        coefficient, as in ``pulp.LpAffineExpression``.
+
+        Raises:
+            ValueError: a bound is NaN or infinite (PuLP refuses such a right-hand side too).
+        """
+        if (lower is not None and not math.isfinite(lower)) or (upper is not None and not math.isfinite(upper)):
+            raise ValueError(f"row {name}: bounds must be finite, got {lower}, {upper}")
+        self.row_names.append(name)
+        self.row_terms.append(list(dict(terms).items()))
+        self.row_lower.append(lower)
+        self.row_upper.append(upper)
+
+    def columns(self) -> list[pulp.LpVariable]:
+        """The variables of the rows and of the objective, sorted by name (the columns HiGHS gets)."""
+        seen: dict[str, pulp.LpVariable] = {}
+        if self.objective:
+            seen.update((v.name, v) for v in self.objective)
+        for terms in self.row_terms:
+            for v, _ in terms:
+                seen[v.name] = v
+        return [seen[name] for name in sorted(seen)]
+
+    def rows(self):
+        """(terms, lower, upper) of every row, in the order added (``add_row``'s form)."""
+        return zip(self.row_terms, self.row_lower, self.row_upper)
+
+
 class HighsModel:
     """One HiGHS model of a PuLP problem, built once and reused across solves.
 
@@ -117,20 +179,25 @@ class HighsModel:
     def __init__(self, prob: pulp.LpProblem, threads: int = 1):
         _quiet_first_construction()
         self.prob = prob
-        self.variables = prob.variables()
-        self.index = {v.name: i for i, v in enumerate(self.variables)}
         inf = highspy.kHighsInf
+        if isinstance(prob, RowProblem):
+            self.variables = prob.columns()
+            rows = prob.rows()
+        else:
+            self.variables = prob.variables()
+            rows = ((con.items(), con.getLb(), con.getUb()) for con in prob.constraints())
+        self.index = {v.name: i for i, v in enumerate(self.variables)}
         lower = np.array([-inf if v.lowBound is None else v.lowBound for v in self.variables], dtype=float)
         upper = np.array([inf if v.upBound is None else v.upBound for v in self.variables], dtype=float)
         self.integer = np.array([v.cat == pulp.LpInteger for v in self.variables], dtype=bool)
         starts, cols, vals, row_lo, row_hi = [0], [], [], [], []
-        for con in prob.constraints():
-            for var, a in con.items():
+        index = self.index
+        for terms, lo, hi in rows:
+            for var, a in terms:
                 if a:
-                    cols.append(self.index[var.name])
+                    cols.append(index[var.name])
                     vals.append(a)
             starts.append(len(cols))
-            lo, hi = con.getLb(), con.getUb()
             row_lo.append(-inf if lo is None else lo)
             row_hi.append(inf if hi is None else hi)
         lp = highspy.HighsLp()

@@ -71,7 +71,7 @@ from llmfleet.perf.capacity import (PrefillQueue, kv_transfer_s, latencies_at_ra
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver import neighbourhood
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
-from llmfleet.solver.highs import HighsModel
+from llmfleet.solver.highs import HighsModel, RowProblem
 from llmfleet.solver.churn import config_key, start_cost_usd, stop_cost_usd
 from llmfleet.solver.placement import groups_from_plan, limits_from_placement, place, shape_cuts
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
@@ -150,7 +150,7 @@ def _max_replicas(fp: FleetProblem, c) -> int:
 
 
 def _build(fp: FleetProblem, allow_shed: bool) -> _Model:
-    m = _Model(pulp.LpProblem("llmfleet", pulp.LpMinimize), {}, {}, {}, set())
+    m = _Model(RowProblem("llmfleet", pulp.LpMinimize), {}, {}, {}, set())
     prob = m.prob
     cost_terms = []
     pool_use: dict[str, list] = {name: [] for name in fp.pools}
@@ -515,15 +515,15 @@ def _load_bound(c, lam: np.ndarray) -> float:
     return float(lam.sum()) / low
 
 
-_SENSES = {"<=": pulp.LpConstraintLE, ">=": pulp.LpConstraintGE, "==": pulp.LpConstraintEQ}
-
-
-def _row(prob: pulp.LpProblem, terms: list, sense: str, rhs: float, name: str) -> None:
+def _row(prob: RowProblem, terms: list, sense: str, rhs: float, name: str) -> None:
     """Add the row Σ coefficient x variable ``sense`` ``rhs`` (``sense`` "<=", ">=" or "==";
-    ``terms`` [(variable, coefficient)], each variable once) to ``prob`` as one PuLP constraint.
-    The operator form (``prob += a - b <= 0``) copies the expression at each operation, and the
-    model's tens of thousands of small rows made that a large part of its build time."""
-    prob.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms), _SENSES[sense], name, rhs))
+    ``terms`` [(variable, coefficient)], each variable once) to ``prob``, named ``name``, without
+    a PuLP constraint object (``RowProblem.add_row``): the model's tens of thousands of small rows
+    made those most of its build time."""
+    if sense not in ("<=", ">=", "=="):
+        raise ValueError(f"row {name}: sense must be '<=', '>=' or '==', got {sense!r}")
+    rhs = float(rhs)
+    prob.add_row(terms, None if sense == "<=" else rhs, None if sense == ">=" else rhs, name)
 
 
 def _product(prob: pulp.LpProblem, share, binary, name: str):

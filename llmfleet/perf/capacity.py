@@ -71,8 +71,9 @@ def _gamma_ppf(q, shape, scale=1.0) -> np.ndarray:
     """``scipy.stats.gamma.ppf(q, shape, scale=scale)`` (NaN where shape or scale is not positive),
     from ``scipy.special`` directly: importing ``scipy.stats`` took 1.3 s of every ``llmfleet``
     command's 2.7 s of imports. Equal to scipy.stats' to the bit (tests/test_perf.py)."""
-    q, shape, scale = np.broadcast_arrays(np.asarray(q, dtype=float), np.asarray(shape, dtype=float),
-                                          np.asarray(scale, dtype=float))
+    # the ufuncs broadcast the arguments themselves (np.broadcast_arrays took a third of this
+    # function's time at the read-out's many small calls)
+    q, shape, scale = np.asarray(q, dtype=float), np.asarray(shape, dtype=float), np.asarray(scale, dtype=float)
     with np.errstate(invalid="ignore"):
         x = special.gammaincinv(shape, q) * scale
     return np.where((shape > 0) & (scale > 0) & (q >= 0) & (q <= 1), x, np.nan)
@@ -82,7 +83,7 @@ def _poisson_ppf(q, mean) -> np.ndarray:
     """``scipy.stats.poisson.ppf(q, mean)`` for 0 < q < 1 (NaN elsewhere or where the mean is
     negative), from ``scipy.special`` as scipy.stats computes it: the smallest k with P(N <= k)
     >= q. Equal to scipy.stats' to the bit (tests/test_perf.py)."""
-    q, mean = np.broadcast_arrays(np.asarray(q, dtype=float), np.asarray(mean, dtype=float))
+    q, mean = np.asarray(q, dtype=float), np.asarray(mean, dtype=float)
     with np.errstate(invalid="ignore"):
         k = np.ceil(special.pdtrik(q, mean))
         below = np.maximum(k - 1, 0)

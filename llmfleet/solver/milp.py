@@ -526,7 +526,7 @@ def _row(prob: RowProblem, terms: list, sense: str, rhs: float, name: str) -> No
     prob.add_row(terms, None if sense == "<=" else rhs, None if sense == ">=" else rhs, name)
 
 
-def _product(prob: pulp.LpProblem, share, binary, name: str):
+def _product(prob: RowProblem, share, binary, name: str):
     """A variable equal to ``share`` x ``binary`` (share in [0, 1], binary in {0, 1})."""
     z = prob.add_variable(name, lowBound=0, upBound=1)
     _row(prob, [(z, 1), (share, -1)], "<=", 0, f"{name}_a")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from llmfleet.solver.highs import RowProblem
+from llmfleet.solver.highs import problem_rows
 
 _EPS = 1e-9
 _BISECTIONS = 14
@@ -57,12 +57,8 @@ class Option:
 
 def _count_rows(prob: pulp.LpProblem, count_vars: set[str]) -> list[tuple[dict[str, float], float]]:
     """The ``<=`` rows of ``prob`` over replica-count variables only, with positive coefficients,
-    as ({variable name: coefficient}, right-hand side). Rows of a ``RowProblem`` are read from its
-    row lists (where most of them are), else from the PuLP constraints."""
-    if isinstance(prob, RowProblem):
-        rows = ((terms, upper) for terms, lower, upper in prob.rows() if lower is None and upper is not None)
-    else:
-        rows = ((con.items(), -con.constant) for con in prob.constraints() if con.sense == pulp.LpConstraintLE)
+    as ({variable name: coefficient}, right-hand side) (``highs.problem_rows``)."""
+    rows = ((terms, upper) for terms, lower, upper in problem_rows(prob) if lower is None and upper is not None)
     out = []
     for terms, rhs in rows:
         coef: dict[str, float] | None = {}

@@ -158,6 +158,14 @@ class RowProblem(pulp.LpProblem):
         return zip(self.row_terms, self.row_lower, self.row_upper)
 
 
+def problem_rows(prob: pulp.LpProblem):
+    """(terms [(variable, coefficient)], lower, upper) of every row of ``prob`` in order, bounds
+    None where open: a ``RowProblem``'s row lists, or a plain problem's PuLP constraints."""
+    if isinstance(prob, RowProblem):
+        return prob.rows()
+    return ((con.items(), con.getLb(), con.getUb()) for con in prob.constraints())
+
+
 class HighsModel:
     """One HiGHS model of a PuLP problem, built once and reused across solves.
 
@@ -180,12 +188,8 @@ class HighsModel:
         _quiet_first_construction()
         self.prob = prob
         inf = highspy.kHighsInf
-        if isinstance(prob, RowProblem):
-            self.variables = prob.columns()
-            rows = prob.rows()
-        else:
-            self.variables = prob.variables()
-            rows = ((con.items(), con.getLb(), con.getUb()) for con in prob.constraints())
+        self.variables = prob.columns() if isinstance(prob, RowProblem) else prob.variables()
+        rows = problem_rows(prob)
         self.index = {v.name: i for i, v in enumerate(self.variables)}
         lower = np.array([-inf if v.lowBound is None else v.lowBound for v in self.variables], dtype=float)
         upper = np.array([inf if v.upBound is None else v.upBound for v in self.variables], dtype=float)

@@ -1188,18 +1188,20 @@ class _Prepared:
         return self.start is not None and self.highs.value(_unserved(fp, self.model), self.start) <= _SHED_TOL
 
 
-_READOUT_SAMPLES = 3
-"""groups whose latency prediction ``_readout_seconds`` times: the first call also pays for
-warming caches (300 bench workloads: 75 ms against a 14 ms mean, so one sample reserved 28 s of a
-60 s limit for a read-out of 4.9 s); the median of three does not"""
+_READOUT_SAMPLES = 5
+"""groups whose latency prediction ``_readout_seconds`` times, after one untimed prediction: the
+first call in a process also pays for warming caches (50 bench workloads: 80 ms against a 20 ms
+median; 300: 75 ms against 14 ms), and at 50 binding workloads the median of three that included
+it reserved 1.0-1.7 s for read-outs of 0.55-0.8 s, time the tier phases then lacked; a GC pause
+can slow one more call, which the median of five does not follow"""
 
 
 def _readout_seconds(fp: FleetProblem, prepared: _Prepared) -> float:
     """Seconds ``_extract`` will take for a plan like the start: x 1.5 (a plan may have more groups)
     the groups whose prediction is not remembered (``_predicted_latency``: a re-plan reads the groups
     it keeps out of its cache; at least ``READOUT_NEW_SHARE`` of the groups, for those it moves) x
-    the median time of one uncached latency prediction, timed here on ``_READOUT_SAMPLES`` of them;
-    at most half the limit."""
+    the median time of one uncached latency prediction, timed here on ``_READOUT_SAMPLES`` of them
+    after one untimed call that warms the caches; at most half the limit."""
     if prepared.start is None:
         return 0.0
     counts = list(_counts(prepared.model, prepared.highs, prepared.start))
@@ -1208,13 +1210,14 @@ def _readout_seconds(fp: FleetProblem, prepared: _Prepared) -> float:
     timed = new or counts
     sample = [timed[k * len(timed) // _READOUT_SAMPLES] for k in range(min(_READOUT_SAMPLES, len(timed)))]
     times = []
-    for wi, ci in sample:
+    for k, (wi, ci) in enumerate([sample[-1]] + sample if sample else []):
         w = fp.workloads[wi]
         if w.model is None:
             continue
         t = time.perf_counter()
         predicted_latency(w, w.configs[ci], w.rate_rps * w.share, 0.5, fp.params)  # not cached: not the plan's load
-        times.append(time.perf_counter() - t)
+        if k > 0:  # the first call warms the caches
+            times.append(time.perf_counter() - t)
     if not times:
         return 0.0
     groups = max(len(new), READOUT_NEW_SHARE * len(counts))

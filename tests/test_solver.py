@@ -428,53 +428,6 @@ def test_a_replan_reserves_read_out_time_only_for_groups_it_has_not_predicted(mo
     assert milp._readout_seconds(pruned, prepared) == pytest.approx(1.5 * groups * 0.01)
 
 
-def test_the_placement_reserve_is_what_placing_the_start_takes(monkeypatch):
-    # Independent reason: ``solve`` kept a tenth of the limit for the node placement, which took
-    # 0.01-0.15 s where it kept 0.5-4.2 s (bench/solver_scale.py, binding 50 and 300 workloads):
-    # time the tier phases then lacked. Placing the greedy start, which has about as many groups
-    # on the same nodes, shows what the plan's placement needs; where the start does not place
-    # completely, the placement's own rounds (place, limit, solve again) need the whole reserve.
-    from types import SimpleNamespace
-
-    from llmfleet.solver import milp
-
-    fp = build_problem(load_fleet([EXAMPLES]))
-    assert fp.nodes  # the example pools declare gpusPerNode
-    prepared = milp._prepare(fp, float("inf"))
-    clock = {"now": 0.0}
-    outcome = {"all_placed": True}
-    seen = {}
-
-    def place(groups, nodes, time_limit_s):  # 30 ms of a fake clock
-        clock["now"] += 0.03
-        seen["replicas"] = sum(g.replicas for g in groups)
-        return SimpleNamespace(all_placed=outcome["all_placed"])
-
-    monkeypatch.setattr(milp, "place", place)
-    monkeypatch.setattr(milp.time, "perf_counter", lambda: clock["now"])
-    assert milp._placement_seconds(fp, prepared, 1.0) == pytest.approx(milp.PLACEMENT_TIMED_FACTOR * 0.03)
-    assert seen["replicas"] == sum(milp._counts(prepared.model, prepared.highs, prepared.start).values())
-    assert milp._placement_seconds(fp, prepared, 0.05) == pytest.approx(0.05)  # never more than the reserve
-    outcome["all_placed"] = False
-    assert milp._placement_seconds(fp, prepared, 1.0) == pytest.approx(1.0)
-    assert milp._placement_seconds(dataclasses.replace(fp, nodes=None), prepared, 1.0) == pytest.approx(1.0)
-
-
-def test_a_solve_reports_its_wall_time_for_the_phases_margin():
-    # Independent reason: the phases stop one whole-model solve before their deadline because a
-    # solve overruns a limit shorter than its presolve; that margin is the wall time of the
-    # start's completion, which HighsModel.solve must record as it reports it.
-    prob = pulp.LpProblem("t", pulp.LpMinimize)
-    x = prob.add_variable("x", 0, 3, cat="Integer")
-    prob += x >= 1.5
-    model = HighsModel(prob)
-    assert model.last_solve_s == 0.0
-    model.set_objective(pulp.LpAffineExpression([(x, 1.0)]))
-    res = model.solve(10.0, 0.0)
-    assert res.values[model.index["x"]] == pytest.approx(2.0)
-    assert model.last_solve_s == res.seconds > 0.0
-
-
 def one_pool_problem(tmp_path, chat_ttft: str = "5s"):
     """Two critical workloads: a 70B model at TP 4 that fits only the four H100s (140 GB of
     weights against 96 GB on four A10Gs) and an 8B chat at TTFT ``chat_ttft`` that serves more

@@ -226,8 +226,6 @@ class HighsModel:
             raise RuntimeError("HiGHS rejected the fleet model")
         self.label, self.unit = "MILP", "$/h"
         self._t0 = time.perf_counter()
-        self.last_solve_s = 0.0
-        """wall time of the latest ``solve``, s"""
         if hasattr(self.h, "cbMipImprovingSolution"):
             self.h.cbMipImprovingSolution.subscribe(_improving_reporter(weakref.ref(self)))
 
@@ -304,7 +302,6 @@ class HighsModel:
             self.h.setSolution(sol)
         self.h.run()
         seconds = time.perf_counter() - self._t0
-        self.last_solve_s = seconds
         status = self.h.modelStatusToString(self.h.getModelStatus())
         info = self.h.getInfo()
         if info.primal_solution_status != 2:  # kSolutionStatusFeasible

@@ -73,7 +73,7 @@ from llmfleet.solver import neighbourhood
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
 from llmfleet.solver.highs import HighsModel, RowProblem
 from llmfleet.solver.churn import config_key, start_cost_usd, stop_cost_usd
-from llmfleet.solver.placement import ReplicaGroup, groups_from_plan, limits_from_placement, place, shape_cuts
+from llmfleet.solver.placement import groups_from_plan, limits_from_placement, place, shape_cuts
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, WorkloadProblem, servable_buckets
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS, RATE_LEVEL_WINDOW_S
@@ -641,7 +641,7 @@ def solve(fp: FleetProblem) -> Plan:
         fp = _with_capacity_factors(fp, {id(c): f for w in fp.workloads for c in w.configs
                                          if (f := fp.current_capacity_factors.get(config_key(w.key, c), 1.0)) < 1},
                                     origins)
-    plan = _solve(fp, deadline - placing, placing)
+    plan = _solve(fp, deadline - placing)
     plan, fp = _hold_picker_split(fp, plan, deadline - placing, origins)
     for rounds in range(PLACEMENT_ROUNDS + 1):
         if not fp.nodes or not plan.assignments:
@@ -789,38 +789,12 @@ def _on_given_configs(plan: Plan, origins: dict) -> None:
 
 
 PLACEMENT_SHARE = 0.1
-"""part of the time limit kept for the node placement (CP-SAT) when the pools have nodes, at most
-(``_placement_seconds`` gives back what placing the greedy start shows it will not need)"""
-
-PLACEMENT_TIMED_FACTOR = 2.0
-"""``_placement_seconds`` keeps this many times what placing the greedy start took: the plan has
-about as many groups on the same nodes (a design margin; bench/solver_scale.py, binding: 0.01-0.03 s
-for 30-140 groups on up to 88 nodes, 0.15 s for 405 groups on 1,536 nodes, against reserves of
-0.5 and 4.2 s)"""
+"""part of the time limit kept for the node placement (CP-SAT) when the pools have nodes"""
 
 
-def _placement_seconds(fp: FleetProblem, prepared: "_Prepared", reserve_s: float) -> float:
-    """Seconds of the limit to keep for the node placement after the solve: ``PLACEMENT_TIMED_FACTOR``
-    x the wall time of placing the greedy start's replicas (``placement.place``), at most
-    ``reserve_s``. The whole ``reserve_s`` where there is no start or the start does not place
-    completely (pools whose TP degrees are not a divisible chain: ``solve`` may then place and
-    solve again), since then the placement's own rounds need it."""
-    if not fp.nodes or prepared.start is None or reserve_s <= 0:
-        return reserve_s
-    groups = [ReplicaGroup(fp.workloads[wi].key, c.pool.name, c.tp, r, fp.workloads[wi].tier_value, c.role)
-              for (wi, ci), r in _counts(prepared.model, prepared.highs, prepared.start).items()
-              for c in (fp.workloads[wi].configs[ci],)]
-    t = time.perf_counter()
-    placed = place(groups, fp.nodes, time_limit_s=reserve_s)
-    took = time.perf_counter() - t
-    return min(reserve_s, PLACEMENT_TIMED_FACTOR * took) if placed.all_placed else reserve_s
-
-
-def _solve(fp: FleetProblem, deadline: float, placement_reserve_s: float = 0.0) -> Plan:
+def _solve(fp: FleetProblem, deadline: float) -> Plan:
     """Solve the fleet MILP for all workloads together by ``deadline`` (``time.perf_counter``),
-    the plan read out included (``solve`` without the placement). ``placement_reserve_s``: the
-    time ``solve`` kept for the placement after ``deadline``; what placing the greedy start shows
-    it will not need is given to the solve (``_placement_seconds``).
+    the plan read out included (``solve`` without the placement).
 
     In order, each tried only where the one before did not give the plan:
     1. Given the running plan (``fp.current``), an incremental re-plan: the workloads it still
@@ -845,14 +819,8 @@ def _solve(fp: FleetProblem, deadline: float, placement_reserve_s: float = 0.0) 
     # only (``_narrowed``); the whole fleet is modelled again where one of them may have to change
     whole, (fp, narrowed) = fp, _narrowed(fp)
     prepared = _prepare(fp, deadline)
-    # reading the plan out (its latency predictions) comes after the solves: keep time for it;
-    # the placement's reserve, kept before, shrinks to what the start's placement shows it needs
-    deadline += placement_reserve_s - _placement_seconds(fp, prepared, placement_reserve_s)
+    # reading the plan out (its latency predictions) comes after the solves: keep time for it
     deadline -= _readout_seconds(fp, prepared)
-    # a whole-model solve overruns a time limit shorter than its presolve, which is not interrupted
-    # (50 binding workloads: 0.28 s given 0.05 s): the phases stop one such solve earlier, the
-    # start's completion, the last solve ``_prepare`` ran
-    deadline -= prepared.highs.last_solve_s
     kept = _kept(fp, prepared)
     if narrowed and (kept is None or not narrowed <= kept[1]):
         fp, narrowed = whole, frozenset()

@@ -1188,40 +1188,48 @@ class _Prepared:
         return self.start is not None and self.highs.value(_unserved(fp, self.model), self.start) <= _SHED_TOL
 
 
-_READOUT_SAMPLES = 5
-"""groups whose latency prediction ``_readout_seconds`` times, after one untimed prediction: the
-first call in a process also pays for warming caches (50 bench workloads: 80 ms against a 20 ms
-median; 300: 75 ms against 14 ms), and at 50 binding workloads the median of three that included
-it reserved 1.0-1.7 s for read-outs of 0.55-0.8 s, time the tier phases then lacked; a GC pause
-can slow one more call, which the median of five does not follow"""
+_READOUT_SAMPLES = 3
+"""groups of each role (colocated, prefill, decode) whose latency prediction ``_readout_seconds``
+times, after one untimed prediction. A prediction's cost depends on the group's role (50 bench
+workloads: about 20 ms colocated, 16 ms prefill, 6 ms decode), so a median over all roles follows
+whichever role the few samples hit (an ample plan of 73 groups, mostly P/D, read out in 1.33 s
+against a 0.57 s reserve). The first call in a process also pays for warming caches (80 ms
+against a 20 ms median; at 300 workloads 75 ms against 14 ms): timed, it reserved 1.0-1.7 s for
+read-outs of 0.55-0.8 s at 50 binding workloads, time the tier phases then lacked"""
 
 
 def _readout_seconds(fp: FleetProblem, prepared: _Prepared) -> float:
     """Seconds ``_extract`` will take for a plan like the start: x 1.5 (a plan may have more groups)
-    the groups whose prediction is not remembered (``_predicted_latency``: a re-plan reads the groups
-    it keeps out of its cache; at least ``READOUT_NEW_SHARE`` of the groups, for those it moves) x
-    the median time of one uncached latency prediction, timed here on ``_READOUT_SAMPLES`` of them
-    after one untimed call that warms the caches; at most half the limit."""
+    the sum over roles of the groups of that role whose prediction is not remembered
+    (``_predicted_latency``: a re-plan reads the groups it keeps out of its cache; at least
+    ``READOUT_NEW_SHARE`` of the groups, for those it moves) x the median time of one uncached
+    latency prediction of that role, timed here on ``_READOUT_SAMPLES`` groups of each role after
+    one untimed call that warms the caches; at most half the limit."""
     if prepared.start is None:
         return 0.0
     counts = list(_counts(prepared.model, prepared.highs, prepared.start))
     remembered = {(key[0], key[1]) for key in _LATENCY_CACHE}
     new = [(wi, ci) for wi, ci in counts if (fp.workloads[wi].key, id(fp.workloads[wi].configs[ci])) not in remembered]
-    timed = new or counts
-    sample = [timed[k * len(timed) // _READOUT_SAMPLES] for k in range(min(_READOUT_SAMPLES, len(timed)))]
-    times = []
-    for k, (wi, ci) in enumerate([sample[-1]] + sample if sample else []):
+    timed = [(wi, ci) for wi, ci in (new or counts) if fp.workloads[wi].model is not None]
+    if not timed:
+        return 0.0
+    by_role: dict[str, list] = {}
+    for wi, ci in timed:
+        by_role.setdefault(fp.workloads[wi].configs[ci].role, []).append((wi, ci))
+
+    def seconds(wi: int, ci: int) -> float:
         w = fp.workloads[wi]
-        if w.model is None:
-            continue
         t = time.perf_counter()
         predicted_latency(w, w.configs[ci], w.rate_rps * w.share, 0.5, fp.params)  # not cached: not the plan's load
-        if k > 0:  # the first call warms the caches
-            times.append(time.perf_counter() - t)
-    if not times:
-        return 0.0
+        return time.perf_counter() - t
+
+    seconds(*timed[-1])  # warms the caches
+    per_group = 0.0  # the mean time of one of the timed groups, by role
+    for keys in by_role.values():
+        sample = [keys[k * len(keys) // _READOUT_SAMPLES] for k in range(min(_READOUT_SAMPLES, len(keys)))]
+        per_group += len(keys) / len(timed) * statistics.median(seconds(wi, ci) for wi, ci in sample)
     groups = max(len(new), READOUT_NEW_SHARE * len(counts))
-    return min(1.5 * groups * statistics.median(times), 0.5 * fp.time_limit_s)
+    return min(1.5 * groups * per_group, 0.5 * fp.time_limit_s)
 
 
 READOUT_NEW_SHARE = 0.1

@@ -388,7 +388,7 @@ def test_the_readout_reserve_follows_each_role_and_not_a_cold_prediction(monkeyp
     prepared = milp._prepare(fp, float("inf"))
     keys = milp._counts(prepared.model, prepared.highs, prepared.start)
     roles = [fp.workloads[wi].configs[ci].role for wi, ci in keys]
-    assert {"colocated", "prefill", "decode"} <= set(roles)  # the examples have both kinds of group
+    assert {"colocated", "prefill", "decode"} <= set(roles)  # the examples' start has groups of every role
     cost = {"colocated": 0.02, "prefill": 0.016, "decode": 0.006}
     clock = {"now": 0.0, "calls": 0}
 

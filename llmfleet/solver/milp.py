@@ -1192,10 +1192,10 @@ _READOUT_SAMPLES = 3
 """groups of each role (colocated, prefill, decode) whose latency prediction ``_readout_seconds``
 times, after one untimed prediction. A prediction's cost depends on the group's role (50 bench
 workloads: about 20 ms colocated, 16 ms prefill, 6 ms decode), so a median over all roles follows
-whichever role the few samples hit (an ample plan of 73 groups, mostly P/D, read out in 1.33 s
-against a 0.57 s reserve). The first call in a process also pays for warming caches (80 ms
-against a 20 ms median; at 300 workloads 75 ms against 14 ms): timed, it reserved 1.0-1.7 s for
-read-outs of 0.55-0.8 s at 50 binding workloads, time the tier phases then lacked"""
+whichever role the few samples hit (an ample plan of 73 groups read out in 1.33 s against a
+0.57 s reserve). The first call in a process also pays for warming caches (80 ms against a 20 ms
+median; at 300 workloads 75 ms against 14 ms): timed, it reserved 1.0-2.4 s for read-outs of
+0.55-0.84 s at 50 binding workloads, time the tier phases then lacked"""
 
 
 def _readout_seconds(fp: FleetProblem, prepared: _Prepared) -> float:

@@ -26,6 +26,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Iterable
 
 import highspy
 import numpy as np
@@ -158,9 +159,11 @@ class RowProblem(pulp.LpProblem):
         return zip(self.row_terms, self.row_lower, self.row_upper)
 
 
-def problem_rows(prob: pulp.LpProblem):
-    """(terms [(variable, coefficient)], lower, upper) of every row of ``prob`` in order, bounds
-    None where open: a ``RowProblem``'s row lists, or a plain problem's PuLP constraints."""
+def problem_rows(prob: pulp.LpProblem) -> Iterable[tuple[Iterable[tuple[pulp.LpVariable, float]], float | None,
+                                                          float | None]]:
+    """(terms, lower, upper) of every row of ``prob``, in the order they were added: terms as
+    (variable, coefficient) pairs, bounds in the row's units, None where open. A ``RowProblem``'s
+    row lists, or a plain problem's PuLP constraints. Raises nothing."""
     if isinstance(prob, RowProblem):
         return prob.rows()
     return ((con.items(), con.getLb(), con.getUb()) for con in prob.constraints())

@@ -311,8 +311,9 @@ def groups_by_workload(plan) -> dict[str, Counter]:
 
 def set_running(fp, plan) -> None:
     """Give ``fp`` the running ``plan`` as ``llmfleet plan --current`` reads it from the plan
-    document: replicas per group (``FleetProblem.current``), the P/D thresholds and the κ factors
-    for the endpoint picker where the measured version of the solver takes them."""
+    document: replicas per group (``FleetProblem.current``), the P/D thresholds, the κ factors
+    for the endpoint picker and the shortfall per workload where the measured version of the solver
+    takes them."""
     from llmfleet.solver import churn  # present only where the solver re-plans incrementally
     doc = plan.to_dict()
     fp.current = churn.current_from_document(doc)
@@ -320,6 +321,8 @@ def set_running(fp, plan) -> None:
         fp.current_pd_thresholds = churn.pd_thresholds_from_document(doc)
     if hasattr(churn, "picker_factors_from_document"):
         fp.current_capacity_factors = churn.picker_factors_from_document(doc)
+    if hasattr(churn, "shortfall_from_document"):
+        fp.current_shortfall = churn.shortfall_from_document(doc)
 
 
 def log(msg: str) -> None:

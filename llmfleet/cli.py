@@ -42,7 +42,7 @@ from llmfleet.jsonsafe import finite_or_null
 from llmfleet.api.loader import ManifestError, load_fleet, read_yaml_documents
 from llmfleet.solver.caps import budget_report, without_caps
 from llmfleet.solver.churn import (churn_report, current_from_document, pd_thresholds_from_document,
-                                   picker_factors_from_document)
+                                   picker_factors_from_document, shortfall_from_document)
 from llmfleet.solver.baseline import available_gpus, cheapest_full_service, fits_pools, single_type_baselines
 from llmfleet.solver.melange import MelangeInputError, load_melange
 from llmfleet.solver.milp import predicted_attainment, solve, time_left_s
@@ -289,10 +289,10 @@ def _print_scenarios(console: Console, scenarios, results) -> None:
     console.print(t)
 
 
-def _read_current(path: str) -> tuple[dict, dict, dict]:
-    """The running plan's replicas per group, P/D thresholds and κ factors for the endpoint picker
-    (``FleetProblem.current``, ``current_pd_thresholds``, ``current_capacity_factors``) from
-    ``--current PLAN.json``.
+def _read_current(path: str) -> tuple[dict, dict, dict, dict]:
+    """The running plan's replicas per group, P/D thresholds, κ factors for the endpoint picker
+    and shortfall per workload (``FleetProblem.current``, ``current_pd_thresholds``,
+    ``current_capacity_factors``, ``current_shortfall``) from ``--current PLAN.json``.
 
     Raises:
         ManifestError: unreadable or not a plan document (names the argument and file).
@@ -306,7 +306,7 @@ def _read_current(path: str) -> tuple[dict, dict, dict]:
             raise ValueError(f"--current {path}: expected one plan document")
         where = f"--current {path}"
         return (current_from_document(docs[0], where), pd_thresholds_from_document(docs[0], where),
-                picker_factors_from_document(docs[0], where))
+                picker_factors_from_document(docs[0], where), shortfall_from_document(docs[0], where))
     except ValueError as err:
         raise ManifestError(str(err), None) from None
 
@@ -332,7 +332,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             if args.time_limit:
                 fp.time_limit_s = args.time_limit
             if args.current:
-                fp.current, fp.current_pd_thresholds, fp.current_capacity_factors = _read_current(args.current)
+                (fp.current, fp.current_pd_thresholds, fp.current_capacity_factors,
+                 fp.current_shortfall) = _read_current(args.current)
             if args.scenarios:
                 scenarios = load_scenarios(fleet, fp, args.scenarios)
                 with steps.step(f"Modelling {len(scenarios)} traffic scenario(s)"):

@@ -495,3 +495,87 @@ def test_a_replan_under_a_shortage_models_the_whole_fleet_where_a_narrowed_workl
     assert sum(r.shed_rps for k, r in res.items() if "/low-" in k) > 0
     assert any(m.startswith("incremental re-plan: ") and "served in full left free for a higher tier" in m
                for m in plan.messages), plan.messages
+
+
+def _running(plan) -> tuple[dict, dict]:
+    """The running plan as ``llmfleet plan --current`` reads it: replicas per group and shortfall."""
+    doc = json.loads(json.dumps(plan.to_dict()))
+    return churn.current_from_document(doc), churn.shortfall_from_document(doc)
+
+
+def _shed(plan, tier: str) -> float:
+    return sum(r.shed_rps for r in plan.workloads if r.workload.startswith(f"prod/{tier}-"))
+
+
+def _short_fleet(tmp_path, rates=None):
+    """tiered_problem on a pool that holds the critical tier and half the standard one: the
+    standard tier sheds and the low one gets nothing (its minimum of 1 replica short)."""
+    ample = solve(tiered_problem(tmp_path, gpus=64))
+    need = {t: sum(a.gpus for a in ample.assignments if a.workload.startswith(f"prod/{t}"))
+            for t in ("critical", "standard")}
+    gpus = need["critical"] + need["standard"] // 2
+    return gpus, tiered_problem(tmp_path, gpus=gpus, rates=rates)
+
+
+def test_under_a_shortage_an_unchanged_fleet_is_held_whole_short_workloads_included(tmp_path):
+    # Independent reason: nothing changed since the running plan, so every workload, served in full
+    # or short, is as that plan left it and nothing freed GPUs for anyone: the re-plan plans no
+    # workload afresh (before, the short ones and every lower-tier one were planned afresh and the
+    # tier phases searched them again: on bench/solver_scale.py (c), 100 workloads with binding
+    # pools, 26 s of a 30-s limit, restarting 26 replicas at the same cost).
+    gpus, fp = _short_fleet(tmp_path)
+    running = solve(fp)
+    assert running.status == "shortage" and _shed(running, "standard") > 0
+    res = {r.workload: r for r in running.workloads}
+    assert all(res[f"prod/low-{k}"].replicas_short == 1 for k in range(3))
+    again = tiered_problem(tmp_path, gpus=gpus)
+    again.current, again.current_shortfall = _running(running)
+    assert set(again.current_shortfall) >= {"prod/low-0", "prod/low-1", "prod/low-2"}
+    plan = solve(again)
+    report = churn.churn_report(plan, again.current)
+    assert report["replicasStarted"] == report["replicasStopped"] == 0
+    short = sum(1 for r in running.workloads if r.shed_rps > 0 or r.replicas_short > 0)
+    assert any(m.startswith("incremental re-plan: 0 workload(s) planned afresh")
+               and f"{short} kept short as the running plan left them" in m for m in plan.messages), plan.messages
+
+
+def test_a_short_workload_whose_minimum_was_raised_is_planned_afresh(tmp_path):
+    # Independent reason: low-0 runs no replica and its minimum goes from 1 to 2: it now misses two
+    # replicas where the running plan missed one, so it is worse off than the running plan left it
+    # and must be planned afresh; every other workload is as it was.
+    gpus, fp = _short_fleet(tmp_path)
+    running = solve(fp)
+    again = tiered_problem(tmp_path, gpus=gpus)
+    again.workloads = [dataclasses.replace(w, min_replicas=2) if w.key == "prod/low-0" else w for w in again.workloads]
+    again.current, again.current_shortfall = _running(running)
+    plan = solve(again)
+    assert any(m.startswith("incremental re-plan: 1 workload(s) planned afresh") for m in plan.messages), plan.messages
+    assert {r.workload: r.replicas_short for r in plan.workloads}["prod/low-0"] == 2
+
+
+def test_a_short_workload_is_not_held_where_a_higher_tier_may_give_gpus_back(tmp_path):
+    # Independent reason: critical-0's traffic falls from 12 to 3 req/s, so its replicas are partly
+    # idle and the re-plan shrinks them. Tier order gives the GPUs it frees to the standard tier,
+    # which sheds: the short standard workloads must not be held as they ran, and the standard
+    # tier then sheds less than before.
+    gpus, fp = _short_fleet(tmp_path)
+    running = solve(fp)
+    before = _shed(running, "standard")
+    less = tiered_problem(tmp_path, gpus=gpus, rates={"critical-0": 3})
+    less.current, less.current_shortfall = _running(running)
+    plan = solve(less)
+    assert _shed(plan, "critical") == 0
+    assert _shed(plan, "standard") < before - 1.0
+
+
+def test_the_shortfall_is_read_from_the_plan_document():
+    doc = {"assignments": [], "workloads": [
+        {"workload": "a/x", "shedRps": 2.5, "minReplicasShort": 0},
+        {"workload": "a/y", "shedRps": 4.0, "minReplicasShort": 1},
+        {"workload": "a/z", "shedRps": 0.0, "minReplicasShort": 0},
+        {"workload": "a/old", "shedRps": 1.0}]}  # a document written before minReplicasShort
+    assert churn.shortfall_from_document(doc) == {"a/x": (2.5, 0), "a/y": (4.0, 1), "a/old": (1.0, 0)}
+    for bad, field in (({"workload": "a/x", "shedRps": -1}, "shedRps"), ({"workload": "a/x", "minReplicasShort": 1.5},
+                                                                        "minReplicasShort"), ({"shedRps": 1}, "workload key")):
+        with pytest.raises(ValueError, match=rf"--current p\.json: workloads\[0\].*{field}"):
+            churn.shortfall_from_document({"workloads": [bad]}, "--current p.json")

@@ -404,6 +404,13 @@ class FleetPlanner:
             # and the κ factors the last plan's groups were planned at for the endpoint picker's split
             # (else every re-plan would undo them); after a restart the first re-plan checks afresh
             problem.current_capacity_factors = picker_factors(self._last[0]) if self._last else {}
+            # and what its shortage left short: a workload still short as it was keeps its groups
+            # where nothing freed GPUs for it (after a restart the first re-plan plans every short
+            # one afresh; so does a re-plan after no plan at all, whose "shortfall" is everything)
+            last = self._last[0] if self._last else None
+            problem.current_shortfall = ({r.workload: (r.shed_rps, r.replicas_short) for r in last.workloads
+                                          if r.shed_rps > 0 or r.replicas_short > 0}
+                                         if last is not None and last.status == "shortage" else {})
             if cluster is not None:
                 # pools that are not autoscaled: the live nodes (their node shapes and free GPUs);
                 # autoscaled ones keep the nodes their gpusPerNode would give (build_problem)

@@ -101,6 +101,30 @@ def pd_thresholds_from_document(doc: dict, where: str = "--current") -> dict[str
     return out
 
 
+def shortfall_from_document(doc: dict, where: str = "--current") -> dict[str, tuple[float, int]]:
+    """How the running plan left each workload that fell short (workload key -> (req/s shed,
+    minimum replicas not met); ``FleetProblem.current_shortfall``) from a plan document's
+    ``workloads[*].shedRps`` and ``minReplicasShort`` (0 where an older document lacks it); empty
+    when it has none.
+
+    Raises:
+        ValueError: an entry without a workload key, a shedRps that is not a number >= 0 or a
+            minReplicasShort that is not a whole number >= 0 (names ``where`` and the entry).
+    """
+    out = {}
+    for i, w in enumerate(doc.get("workloads") or []):
+        if not isinstance(w, dict) or not isinstance(w.get("workload"), str):
+            raise ValueError(f"{where}: workloads[{i}] needs a workload key (as `llmfleet plan -o json` writes it)")
+        shed, short = w.get("shedRps", 0.0), w.get("minReplicasShort", 0)
+        if isinstance(shed, bool) or not isinstance(shed, (int, float)) or not shed >= 0:
+            raise ValueError(f"{where}: workloads[{i}].shedRps must be a number of req/s >= 0")
+        if isinstance(short, bool) or not isinstance(short, int) or short < 0:
+            raise ValueError(f"{where}: workloads[{i}].minReplicasShort must be a whole number >= 0")
+        if shed > 0 or short > 0:
+            out[w["workload"]] = (float(shed), short)
+    return out
+
+
 def picker_factors_from_document(doc: dict, where: str = "--current") -> dict[GroupKey, float]:
     """The running plan's κ factors for the endpoint picker's split (group key -> factor, only
     those below 1) from its assignments' ``pickerCapacityFactor``; empty when it has none (no

@@ -833,7 +833,8 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
         # GPUs are short, those a higher tier that falls short might need (the churn cost in the
         # objective still keeps their changes few).
         fits = prepared.serves_all(fp)
-        released, settled = len(kept[0]) - len(kept[1]), kept[1]
+        settled, as_before = kept[1], kept[2]
+        released = len(kept[0] - as_before - settled)
         if settled:
             checked = None
             if fits:
@@ -849,18 +850,26 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
                 now = time.perf_counter()
                 checked = _improve_settled(fp, prepared, settled, now + IMPROVE_SHARE * (deadline - now), deadline,
                                            known=narrowed)
-            plan = solve_joint(fp, deadline, prepared, hold=settled)
+            if not fits and len(settled) == len(fp.workloads):
+                plan = _held_whole(fp, prepared, t0)
+            else:
+                plan = solve_joint(fp, deadline, prepared, hold=settled)
             # in a shortage, the held workloads are those no short one outranks, so a plan that
             # still sheds is the tier order's answer too; the whole fleet solved again after it
             # had no time left for its phases (bench/solver_scale.py, 100 workloads on 2 cores:
             # "not run: time limit" after 27 s of a 30-s limit, the plan its greedy start)
             if plan.status in ("optimal", "feasible") or (not fits and plan.status == "shortage"):
                 moved = len(checked.moved) if checked is not None else 0
-                plan.messages.append(f"incremental re-plan: {len(fp.workloads) - len(settled)} workload(s) planned "
-                                     f"afresh; {len(settled) - moved} kept as they run (served in full, no idle "
-                                     f"replica){f'; {moved} moved to their best plan alone' if moved else ''}"
-                                     f"{f'; {released} served in full left free for a higher tier that falls short' if released else ''}"
-                                     "; the gap is that of this re-plan")
+                short_held = len(settled & as_before)
+                short_free = len(as_before - settled)
+                plan.messages.append(
+                    f"incremental re-plan: {len(fp.workloads) - len(settled)} workload(s) planned afresh; "
+                    f"{len(settled) - short_held - moved} kept as they run (served in full, no idle replica)"
+                    f"{f'; {short_held} kept short as the running plan left them (no more shed, no GPUs freed for them)' if short_held else ''}"
+                    f"{f'; {moved} moved to their best plan alone' if moved else ''}"
+                    f"{f'; {released} served in full left free for a higher tier that falls short' if released else ''}"
+                    f"{f'; {short_free} short as before left free (a higher tier falls short, or GPUs may be freed)' if short_free else ''}"
+                    "; the gap is that of this re-plan")
                 if checked is not None:
                     plan.messages.append(checked.message(len(settled)))
                     plan.unchecked_kept = checked.unchecked(len(settled))
@@ -904,6 +913,22 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
     plan = solve_joint(fp, deadline, prepared)
     plan.solve_time_s = time.perf_counter() - t0
     return _mark_shortage(plan, fp)
+
+
+def _held_whole(fp: FleetProblem, prepared: _Prepared, t0: float) -> Plan:
+    """The re-plan of a fleet where GPUs are short and every workload is held as it runs (served
+    in full, or short as the running plan left it, with nothing freed for it: ``_kept``): its
+    start, the running replicas with the routing that serves the most with them, is the plan.
+    With every replica count and P/D decision fixed, the lexicographic phases could only confirm
+    it (bench/solver_scale.py (c), 100 workloads with binding pools: 9 s of phases that changed
+    nothing). The plan's gap is that of this re-plan: 0, nothing was left to choose."""
+    m, model = prepared.model, prepared.highs
+    values = _tight_short(fp, m, model, prepared.start)
+    objective = model.value(m.cost, values)
+    phases = [{"phase": "every workload held as it runs", "objective": objective, "bound": objective, "gap": 0.0,
+               "seconds": 0.0, "status": "held"}]
+    shedding = model.value(_unserved(fp, m), values) > _SHED_TOL
+    return _finish(fp, prepared, values, objective, None, phases, _unreachable_messages(fp), shedding, t0)
 
 
 def _prefer_higher_caps(plan: Plan, fp: FleetProblem) -> None:
@@ -1027,14 +1052,16 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
         if total > 1e-9:
             cost_gap = max(fp.relative_gap * free / total, 1e-6)
     try:
-        return _phases(fp, deadline, prepared, messages, t0, cost_gap)
+        return _phases(fp, deadline, prepared, messages, t0, cost_gap, hold)
     finally:
         model.set_bounds(held, *released)
 
 
 def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: list[str], t0: float,
-            cost_gap: float) -> Plan:
-    """``solve_joint``'s lexicographic phases, cost phase (to relative gap ``cost_gap``) and read-out."""
+            cost_gap: float, hold: frozenset[int] = frozenset()) -> Plan:
+    """``solve_joint``'s lexicographic phases, cost phase (to relative gap ``cost_gap``) and read-out.
+    The greedy passes between phases add no replica to a ``hold`` workload (its counts are fixed:
+    one short as before would otherwise take GPUs a phase left free)."""
     m, model, start = prepared.model, prepared.highs, prepared.start
     phases: list[dict] = []
     tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
@@ -1068,7 +1095,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         start = _phase(model, shed, start, deadline, 2 * (len(tiers) - k),
                        max(fp.relative_gap, _TIER_GAP), f"tier {names[tier_value]} (value {tier_value}): req/s shed",
                        phases, _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members)), search,
-                       lambda values, t=tier_value: _top_up(fp, m, model, values, t, deadline))
+                       lambda values, t=tier_value: _top_up(fp, m, model, values, t, deadline, hold))
         start = _tight_short(fp, m, model, start)
         if start is not None and any(wi in m.short for wi in members):
             # then the tier's minimum replicas, before any lower tier is served
@@ -1089,7 +1116,8 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                             "spec.solver.timeLimitSeconds or --time-limit)")
             return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,
                         solve_time_s=time.perf_counter() - t0, solver=BACKEND, assignments=[],
-                        workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier) for w in fp.workloads],
+                        workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier, w.min_replicas)
+                                   for w in fp.workloads],
                         messages=messages, phases=phases)
         # the lower tiers again get replicas: those they had in the last plan where they still fit
         # beside this tier's (a plan that serves everything, as a re-plan's start often does, is
@@ -1103,7 +1131,9 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                       if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}
             incumbent = _complete(fp, m, model, {**mine_now, **theirs}, deadline) if theirs else None
             if incumbent is None:
-                counts = _greedy(fp, m, fixed=mine_now, tiers=below)
+                held = {key: r for key, r in _counts(m, model, previous).items() if key[0] in hold} \
+                    if previous is not None else {}
+                counts = _greedy(fp, m, fixed={**held, **mine_now}, tiers=below, served=hold)
                 incumbent = _complete(fp, m, model, counts, deadline)
             if incumbent is None:
                 incumbent = start
@@ -1564,12 +1594,32 @@ def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:
             # replicas then made workloads that need nothing new look changed)
             running = _current_counts(fp, m)
             alone = _complete(fp, m, model, running, deadline)
-            served = frozenset() if alone is None else frozenset(
-                wi for wi in range(len(fp.workloads)) if _serves(fp, m, model, wi, alone))
-            start = _complete(fp, m, model, _greedy(fp, m, fixed=running, served=served), deadline)
+            if alone is not None and _pools_full(fp, m, running):
+                # no pool has room for another replica: the greedy could add nothing (at 100
+                # workloads with binding pools, its options and pass took 0.8 s of a re-plan)
+                start = alone
+            else:
+                served = frozenset() if alone is None else frozenset(
+                    wi for wi in range(len(fp.workloads)) if _serves(fp, m, model, wi, alone))
+                start = _complete(fp, m, model, _greedy(fp, m, fixed=running, served=served), deadline)
         finally:
             model.set_bounds(cols, *saved)
     return _Prepared(m, model, start if start is not None else _greedy_start(fp, m, model, deadline))
+
+
+def _pools_full(fp: FleetProblem, m: _Model, counts: dict[tuple[int, int], int]) -> bool:
+    """Whether the replica counts ``counts`` ((workload, config) -> replicas) leave no pool room
+    for one more replica of any configuration the model has on it: each pool's free GPUs
+    (``maxGPUs`` less those counted) fewer than the smallest TP degree modelled there."""
+    used: dict[str, int] = {}
+    smallest: dict[str, int] = {}
+    for (wi, ci) in m.n:
+        if wi >= SCENARIO_STRIDE:
+            continue
+        c = _workload(fp, m, wi).configs[ci]
+        smallest[c.pool.name] = min(smallest.get(c.pool.name, c.tp), c.tp)
+        used[c.pool.name] = used.get(c.pool.name, 0) + counts.get((wi, ci), 0) * c.tp
+    return all(fp.pools[name].max_gpus - used[name] < tp for name, tp in smallest.items())
 
 
 def _running_thresholds(fp: FleetProblem, m: _Model, model: HighsModel) -> tuple[np.ndarray, np.ndarray]:
@@ -1602,38 +1652,82 @@ def _current_counts(fp: FleetProblem, m: _Model) -> dict[tuple[int, int], int]:
     return out
 
 
-def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int]) -> frozenset[int]:
-    """Of the ``settled`` workloads (``_settled``), those a re-plan may hold while the start sheds
-    demand it could serve or misses a minimum (GPUs short): the ones of a tier at or above every
-    workload that falls short. A lower-tier workload stays free, since a higher tier that falls
-    short may take its GPUs; a held one is outranked by no workload that could use its GPUs, so
-    holding it cannot break tier order. Demand no configuration serves within the SLO
-    (``servable_buckets``) does not count as short: no GPU helps it."""
+SHED_AS_BEFORE_TOL_RPS = 1e-3
+"""req/s by which a workload's shed in a re-plan's start may exceed the running plan's
+(``FleetProblem.current_shortfall``) and still count as short as before (``_short_as_before``):
+plan documents give shedRps to 1e-4 req/s, and the start's routing LP solves to HiGHS's
+feasibility tolerance (1e-7)"""
+
+
+def _short_as_before(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int]) -> frozenset[int]:
+    """Of the workloads not ``settled``, those a re-plan in a shortage finds as the running plan
+    left them: the start gives them exactly their running groups (none, for one shed in full), and
+    they shed no more req/s (within ``SHED_AS_BEFORE_TOL_RPS``) and miss no more minimum replicas
+    than the running plan says they did (``FleetProblem.current_shortfall``). Nothing since has
+    made them worse off, and the greedy start found no free GPUs to add for them. Indices of
+    ``fp.workloads``; empty without the running plan's shortfall or under ``fp.scenarios`` (whose
+    copies share the main workloads' replicas)."""
+    if not fp.current_shortfall or fp.scenarios:
+        return frozenset()
     m, model, start = prepared.model, prepared.highs, prepared.start
-    top = None
+    running = _current_counts(fp, m)
+    now = _counts(m, model, start)
+    out = set()
     for wi, w in enumerate(fp.workloads):
-        if wi in settled:
+        before = fp.current_shortfall.get(w.key)
+        if wi in settled or before is None:
+            continue
+        if {k: r for k, r in now.items() if k[0] == wi} != {k: r for k, r in running.items() if k[0] == wi}:
+            continue
+        if (model.value(_shed_rps(fp, m, wi), start) <= before[0] + SHED_AS_BEFORE_TOL_RPS
+                and model.value(_short_replicas(fp, m, wi), start) <= before[1] + _SHED_TOL):
+            out.add(wi)
+    return frozenset(out)
+
+
+def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int],
+                          as_before: frozenset[int] = frozenset()) -> frozenset[int]:
+    """Of the ``settled`` workloads (``_settled``) and those short as before (``_short_as_before``),
+    those a re-plan may hold while the start sheds demand it could serve or misses a minimum (GPUs
+    short): the ones of a tier at or above every other workload that falls short. A lower-tier
+    workload stays free, since a higher tier that falls short may take its GPUs; a held one is
+    outranked by no workload that could use its GPUs, so holding it cannot break tier order.
+    Demand no configuration serves within the SLO (``servable_buckets``) does not count as short:
+    no GPU helps it. A workload short as before is held only above the tier of every workload
+    planned afresh that is served in full (over-provisioned, or grown into free GPUs): such a
+    workload may give GPUs back, which the short one, if held, could not take."""
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    top = freeing = None
+    for wi, w in enumerate(fp.workloads):
+        if wi in settled or wi in as_before:
             continue
         unservable = w.rate_rps * float(w.share[~servable_buckets(w.configs, len(w.share))].sum())
         short = (model.value(_shed_rps(fp, m, wi), start) - unservable > _SHED_TOL
                  or model.value(_short_replicas(fp, m, wi), start) > _SHED_TOL)
         if short and (top is None or w.tier_value > top):
             top = w.tier_value
-    return settled if top is None else frozenset(wi for wi in settled if fp.workloads[wi].tier_value >= top)
+        if not short and (freeing is None or w.tier_value > freeing):
+            freeing = w.tier_value
+    held = {wi for wi in settled if top is None or fp.workloads[wi].tier_value >= top}
+    return frozenset(held | {wi for wi in as_before if (top is None or fp.workloads[wi].tier_value >= top)
+                             and (freeing is None or fp.workloads[wi].tier_value > freeing)})
 
 
-def _kept(fp: FleetProblem, prepared: _Prepared) -> tuple[frozenset[int], frozenset[int]] | None:
+def _kept(fp: FleetProblem, prepared: _Prepared) -> tuple[frozenset[int], frozenset[int], frozenset[int]] | None:
     """For a re-plan (``fp.current``) from a start: (the workloads it could keep as they run,
-    ``_settled``; those it holds), indices of ``fp.workloads``. It holds every settled one, except
-    that where the start does not serve everything (GPUs short) a workload served in full may have
-    to give GPUs to a short one of a higher tier: only those no short workload outranks are held
-    (``_holdable_in_shortage``). None without a running plan or a start."""
+    ``_settled`` and, where GPUs are short, ``_short_as_before``; those it holds; those of them
+    short as before), indices of ``fp.workloads``. It holds every settled one, except that where the start does not serve
+    everything (GPUs short) a workload may have to give GPUs to a short one of a higher tier: only
+    those no short workload outranks are held (``_holdable_in_shortage``). None without a running
+    plan or a start."""
     if not fp.current or prepared.start is None:
         return None
     settled = frozenset(_settled(fp, prepared))
-    if settled and not prepared.serves_all(fp):
-        return settled, _holdable_in_shortage(fp, prepared, settled)
-    return settled, settled
+    if not prepared.serves_all(fp):
+        as_before = _short_as_before(fp, prepared, settled)
+        if settled or as_before:
+            return settled | as_before, _holdable_in_shortage(fp, prepared, settled, as_before), as_before
+    return settled, settled, frozenset()
 
 
 def _narrowed(fp: FleetProblem) -> tuple[FleetProblem, frozenset[int]]:
@@ -1850,14 +1944,15 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
 
 
 def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, tier_value: int,
-            deadline: float) -> np.ndarray | None:
+            deadline: float, hold: frozenset[int] = frozenset()) -> np.ndarray | None:
     """``values`` with the greedy's replicas added for tier ``tier_value`` where GPUs are left
     (``solver.greedy``, the replicas of that tier and above kept, the lower tiers' at 0 as in its
-    phase), routed by ``_complete``; None when the greedy adds nothing or time ran out. A phase
+    phase, none added to a ``hold`` workload), routed by ``_complete``; None when the greedy adds
+    nothing or time ran out. A phase
     its time limit stops can leave GPUs free that its own tier could use; the lower tiers' phases
     would then take them, an inversion of tier order that the time limit alone caused."""
     mine = {key: r for key, r in _counts(m, model, values).items() if fp.workloads[key[0]].tier_value >= tier_value}
-    counts = _greedy(fp, m, fixed=mine, tiers={tier_value})
+    counts = _greedy(fp, m, fixed=mine, tiers={tier_value}, served=hold)
     return None if counts == mine else _complete(fp, m, model, counts, deadline)
 
 
@@ -2059,7 +2154,9 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
         # read out once every group is known: a prefill group's KV goes to the plan's decode groups
         _read_out(w, mine, fp.params, 1.0 - np.asarray(dv, dtype=float))
         assignments += mine
-        results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier))
+        serving = _serving_configs(w) if w.min_replicas else []
+        short = max(w.min_replicas - sum(reps_of.get(ci, 0) for ci in serving), 0) if serving else 0
+        results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier, short))
     thresholds = {}
     for wi, w in enumerate(fp.workloads):
         on = [i for (wj, i), d in m.pd.items() if wj == wi and (d.value() or 0) > 0.5]

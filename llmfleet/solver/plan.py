@@ -60,15 +60,20 @@ class Assignment:
 
 @dataclass
 class WorkloadResult:
+    """One workload's demand and what the plan does with it: req/s served and shed, and the
+    replicas its minimum (``LLMWorkload.spec.minReplicas``) lacks where GPUs are short."""
+
     workload: str
     demand_rps: float
     served_rps: float
     shed_rps: float
     tier: str
+    replicas_short: int = 0
 
     def to_dict(self) -> dict:
         return {"workload": self.workload, "tier": self.tier, "demandRps": round(self.demand_rps, 4),
-                "servedRps": round(self.served_rps, 4), "shedRps": round(self.shed_rps, 4)}
+                "servedRps": round(self.served_rps, 4), "shedRps": round(self.shed_rps, 4),
+                "minReplicasShort": self.replicas_short}
 
 
 @dataclass

@@ -219,6 +219,12 @@ class FleetProblem:
     current_pd_thresholds: dict = field(default_factory=dict)
     """the running plan's P/D thresholds (workload key -> prompt tokens, ``Plan.pd_threshold_tokens``):
     a workload whose groups a re-plan keeps keeps its threshold where it still serves its demand"""
+    current_shortfall: dict = field(default_factory=dict)
+    """how the running plan left the workloads that fell short (workload key -> (req/s shed,
+    minimum replicas not met), ``Plan.workloads[*]``): a re-plan in a shortage keeps a workload
+    that still runs its running groups and falls no further short than this as it runs, unless a
+    change elsewhere may have freed GPUs for it (``milp._kept``); empty: every workload that falls
+    short is planned afresh"""
     current_capacity_factors: dict = field(default_factory=dict)
     """the running plan's κ factors for the endpoint picker's split (``churn.GroupKey`` -> factor
     < 1, ``Assignment.picker_capacity_factor``): a re-plan plans those groups at the same factor, so

@@ -826,6 +826,14 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
         fp, narrowed = whole, frozenset()
         prepared = _prepare(fp, deadline)
         kept = _kept(fp, prepared)
+    if kept is not None and not narrowed and not prepared.serves_all(fp):
+        # GPUs short: first the workloads a change left worse off take, in tier order, the
+        # lower tiers' GPUs they can use, so that only the lower-tier workloads that give them up
+        # are planned afresh, not every one
+        repaired = _repaired_start(fp, prepared, kept[0], deadline)
+        if repaired is not None:
+            prepared.start = repaired
+            kept = _kept(fp, prepared)
     if kept is not None:
         # an incremental re-plan: the workloads the running plan still serves exactly keep their
         # replicas; the others (changed, short, over-provisioned, new) are planned around them.
@@ -1078,6 +1086,13 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
             skipped = tiers[k:]
             break
         members = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == tier_value]
+        if hold and incumbent is not None and not fp.scenarios and all(wi in hold for wi in members):
+            # every workload of the tier is held: its replica counts and P/D decisions are fixed,
+            # and the start's routing serves the most with them; its phases could change nothing
+            # but spent seconds each on the whole model (bench/solver_scale.py (c), 100 workloads)
+            incumbent = _tight_short(fp, m, model, incumbent)
+            _held_tier(fp, m, model, incumbent, members, f"tier {names[tier_value]} (value {tier_value})", phases)
+            continue
         # a tier's phases decide nothing for lower tiers, which can only take GPUs from it: their
         # replicas are held at 0 meanwhile, which shrinks the model HiGHS presolves and searches
         # (at 50 workloads, 7 s to 1 s for the top tier), and given back afterwards
@@ -1091,7 +1106,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
         start = _tight_short(fp, m, model, start)
-        search = lambda values, t=tier_value: _search_space(fp, m, model, t, members, values, _shed_rps)  # noqa: E731
+        search = lambda values, t=tier_value: _search_space(fp, m, model, t, members, values, _shed_rps, hold)  # noqa: E731
         start = _phase(model, shed, start, deadline, 2 * (len(tiers) - k),
                        max(fp.relative_gap, _TIER_GAP), f"tier {names[tier_value]} (value {tier_value}): req/s shed",
                        phases, _tiebreak(fp, m, min(fp.workloads[wi].rate_rps for wi in members)), search,
@@ -1101,7 +1116,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
             # then the tier's minimum replicas, before any lower tier is served
             short = pulp.lpSum(_short_replicas(fp, m, wi) for wi in members)
             search = lambda values, t=tier_value: _search_space(fp, m, model, t, members, values,  # noqa: E731
-                                                                _short_replicas)
+                                                                _short_replicas, hold)
             start = _phase(model, short, start, deadline, 4 * (len(tiers) - k), max(fp.relative_gap, _TIER_GAP),
                            f"tier {names[tier_value]} (value {tier_value}): minimum replicas short", phases,
                            _tiebreak(fp, m, 1.0), search)
@@ -1685,32 +1700,131 @@ def _short_as_before(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
     return frozenset(out)
 
 
+def _falls_short(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, wi: int) -> bool:
+    """Whether the solution ``values`` sheds demand of workload ``wi`` that some configuration
+    could serve within the SLO (``servable_buckets``; demand none can serve does not count: no GPU
+    helps it), or misses its minimum replicas."""
+    w = fp.workloads[wi]
+    unservable = w.rate_rps * float(w.share[~servable_buckets(w.configs, len(w.share))].sum())
+    return (model.value(_shed_rps(fp, m, wi), values) - unservable > _SHED_TOL
+            or model.value(_short_replicas(fp, m, wi), values) > _SHED_TOL)
+
+
+def _idle_replica(m: _Model, model: HighsModel, values: np.ndarray, mine: dict[tuple[int, int], int]) -> bool:
+    """Whether one workload's replicas ``mine`` ((workload, config) -> replicas in ``values``)
+    leave a whole replica idle (over-provisioned)."""
+    return any(r - model.value(m.load[key], values) >= 1.0 - 1e-6 for key, r in mine.items() if key in m.load)
+
+
 def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int],
                           as_before: frozenset[int] = frozenset()) -> frozenset[int]:
     """Of the ``settled`` workloads (``_settled``) and those short as before (``_short_as_before``),
     those a re-plan may hold while the start sheds demand it could serve or misses a minimum (GPUs
-    short): the ones of a tier at or above every other workload that falls short. A lower-tier
-    workload stays free, since a higher tier that falls short may take its GPUs; a held one is
-    outranked by no workload that could use its GPUs, so holding it cannot break tier order.
-    Demand no configuration serves within the SLO (``servable_buckets``) does not count as short:
-    no GPU helps it. A workload short as before is held only above the tier of every workload
-    planned afresh that is served in full (over-provisioned, or grown into free GPUs): such a
-    workload may give GPUs back, which the short one, if held, could not take."""
+    short): the ones of a tier at or above every other workload that falls short
+    (``_falls_short``). A lower-tier workload stays free, since a higher tier that falls short may
+    take its GPUs; a held one is outranked by no workload that could use its GPUs, so holding it
+    cannot break tier order. A workload short as before is held only above the tier of every
+    workload planned afresh that runs as before with a whole replica idle (over-provisioned, after
+    its demand fell): that one will give GPUs back, which the short one, if held, could not take.
+    (One the start grew, e.g. by ``_repaired_start``, took its GPUs from lower tiers.)"""
     m, model, start = prepared.model, prepared.highs, prepared.start
+    by_workload: dict[int, dict] = {}
+    for key, r in _counts(m, model, start).items():
+        by_workload.setdefault(key[0], {})[key] = r
+    running: dict[int, dict] = {}
+    for key, r in _current_counts(fp, m).items():
+        running.setdefault(key[0], {})[key] = r
     top = freeing = None
     for wi, w in enumerate(fp.workloads):
         if wi in settled or wi in as_before:
             continue
-        unservable = w.rate_rps * float(w.share[~servable_buckets(w.configs, len(w.share))].sum())
-        short = (model.value(_shed_rps(fp, m, wi), start) - unservable > _SHED_TOL
-                 or model.value(_short_replicas(fp, m, wi), start) > _SHED_TOL)
-        if short and (top is None or w.tier_value > top):
-            top = w.tier_value
-        if not short and (freeing is None or w.tier_value > freeing):
-            freeing = w.tier_value
+        if _falls_short(fp, m, model, start, wi):
+            top = w.tier_value if top is None else max(top, w.tier_value)
+        elif by_workload.get(wi, {}) == running.get(wi, {}) and _idle_replica(m, model, start, by_workload.get(wi, {})):
+            freeing = w.tier_value if freeing is None else max(freeing, w.tier_value)
     held = {wi for wi in settled if top is None or fp.workloads[wi].tier_value >= top}
     return frozenset(held | {wi for wi in as_before if (top is None or fp.workloads[wi].tier_value >= top)
                              and (freeing is None or fp.workloads[wi].tier_value > freeing)})
+
+
+def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int], deadline: float) -> np.ndarray | None:
+    """A re-plan's start in a shortage where workloads not ``kept`` (neither settled nor short as
+    before: ``_kept``) fall short, e.g. one whose demand grew: the highest tier T of those takes
+    what it can use of the lower tiers' GPUs, from the lowest tier first, and the lower tiers keep
+    their running replicas where they still fit. With the tiers at or below a cut left out, the
+    greedy (``solver.greedy``) adds replicas for T's short workloads; then each workload of those
+    tiers, highest tier first, gets back all its running replicas if they fit in what is left,
+    else none, and the greedy gives the room left to the ones that lost theirs. The cut is the
+    lowest tier that lets T shed as little as with every lower tier left out. Tier order holds: T
+    takes only from lower tiers, as its phase would, and the phases still improve on the result.
+    Returns the start (``_complete``), or None where T sheds no less with it or no completion was
+    found in time."""
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    tier_of = lambda wi: fp.workloads[wi].tier_value  # noqa: E731
+    short = [wi for wi in range(len(fp.workloads)) if wi not in kept and _falls_short(fp, m, model, start, wi)]
+    if not short or fp.scenarios:
+        return None
+    top = max(tier_of(wi) for wi in short)
+    mine = [wi for wi in short if tier_of(wi) == top]
+    cuts = sorted({tier_of(wi) for wi in range(len(fp.workloads)) if tier_of(wi) < top})
+    if not cuts:
+        return None
+    counts = _counts(m, model, start)
+    others_at_top = frozenset(wi for wi in range(len(fp.workloads)) if tier_of(wi) == top and wi not in short)
+    shed, missing = (pulp.lpSum(f(fp, m, wi) for wi in mine) for f in (_shed_rps, _short_replicas))
+    _greedy(fp, m)  # the rows and options, built once per model
+    rows = m.greedy_inputs[0]
+    rows_of: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for r, (coef, _) in enumerate(rows):
+        for key, a in coef.items():
+            rows_of.setdefault(key, []).append((r, a))
+
+    def attempt(cut: int) -> np.ndarray | None:
+        """The start with the tiers at or below ``cut`` giving T what it can use."""
+        fixed = {key: r for key, r in counts.items() if tier_of(key[0]) > cut}
+        grown = _greedy(fp, m, fixed=fixed, tiers={top}, served=others_at_top)
+        if grown == fixed:
+            return None
+        room = np.array([rhs for _, rhs in rows], dtype=float)
+
+        def take(parts: dict) -> bool:
+            need = np.zeros_like(room)
+            for key, k in parts.items():
+                for r, a in rows_of.get(key, []):
+                    need[r] += a * k
+            if np.all(room + 1e-7 >= need):
+                room[:] -= need
+                return True
+            return False
+
+        take(grown)
+        back, lost = dict(grown), set()
+        for wi in sorted({key[0] for key in counts if tier_of(key[0]) <= cut}, key=lambda wi: (-tier_of(wi), wi)):
+            theirs = {key: r for key, r in counts.items() if key[0] == wi}
+            if take(theirs):
+                back.update(theirs)
+            else:
+                lost.add(wi)
+        served = frozenset(wi for wi in range(len(fp.workloads)) if wi not in lost)
+        filled = _greedy(fp, m, fixed=back, tiers=set(cuts), served=served) if lost else back
+        values = _complete(fp, m, model, filled, deadline)
+        return None if values is None else _tight_short(fp, m, model, values)
+
+    def reached(values: np.ndarray) -> tuple[float, float]:
+        return model.value(shed, values), model.value(missing, values)
+
+    best = attempt(cuts[-1])
+    if best is None:
+        return None
+    for cut in cuts[:-1]:  # the lowest tier that serves T as well
+        values = attempt(cut)
+        if values is not None and all(x <= y + _SHED_TOL for x, y in zip(reached(values), reached(best))):
+            best = values
+            break
+    (shed_now, missing_now), (shed_then, missing_then) = reached(best), reached(start)
+    if shed_now < shed_then - _SHED_TOL or (shed_now <= shed_then + _SHED_TOL and missing_now < missing_then - _SHED_TOL):
+        return best
+    return None
 
 
 def _kept(fp: FleetProblem, prepared: _Prepared) -> tuple[frozenset[int], frozenset[int], frozenset[int]] | None:
@@ -1777,9 +1891,7 @@ def _settled(fp: FleetProblem, prepared: _Prepared) -> set[int]:
         mine = {k: r for k, r in now.items() if k[0] == wi}
         if not mine or mine != {k: r for k, r in running.items() if k[0] == wi}:
             continue
-        if not _serves(fp, m, model, wi, start):
-            continue
-        if any(r - model.value(m.load[wi, ci], start) >= 1.0 - 1e-6 for (_, ci), r in mine.items() if (wi, ci) in m.load):
+        if not _serves(fp, m, model, wi, start) or _idle_replica(m, model, start, mine):
             continue
         out.add(wi)
     return out
@@ -1957,20 +2069,28 @@ def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, 
 
 
 def _search_space(fp: FleetProblem, m: _Model, model: HighsModel, tier_value: int, members: list[int],
-                  start: np.ndarray, shortfall) -> tuple[np.ndarray, list]:
+                  start: np.ndarray, shortfall, hold: frozenset[int] = frozenset()) -> tuple[np.ndarray, list]:
     """What a phase of tier ``tier_value`` searches by neighbourhoods (``_phase``): the replica
     counts of that tier and of the tiers above (the lower tiers' are held at 0 meanwhile). First,
     each of the tier's ``members`` that falls short in ``start`` alone, most short first, all its
     pools free (a workload serves one kind of group, so serving more can take a whole other plan
     of it); then the pool pairs (``neighbourhood.pool_pairs``), first the pools where those
     members have configurations. ``shortfall``: ``_shed_rps`` or ``_short_replicas`` (fp, m, wi ->
-    expression)."""
-    keys = [(wi, ci) for (wi, ci) in m.n if wi < SCENARIO_STRIDE and fp.workloads[wi].tier_value >= tier_value]
+    expression). ``hold``: workloads whose counts are fixed, left out of every neighbourhood."""
+    keys = [(wi, ci) for (wi, ci) in m.n
+            if wi < SCENARIO_STRIDE and fp.workloads[wi].tier_value >= tier_value and wi not in hold]
     columns = np.array([model.index[m.n[key].name] for key in keys], dtype=np.int32)
+    if hold and len(keys) * len(fp.pools) <= 2 * sum(1 for wi, _ in m.n if wi < SCENARIO_STRIDE):
+        # a re-plan that holds most workloads leaves no more columns free than a pool pair holds:
+        # the whole model is then one neighbourhood, which the phase solves next (bench/
+        # solver_scale.py (c), 2 of 100 workloads free: 42 sub-solves, 5.7 s, none improving)
+        return columns, []
     pools = [fp.workloads[wi].configs[ci].pool.name for wi, ci in keys]
     weight: dict[str, float] = {}
     short: dict[int, float] = {}
     for wi in members:
+        if wi in hold:
+            continue
         value = model.value(shortfall(fp, m, wi), start)
         if value > _SHED_TOL:
             short[wi] = value
@@ -1983,6 +2103,18 @@ def _search_space(fp: FleetProblem, m: _Model, model: HighsModel, tier_value: in
     # in turn, so that many short workloads do not use up a short search before any pool pair
     mixed = [hood for both in itertools.zip_longest(alone, pairs) for hood in both if hood is not None]
     return columns, mixed
+
+
+def _held_tier(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, members: list[int], label: str,
+               phases: list[dict]) -> None:
+    """A tier whose workloads a re-plan holds, all of them (``_phases``): its phases' objectives
+    (req/s shed, minimum replicas short) fixed at what ``values`` reach, and reported as held."""
+    for what, objective in (("req/s shed", pulp.lpSum(_shed_rps(fp, m, wi) for wi in members)),
+                            ("minimum replicas short", pulp.lpSum(_short_replicas(fp, m, wi) for wi in members))):
+        reached = model.value(objective, values)
+        _fix_objective(model, objective, reached)
+        phases.append({"phase": f"{label}: {what}", "objective": reached, "bound": reached, "gap": 0.0,
+                       "seconds": 0.0, "status": "held"})
 
 
 def _fix_objective(model: HighsModel, objective, reached: float) -> None:

@@ -1772,8 +1772,7 @@ def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int],
     counts = _counts(m, model, start)
     others_at_top = frozenset(wi for wi in range(len(fp.workloads)) if tier_of(wi) == top and wi not in short)
     shed, missing = (pulp.lpSum(f(fp, m, wi) for wi in mine) for f in (_shed_rps, _short_replicas))
-    _greedy(fp, m)  # the rows and options, built once per model
-    rows = m.greedy_inputs[0]
+    rows = _greedy_inputs(fp, m)[0]
     rows_of: dict[tuple[int, int], list[tuple[int, float]]] = {}
     for r, (coef, _) in enumerate(rows):
         for key, a in coef.items():
@@ -1928,12 +1927,18 @@ def _greedy(fp: FleetProblem, m: _Model, fixed: dict | None = None, tiers: set |
             served: frozenset = frozenset()) -> dict:
     """``greedy.greedy_replicas`` over the model's options (``_greedy_options``), keeping
     ``fixed``, allocating ``tiers`` (None: all) and nothing more to ``served``."""
+    rows, options = _greedy_inputs(fp, m)
+    return greedy_replicas(fp.workloads, rows, options, lambda wi: fp.workloads[wi].tier_value,
+                           fp.routing_mode == "service", fixed=fixed, tiers=tiers, served=served)
+
+
+def _greedy_inputs(fp: FleetProblem, m: _Model) -> tuple[list, dict[int, list[Option]]]:
+    """The greedy's inputs for the model, built on first use: the rows over replica counts alone
+    (``greedy.count_rows``) and each workload's options (``_greedy_options``)."""
     if m.greedy_inputs is None:  # the same for every call on one model
         m.greedy_inputs = (count_rows(m.prob, {k: v for k, v in m.n.items() if k[0] < SCENARIO_STRIDE}),
                            _greedy_options(fp, m))
-    rows, options = m.greedy_inputs
-    return greedy_replicas(fp.workloads, rows, options, lambda wi: fp.workloads[wi].tier_value,
-                           fp.routing_mode == "service", fixed=fixed, tiers=tiers, served=served)
+    return m.greedy_inputs
 
 
 def _greedy_options(fp: FleetProblem, m: _Model) -> dict[int, list[Option]]:
@@ -2064,6 +2069,8 @@ def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, 
     its time limit stops can leave GPUs free that its own tier could use; the lower tiers' phases
     would then take them, an inversion of tier order that the time limit alone caused."""
     mine = {key: r for key, r in _counts(m, model, values).items() if fp.workloads[key[0]].tier_value >= tier_value}
+    if _pools_full(fp, m, mine):
+        return None  # no room for a replica: the greedy (and its options, built on first use) would add none
     counts = _greedy(fp, m, fixed=mine, tiers={tier_value}, served=hold)
     return None if counts == mine else _complete(fp, m, model, counts, deadline)
 

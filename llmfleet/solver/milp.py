@@ -1685,14 +1685,14 @@ def _short_as_before(fp: FleetProblem, prepared: _Prepared, settled: frozenset[i
     if not fp.current_shortfall or fp.scenarios:
         return frozenset()
     m, model, start = prepared.model, prepared.highs, prepared.start
-    running = _current_counts(fp, m)
-    now = _counts(m, model, start)
+    running = _per_workload(_current_counts(fp, m))
+    now = _per_workload(_counts(m, model, start))
     out = set()
     for wi, w in enumerate(fp.workloads):
         before = fp.current_shortfall.get(w.key)
         if wi in settled or before is None:
             continue
-        if {k: r for k, r in now.items() if k[0] == wi} != {k: r for k, r in running.items() if k[0] == wi}:
+        if now.get(wi, {}) != running.get(wi, {}):
             continue
         if (model.value(_shed_rps(fp, m, wi), start) <= before[0] + SHED_AS_BEFORE_TOL_RPS
                 and model.value(_short_replicas(fp, m, wi), start) <= before[1] + _SHED_TOL):
@@ -1716,6 +1716,15 @@ def _idle_replica(m: _Model, model: HighsModel, values: np.ndarray, mine: dict[t
     return any(r - model.value(m.load[key], values) >= 1.0 - 1e-6 for key, r in mine.items() if key in m.load)
 
 
+def _per_workload(counts: dict[tuple[int, int], int]) -> dict[int, dict[tuple[int, int], int]]:
+    """Replica counts ((workload, config) -> replicas) split by workload: workload -> its counts
+    (a workload without replicas is absent)."""
+    out: dict[int, dict[tuple[int, int], int]] = {}
+    for key, r in counts.items():
+        out.setdefault(key[0], {})[key] = r
+    return out
+
+
 def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int],
                           as_before: frozenset[int] = frozenset()) -> frozenset[int]:
     """Of the ``settled`` workloads (``_settled``) and those short as before (``_short_as_before``),
@@ -1728,19 +1737,15 @@ def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozen
     its demand fell): that one will give GPUs back, which the short one, if held, could not take.
     (One the start grew, e.g. by ``_repaired_start``, took its GPUs from lower tiers.)"""
     m, model, start = prepared.model, prepared.highs, prepared.start
-    by_workload: dict[int, dict] = {}
-    for key, r in _counts(m, model, start).items():
-        by_workload.setdefault(key[0], {})[key] = r
-    running: dict[int, dict] = {}
-    for key, r in _current_counts(fp, m).items():
-        running.setdefault(key[0], {})[key] = r
+    now = _per_workload(_counts(m, model, start))
+    running = _per_workload(_current_counts(fp, m))
     top = freeing = None
     for wi, w in enumerate(fp.workloads):
         if wi in settled or wi in as_before:
             continue
         if _falls_short(fp, m, model, start, wi):
             top = w.tier_value if top is None else max(top, w.tier_value)
-        elif by_workload.get(wi, {}) == running.get(wi, {}) and _idle_replica(m, model, start, by_workload.get(wi, {})):
+        elif now.get(wi, {}) == running.get(wi, {}) and _idle_replica(m, model, start, now.get(wi, {})):
             freeing = w.tier_value if freeing is None else max(freeing, w.tier_value)
     held = {wi for wi in settled if top is None or fp.workloads[wi].tier_value >= top}
     return frozenset(held | {wi for wi in as_before if (top is None or fp.workloads[wi].tier_value >= top)
@@ -1770,6 +1775,7 @@ def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int],
     if not cuts:
         return None
     counts = _counts(m, model, start)
+    by_workload = _per_workload(counts)
     others_at_top = frozenset(wi for wi in range(len(fp.workloads)) if tier_of(wi) == top and wi not in short)
     shed, missing = (pulp.lpSum(f(fp, m, wi) for wi in mine) for f in (_shed_rps, _short_replicas))
     rows = _greedy_inputs(fp, m)[0]
@@ -1798,8 +1804,8 @@ def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int],
 
         take(grown)
         back, lost = dict(grown), set()
-        for wi in sorted({key[0] for key in counts if tier_of(key[0]) <= cut}, key=lambda wi: (-tier_of(wi), wi)):
-            theirs = {key: r for key, r in counts.items() if key[0] == wi}
+        for wi in sorted((wi for wi in by_workload if tier_of(wi) <= cut), key=lambda wi: (-tier_of(wi), wi)):
+            theirs = by_workload[wi]
             if take(theirs):
                 back.update(theirs)
             else:
@@ -1883,12 +1889,12 @@ def _settled(fp: FleetProblem, prepared: _Prepared) -> set[int]:
     groups, serves them in full with every minimum met, and no group has a whole replica idle
     (over-provisioned after a drop in demand)."""
     m, model, start = prepared.model, prepared.highs, prepared.start
-    running = _current_counts(fp, m)
-    now = _counts(m, model, start)
+    running = _per_workload(_current_counts(fp, m))
+    now = _per_workload(_counts(m, model, start))
     out = set()
     for wi in range(len(fp.workloads)):
-        mine = {k: r for k, r in now.items() if k[0] == wi}
-        if not mine or mine != {k: r for k, r in running.items() if k[0] == wi}:
+        mine = now.get(wi, {})
+        if not mine or mine != running.get(wi, {}):
             continue
         if not _serves(fp, m, model, wi, start) or _idle_replica(m, model, start, mine):
             continue

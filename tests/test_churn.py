@@ -20,7 +20,7 @@ from llmfleet.solver.problem import build_problem
 
 from conftest import EXAMPLES
 from test_cli import LLMFLEET
-from test_solver import tiered_problem
+from test_solver import POOL, WORKLOAD, tiered_problem
 
 
 def fleet_with_rate(tmp_path, rate):
@@ -568,6 +568,57 @@ def test_a_short_workload_is_not_held_where_a_higher_tier_may_give_gpus_back(tmp
     plan = solve(less)
     assert _shed(plan, "critical") == 0
     assert _shed(plan, "standard") < before - 1.0
+
+
+H100_POOL = """
+apiVersion: llmfleet.dev/v1alpha1
+kind: GPUPool
+metadata: {name: h100}
+spec: {gpuType: H100-SXM, maxGPUs: 1, gpusPerNode: 8}
+"""
+
+
+def _fp8_fleet(tmp_path, a100_gpus: int, critical0_rps: float):
+    """tiered_problem's nine workloads on an A100 pool of ``a100_gpus`` and one H100, critical-0
+    with an FP8 KV cache, which only the H100 can hold (FP8 tensor cores; gpus.csv)."""
+    docs = []
+    for tier in ("critical", "standard", "low"):
+        for k in range(3):
+            doc = WORKLOAD % {"name": f"{tier}-{k}", "ttft": "1s", "tier": tier, "minrep": 1}
+            rate = critical0_rps if (tier, k) == ("critical", 0) else 12 + 3 * k
+            doc = doc.replace("requestRatePerSecond: 20", f"requestRatePerSecond: {rate}")
+            if (tier, k) == ("critical", 0):
+                doc = doc.replace("minReplicas: 1}", "minReplicas: 1, kvCacheDtype: fp8}")
+            docs.append(doc)
+    f = tmp_path / "fp8.yaml"
+    f.write_text("---".join(docs + [POOL % {"gpus": a100_gpus}, H100_POOL]))
+    return build_problem(load_fleet([f]))
+
+
+def test_a_top_tier_workload_short_at_its_best_leaves_the_lower_tiers_held(tmp_path):
+    # Independent reason: critical-0 can run only on the one H100 (its FP8 KV cache needs FP8
+    # tensor cores, which the A100 lacks), and it has it already. Once its demand grows past that
+    # GPU it sheds whatever the lower tiers do, so no lower-tier GPU can help it: after the
+    # critical tier's phases the lower tiers, short as before with nothing freed, are held as they
+    # run (their phases reported held, nothing of theirs moved). Before, one top-tier workload
+    # short at its best left every lower-tier workload to the phases (bench/solver_scale.py (c),
+    # 100 workloads with binding pools: the 30-s limit reached, 17 other workloads changed).
+    ample = solve(_fp8_fleet(tmp_path, 64, 12))
+    assert {a.config.pool.name for a in ample.assignments if a.workload == "prod/critical-0"} == {"h100"}
+    need = {t: sum(a.gpus for a in ample.assignments if a.workload.startswith(f"prod/{t}") and a.config.pool.name == "a100")
+            for t in ("critical", "standard")}
+    a100 = need["critical"] + need["standard"] // 2
+    running = solve(_fp8_fleet(tmp_path, a100, 12))
+    assert running.status == "shortage" and _shed(running, "critical") == 0 and _shed(running, "standard") > 0
+    more = _fp8_fleet(tmp_path, a100, 30)
+    more.current, more.current_shortfall = _running(running)
+    plan = solve(more)
+    shed = {r.workload: r.shed_rps for r in plan.workloads}
+    assert shed["prod/critical-0"] > 1.0 and shed["prod/critical-1"] == shed["prod/critical-2"] == 0
+    assert churn.churn_report(plan, more.current)["workloadsChanged"] == []
+    lower = [p for p in plan.phases if p["phase"].startswith(("tier standard", "tier low"))]
+    assert lower and all(p["status"] == "held" for p in lower)
+    assert _shed(plan, "standard") == pytest.approx(_shed(running, "standard"), abs=1e-3)
 
 
 def test_the_shortfall_is_read_from_the_plan_document():

@@ -861,7 +861,7 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
             if not fits and len(settled) == len(fp.workloads):
                 plan = _held_whole(fp, prepared, t0)
             else:
-                plan = solve_joint(fp, deadline, prepared, hold=settled)
+                plan = solve_joint(fp, deadline, prepared, hold=settled, holdable_below=not fits)
             # in a shortage, the held workloads are those no short one outranks, so a plan that
             # still sheds is the tier order's answer too; the whole fleet solved again after it
             # had no time left for its phases (bench/solver_scale.py, 100 workloads on 2 cores:
@@ -1008,7 +1008,7 @@ def _mark_shortage(plan: Plan, fp: FleetProblem) -> Plan:
 
 
 def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Prepared | None" = None,
-                hold: frozenset[int] = frozenset()) -> Plan:
+                hold: frozenset[int] = frozenset(), holdable_below: bool = False) -> Plan:
     """Solve the fleet MILP over all workloads at once, by ``deadline`` (``time.perf_counter``;
     default ``fp.time_limit_s`` from now): a wall-clock bound.
 
@@ -1025,6 +1025,8 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
             ``start`` becomes this solve's solution.
         hold: workloads whose replicas and P/D decisions stay as the start has them (an
             incremental re-plan); the cost phase's gap is then asked of the rest of the objective.
+        holdable_below: a re-plan where GPUs are short: after each tier's phases, the lower-tier
+            workloads that plan leaves as they run are held too (``_held_below``).
 
     Returns:
         A Plan. ``status`` is ``optimal`` (proven within the relative gap), ``feasible`` (time limit
@@ -1038,39 +1040,58 @@ def solve_joint(fp: FleetProblem, deadline: float | None = None, prepared: "_Pre
     messages = _unreachable_messages(fp)
     if prepared is None:
         prepared = _prepare(fp, deadline)
-    m, model, start = prepared.model, prepared.highs, prepared.start
-    # a held workload keeps its replicas and its P/D threshold (else an equal-cost threshold could
-    # change its router's configuration for nothing)
-    held = np.concatenate([_count_columns(m, model, lambda wi: wi in hold),
-                           np.array([model.index[d.name] for (wi, _), d in m.pd.items() if wi in hold], dtype=np.int32)])
-    released = model.bounds(held)
-    if hold:
-        kept = start[held].round()
-        model.set_bounds(held, kept, kept)
-    # the cost phase's gap is on the whole objective, of which the held replicas' part is fixed:
-    # the gap asked of the rest is the same share of that part (else a re-plan of one workload
-    # could leave it up to 1% of the whole fleet's cost dearer than its best plan); the plan is
-    # "optimal" only when that gap is proven
-    cost_gap = fp.relative_gap
-    if hold:
-        total = model.value(m.cost, start)
-        held_only = np.zeros_like(start)
-        held_only[held] = start[held]
-        free = total - model.value(m.cost, held_only)
-        if total > 1e-9:
-            cost_gap = max(fp.relative_gap * free / total, 1e-6)
+    m, model = prepared.model, prepared.highs
+    # every held column is given back its bounds afterwards, those ``_phases`` holds too
+    everyone = _held_columns(m, model, frozenset(range(len(fp.workloads))))
+    released = model.bounds(everyone)
     try:
-        return _phases(fp, deadline, prepared, messages, t0, cost_gap, hold)
+        if hold:
+            _hold(m, model, hold, prepared.start)
+        return _phases(fp, deadline, prepared, messages, t0, hold, holdable_below)
     finally:
-        model.set_bounds(held, *released)
+        model.set_bounds(everyone, *released)
+
+
+def _held_columns(m: _Model, model: HighsModel, hold: frozenset[int]) -> np.ndarray:
+    """HiGHS columns a re-plan fixes for the workloads ``hold``: their replica counts and P/D
+    decisions (a held workload keeps its P/D threshold, else an equal-cost threshold could change
+    its router's configuration for nothing)."""
+    return np.concatenate([_count_columns(m, model, lambda wi: wi in hold),
+                           np.array([model.index[d.name] for (wi, _), d in m.pd.items() if wi in hold], dtype=np.int32)])
+
+
+def _hold(m: _Model, model: HighsModel, hold: frozenset[int], values: np.ndarray) -> None:
+    """Fix the replica counts and P/D decisions of the workloads ``hold`` at their values in the
+    solution ``values`` (``_held_columns``)."""
+    cols = _held_columns(m, model, hold)
+    kept = values[cols].round()
+    model.set_bounds(cols, kept, kept)
+
+
+def _held_cost_gap(fp: FleetProblem, m: _Model, model: HighsModel, hold: frozenset[int], values: np.ndarray) -> float:
+    """The relative gap the cost phase asks of a re-plan that holds the workloads ``hold`` as in
+    ``values``. The gap is on the whole objective, of which the held replicas' part is fixed: the
+    gap asked of the rest is the same share of that part (else a re-plan of one workload could
+    leave it up to 1% of the whole fleet's cost dearer than its best plan), and the plan is
+    "optimal" only when that gap is proven. ``fp.relative_gap`` when nothing is held."""
+    total = model.value(m.cost, values)
+    if not hold or total <= 1e-9:
+        return fp.relative_gap
+    cols = _held_columns(m, model, hold)
+    held_only = np.zeros_like(values)
+    held_only[cols] = values[cols]
+    free = total - model.value(m.cost, held_only)
+    return max(fp.relative_gap * free / total, 1e-6)
 
 
 def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: list[str], t0: float,
-            cost_gap: float, hold: frozenset[int] = frozenset()) -> Plan:
-    """``solve_joint``'s lexicographic phases, cost phase (to relative gap ``cost_gap``) and read-out.
+            hold: frozenset[int] = frozenset(), holdable_below: bool = False) -> Plan:
+    """``solve_joint``'s lexicographic phases, cost phase (to ``_held_cost_gap``) and read-out.
     The greedy passes between phases add no replica to a ``hold`` workload (its counts are fixed:
-    one short as before would otherwise take GPUs a phase left free)."""
+    one short as before would otherwise take GPUs a phase left free). With ``holdable_below``,
+    ``hold`` grows after each tier's phases (``_held_below``)."""
     m, model, start = prepared.model, prepared.highs, prepared.start
+    first_hold = hold
     phases: list[dict] = []
     tiers = sorted({w.tier_value for w in fp.workloads}, reverse=True)
     names = {w.tier_value: w.tier for w in fp.workloads}
@@ -1145,6 +1166,21 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
             theirs = {key: r for key, r in _counts(m, model, previous).items()
                       if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}
             incumbent = _complete(fp, m, model, {**mine_now, **theirs}, deadline) if theirs else None
+            if incumbent is None and theirs and fp.current:
+                # in a re-plan, each lower-tier workload keeps all its replicas where they still fit,
+                # the held ones and then the highest tier first, and only those given none back get
+                # the greedy's: the tier's phase took GPUs from the lowest tier, not from whichever
+                # workloads the greedy reached last (bench/solver_scale.py (c), 100 workloads with
+                # binding pools: a gold workload's phase cost four silver workloads their replicas
+                # and kept the silver tier's phases from holding any)
+                mine_before = _per_workload(theirs)
+                held_first = {wi: r for wi, r in mine_before.items() if wi in hold}
+                back, lost = _given_back(fp, m, mine_now, held_first, list(held_first))
+                if not lost:
+                    back, lost = _given_back(fp, m, back, mine_before, [wi for wi in mine_before if wi not in hold])
+                    counts = _greedy(fp, m, fixed=back, tiers=below, served=frozenset(mine_before) - lost) \
+                        if lost else back
+                    incumbent = _complete(fp, m, model, counts, deadline)
             if incumbent is None:
                 held = {key: r for key, r in _counts(m, model, previous).items() if key[0] in hold} \
                     if previous is not None else {}
@@ -1152,6 +1188,21 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                 incumbent = _complete(fp, m, model, counts, deadline)
             if incumbent is None:
                 incumbent = start
+            if holdable_below:
+                # what this tier's phases left free (e.g. a workload whose demand fell gave back
+                # GPUs) goes to the lower tiers' short workloads first, as in the re-plan's start
+                # (``_prepare``): only then does a lower-tier workload as it runs read as one
+                # nothing was freed for
+                incumbent = _grown_below(fp, m, model, incumbent, hold, below, deadline)
+                more = _held_below(fp, m, model, incumbent, hold, tier_value)
+                if more:
+                    _hold(m, model, more, incumbent)
+                    hold = hold | more
+    if hold != first_hold:
+        messages.append(f"re-plan: {len(hold - first_hold)} more workload(s) of lower tiers held as they run after a "
+                        "higher tier's phases, which took none of their replicas and left no tier above them short "
+                        "of what it could use")
+    cost_gap = _held_cost_gap(fp, m, model, hold, incumbent) if incumbent is not None else fp.relative_gap
     start = _tight_short(fp, m, model, incumbent)
     if skipped or time.perf_counter() >= deadline:
         values, bound = start, None
@@ -1171,9 +1222,12 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
     # from the plan itself: a phase out of time may have left no objective of its own
     shedding = model.value(_unserved(fp, m), values) > _SHED_TOL
     lp_bound = None
-    if deadline - time.perf_counter() > 0.05:
+    if deadline - time.perf_counter() > 0.05 and not (hold and bound is not None):
         # the LP relaxation with every phase's result fixed bounds the cost too (one more solve
-        # of the same model, in what is left of the limit)
+        # of the same model, in what is left of the limit). Not in a re-plan that holds workloads
+        # and has the cost phase's bound: with them fixed it bounds only this re-plan, as that
+        # bound already does, and no better (HiGHS's bound starts from the root LP); it took
+        # 5.5 s of a 9.5-s re-plan (bench/solver_scale.py (c), 100 workloads, binding pools)
         lp = model.solve(deadline - time.perf_counter(), fp.relative_gap, relax=True, label="LP bound")
         lp_bound = lp.objective if lp.status == "Optimal" else None
     return _finish(fp, prepared, values, bound, lp_bound, phases, messages, shedding, t0, cost_gap)
@@ -1726,7 +1780,8 @@ def _per_workload(counts: dict[tuple[int, int], int]) -> dict[int, dict[tuple[in
 
 
 def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozenset[int],
-                          as_before: frozenset[int] = frozenset()) -> frozenset[int]:
+                          as_before: frozenset[int] = frozenset(), decided: frozenset[int] = frozenset(),
+                          fixed: frozenset[int] = frozenset()) -> frozenset[int]:
     """Of the ``settled`` workloads (``_settled``) and those short as before (``_short_as_before``),
     those a re-plan may hold while the start sheds demand it could serve or misses a minimum (GPUs
     short): the ones of a tier at or above every other workload that falls short
@@ -1735,21 +1790,63 @@ def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozen
     cannot break tier order. A workload short as before is held only above the tier of every
     workload planned afresh that runs as before with a whole replica idle (over-provisioned, after
     its demand fell): that one will give GPUs back, which the short one, if held, could not take.
-    (One the start grew, e.g. by ``_repaired_start``, took its GPUs from lower tiers.)"""
+    (One the start grew, e.g. by ``_repaired_start``, took its GPUs from lower tiers.)
+    ``decided``: workloads of a tier whose phases are done (``_held_below``), whose shortfall no
+    longer counts (they can take no more GPUs) but whose idle replicas do (the later phases may
+    still shrink them); ``fixed``: workloads held already, which count for neither."""
     m, model, start = prepared.model, prepared.highs, prepared.start
     now = _per_workload(_counts(m, model, start))
     running = _per_workload(_current_counts(fp, m))
     top = freeing = None
     for wi, w in enumerate(fp.workloads):
-        if wi in settled or wi in as_before:
+        if wi in settled or wi in as_before or wi in fixed:
             continue
-        if _falls_short(fp, m, model, start, wi):
+        if wi not in decided and _falls_short(fp, m, model, start, wi):
             top = w.tier_value if top is None else max(top, w.tier_value)
         elif now.get(wi, {}) == running.get(wi, {}) and _idle_replica(m, model, start, now.get(wi, {})):
             freeing = w.tier_value if freeing is None else max(freeing, w.tier_value)
     held = {wi for wi in settled if top is None or fp.workloads[wi].tier_value >= top}
     return frozenset(held | {wi for wi in as_before if (top is None or fp.workloads[wi].tier_value >= top)
                              and (freeing is None or fp.workloads[wi].tier_value > freeing)})
+
+
+def _grown_below(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, hold: frozenset[int],
+                 below: set[int], deadline: float) -> np.ndarray:
+    """The solution ``values`` with the greedy's replicas (``solver.greedy``) added for the
+    workloads of the tiers ``below`` that it does not serve in full, where the shared limits leave
+    room (none to a ``hold`` workload), routed by ``_complete``; ``values`` itself where no pool
+    has room, the greedy adds nothing or no completion is found in time."""
+    counts = _counts(m, model, values)
+    if _pools_full(fp, m, counts):
+        return values
+    served = hold | frozenset(wi for wi, w in enumerate(fp.workloads)
+                              if w.tier_value in below and _serves(fp, m, model, wi, values))
+    grown = _greedy(fp, m, fixed=counts, tiers=below, served=served)
+    if grown == counts:
+        return values
+    completed = _complete(fp, m, model, grown, deadline)
+    return values if completed is None else completed
+
+
+def _held_below(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, hold: frozenset[int],
+                tier_value: int) -> frozenset[int]:
+    """In a re-plan where GPUs are short (``solve_joint`` with ``holdable_below``), after the phases
+    of tier ``tier_value``: the workloads of lower tiers, not yet in ``hold``, that the plan
+    ``values`` (those phases' result, the lower tiers given back their replicas where they fit)
+    leaves as they run, and that the rest of the re-plan may hold: the rules of ``_kept`` applied
+    to the lower tiers alone. The tiers at and above are decided: their shed and missing minimums
+    are fixed by their phases, so they can take no more of the lower tiers' GPUs, and a workload of
+    theirs that still falls short (no GPU it can use is left, e.g. a changed workload already at
+    its best) no longer keeps every lower tier free. Without this, one short workload of the top
+    tier left every lower-tier workload to the phases (bench/solver_scale.py (c), 100 workloads
+    with binding pools, a gold workload +20% that sheds even at its optimum: 84 workloads planned
+    afresh, the phases stopped by the 30-s limit, 17 others changed)."""
+    here = _Prepared(m, model, values)
+    lower = lambda wi: fp.workloads[wi].tier_value < tier_value and wi not in hold  # noqa: E731
+    settled = frozenset(wi for wi in _settled(fp, here) if lower(wi))
+    as_before = frozenset(wi for wi in _short_as_before(fp, here, settled) if lower(wi))
+    decided = frozenset(wi for wi, w in enumerate(fp.workloads) if w.tier_value >= tier_value)
+    return _holdable_in_shortage(fp, here, settled, as_before, decided, hold)
 
 
 def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int], deadline: float) -> np.ndarray | None:
@@ -1778,11 +1875,6 @@ def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int],
     by_workload = _per_workload(counts)
     others_at_top = frozenset(wi for wi in range(len(fp.workloads)) if tier_of(wi) == top and wi not in short)
     shed, missing = (pulp.lpSum(f(fp, m, wi) for wi in mine) for f in (_shed_rps, _short_replicas))
-    rows = _greedy_inputs(fp, m)[0]
-    rows_of: dict[tuple[int, int], list[tuple[int, float]]] = {}
-    for r, (coef, _) in enumerate(rows):
-        for key, a in coef.items():
-            rows_of.setdefault(key, []).append((r, a))
 
     def attempt(cut: int) -> np.ndarray | None:
         """The start with the tiers at or below ``cut`` giving T what it can use."""
@@ -1790,26 +1882,7 @@ def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int],
         grown = _greedy(fp, m, fixed=fixed, tiers={top}, served=others_at_top)
         if grown == fixed:
             return None
-        room = np.array([rhs for _, rhs in rows], dtype=float)
-
-        def take(parts: dict) -> bool:
-            need = np.zeros_like(room)
-            for key, k in parts.items():
-                for r, a in rows_of.get(key, []):
-                    need[r] += a * k
-            if np.all(room + 1e-7 >= need):
-                room[:] -= need
-                return True
-            return False
-
-        take(grown)
-        back, lost = dict(grown), set()
-        for wi in sorted((wi for wi in by_workload if tier_of(wi) <= cut), key=lambda wi: (-tier_of(wi), wi)):
-            theirs = by_workload[wi]
-            if take(theirs):
-                back.update(theirs)
-            else:
-                lost.add(wi)
+        back, lost = _given_back(fp, m, grown, by_workload, [wi for wi in by_workload if tier_of(wi) <= cut])
         served = frozenset(wi for wi in range(len(fp.workloads)) if wi not in lost)
         filled = _greedy(fp, m, fixed=back, tiers=set(cuts), served=served) if lost else back
         values = _complete(fp, m, model, filled, deadline)
@@ -1830,6 +1903,40 @@ def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int],
     if shed_now < shed_then - _SHED_TOL or (shed_now <= shed_then + _SHED_TOL and missing_now < missing_then - _SHED_TOL):
         return best
     return None
+
+
+def _given_back(fp: FleetProblem, m: _Model, first: dict[tuple[int, int], int],
+                by_workload: dict[int, dict[tuple[int, int], int]], which) -> tuple[dict[tuple[int, int], int], set[int]]:
+    """Replica counts ((workload, config) -> replicas) that keep ``first`` and give each workload
+    in ``which`` all its counts in ``by_workload`` (workload -> its counts) where they fit beside
+    those given so far in the shared limits (the model's rows over replica counts alone,
+    ``greedy.count_rows``), else none: in tier order, highest tier first (then by index), so that
+    what does not fit costs the lowest tier. Returns (the counts, the workloads given none back)."""
+    rows = _greedy_inputs(fp, m)[0]
+    rows_of: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for r, (coef, _) in enumerate(rows):
+        for key, a in coef.items():
+            rows_of.setdefault(key, []).append((r, a))
+    room = np.array([rhs for _, rhs in rows], dtype=float)
+
+    def take(parts: dict) -> bool:
+        need = np.zeros_like(room)
+        for key, k in parts.items():
+            for r, a in rows_of.get(key, []):
+                need[r] += a * k
+        if np.all(room + 1e-7 >= need):
+            room[:] -= need
+            return True
+        return False
+
+    take(first)
+    back, lost = dict(first), set()
+    for wi in sorted(which, key=lambda wi: (-fp.workloads[wi].tier_value, wi)):
+        if take(by_workload[wi]):
+            back.update(by_workload[wi])
+        else:
+            lost.add(wi)
+    return back, lost
 
 
 def _kept(fp: FleetProblem, prepared: _Prepared) -> tuple[frozenset[int], frozenset[int], frozenset[int]] | None:

@@ -18,6 +18,12 @@ tiers, ten GPU pools), with ample pools (``autoscaled``: the cluster has no node
 
 Target: no other workload's Deployment touched; the re-plan in under 5 s (issue 15 item 3).
 
+With ``--scarcity F`` the pools are binding instead, as in ``bench/solver_scale.py`` (a) and (c):
+each pool's ``maxGPUs`` is the share F of the GPUs an ample plan of the same fleet uses there
+(``llmfleet``'s solver, run here first with a 120-s limit), in whole nodes, so the operator's plans
+shed and every re-plan is one under a shortage (the running plan's shortfall read from its last
+plan).
+
 It also prints the operator's memory (issue 15 item 7; the chart's ``resources`` are set from it)
 after the first plan, after each change and at the end: the operator process's peak resident set
 (``VmHWM`` in ``/proc/<pid>/status``, the kernel's high-water mark, so a peak between reports
@@ -45,7 +51,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from e2e.controlplane.localcluster import LocalCluster  # noqa: E402
-from solver_scale import AMPLE_GPUS, POOLS, fleet_documents, length_profiles, workload_specs  # noqa: E402
+from solver_scale import (AMPLE_GPUS, POOLS, build, fleet_documents, length_profiles, scarce_caps,  # noqa: E402
+                          timed_solve, workload_specs)
 
 SOLVED = re.compile(r"solved (\d+) workloads on (\d+) pools: (\w+), ([\d.]+|None) USD/h in ([\d.]+)s")
 
@@ -140,10 +147,18 @@ def main() -> int:
     ap.add_argument("--time-limit", type=float, default=30.0, help="FleetPolicy spec.solver.timeLimitSeconds")
     ap.add_argument("--planner-workers", type=int, default=1,
                     help="llmfleet operator --planner-workers (capacity model processes; default 1)")
+    ap.add_argument("--scarcity", type=float, default=None,
+                    help="binding pools: this share of an ample plan's GPUs per pool (bench/solver_scale.py's 0.3)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmfleet-replan-"))
     specs = workload_specs(args.workloads, args.seed, length_profiles())
-    docs = fleet_documents(specs, {name: AMPLE_GPUS for name, _, _ in POOLS}, args.time_limit, 0.01)
+    caps = {name: AMPLE_GPUS for name, _, _ in POOLS}
+    if args.scarcity is not None:
+        ample, _ = timed_solve(build(fleet_documents(specs, caps, 120.0, 0.01))[0])
+        caps = scarce_caps(ample, args.scarcity)
+        print(f"binding pools: {args.scarcity:g} of an ample plan's GPUs ({ample.status}, {ample.total_gpus} GPUs): "
+              + ", ".join(f"{name} {n}" for name, n in caps.items()), flush=True)
+    docs = fleet_documents(specs, caps, args.time_limit, 0.01)
     for d in docs:
         if d["kind"] == "GPUPool":  # no nodes in this cluster: the pools are bounded by maxGPUs alone
             d["spec"]["autoscaled"] = True

@@ -122,6 +122,13 @@ def memory_line(pid: int, when: str) -> str:
     return f"operator memory {when}: peak RSS (VmHWM) {hwm / 1024:.0f} MiB, RSS now {rss / 1024:.0f} MiB"
 
 
+def replan_messages(cluster: LocalCluster) -> list[str]:
+    """The plan's messages about the re-plan itself (what it held, planned afresh and moved), from
+    the FleetPolicy's status (``status.messages``)."""
+    policy = json.loads(cluster.kubectl("get", "fleetpolicies", "default", "-o", "json").stdout)
+    return [m for m in (policy.get("status") or {}).get("messages") or [] if "re-plan" in m]
+
+
 def diff(before: dict, after: dict, workload: str) -> dict[str, dict[str, list[str]]]:
     """Deployments created, deleted and changed, for ``workload``'s own and for the others'."""
     out = {"changed workload": {"created": [], "deleted": [], "changed": []},
@@ -212,6 +219,8 @@ def main() -> int:
             print(f"change {k + 1}: {namespace}/{name} rate +20% -> {rate:.3f} req/s; patch to 'solved' line "
                   f"{to_solved:.2f} s (debounce 0.5 s, capacity model, MILP; the MILP itself {solve_s:.2f} s)")
             print(f"  operator: {line.split('] ')[-1]}")
+            for message in replan_messages(cluster):
+                print(f"  plan: {message}")
             for side, changes in d.items():
                 print(f"  {side}: " + ", ".join(f"{len(v)} {k2}" for k2, v in changes.items())
                       + ("" if not any(changes.values()) else f"  {sorted(sum(changes.values(), []))[:6]}"))

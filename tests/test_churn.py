@@ -559,7 +559,9 @@ def test_a_short_workload_is_not_held_where_a_higher_tier_may_give_gpus_back(tmp
     # Independent reason: critical-0's traffic falls from 12 to 3 req/s, so its replicas are partly
     # idle and the re-plan shrinks them. Tier order gives the GPUs it frees to the standard tier,
     # which sheds: the short standard workloads must not be held as they ran, and the standard
-    # tier then sheds less than before.
+    # tier then sheds less than before. It still sheds (the pool holds half of it besides the
+    # critical tier, and critical-0 frees less than the other half), so the low tier gets nothing
+    # and stays as it ran: its phases are held, not searched again.
     gpus, fp = _short_fleet(tmp_path)
     running = solve(fp)
     before = _shed(running, "standard")
@@ -568,6 +570,9 @@ def test_a_short_workload_is_not_held_where_a_higher_tier_may_give_gpus_back(tmp
     plan = solve(less)
     assert _shed(plan, "critical") == 0
     assert _shed(plan, "standard") < before - 1.0
+    assert _shed(plan, "standard") > 0
+    low = [p for p in plan.phases if p["phase"].startswith("tier low")]
+    assert low and all(p["status"] == "held" for p in low)
 
 
 H100_POOL = """

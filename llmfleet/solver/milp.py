@@ -800,7 +800,10 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
     1. Given the running plan (``fp.current``), an incremental re-plan: the workloads it still
        serves exactly are held, the others planned around them (``solve_joint`` with ``hold``;
        where GPUs are short, only those no short workload outranks, ``_holdable_in_shortage``,
-       and the result stands although it sheds). The workloads whose running plans are known
+       after the whole replicas idle in what runs went to the short workloads, ``_trimmed_start``,
+       and a short workload of a changed higher tier took lower tiers' GPUs, ``_repaired_start``;
+       after each tier's phases, the lower-tier workloads they left as they run are held too,
+       ``_held_below``; the result stands although it sheds). The workloads whose running plans are known
        optimal alone are modelled on their running configurations only (``_narrowed``), unless
        one of them is not held;
        where everything fits, the joint solve starts from the others' best plans alone
@@ -827,7 +830,14 @@ def _solve(fp: FleetProblem, deadline: float) -> Plan:
         prepared = _prepare(fp, deadline)
         kept = _kept(fp, prepared)
     if kept is not None and not narrowed and not prepared.serves_all(fp):
-        # GPUs short: first the workloads a change left worse off take, in tier order, the
+        # GPUs short: the whole replicas idle in what runs go to the short workloads first, so that
+        # one over-provisioned workload does not leave every short one of its tier and below free
+        # for the phases, as if GPUs might be freed for them
+        trimmed = _trimmed_start(fp, prepared, deadline)
+        if trimmed is not None:
+            prepared.start = trimmed
+            kept = _kept(fp, prepared)
+        # then the workloads a change left worse off take, in tier order, the
         # lower tiers' GPUs they can use, so that only the lower-tier workloads that give them up
         # are planned afresh, not every one
         repaired = _repaired_start(fp, prepared, kept[0], deadline)
@@ -1116,8 +1126,11 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
             continue
         # a tier's phases decide nothing for lower tiers, which can only take GPUs from it: their
         # replicas are held at 0 meanwhile, which shrinks the model HiGHS presolves and searches
-        # (at 50 workloads, 7 s to 1 s for the top tier), and given back afterwards
-        lower = _count_columns(m, model, lambda wi: not start_serves_all and fp.workloads[wi].tier_value < tier_value)
+        # (at 50 workloads, 7 s to 1 s for the top tier), and given back afterwards. A held one
+        # keeps its replicas: it is held because no workload of a tier that falls short outranks
+        # it, so this tier needs none of its GPUs, and must get them all back afterwards
+        lower = _count_columns(m, model, lambda wi: not start_serves_all and fp.workloads[wi].tier_value < tier_value
+                               and wi not in hold)
         saved = model.bounds(lower)
         model.set_bounds(lower, np.zeros(len(lower)), np.zeros(len(lower)))
         mine = {key: r for key, r in _counts(m, model, incumbent).items()
@@ -1199,9 +1212,9 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                     _hold(m, model, more, incumbent)
                     hold = hold | more
     if hold != first_hold:
-        messages.append(f"re-plan: {len(hold - first_hold)} more workload(s) of lower tiers held as they run after a "
-                        "higher tier's phases, which took none of their replicas and left no tier above them short "
-                        "of what it could use")
+        messages.append(f"re-plan: {len(hold - first_hold)} more workload(s) held as they run once the tiers above "
+                        "them were planned: those tiers' phases took none of their replicas, and no workload still "
+                        "to plan that outranks them falls short")
     cost_gap = _held_cost_gap(fp, m, model, hold, incumbent) if incumbent is not None else fp.relative_gap
     start = _tight_short(fp, m, model, incumbent)
     if skipped or time.perf_counter() >= deadline:
@@ -1847,6 +1860,56 @@ def _held_below(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarr
     as_before = frozenset(wi for wi in _short_as_before(fp, here, settled) if lower(wi))
     decided = frozenset(wi for wi, w in enumerate(fp.workloads) if w.tier_value >= tier_value)
     return _holdable_in_shortage(fp, here, settled, as_before, decided, hold)
+
+
+def _trimmed_start(fp: FleetProblem, prepared: _Prepared, deadline: float) -> np.ndarray | None:
+    """A re-plan's start in a shortage without the whole idle replicas of the workloads that run as
+    before (a running plan its time limit stopped short, or a demand that fell, leaves a group
+    with more replicas than its load): each such group keeps the replicas its load needs (at
+    least one, and the workload at least its minimum), and the greedy (``solver.greedy``) gives
+    what that frees to the workloads that fall short (``_falls_short``), highest tier first.
+    Otherwise the idle replica counts as GPUs that may be freed (``_holdable_in_shortage``), and
+    every workload short as before of its tier and below is planned afresh: bench's
+    ``operator_replan.py --scarcity 0.3``, 100 workloads, a first plan stopped at 30 s with one
+    silver workload a replica over: 70 workloads planned afresh, 14-21 s per one-workload
+    change, 3 others moved. Returns the start (``_complete``), or None where nothing is idle, no
+    completion is found in time or some workload would shed more or miss more of its minimum."""
+    if fp.scenarios:
+        return None
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    counts = _counts(m, model, start)
+    running = _per_workload(_current_counts(fp, m))
+    trimmed, cut_back = dict(counts), set()
+    for wi, mine in _per_workload(counts).items():
+        if mine != running.get(wi, {}) or not _idle_replica(m, model, start, mine):
+            continue
+        if _falls_short(fp, m, model, start, wi):
+            continue
+        spare = sum(mine.values()) - fp.workloads[wi].min_replicas
+        for key, r in sorted(mine.items()):
+            if key in m.load and spare > 0:
+                cut = min(math.floor(r - model.value(m.load[key], start) + 1e-6), r - 1, spare)
+                if cut > 0:
+                    trimmed[key] = r - cut
+                    spare -= cut
+                    cut_back.add(wi)
+    if not cut_back:
+        return None
+    served = frozenset(wi for wi in range(len(fp.workloads)) if not _falls_short(fp, m, model, start, wi))
+    values = _complete(fp, m, model, _greedy(fp, m, fixed=trimmed, served=served), deadline)
+    if values is None:
+        return None
+    values = _tight_short(fp, m, model, values)
+    # no tier, and no workload cut back, sheds more or misses more of its minimums (the greedy only
+    # adds replicas, but the routing is solved again)
+    tiers = {w.tier_value for w in fp.workloads}
+    groups = [[wi] for wi in cut_back] + [[wi for wi, w in enumerate(fp.workloads) if w.tier_value == t] for t in tiers]
+    for members in groups:
+        for f in (_shed_rps, _short_replicas):
+            objective = pulp.lpSum(f(fp, m, wi) for wi in members)
+            if model.value(objective, values) > model.value(objective, start) + _SHED_TOL:
+                return None
+    return values
 
 
 def _repaired_start(fp: FleetProblem, prepared: _Prepared, kept: frozenset[int], deadline: float) -> np.ndarray | None:

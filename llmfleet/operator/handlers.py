@@ -53,6 +53,7 @@ from llmfleet.operator import selfmetrics
 from llmfleet.operator.live import LiveDemand
 from llmfleet.operator.planner import FleetPlanner
 from llmfleet.operator.render import LABEL_MANAGED_BY, MANAGED_BY
+from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import available_cpus
 
 log = logging.getLogger("llmfleet.operator")
@@ -100,40 +101,78 @@ FOLLOW_UPS = 3
 (``FollowUps``)"""
 
 
+SHED_TOL_RPS = 1e-3
+"""req/s within which two plans' shed counts as equal (``FollowUps``): plan documents give shedRps
+to 1e-4 req/s, and the routing LPs solve to HiGHS's feasibility tolerance"""
+
+
 @dataclasses.dataclass
 class FollowUps:
     """When to re-plan at once, with no change to any input: after a plan whose MILP stopped at its
     time limit (status ``feasible``: the gap not proven), as the operator's first plan of a large
-    fleet does, and after an incremental re-plan that had no time to check some kept workloads
-    against their best plans alone (``Plan.unchecked_kept``: its gap covers only what it planned).
+    fleet does; after an incremental re-plan that had no time to check some kept workloads
+    against their best plans alone (``Plan.unchecked_kept``: its gap covers only what it planned);
+    and after a shortage whose phases stopped at their time limit (a first plan of a fleet whose
+    pools are too small may leave a group over-provisioned while others shed).
     The re-plan starts from that plan (the running one): the workloads its one-by-one checks show
-    optimal stay, the others move to their best plans alone where that saves more than the churn.
+    optimal stay, the others move to their best plans alone where that saves more than the churn;
+    in a shortage, idle replicas go to the short workloads.
     Without it those moves wait for the next change to any workload, which then moves many
     workloads that did not change (bench/operator_replan.py, 100 workloads, a first plan stopped at
     $4,132/h: 78 Deployments created and 70 deleted among the others at the first one-workload
     change, to $3,040/h; at a 10-s limit, a first plan at $3,702/h followed up once to an
     incremental "optimal" $3,201/h with kept workloads unchecked: 22 created and 19 deleted among
-    the others at the first change, to $3,031/h). At most ``FOLLOW_UPS`` in a row, and only while
-    each lowers the cost."""
+    the others at the first change, to $3,031/h; with binding pools (``--scarcity 0.3``), a first
+    plan stopped at 30 s with a silver group a replica over: 12 Deployments of 3 other workloads
+    touched at the first change). At most ``FOLLOW_UPS`` in a row, and only while each improves:
+    sheds less, tier by tier from the highest (a shortage), or costs less at the same shed."""
 
     done: int = 0
-    cost_per_hour: float | None = None
+    best: tuple[tuple[float, ...], float] | None = None
 
-    def after(self, status: str | None, cost_per_hour: float | None, unchecked_kept: int = 0) -> bool:
+    def after(self, status: str | None, cost_per_hour: float | None, unchecked_kept: int = 0,
+              stopped: bool = False, shed_by_tier: tuple[float, ...] = ()) -> bool:
         """Whether to re-plan at once after a solve that gave ``status`` at ``cost_per_hour`` (USD/h;
         None without a plan), with ``unchecked_kept`` kept workloads not checked against their best
-        plans alone (``Plan.unchecked_kept``). Updates the count: a plan proven optimal with every
-        kept workload checked, a shortage, no plan, no saving over the previous follow-up or
-        ``FOLLOW_UPS`` reached end the series."""
-        improving = self.cost_per_hour is None or (
-            cost_per_hour is not None and cost_per_hour < self.cost_per_hour * (1.0 - 1e-6))
-        unproven = status == "feasible" or (status == "optimal" and unchecked_kept > 0)
+        plans alone (``Plan.unchecked_kept``), ``stopped``: a phase stopped at its time limit
+        (``Plan.phases``), and ``shed_by_tier``: req/s shed per tier, highest tier first
+        (``shed_by_tier``). Updates the count: a plan proven optimal with every kept workload
+        checked, a shortage whose phases all finished, no plan, no improvement over the previous
+        follow-up or ``FOLLOW_UPS`` reached end the series."""
+        score = (tuple(shed_by_tier), cost_per_hour)
+        improving = self.best is None or (cost_per_hour is not None and _better(score, self.best))
+        unproven = (status == "feasible" or (status == "optimal" and unchecked_kept > 0)
+                    or (status == "shortage" and stopped))
         if not unproven or cost_per_hour is None or not improving or self.done >= FOLLOW_UPS:
-            self.done, self.cost_per_hour = 0, None
+            self.done, self.best = 0, None
             return False
         self.done += 1
-        self.cost_per_hour = cost_per_hour
+        self.best = score
         return True
+
+
+def _better(new: tuple[tuple[float, ...], float], old: tuple[tuple[float, ...], float]) -> bool:
+    """Whether the plan scored ``new`` (req/s shed per tier, highest first; cost, USD/h) improves
+    on ``old``: less shed at the first tier where they differ by more than ``SHED_TOL_RPS``, or
+    the same shed and a cost lower by more than one part in a million."""
+    for a, b in zip(new[0], old[0]):
+        if abs(a - b) > SHED_TOL_RPS:
+            return a < b
+    return new[1] < old[1] * (1.0 - 1e-6)
+
+
+def shed_by_tier(plan: Plan) -> tuple[float, ...]:
+    """req/s the plan sheds per tier, highest tier value first (``WorkloadResult.tier_value``)."""
+    shed: dict[int, float] = {}
+    for r in plan.workloads:
+        shed[r.tier_value] = shed.get(r.tier_value, 0.0) + r.shed_rps
+    return tuple(shed[t] for t in sorted(shed, reverse=True))
+
+
+def stopped_at_limit(plan: Plan) -> bool:
+    """Whether one of the plan's solver phases (``Plan.phases``) stopped at, or was not run for, the
+    time limit (HiGHS "Time limit reached"; "not run: time limit")."""
+    return any("time limit" in str(p.get("status") or "").lower() for p in plan.phases)
 
 
 class PlannerLoop:
@@ -195,8 +234,12 @@ class PlannerLoop:
                 plan = report.plan
                 if report.solved and self.follow_ups.after(plan.status if plan else None,
                                                            plan.cost_per_hour if plan else None,
-                                                           plan.unchecked_kept if plan else 0):
+                                                           plan.unchecked_kept if plan else 0,
+                                                           stopped_at_limit(plan) if plan else False,
+                                                           shed_by_tier(plan) if plan else ()):
                     why = ("the solver stopped at its time limit" if plan.status == "feasible" else
+                           "the solver's phases stopped at their time limit with demand shed"
+                           if plan.status == "shortage" else
                            f"{plan.unchecked_kept} kept workload(s) not yet checked against their best plan alone")
                     log.info("%s: re-planning from this plan (%d of at most %d)", why, self.follow_ups.done, FOLLOW_UPS)
                     self.planner.invalidate()

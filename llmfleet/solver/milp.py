@@ -1165,7 +1165,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                             "spec.solver.timeLimitSeconds or --time-limit)")
             return Plan(status="infeasible", cost_per_hour=None, lp_bound=None, dual_bound=None, gap=None,
                         solve_time_s=time.perf_counter() - t0, solver=BACKEND, assignments=[],
-                        workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier, w.min_replicas)
+                        workloads=[WorkloadResult(w.key, w.rate_rps, 0.0, w.rate_rps, w.tier, w.min_replicas, w.tier_value)
                                    for w in fp.workloads],
                         messages=messages, phases=phases)
         # the lower tiers again get replicas: those they had in the last plan where they still fit
@@ -2471,7 +2471,7 @@ def _extract(fp: FleetProblem, m: _Model) -> Plan:
         assignments += mine
         serving = _serving_configs(w) if w.min_replicas else []
         short = max(w.min_replicas - sum(reps_of.get(ci, 0) for ci in serving), 0) if serving else 0
-        results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier, short))
+        results.append(WorkloadResult(w.key, w.rate_rps, w.rate_rps - shed, shed, w.tier, short, w.tier_value))
     thresholds = {}
     for wi, w in enumerate(fp.workloads):
         on = [i for (wj, i), d in m.pd.items() if wj == wi and (d.value() or 0) > 0.5]

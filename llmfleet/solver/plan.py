@@ -69,6 +69,8 @@ class WorkloadResult:
     shed_rps: float
     tier: str
     replicas_short: int = 0
+    tier_value: int = 0
+    """the tier's ``FleetPolicy`` priority value (higher is served first)"""
 
     def to_dict(self) -> dict:
         return {"workload": self.workload, "tier": self.tier, "demandRps": round(self.demand_rps, 4),

@@ -626,6 +626,32 @@ def test_a_top_tier_workload_short_at_its_best_leaves_the_lower_tiers_held(tmp_p
     assert _shed(plan, "standard") == pytest.approx(_shed(running, "standard"), abs=1e-3)
 
 
+def test_replicas_a_minimum_keeps_idle_free_no_gpus_and_the_fleet_is_held_whole(tmp_path):
+    # Independent reason: critical-0 asks for 3 replicas at 1 req/s, which one replica serves, so
+    # two stay idle by the user's choice (minReplicas), not because demand fell: the re-plan may
+    # not shrink them, so they free no GPUs for the short standard and low workloads. With nothing
+    # changed, the fleet is held whole. Before, the idle replicas read as GPUs that may be freed
+    # and every short workload was planned afresh again.
+    docs = []
+    for tier in ("critical", "standard", "low"):
+        for k in range(3):
+            minrep = 3 if (tier, k) == ("critical", 0) else 1
+            doc = WORKLOAD % {"name": f"{tier}-{k}", "ttft": "1s", "tier": tier, "minrep": minrep}
+            rate = 1 if (tier, k) == ("critical", 0) else 12 + 3 * k
+            docs.append(doc.replace("requestRatePerSecond: 20", f"requestRatePerSecond: {rate}"))
+    f = tmp_path / "minimum.yaml"
+    f.write_text("---".join(docs + [POOL % {"gpus": 12}]))
+    running = solve(build_problem(load_fleet([f])))
+    assert running.status == "shortage" and _shed(running, "standard") > 0
+    assert sum(a.replicas for a in running.assignments if a.workload == "prod/critical-0") == 3
+    again = build_problem(load_fleet([f]))
+    again.current, again.current_shortfall = _running(running)
+    plan = solve(again)
+    assert churn.churn_report(plan, again.current)["workloadsChanged"] == []
+    assert [p["status"] for p in plan.phases] == ["held"]
+    assert any("0 workload(s) planned afresh" in m for m in plan.messages)
+
+
 def test_the_shortfall_is_read_from_the_plan_document():
     doc = {"assignments": [], "workloads": [
         {"workload": "a/x", "shedRps": 2.5, "minReplicasShort": 0},

@@ -1777,10 +1777,21 @@ def _falls_short(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndar
             or model.value(_short_replicas(fp, m, wi), values) > _SHED_TOL)
 
 
-def _idle_replica(m: _Model, model: HighsModel, values: np.ndarray, mine: dict[tuple[int, int], int]) -> bool:
+def _idle_replica(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray,
+                  mine: dict[tuple[int, int], int]) -> bool:
     """Whether one workload's replicas ``mine`` ((workload, config) -> replicas in ``values``)
-    leave a whole replica idle (over-provisioned)."""
-    return any(r - model.value(m.load[key], values) >= 1.0 - 1e-6 for key, r in mine.items() if key in m.load)
+    leave a whole replica idle (over-provisioned) that its minimum does not need: ``minReplicas``
+    counts the replicas of its serving configurations (``_serving_configs``), so an idle one of
+    those counts only where they number more than the minimum. (A minimum of 3 replicas at 1 req/s
+    keeps two of them idle by design; read as over-provisioned, it kept every short workload of
+    its tier and below from being held in a re-plan, as if it might give GPUs back.)"""
+    if not mine:
+        return False
+    w = _workload(fp, m, next(iter(mine))[0])
+    serving = set(_serving_configs(w))
+    spare = sum(r for (_, ci), r in mine.items() if ci in serving) - w.min_replicas
+    return any(r - model.value(m.load[key], values) >= 1.0 - 1e-6 and (key[1] not in serving or spare >= 1)
+               for key, r in mine.items() if key in m.load)
 
 
 def _per_workload(counts: dict[tuple[int, int], int]) -> dict[int, dict[tuple[int, int], int]]:
@@ -1816,7 +1827,7 @@ def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozen
             continue
         if wi not in decided and _falls_short(fp, m, model, start, wi):
             top = w.tier_value if top is None else max(top, w.tier_value)
-        elif now.get(wi, {}) == running.get(wi, {}) and _idle_replica(m, model, start, now.get(wi, {})):
+        elif now.get(wi, {}) == running.get(wi, {}) and _idle_replica(fp, m, model, start, now.get(wi, {})):
             freeing = w.tier_value if freeing is None else max(freeing, w.tier_value)
     held = {wi for wi in settled if top is None or fp.workloads[wi].tier_value >= top}
     return frozenset(held | {wi for wi in as_before if (top is None or fp.workloads[wi].tier_value >= top)
@@ -1881,18 +1892,23 @@ def _trimmed_start(fp: FleetProblem, prepared: _Prepared, deadline: float) -> np
     running = _per_workload(_current_counts(fp, m))
     trimmed, cut_back = dict(counts), set()
     for wi, mine in _per_workload(counts).items():
-        if mine != running.get(wi, {}) or not _idle_replica(m, model, start, mine):
+        if mine != running.get(wi, {}) or not _idle_replica(fp, m, model, start, mine):
             continue
         if _falls_short(fp, m, model, start, wi):
             continue
-        spare = sum(mine.values()) - fp.workloads[wi].min_replicas
+        # the minimum counts the serving configurations' replicas only (``_idle_replica``)
+        serving = set(_serving_configs(fp.workloads[wi]))
+        spare = sum(r for (_, ci), r in mine.items() if ci in serving) - fp.workloads[wi].min_replicas
         for key, r in sorted(mine.items()):
-            if key in m.load and spare > 0:
-                cut = min(math.floor(r - model.value(m.load[key], start) + 1e-6), r - 1, spare)
-                if cut > 0:
-                    trimmed[key] = r - cut
-                    spare -= cut
-                    cut_back.add(wi)
+            if key not in m.load:
+                continue
+            cut = min(math.floor(r - model.value(m.load[key], start) + 1e-6), r - 1)
+            if key[1] in serving:
+                cut = min(cut, spare)
+                spare -= max(cut, 0)
+            if cut > 0:
+                trimmed[key] = r - cut
+                cut_back.add(wi)
     if not cut_back:
         return None
     served = frozenset(wi for wi in range(len(fp.workloads)) if not _falls_short(fp, m, model, start, wi))
@@ -2066,7 +2082,7 @@ def _settled(fp: FleetProblem, prepared: _Prepared) -> set[int]:
         mine = now.get(wi, {})
         if not mine or mine != running.get(wi, {}):
             continue
-        if not _serves(fp, m, model, wi, start) or _idle_replica(m, model, start, mine):
+        if not _serves(fp, m, model, wi, start) or _idle_replica(fp, m, model, start, mine):
             continue
         out.add(wi)
     return out

@@ -1180,20 +1180,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                       if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}
             incumbent = _complete(fp, m, model, {**mine_now, **theirs}, deadline) if theirs else None
             if incumbent is None and theirs and fp.current:
-                # in a re-plan, each lower-tier workload keeps all its replicas where they still fit,
-                # the held ones and then the highest tier first, and only those given none back get
-                # the greedy's: the tier's phase took GPUs from the lowest tier, not from whichever
-                # workloads the greedy reached last (bench/solver_scale.py (c), 100 workloads with
-                # binding pools: a gold workload's phase cost four silver workloads their replicas
-                # and kept the silver tier's phases from holding any)
-                mine_before = _per_workload(theirs)
-                held_first = {wi: r for wi, r in mine_before.items() if wi in hold}
-                back, lost = _given_back(fp, m, mine_now, held_first, list(held_first))
-                if not lost:
-                    back, lost = _given_back(fp, m, back, mine_before, [wi for wi in mine_before if wi not in hold])
-                    counts = _greedy(fp, m, fixed=back, tiers=below, served=frozenset(mine_before) - lost) \
-                        if lost else back
-                    incumbent = _complete(fp, m, model, counts, deadline)
+                incumbent = _lower_tiers_back(fp, m, model, mine_now, theirs, hold, below, deadline)
             if incumbent is None:
                 held = {key: r for key, r in _counts(m, model, previous).items() if key[0] in hold} \
                     if previous is not None else {}
@@ -1787,11 +1774,19 @@ def _idle_replica(fp: FleetProblem, m: _Model, model: HighsModel, values: np.nda
     its tier and below from being held in a re-plan, as if it might give GPUs back.)"""
     if not mine:
         return False
-    w = _workload(fp, m, next(iter(mine))[0])
-    serving = set(_serving_configs(w))
-    spare = sum(r for (_, ci), r in mine.items() if ci in serving) - w.min_replicas
+    serving, spare = _above_minimum(fp, m, mine)
     return any(r - model.value(m.load[key], values) >= 1.0 - 1e-6 and (key[1] not in serving or spare >= 1)
                for key, r in mine.items() if key in m.load)
+
+
+def _above_minimum(fp: FleetProblem, m: _Model, mine: dict[tuple[int, int], int]) -> tuple[set[int], int]:
+    """For one workload's replicas ``mine`` ((workload, config) -> replicas, not empty): the
+    indices of its configurations whose replicas count toward ``minReplicas``
+    (``_serving_configs``), and how many replicas of those it has beyond the minimum (negative
+    where it misses it)."""
+    w = _workload(fp, m, next(iter(mine))[0])
+    serving = set(_serving_configs(w))
+    return serving, sum(r for (_, ci), r in mine.items() if ci in serving) - w.min_replicas
 
 
 def _per_workload(counts: dict[tuple[int, int], int]) -> dict[int, dict[tuple[int, int], int]]:
@@ -1832,6 +1827,28 @@ def _holdable_in_shortage(fp: FleetProblem, prepared: _Prepared, settled: frozen
     held = {wi for wi in settled if top is None or fp.workloads[wi].tier_value >= top}
     return frozenset(held | {wi for wi in as_before if (top is None or fp.workloads[wi].tier_value >= top)
                              and (freeing is None or fp.workloads[wi].tier_value > freeing)})
+
+
+def _lower_tiers_back(fp: FleetProblem, m: _Model, model: HighsModel, mine_now: dict[tuple[int, int], int],
+                      theirs: dict[tuple[int, int], int], hold: frozenset[int], below: set[int],
+                      deadline: float) -> np.ndarray | None:
+    """In a re-plan, after a tier's phases where the lower tiers' replicas ``theirs`` do not all fit
+    beside that tier's result ``mine_now`` ((workload, config) -> replicas, both): each lower-tier
+    workload keeps all its replicas where they still fit, the ``hold`` ones first and then the
+    highest tier first (``_given_back``), and only those given none back get the greedy's
+    (tiers ``below``), so the tier's phase took GPUs from the lowest tier, not from whichever
+    workloads the greedy reached last (bench/solver_scale.py (c), 100 workloads with binding
+    pools: a gold workload's phase cost four silver workloads their replicas and kept the silver
+    tier's phases from holding any). Returns the solution (``_complete``), or None where a held
+    workload's replicas no longer fit or no completion is found in time."""
+    mine_before = _per_workload(theirs)
+    held_first = {wi: r for wi, r in mine_before.items() if wi in hold}
+    back, lost = _given_back(fp, m, mine_now, held_first, list(held_first))
+    if lost:
+        return None
+    back, lost = _given_back(fp, m, back, mine_before, [wi for wi in mine_before if wi not in hold])
+    counts = _greedy(fp, m, fixed=back, tiers=below, served=frozenset(mine_before) - lost) if lost else back
+    return _complete(fp, m, model, counts, deadline)
 
 
 def _grown_below(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, hold: frozenset[int],
@@ -1897,8 +1914,7 @@ def _trimmed_start(fp: FleetProblem, prepared: _Prepared, deadline: float) -> np
         if _falls_short(fp, m, model, start, wi):
             continue
         # the minimum counts the serving configurations' replicas only (``_idle_replica``)
-        serving = set(_serving_configs(fp.workloads[wi]))
-        spare = sum(r for (_, ci), r in mine.items() if ci in serving) - fp.workloads[wi].min_replicas
+        serving, spare = _above_minimum(fp, m, mine)
         for key, r in sorted(mine.items()):
             if key not in m.load:
                 continue

@@ -229,6 +229,8 @@ class HighsModel:
             raise RuntimeError("HiGHS rejected the fleet model")
         self.label, self.unit = "MILP", "$/h"
         self._t0 = time.perf_counter()
+        self.memo: dict = {}
+        """what callers work out once per model from its columns (``milp._count_index``)"""
         if hasattr(self.h, "cbMipImprovingSolution"):
             self.h.cbMipImprovingSolution.subscribe(_improving_reporter(weakref.ref(self)))
 

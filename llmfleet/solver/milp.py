@@ -571,15 +571,20 @@ def prune_dominated(w: WorkloadProblem, running: dict | None = None) -> list:
     power cap or draw: any plan using the former can swap in the latter.
     """
     running = running or {}
+    # only a config of the same pool and role can dominate: compare within those groups (all
+    # pairs took 0.2 s of a 5-s re-plan at 100 workloads, bench/solver_scale.py (c))
+    peers: dict[tuple[str, str], list] = {}
+    for c in w.configs:
+        peers.setdefault((c.pool.name, c.role), []).append(c)
     keep = []
     for c in w.configs:
         dominated = any(
-            o.pool.name == c.pool.name and o.role == c.role and o.tp < c.tp and c.tp % o.tp == 0
+            o.tp < c.tp and c.tp % o.tp == 0
             and o.limit_watts <= c.limit_watts and o.watts_per_gpu <= c.watts_per_gpu  # no more power
             and (c.capacity_rps <= (c.tp // o.tp) * o.capacity_rps + 1e-12).all()
             and (c.whole_capacity_rps is None
                  or (c.whole_capacity_rps <= (c.tp // o.tp) * o.whole_capacity_rps + 1e-12).all())
-            for o in w.configs
+            for o in peers[c.pool.name, c.role]
         )
         if not dominated or running.get(config_key(w.key, c)):  # a running group stays an option
             keep.append(c)
@@ -2155,11 +2160,20 @@ def _greedy_options(fp: FleetProblem, m: _Model) -> dict[int, list[Option]]:
     decode) pair of one P/D group whose configurations serve every routed size with all prompts
     through prefill pods; with their replicas per unit share (``_Model.unit_load``)."""
     out: dict[int, list[Option]] = {}
+    # each workload's unit loads and P/D decisions, grouped in one pass over the model (in the
+    # model's order) rather than one pass per workload: 100 workloads x 8,000 configurations took
+    # 0.1 s of a 5-s re-plan (bench/solver_scale.py (c))
+    loads: dict[int, dict] = {}
+    for (wj, ci), f in m.unit_load.items():
+        loads.setdefault(wj, {})[ci] = f
+    decisions: dict[int, list] = {}
+    for (wj, _), d in m.pd.items():
+        decisions.setdefault(wj, []).append(d)
     for wi, w in enumerate(fp.workloads):
         if w.demand is None or fp.pin_buckets:
             continue  # Mélange's per-bucket routing: the phases start from no replicas
-        mine = {ci: f for (wj, ci), f in m.unit_load.items() if wj == wi}
-        ds = [d for (wj, _), d in m.pd.items() if wj == wi]
+        mine = loads.get(wi, {})
+        ds = decisions.get(wi, [])
         forced = any((d.lowBound or 0) >= 1 for d in ds)
         opts = []
         none, every = np.zeros(len(w.share)), np.ones(len(w.share))
@@ -2170,13 +2184,17 @@ def _greedy_options(fp: FleetProblem, m: _Model) -> dict[int, list[Option]]:
         if ds:
             routed = np.flatnonzero(routed_buckets(w)[0])
             whole = {ci for ci in mine if (w.configs[ci].capacity_rps[routed] > 0).all()}
+            # each config's P/D group and load once, not once per pair: the pairs are quadratic in
+            # the configurations (95,000 property calls, 0.5 s of a 5-s re-plan, same bench)
+            group = {ci: w.configs[ci].pd_group for ci in whole if w.configs[ci].role != "colocated"}
+            load = {ci: mine[ci](every) for ci in group}
             for cp in whole:
                 for cd in whole:
                     p, d = w.configs[cp], w.configs[cd]
-                    if p.role == "prefill" and d.role == "decode" and p.pd_group == d.pd_group:
-                        lp, ld = mine[cp](every), mine[cd](every)
+                    if p.role == "prefill" and d.role == "decode" and group[cp] == group[cd]:
+                        lp, ld = load[cp], load[cd]
                         if lp > 1e-9 and ld > 1e-9:
-                            opts.append(Option(("pd", p.pd_group), ((cp, lp), (cd, ld)), lp * p.tp + ld * d.tp, cd))
+                            opts.append(Option(("pd", group[cp]), ((cp, lp), (cd, ld)), lp * p.tp + ld * d.tp, cd))
         out[wi] = opts
     return out
 
@@ -2188,15 +2206,23 @@ def _count_columns(m: _Model, model: HighsModel, which=lambda wi: True) -> np.nd
                     dtype=np.int32)
 
 
+def _count_index(m: _Model, model: HighsModel) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The replica counts of ``m`` (scenario copies left out) as ((workload, config) keys, their
+    HiGHS columns, shape (K,)), in ``m.n``'s order; worked out once per model and kept in
+    ``model.memo``: a re-plan reads counts some twenty times (0.25 s of 5 s by name lookups,
+    bench/solver_scale.py (c))."""
+    key = ("counts", id(m))
+    if key not in model.memo:
+        keys = [k for k in m.n if k[0] < SCENARIO_STRIDE]
+        model.memo[key] = (keys, np.array([model.index[m.n[k].name] for k in keys], dtype=np.int64))
+    return model.memo[key]
+
+
 def _counts(m: _Model, model: HighsModel, values: np.ndarray) -> dict[tuple[int, int], int]:
     """(workload, config) -> replicas in the solution ``values``, positive counts only."""
-    out = {}
-    for (wi, ci), v in m.n.items():
-        if wi < SCENARIO_STRIDE:
-            r = int(round(values[model.index[v.name]]))
-            if r > 0:
-                out[wi, ci] = r
-    return out
+    keys, cols = _count_index(m, model)
+    replicas = np.rint(np.asarray(values, dtype=float)[cols]).astype(np.int64)  # half to even, as round()
+    return {keys[k]: int(replicas[k]) for k in np.flatnonzero(replicas > 0)}
 
 
 def _complete(fp: FleetProblem, m: _Model, model: HighsModel, counts: dict, deadline: float) -> np.ndarray | None:

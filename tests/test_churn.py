@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from llmfleet.api.loader import load_fleet
@@ -663,3 +664,30 @@ def test_the_shortfall_is_read_from_the_plan_document():
                                                                         "minReplicasShort"), ({"shedRps": 1}, "workload key")):
         with pytest.raises(ValueError, match=rf"--current p\.json: workloads\[0\].*{field}"):
             churn.shortfall_from_document({"workloads": [bad]}, "--current p.json")
+
+
+def test_a_replans_tier_phases_start_from_a_solution_that_keeps_the_held_replicas(tmp_path, monkeypatch):
+    # Independent reason: critical-0 grows from 12 to 15 req/s on a pool that the running plan
+    # fills, so the re-plan holds the lower-tier workloads it keeps (short as before) at their
+    # replicas while the critical tier's phases run. Those phases must start from a solution of
+    # the re-plan's model, whose bounds fix the held replicas: a start that drops them is one HiGHS
+    # discards, and a phase "met by the incumbent" hands it on as the plan so far (before, the
+    # critical phases' start had the held standard replicas at 0: 2 columns out of bounds).
+    gpus, fp = _short_fleet(tmp_path)
+    running = solve(fp)
+    starts = []
+    phase = milp._phase
+
+    def checked(model, objective, start, deadline, share, gap, label, *args, **kwargs):
+        if start is not None:
+            lower, upper = model.bounds(np.arange(model.num_columns))
+            starts.append((label, int(((start < lower - 1e-6) | (start > upper + 1e-6)).sum())))
+        return phase(model, objective, start, deadline, share, gap, label, *args, **kwargs)
+
+    monkeypatch.setattr(milp, "_phase", checked)
+    more = tiered_problem(tmp_path, gpus=gpus, rates={"critical-0": 15})
+    more.current, more.current_shortfall = _running(running)
+    plan = solve(more)
+    assert any("kept short as the running plan left them" in m for m in plan.messages), plan.messages
+    assert any(label.startswith("tier critical") for label, _ in starts)
+    assert [(label, out) for label, out in starts if out] == []

@@ -1138,8 +1138,11 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
                                and wi not in hold)
         saved = model.bounds(lower)
         model.set_bounds(lower, np.zeros(len(lower)), np.zeros(len(lower)))
+        # the phase's start: this tier's and the higher tiers' replicas, and the held workloads'
+        # (their counts are fixed; a start without them broke those bounds, and HiGHS drops such a
+        # start: bench/solver_scale.py (c), gold w084 +20%, 33 held counts at 0 in gold's start)
         mine = {key: r for key, r in _counts(m, model, incumbent).items()
-                if fp.workloads[key[0]].tier_value >= tier_value} if incumbent is not None else {}
+                if fp.workloads[key[0]].tier_value >= tier_value or key[0] in hold} if incumbent is not None else {}
         start = incumbent if start_serves_all else _complete(fp, m, model, mine, deadline)
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
@@ -2297,12 +2300,13 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
 def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, tier_value: int,
             deadline: float, hold: frozenset[int] = frozenset()) -> np.ndarray | None:
     """``values`` with the greedy's replicas added for tier ``tier_value`` where GPUs are left
-    (``solver.greedy``, the replicas of that tier and above kept, the lower tiers' at 0 as in its
-    phase, none added to a ``hold`` workload), routed by ``_complete``; None when the greedy adds
+    (``solver.greedy``, the replicas of that tier and above and of the ``hold`` workloads kept, the
+    other lower-tier ones at 0 as in its phase, none added to a held one), routed by ``_complete``; None when the greedy adds
     nothing or time ran out. A phase
     its time limit stops can leave GPUs free that its own tier could use; the lower tiers' phases
     would then take them, an inversion of tier order that the time limit alone caused."""
-    mine = {key: r for key, r in _counts(m, model, values).items() if fp.workloads[key[0]].tier_value >= tier_value}
+    mine = {key: r for key, r in _counts(m, model, values).items()
+            if fp.workloads[key[0]].tier_value >= tier_value or key[0] in hold}  # held ones keep theirs
     if _pools_full(fp, m, mine):
         return None  # no room for a replica: the greedy (and its options, built on first use) would add none
     counts = _greedy(fp, m, fixed=mine, tiers={tier_value}, served=hold)

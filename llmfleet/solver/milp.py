@@ -1183,7 +1183,10 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         below = {t for t in tiers if t < tier_value}
         previous, incumbent = incumbent, start
         if below and not start_serves_all:
-            mine_now = _counts(m, model, start)
+            # this tier's and the higher tiers' replicas: a held lower-tier workload's are in
+            # ``theirs`` (given back first, ``_lower_tiers_back``, not counted twice)
+            mine_now = {key: r for key, r in _counts(m, model, start).items()
+                        if fp.workloads[key[0]].tier_value >= tier_value}
             theirs = {key: r for key, r in _counts(m, model, previous).items()
                       if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}
             incumbent = _complete(fp, m, model, {**mine_now, **theirs}, deadline) if theirs else None

@@ -2208,8 +2208,8 @@ def _greedy_options(fp: FleetProblem, m: _Model) -> dict[int, list[Option]]:
 def _count_columns(m: _Model, model: HighsModel, which=lambda wi: True) -> np.ndarray:
     """HiGHS columns of the replica counts of the workloads ``which`` (wi -> bool) selects (the
     scenario copies share them)."""
-    return np.array([model.index[v.name] for (wi, _), v in m.n.items() if wi < SCENARIO_STRIDE and which(wi)],
-                    dtype=np.int32)
+    keys, cols = _count_index(m, model)
+    return cols[np.fromiter((which(wi) for wi, _ in keys), dtype=bool, count=len(keys))]
 
 
 def _count_index(m: _Model, model: HighsModel) -> tuple[list[tuple[int, int]], np.ndarray]:
@@ -2217,11 +2217,11 @@ def _count_index(m: _Model, model: HighsModel) -> tuple[list[tuple[int, int]], n
     HiGHS columns, shape (K,)), in ``m.n``'s order; worked out once per model and kept in
     ``model.memo``: a re-plan reads counts some twenty times (0.25 s of 5 s by name lookups,
     bench/solver_scale.py (c))."""
-    key = ("counts", id(m))
-    if key not in model.memo:
+    hit = model.memo.get(("counts", id(m)))
+    if hit is None or hit[0] is not m:  # the model kept as well, so its id is not reused meanwhile
         keys = [k for k in m.n if k[0] < SCENARIO_STRIDE]
-        model.memo[key] = (keys, np.array([model.index[m.n[k].name] for k in keys], dtype=np.int64))
-    return model.memo[key]
+        hit = model.memo[("counts", id(m))] = (m, keys, np.array([model.index[m.n[k].name] for k in keys], dtype=np.int32))
+    return hit[1], hit[2]
 
 
 def _counts(m: _Model, model: HighsModel, values: np.ndarray) -> dict[tuple[int, int], int]:
@@ -2236,8 +2236,7 @@ def _complete(fp: FleetProblem, m: _Model, model: HighsModel, counts: dict, dead
     0): the routing shares, P/D decisions and shed that serve the most with those replicas (a solve
     with the counts fixed, which HiGHS's presolve reduces to almost nothing). None when the counts
     break a limit or time ran out."""
-    cols = _count_columns(m, model)
-    keys = [(wi, ci) for (wi, ci) in m.n if wi < SCENARIO_STRIDE]
+    keys, cols = _count_index(m, model)
     saved = model.bounds(cols)
     fixed = np.array([counts.get(key, 0) for key in keys], dtype=float)
     model.set_bounds(cols, fixed, fixed)

@@ -1141,9 +1141,13 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # the phase's start: this tier's and the higher tiers' replicas, and the held workloads'
         # (their counts are fixed; a start without them broke those bounds, and HiGHS drops such a
         # start: bench/solver_scale.py (c), gold w084 +20%, 33 held counts at 0 in gold's start)
-        mine = {key: r for key, r in _counts(m, model, incumbent).items()
-                if fp.workloads[key[0]].tier_value >= tier_value or key[0] in hold} if incumbent is not None else {}
-        start = incumbent if start_serves_all else _complete(fp, m, model, mine, deadline)
+        now = _counts(m, model, incumbent) if incumbent is not None else {}
+        mine = {key: r for key, r in now.items() if fp.workloads[key[0]].tier_value >= tier_value or key[0] in hold}
+        # a completion only where lower-tier replicas leave the start (the lowest tier's phases,
+        # and any tier once the lower ones hold nothing, start from the incumbent as it is: a
+        # feasible solution with those very replicas, which the phase then improves)
+        start = incumbent if start_serves_all or (incumbent is not None and mine == now) \
+            else _complete(fp, m, model, mine, deadline)
         # the tier phases share half the remaining time; the cost phase, which decides the plan's
         # cost, keeps the other half. A 1% gap on shed req/s is plenty to rank tiers.
         shed = pulp.lpSum(_shed_rps(fp, m, wi) for wi in _members_with_scenarios(m, members))
@@ -2231,11 +2235,27 @@ def _counts(m: _Model, model: HighsModel, values: np.ndarray) -> dict[tuple[int,
     return {keys[k]: int(replicas[k]) for k in np.flatnonzero(replicas > 0)}
 
 
+def _breaks_count_rows(m: _Model, counts: dict[tuple[int, int], int]) -> bool:
+    """Whether the replica counts ``counts`` ((workload, config) -> replicas; others 0) break one
+    of the model's rows over replica counts alone (pool availability, node shapes, placement
+    limits, power budgets, GPU quotas; ``greedy.count_rows``), by more than HiGHS's primal
+    feasibility tolerance (1e-7, its default). Only where the greedy's inputs are built already
+    (``_greedy_inputs``), else False: a check, not a reason to build them. Such counts have no
+    completion, which HiGHS's presolve took 0.15 s to find on the whole model at 100 workloads
+    (bench/solver_scale.py (c))."""
+    if m.greedy_inputs is None:
+        return False
+    return any(sum(a * counts.get(key, 0) for key, a in coef.items()) > rhs + 1e-7 for coef, rhs in m.greedy_inputs[0])
+
+
 def _complete(fp: FleetProblem, m: _Model, model: HighsModel, counts: dict, deadline: float) -> np.ndarray | None:
     """A whole solution with the replica counts ``counts`` ((workload, config) -> replicas; others
     0): the routing shares, P/D decisions and shed that serve the most with those replicas (a solve
     with the counts fixed, which HiGHS's presolve reduces to almost nothing). None when the counts
-    break a limit or time ran out."""
+    break a limit or time ran out; at once, without a solve, where they break a row over replica
+    counts alone that the greedy has read (``_breaks_count_rows``)."""
+    if _breaks_count_rows(m, counts):
+        return None
     keys, cols = _count_index(m, model)
     saved = model.bounds(cols)
     fixed = np.array([counts.get(key, 0) for key in keys], dtype=float)

@@ -633,19 +633,11 @@ def test_replicas_a_minimum_keeps_idle_free_no_gpus_and_the_fleet_is_held_whole(
     # not shrink them, so they free no GPUs for the short standard and low workloads. With nothing
     # changed, the fleet is held whole. Before, the idle replicas read as GPUs that may be freed
     # and every short workload was planned afresh again.
-    docs = []
-    for tier in ("critical", "standard", "low"):
-        for k in range(3):
-            minrep = 3 if (tier, k) == ("critical", 0) else 1
-            doc = WORKLOAD % {"name": f"{tier}-{k}", "ttft": "1s", "tier": tier, "minrep": minrep}
-            rate = 1 if (tier, k) == ("critical", 0) else 12 + 3 * k
-            docs.append(doc.replace("requestRatePerSecond: 20", f"requestRatePerSecond: {rate}"))
-    f = tmp_path / "minimum.yaml"
-    f.write_text("---".join(docs + [POOL % {"gpus": 12}]))
-    running = solve(build_problem(load_fleet([f])))
+    fleet = dict(gpus=12, rates={"critical-0": 1}, min_replicas={"critical-0": 3})
+    running = solve(tiered_problem(tmp_path, **fleet))
     assert running.status == "shortage" and _shed(running, "standard") > 0
     assert sum(a.replicas for a in running.assignments if a.workload == "prod/critical-0") == 3
-    again = build_problem(load_fleet([f]))
+    again = tiered_problem(tmp_path, **fleet)
     again.current, again.current_shortfall = _running(running)
     plan = solve(again)
     assert churn.churn_report(plan, again.current)["workloadsChanged"] == []

@@ -258,14 +258,17 @@ def test_unreachable_slo_is_reported(tmp_path):
     assert any(m.startswith("prod/gold: no GPU pool can serve it") for m in plan.messages)
 
 
-def tiered_problem(tmp_path, gpus: int, per_tier: int = 3, rates: dict[str, float] | None = None):
+def tiered_problem(tmp_path, gpus: int, per_tier: int = 3, rates: dict[str, float] | None = None,
+                   min_replicas: dict[str, int] | None = None):
     """``per_tier`` identical 8B workloads in each of the tiers critical, standard and low, TP 1
     only, on one A100 pool of ``gpus`` GPUs: any GPU a lower tier holds could serve a higher one.
-    ``rates``: req/s of named workloads (e.g. ``standard-1``) instead of 12 + 3 k."""
+    ``rates``: req/s of named workloads (e.g. ``standard-1``) instead of 12 + 3 k;
+    ``min_replicas``: their ``minReplicas`` instead of 1."""
     docs = []
     for tier in ("critical", "standard", "low"):
         for k in range(per_tier):
-            doc = WORKLOAD % {"name": f"{tier}-{k}", "ttft": "1s", "tier": tier, "minrep": 1}
+            minrep = (min_replicas or {}).get(f"{tier}-{k}", 1)
+            doc = WORKLOAD % {"name": f"{tier}-{k}", "ttft": "1s", "tier": tier, "minrep": minrep}
             rate = (rates or {}).get(f"{tier}-{k}", 12 + 3 * k)
             docs.append(doc.replace("requestRatePerSecond: 20", f"requestRatePerSecond: {rate}"))
     docs.append(POOL % {"gpus": gpus})

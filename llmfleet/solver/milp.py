@@ -1142,7 +1142,7 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # (their counts are fixed; a start without them broke those bounds, and HiGHS drops such a
         # start: bench/solver_scale.py (c), gold w084 +20%, 33 held counts at 0 in gold's start)
         now = _counts(m, model, incumbent) if incumbent is not None else {}
-        mine = {key: r for key, r in now.items() if fp.workloads[key[0]].tier_value >= tier_value or key[0] in hold}
+        mine = _at_or_above(fp, now, tier_value, hold)
         # a completion only where lower-tier replicas leave the start (the lowest tier's phases,
         # and any tier once the lower ones hold nothing, start from the incumbent as it is: a
         # feasible solution with those very replicas, which the phase then improves)
@@ -1185,20 +1185,18 @@ def _phases(fp: FleetProblem, deadline: float, prepared: "_Prepared", messages: 
         # then kept whole, and nothing of theirs moves for nothing), else what the greedy gives
         # them from what this tier left
         below = {t for t in tiers if t < tier_value}
-        previous, incumbent = incumbent, start
+        incumbent = start  # ``now`` keeps the replicas of the plan before this tier's phases
         if below and not start_serves_all:
             # this tier's and the higher tiers' replicas: a held lower-tier workload's are in
             # ``theirs`` (given back first, ``_lower_tiers_back``, not counted twice)
-            mine_now = {key: r for key, r in _counts(m, model, start).items()
-                        if fp.workloads[key[0]].tier_value >= tier_value}
-            theirs = {key: r for key, r in _counts(m, model, previous).items()
-                      if fp.workloads[key[0]].tier_value < tier_value} if previous is not None else {}
+            mine_now = _at_or_above(fp, _counts(m, model, start), tier_value)
+            above = _at_or_above(fp, now, tier_value)
+            theirs = {key: r for key, r in now.items() if key not in above}
             incumbent = _complete(fp, m, model, {**mine_now, **theirs}, deadline) if theirs else None
             if incumbent is None and theirs and fp.current:
                 incumbent = _lower_tiers_back(fp, m, model, mine_now, theirs, hold, below, deadline)
             if incumbent is None:
-                held = {key: r for key, r in _counts(m, model, previous).items() if key[0] in hold} \
-                    if previous is not None else {}
+                held = {key: r for key, r in now.items() if key[0] in hold}
                 counts = _greedy(fp, m, fixed={**held, **mine_now}, tiers=below, served=hold)
                 incumbent = _complete(fp, m, model, counts, deadline)
             if incumbent is None:
@@ -2198,19 +2196,18 @@ def _greedy_options(fp: FleetProblem, m: _Model) -> dict[int, list[Option]]:
             # decode configs of its group, in the order of ``whole`` as before: all pairs of
             # configurations took 0.5-0.8 s of a 5-s re-plan (95,000 property calls; same bench)
             group = {ci: w.configs[ci].pd_group for ci in whole if w.configs[ci].role != "colocated"}
+            load = {ci: mine[ci](every) for ci in group}
             decode: dict = {}
             for ci in whole:
                 if w.configs[ci].role == "decode":
                     decode.setdefault(group[ci], []).append(ci)
-            load: dict[int, float] = {}
             for cp in whole:
                 p = w.configs[cp]
                 if p.role != "prefill" or group[cp] not in decode:
                     continue
                 for cd in decode[group[cp]]:
                     d = w.configs[cd]
-                    lp = load[cp] if cp in load else load.setdefault(cp, mine[cp](every))
-                    ld = load[cd] if cd in load else load.setdefault(cd, mine[cd](every))
+                    lp, ld = load[cp], load[cd]
                     if lp > 1e-9 and ld > 1e-9:
                         opts.append(Option(("pd", group[cp]), ((cp, lp), (cd, ld)), lp * p.tp + ld * d.tp, cd))
         out[wi] = opts
@@ -2327,6 +2324,13 @@ def _phase(model: HighsModel, objective, start: np.ndarray | None, deadline: flo
     return values
 
 
+def _at_or_above(fp: FleetProblem, counts: dict[tuple[int, int], int], tier_value: int,
+                 hold: frozenset[int] = frozenset()) -> dict[tuple[int, int], int]:
+    """The replica counts ((workload, config) -> replicas) of ``counts`` whose workload is of tier
+    ``tier_value`` or above (``WorkloadProblem.tier_value``), or in ``hold``."""
+    return {key: r for key, r in counts.items() if fp.workloads[key[0]].tier_value >= tier_value or key[0] in hold}
+
+
 def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, tier_value: int,
             deadline: float, hold: frozenset[int] = frozenset()) -> np.ndarray | None:
     """``values`` with the greedy's replicas added for tier ``tier_value`` where GPUs are left
@@ -2335,8 +2339,7 @@ def _top_up(fp: FleetProblem, m: _Model, model: HighsModel, values: np.ndarray, 
     nothing or time ran out. A phase
     its time limit stops can leave GPUs free that its own tier could use; the lower tiers' phases
     would then take them, an inversion of tier order that the time limit alone caused."""
-    mine = {key: r for key, r in _counts(m, model, values).items()
-            if fp.workloads[key[0]].tier_value >= tier_value or key[0] in hold}  # held ones keep theirs
+    mine = _at_or_above(fp, _counts(m, model, values), tier_value, hold)  # held ones keep theirs
     if _pools_full(fp, m, mine):
         return None  # no room for a replica: the greedy (and its options, built on first use) would add none
     counts = _greedy(fp, m, fixed=mine, tiers={tier_value}, served=hold)

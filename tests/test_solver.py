@@ -236,6 +236,33 @@ def test_priority_tiers_when_gpus_are_short(tmp_path):
     assert low["neighbourhoods"]["solved"] >= 1 and low["neighbourhoods"]["to"] <= low["neighbourhoods"]["from"]
 
 
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_the_collector_is_paused_for_the_whole_solve_and_restored_after(tmp_path, monkeypatch, enabled_before):
+    # the tier phases and the read-out run after the model is built; a full collection there walks
+    # every object of the model and frees nothing, so the pause covers them too
+    import gc
+    from llmfleet.solver import milp
+    seen = []
+    for name in ("_phases", "_extract"):
+        real = getattr(milp, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen.append((_name, gc.isenabled()))
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(milp, name, spy)
+    fp = scarce_problem(tmp_path, gpus=1)  # short: the tier phases run
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        plan = solve(fp)
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert plan.status == "shortage"
+    assert {name for name, _ in seen} == {"_phases", "_extract"}
+    assert not any(enabled for _, enabled in seen)
+    assert after == enabled_before
+
+
 def test_a_lower_tiers_minimum_gives_way_to_a_higher_tier(tmp_path):
     # bronze asks for 5 minimum replicas on a 2-GPU pool: no plan could meet every minimum, but a
     # minimum is part of the tier order, so gold is served first and bronze's minimum is what gives

@@ -646,22 +646,27 @@ def solve(fp: FleetProblem) -> Plan:
         fp = _with_capacity_factors(fp, {id(c): f for w in fp.workloads for c in w.configs
                                          if (f := fp.current_capacity_factors.get(config_key(w.key, c), 1.0)) < 1},
                                     origins)
-    plan = _solve(fp, deadline - placing)
-    plan, fp = _hold_picker_split(fp, plan, deadline - placing, origins)
-    for rounds in range(PLACEMENT_ROUNDS + 1):
-        if not fp.nodes or not plan.assignments:
-            break
-        tiers = {w.key: w.tier_value for w in fp.workloads}
-        groups = groups_from_plan(plan, tiers)
-        plan.placement = place(groups, fp.nodes, time_limit_s=min(max(deadline - time.perf_counter(), 0.5), 10.0))
-        if plan.placement.all_placed:
-            break
-        if rounds == PLACEMENT_ROUNDS or deadline - time.perf_counter() < 2 * placing:
-            late = "" if rounds == PLACEMENT_ROUNDS else " (no time left in the solver's limit to plan around them)"
-            plan.messages.append("node placement: " + "; ".join(u.reason for u in plan.placement.unplaced) + late)
-            break
-        limits = limits_from_placement(groups, plan.placement)
-        plan = _solve(dataclasses.replace(fp, placement_limits=list(fp.placement_limits) + limits), deadline - placing)
+    # the collector paused for the whole solve, not only the model's construction (``_prepare``):
+    # the phases, the greedy's options and the read-out allocate as much, and their full
+    # collections walked the model's objects again, freeing nothing (bench/solver_scale.py (c),
+    # 100 workloads on 2 cores: 0.6 s of a 5-s re-plan)
+    with _collection_paused():
+        plan = _solve(fp, deadline - placing)
+        plan, fp = _hold_picker_split(fp, plan, deadline - placing, origins)
+        for rounds in range(PLACEMENT_ROUNDS + 1):
+            if not fp.nodes or not plan.assignments:
+                break
+            tiers = {w.key: w.tier_value for w in fp.workloads}
+            groups = groups_from_plan(plan, tiers)
+            plan.placement = place(groups, fp.nodes, time_limit_s=min(max(deadline - time.perf_counter(), 0.5), 10.0))
+            if plan.placement.all_placed:
+                break
+            if rounds == PLACEMENT_ROUNDS or deadline - time.perf_counter() < 2 * placing:
+                late = "" if rounds == PLACEMENT_ROUNDS else " (no time left in the solver's limit to plan around them)"
+                plan.messages.append("node placement: " + "; ".join(u.reason for u in plan.placement.unplaced) + late)
+                break
+            limits = limits_from_placement(groups, plan.placement)
+            plan = _solve(dataclasses.replace(fp, placement_limits=list(fp.placement_limits) + limits), deadline - placing)
     _on_given_configs(plan, origins)
     plan.solve_time_s = time.perf_counter() - t0
     return plan

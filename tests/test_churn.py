@@ -683,3 +683,34 @@ def test_a_replans_tier_phases_start_from_a_solution_that_keeps_the_held_replica
     assert any("kept short as the running plan left them" in m for m in plan.messages), plan.messages
     assert any(label.startswith("tier critical") for label, _ in starts)
     assert [(label, out) for label, out in starts if out] == []
+
+
+def test_after_a_tiers_phases_a_plan_beside_every_lower_tier_replica_is_found_where_one_exists(tmp_path):
+    # Independent reason: the running plan itself serves the critical tier beside every lower-tier
+    # replica it runs, so with the critical tier's shed fixed at what that plan reaches (as its
+    # phase leaves it), such a plan exists and must be found with the lower tiers' replica counts
+    # exactly as they ran; with a pool's worth more lower-tier replicas than the pool holds, none
+    # exists. (A phase stops once its bound is within its tie-break, so its plan may take lower-tier
+    # GPUs it does not need; bench/solver_scale.py (c), gold w019 +20%: two silver workloads lost
+    # replicas and their tier's phases ran for 1.1 s to give them back.)
+    gpus, fp = _short_fleet(tmp_path)
+    running = solve(fp)
+    again = tiered_problem(tmp_path, gpus=gpus)
+    again.current, again.current_shortfall = _running(running)
+    prepared = milp._prepare(again, time.perf_counter() + 30.0)
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    top = max(w.tier_value for w in again.workloads)
+    below = lambda key: again.workloads[key[0]].tier_value < top  # noqa: E731
+    counts = milp._counts(m, model, start)
+    theirs = {key: r for key, r in counts.items() if below(key)}
+    assert sum(theirs.values()) > 0
+    shed = sum(milp._shed_rps(again, m, wi) for wi, w in enumerate(again.workloads) if w.tier_value == top)
+    reached = model.value(shed, start)
+    milp._fix_objective(model, shed, reached)
+    values = milp._beside_lower_tiers(again, m, model, top, frozenset(), theirs, time.perf_counter() + 30.0)
+    assert values is not None
+    assert {key: r for key, r in milp._counts(m, model, values).items() if below(key)} == theirs
+    assert model.value(shed, values) <= reached + 1e-6
+    key = next(iter(theirs))
+    crowded = {**theirs, key: theirs[key] + gpus}
+    assert milp._beside_lower_tiers(again, m, model, top, frozenset(), crowded, time.perf_counter() + 30.0) is None

@@ -649,7 +649,7 @@ def solve(fp: FleetProblem) -> Plan:
     # the collector paused for the whole solve, not only the model's construction (``_prepare``):
     # the phases, the greedy's options and the read-out allocate as much, and their full
     # collections walked the model's objects again, freeing nothing (bench/solver_scale.py (c),
-    # 100 workloads on 2 cores: 0.6 s of a 5-s re-plan)
+    # 100 workloads on 2 cores: 0.4-0.5 s of a 4.4-s re-plan's solve)
     with _collection_paused():
         plan = _solve(fp, deadline - placing)
         plan, fp = _hold_picker_split(fp, plan, deadline - placing, origins)
@@ -1884,7 +1884,14 @@ def _beside_lower_tiers(fp: FleetProblem, m: _Model, model: HighsModel, tier_val
     res = model.solve(max(until - time.perf_counter(), 0.05), 1e-6, label="beside the lower tiers",
                       unit="req/s shed", abs_gap=weight)
     model.set_bounds(lower, *saved)
-    return res.values if res.has_solution else None
+    if not res.has_solution:
+        return None
+    if res.status != "Optimal":
+        # stopped by ``until``: the lower tiers' routing may not serve the most with their replicas
+        # yet (a workload that then reads as shedding more than before is planned afresh, not held)
+        completed = _complete(fp, m, model, _counts(m, model, res.values), until)
+        return res.values if completed is None else completed
+    return res.values
 
 
 def _lower_tiers_back(fp: FleetProblem, m: _Model, model: HighsModel, mine_now: dict[tuple[int, int], int],

@@ -1,4 +1,5 @@
 import dataclasses
+import gc
 import itertools
 import json
 
@@ -240,7 +241,6 @@ def test_priority_tiers_when_gpus_are_short(tmp_path):
 def test_the_collector_is_paused_for_the_whole_solve_and_restored_after(tmp_path, monkeypatch, enabled_before):
     # the tier phases and the read-out run after the model is built; a full collection there walks
     # every object of the model and frees nothing, so the pause covers them too
-    import gc
     from llmfleet.solver import milp
     seen = []
     for name in ("_phases", "_extract"):

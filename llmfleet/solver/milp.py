@@ -646,10 +646,6 @@ def solve(fp: FleetProblem) -> Plan:
         fp = _with_capacity_factors(fp, {id(c): f for w in fp.workloads for c in w.configs
                                          if (f := fp.current_capacity_factors.get(config_key(w.key, c), 1.0)) < 1},
                                     origins)
-    # the collector paused for the whole solve, not only the model's construction (``_prepare``):
-    # the phases, the greedy's options and the read-out allocate as much, and their full
-    # collections walked the model's objects again, freeing nothing (bench/solver_scale.py (c),
-    # 100 workloads on 2 cores: 0.4-0.5 s of a 4.4-s re-plan's solve)
     with _collection_paused():
         plan = _solve(fp, deadline - placing)
         plan, fp = _hold_picker_split(fp, plan, deadline - placing, origins)
@@ -1657,10 +1653,14 @@ def _fitting_moves(fp: FleetProblem, counts: dict[tuple[int, int], int], moves: 
 
 @contextlib.contextmanager
 def _collection_paused():
-    """Python's cyclic garbage collection paused for the block (restored as it was). Building the
-    fleet model allocates a few hundred thousand objects, all alive, and the allocations alone
-    trigger full collections that walk every object in the process: a second of a re-plan at 100
-    workloads, which frees nothing. Reference counting still frees everything else meanwhile."""
+    """Python's cyclic garbage collection paused for the block (restored as it was); ``solve``
+    holds it over the whole solve. Building the fleet model allocates a few hundred thousand
+    objects, all alive, and the phases, the greedy's options and the read-out allocate as much
+    again: the allocations alone trigger full collections that walk every object in the process
+    and free nothing (a solve leaves no cyclic garbage). At 100 workloads on 2 cores
+    (bench/solver_scale.py (c)) that was a second of a re-plan while only the construction was
+    paused, and 0.4-0.5 s of a 4.4-s solve after it. Reference counting still frees everything
+    else meanwhile."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -1674,9 +1674,8 @@ def _prepare(fp: FleetProblem, deadline: float) -> _Prepared:
     """Build the joint model (shedding allowed, minimums soft) and its start: the running plan
     (``fp.current``) with the greedy's additions for what it leaves unserved, where it fits the
     limits; else the greedy plan."""
-    with _collection_paused():
-        m = _build(fp, allow_shed=True)
-        model = HighsModel(m.prob)
+    m = _build(fp, allow_shed=True)  # within ``solve``'s ``_collection_paused``
+    model = HighsModel(m.prob)
     start = None
     if fp.current:
         # the running P/D thresholds too: with the counts fixed, thresholds that serve the same are
@@ -1861,9 +1860,11 @@ def _beside_lower_tiers(fp: FleetProblem, m: _Model, model: HighsModel, tier_val
                         theirs: dict[tuple[int, int], int], until: float) -> np.ndarray | None:
     """In a re-plan, after the phases of tier ``tier_value`` whose plan leaves no room for every
     lower-tier replica of the plan before them (``theirs``, (workload, config) -> replicas): a
-    plan that keeps those replicas as they are and serves this tier and the higher ones as well as
-    the phases did (their results stay fixed in the model), or None where none is found by
-    ``until`` (wall clock, s) or none exists. The lower tiers' counts, ``hold``'s aside (fixed
+    plan (column values, shape (columns,)) that keeps those replicas as they are and serves this
+    tier and the higher ones as well as the phases did (their results stay fixed in the model),
+    or None where none is found by ``until`` (``time.perf_counter`` seconds) or none exists.
+    Raises nothing. The lower tiers' bounds are restored after; the objective stays set, as after
+    ``_complete`` (every solve sets its own). The lower tiers' counts, ``hold``'s aside (fixed
     already), are fixed at ``theirs``; the objective is the whole plan's shed plus the phases'
     tie-break (``_tiebreak``: GPUs used and moved), so the lower tiers' routing serves the most
     with their replicas and this tier's takes no GPU it does not need.

@@ -707,10 +707,46 @@ def test_after_a_tiers_phases_a_plan_beside_every_lower_tier_replica_is_found_wh
     shed = sum(milp._shed_rps(again, m, wi) for wi, w in enumerate(again.workloads) if w.tier_value == top)
     reached = model.value(shed, start)
     milp._fix_objective(model, shed, reached)
-    values = milp._beside_lower_tiers(again, m, model, top, frozenset(), theirs, time.perf_counter() + 30.0)
+    values = milp._beside_lower_tiers(again, m, model, top, frozenset(), theirs, time.perf_counter() + 30.0,
+                                     time.perf_counter() + 30.0)
     assert values is not None
     assert {key: r for key, r in milp._counts(m, model, values).items() if below(key)} == theirs
     assert model.value(shed, values) <= reached + 1e-6
     key = next(iter(theirs))
     crowded = {**theirs, key: theirs[key] + gpus}
-    assert milp._beside_lower_tiers(again, m, model, top, frozenset(), crowded, time.perf_counter() + 30.0) is None
+    assert milp._beside_lower_tiers(again, m, model, top, frozenset(), crowded,
+                                     time.perf_counter() + 30.0, time.perf_counter() + 30.0) is None
+
+
+def test_a_plan_beside_the_lower_tiers_that_its_slice_stopped_is_routed_within_the_solves_time(tmp_path, monkeypatch):
+    # Independent reason: a solve stopped by its slice (``until``) has spent that slice, so the
+    # completion that routes its counts again must run within the solve's deadline; within the
+    # spent slice it got 0.05 s, less than the whole model's presolve at 100 workloads (0.1 s), and
+    # the unrouted solution stood.
+    gpus, fp = _short_fleet(tmp_path)
+    running = solve(fp)
+    again = tiered_problem(tmp_path, gpus=gpus)
+    again.current, again.current_shortfall = _running(running)
+    prepared = milp._prepare(again, time.perf_counter() + 30.0)
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    top = max(w.tier_value for w in again.workloads)
+    theirs = {key: r for key, r in milp._counts(m, model, start).items() if again.workloads[key[0]].tier_value < top}
+    real_solve, real_complete = model.solve, milp._complete
+    seen = []
+
+    def stopped(*args, **kwargs):
+        res = real_solve(*args, **kwargs)
+        return dataclasses.replace(res, status="Time limit reached") if kwargs.get("label") == "beside the lower tiers" \
+            else res
+
+    def complete(fp_, m_, model_, counts, deadline):
+        seen.append(deadline - time.perf_counter())
+        return real_complete(fp_, m_, model_, counts, deadline)
+
+    monkeypatch.setattr(model, "solve", stopped)
+    monkeypatch.setattr(milp, "_complete", complete)
+    spent = time.perf_counter() - 1.0
+    values = milp._beside_lower_tiers(again, m, model, top, frozenset(), theirs, spent, time.perf_counter() + 30.0)
+    assert values is not None and len(seen) == 1 and seen[0] > 20.0
+    assert {key: r for key, r in milp._counts(m, model, values).items()
+            if again.workloads[key[0]].tier_value < top} == theirs

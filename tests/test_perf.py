@@ -240,6 +240,58 @@ def test_short_prompts_wait_behind_long_ones_as_a_replayed_prefill_queue_does():
     assert np.mean(ttft[5000:][kind[5000:] == 0] <= target) == pytest.approx(0.9, abs=0.03)
 
 
+def test_pooled_prefill_replicas_of_different_speeds_wait_as_a_replayed_least_loaded_router_does():
+    """``prefill_queue`` and ``prefill_ttft_quantiles_s(queue=)``: a TP-1 and a TP-4 H100 prefill
+    replica pooled behind a router that sends each prompt to the replica with the fewest
+    outstanding prompts (ties at random: llm-d's endpoint picker, as ``sim.engine`` routes), 1k
+    and 16k-token prompts 80/20, Poisson, the pool 70% and 85% busy, replayed first come first
+    served per replica: each replica's TTFT p90 and p99 of both buckets, from the pooled queue at
+    the rates the replay gave it, within 25% of the replay's. One wait for the whole pool, with
+    the spread between the replicas' speeds counted as service variability, put the TP-1
+    replica's p90 at 0.56-0.78 of its replay and the TP-4 one's at 1.5-2.5 times: the slow
+    replica has as many prompts ahead as the fast one and works through them 2-3 times slower.
+    (At 50% busy the TP-1 replica's short prompts' p90 is 1.34 x the model's: Kingman's
+    exponential tail is light at low load, as for one server.)"""
+    from collections import deque
+
+    from llmfleet.perf.capacity import prefill_queue, prefill_service_moments, prefill_ttft_quantiles_s
+    gpu, p = get_gpu("H100-SXM"), default_params()
+    inp, share, tps = np.array([1000.0, 16000.0]), np.array([0.8, 0.2]), (1, 4)
+    service = np.array([prefill_time_s(LLAMA8B, gpu, tp, inp, p=p) for tp in tps])  # (replica, bucket) s
+    for rho in (0.7, 0.85):
+        rng = np.random.default_rng(11)
+        n = 100_000
+        rate = rho * sum(1.0 / float(share @ t) for t in service)
+        kind, arrival = rng.choice(2, n, p=share), np.cumsum(rng.exponential(1.0 / rate, n))
+        ends, free = [deque(), deque()], [0.0, 0.0]
+        where, ttft = np.zeros(n, dtype=int), np.zeros(n)
+        for i, t in enumerate(arrival):
+            for q in ends:
+                while q and q[0] <= t:
+                    q.popleft()
+            counts = [len(q) for q in ends]
+            ties = [r for r in (0, 1) if counts[r] == min(counts)]
+            r = ties[int(rng.integers(len(ties)))] if len(ties) > 1 else ties[0]
+            free[r] = max(t, free[r]) + service[r][kind[i]]
+            ends[r].append(free[r])
+            where[i], ttft[i] = r, free[r] - t
+        span = float(arrival[-1] - arrival[0])
+        rates = [np.array([np.sum((where == r) & (kind == b)) for b in (0, 1)]) / span for r in (0, 1)]
+        parts = []
+        for r, tp in enumerate(tps):
+            _, times, mean_b, square_b = prefill_service_moments(LLAMA8B, gpu, tp, inp, np.zeros(2), None, p)
+            parts.append((1, rates[r], mean_b, square_b, times))
+        queue = prefill_queue(parts)
+        for r, tp in enumerate(tps):
+            model = prefill_ttft_quantiles_s(LLAMA8B, gpu, tp, inp, rates[r], [90.0, 99.0], np.zeros(2), 0.0, p,
+                                             queue=queue)
+            for k, q in enumerate((90, 99)):
+                for b in (0, 1):
+                    mine = (where == r) & (kind == b) & (np.arange(n) >= 2000)
+                    ratio = np.percentile(ttft[mine], q) / model[k][b]
+                    assert 0.75 <= ratio <= 1.25, (rho, tp, q, b, ratio)
+
+
 LLAMA8B = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
 BUCKETS_IN = np.array([300.0, 1100.0, 3900.0])
 BUCKETS_OUT = np.array([90.0, 380.0, 170.0])

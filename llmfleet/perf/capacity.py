@@ -1091,19 +1091,30 @@ def prefill_queue(parts) -> PrefillQueue | None:
     (replicas, per-replica rate per bucket (S,) req/s, mean prefill time (S,) s, mean squared
     prefill time (S,) s², prefill times (S, J) s at ``INPUT_LENGTH_PROBS``) per group
     (``prefill_service_moments`` on its hardware). Each replica serves at its own speed; the
-    pooled queue has their total arrivals and work over all their replicas, and the prefill
-    times of all their arrivals. None when nothing arrives."""
+    pooled queue has their total arrivals and work over all their replicas, the prefill times of
+    all their arrivals (``residual_wait_quantiles``), and as its c_s² the groups' own SCVs
+    weighted by their arrivals: a replica works through the prompts ahead of it at its own
+    speed, so the groups' different speeds are not variability of one queue (they scale each
+    group's wait, ``prefill_ttft_quantiles_s``). None when nothing arrives."""
     servers = sum(int(n) for n, _, _, _, _ in parts)
     rate = sum(n * float(np.sum(r)) for n, r, _, _, _ in parts)
     if servers <= 0 or rate <= 0:
         return None
     work = sum(n * float(np.asarray(r) @ m) for n, r, m, _, _ in parts)
-    square = sum(n * float(np.asarray(r) @ m2) for n, r, _, m2, _ in parts)
     mean_s = work / rate
+    # each replica works through its own queue (the router balances counts, ``_PrefillTTFT``), so
+    # the variability that makes prompts wait is each group's own prefill times', not the spread
+    # between groups' speeds: their SCVs, weighted by arrivals
+    scv = 0.0
+    for n, r, m, m2, _ in parts:
+        arrivals = n * float(np.sum(r))
+        if arrivals > 0:
+            own = float(np.asarray(r) @ m) / float(np.sum(r))
+            scv += arrivals * max(float(np.asarray(r) @ m2) / float(np.sum(r)) / own ** 2 - 1.0, 0.0)
     slices = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
     times = [((t[:, 1:] + t[:, :-1]) / 2.0).ravel() for _, _, _, _, t in parts]
     weights = [(n * np.asarray(r, dtype=float)[:, None] * slices[None, :]).ravel() / rate for n, r, _, _, _ in parts]
-    return PrefillQueue(rate / servers, mean_s, max(square / rate / mean_s ** 2 - 1.0, 0.0), servers,
+    return PrefillQueue(rate / servers, mean_s, scv / rate, servers,
                         np.concatenate(times), np.concatenate(weights))
 
 
@@ -1123,7 +1134,13 @@ def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_toke
     service is the mixture of the buckets' prefill times, with its own c_s² (the long prompts'
     weight in it is what makes short ones wait), and at least the wait for the prompt in service
     (``PrefillQueue.residual_wait_quantiles``: heavy-tailed prompt lengths); ``queue``, where
-    given, is that queue instead (several groups pooled, ``prefill_queue``). A request's TTFT is that wait plus, independent
+    given, is that queue instead (several groups pooled, ``prefill_queue``). Pooled replicas of
+    different speeds do not wait alike: the router picks the pod with the fewest outstanding
+    requests, so each pod has about as many prompts ahead of an arrival, and a pod works through
+    them at its own speed; a group's wait is the pooled queue's times its mean prefill time (over
+    its arrivals ``rate_rps``) over the pool's (``PrefillQueue.mean_service_s``): a TP-1 replica
+    pooled with a TP-4 one waits longer than the pool's mean, the TP-4 one shorter (against a
+    replay of that router, ``tests/test_perf.py``). A request's TTFT is that wait plus, independent
     of it, its own prefill and KV transfer (both grow with its prompt: ``transfer_s`` is at the
     bucket's mean length and scales with the length) and the first decode step. Prompt lengths
     within a bucket: ``lengths`` (S, len(INPUT_LENGTH_PROBS)) where the trace gave them, else
@@ -1177,6 +1194,12 @@ class _PrefillTTFT:
             self.wait = np.maximum.accumulate(np.maximum(mdl_wait_quantile_s(
                 np.array(queue.rate_rps), queue.mean_service_s, WAIT_PROBS, burst.queue_scv + queue.service_scv,
                 window_s, queue.servers), queue.residual_wait_quantiles(WAIT_PROBS)))
+            # the router picks the pod with the fewest outstanding requests, so every pod has about
+            # as many prompts ahead and a pod drains them at its own speed: its wait is the pooled
+            # queue's scaled by its mean prefill time over the pool's (1 for one group)
+            rate = np.asarray(rate_rps, dtype=float)
+            if rate.sum() > 0 and queue.mean_service_s > 0:
+                self.wait = self.wait * (float(rate @ mean_b) / float(rate.sum()) / queue.mean_service_s)
         else:
             self.wait = np.zeros_like(WAIT_PROBS)  # nothing to wait behind
         self.saturated = not np.all(np.isfinite(self.wait))

@@ -164,7 +164,10 @@ def write_csv(trace: pd.DataFrame, path: Path) -> None:
                   "output_tokens": trace["output_tokens"]}).to_csv(path, index=False)
 
 
-def write_workload(folder: Path, name: str, trace_file: str, rate_scale: float, slo: tuple) -> Path:
+def write_workload(folder: Path, name: str, trace_file: str, rate_scale: float, slo: tuple,
+                   tensor_parallel_sizes: tuple[int, ...] = (1, 2, 4), disaggregation: str = "auto") -> Path:
+    """An LLMWorkload manifest in ``folder`` replaying ``traces/<trace_file>`` at ``rate_scale``
+    with the SLO set ``slo`` (``SLOS``); ``disaggregation``: ``spec.serving.disaggregation``."""
     _, ttft, tpot, pct = slo
     path = folder / f"{name}.yaml"
     path.write_text(f"""apiVersion: llmfleet.dev/v1alpha1
@@ -187,7 +190,8 @@ spec:
     percentile: {pct}
   priority: standard
   serving:
-    tensorParallelSizes: [1, 2, 4]
+    tensorParallelSizes: [{", ".join(str(t) for t in tensor_parallel_sizes)}]
+    disaggregation: {disaggregation}
     minReplicas: 1
 """)
     return path
@@ -201,6 +205,12 @@ class Case:
     arrival_scv: float
     row: dict
     groups: list[dict]
+    plan: object = None
+    """the round-0 plan (``Plan``)"""
+    problem: object = None
+    """the ``FleetProblem`` it was planned from"""
+    requests: object = None
+    """the workload's requests as replayed (``workload_traces``)"""
 
 
 def _pct_at(values: np.ndarray, pct: float) -> float:
@@ -246,8 +256,11 @@ def exit_status(plan, meets: bool) -> int:
     return EXIT_BOTH if shed and not meets else EXIT_SHED if shed else EXIT_MISSED if not meets else 0
 
 
-def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> Case:
-    fleet = load_fleet([EXAMPLES / "gpupools.yaml", EXAMPLES / "fleetpolicy.yaml", workload_file])
+def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
+             pools: Path = EXAMPLES / "gpupools.yaml") -> Case:
+    """Plan, verify and read out one workload manifest (module docstring); ``pools``: the
+    GPUPool manifests (default: the example pools)."""
+    fleet = load_fleet([pools, EXAMPLES / "fleetpolicy.yaml", workload_file])
     fp = build_problem(fleet)
     w = fp.workloads[0]
     servable = float(w.share[servable_buckets(w.configs, len(w.share))].sum())
@@ -320,7 +333,8 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple) -> 
                            "ttft_at_sim": at_sim[0], "tpot_at_sim": at_sim[1],
                            "ttft_at_mean": at_mean[0], "tpot_at_mean": at_mean[1]})
     burst = getattr(w, "burst", None)  # the planner's arrival burstiness estimate, where it makes one
-    return Case(trace_name, slo[0], servable, getattr(burst, "arrival_scv", float("nan")), row, groups)
+    return Case(trace_name, slo[0], servable, getattr(burst, "arrival_scv", float("nan")), row, groups,
+                first.plan, fp, traces[w.key])
 
 
 def _f(v, fmt: str, width: int) -> str:

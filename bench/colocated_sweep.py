@@ -13,7 +13,8 @@ replayed at rateScale 1, 2 and 4 (about 5.6, 11 and 22 req/s) for the relaxed p9
 p99 SLO set of ``bursty_verify.SLOS``.
 
 For each case the round-0 plan (``bursty_verify.run_case``, the library's public path) is
-replayed, and the table gives its replicas, its simulated attainment, the fewest replicas of the
+replayed, and the table gives its replicas, its simulated attainment, what ``--verify`` returns
+(attainment and GPUs after its default repair rounds), the fewest replicas of the
 same group whose replay (same requests, same seed) meets the SLO target (binary search; replicas
 only: the plan's routing and engine arguments as they are), and per group the predicted TTFT and
 TPOT at the SLO percentile at the replay's load ("@sim", as ``bursty_verify``) against the replay
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{cv_client:.2f}, {cv_upper:.2f}); SLO sets: "
           + "; ".join(f"{n} = TTFT {a} / TPOT {b} at p{p}" for n, a, b, p in SLO_SETS))
     print(f"{'CV²':>4} {'scale':>5}  {'SLO':<12}{'c_a^2':>6}{'rps':>6}{'util':>6}{'GPUs':>5}{'att':>7}{'fewest':>7}"
-          f"{'TTFT @sim':>10}{'sim':>7}{'ratio':>6}{'TPOT @sim':>10}{'sim':>7}{'ratio':>6}")
+          f"{'ver':>7}{'GPUs':>5}{'TTFT @sim':>10}{'sim':>7}{'ratio':>6}{'TPOT @sim':>10}{'sim':>7}{'ratio':>6}")
     ratios = {"ttft": [], "tpot": []}
     for cv2, scale, slo, case, fewest, attained in rows:
         g = case.groups[0] if len(case.groups) == 1 else None
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cv2:>4} {scale:>5g}  {slo:<12}{case.arrival_scv:>6.2f}{(g['rps_sim'] if g else float('nan')):>6.2f}"
               f"{(g['util'] if g else float('nan')):>6.2f}{case.row['gpus0']:>5}"
               f"{bv._f(None if attained is None else attained * 100, '.1f', 7)}{bv._f(fewest, 'd', 7)}"
+              f"{bv._f(case.row['attv'] * 100, '.1f', 7)}{case.row['gpusv']:>5}"
               + "".join(cells))
     for metric, rs in ratios.items():
         if rs:
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(b for _, b in over)} over {len(over)} cases; worst case {max(a / b for a, b in over):.1f}x")
     print("(ms; c_a^2: the burstiness the planner estimated; rps: the group's mean rate in the replay; util: the plan's "
           "Assignment.utilization at its planning rate; att: the plan's replayed attainment, %; fewest: the fewest "
-          "replicas whose replay meets the target, '-' where the plan's own replay misses it; ratio: sim / model @sim)")
+          "replicas whose replay meets the target, '-' where the plan's own replay misses it; ver, GPUs: the attainment "
+          "(%) and GPUs of the plan `--verify` returns (its default repair rounds); ratio: sim / model @sim)")
     print(f"\nwall time {time.perf_counter() - t_start:.0f}s")
     return 0
 

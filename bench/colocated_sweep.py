@@ -7,8 +7,9 @@ load and burstiness are swept: one pool of H100-SXM, Llama-3.1-8B-Instruct at TP
 only (``disaggregation: never``), the example FleetPolicy. Requests: the first 30 minutes of the
 Azure LLM inference trace 2023, conversation service (``examples/traces/azure_llm_2023_conv.csv``,
 CC-BY-4.0), in order with their lengths, their inter-arrival times redrawn (the same mean rate)
-as Poisson (CV² 1) or Gamma with the two ServeGen CVs of ``bursty_verify.py`` (client 148's
-request-weighted median CV, all clients' request-weighted p80; ``servegen_cvs``). Each trace is
+from a Gamma distribution (``bursty_verify.gamma_arrivals``) of CV² 1 (exponential: Poisson
+arrivals) or of the two ServeGen CVs of ``bursty_verify.py`` (client 148's request-weighted
+median CV, all clients' request-weighted p80; ``servegen_cvs``). Each trace is
 replayed at rateScale 1, 2 and 4 (about 5.6, 11 and 22 req/s) for the relaxed p90 and the tight
 p99 SLO set of ``bursty_verify.SLOS``.
 
@@ -61,17 +62,6 @@ spec:
 """
 
 
-def poisson_arrivals(trace, seed: int):
-    """``trace`` with exponential inter-arrival times at its mean rate (same span, order, lengths)."""
-    rng = np.random.default_rng(seed)
-    n = len(trace)
-    arrival = np.concatenate([[0.0], np.cumsum(rng.exponential(1.0, n - 1))])
-    span = float(trace["arrival_s"].iloc[-1] - trace["arrival_s"].iloc[0])
-    out = trace.copy()
-    out["arrival_s"] = arrival * span / arrival[-1]
-    return out
-
-
 def fewest_replicas(case: bv.Case) -> tuple[int | None, float | None]:
     """(fewest replicas of the plan's one group whose replay meets the SLO target, the planned
     replicas' replayed attainment); (None, None) unless the plan is one group."""
@@ -116,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         pools = folder / "gpupools.yaml"
         pools.write_text(POOL)
         for k, cv in enumerate(cvs):
-            trace = poisson_arrivals(base, seed=k + 1) if cv == 1.0 else bv.gamma_arrivals(base, cv, seed=k + 1)
+            trace = bv.gamma_arrivals(base, cv, seed=k + 1)  # CV 1: exponential, Poisson arrivals
             name = f"cv2-{cv * cv:.1f}"
             bv.write_csv(trace, folder / "traces" / f"{name}.csv")
             log(f"trace {name}: {len(trace)} requests, inter-arrival CV² {bv.gap_scv(trace):.2f}")

@@ -685,6 +685,20 @@ def test_a_replans_tier_phases_start_from_a_solution_that_keeps_the_held_replica
     assert [(label, out) for label, out in starts if out] == []
 
 
+def _replan_of_short_fleet(tmp_path):
+    """The short tiered fleet re-planned against its own first plan, prepared as ``_phases`` gets
+    it: (GPUs per pool, the problem, the model, the HiGHS model, the start's column values, the
+    top tier's value, the lower tiers' replicas in the start, (workload, config) -> replicas)."""
+    gpus, fp = _short_fleet(tmp_path)
+    again = tiered_problem(tmp_path, gpus=gpus)
+    again.current, again.current_shortfall = _running(solve(fp))
+    prepared = milp._prepare(again, time.perf_counter() + 30.0)
+    m, model, start = prepared.model, prepared.highs, prepared.start
+    top = max(w.tier_value for w in again.workloads)
+    theirs = {key: r for key, r in milp._counts(m, model, start).items() if again.workloads[key[0]].tier_value < top}
+    return gpus, again, m, model, start, top, theirs
+
+
 def test_after_a_tiers_phases_a_plan_beside_every_lower_tier_replica_is_found_where_one_exists(tmp_path):
     # Independent reason: the running plan itself serves the critical tier beside every lower-tier
     # replica it runs, so with the critical tier's shed fixed at what that plan reaches (as its
@@ -693,16 +707,8 @@ def test_after_a_tiers_phases_a_plan_beside_every_lower_tier_replica_is_found_wh
     # exists. (A phase stops once its bound is within its tie-break, so its plan may take lower-tier
     # GPUs it does not need; bench/solver_scale.py (c), gold w019 +20%: two silver workloads lost
     # replicas and their tier's phases ran for 1.1 s to give them back.)
-    gpus, fp = _short_fleet(tmp_path)
-    running = solve(fp)
-    again = tiered_problem(tmp_path, gpus=gpus)
-    again.current, again.current_shortfall = _running(running)
-    prepared = milp._prepare(again, time.perf_counter() + 30.0)
-    m, model, start = prepared.model, prepared.highs, prepared.start
-    top = max(w.tier_value for w in again.workloads)
+    gpus, again, m, model, start, top, theirs = _replan_of_short_fleet(tmp_path)
     below = lambda key: again.workloads[key[0]].tier_value < top  # noqa: E731
-    counts = milp._counts(m, model, start)
-    theirs = {key: r for key, r in counts.items() if below(key)}
     assert sum(theirs.values()) > 0
     shed = sum(milp._shed_rps(again, m, wi) for wi, w in enumerate(again.workloads) if w.tier_value == top)
     reached = model.value(shed, start)
@@ -723,14 +729,7 @@ def test_a_plan_beside_the_lower_tiers_that_its_slice_stopped_is_routed_within_t
     # completion that routes its counts again must run within the solve's deadline; within the
     # spent slice it got 0.05 s, less than the whole model's presolve at 100 workloads (0.1 s), and
     # the unrouted solution stood.
-    gpus, fp = _short_fleet(tmp_path)
-    running = solve(fp)
-    again = tiered_problem(tmp_path, gpus=gpus)
-    again.current, again.current_shortfall = _running(running)
-    prepared = milp._prepare(again, time.perf_counter() + 30.0)
-    m, model, start = prepared.model, prepared.highs, prepared.start
-    top = max(w.tier_value for w in again.workloads)
-    theirs = {key: r for key, r in milp._counts(m, model, start).items() if again.workloads[key[0]].tier_value < top}
+    _, again, m, model, _, top, theirs = _replan_of_short_fleet(tmp_path)
     real_solve, real_complete = model.solve, milp._complete
     seen = []
 

@@ -1086,6 +1086,13 @@ def prefill_service_moments(model: ModelSpec, gpu: GPUType, tp: int, input_token
     return lengths, service, mean_b, square_b
 
 
+def _over_arrivals(rate_rps, per_bucket) -> float:
+    """The mean of ``per_bucket`` (shape (S,)) over the arrivals ``rate_rps`` (shape (S,), req/s,
+    not all 0): a replica's mean prefill time (s) or mean squared one (s²) from its buckets'."""
+    rate = np.asarray(rate_rps, dtype=float)
+    return float(rate @ np.asarray(per_bucket, dtype=float)) / float(rate.sum())
+
+
 def prefill_queue(parts) -> PrefillQueue | None:
     """The queue (``PrefillQueue``) of prefill replicas pooled by the router. ``parts``: one
     (replicas, per-replica rate per bucket (S,) req/s, mean prefill time (S,) s, mean squared
@@ -1107,10 +1114,9 @@ def prefill_queue(parts) -> PrefillQueue | None:
     # between groups' speeds: their SCVs, weighted by arrivals
     scv = 0.0
     for n, r, m, m2, _ in parts:
-        arrivals = n * float(np.sum(r))
-        if arrivals > 0:
-            own = float(np.asarray(r) @ m) / float(np.sum(r))
-            scv += arrivals * max(float(np.asarray(r) @ m2) / float(np.sum(r)) / own ** 2 - 1.0, 0.0)
+        if float(np.sum(r)) > 0:
+            own = _over_arrivals(r, m)
+            scv += n * float(np.sum(r)) * max(_over_arrivals(r, m2) / own ** 2 - 1.0, 0.0)
     slices = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
     times = [((t[:, 1:] + t[:, :-1]) / 2.0).ravel() for _, _, _, _, t in parts]
     weights = [(n * np.asarray(r, dtype=float)[:, None] * slices[None, :]).ravel() / rate for n, r, _, _, _ in parts]
@@ -1197,9 +1203,8 @@ class _PrefillTTFT:
             # the router picks the pod with the fewest outstanding requests, so every pod has about
             # as many prompts ahead and a pod drains them at its own speed: its wait is the pooled
             # queue's scaled by its mean prefill time over the pool's (1 for one group)
-            rate = np.asarray(rate_rps, dtype=float)
-            if rate.sum() > 0 and queue.mean_service_s > 0:
-                self.wait = self.wait * (float(rate @ mean_b) / float(rate.sum()) / queue.mean_service_s)
+            if float(np.sum(rate_rps)) > 0 and queue.mean_service_s > 0:
+                self.wait = self.wait * (_over_arrivals(rate_rps, mean_b) / queue.mean_service_s)
         else:
             self.wait = np.zeros_like(WAIT_PROBS)  # nothing to wait behind
         self.saturated = not np.all(np.isfinite(self.wait))

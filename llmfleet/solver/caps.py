@@ -41,6 +41,8 @@ def capped_configs(w: LLMWorkload, model: ModelSpec, base: list, inp: np.ndarray
     Args:
         inp, out, share: shape (S,), the workload's buckets and their shares.
         percentile: the percentile the base capacities were modelled at, %.
+        burst: the demand's variability; a colocated variant takes a burst to be spread over
+            its base configuration's ``burst_replicas``.
     """
     slo, s = w.spec.slo, w.spec.serving
     gmu = s.gpu_memory_utilization
@@ -58,8 +60,10 @@ def capped_configs(w: LLMWorkload, model: ModelSpec, base: list, inp: np.ndarray
             except ValueError:
                 continue  # a cap at or below the static draw: no clock left
             if c.role == "colocated":
+                # a burst spread over as many replicas as the uncapped configuration's κ takes it to
+                # be (``ReplicaConfig.burst_replicas``), so that a cap never makes a replica faster
                 kappa = capacity_rps(model, gpu, c.tp, inp, out, slo.ttft, slo.tpot, percentile, p, gmu,
-                                     s.max_num_seqs, s.max_num_batched_tokens, burst)
+                                     s.max_num_seqs, s.max_num_batched_tokens, burst.spread_over(c.burst_replicas))
                 extra = {}
             elif c.role == "decode":
                 kappa = decode_capacity_rps(model, gpu, c.tp, inp, out, slo.tpot, percentile, p, gmu,

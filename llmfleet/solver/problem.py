@@ -36,7 +36,7 @@ from llmfleet.api.models import DEFAULT_KV_GBIT_PER_S_PER_GPU, GPUPool, LLMWorkl
 from llmfleet.catalog.gpus import GPUType, get_gpu
 from llmfleet.catalog.models import ModelSpec, resolve_model
 from llmfleet.perf.capacity import (POISSON, Burstiness, capacity_rps, decode_capacity_rps, kv_transfer_s,
-                                    prefill_capacity_rps, shared_steady_states, weights_fit)
+                                    prefill_capacity_rps, shared_steady_states, spread_capacity, weights_fit)
 from llmfleet.perf.power import attach_power
 from llmfleet.perf.precision import unsupported, with_precision
 from llmfleet.perf.steptime import PerfParams, default_params, load_profile
@@ -115,6 +115,9 @@ class ReplicaConfig:
     step_time_scale: float = 1.0
     """the calibration its capacities were modelled with (``StepScales``; 1: the profile as is):
     its steps take this many times the profile's step time"""
+    burst_replicas: int = 1
+    """the replicas over which its κ takes a burst to be spread (``capacity.spread_capacity``; 1:
+    each replica meets the whole stream's bursts, as with Poisson arrivals or for P/D roles)"""
 
     @property
     def kv_domain(self) -> str:
@@ -624,7 +627,8 @@ def _workload_problem(w: LLMWorkload, model, demand: Demand, pools: dict, policy
         burst=burst,
     )
     configs, wp.unservable, wp.planning_percentile, wp.miss_budget = plan_configs(
-        w, model, list(pools.values()), share, inp, out, params, routing != "service", burst, step_scales)
+        w, model, list(pools.values()), share, inp, out, params, routing != "service", burst, step_scales,
+        wp.rate_rps)
     wp.configs = attach_power(configs, model, inp, out, share, wp.planning_percentile, params,
                               w.spec.serving.gpu_memory_utilization, w.spec.serving.max_num_seqs,
                               w.spec.serving.max_num_batched_tokens)
@@ -661,7 +665,8 @@ def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy_read: l
 
 def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp: np.ndarray, out: np.ndarray,
                     params: PerfParams, pd_allowed: bool = True, burst: Burstiness = POISSON,
-                    percentile: float | None = None, step_scales: StepScales | None = None) -> list[ReplicaConfig]:
+                    percentile: float | None = None, step_scales: StepScales | None = None,
+                    bucket_rps: np.ndarray | None = None) -> list[ReplicaConfig]:
     """Every feasible (pool, TP, role) of a workload with its capacity per bucket.
 
     Prefill and decode configs are kept only where a partner of the other role shares their P/D
@@ -675,6 +680,9 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
         percentile: the latency percentile to plan at, % (default: the SLO's).
         step_scales: observed step-time scales (``StepScales``); each (pool, TP, role) is modelled
             with its own and records it (``ReplicaConfig.step_time_scale``).
+        bucket_rps: shape (S,), the rate to plan for per bucket, req/s: with bursty arrivals a
+            colocated configuration's κ is that of one of the replicas it needs to carry them
+            (``spread_capacity``); None: of one replica alone.
     """
     slo, serving = w.spec.slo, w.spec.serving
 
@@ -697,10 +705,15 @@ def replica_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], inp
     configs: list[ReplicaConfig] = []
     if serving.disaggregation != "always":
         for pool, tp in shapes:
-            kappa = whole[pool.name, tp]
+            kappa, spread = whole[pool.name, tp], 1
+            if bucket_rps is not None and burst.bursty and (kappa > 0).any():
+                kappa, spread = spread_capacity(
+                    lambda b, pool=pool, tp=tp: capacity_rps(model, pool.gpu, tp, inp, out, slo.ttft, slo.tpot, pct,
+                                                             pp(pool, tp, "colocated"), gmu, seqs, budget, b),
+                    burst, kappa, bucket_rps, pool.max_gpus // tp)
             if (kappa > 0).any():
                 configs.append(ReplicaConfig(pool, tp, kappa, tp * pool.cost_per_gpu_hour,
-                                             step_time_scale=scale(pool, tp, "colocated")))
+                                             step_time_scale=scale(pool, tp, "colocated"), burst_replicas=spread))
     if serving.disaggregation == "never" or not pd_allowed:
         return configs
     decode = []
@@ -760,7 +773,7 @@ larger values admit more heterogeneity but tighten the percentile every other si
 
 def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share: np.ndarray, inp: np.ndarray,
                  out: np.ndarray, params: PerfParams, pd_allowed: bool, burst: Burstiness,
-                 step_scales: StepScales | None = None
+                 step_scales: StepScales | None = None, rate_rps: float | None = None
                  ) -> tuple[list[ReplicaConfig], np.ndarray | None, float, float]:
     """The workload's configurations with the SLO percentile spent as a budget (DESIGN §6).
 
@@ -779,7 +792,9 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
     """
     pct = w.spec.slo.percentile
     allowance = 1.0 - pct / 100.0
-    base = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst, step_scales=step_scales)
+    bucket_rps = None if rate_rps is None else rate_rps * share  # ``replica_configs``: κ of a group that carries it
+    base = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst, step_scales=step_scales,
+                           bucket_rps=bucket_rps)
     bad = ~servable_buckets(base, len(share))
     if float(share[bad].sum()) > allowance + 1e-12:
         return base, None, pct, 0.0
@@ -792,7 +807,7 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
     for _ in range(3):  # a tighter percentile can lose sizes: raise until the budget holds
         raised = min(pct / (1.0 - budget), 99.99)
         configs = replica_configs(w, model, pools, inp, out, params, pd_allowed, burst, percentile=raised,
-                                  step_scales=step_scales)
+                                  step_scales=step_scales, bucket_rps=bucket_rps)
         bad = ~servable_buckets(configs, len(share))
         if float(share[bad].sum()) <= budget + 1e-12:
             break

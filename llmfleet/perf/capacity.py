@@ -555,8 +555,16 @@ def spread_capacity(kappa_of, burst: Burstiness, kappa_alone: np.ndarray, bucket
     (the pool's replicas of this shape). κ(n) grows with n, so the n found carries the rate. A
     group the solver makes smaller (the workload split over several configurations, or a load
     that rounds to fewer than n replicas at κ(n)) is predicted at its own size
-    (``solver.milp._latencies_by_bucket``), so a plan that relies on too high a κ says so. Raises
-    nothing."""
+    (``solver.milp._latencies_by_bucket``), so a plan that relies on too high a κ says so.
+
+    Args:
+        kappa_of: Burstiness -> κ per bucket (S,), req/s (``capacity_rps`` of the configuration
+            with everything else fixed).
+        burst: the workload's stream as a whole; kappa_alone: ``kappa_of(burst)``.
+        bucket_rps: (S,), the workload's rate to plan for per bucket, req/s.
+        most: the most replicas of this shape the pool holds (maxGPUs // TP).
+
+    Raises nothing."""
     def needed(kappa: np.ndarray) -> float:
         ok = kappa > 0
         return float(np.sum(bucket_rps[ok] / kappa[ok]))

@@ -372,7 +372,14 @@ def test_a_replan_keeps_the_capacity_the_picker_check_gave_a_group(tmp_path):
     again = json.loads(r.stdout)
     assert again["churn"]["replicasStarted"] == again["churn"]["replicasStopped"] == 0
     assert again["costPerHour"] == pytest.approx(running["costPerHour"], rel=1e-6)
-    assert [a for a in again["assignments"] if a["pickerCapacityFactor"] < 1] == lowered
+    # the same groups at the same factor; the routing between two decode groups of equal cost may
+    # move a ten-thousandth of a req/s (the routing LP has many optima)
+    keys = ("workload", "pool", "gpuType", "tensorParallelSize", "role", "replicas", "powerCapWatts",
+            "pickerCapacityFactor")
+    group = lambda a: {k: a[k] for k in keys}  # noqa: E731
+    kept = [a for a in again["assignments"] if a["pickerCapacityFactor"] < 1]
+    assert [group(a) for a in kept] == [group(a) for a in lowered]
+    assert [a["rateRps"] for a in kept] == pytest.approx([a["rateRps"] for a in lowered], abs=1e-3)
     bad = {**running, "assignments": [{**a, "pickerCapacityFactor": 1.5} for a in running["assignments"]]}
     r = replan(bad, "bad")
     assert r.returncode == 2 and "assignments[0].pickerCapacityFactor" in r.stderr and "(0, 1]" in r.stderr

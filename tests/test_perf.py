@@ -128,16 +128,19 @@ def test_scheduler_limits_follow_vllm_defaults(gpu, seqs, budget):
 
 
 @pytest.mark.parametrize("case", [
+    ("meta-llama/Llama-3.1-8B", "H100-SXM", 1, 1000, 250, 1.0, 0.05),
     ("meta-llama/Llama-3.1-8B", "L40S", 1, 1000, 250, 1.0, 0.1),
     ("meta-llama/Llama-3.1-70B", "H100-SXM", 4, 1000, 250, 2.0, 0.1),
 ])
 def test_colocated_capacity_matches_the_chunked_prefill_simulator(case):
-    """The analytic colocated capacity (chunked prefill, mixed iterations) within 15% of the
+    """The analytic colocated capacity (chunked prefill, mixed iterations) within 5% of the
     largest Poisson rate at which the simulator, scheduling iterations as vLLM V1 does, meets the
-    SLO (bench/capacity_accuracy.py prints more cases)."""
+    SLO (bench/capacity_accuracy.py prints more cases): measured +2%, +0% and +3%. With each
+    prompt costing an iteration of its own, as before prompts that arrive together shared one
+    (``prompts_per_mixed_iteration``), +8%, +9% and +6%."""
     predicted, simulated = predicted_capacity_rps(*case), simulated_capacity_rps(*case)
     assert simulated > 0
-    assert predicted == pytest.approx(simulated, rel=0.15)
+    assert predicted == pytest.approx(simulated, rel=0.05)
 
 
 def test_kv_capacity_against_distserve_measurement(shared_data):

@@ -238,8 +238,8 @@ def test_priority_tiers_plan_the_top_tier_first_and_the_scheduler_preempts_the_l
 
 def test_the_plan_fits_the_gpus_free_on_the_pools_nodes_and_the_scheduler_binds_every_pod(cluster, operator):
     # two nodes of 4 L4s, 3 GPUs of l4-0 held by a foreign training pod: 5 GPUs free, although the
-    # pool declares 8 and the workload wants more (30 req/s needs about 8 replicas: twice the
-    # 4 that 15 req/s needs in the test above)
+    # pool declares 8 and the workload wants more (30 req/s needs 7 replicas offline, nearly twice
+    # the 4 that 15 req/s needs in the test above)
     for i in range(2):
         cluster.lc.add_gpu_node(f"l4-{i}", "NVIDIA-L4", 4)
     cluster.apply([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "training", "namespace": "default",

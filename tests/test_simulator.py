@@ -309,6 +309,19 @@ def test_service_routing_spreads_requests_evenly_over_pods():
     assert share == pytest.approx(0.75, abs=0.03)
 
 
+def test_each_request_records_the_pod_it_entered():
+    """``rq.entry_replica`` is the pod within the entry group: kube-proxy picks each of the four
+    pods (one A100, three L40S) with probability 1/4, so each pod's own count is about a quarter
+    of the requests (what ``bench/pod_dispersion.py`` reads per pod)."""
+    sim = Simulation(_two_groups("uniform"), poisson_trace(2.0, 4000, 600, 60))
+    sim.run()
+    pods = {(g, k) for g, k in zip(sim.rq.entry_group.tolist(), sim.rq.entry_replica.tolist())}
+    assert pods == {(0, 0), (1, 0), (1, 1), (1, 2)}
+    for g, k in pods:
+        share = float(np.mean((sim.rq.entry_group == g) & (sim.rq.entry_replica == k)))
+        assert share == pytest.approx(0.25, abs=0.03), (g, k)
+
+
 def test_load_aware_routing_is_llm_d_p_d_routing():
     """With llm-d's endpoint picker and a P/D threshold of 2,048 tokens, every request first gets a
     decode-capable pod (colocated or decode: the decode-filter admits pods without a P/D role).

@@ -68,6 +68,7 @@ class _Requests:
         self.prefill_end = np.full(n, np.nan)  # end of the iteration that completed the prompt
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.entry_group = np.full(n, -1)
+        self.entry_replica = np.full(n, -1)  # the entry replica's index within its entry group
         self.decode_group = np.full(n, -1)
 
 
@@ -340,6 +341,7 @@ class Simulation:
         seqs, budget = w.max_num_seqs or max_num_seqs, w.max_num_batched_tokens or max_batched_tokens
         self.replicas = [[Replica(self, g, w, self.p, seqs, budget) for _ in range(g.replicas)]
                          for g in w.groups]
+        self.replica_index = {id(rep): k for reps in self.replicas for k, rep in enumerate(reps)}
         self.bucket = w.bucket_of(self.rq.inp, self.rq.out)
         self.reject_unplanned = reject_unplanned
         entry = [gi for gi, g in enumerate(w.groups) if g.role != "decode"]
@@ -428,6 +430,7 @@ class Simulation:
                     rep.outstanding += 1  # the picker counts it on the decode pod from the start
                     gi, rep = self._least_loaded(self.prefill_groups)
         self.rq.entry_group[r] = gi
+        self.rq.entry_replica[r] = self.replica_index[id(rep)]
         self.rq.pre_total[r] = self.rq.inp[r]
         rep.outstanding += 1
         rep.enqueue(r, now)

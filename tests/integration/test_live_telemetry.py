@@ -11,17 +11,21 @@ replicas.
 
 Settings: scrape 1 s, rate window 10 s, re-plan interval 5 s, scale-down stabilisation and
 cooldown 15 s each (short, so that a scale-down on missing data would show within the outage).
-Capacities (``llmfleet plan`` on the workload below, one L4 pool, 10% headroom): one L4 replica
-of Llama-3.1-8B holds about 3.2 req/s of this mix within the SLO: 2 req/s -> 1 replica,
-5 req/s -> 2, 9 req/s -> 3.
+The replicas each rate needs are what ``llmfleet plan`` gives the same manifests with that rate
+declared (``offline_replicas``: one L4 pool, 10% headroom); the operator, planning from the rate
+it observes, must reach the same. One L4 replica of Llama-3.1-8B holds about 3 req/s of this mix
+within the SLO: 2 req/s -> 1 replica, 5 req/s -> 2, 9 req/s -> 4 (3 while κ charged each prompt
+an iteration of its own, 3.2 req/s a replica).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -202,6 +206,20 @@ def telemetry_condition(cluster) -> dict | None:
     return cluster.condition(cluster.workload(NAME, NS), "TelemetryStale")
 
 
+def offline_replicas(declared_rps: float) -> int:
+    """The replicas ``llmfleet plan`` plans for ``manifests(declared_rps)``, no cluster involved
+    (load_fleet, build_problem, solve: the CLI's path)."""
+    from llmfleet.api.loader import load_fleet
+    from llmfleet.solver.milp import solve
+    from llmfleet.solver.problem import build_problem
+
+    with tempfile.TemporaryDirectory(prefix="live-offline-") as tmp:
+        path = Path(tmp) / "fleet.yaml"
+        path.write_text(yaml.safe_dump_all(manifests(declared_rps)))
+        plan = solve(build_problem(load_fleet([path])))
+    return sum(a.replicas for a in plan.assignments)
+
+
 def fresh_and_settled(cluster, fleet, replicas: int) -> bool:
     """The plan asks for ``replicas``, every one has an emulated endpoint, telemetry is fresh."""
     c = telemetry_condition(cluster)
@@ -219,17 +237,20 @@ def decisions(metrics_url: str) -> dict[tuple[str, str], float]:
 
 
 def settle_at_9_rps_with_history(cluster, op, fleet) -> tuple[int, float]:
-    """Drive 9 req/s until 3 replicas run with fresh telemetry and the forecaster has a history;
-    returns (replicas, Hold/TelemetryUnknown decisions so far)."""
+    """Drive 9 req/s until the replicas the offline plan gives it (``offline_replicas``) run with
+    fresh telemetry and the forecaster has a history; returns (replicas, Hold/TelemetryUnknown
+    decisions so far)."""
+    want = offline_replicas(9.0)
+    assert want > 1  # a scale-down must be possible
     fleet.rate_rps = 9.0
     cluster.apply(manifests(declared_rps=9.0))
-    wait_until(lambda: fresh_and_settled(cluster, fleet, 3), 90, "3 replicas for 9 req/s with fresh telemetry",
-               interval_s=1.0)
+    wait_until(lambda: fresh_and_settled(cluster, fleet, want), 90,
+               f"{want} replicas for 9 req/s with fresh telemetry", interval_s=1.0)
     # a history for the forecaster: with fewer than 10 ratio samples it provisions for the
     # largest rate it has seen (forecast.SeasonalQuantileForecaster.min_samples)
     time.sleep(12 * INTERVAL_S)
     high = fleet.current()
-    assert high == 3
+    assert high == want
     return high, decisions(op.metrics_url).get(("Hold", "TelemetryUnknown"), 0)
 
 
@@ -265,9 +286,11 @@ def test_prometheus_outage_while_demand_falls_scales_nothing_down_until_data_ret
 
 def test_constant_load_for_many_replan_intervals_changes_no_plan(cluster, live_operator):
     op, fleet = live_operator
+    want = offline_replicas(5.0)
     fleet.rate_rps = 5.0
     cluster.apply(manifests(declared_rps=5.0))
-    wait_until(lambda: fresh_and_settled(cluster, fleet, 2), 90, "2 replicas with fresh telemetry", interval_s=1.0)
+    wait_until(lambda: fresh_and_settled(cluster, fleet, want), 90, f"{want} replicas with fresh telemetry",
+               interval_s=1.0)
     time.sleep(WINDOW_S)  # the rate window now holds only steady traffic
     before = decisions(op.metrics_url)
     t0 = time.monotonic()
@@ -296,17 +319,20 @@ def test_constant_load_for_many_replan_intervals_changes_no_plan(cluster, live_o
 
 def test_step_up_in_load_raises_the_planned_replicas(cluster, live_operator):
     op, fleet = live_operator
+    low, high = offline_replicas(2.0), offline_replicas(9.0)
+    assert high > low
     fleet.rate_rps = 2.0
     cluster.apply(manifests(declared_rps=2.0))
-    wait_until(lambda: fresh_and_settled(cluster, fleet, 1), 90, "1 replica with fresh telemetry", interval_s=1.0)
+    wait_until(lambda: fresh_and_settled(cluster, fleet, low), 90, f"{low} replica(s) with fresh telemetry",
+               interval_s=1.0)
     time.sleep(3 * INTERVAL_S)  # a few ticks of steady history
-    assert fleet.current() == 1
+    assert fleet.current() == low
     t0 = time.monotonic()
     fleet.rate_rps = 9.0
-    wait_until(lambda: fleet.current() > 1, 60, "more replicas after the step", interval_s=0.2)
-    first = next(t for t, n in fleet.replicas if t >= t0 and n > 1) - t0
-    wait_until(lambda: fleet.current() >= 3, 60, "3 replicas for 9 req/s", interval_s=0.2)
-    full = next(t for t, n in fleet.replicas if t >= t0 and n >= 3) - t0
-    print(f"step 2 -> 9 req/s: first rise after {first:.1f}s, 3 replicas after {full:.1f}s "
+    wait_until(lambda: fleet.current() > low, 60, "more replicas after the step", interval_s=0.2)
+    first = next(t for t, n in fleet.replicas if t >= t0 and n > low) - t0
+    wait_until(lambda: fleet.current() >= high, 60, f"{high} replicas for 9 req/s", interval_s=0.2)
+    full = next(t for t, n in fleet.replicas if t >= t0 and n >= high) - t0
+    print(f"step 2 -> 9 req/s: first rise after {first:.1f}s, {high} replicas after {full:.1f}s "
           f"(scrape {SCRAPE_S:g}s, window {WINDOW_S:g}s, re-plan interval {INTERVAL_S}s); replicas {fleet.replicas}")
     assert full < 60

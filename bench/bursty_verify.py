@@ -211,6 +211,9 @@ class Case:
     """the ``FleetProblem`` it was planned from"""
     requests: object = None
     """the workload's requests as replayed (``workload_traces``)"""
+    replay: object = None
+    """the round-0 plan's replay (``Simulation``, run; None when the plan gives the workload no
+    group): its ``rq`` holds each request's latencies, groups and entry pod"""
 
 
 def _pct_at(values: np.ndarray, pct: float) -> float:
@@ -290,7 +293,7 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
         "costv": best.plan.cost_per_hour, "gpusv": best.plan.total_gpus,
         "status": best.plan.status, "exit": exit_status(best.plan, best.meets_targets), "wall": wall,
     }
-    groups = []
+    groups, sim = [], None
     sims = [sw for sw in from_plan(first.plan, fp) if sw.key == w.key and sw.groups]
     if sims:
         # the same replay as round 0 (same trace, seed 0), kept to read each request's latency
@@ -334,7 +337,7 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
                            "ttft_at_mean": at_mean[0], "tpot_at_mean": at_mean[1]})
     burst = getattr(w, "burst", None)  # the planner's arrival burstiness estimate, where it makes one
     return Case(trace_name, slo[0], servable, getattr(burst, "arrival_scv", float("nan")), row, groups,
-                first.plan, fp, traces[w.key])
+                first.plan, fp, traces[w.key], sim)
 
 
 def _f(v, fmt: str, width: int) -> str:

@@ -11,8 +11,8 @@ measures what one pod sees in the replay and prints it beside two spreads:
 
 Plans: ``bench/bursty_verify.py``'s Azure cases (the Azure conversation hour at rateScale 4 and
 its Gamma variants of CV² 3.7 and 7.3, four SLO sets each), planned and verified by its
-``run_case``; each round-0 plan is replayed (seed 0), recording each request's entry pod
-(``Simulation.rq.entry_replica``). For every colocated group: the dispersion of each
+``run_case``, whose replay of each round-0 plan (seed 0, ``Case.replay``) records each request's
+entry pod (``Simulation.rq.entry_replica``). For every colocated group: the dispersion of each
 pod's arrivals over 0.5, 2 and 5 s windows (``workload.demand.arrival_dispersion``), averaged over
 the group's pods; both spreads at the same windows (``Burstiness.scv_over``); and the group's
 replayed TTFT at the SLO percentile over the read-out's (``bursty_verify``'s "@sim" ratio).
@@ -41,8 +41,6 @@ import bursty_verify as bv
 import numpy as np
 
 from llmfleet import progress
-from llmfleet.sim.engine import Simulation
-from llmfleet.sim.scenario import from_plan
 from llmfleet.workload.demand import arrival_dispersion
 from llmfleet.workload.traces import load_trace
 
@@ -74,11 +72,10 @@ def main() -> int:
                 wl = bv.write_workload(folder, object_name, f"{name}.csv", bv.AZURE_SCALE, slo)
                 with progress.reporting(lambda msg, label=label: log(f"{label}: {msg}")):
                     case = bv.run_case(folder, wl, name, slo)
-                w = case.problem.workloads[0]
-                scenario = next(s for s in from_plan(case.plan, case.problem) if s.key == w.key and s.groups)
-                sim = Simulation(scenario, case.requests, seed=0)
-                sim.run()
-                rq = sim.rq
+                w, sim = case.problem.workloads[0], case.replay
+                if sim is None:
+                    continue
+                scenario, rq = sim.w, sim.rq
                 pods = sum(g.replicas for g in scenario.groups if g.role != "prefill")
                 split = sum(1 for g in scenario.groups if g.role != "prefill") > 1
                 for gi, (g, read) in enumerate(zip(scenario.groups, case.groups)):

@@ -214,6 +214,9 @@ class Case:
     replay: object = None
     """the round-0 plan's replay (``Simulation``, run; None when the plan gives the workload no
     group): its ``rq`` holds each request's latencies, groups and entry pod"""
+    loads: list = dataclasses.field(default_factory=list)
+    """per group of the replay: (configuration as planned, κ-masked replayed rate per bucket
+    (req/s, shape (S,)), load as the MILP counts it), what the "@sim" read-out was given"""
 
 
 def _pct_at(values: np.ndarray, pct: float) -> float:
@@ -337,7 +340,7 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
                            "ttft_at_mean": at_mean[0], "tpot_at_mean": at_mean[1]})
     burst = getattr(w, "burst", None)  # the planner's arrival burstiness estimate, where it makes one
     return Case(trace_name, slo[0], servable, getattr(burst, "arrival_scv", float("nan")), row, groups,
-                first.plan, fp, traces[w.key], sim)
+                first.plan, fp, traces[w.key], sim, loads if sims else [])
 
 
 def _f(v, fmt: str, width: int) -> str:

@@ -503,10 +503,12 @@ def test_the_picker_check_never_trades_served_demand_for_it(tmp_path):
 
 
 def test_a_stream_split_at_random_over_n_replicas_has_the_dispersion_spread_over_says():
-    """``Burstiness.spread_over``: Gamma arrivals of CV² 3.7 and 7.3 (a renewal stream, whose index
-    of dispersion over long windows is its CV²) split at random over n = 2, 4 and 8 replicas: the
-    dispersion of one replica's counts over 20 s windows is 1 + (d - 1) / n of the whole stream's d
-    measured the same way, within 10% (the thinned count's variance p² Var N + p(1-p) E N)."""
+    """``Burstiness.spread_over`` and ``Burstiness.thinned``: Gamma arrivals of CV² 3.7 and 7.3 (a
+    renewal stream, whose index of dispersion over long windows is its CV²) split at random over
+    n = 2, 4 and 8 replicas, or sent to one pod with probability 0.15 and 0.29 (the shares of the
+    slow one-pod groups in ``bench/pod_dispersion.py``): the dispersion of that pod's counts over
+    20 s windows is 1 + (d - 1) / n, or 1 + share (d - 1), of the whole stream's d measured the
+    same way, within 10% (the thinned count's variance p² Var N + p(1-p) E N)."""
     from llmfleet.perf.capacity import Burstiness
     rng = np.random.default_rng(5)
     for c_a2 in (3.7, 7.3):
@@ -523,6 +525,10 @@ def test_a_stream_split_at_random_over_n_replicas_has_the_dispersion_spread_over
             spread = Burstiness(arrival_scv=whole, queue_arrival_scv=whole).spread_over(n)
             assert spread.queue_scv == pytest.approx(dispersion(mine), rel=0.1), (c_a2, n)
             assert spread.arrival_scv == spread.queue_scv  # every dispersion is spread alike
+        for share in (0.15, 0.29):
+            mine = arrivals[rng.random(len(arrivals)) < share]
+            thinned = Burstiness(arrival_scv=whole, queue_arrival_scv=whole).thinned(share)
+            assert thinned.queue_scv == pytest.approx(dispersion(mine), rel=0.1), (c_a2, share)
 
 
 def test_bursty_colocated_replicas_are_planned_as_the_router_spreads_the_bursts(tmp_path):

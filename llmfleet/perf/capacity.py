@@ -178,15 +178,25 @@ class Burstiness:
 
     def spread_over(self, replicas: int) -> "Burstiness":
         """The burstiness one of ``replicas`` replicas sees when a router spreads the stream over
-        them: every dispersion d becomes 1 + (d - 1) / n. That is exact for a stream split at
-        random with probability 1/n (the count of a p-thinned point process has variance
-        p² Var N + p(1-p) E N, so its index of dispersion is 1 + p (d - 1)); a least-loaded router
-        spreads a clump more evenly still, so this errs on the bursty side. The prompt lengths'
-        variability is the stream's. ``replicas`` <= 1: unchanged."""
+        them: every dispersion d becomes 1 + (d - 1) / n, which is ``thinned(1 / n)``. A
+        least-loaded router spreads a clump more evenly over pods of one speed, so this errs on
+        the bursty side (``bench/pod_dispersion.py``). ``replicas`` <= 1: unchanged."""
         n = max(int(replicas), 1)
         if n == 1 or not self.bursty:
             return self
-        thin = lambda d: 1.0 + (d - 1.0) / n if d > 1.0 else d  # noqa: E731
+        return self._each_dispersion(lambda d: 1.0 + (d - 1.0) / n if d > 1.0 else d)
+
+    def thinned(self, share: float) -> "Burstiness":
+        """The burstiness of the part of the stream a router sends one pod at random with
+        probability ``share`` (0 < share <= 1): every dispersion d becomes 1 + share (d - 1), exact
+        for independent thinning (the count of a p-thinned point process has variance
+        p² Var N + p(1-p) E N). The prompt lengths' variability is the stream's."""
+        if share >= 1.0 or not self.bursty:
+            return self
+        return self._each_dispersion(lambda d: 1.0 + (d - 1.0) * share if d > 1.0 else d)
+
+    def _each_dispersion(self, thin) -> "Burstiness":
+        """This burstiness with ``thin`` applied to every arrival dispersion it holds."""
         return dataclasses.replace(self, arrival_scv=thin(self.arrival_scv), queue_arrival_scv=thin(self.queue_scv),
                                    arrival_idc=tuple((t, thin(v)) for t, v in self.arrival_idc))
 

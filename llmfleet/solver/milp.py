@@ -2689,9 +2689,11 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                prefill_share=local)
         return served, none, [np.full(len(inp), np.inf) if sb is None else sb.tpot_s for sb in batches]
     # the router spreads a burst over the group's replicas (``Burstiness.spread_over``), as κ assumed
+    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
     pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu,
                               max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst.spread_over(replicas),
-                              window_s=window_s, mix_rps=mix)
+                              window_s=window_s, mix_rps=mix, min_tokens=None if floor is None else floor[served],
+                              lengths=None if lengths is None else lengths[served])
     return served, [t for t, _ in pairs], [t for _, t in pairs]
 
 

@@ -30,7 +30,11 @@ the model's, its p90 1.03-1.20x and its p99 1.01-1.20x. Per bucket, two gaps:
 With both: p50 0.83-0.89x, p90 0.97-1.12x, p99 1.01-1.17x (the 2k-8k bucket's p90 at 20% load
 0.185 against 0.183 s). What is left is at 50-80% load on H100 (p99 1.16-1.17x, in every bucket
 alike: the queue's wait, not the sizes), and the short prompts' p99 at 20% load (0.181 against
-0.143 s: the rest of the prompt in service hardly moved it, so its cause is still open).
+0.143 s; the rest of the prompt in service hardly moved it). Looked at by hand: each of the 1%
+slowest 128-511-token prompts there (0.18-0.40 s) had a 2-7k-token prompt just ahead or in its own
+iteration. Its first token comes at the end of the iteration that finishes its prefill, and the
+token budget (8,192 on H100) lets a long prompt's chunk share that iteration: the model's
+``prompts_per_mixed_iteration`` carries that sharing on average, not in the tail.
 ``bench/bursty_verify.py`` did not move (66 of 71 groups within 25%, the same plans): under
 bursts the queue's wait is most of a TTFT.
 

@@ -78,10 +78,6 @@ MIN_REQUESTS = 100
 PERCENTILES = (50.0, 90.0, 99.0)
 
 
-def _percentile(values: np.ndarray, pct: float) -> float:
-    return float(np.percentile(np.where(np.isnan(values), np.inf, values), pct))
-
-
 def main() -> int:
     t0 = time.perf_counter()
     trace = load_trace(bv.AZURE, "azure")
@@ -125,7 +121,7 @@ def main() -> int:
             ttft = sim.rq.first - sim.rq.arrival
             served, model_ttft, _ = _latencies_by_bucket(w, config, bucket_rps, load, fp.params, list(PERCENTILES))
             whole = [predicted_latency(w, config, bucket_rps, load, fp.params, percentile=p)[0] for p in PERCENTILES]
-            cells = "  ".join(f"p{p:g} {_percentile(ttft, p):.3f}/{m:.3f} = {_percentile(ttft, p) / m:.2f}"
+            cells = "  ".join(f"p{p:g} {bv._pct_at(ttft, p):.3f}/{m:.3f} = {bv._pct_at(ttft, p) / m:.2f}"
                               for p, m in zip(PERCENTILES, whole))
             print(f"\n{pool} TP-{tp} at load {load:g} ({rate:.2f} req/s, {n} requests): all requests  {cells}")
             print(f"  {'bucket (in/out tokens, mean)':<30} {'requests':>8}  {'prompt p50/p99':>14}  "
@@ -138,7 +134,7 @@ def main() -> int:
                 lengths = sim.rq.inp[mine]
                 print(f"  {f'{w.input_tokens[b]:.0f}/{w.output_tokens[b]:.0f}':<30} {int(mine.sum()):>8}  "
                       f"{f'{np.percentile(lengths, 50):.0f}/{np.percentile(lengths, 99):.0f}':>14}  "
-                      + "  ".join(f"{f'{_percentile(ttft[mine], p):.3f}/{m[j]:.3f}':>20}"
+                      + "  ".join(f"{f'{bv._pct_at(ttft[mine], p):.3f}/{m[j]:.3f}':>20}"
                                   for p, m in zip(PERCENTILES, model_ttft)))
             sys.stdout.flush()
     print(f"\nwall time {time.perf_counter() - t0:.0f}s")

@@ -188,7 +188,8 @@ class Burstiness:
 
     def thinned(self, share: float) -> "Burstiness":
         """The burstiness of the part of the stream a router sends one pod at random with
-        probability ``share`` (0 < share <= 1): every dispersion d becomes 1 + share (d - 1), exact
+        probability ``share`` (<= 0: Poisson; >= 1: unchanged): every dispersion d becomes
+        1 + share (d - 1), exact
         for independent thinning (the count of a p-thinned point process has variance
         p² Var N + p(1-p) E N). The prompt lengths' variability is the stream's."""
         if share >= 1.0 or not self.bursty:
@@ -1226,16 +1227,10 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     (1.03-1.20x with each bucket at its mean prompt and the exponential tail alone), its p99
     1.01-1.17x (1.01-1.20x); ``tests/test_perf.py`` checks a bucket of spread-out prompts."""
     size = len(mix_rps)
-    inp = np.asarray(input_tokens, dtype=float)
-    if lengths is None:
-        scv_all = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
-        floor = np.zeros_like(inp) if min_tokens is None else np.asarray(min_tokens, dtype=float)
-        lengths = prompt_length_quantiles(inp, scv_all, floor, INPUT_LENGTH_PROBS)
-    lengths = np.maximum(np.asarray(lengths, dtype=float), 1.0)
+    lengths = bucket_prompt_lengths(input_tokens, burst.service_scv, min_tokens, lengths)
     # each prompt's length over its bucket's mean (slice-weighted, so a bucket's mean service stays
     # the shared batch's): shape (S, J)
     relative = lengths / (((lengths[:, 1:] + lengths[:, :-1]) / 2.0) @ INPUT_LENGTH_SLICES)[:, None]
-    relative_slices = (relative[:, 1:] + relative[:, :-1]) / 2.0
     out = []
     for percentile, sb in zip(percentiles, shared_batch(model, gpu, tp, input_tokens, output_tokens, mix_rps,
                                                         percentiles, p, gpu_memory_utilization, max_num_seqs,
@@ -1245,25 +1240,24 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
             continue
         service = sb.prefill_s
         fin = np.isfinite(service) & (mix_rps > 0)
-        lam = float(mix_rps[fin].sum())
         q = percentile / 100.0
         scv_b = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), service.shape)[fin]
-        mean_s = float(mix_rps[fin] @ service[fin]) / lam if lam > 0 else 0.0
-        second = float(mix_rps[fin] @ (service[fin] ** 2 * (1.0 + scv_b))) / lam if lam > 0 else 0.0
-        v = burst.queue_scv + (max(second / mean_s ** 2 - 1.0, 0.0) if mean_s > 0 else 0.0)
+        # the prompts' one queue: the mix's arrivals, each prompt's service at its length (one
+        # server; None when nothing arrives)
+        queue = prefill_queue([(1, mix_rps[fin], service[fin], service[fin] ** 2 * (1.0 + scv_b),
+                                service[fin][:, None] * relative[fin])])
+        v = burst.queue_scv + (queue.service_scv if queue is not None else 0.0)
         if sb.saturated:  # the batch is at its largest: the excess waits for the replica's completions
             with np.errstate(invalid="ignore", divide="ignore"):
                 wait = mdl_wait_quantile_s(np.array(float(mix_rps.sum())), 1.0 / sb.rate_max_rps, q, v, window_s,
                                            arrival_scv=burst.queue_scv)
             out.append((np.where(np.isfinite(service), service + sb.step_s + float(wait), np.inf), sb.tpot_s))
             continue
-        if lam > 0:
+        if queue is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
-                tail = mdl_wait_quantile_s(np.array(lam), mean_s, WAIT_PROBS, v, window_s, arrival_scv=burst.queue_scv)
-            times = service[fin][:, None] * relative_slices[fin]  # (F, J-1) prompt services of the mix
-            weights = mix_rps[fin][:, None] * INPUT_LENGTH_SLICES[None, :] / lam
-            rest = PrefillQueue(lam, mean_s, 0.0, 1, times.ravel(), weights.ravel()).residual_wait_quantiles(WAIT_PROBS)
-            wait = np.maximum.accumulate(np.maximum(tail, rest))
+                tail = mdl_wait_quantile_s(np.array(queue.rate_rps), queue.mean_service_s, WAIT_PROBS, v, window_s,
+                                           arrival_scv=burst.queue_scv)
+            wait = np.maximum.accumulate(np.maximum(tail, queue.residual_wait_quantiles(WAIT_PROBS)))
         else:
             wait = np.zeros_like(WAIT_PROBS)
         ok = np.isfinite(service)
@@ -1278,6 +1272,9 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
 WAIT_PROBS = np.concatenate([[0.0], 1.0 - np.logspace(0.0, -6.0, 97)[1:]])
 """cumulative probabilities at which the wait's quantile function is evaluated (its CDF is linear
 in between): 16 a decade of its tail, down to one in a million"""
+
+INPUT_LENGTH_SLICES = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
+"""the probability of each slice between two of ``INPUT_LENGTH_PROBS`` (summing to 1)"""
 
 
 def prompt_length_quantiles(mean_tokens: np.ndarray, scv: np.ndarray, min_tokens: np.ndarray,
@@ -1353,6 +1350,20 @@ class PrefillQueue:
         return np.where(need >= 1.0, 0.0, found)
 
 
+def bucket_prompt_lengths(input_tokens: np.ndarray, input_scv, min_tokens: np.ndarray | None = None,
+                          lengths: np.ndarray | None = None) -> np.ndarray:
+    """Each bucket's prompt lengths at ``INPUT_LENGTH_PROBS``, tokens (at least 1), shape (S, J):
+    ``lengths`` where given (a trace's, ``Demand.input_quantiles``, shape (S, J)), else
+    ``prompt_length_quantiles`` of the bucket's mean ``input_tokens`` (S,), SCV ``input_scv``
+    ((S,) or scalar) and lower edge ``min_tokens`` ((S,); None: 0)."""
+    inp = np.asarray(input_tokens, dtype=float)
+    if lengths is None:
+        scv = np.broadcast_to(np.asarray(input_scv, dtype=float), inp.shape)
+        lo = np.zeros_like(inp) if min_tokens is None else np.asarray(min_tokens, dtype=float)
+        lengths = prompt_length_quantiles(inp, scv, lo, INPUT_LENGTH_PROBS)
+    return np.maximum(np.asarray(lengths, dtype=float), 1.0)
+
+
 def prefill_service_moments(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
                             input_scv: np.ndarray, min_tokens: np.ndarray | None = None,
                             p: PerfParams | None = None,
@@ -1362,12 +1373,7 @@ def prefill_service_moments(model: ModelSpec, gpu: GPUType, tp: int, input_token
     lengths are ``lengths`` where given (a trace's, ``Demand.input_quantiles``), else
     ``prompt_length_quantiles`` of the bucket's mean ``input_tokens``, SCV ``input_scv`` and lower
     edge ``min_tokens`` (None: 0). Moments by trapezoids over the prefill time's quantile function."""
-    inp = np.asarray(input_tokens, dtype=float)
-    if lengths is None:
-        scv = np.broadcast_to(np.asarray(input_scv, dtype=float), inp.shape)
-        lo = np.zeros_like(inp) if min_tokens is None else np.asarray(min_tokens, dtype=float)
-        lengths = prompt_length_quantiles(inp, scv, lo, INPUT_LENGTH_PROBS)
-    lengths = np.maximum(np.asarray(lengths, dtype=float), 1.0)
+    lengths = bucket_prompt_lengths(input_tokens, input_scv, min_tokens, lengths)
     service = prefill_time_s(model, gpu, tp, lengths, p=p or default_params())
     dp = np.diff(INPUT_LENGTH_PROBS)
     mean_b = ((service[:, 1:] + service[:, :-1]) / 2.0 * dp).sum(axis=1) / dp.sum()
@@ -1406,9 +1412,9 @@ def prefill_queue(parts) -> PrefillQueue | None:
         if float(np.sum(r)) > 0:
             own = _over_arrivals(r, m)
             scv += n * float(np.sum(r)) * max(_over_arrivals(r, m2) / own ** 2 - 1.0, 0.0)
-    slices = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
     times = [((t[:, 1:] + t[:, :-1]) / 2.0).ravel() for _, _, _, _, t in parts]
-    weights = [(n * np.asarray(r, dtype=float)[:, None] * slices[None, :]).ravel() / rate for n, r, _, _, _ in parts]
+    weights = [(n * np.asarray(r, dtype=float)[:, None] * INPUT_LENGTH_SLICES[None, :]).ravel() / rate
+               for n, r, _, _, _ in parts]
     return PrefillQueue(rate / servers, mean_s, scv / rate, servers,
                         np.concatenate(times), np.concatenate(weights))
 
@@ -1501,10 +1507,6 @@ class _OwnPlusWait:
             below = self.cdf(mid) < target
             lo_t, hi_t = np.where(below, mid, lo_t), np.where(below, hi_t, mid)
         return list(hi_t.T)
-
-
-INPUT_LENGTH_SLICES = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
-"""the probability of each slice between two of ``INPUT_LENGTH_PROBS`` (summing to 1)"""
 
 
 class _PrefillTTFT(_OwnPlusWait):

@@ -2689,11 +2689,9 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                prefill_share=local)
         return served, none, [np.full(len(inp), np.inf) if sb is None else sb.tpot_s for sb in batches]
     # the router spreads a burst over the group's replicas (``Burstiness.spread_over``), as κ assumed
-    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
     pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu,
                               max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst.spread_over(replicas),
-                              window_s=window_s, mix_rps=mix, min_tokens=None if floor is None else floor[served],
-                              lengths=None if lengths is None else lengths[served])
+                              window_s=window_s, mix_rps=mix, **_prompt_length_arguments(w, served))
     return served, [t for t, _ in pairs], [t for _, t in pairs]
 
 
@@ -2734,11 +2732,9 @@ def _prefill_arguments(w: WorkloadProblem, c, served: np.ndarray, params: PerfPa
                        replicas: int, queue: PrefillQueue | None) -> dict:
     """The arguments of ``capacity.prefill_ttft_quantiles_s`` and ``prefill_ttft_share_within``
     after the rates, for a prefill group of configuration ``c`` over its ``served`` buckets."""
-    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
     return {"transfer_s": c.kv_transfer_s[served], "first_token_s": w.workload.spec.slo.tpot, "p": params,
-            "burst": burst, "window_s": window_s, "servers": max(int(replicas), 1),
-            "min_tokens": None if floor is None else floor[served], "queue": queue,
-            "lengths": None if lengths is None else lengths[served]}
+            "burst": burst, "window_s": window_s, "servers": max(int(replicas), 1), "queue": queue,
+            **_prompt_length_arguments(w, served)}
 
 
 def _prefill_share_within(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
@@ -2792,11 +2788,19 @@ def _prefill_moments(w: WorkloadProblem, c, served: np.ndarray, params: PerfPara
     replica of configuration ``c``: their prompt lengths from the trace where it gave them, else
     from each bucket's mean, SCV and lower edge, at the group's own step times
     (``_group_params``)."""
-    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
     scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), w.share.shape)
     return prefill_service_moments(w.model, c.pool.gpu, c.tp, w.input_tokens[served], scv[served],
-                                   None if floor is None else floor[served], _group_params(c, params),
-                                   None if lengths is None else lengths[served])
+                                   p=_group_params(c, params), **_prompt_length_arguments(w, served))
+
+
+def _prompt_length_arguments(w: WorkloadProblem, served: np.ndarray) -> dict:
+    """``min_tokens`` and ``lengths`` of ``w``'s ``served`` buckets (bool, shape (S,)), as
+    ``capacity.bucket_prompt_lengths`` and the functions that call it take them: each bucket's
+    lower edge (shape (n_served,), tokens) and its prompt lengths from the trace (shape
+    (n_served, len(INPUT_LENGTH_PROBS)), tokens), each None where the demand does not have it."""
+    floor, lengths = _prompt_floor_tokens(w), _prompt_lengths(w)
+    return {"min_tokens": None if floor is None else floor[served],
+            "lengths": None if lengths is None else lengths[served]}
 
 
 def _prompt_lengths(w: WorkloadProblem) -> np.ndarray | None:

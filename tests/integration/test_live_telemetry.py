@@ -20,6 +20,7 @@ an iteration of its own, 3.2 req/s a replica).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -206,9 +207,10 @@ def telemetry_condition(cluster) -> dict | None:
     return cluster.condition(cluster.workload(NAME, NS), "TelemetryStale")
 
 
+@functools.cache
 def offline_replicas(declared_rps: float) -> int:
     """The replicas ``llmfleet plan`` plans for ``manifests(declared_rps)``, no cluster involved
-    (load_fleet, build_problem, solve: the CLI's path)."""
+    (load_fleet, build_problem, solve: the CLI's path); solved once per rate for the module."""
     from llmfleet.api.loader import load_fleet
     from llmfleet.solver.milp import solve
     from llmfleet.solver.problem import build_problem

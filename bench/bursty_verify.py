@@ -68,7 +68,7 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import (_prefill_queue, as_planned, local_prefill_shares, predicted_attainment,
+from llmfleet.solver.milp import (_prefill_queue, as_planned, burst_pods, local_prefill_shares, predicted_attainment,
                                   predicted_latency, replica_load)
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
@@ -328,10 +328,11 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
             served = bucket_rps.sum() > 0
             pooled = queue if g.role == "prefill" else None
             mine_local = local if g.role == "decode" else None
+            pods = burst_pods(a, mine)  # the pods a burst is dealt over, as the plan's read-out
             at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params, levels=w.demand.rate_levels,
-                                        replicas=g.replicas, queue=pooled, local_prefill=mine_local)
+                                        replicas=pods, queue=pooled, local_prefill=mine_local)
                       if served else (None, None))
-            at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=g.replicas,
+            at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=pods,
                                          queue=pooled, local_prefill=mine_local) if served else (None, None))
             groups.append({"group": f"{g.replicas}x {g.name}", "requests": n, "util": a.utilization,
                            "rps_plan": a.rate_rps, "rps_sim": rps,

@@ -1,13 +1,14 @@
 """The burstiness one pod sees: the replay's least-loaded picker against the read-out's spread.
 
 The read-out (``milp._latencies_by_bucket``) gives a colocated replica the workload's arrival
-dispersion spread over its own group's replicas: d becomes 1 + (d - 1) / n
-(``Burstiness.spread_over``). When a workload is split over several groups, the endpoint picker
-still chooses among every pod of the workload, so a burst is shared by all of them. This bench
-measures what one pod sees in the replay and prints it beside two spreads:
+dispersion spread over n pods: d becomes 1 + (d - 1) / n (``Burstiness.spread_over``). When a
+workload is split over several groups, the endpoint picker still chooses among every pod of the
+workload, so a burst is shared by all of them. This bench measures what one pod sees in the
+replay and prints it beside two spreads:
 
-- ``group``: the read-out's, over the group's own replicas;
-- ``all``: over every pod the picker chooses among (the workload's colocated and decode pods).
+- ``group``: over the group's own replicas (the read-out's until the clump mates were modelled);
+- ``all``: over every pod the picker chooses among (the workload's colocated and decode pods;
+  the read-out's now, ``milp.burst_pods``).
 
 Plans: ``bench/bursty_verify.py``'s Azure cases (the Azure conversation hour at rateScale 4 and
 its Gamma variants of CV² 3.7 and 7.3, four SLO sets each), planned and verified by its
@@ -21,7 +22,8 @@ A second table takes one pod of each colocated group of those split plans and as
 error comes from (``one_pod_rows``): the group's replayed TTFT over several seeds of the picker's
 tie-breaks; the pod's own replayed stream served by that pod alone; random thinnings of the
 workload's stream at the pod's share, served alone; and the read-out with the bursts spread over
-the group (today) and thinned at the pod's share (``Burstiness.thinned``).
+every pod the picker chooses among (today, ``milp.burst_pods``; over the group's own pods before)
+and thinned at the pod's share (``Burstiness.thinned``).
 
 What it showed when written:
 - dispersion: on the plans split over two groups, one pod's was 0.83-4.07 in the replay, 1.12-7.12
@@ -95,7 +97,8 @@ def one_pod_rows(case, label: str, rng: np.random.Generator) -> list[tuple]:
     the seed-0 replay of the pod: a check that the pod's stream is all that decides its TTFT); the
     median over ``THINNINGS`` random thinnings of the workload's stream at that share, served
     alone (the stream a router that ignores load would give it); the read-out today (the bursts
-    spread over the group, ``Burstiness.spread_over``) and with the thinning at the pod's share
+    dealt over every pod the picker chooses among, ``milp.burst_pods``, ``Burstiness.spread_over``)
+    and with the thinning at the pod's share
     (``Burstiness.thinned``), both at the replay's load (bursty_verify's "@sim")."""
     w, sim, fp = case.problem.workloads[0], case.replay, case.problem
     scenario, rq = sim.w, sim.rq
@@ -191,7 +194,8 @@ def main() -> int:
               f"group's over {ROUTER_SEEDS} seeds of the picker's tie-breaks (min/median/max); alone: the pod's own "
               f"replayed stream on the pod alone; thinned: the median of {THINNINGS} random thinnings of the "
               "workload's stream at the pod's share, each on the pod alone; model: the read-out at the replay's "
-              "load with the bursts spread over the group (today) and thinned at the pod's share")
+              "load with the bursts dealt over every pod the picker chooses among (today) and thinned at the "
+              "pod's share")
         print(f"{'trace':<13} {'SLO':<12} {'group':<27} {'share':>5}  {'replay min/med/max':<20} {'alone':>6} "
               f"{'thinned':>7}  {'model today':>11} {'at share':>8}")
         for label, group_name, share, seeds, own, thin, today, at_share in alone:

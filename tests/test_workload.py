@@ -192,3 +192,26 @@ def test_the_burstiness_of_clustered_arrivals_grows_with_the_window():
     assert d.arrival_scv_at(0.1) == idc[0.5] and d.arrival_scv_at(60.0) == idc[20.0]  # held at the ends
     poisson = demand_from_trace(frame(np.cumsum(rng.exponential(0.125, 32000))))
     assert all(v == pytest.approx(1.0, abs=0.15) for _, v in poisson.arrival_idc)
+
+
+def test_the_requests_that_follow_one_in_its_clump_are_counted():
+    """``Demand.arrival_followers``: clusters of 8 requests spread uniformly over 2 s, their starts
+    a Poisson stream. Besides the Poisson part (the rate x the window, taken out), a request meets
+    the 7 others of its cluster within τ after it with probability E[min(τ, 2 - x)] / 2 each, x
+    uniform on [0, 2]: 7 (τ/2 - τ²/8), 0.341 at 0.1 s and 2.625 at 1 s. Poisson arrivals have none.
+    A request kept by a random 30% thinning keeps 30% of its followers
+    (``Burstiness.thinned``)."""
+    from llmfleet.perf.capacity import Burstiness
+    rng = np.random.default_rng(7)
+    starts = np.cumsum(rng.exponential(1.0, 12000))
+    clustered = np.sort((starts[:, None] + rng.uniform(0.0, 2.0, (len(starts), 8))).ravel())
+    frame = lambda a: pd.DataFrame({"arrival_s": a, "input_tokens": 500, "output_tokens": 100})  # noqa: E731
+    followers = dict(demand_from_trace(frame(clustered)).arrival_followers)
+    for window_s in (0.1, 1.0):
+        assert followers[window_s] == pytest.approx(7.0 * (window_s / 2.0 - window_s ** 2 / 8.0), rel=0.1)
+    poisson = demand_from_trace(frame(np.cumsum(rng.exponential(0.125, 32000))))
+    assert all(v == pytest.approx(0.0, abs=0.05) for _, v in poisson.arrival_followers)
+    kept = dict(demand_from_trace(frame(clustered[rng.random(len(clustered)) < 0.3])).arrival_followers)
+    thinned = Burstiness(followers=tuple(followers.items())).thinned(0.3)
+    for window_s in (0.1, 1.0):
+        assert thinned.followers_within(window_s) == pytest.approx(kept[window_s], rel=0.15)

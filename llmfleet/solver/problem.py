@@ -618,7 +618,7 @@ def _workload_problem(w: LLMWorkload, model, demand: Demand, pools: dict, policy
     # that timescale (bursts much longer than it are the load levels, ``Demand.rate_levels``)
     queue_window_s = min(max(w.spec.slo.ttft, ARRIVAL_IDC_WINDOWS_S[0]), BURST_WINDOW_S)
     burst = Burstiness(demand.arrival_scv, scv, queue_arrival_scv=demand.arrival_scv_at(queue_window_s),
-                       arrival_idc=demand.arrival_idc)
+                       arrival_idc=demand.arrival_idc, followers=demand.arrival_followers)
     wp = WorkloadProblem(
         key=w.key, workload=w, model=model, demand=demand,
         rate_rps=demand.rate_plan_rps * (1.0 + policy.headroom),
@@ -655,7 +655,7 @@ def _capacity_inputs(w: LLMWorkload, demand: Demand, pools: dict, policy_read: l
     h.update(json.dumps([w.key, w.spec.model_dump(mode="json"), policy_read, repr(params),
                          scales or [], routing, power_caps, [repr(p) for p in pools.values()],
                          demand.rate_mean_rps, demand.rate_plan_rps, demand.arrival_scv, demand.rate_levels,
-                         demand.arrival_idc],
+                         demand.arrival_idc, demand.arrival_followers],
                         sort_keys=True, default=str).encode())
     for a in (demand.share, demand.input_tokens, demand.output_tokens, demand.input_edges, demand.output_edges,
               demand.input_scv, demand.input_quantiles):

@@ -52,6 +52,10 @@ class Demand:
         input_quantiles: shape (n_in, n_out, len(INPUT_LENGTH_PROBS)), the input lengths of each
             bucket's requests at ``INPUT_LENGTH_PROBS`` (``input_length_quantiles``; 0 where
             empty), tokens; None where only the mean and SCV are known (a declared rate).
+        arrival_followers: (window s, excess followers) pairs at ``FOLLOWER_WINDOWS_S``, windows
+            ascending (``arrival_followers``): how many more requests arrive within that window
+            after a request than Poisson arrivals would bring, the clumps prompts share an
+            iteration with; empty for a declared rate (Poisson: none).
     """
 
     rate_mean_rps: float
@@ -66,6 +70,7 @@ class Demand:
     rate_levels: tuple[tuple[float, float], ...] = ((1.0, 1.0),)
     input_quantiles: np.ndarray | None = None
     arrival_idc: tuple[tuple[float, float], ...] = ()
+    arrival_followers: tuple[tuple[float, float], ...] = ()
 
     def arrival_scv_at(self, window_s: float) -> float:
         """The arrivals' index of dispersion over ``window_s`` seconds (``dispersion_at`` on
@@ -163,6 +168,37 @@ def dispersion_at(idc: tuple[tuple[float, float], ...], window_s, default: float
     return np.maximum(np.interp(np.log(np.maximum(window_s, 1e-3)), np.log(windows), values), 1.0)
 
 
+FOLLOWER_WINDOWS_S = (0.01, 0.03, 0.1, 0.3, 1.0)
+"""windows over which ``Demand.arrival_followers`` counts the requests that follow one, s: the
+time a prompt waits for the iteration it joins, from one decode step of a small model (about
+10 ms) to the prefill of a long prompt"""
+
+
+def arrival_followers(arrival_s: np.ndarray, window_s: float, minute_s: float = 60.0) -> float:
+    """The mean number of requests that arrive within ``window_s`` seconds after a request, less
+    what Poisson arrivals at the rate of its minute would bring there (that rate x ``window_s``):
+    the Palm excess H(τ) - λτ of the arrival process (H(τ), the expected arrivals in (0, τ] given
+    one at 0). 0 for Poisson arrivals, above 0 when requests come in clumps: for a renewal process
+    it tends to (c² - 1) / 2 at long windows, c² the gaps' squared coefficient of variation (Cox
+    and Lewis, "The Statistical Analysis of Series of Events", 1966, ch. 4), and the index of
+    dispersion over a window t is 1 + (2/t) ∫_0^t (H(u) - λu) du. A prompt that arrives with others
+    shares their prefill iteration and gets its first token when the whole iteration ends
+    (``perf.capacity``'s TTFT read-out). Returns 0 for fewer than two arrivals.
+    """
+    arrival_s = np.sort(np.asarray(arrival_s, dtype=float))
+    n = len(arrival_s)
+    if n < 2:
+        return 0.0
+    after = np.searchsorted(arrival_s, arrival_s + window_s, side="right") - np.arange(1, n + 1)
+    minute = ((arrival_s - arrival_s[0]) // minute_s).astype(np.intp)
+    counts = np.bincount(minute)
+    # the rate of each request's own minute (the last, partial minute at its own length)
+    length = np.full(len(counts), float(minute_s))
+    length[-1] = max(float(arrival_s[-1] - arrival_s[0]) - minute_s * (len(counts) - 1), window_s)
+    local = (counts / length)[minute]
+    return float(after.mean() - (local * window_s).mean())
+
+
 BURST_WINDOW_S = 5.0
 """window of the arrival counts whose dispersion measures burstiness: TTFT targets are 0.1-10 s,
 so the queues that break them build over seconds, not over the minutes the planning rate uses"""
@@ -238,7 +274,8 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
     The planning rate is the ``peak_quantile`` of the per-window rates (windows of ``window_s``);
     with a trace shorter than one window the mean rate is used. ``rate_scale`` replays the trace
     that many times faster, as the simulator does (``sim.engine``): both rates are multiplied by
-    it, and the windows, the arrival burstiness (``arrival_scv``, ``arrival_idc``) and the load
+    it, and the windows, the arrival burstiness (``arrival_scv``, ``arrival_idc``,
+    ``arrival_followers``) and the load
     levels are measured on the replayed timeline, where a burst lasts 1/rate_scale as long.
 
     Raises:
@@ -260,6 +297,7 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
     return Demand(mean, plan, share, mi, mo, input_scv=scv,
                   arrival_scv=max(arrival_dispersion(arrival), 1.0),
                   arrival_idc=tuple((w, max(arrival_dispersion(arrival, w), 1.0)) for w in ARRIVAL_IDC_WINDOWS_S),
+                  arrival_followers=tuple((w, max(arrival_followers(arrival, w), 0.0)) for w in FOLLOWER_WINDOWS_S),
                   rate_levels=rate_levels(arrival),
                   input_quantiles=input_length_quantiles(trace["input_tokens"].to_numpy(),
                                                          trace["output_tokens"].to_numpy()))

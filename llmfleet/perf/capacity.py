@@ -193,9 +193,10 @@ class Burstiness:
 
     def spread_over(self, replicas: int) -> "Burstiness":
         """The burstiness one of ``replicas`` replicas sees when a router spreads the stream over
-        them: every dispersion d becomes 1 + (d - 1) / n, which is ``thinned(1 / n)``. A
-        least-loaded router spreads a clump more evenly over pods of one speed, so this errs on
-        the bursty side (``bench/pod_dispersion.py``). ``replicas`` <= 1: unchanged."""
+        them: every dispersion d becomes 1 + (d - 1) / n, as ``thinned(1 / n)``. A least-loaded
+        router spreads a clump more evenly over pods of one speed, so this errs on the bursty side
+        (``bench/pod_dispersion.py``). The excess followers are dealt, not thinned: a mean m
+        (geometric, ratio r = m / (1 + m)) becomes r^n / (1 - r^n). ``replicas`` <= 1: unchanged."""
         n = max(int(replicas), 1)
         if n == 1 or not self.bursty:
             return self
@@ -1351,7 +1352,6 @@ def with_followers(wait: np.ndarray, mean_followers: float, follower_s: float, m
     grid = np.unique((wait[:, None] + shift[None, :]).ravel())
     cdf = np.interp(grid[:, None] - shift[None, :], values, at, left=0.0, right=1.0) @ prob
     return np.interp(WAIT_PROBS, np.maximum.accumulate(cdf), grid)
-
 
 
 def prompt_length_quantiles(mean_tokens: np.ndarray, scv: np.ndarray, min_tokens: np.ndarray,

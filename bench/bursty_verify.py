@@ -68,8 +68,8 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import (_prefill_queue, as_planned, burst_pods, local_prefill_shares, predicted_attainment,
-                                  predicted_latency, replica_load)
+from llmfleet.solver.milp import (_prefill_queue, as_planned, burst_pods, local_prefill_shares,
+                                  predicted_attainment, predicted_latency, replica_load)
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
 from llmfleet.workload.traces import load_trace

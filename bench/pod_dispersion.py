@@ -46,6 +46,21 @@ What it showed when written:
   (median 1.61); bursty_verify's seed-0 replay (1.83) sits near the top, so its 1.51 ratio is 1.32
   against the median. Every other group's is within 12% of its median.
 
+After the read-out counted the clump mates (``capacity.with_followers``) and dealt the bursts over
+every pod (``milp.burst_pods``; the CV² 7.3 relaxed p99 plan is now 2x H100 TP-1 + 1x L40S TP-2):
+- the read-out against the group's median replay over the seeds: 0.95-1.12x for the fast groups'
+  pods, 0.64-0.76x for the slow one-pod L40S TP-2 groups (1.606 against 1.045 s, 2.596 against
+  1.548, 0.653 against 0.496);
+- why the slow pods: the picker's stream to them is worse than a random thinning at the same
+  share (served alone: 2.596 against 1.490 s, 0.653 against 0.515, 1.833 against 1.640), where the
+  fast pods' is better (0.321 against 0.452, 0.787 against 1.031). The least-loaded picker sends
+  the slow pod a request mostly when the fast pods are busier, in a burst: its stream is the
+  overflow of the others, burstier than its share of the whole (as overflow traffic is peaked,
+  Wilkinson's equivalent random theory). Thinned at its share, the read-out is within 1.16x of
+  the random thinnings for the Gamma variants (1.283 against 1.490, 0.440 against 0.515) and 1.62x
+  short on the Azure trace's own bursts (1.011 against 1.640; ``bench/ttft_by_bucket.py``'s third
+  table). The next fix is the slow pod's overflow stream.
+
     python bench/pod_dispersion.py     # about a minute and a half
 
 Progress goes to stderr, the table to stdout.

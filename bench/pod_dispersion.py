@@ -48,8 +48,8 @@ What it showed when written:
 
 After the read-out counted the clump mates (``capacity.with_followers``) and dealt the bursts over
 every pod (``milp.burst_pods``; the CV² 7.3 relaxed p99 plan is now 2x H100 TP-1 + 1x L40S TP-2):
-- the read-out against the group's median replay over the seeds: 0.95-1.12x for the fast groups'
-  pods, 0.64-0.76x for the slow one-pod L40S TP-2 groups (1.606 against 1.045 s, 2.596 against
+- the group's median replay over the seeds against the read-out: 1.02-1.15x for the fast groups'
+  pods, 1.32-1.68x for the slow one-pod L40S TP-2 groups (1.606 against 1.045 s, 2.596 against
   1.548, 0.653 against 0.496);
 - why the slow pods: the picker's stream to them is worse than a random thinning at the same
   share (served alone: 2.596 against 1.490 s, 0.653 against 0.515, 1.833 against 1.640), where the

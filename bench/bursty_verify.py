@@ -68,7 +68,7 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import (_prefill_queue, as_planned, burst_pods, local_prefill_shares,
+from llmfleet.solver.milp import (_prefill_queue, as_planned, burst_dealing, local_prefill_shares,
                                   predicted_attainment, predicted_latency, replica_load)
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
@@ -305,6 +305,7 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
         pct = fleet.workloads[0].spec.slo.percentile
         mine = [a for a in first.plan.assignments if a.workload == w.key]
         replayed = replayed_bucket_rps(sim, w)
+        index = {id(a): gi for gi, a in enumerate(mine)}  # each group's place in the replay's groups
         local = local_prefill_shares(mine, len(w.share))  # prompts a decode group prefills itself
         loads = []  # (planned configuration, κ-masked replayed rates, util) per group
         for gi, (a, g) in enumerate(zip(mine, sims[0].groups)):
@@ -328,12 +329,15 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
             served = bucket_rps.sum() > 0
             pooled = queue if g.role == "prefill" else None
             mine_local = local if g.role == "decode" else None
-            pods = burst_pods(a, mine)  # the pods a burst is dealt over, as the plan's read-out
+            # the pods a burst is dealt over and this pod's share of the stream, as the plan's
+            # read-out deals it, at the replay's split
+            pods, share = burst_dealing(a, mine, lambda h: float(np.sum(replayed[index[id(h)]])))
             at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params, levels=w.demand.rate_levels,
-                                        replicas=pods, queue=pooled, local_prefill=mine_local)
+                                        replicas=pods, queue=pooled, local_prefill=mine_local, pod_share=share)
                       if served else (None, None))
             at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=pods,
-                                         queue=pooled, local_prefill=mine_local) if served else (None, None))
+                                         queue=pooled, local_prefill=mine_local, pod_share=share)
+                       if served else (None, None))
             groups.append({"group": f"{g.replicas}x {g.name}", "requests": n, "util": a.utilization,
                            "rps_plan": a.rate_rps, "rps_sim": rps,
                            "ttft_pred": a.ttft_s, "ttft_sim": ttft, "tpot_pred": a.tpot_s, "tpot_sim": tpot,

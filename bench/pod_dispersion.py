@@ -1,29 +1,31 @@
 """The burstiness one pod sees: the replay's least-loaded picker against the read-out's spread.
 
 The read-out (``milp._latencies_by_bucket``) gives a colocated replica the workload's arrival
-dispersion spread over n pods: d becomes 1 + (d - 1) / n (``Burstiness.spread_over``). When a
-workload is split over several groups, the endpoint picker still chooses among every pod of the
-workload, so a burst is shared by all of them. This bench measures what one pod sees in the
-replay and prints it beside two spreads:
+dispersion dealt over the pods the endpoint picker chooses among. When a workload is split over
+several groups, the picker still chooses among every pod of the workload, so a burst is shared by
+all of them. This bench measures what one pod sees in the replay and prints it beside two models:
 
-- ``group``: over the group's own replicas (the read-out's until the clump mates were modelled);
-- ``all``: over every pod the picker chooses among (the workload's colocated and decode pods;
-  the read-out's now, ``milp.burst_pods``).
+- ``group``: an even spread over the group's own replicas, d becoming 1 + (d - 1) / n
+  (``Burstiness.spread_over``; the read-out's until the clump mates were modelled);
+- ``dealt``: the read-out's now, dealt over every pod the picker chooses among (the workload's
+  colocated and decode pods) at the pod's share s of the stream, 1 + (d - 1) / (pods² s)
+  (``milp.burst_dealing``, ``Burstiness.dealt``); an even spread over all pods until the
+  dealing.
 
 Plans: ``bench/bursty_verify.py``'s Azure cases (the Azure conversation hour at rateScale 4 and
 its Gamma variants of CV² 3.7 and 7.3, four SLO sets each), planned and verified by its
 ``run_case``, whose replay of each round-0 plan (seed 0, ``Case.replay``) records each request's
 entry pod (``Simulation.rq.entry_replica``). For every colocated group: the dispersion of each
 pod's arrivals over 0.5, 2 and 5 s windows (``workload.demand.arrival_dispersion``), averaged over
-the group's pods; both spreads at the same windows (``Burstiness.scv_over``); and the group's
+the group's pods; both models at the same windows (``Burstiness.scv_over``); and the group's
 replayed TTFT at the SLO percentile over the read-out's (``bursty_verify``'s "@sim" ratio).
 
 A second table takes one pod of each colocated group of those split plans and asks where its TTFT
 error comes from (``one_pod_rows``): the group's replayed TTFT over several seeds of the picker's
 tie-breaks; the pod's own replayed stream served by that pod alone; random thinnings of the
-workload's stream at the pod's share, served alone; and the read-out with the bursts spread over
-every pod the picker chooses among (today, ``milp.burst_pods``; over the group's own pods before)
-and thinned at the pod's share (``Burstiness.thinned``).
+workload's stream at the pod's share, served alone; and the read-out with the bursts dealt over
+every pod the picker chooses among (today, ``milp.burst_dealing``; spread over the group's own
+pods before) and thinned at the pod's share (``Burstiness.thinned``).
 
 What it showed when written:
 - dispersion: on the plans split over two groups, one pod's was 0.83-4.07 in the replay, 1.12-7.12
@@ -46,8 +48,8 @@ What it showed when written:
   (median 1.61); bursty_verify's seed-0 replay (1.83) sits near the top, so its 1.51 ratio is 1.32
   against the median. Every other group's is within 12% of its median.
 
-After the read-out counted the clump mates (``capacity.with_followers``) and dealt the bursts over
-every pod (``milp.burst_pods``; the CV² 7.3 relaxed p99 plan is now 2x H100 TP-1 + 1x L40S TP-2):
+After the read-out counted the clump mates (``capacity.with_followers``) and spread the bursts
+evenly over every pod (the CV² 7.3 relaxed p99 plan is now 2x H100 TP-1 + 1x L40S TP-2):
 - the group's median replay over the seeds against the read-out: 1.02-1.15x for the fast groups'
   pods, 1.32-1.68x for the slow one-pod L40S TP-2 groups (1.606 against 1.045 s, 2.596 against
   1.548, 0.653 against 0.496);
@@ -59,7 +61,16 @@ every pod (``milp.burst_pods``; the CV² 7.3 relaxed p99 plan is now 2x H100 TP-
   Wilkinson's equivalent random theory). Thinned at its share, the read-out is within 1.16x of
   the random thinnings for the Gamma variants (1.283 against 1.490, 0.440 against 0.515) and 1.62x
   short on the Azure trace's own bursts (1.011 against 1.640; ``bench/ttft_by_bucket.py``'s third
-  table). The next fix is the slow pod's overflow stream.
+  table).
+
+Then the dealing (``Burstiness.dealt``): the picker keeps the pods' requests in flight level, so
+each gets 1/pods of a burst whatever its speed, while the steady traffic splits by speed:
+- one pod's dispersion against the model, mean |log(model / replay)| over the split plans' 30
+  group-windows: 0.517 spread over its group, 0.166 spread evenly over all pods, 0.153 dealt;
+- the group's median replay over the seeds against the read-out: 0.93-1.21x for the fast groups'
+  pods, 1.08-1.44x for the slow ones (1.606 against 1.112 s, 2.596 against 1.984, 0.653 against
+  0.604). What is left on the slow pods is the one-replica model on the Azure trace's own bursts
+  (above).
 
     python bench/pod_dispersion.py     # about a minute and a half
 
@@ -156,7 +167,7 @@ def main() -> int:
     azure = load_trace(bv.AZURE, "azure")
     traces = {"azure": azure, f"azure-g{cv_client ** 2:.1f}": bv.gamma_arrivals(azure, cv_client, seed=1),
               f"azure-g{cv_upper ** 2:.1f}": bv.gamma_arrivals(azure, cv_upper, seed=2)}
-    rows, errors = [], {"group": [], "all": []}
+    rows, errors = [], {"group": [], "dealt": []}
     alone, rng = [], np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="pod-dispersion-") as tmp:
         folder = Path(tmp)
@@ -180,19 +191,22 @@ def main() -> int:
                         continue
                     replay = [pod_dispersion(rq.arrival[mine], rq.entry_replica[mine], t) for t in WINDOWS_S]
                     group = [float(w.burst.spread_over(g.replicas).scv_over(t)) for t in WINDOWS_S]
-                    every = [float(w.burst.spread_over(pods).scv_over(t)) for t in WINDOWS_S]
+                    # dealt over every pod the picker chooses among, at this pod's share (the read-out's)
+                    dealt = w.burst.dealt(pods, float(mine.mean()) / g.replicas)
+                    every = [float(dealt.scv_over(t)) for t in WINDOWS_S]
                     if split:
                         errors["group"] += [abs(np.log(m / r)) for m, r in zip(group, replay)]
-                        errors["all"] += [abs(np.log(m / r)) for m, r in zip(every, replay)]
+                        errors["dealt"] += [abs(np.log(m / r)) for m, r in zip(every, replay)]
                     ratio = bv._ratio(read["ttft_sim"], read["ttft_at_sim"])
                     rows.append((label, f"{g.replicas}x {g.name}", float(mine.mean()), split, replay, group, every,
                                  ratio))
                 if split:
                     alone += one_pod_rows(case, label, rng)
     head = (f"{'trace':<13} {'SLO':<12} {'group':<27} {'share':>5} {'split':>5}  "
-            + "".join(f"{t:g}s replay/group/all".ljust(24) for t in WINDOWS_S) + "TTFT sim/@sim")
+            + "".join(f"{t:g}s replay/group/dealt".ljust(24) for t in WINDOWS_S) + "TTFT sim/@sim")
     print("llmfleet bench/pod_dispersion.py: one pod's arrival dispersion in the replay (least-loaded picker) "
-          "against the read-out's spread over its group's replicas (group) and over all the workload's pods (all); "
+          "against an even spread over its group's replicas (group) and the read-out's, dealt over all the "
+          "workload's pods at the pod's share (dealt); "
           "bench/bursty_verify.py's Azure plans")
     print(head)
     for label, group_name, share, split, replay, group, every, ratio in rows:
@@ -202,7 +216,7 @@ def main() -> int:
               f"{'-' if ratio is None else f'{ratio:.2f}':>13}")
     if errors["group"]:
         print(f"workloads split over groups: mean |log(model / replay)| of one pod's dispersion: spread over its "
-              f"group {np.mean(errors['group']):.3f}, over all pods {np.mean(errors['all']):.3f} "
+              f"group {np.mean(errors['group']):.3f}, dealt over all pods {np.mean(errors['dealt']):.3f} "
               f"({len(errors['group'])} group-windows)")
     if alone:
         print("\none pod of each colocated group of the split plans: its TTFT at the SLO percentile, s. replay: the "

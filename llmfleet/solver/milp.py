@@ -2643,15 +2643,17 @@ def _read_out(w: WorkloadProblem, groups: list[Assignment], params: PerfParams, 
         return
     for a in groups:
         if a.rate_rps > 0:
+            pods, share = burst_dealing(a, groups)
             a.ttft_s, a.tpot_s = _predicted_latency(w, as_planned(w, a.config, groups), a.bucket_rate_rps,
-                                                    min(a.utilization, 1.0), params, burst_pods(a, groups),
-                                                    local_prefill if a.role == "decode" else None)
+                                                    min(a.utilization, 1.0), params, pods,
+                                                    local_prefill if a.role == "decode" else None, share)
 
 
 def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                          percentiles, window_s: float | None = None, replicas: int = 1,
                          queue: PrefillQueue | None = None,
-                         local_prefill: np.ndarray | None = None) -> tuple[np.ndarray, list, list]:
+                         local_prefill: np.ndarray | None = None,
+                         pod_share: float | None = None) -> tuple[np.ndarray, list, list]:
     """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
     the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
     (%), with the group's power cap. Each replica's arrivals are the group's mix
@@ -2660,7 +2662,8 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     colocated replica's prompts of every size wait in one queue (``capacity.latencies_at_rate``).
     A prefill group predicts TTFT only (KV transfer and the first decode step included), a decode
     group TPOT only (None for the other); a colocated group's bursts are dealt over ``replicas``
-    pods (``burst_pods``); a prefill group's queue spans its ``replicas``
+    pods of which one takes ``pod_share`` of the stream (``burst_dealing``; None: 1 / replicas,
+    pods of one speed); a prefill group's queue spans its ``replicas``
     (``capacity.prefill_ttft_quantiles_s``), or is ``queue`` where given (the workload's prefill
     groups pooled, ``_prefill_queue``). ``window_s``: the load lasts that long (finite past
     saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever. ``local_prefill`` (S,):
@@ -2689,10 +2692,11 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                burst, chunked_prefill=local is not None, held=window_s is not None,
                                prefill_share=local)
         return served, none, [np.full(len(inp), np.inf) if sb is None else sb.tpot_s for sb in batches]
-    # the router spreads a burst over ``replicas`` pods (``Burstiness.spread_over``; the plan's
-    # read-out gives it every pod the picker chooses among, ``burst_pods``)
+    # the picker deals a burst over ``replicas`` pods (``Burstiness.dealt``; the plan's read-out
+    # gives it every pod the picker chooses among and this pod's share, ``burst_dealing``)
+    dealt = burst.dealt(replicas, pod_share if pod_share else 1.0 / max(int(replicas), 1))
     pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu,
-                              max_num_seqs=seqs, max_num_batched_tokens=budget, burst=burst.spread_over(replicas),
+                              max_num_seqs=seqs, max_num_batched_tokens=budget, burst=dealt,
                               window_s=window_s, mix_rps=mix, **_prompt_length_arguments(w, served))
     return served, [t for t, _ in pairs], [t for _, t in pairs]
 
@@ -2833,12 +2837,12 @@ QUANTILE_GRID = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 88, 90, 
 
 def _quantile_grid(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float, params: PerfParams,
                    window_s: float | None = None, replicas: int = 1, queue: PrefillQueue | None = None,
-                   local_prefill: np.ndarray | None = None):
+                   local_prefill: np.ndarray | None = None, pod_share: float | None = None):
     """(served (S,) bool, TTFT columns, TPOT columns) of a group at every ``QUANTILE_GRID``
     percentile: one (n_served,) array per percentile, or None per percentile where the role has no
     such latency (``_latencies_by_bucket``); None when the group serves nothing within the SLO."""
     served, ttft, tpot = _latencies_by_bucket(w, c, bucket_rps, util, params, [float(q) for q in QUANTILE_GRID],
-                                              window_s, replicas, queue, local_prefill)
+                                              window_s, replicas, queue, local_prefill, pod_share)
     return (served, ttft, tpot) if served.any() else None
 
 
@@ -2846,7 +2850,8 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
                       percentile: float | None = None,
                       levels: tuple[tuple[float, float], ...] | None = None,
                       replicas: int = 1, queue: PrefillQueue | None = None,
-                      local_prefill: np.ndarray | None = None) -> tuple[float | None, float | None]:
+                      local_prefill: np.ndarray | None = None,
+                      pod_share: float | None = None) -> tuple[float | None, float | None]:
     """TTFT and TPOT at ``percentile`` (default the SLO's) over all the requests a replica group
     serves, s: the percentile of the mixture of its buckets' modelled latency distributions
     (each bucket's quantile function on ``QUANTILE_GRID``, weighted by its traffic), which is
@@ -2858,8 +2863,9 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     (``bucket_rps`` scaled alike) held for ``RATE_LEVEL_WINDOW_S``: above the SLO's capacity too,
     and finite past saturation, where the excess queues for a minute
     (``capacity.mdl_wait_quantile_s``). None: the load stays at ``util`` for ever. ``replicas``:
-    the group's, which the router pools, or for a colocated group the pods a burst is dealt over
-    (``burst_pods``; ``_latencies_by_bucket``); ``queue``: a prefill group's
+    the group's, which the router pools, or for a colocated group the pods a burst is dealt over,
+    one of which takes ``pod_share`` of the stream (``burst_dealing``; ``_latencies_by_bucket``);
+    ``queue``: a prefill group's
     queue shared with the workload's other prefill groups (``_prefill_queue``), at ``util``
     (scaled with each level). ``local_prefill``: a decode group's share of each bucket it
     prefills itself (``local_prefill_shares``)."""
@@ -2868,7 +2874,7 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     cols_ttft, cols_tpot, weights = [], [], []
     for mult, share in levels or ((1.0, 1.0),):
         grid = _quantile_grid(w, c, bucket_rps * mult, util * mult, params, window_s, replicas,
-                              None if queue is None else queue.scaled(mult), local_prefill)
+                              None if queue is None else queue.scaled(mult), local_prefill, pod_share)
         if grid is None:
             return None, None
         served, ttft, tpot = grid
@@ -2951,17 +2957,19 @@ def _mixture_percentile(quantiles: np.ndarray, weights: np.ndarray, pct: float) 
 
 def _predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
                        params: PerfParams, replicas: int = 1,
-                       local_prefill: np.ndarray | None = None) -> tuple[float | None, float | None]:
+                       local_prefill: np.ndarray | None = None,
+                       pod_share: float | None = None) -> tuple[float | None, float | None]:
     """``predicted_latency`` at the SLO percentile, remembered for the same group: a re-plan that
     keeps most groups as they run (the operator reuses each workload's configurations while its
     inputs are unchanged) reads those out at no cost."""
     key = (w.key, id(c), np.asarray(bucket_rps, dtype=float).tobytes(), float(util), params, int(replicas),
-           None if local_prefill is None else np.asarray(local_prefill, dtype=float).tobytes())
+           None if local_prefill is None else np.asarray(local_prefill, dtype=float).tobytes(), pod_share)
     hit = _LATENCY_CACHE.get(key)
     if hit is not None and hit[0] is c:
         _LATENCY_CACHE.move_to_end(key)
         return hit[1]
-    out = predicted_latency(w, c, bucket_rps, util, params, replicas=replicas, local_prefill=local_prefill)
+    out = predicted_latency(w, c, bucket_rps, util, params, replicas=replicas, local_prefill=local_prefill,
+                            pod_share=pod_share)
     _LATENCY_CACHE[key] = (c, out)  # the config is held, so its id is not reused while the entry lives
     if len(_LATENCY_CACHE) > _LATENCY_CACHE_SIZE:
         _LATENCY_CACHE.popitem(last=False)
@@ -3023,6 +3031,8 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
                                    for a in groups if a.role == "prefill"], fp.params)
         for a in groups:
             total = 0.0
+            # the pods the picker deals a burst over, and this pod's share at the picker's split
+            pods, pod_share = burst_dealing(a, groups, lambda g: float(np.sum(rates[id(g)])))
             for mult, share in levels:
                 reached = np.zeros(len(w.share))
                 if a.role == "prefill":  # its TTFT distribution read at the target itself
@@ -3034,9 +3044,9 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
                     total = total + share * reached
                     continue
                 served, ttfts, tpots = _latencies_by_bucket(w, a.config, rates[id(a)], base[id(a)] * mult,
-                                                            fp.params, list(ATTAINMENT_GRID), window_s,
-                                                            burst_pods(a, groups),
-                                                            local_prefill=local if a.role == "decode" else None)
+                                                            fp.params, list(ATTAINMENT_GRID), window_s, pods,
+                                                            local_prefill=local if a.role == "decode" else None,
+                                                            pod_share=pod_share)
                 for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
                     ok = np.ones(int(served.sum()), dtype=bool)
                     if ttft is not None:
@@ -3226,23 +3236,36 @@ def local_prefill_shares(groups, size: int) -> np.ndarray:
         return np.where(dec > 0, 1.0 - np.minimum(pre / np.where(dec > 0, dec, 1.0), 1.0), 1.0)
 
 
-def burst_pods(a, groups) -> int:
-    """The pods a burst of ``a``'s workload is dealt over, as the read-out spreads it
-    (``_latencies_by_bucket``'s ``replicas``): for a colocated group, every colocated and decode
-    pod of the workload in ``groups`` (the plan's ``Assignment``s of that workload; the endpoint
-    picker chooses among all of them, so a clump goes to several groups' pods); for other roles
-    the group's own replicas (a prefill group's queue is pooled per group, ``_prefill_queue``).
-    At least 1.
+def burst_dealing(a, groups, rate_of=None) -> tuple[int, float]:
+    """(pods, share): the pods the endpoint picker deals a burst of ``a``'s workload over, and the
+    share of the stream one pod of ``a`` takes, as the read-out deals it (``_latencies_by_bucket``'s
+    ``replicas`` and ``pod_share``, ``Burstiness.dealt``). For a colocated group: every colocated
+    and decode pod of the workload in ``groups`` (the plan's ``Assignment``s of that workload: the
+    picker chooses among all of them, so a burst goes to several groups' pods), and ``a``'s rate
+    per replica over theirs (``rate_of(group)``, req/s; default ``Assignment.rate_rps``, the plan's
+    split; the picker's split or the replay's where known). For other roles, or where nothing is
+    routed: ``a``'s own replicas, each 1/replicas of it (a prefill group's queue is pooled per
+    group, ``_prefill_queue``). At least one pod.
 
     A one-pod colocated group beside others was read out as if it took whole bursts: against the
     replay of ``bench/bursty_verify.py``'s split Azure plans (g3.7 relaxed p90 H100, g7.3 A100
     TP-2 and the H100 TP-2 / TP-4 pair) the replay's TTFT was 0.59-0.74x the read-out's with the
-    clump mates counted (``capacity.with_followers``; 0.65-0.83x before), and is 1.06-1.22x with
-    this, and one pod's arrival dispersion is closer to the spread over every pod
+    clump mates counted (``capacity.with_followers``; 0.65-0.83x before), and 1.06-1.22x with the
+    bursts spread evenly over every pod. A slow pod takes 1/pods of a burst on its smaller share
+    (``Burstiness.dealt``): its one-pod L40S TP-2 groups beside H100 pods went from 1.32-1.75x the
+    read-out to 1.08-1.65x, and one pod's replayed arrival dispersion is close to the dealt one
     (``bench/pod_dispersion.py``)."""
+    own = max(int(a.replicas), 1)
     if a.role != "colocated":
-        return max(int(a.replicas), 1)
-    return max(sum(int(g.replicas) for g in groups if g.role in ("colocated", "decode")), int(a.replicas), 1)
+        return own, 1.0 / own
+    rate_of = rate_of or (lambda g: float(g.rate_rps))
+    pickable = [g for g in groups if g.role in ("colocated", "decode")]
+    pods = max(sum(int(g.replicas) for g in pickable), own)
+    total = sum(rate_of(g) for g in pickable)
+    mine = rate_of(a) / own
+    if total <= 0 or mine <= 0:
+        return pods, 1.0 / pods
+    return pods, min(mine / total, 1.0)
 
 
 def as_planned(w: WorkloadProblem, c, groups):

@@ -124,12 +124,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     print("llmfleet bench/ttft_by_bucket.py: one colocated replica, Poisson arrivals of the Azure conversation sizes; "
           "TTFT replayed / modelled at p50, p90, p99 (s)")
-    for pool, tp in REPLICAS:
-        config = colocated_config(w, pool, tp)
-        if config is None:
-            print(f"\n{pool} TP-{tp}: no colocated configuration in the capacity model")
-            continue
-        mix = w.share * (config.capacity_rps > 0)  # the sizes the replica serves within the SLO, in the trace's proportions
+    for pool, tp, config, mix in measured_replicas(w):
         for load in LOADS:
             bucket_rps = mix * load / replica_load(config, mix, 1)
             rate = float(bucket_rps.sum())
@@ -163,10 +158,16 @@ def main() -> int:
     return 0
 
 
-def colocated_config(w, pool: str, tp: int):
-    """``w``'s colocated configuration on ``pool`` at TP ``tp``, or None where its capacity model
-    has none."""
-    return next((c for c in w.configs if c.pool.name == pool and c.tp == tp and c.role == "colocated"), None)
+def measured_replicas(w):
+    """(pool, TP, colocated configuration, mix) of each of ``REPLICAS`` that ``w``'s capacity model
+    has (a line for one it has not); mix: ``w``'s bucket shares, shape (S,), where the
+    configuration serves the bucket within the SLO, in the trace's proportions."""
+    for pool, tp in REPLICAS:
+        config = next((c for c in w.configs if c.pool.name == pool and c.tp == tp and c.role == "colocated"), None)
+        if config is None:
+            print(f"\n{pool} TP-{tp}: no colocated configuration in the capacity model")
+            continue
+        yield pool, tp, config, w.share * (config.capacity_rps > 0)
 
 
 def replay_alone(w, fp, config, grid: list, bucket_rps: np.ndarray, requests: pd.DataFrame) -> Simulation:
@@ -192,11 +193,7 @@ def bursty_table(w, fp, grid: list, inp_all: np.ndarray, out_all: np.ndarray) ->
     scvs = ", ".join(format(c, "g") for c in GAMMA_SCVS)
     print(f"\nGamma-renewal arrivals (CV² {scvs}), all requests: TTFT replayed / modelled with the clump mates "
           "sharing a prompt's iteration, and (in brackets) without them")
-    for pool, tp in REPLICAS:
-        config = colocated_config(w, pool, tp)
-        if config is None:
-            continue
-        mix = w.share * (config.capacity_rps > 0)
+    for pool, tp, config, mix in measured_replicas(w):
         for scv in GAMMA_SCVS:
             for load in LOADS:
                 bucket_rps = mix * load / replica_load(config, mix, 1)
@@ -238,11 +235,7 @@ def thinned_table(fp, trace: pd.DataFrame, grid: list) -> None:
     span = float(arrival.max())
     print(f"\nthe Azure conversation hour at rateScale 4, thinned at random to each load, on one replica: TTFT "
           f"replayed / modelled over all requests, median (range) over {THINNINGS} thinnings")
-    for pool, tp in REPLICAS:
-        config = colocated_config(w, pool, tp)
-        if config is None:
-            continue
-        mix = w.share * (config.capacity_rps > 0)
+    for pool, tp, config, mix in measured_replicas(w):
         for load in THINNED_LOADS:
             share = load / replica_load(config, mix / mix.sum(), 1) / (len(arrival) / span)
             if share >= 1.0:

@@ -330,6 +330,25 @@ def test_pooled_prefill_replicas_of_different_speeds_wait_as_a_replayed_least_lo
 
 
 LLAMA8B = resolve_model("meta-llama/Llama-3.1-8B-Instruct")
+
+
+def replay_one_replica(key: str, model, gpu, tp: int, sizes_in: np.ndarray, sizes_out: np.ndarray,
+                       mix_rps: np.ndarray, requests: pd.DataFrame):
+    """``requests`` replayed by the simulator on one colocated replica of ``model`` on ``gpu`` at
+    TP ``tp`` (SLOs loose enough to keep every request; size buckets of ``sizes_in`` x
+    ``sizes_out`` tokens, planned arrivals ``mix_rps`` req/s each): the replay's per-request
+    record (``Simulation.rq``)."""
+    from llmfleet.sim.engine import Simulation
+    from llmfleet.sim.scenario import SimGroup, SimWorkload
+    from llmfleet.workload.demand import bucket_index
+
+    i, j = bucket_index(np.asarray(sizes_in, dtype=float), np.asarray(sizes_out, dtype=float))
+    w = SimWorkload(key, model, ttft_s=10.0, tpot_s=1.0, percentile=99.0, gpu_memory_utilization=0.9,
+                    buckets=[(int(a), int(b)) for a, b in zip(i, j)],
+                    groups=[SimGroup("colocated", "pool", gpu, tp, 1, np.asarray(mix_rps, dtype=float), "net", 1e12)])
+    sim = Simulation(w, requests)
+    sim.run()
+    return sim.rq
 BUCKETS_IN = np.array([300.0, 1100.0, 3900.0])
 BUCKETS_OUT = np.array([90.0, 380.0, 170.0])
 
@@ -387,22 +406,14 @@ def test_poisson_arrivals_swing_a_colocated_replica_through_busy_periods(model_i
     Poisson arrivals) and the prompts met added at the mean step, as before that: 1.09 / 1.16,
     1.40 / 1.54 and 1.34 / 1.70."""
     from llmfleet.perf.capacity import POISSON, latencies_at_rate, mix_rate_rps
-    from llmfleet.sim.engine import Simulation
-    from llmfleet.sim.scenario import SimGroup, SimWorkload
-    from llmfleet.workload.demand import bucket_index
 
     model, gpu = resolve_model(model_id), get_gpu(gpu_name)
     sizes_in, sizes_out = np.array([float(inp)]), np.array([float(out)])
     curve = mix_rate_rps(model, gpu, tp, sizes_in, sizes_out, np.array([1.0]))
     fits = int(kv_capacity_tokens(model, gpu, tp) // (inp + out))  # requests the KV cache holds
     rate = load * float(curve[:fits].max())
-    i, j = bucket_index(sizes_in, sizes_out)
-    w = SimWorkload("test/poisson", model, ttft_s=10.0, tpot_s=1.0, percentile=99.0, gpu_memory_utilization=0.9,
-                    buckets=[(int(i[0]), int(j[0]))],
-                    groups=[SimGroup("colocated", "pool", gpu, tp, 1, np.array([rate]), "net", 1e12)])
-    sim = Simulation(w, poisson_requests(rate, 6000, inp, out, seed=1))
-    sim.run()
-    rq = sim.rq
+    rq = replay_one_replica("test/poisson", model, gpu, tp, sizes_in, sizes_out, np.array([rate]),
+                            poisson_requests(rate, 6000, inp, out, seed=1))
     tpot = ((rq.finish - rq.first) / (rq.out - 1))[len(rq.out) // 10:]
     predicted = latencies_at_rate(model, gpu, tp, sizes_in, sizes_out, np.array([rate]), [90.0, 99.0], burst=POISSON,
                                   mix_rps=np.array([rate]))
@@ -453,20 +464,13 @@ def test_bursty_arrivals_hold_a_colocated_replica_in_a_busy_period(rate_rps):
     import dataclasses
 
     from llmfleet.perf.capacity import latencies_at_rate
-    from llmfleet.sim.engine import Simulation
-    from llmfleet.sim.scenario import SimGroup, SimWorkload
-    from llmfleet.workload.demand import bucket_index, demand_from_trace
+    from llmfleet.workload.demand import demand_from_trace
 
     gpu = get_gpu("H100-SXM")
     trace = poisson_requests(rate_rps, 20_000, 1000, 100, seed=3, bursty=True)
     burst = dataclasses.replace(burstiness_of(trace), arrival_idc=demand_from_trace(trace).arrival_idc)
-    i, j = bucket_index(np.array([1000]), np.array([100]))
-    w = SimWorkload("bench/burst", LLAMA8B, ttft_s=10.0, tpot_s=1.0, percentile=99.0, gpu_memory_utilization=0.9,
-                    buckets=[(int(i[0]), int(j[0]))],
-                    groups=[SimGroup("colocated", "pool", gpu, 1, 1, np.array([rate_rps]), "net", 1e12)])
-    sim = Simulation(w, trace)
-    sim.run()
-    rq = sim.rq
+    rq = replay_one_replica("bench/burst", LLAMA8B, gpu, 1, np.array([1000]), np.array([100]), np.array([rate_rps]),
+                            trace)
     tpot = (rq.finish - rq.first) / (rq.out - 1)
     simulated = float(np.percentile(tpot[np.isfinite(tpot)], 99))
     [(_, predicted)] = latencies_at_rate(LLAMA8B, gpu, 1, np.array([float(trace["input_tokens"].mean())]),
@@ -670,16 +674,13 @@ def test_a_colocated_replica_serves_each_prompt_at_its_own_length():
     against 0.317 s replayed at 2 req/s (1.52x): a bucket's long prompts set its high
     percentiles."""
     from llmfleet.perf.capacity import Burstiness, latencies_at_rate
-    from llmfleet.sim.engine import Simulation
-    from llmfleet.sim.scenario import SimGroup, SimWorkload
-    from llmfleet.workload.demand import INPUT_LENGTH_PROBS, bucket_index
+    from llmfleet.workload.demand import INPUT_LENGTH_PROBS
 
     model, gpu = resolve_model("meta-llama/Llama-3.1-8B-Instruct"), get_gpu("H100-SXM")
     rng = np.random.default_rng(3)
     mean_long = 2048.0 + 6144.0 / 2.0
     scv_long = (6144.0 ** 2 / 12.0) / mean_long ** 2  # a uniform's variance over its mean squared
     lengths = np.vstack([np.full(len(INPUT_LENGTH_PROBS), 300.0), 2048.0 + 6144.0 * INPUT_LENGTH_PROBS])
-    i, j = bucket_index(np.array([300.0, mean_long]), np.array([64.0, 64.0]))
     for rate in (2.0, 6.0):
         n = int(rate * 3600)
         long = rng.random(n) < 0.15
@@ -687,11 +688,9 @@ def test_a_colocated_replica_serves_each_prompt_at_its_own_length():
                                  "input_tokens": np.where(long, rng.integers(2048, 8192, n), 300),
                                  "output_tokens": np.full(n, 64)})
         mix = np.array([0.85 * rate, 0.15 * rate])
-        w = SimWorkload("test/lengths", model, 10.0, 1.0, 99.0, 0.9, [(int(i[0]), int(j[0])), (int(i[1]), int(j[1]))],
-                        [SimGroup("colocated", "pool", gpu, 1, 1, mix, "net", 1e12)])
-        sim = Simulation(w, requests)
-        sim.run()
-        replayed = (sim.rq.first - sim.rq.arrival)[sim.rq.inp >= 2048]
+        rq = replay_one_replica("test/lengths", model, gpu, 1, np.array([300.0, mean_long]), np.array([64.0, 64.0]),
+                                mix, requests)
+        replayed = (rq.first - rq.arrival)[rq.inp >= 2048]
         predicted = latencies_at_rate(model, gpu, 1, np.array([300.0, mean_long]), np.array([64.0, 64.0]), mix,
                                       [50.0, 90.0, 99.0], burst=Burstiness(service_scv=np.array([0.0, scv_long])),
                                       mix_rps=mix, lengths=lengths)
@@ -711,13 +710,10 @@ def test_a_prompt_that_arrives_in_a_clump_gets_its_first_token_with_the_clump():
     25% at p50 and p99 and 20% at p90 (seeds 1-3: p50 1.05-1.24, p90 1.06-1.19, p99 0.99-1.29);
     without them the p90 is 1.26-1.57x short (p50 1.45-2.06x)."""
     from llmfleet.perf.capacity import Burstiness, latencies_at_rate
-    from llmfleet.sim.engine import Simulation
-    from llmfleet.sim.scenario import SimGroup, SimWorkload
-    from llmfleet.workload.demand import bucket_index, demand_from_trace
+    from llmfleet.workload.demand import demand_from_trace
 
     model, gpu = resolve_model("meta-llama/Llama-3.1-8B-Instruct"), get_gpu("H100-SXM")
     inp, out = np.array([1000.0]), np.array([128.0])
-    i, j = bucket_index(inp, out)
     rng = np.random.default_rng(2)
     for c_a2 in (3.7, 7.3):
         for rate in (3.0, 8.0):
@@ -726,11 +722,8 @@ def test_a_prompt_that_arrives_in_a_clump_gets_its_first_token_with_the_clump():
             requests = pd.DataFrame({"arrival_s": arrival, "input_tokens": 1000, "output_tokens": 128})
             d = demand_from_trace(requests)
             mix = np.array([n / (arrival[-1] - arrival[0])])
-            w = SimWorkload("test/clumps", model, 10.0, 1.0, 99.0, 0.9, [(int(i[0]), int(j[0]))],
-                            [SimGroup("colocated", "pool", gpu, 1, 1, mix, "net", 1e12)])
-            sim = Simulation(w, requests)
-            sim.run()
-            replayed = sim.rq.first - sim.rq.arrival
+            rq = replay_one_replica("test/clumps", model, gpu, 1, inp, out, mix, requests)
+            replayed = rq.first - rq.arrival
             burst = Burstiness(d.arrival_scv, 0.0, queue_arrival_scv=d.arrival_scv_at(1.0),
                                arrival_idc=d.arrival_idc, followers=d.arrival_followers)
             assert burst.followers_within(0.03) > 0.4  # clumps

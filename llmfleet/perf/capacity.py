@@ -67,7 +67,7 @@ from scipy import special
 from llmfleet.catalog.gpus import GPUType
 from llmfleet.catalog.models import ModelSpec
 from llmfleet.perf.steptime import PerfParams, decode_time_s, default_params, prefill_time_s, step_time_s
-from llmfleet.workload.demand import INPUT_LENGTH_PROBS, dispersion_at
+from llmfleet.workload.demand import INPUT_LENGTH_PROBS, curve_at, dispersion_at
 
 MAX_NUM_SEQS = 256
 MAX_NUM_BATCHED_TOKENS = 2048
@@ -169,11 +169,8 @@ class Burstiness:
 
     def followers_within(self, window_s: float) -> float:
         """The excess followers of a request within ``window_s`` seconds (>= 0): the ``followers``
-        curve interpolated linearly in log(window) and held at its ends; 0 without one."""
-        if not self.followers:
-            return 0.0
-        windows, values = zip(*self.followers)
-        return max(float(np.interp(np.log(max(window_s, 1e-4)), np.log(windows), values)), 0.0)
+        curve there (``workload.demand.curve_at``); 0 without one."""
+        return float(curve_at(self.followers, window_s, 0.0, 0.0))
 
     @property
     def queue_scv(self) -> float:
@@ -226,10 +223,9 @@ class Burstiness:
     def thinned(self, share: float) -> "Burstiness":
         """The burstiness of the part of the stream a router sends one pod at random with
         probability ``share`` (<= 0: Poisson; >= 1: unchanged): every dispersion d becomes
-        1 + share (d - 1), exact
-        for independent thinning (the count of a p-thinned point process has variance
-        p² Var N + p(1-p) E N), and the excess followers become share x theirs (a kept request's
-        followers are kept with probability p, as are Poisson's). The prompt lengths'
+        1 + share (d - 1), exact for independent thinning (the count of a p-thinned point process
+        has variance p² Var N + p(1-p) E N), and the excess followers become share x theirs (a kept
+        request's followers are kept with probability p, as are Poisson's). The prompt lengths'
         variability is the stream's."""
         if share >= 1.0 or not self.bursty:
             return self
@@ -1303,10 +1299,7 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
             out.append((np.where(np.isfinite(service), service + sb.step_s + float(wait), np.inf), sb.tpot_s))
             continue
         if queue is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                tail = mdl_wait_quantile_s(np.array(queue.rate_rps), queue.mean_service_s, WAIT_PROBS, v, window_s,
-                                           arrival_scv=burst.queue_scv)
-            wait = np.maximum.accumulate(np.maximum(tail, queue.residual_wait_quantiles(WAIT_PROBS)))
+            wait = queue.wait_quantiles(v, window_s, arrival_scv=burst.queue_scv)
             # the clump mates that join the prompt's iteration: those that arrive within about
             # one iteration of it (before the next one starts), within the token budget the batch
             # and the prompt leave, each a prompt of the mix's mean length
@@ -1409,6 +1402,17 @@ class PrefillQueue:
     def scaled(self, factor: float) -> "PrefillQueue":
         """The same queue with ``factor`` times the arrivals (a load level)."""
         return dataclasses.replace(self, rate_rps=self.rate_rps * factor)
+
+    def wait_quantiles(self, variability, window_s: float | None = None, arrival_scv=1.0) -> np.ndarray:
+        """The wait's quantiles at ``WAIT_PROBS``, s, shape (len(WAIT_PROBS),): Kingman's tail
+        (``mdl_wait_quantile_s`` over ``servers``, with the queue's c_a² + c_s² ``variability``, the
+        load held ``window_s``, clumped arrivals' ``arrival_scv`` for one server), and at least the
+        wait for the prompt in service (``residual_wait_quantiles``: heavy-tailed prompts), made
+        non-decreasing. inf past saturation without ``window_s``."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tail = mdl_wait_quantile_s(np.array(self.rate_rps), self.mean_service_s, WAIT_PROBS, variability,
+                                       window_s, self.servers, arrival_scv=arrival_scv)
+        return np.maximum.accumulate(np.maximum(tail, self.residual_wait_quantiles(WAIT_PROBS)))
 
     def residual_wait_quantiles(self, probs: np.ndarray) -> np.ndarray:
         """A lower bound on the wait's quantile at each of ``probs`` (shape (P,)), s, from the
@@ -1614,10 +1618,7 @@ class _PrefillTTFT(_OwnPlusWait):
         if queue is None:
             queue = prefill_queue([(servers, np.asarray(rate_rps, dtype=float), mean_b, square_b, service)])
         if queue is not None:
-            # Kingman's tail, and at least the wait for the prompt in service (heavy-tailed prompts)
-            wait = np.maximum.accumulate(np.maximum(mdl_wait_quantile_s(
-                np.array(queue.rate_rps), queue.mean_service_s, WAIT_PROBS, burst.queue_scv + queue.service_scv,
-                window_s, queue.servers), queue.residual_wait_quantiles(WAIT_PROBS)))
+            wait = queue.wait_quantiles(burst.queue_scv + queue.service_scv, window_s)
             # the router picks the pod with the fewest outstanding requests, so every pod has about
             # as many prompts ahead and a pod drains them at its own speed: its wait is the pooled
             # queue's scaled by its mean prefill time over the pool's (1 for one group)

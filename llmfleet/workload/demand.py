@@ -156,16 +156,23 @@ shortest TTFT targets (0.5 s) to the decoding life of a long answer (hundreds of
 ms each); swings over whole minutes are ``rate_levels``"""
 
 
+def curve_at(curve: tuple[tuple[float, float], ...], window_s, default: float, floor: float) -> np.ndarray:
+    """A (window s, value) curve measured at a few windows (ascending, as ``Demand.arrival_idc``
+    and ``Demand.arrival_followers``) read at ``window_s`` seconds (scalar or array; the result has
+    its shape): interpolated linearly in log(window), held at its ends, at least ``floor``;
+    ``default`` everywhere where the curve is empty (a declared rate)."""
+    window_s = np.asarray(window_s, dtype=float)
+    if not curve:
+        return np.full(window_s.shape, float(default))
+    windows, values = zip(*curve)
+    return np.maximum(np.interp(np.log(np.maximum(window_s, 1e-3)), np.log(windows), values), floor)
+
+
 def dispersion_at(idc: tuple[tuple[float, float], ...], window_s, default: float = 1.0) -> np.ndarray:
     """Index of dispersion of arrival counts over ``window_s`` seconds (scalar or array; the result
-    has its shape), at least 1: the (window s, dispersion) curve ``idc`` (windows ascending, as
-    ``Demand.arrival_idc``) interpolated linearly in log(window) and held at its ends; ``default``
-    everywhere where the curve is empty (a declared rate)."""
-    window_s = np.asarray(window_s, dtype=float)
-    if not idc:
-        return np.full(window_s.shape, float(default))
-    windows, values = zip(*idc)
-    return np.maximum(np.interp(np.log(np.maximum(window_s, 1e-3)), np.log(windows), values), 1.0)
+    has its shape), at least 1: the (window s, dispersion) curve ``idc`` (``Demand.arrival_idc``)
+    read by ``curve_at``; ``default`` everywhere where the curve is empty (a declared rate)."""
+    return curve_at(idc, window_s, default, 1.0)
 
 
 FOLLOWER_WINDOWS_S = (0.01, 0.03, 0.1, 0.3, 1.0)

@@ -10,15 +10,17 @@ import math
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from llmfleet.api.models import LLMWorkload
-from llmfleet.operator.live import LiveDemand, PlanView, observed_demand, plan_views
+from llmfleet.operator.live import LiveDemand, PlanView, observed_demand, plan_views, with_rate
 from llmfleet.solver.plan import Assignment
 from llmfleet.telemetry.client import GroupTelemetry, Snapshot, WorkloadTelemetry, _all_unknown
 from llmfleet.telemetry.lengths import LengthDistribution, to_planner_buckets
 from llmfleet.telemetry.reading import Reading, Unknown
 from llmfleet.telemetry.stability import Action
-from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS, demand_from_spec
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS, OUTPUT_EDGES_TOKENS, demand_from_spec, demand_from_trace
+from llmfleet.workload.traces import load_trace
 
 INF = float("inf")
 
@@ -126,11 +128,11 @@ class Clock:
         return self.t
 
 
-def ticker(source="observed", rate=10.0, stabilisation_s=30.0):
+def ticker(source="observed", rate=10.0, stabilisation_s=30.0, declared=None):
     client, clock = StubClient(), Clock()
     live = LiveDemand(client, scale_down_stabilisation_s=stabilisation_s, cooldown_s=stabilisation_s, clock=clock)
     w = workload(source, rate)
-    declared = demand_from_spec(w.spec.traffic)
+    declared = declared or demand_from_spec(w.spec.traffic)
 
     def tick(observed, view=PlanView()):
         client.rate = observed
@@ -195,6 +197,28 @@ def test_a_rise_beyond_the_band_replans_at_the_observed_mix_and_a_fall_waits():
     assert fields["observedDemandRps"] == 5.0
     assert fields["observedPowerWatts"] == 300.0  # DCGM's sum over the workload's GPUs
     assert {c[0]: c[1] for c in conds} == {"TelemetryStale": False, "SLOAtRisk": False}
+
+
+def test_a_replan_on_telemetry_keeps_the_declared_traces_burstiness():
+    # Prometheus reads rates over windows of a minute and more; the clumps within them, which
+    # decide TTFT, were measured from the declared trace (the real Azure conversation trace at
+    # the example's 4x). A live re-plan takes the observed rate and length mix and keeps those.
+    trace = load_trace(SHARED_DATA / "traces/azure_llm_2023_conv.csv", "azure")
+    declared = demand_from_trace(trace, rate_scale=4.0)
+    assert declared.arrival_idc[-1][1] > 1.5 and declared.arrival_followers[-1][1] > 0.0  # not Poisson
+    live, tick, _, _ = ticker(declared=declared)
+    for _ in range(12):
+        assert tick(declared.rate_plan_rps).action == Action.HOLD
+    assert tick(2.5 * declared.rate_plan_rps).action == Action.REPLAN_UP
+    demand = live.demands()[KEY]
+    assert demand.share[1, 1] == pytest.approx(1.0)  # the observed mix
+    assert (demand.arrival_scv, demand.arrival_idc, demand.arrival_followers, demand.rate_levels) == \
+        (declared.arrival_scv, declared.arrival_idc, declared.arrival_followers, declared.rate_levels)
+    # a later rate change on the same mix keeps them too, and the length quantiles
+    moved = with_rate(demand, 3.0 * declared.rate_plan_rps)
+    assert moved.rate_plan_rps == pytest.approx(3.0 * declared.rate_plan_rps)
+    assert moved.arrival_idc == declared.arrival_idc and moved.rate_levels == declared.rate_levels
+    assert with_rate(declared, 1.0).input_quantiles is declared.input_quantiles
 
 
 def test_max_source_keeps_the_declared_rate_as_a_floor():

@@ -19,8 +19,10 @@ interval (one "tick"):
    the stabilisation window, never on unknown data (the plan in force is held: nothing scales
    down), never while a Deployment of the workload is rolling out;
 4. on a re-plan, the workload's *demand in force* becomes ``observed_demand(...)`` at the decided
-   rate with the observed length mix; otherwise it stays what it was (the declared demand until the
-   first re-plan). The planner passes the demands in force to ``build_problem(demands=...)``.
+   rate with the observed length mix and the declared demand's arrival burstiness
+   (``with_burstiness``: telemetry's rate windows cannot see it); otherwise it stays what it was
+   (the declared demand until the first re-plan). The planner passes the demands in force to
+   ``build_problem(demands=...)``.
 
 Between ticks nothing here changes, so the planner's periodic fresh solve gets identical inputs
 and gives the same plan (no plan change under constant load).
@@ -128,9 +130,25 @@ def observed_demand(rate_plan_rps: float, input_lengths: LengthDistribution, out
 
 
 def with_rate(d: Demand, rate_plan_rps: float, rate_mean_rps: float | None = None) -> Demand:
-    """``d`` with another planning rate (the length mix kept), req/s."""
-    return Demand(float(rate_plan_rps if rate_mean_rps is None else rate_mean_rps), float(rate_plan_rps),
-                  d.share, d.input_tokens, d.output_tokens, d.input_edges, d.output_edges, d.input_scv, d.arrival_scv)
+    """``d`` with another planning rate, req/s: the length mix, the length quantiles and the
+    arrivals' burstiness (``with_burstiness``) kept."""
+    return replace(d, rate_mean_rps=float(rate_plan_rps if rate_mean_rps is None else rate_mean_rps),
+                   rate_plan_rps=float(rate_plan_rps))
+
+
+def with_burstiness(d: Demand, declared: Demand | None) -> Demand:
+    """``d`` with the arrival burstiness of ``declared`` (the workload's declared demand): its
+    seconds-scale dispersion (``arrival_scv``, ``arrival_idc``), clump mates
+    (``arrival_followers``) and minute-to-minute load levels (``rate_levels``). Telemetry reads
+    rates over windows of a minute or more (``TelemetryClient.window_s``) and cannot see how
+    requests clump within them, while the queues that decide TTFT build over seconds. A declared
+    trace measured that; a declared rate is Poisson (the defaults, which then stay). Without it a
+    live re-plan would plan a bursty trace-declared workload as Poisson, for fewer replicas than
+    the offline plan of the same trace. ``d`` unchanged when ``declared`` is None."""
+    if declared is None:
+        return d
+    return replace(d, arrival_scv=declared.arrival_scv, arrival_idc=declared.arrival_idc,
+                   arrival_followers=declared.arrival_followers, rate_levels=declared.rate_levels)
 
 
 # ------------------------------------------------------------------------------ per workload
@@ -362,7 +380,8 @@ class LiveDemand:
                 and not math.isclose(decision.demand_rps, before, rel_tol=1e-9):
             mean = st.observed.value if st.observed is not None and st.observed.known else None
             if st.lengths is not None:
-                st.demand = observed_demand(decision.demand_rps, *st.lengths, rate_mean_rps=mean)
+                st.demand = with_burstiness(observed_demand(decision.demand_rps, *st.lengths, rate_mean_rps=mean),
+                                            declared)
             elif base is not None:
                 st.demand = with_rate(base, decision.demand_rps, mean)
             st.changes += 1

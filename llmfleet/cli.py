@@ -52,7 +52,7 @@ from llmfleet.sim.engine import simulate
 from llmfleet.sim.robust import add_scenarios, load_scenarios, replay
 from llmfleet.sim.scenario import ScenarioError, from_document, from_plan, to_document
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.workload.traces import TraceError, detect_format, load_trace
+from llmfleet.workload.traces import TraceError, detect_format, load_trace, spread_note
 
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
@@ -501,6 +501,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except TraceError as err:
         _error(f"TRACE: {err}")
         return EXIT_INVALID
+    if spread_note(trace):
+        err_console.print(f"[yellow]note:[/yellow] {escape(str(args.trace))}: {escape(spread_note(trace))}",
+                          highlight=False)
     if args.rate_scale is not None:
         w.rate_scale = args.rate_scale
     if args.duration is not None:

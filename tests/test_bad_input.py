@@ -239,6 +239,13 @@ def test_bad_trace_rows_are_named_by_line(tmp_path, row, message):
     assert_refused(run("plan", "-f", d), "t.csv", "LLMWorkload/team-a/chat", message)
 
 
+def test_a_trace_whose_requests_all_share_one_instant_has_no_rate(tmp_path):
+    d = trace_case(tmp_path, "t.csv")
+    (d / "t.csv").write_text("timestamp,input_tokens,output_tokens\n5,20,5\n5,30,6\n5,40,7\n")
+    assert_refused(run("plan", "-f", d), "t.csv", "LLMWorkload/team-a/chat", "spec.traffic.trace",
+                   "trace spans no time: cannot derive a request rate")
+
+
 # ---- Mélange inputs ---------------------------------------------------------------------------
 
 MELANGE = {"gpu_info": {"A10G": {"cost": 1.01, "tputs": [[2, 1], [5, 2]]}},

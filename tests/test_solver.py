@@ -4,6 +4,7 @@ import itertools
 import json
 
 import numpy as np
+import pandas as pd
 import pulp
 import pytest
 from scipy.optimize import linprog
@@ -100,6 +101,41 @@ def test_zero_throughput_means_unusable_for_that_bucket():
     # 15 req/s of that bucket at 5 req/s per A10G, plus nothing else forces A10G
     assert a10g.bucket_rate_rps[2] == pytest.approx(15.0)
     assert a10g.replicas >= 3
+
+
+def test_a_trace_whose_rate_swings_within_seconds_is_planned(tmp_path):
+    # The Azure conversation requests at an on/off modulated rate (exponential on periods of 20 s
+    # at 4x the off rate, off periods of 40 s; seeded), replayed at 4x: an index of dispersion of
+    # about 19 over 5 s. The queueing model then gives some configurations a κ far below 1e-10 req/s,
+    # and the MILP's rate / κ was a coefficient HiGHS refused as infinite ("HiGHS rejected the
+    # fleet model": an internal error of `llmfleet plan`). Such a κ serves nothing: 0.
+    from conftest import write_llama_workload
+    from llmfleet.solver.problem import MIN_CAPACITY_RPS
+    from llmfleet.workload.traces import load_trace
+
+    azure = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
+    rng = np.random.default_rng(3)
+    span, n = float(azure["arrival_s"].iloc[-1]), len(azure)
+    edges = np.cumsum(np.concatenate([[0.0], rng.exponential(np.tile([20.0, 40.0], 200))]))
+    rates = np.tile([4.0, 1.0], 200)
+    work = np.concatenate([[0.0], np.cumsum(rates * np.diff(edges))])  # the intensity's integral
+    u = np.sort(rng.uniform(0.0, work[-1], n))
+    k = np.searchsorted(work, u, side="right") - 1
+    arrival = edges[k] + (u - work[k]) / rates[k]
+    pd.DataFrame({"timestamp": (arrival - arrival[0]) * span / (arrival[-1] - arrival[0]),
+                  "input_tokens": azure["input_tokens"], "output_tokens": azure["output_tokens"]}
+                 ).to_csv(tmp_path / "onoff.csv", index=False)
+    for name in ("gpupools.yaml", "fleetpolicy.yaml"):
+        (tmp_path / name).write_text((EXAMPLES / name).read_text())
+    write_llama_workload(tmp_path, "chat", "{path: onoff.csv, format: csv, rateScale: 4}",
+                         "{ttft: 2s, tpot: 100ms, percentile: 99}", "standard", "{tensorParallelSizes: [1, 2, 4]}")
+    fp = build_problem(load_fleet([tmp_path]))
+    w = fp.workloads[0]
+    assert w.demand.arrival_scv > 10.0
+    kappas = np.concatenate([a for c in w.configs for a in (c.capacity_rps, c.whole_capacity_rps) if a is not None])
+    assert ((kappas == 0) | (kappas >= MIN_CAPACITY_RPS)).all() and (kappas > 0).any()
+    plan = solve(fp)
+    assert plan.status == "optimal" and plan.workloads[0].shed_rps == 0.0
 
 
 def test_melange_input_errors_name_the_key():

@@ -2,9 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmfleet.api.loader import load_fleet
 from llmfleet.api.models import TrafficSpec
-from llmfleet.workload.demand import (INPUT_LENGTH_PROBS, arrival_dispersion, demand_from_spec, demand_from_trace,
-                                      histogram, input_length_quantiles, rate_levels, windowed_rates)
+from llmfleet.solver.problem import build_problem
+from llmfleet.workload.demand import (INPUT_LENGTH_PROBS, arrival_dispersion, arrival_followers, demand_from_spec,
+                                      demand_from_trace, histogram, input_length_quantiles, rate_levels, windowed_rates)
 from llmfleet.workload.traces import TraceError, load_trace
 
 from conftest import EXAMPLES
@@ -43,6 +45,45 @@ def test_burstgpt_schema_and_failed_requests(tmp_path):
     assert t["input_tokens"].tolist() == [300, 50]
     assert t["output_tokens"].tolist() == [120, 500]
     assert t["arrival_s"].tolist() == [0.0, 1.5]
+
+
+def test_timestamps_in_whole_seconds_are_spread_within_their_second(azure, shared_data, tmp_path):
+    # BurstGPT's Timestamp is whole seconds. The Azure conversation trace written so (floored,
+    # 5.5 req/s: most seconds hold several requests) would read as clumps of simultaneous
+    # requests; spread within each second, it has the clump mates of the trace as recorded.
+    floored = np.floor(azure["arrival_s"].to_numpy())
+    f = tmp_path / "burst.csv"
+    pd.DataFrame({"Timestamp": floored, "Session ID": 0, "Elapsed time": 1.0, "Model": "ChatGPT",
+                  "Request tokens": azure["input_tokens"], "Response tokens": azure["output_tokens"],
+                  "Total tokens": 0, "Log Type": "Conversation log"}).to_csv(f, index=False)
+    t = load_trace(f, "burstgpt")
+    assert t.attrs["spread_tick_s"] == 1.0
+    assert len(t) == len(azure) and sorted(t["input_tokens"]) == sorted(azure["input_tokens"])
+    assert t["arrival_s"].is_monotonic_increasing and t["arrival_s"].iloc[0] == 0
+    recorded = arrival_followers(azure["arrival_s"].to_numpy(), 0.01)
+    assert arrival_followers(floored, 0.01) > 1.0 > 0.05 > recorded  # floored: clumps of whole seconds
+    assert arrival_followers(t["arrival_s"].to_numpy(), 0.01) == pytest.approx(recorded, abs=0.03)
+    # each request stays within a tick of its second (the spread moves none across more)
+    assert np.abs(t["arrival_s"].to_numpy() - np.sort(floored - floored[0])).max() < 1.0
+    assert load_trace(f, "burstgpt")["arrival_s"].equals(t["arrival_s"])  # seeded: the same every time
+    # the plan says so: the example fleet with its chat trace in whole seconds
+    fleet = tmp_path / "fleet"
+    (fleet / "traces").mkdir(parents=True)
+    f.rename(fleet / "traces" / "burst.csv")
+    for doc in EXAMPLES.glob("*.yaml"):
+        text = doc.read_text().replace("path: traces/azure_llm_2023_conv.csv", "path: traces/burst.csv")
+        (fleet / doc.name).write_text(text.replace("format: azure", "format: burstgpt"))
+    notes = build_problem(load_fleet([fleet])).notes
+    assert [n for n in notes if "spread" in n] == [
+        "default/chat-8b: trace timestamps are whole multiples of 1 s and some requests share one: arrivals spread "
+        "uniformly within each 1 s (seeded), else they would be planned and replayed as clumps"]
+    # Mooncake's milliseconds are fine enough: kept as they are (11 shared timestamps and all)
+    mc = load_trace(shared_data / "traces" / "mooncake_fast25_synthetic.jsonl", "mooncake")
+    assert "spread_tick_s" not in mc.attrs and int((mc["arrival_s"].diff() == 0).sum()) == 11
+    # whole seconds no two requests share may be the real spacing: kept
+    regular = tmp_path / "regular.csv"
+    regular.write_text("timestamp,input_tokens,output_tokens\n" + "".join(f"{k},100,10\n" for k in range(20)))
+    assert load_trace(regular, "csv")["arrival_s"].tolist() == [float(k) for k in range(20)]
 
 
 def test_generic_csv_and_missing_column(tmp_path):

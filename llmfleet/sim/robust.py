@@ -52,14 +52,21 @@ def load_scenarios(spec: FleetSpec, fp: FleetProblem, paths: list[str]) -> list[
 
 
 def add_scenarios(spec: FleetSpec, fp: FleetProblem, scenarios: list[Scenario]) -> None:
-    """Model each scenario's demand (its capacity model per workload) into ``fp.scenarios``."""
+    """Model each scenario's demand (its capacity model per workload) into ``fp.scenarios``.
+
+    Raises:
+        ManifestError: a scenario trace with no rate (every request at one instant; names the file).
+    """
     by_key = {w.key: w for w in spec.workloads}
     for k, sc in enumerate(scenarios, start=1):
         progress.report(f"scenario {k}/{len(scenarios)}: capacity model of {len(sc.traces)} workload(s)")
         demands = {}
         for key, trace in sc.traces.items():
             t = by_key[key].spec.traffic
-            demands[key] = demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
+            try:
+                demands[key] = demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
+            except ValueError as err:  # a readable trace with no rate (every request at one instant)
+                raise ManifestError(f"--scenarios {sc.source}: {err}", None) from None
         modelled = build_problem(spec, fp.params, demands=demands, inference_pool_crd=fp.routing_mode != "service")
         fp.scenarios.append([w for w in modelled.workloads if w.key in sc.traces])
 

@@ -35,7 +35,7 @@ from llmfleet.solver.milp import solve
 from llmfleet.solver.plan import Plan
 from llmfleet.solver.problem import FleetProblem, trace_path, workload_base_dir
 from llmfleet.workload.demand import INPUT_EDGES_TOKENS, synthetic_trace
-from llmfleet.workload.traces import TraceError, detect_format, load_trace
+from llmfleet.workload.traces import TraceError, detect_format, load_trace, spread_note
 
 MIN_CUT = 0.9
 """each repair lowers an offending configuration's κ by at least 10%"""
@@ -92,6 +92,9 @@ def workload_traces(fp: FleetProblem, spec: FleetSpec, override: str | None = No
         except TraceError as err:
             where = "--verify TRACE" if use_override else object_ref(spec, w.workload)
             raise ManifestError(f"{where}: {err}", ("LLMWorkload", w.key)) from None
+    for key, trace in traces.items():
+        if spread_note(trace):
+            sources[key] += f" ({spread_note(trace)})"
     return traces, sources
 
 

@@ -45,7 +45,7 @@ from llmfleet.solver.pd_rules import pd_group
 from llmfleet.solver.placement import offline_nodes
 from llmfleet.workload.demand import (ARRIVAL_IDC_WINDOWS_S, BURST_WINDOW_S, Demand, demand_from_spec,
                                      demand_from_trace)
-from llmfleet.workload.traces import TraceError, load_trace
+from llmfleet.workload.traces import TraceError, load_trace, spread_note
 
 
 MAX_OFFLINE_NODES = 4096
@@ -77,6 +77,14 @@ class PoolInfo:
     def kv_domain(self) -> str:
         """KV-transfer domain: the declared interconnect, else the pool alone."""
         return f"net/{self.interconnect_domain}" if self.interconnect_domain else f"pool/{self.name}"
+
+
+MIN_CAPACITY_RPS = 1.0 / 86_400
+"""the smallest κ a configuration is offered at, req/s (one request a day): below it a replica
+serves nothing within the SLO. The queueing model's κ tends to 0 without reaching it where
+bursts alone break the SLO (``perf.capacity.mdl_max_rate`` at an index of dispersion of 34: 3e-33
+req/s), and the MILP's load rows divide the rate by κ: HiGHS refuses coefficients of 1e15 and above
+as infinite (its ``large_matrix_value``)"""
 
 
 @dataclass
@@ -118,6 +126,15 @@ class ReplicaConfig:
     burst_replicas: int = 1
     """the replicas over which its κ takes a burst to be spread (``capacity.spread_capacity``; 1:
     each replica meets the whole stream's bursts, as with Poisson arrivals or for P/D roles)"""
+
+    def __post_init__(self):
+        # a rate below MIN_CAPACITY_RPS serves nothing: 0, so that the MILP's coefficients (rate
+        # over κ) stay finite (``MIN_CAPACITY_RPS``)
+        for name in ("capacity_rps", "whole_capacity_rps", "throughput_rps"):
+            v = getattr(self, name)
+            if v is not None:
+                v = np.asarray(v, dtype=float)
+                setattr(self, name, np.where(v >= MIN_CAPACITY_RPS, v, 0.0))
 
     @property
     def kv_domain(self) -> str:
@@ -335,8 +352,10 @@ def trace_path(w: LLMWorkload, base_dir: Path, ref: str | None = None) -> Path:
     return resolved
 
 
-def workload_demand(w: LLMWorkload, base_dir: Path, ref: str | None = None) -> Demand:
+def workload_demand(w: LLMWorkload, base_dir: Path, ref: str | None = None, notes: list[str] | None = None) -> Demand:
     """The workload's demand from its trace (a relative path inside ``base_dir``) or its declared traffic.
+    ``notes`` (when given) gets a line where the trace's timestamps were spread within their tick
+    (``traces.spread_ticks``).
 
     Raises:
         ManifestError: the trace path is not allowed or the trace cannot be read (the message names
@@ -349,9 +368,13 @@ def workload_demand(w: LLMWorkload, base_dir: Path, ref: str | None = None) -> D
     path = trace_path(w, base_dir, ref)
     try:
         trace = load_trace(path, t.trace.format)
+        if notes is not None and "spread_tick_s" in trace.attrs:
+            notes.append(f"{w.key}: {spread_note(trace)}")
         return demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
     except TraceError as err:
         raise ManifestError(f"{ref}: spec.traffic.trace: {err}", ("LLMWorkload", w.key)) from None
+    except ValueError as err:  # a readable trace with no rate (every request at one instant)
+        raise ManifestError(f"{ref}: spec.traffic.trace: {path}: {err}", ("LLMWorkload", w.key)) from None
 
 
 def check_context_length(w: LLMWorkload, model: ModelSpec, ref: str) -> None:
@@ -482,7 +505,7 @@ def build_problem(spec: FleetSpec, params: PerfParams | None = None,
     fresh: dict = {}
     todo = []  # (index in problems, workload, demand, cache key) of the workloads to model
     for k, w in enumerate(workloads):
-        demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w))
+        demand = (demands or {}).get(w.key) or workload_demand(w, workload_base_dir(spec, w), object_ref(spec, w), notes)
         key = None
         if cache is not None:
             scales = sorted((k, v) for k, v in (step_scales or {}).items() if k[0] == w.spec.model)

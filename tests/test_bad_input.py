@@ -246,6 +246,19 @@ def test_a_trace_whose_requests_all_share_one_instant_has_no_rate(tmp_path):
                    "trace spans no time: cannot derive a request rate")
 
 
+def test_trace_requests_beyond_the_context_window_are_named_as_such(tmp_path):
+    # one prompt in 20 of 200k tokens, past Llama-3.1-8B's 131,072: no GPU, TP or SLO serves it
+    # (vLLM refuses it), within the p90 allowance; the plan says that the trace is the cause
+    d = trace_case(tmp_path, "t.csv")
+    rows = "".join(f"{k * 0.5},{200000 if k % 20 == 0 else 800},100\n" for k in range(400))
+    (d / "t.csv").write_text("timestamp,input_tokens,output_tokens\n" + rows)
+    r = run("plan", "-f", d, "--no-baseline", "-o", "json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ("team-a/chat: 5.0% of requests are longer than meta-llama/Llama-3.1-8B's context window (131072 "
+            "input + output tokens): vLLM refuses them on every GPU: SLO misses whatever the plan"
+            in json.loads(r.stdout)["messages"])
+
+
 # ---- Mélange inputs ---------------------------------------------------------------------------
 
 MELANGE = {"gpu_info": {"A10G": {"cost": 1.01, "tputs": [[2, 1], [5, 2]]}},

@@ -3330,6 +3330,13 @@ def _unreachable_messages(fp: FleetProblem) -> list[str]:
             ok, misses = routed_buckets(w)
             shed = np.flatnonzero(~ok & ~misses).tolist()
             pct = w.workload.spec.slo.percentile
+            limit = getattr(w.model, "max_context_tokens", None)
+            beyond = (w.input_tokens + w.output_tokens > limit) & (w.share > 0) if limit else np.zeros(0, bool)
+            if beyond.any():
+                # the cause is the trace, not the pools or the SLO: say so before the sizes
+                out.append(f"{w.key}: {float(w.share[beyond].sum()):.1%} of requests are longer than "
+                           f"{w.model.name}'s context window ({limit} input + output tokens): vLLM refuses them "
+                           "on every GPU: SLO misses whatever the plan")
             if misses.any():
                 sizes = "; ".join(_describe_bucket(w, b) for b in np.flatnonzero(misses))
                 out.append(f"{w.key}: {w.slo_miss_share:.1%} of requests no pool serves within the SLO ({sizes}): planned "

@@ -38,6 +38,15 @@ Traces (the developers' traces; every one is replayed at its manifest's ``rateSc
   request-weighted 80th percentile of the CV over the windows of all 162 clients (2.70, CV² 7.3)
   (``servegen_cvs`` computes both; the run prints them).
 
+With ``--more-arrivals``, two more Azure variants, arrival processes the Gamma ones do not cover
+(generalisation checks, not in the default run):
+
+- ``azure-w<CV²>``: Weibull inter-arrival times at ``FIT_CLIENT``'s median CV (the other family
+  ServeGen fits; ``weibull_arrivals``);
+- ``azure-onoff``: a Markov-modulated on/off Poisson process (``ON_OFF``: 20 s on at 4x the off
+  rate, 40 s off, on the trace's timeline; ``on_off_arrivals``), a load that swings within the
+  planning rate's minute.
+
 SLO sets (``SLOS``, ``LONG_SLOS``): on Azure, relaxed (TTFT 2 s, TPOT 100 ms) and tight (TTFT
 500 ms, TPOT 40 ms), each at p90 and p99; on Mooncake, relaxed 5 s / 100 ms and tight 3 s / 40 ms
 (shorter TTFTs are out of reach for its long prompts), plus 2 s / 100 ms at p90. Model
@@ -45,6 +54,7 @@ Llama-3.1-8B-Instruct (TP 1, 2 or 4), the example GPU pools and FleetPolicy.
 
     python bench/bursty_verify.py            # full run: 27 cases, a few minutes on 2 cores
     python bench/bursty_verify.py --quick    # under 2 minutes: 10 minutes of Azure, 4 cases
+    python bench/bursty_verify.py --more-arrivals   # also the Weibull and on/off variants: 35 cases
 
 Progress goes to stderr, the tables to stdout.
 """
@@ -148,6 +158,48 @@ def gamma_arrivals(trace: pd.DataFrame, cv: float, seed: int) -> pd.DataFrame:
     arrival = np.concatenate([[0.0], np.cumsum(gaps)])
     out = trace.copy()
     out["arrival_s"] = arrival * span / arrival[-1]
+    return out
+
+
+def weibull_arrivals(trace: pd.DataFrame, cv: float, seed: int) -> pd.DataFrame:
+    """``trace`` with its inter-arrival times redrawn from a Weibull distribution of coefficient of
+    variation ``cv`` (ServeGen fits a Weibull to 41% of its windows: a heavier tail of long gaps
+    than a Gamma of the same CV), rescaled as ``gamma_arrivals`` does. The shape k solves
+    Γ(1 + 2/k) / Γ(1 + 1/k)² - 1 = cv²."""
+    from scipy import optimize, special
+    scv = cv * cv
+    k = optimize.brentq(lambda k: special.gamma(1 + 2 / k) / special.gamma(1 + 1 / k) ** 2 - 1 - scv, 0.05, 50.0)
+    rng = np.random.default_rng(seed)
+    n = len(trace)
+    arrival = np.concatenate([[0.0], np.cumsum(rng.weibull(k, n - 1))])
+    out = trace.copy()
+    out["arrival_s"] = arrival * float(trace["arrival_s"].iloc[-1] - trace["arrival_s"].iloc[0]) / arrival[-1]
+    return out
+
+
+ON_OFF = (20.0, 40.0, 4.0)
+"""(mean on period s, mean off period s, on rate over off rate) of ``on_off_arrivals``, on the
+trace's own timeline (at Azure's rateScale 4: 5 s on, 10 s off): a load that swings within the
+minute the planning rate is measured over, unlike any renewal process"""
+
+
+def on_off_arrivals(trace: pd.DataFrame, seed: int, on_off: tuple[float, float, float] = ON_OFF) -> pd.DataFrame:
+    """``trace``'s requests (order and lengths kept) at the arrival times of a Markov-modulated
+    Poisson process with two states (exponential on and off periods, ``ON_OFF``), scaled to the
+    trace's span (so its mean rate): the n arrivals of a Poisson process whose intensity is the
+    on/off path, drawn as sorted uniforms over the intensity's integral."""
+    on_s, off_s, ratio = on_off
+    rng = np.random.default_rng(seed)
+    n, span = len(trace), float(trace["arrival_s"].iloc[-1] - trace["arrival_s"].iloc[0])
+    periods = int(2 * span / (on_s + off_s)) + 10
+    edges = np.cumsum(np.concatenate([[0.0], rng.exponential(np.tile([on_s, off_s], periods))]))
+    rates = np.tile([ratio, 1.0], periods)
+    work = np.concatenate([[0.0], np.cumsum(rates * np.diff(edges))])
+    u = np.sort(rng.uniform(0.0, work[-1] * span / edges[-1], n))
+    k = np.searchsorted(work, u, side="right") - 1
+    arrival = edges[k] + (u - work[k]) / rates[k]
+    out = trace.copy()
+    out["arrival_s"] = (arrival - arrival[0]) * span / (arrival[-1] - arrival[0])
     return out
 
 
@@ -408,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="10 minutes of Azure and its burstiest variant, p90 SLOs, no Mooncake (under 2 min)")
     ap.add_argument("--minutes", type=float, default=60.0, help="minutes of the Azure trace to replay (default: all)")
+    ap.add_argument("--more-arrivals", action="store_true",
+                    help="also Azure with Weibull inter-arrivals at the client's CV and with on/off modulated "
+                         "arrivals (module docstring)")
     args = ap.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
@@ -428,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         cvs = [cv_upper] if args.quick else [cv_client, cv_upper]
         for k, cv in enumerate(cvs):
             traces[f"{name}-g{cv * cv:.1f}"] = (gamma_arrivals(t, cv, seed=k + 1), scale, slos)
+        if args.more_arrivals and name == "azure":
+            traces[f"{name}-w{cv_client ** 2:.1f}"] = (weibull_arrivals(t, cv_client, seed=7), scale, slos)
+            traces[f"{name}-onoff"] = (on_off_arrivals(t, seed=3), scale, slos)
 
     cases = []
     with tempfile.TemporaryDirectory(prefix="bursty-verify-") as tmp:
@@ -447,11 +505,15 @@ def main(argv: list[str] | None = None) -> int:
                 r = cases[-1].row
                 log(f"{label}: attainment {r['att0']:.1%} -> {r['attv']:.1%} in {r['rounds']} repair rounds, "
                     f"exit {r['exit']} ({r['wall']:.0f}s)")
-    print(f"llmfleet bench/bursty_verify.py{' --quick' if args.quick else ''}: Azure conv. first {minutes:g} min at "
+    flags = (" --quick" if args.quick else "") + (" --more-arrivals" if args.more_arrivals else "")
+    print(f"llmfleet bench/bursty_verify.py{flags}: Azure conv. first {minutes:g} min at "
           f"rateScale {AZURE_SCALE:g}"
           + (f"; Mooncake FAST'25 synthetic (17 min) at rateScale {MOONCAKE_SCALE:g}" if "mooncake" in bases else "")
           + f"; gN.N = Gamma inter-arrivals with CV² N.N (ServeGen: client {FIT_CLIENT} median CV {cv_client:.2f}, "
-          f"all-client p{UPPER_QUANTILE * 100:g} CV {cv_upper:.2f}); model {MODEL}; example GPU pools")
+          f"all-client p{UPPER_QUANTILE * 100:g} CV {cv_upper:.2f})"
+          + ("; wN.N = Weibull inter-arrivals at the client's CV; onoff = on/off modulated Poisson "
+             f"({ON_OFF[0]:g} s on at {ON_OFF[2]:g}x, {ON_OFF[1]:g} s off, before rateScale)" if args.more_arrivals else "")
+          + f"; model {MODEL}; example GPU pools")
     for label, sets in (("Azure", SLOS), ("Mooncake", LONG_SLOS)):
         print(f"SLO sets on {label}: " + "; ".join(f"{n} = TTFT {a} / TPOT {b} at p{p}" for n, a, b, p in sets))
     print("servable: share of requests some configuration serves within the SLO; c_a^2: the arrival burstiness the "

@@ -279,11 +279,11 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
     """Demand of a trace (columns ``arrival_s``, ``input_tokens``, ``output_tokens``).
 
     The planning rate is the ``peak_quantile`` of the per-window rates (windows of ``window_s``),
-    at least the mean rate; with a trace shorter than one window the mean rate is used. ``rate_scale`` replays the trace
-    that many times faster, as the simulator does (``sim.engine``): both rates are multiplied by
-    it, and the windows, the arrival burstiness (``arrival_scv``, ``arrival_idc``,
-    ``arrival_followers``) and the load
-    levels are measured on the replayed timeline, where a burst lasts 1/rate_scale as long.
+    at least the mean rate; with a trace shorter than one window the mean rate is used.
+    ``rate_scale`` replays the trace that many times faster, as the simulator does
+    (``sim.engine``): both rates are multiplied by it, and the windows, the arrival burstiness
+    (``arrival_scv``, ``arrival_idc``, ``arrival_followers``) and the load levels are measured on
+    the replayed timeline, where a burst lasts 1/rate_scale as long.
 
     Raises:
         ValueError: for an empty trace or one whose requests all arrive at the same instant.

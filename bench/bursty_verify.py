@@ -147,34 +147,37 @@ def servegen_cvs(folder: Path = SERVEGEN, client: int = FIT_CLIENT,
     return _weighted_quantile(cv[mine], n[mine], 0.5), _weighted_quantile(cv, n, upper)
 
 
-def gamma_arrivals(trace: pd.DataFrame, cv: float, seed: int) -> pd.DataFrame:
-    """``trace`` with its inter-arrival times redrawn from Gamma(k = 1/CV², mean = span/(n-1)),
-    then rescaled so the span (hence the mean rate) is the original's. Order and lengths kept."""
-    rng = np.random.default_rng(seed)
-    n = len(trace)
+def with_gaps(trace: pd.DataFrame, gaps: np.ndarray) -> pd.DataFrame:
+    """``trace``'s requests (order and lengths kept) at the arrivals of the inter-arrival times
+    ``gaps`` (shape (n - 1,), any scale), rescaled so that the span, hence the mean rate, is the
+    original's."""
     span = float(trace["arrival_s"].iloc[-1] - trace["arrival_s"].iloc[0])
-    scv = cv * cv
-    gaps = rng.gamma(1.0 / scv, span / (n - 1) * scv, n - 1)
     arrival = np.concatenate([[0.0], np.cumsum(gaps)])
     out = trace.copy()
     out["arrival_s"] = arrival * span / arrival[-1]
     return out
 
 
+def gamma_arrivals(trace: pd.DataFrame, cv: float, seed: int) -> pd.DataFrame:
+    """``trace`` with its inter-arrival times redrawn from Gamma(k = 1/CV², mean = span/(n-1)),
+    then rescaled so the span (hence the mean rate) is the original's (``with_gaps``). Order and
+    lengths kept."""
+    rng = np.random.default_rng(seed)
+    n = len(trace)
+    span = float(trace["arrival_s"].iloc[-1] - trace["arrival_s"].iloc[0])
+    scv = cv * cv
+    return with_gaps(trace, rng.gamma(1.0 / scv, span / (n - 1) * scv, n - 1))
+
+
 def weibull_arrivals(trace: pd.DataFrame, cv: float, seed: int) -> pd.DataFrame:
     """``trace`` with its inter-arrival times redrawn from a Weibull distribution of coefficient of
     variation ``cv`` (ServeGen fits a Weibull to 41% of its windows: a heavier tail of long gaps
-    than a Gamma of the same CV), rescaled as ``gamma_arrivals`` does. The shape k solves
+    than a Gamma of the same CV), rescaled to the trace's span (``with_gaps``). The shape k solves
     Γ(1 + 2/k) / Γ(1 + 1/k)² - 1 = cv²."""
     from scipy import optimize, special
     scv = cv * cv
     k = optimize.brentq(lambda k: special.gamma(1 + 2 / k) / special.gamma(1 + 1 / k) ** 2 - 1 - scv, 0.05, 50.0)
-    rng = np.random.default_rng(seed)
-    n = len(trace)
-    arrival = np.concatenate([[0.0], np.cumsum(rng.weibull(k, n - 1))])
-    out = trace.copy()
-    out["arrival_s"] = arrival * float(trace["arrival_s"].iloc[-1] - trace["arrival_s"].iloc[0]) / arrival[-1]
-    return out
+    return with_gaps(trace, np.random.default_rng(seed).weibull(k, len(trace) - 1))
 
 
 ON_OFF = (20.0, 40.0, 4.0)

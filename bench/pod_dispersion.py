@@ -123,7 +123,7 @@ def one_pod_rows(case, label: str, rng: np.random.Generator) -> list[tuple]:
     the seed-0 replay of the pod: a check that the pod's stream is all that decides its TTFT); the
     median over ``THINNINGS`` random thinnings of the workload's stream at that share, served
     alone (the stream a router that ignores load would give it); the read-out today (the bursts
-    dealt over every pod the picker chooses among, ``milp.burst_pods``, ``Burstiness.spread_over``)
+    dealt over every pod the picker chooses among, ``milp.burst_dealing``, ``Burstiness.dealt``)
     and with the thinning at the pod's share
     (``Burstiness.thinned``), both at the replay's load (bursty_verify's "@sim")."""
     w, sim, fp = case.problem.workloads[0], case.replay, case.problem

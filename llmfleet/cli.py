@@ -501,9 +501,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except TraceError as err:
         _error(f"TRACE: {err}")
         return EXIT_INVALID
-    if spread_note(trace):
-        err_console.print(f"[yellow]note:[/yellow] {escape(str(args.trace))}: {escape(spread_note(trace))}",
-                          highlight=False)
+    if spread := spread_note(trace):
+        err_console.print(f"[yellow]note:[/yellow] {escape(str(args.trace))}: {escape(spread)}", highlight=False)
     if args.rate_scale is not None:
         w.rate_scale = args.rate_scale
     if args.duration is not None:

@@ -349,6 +349,8 @@ def replay_one_replica(key: str, model, gpu, tp: int, sizes_in: np.ndarray, size
     sim = Simulation(w, requests)
     sim.run()
     return sim.rq
+
+
 BUCKETS_IN = np.array([300.0, 1100.0, 3900.0])
 BUCKETS_OUT = np.array([90.0, 380.0, 170.0])
 

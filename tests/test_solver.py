@@ -4,7 +4,6 @@ import itertools
 import json
 
 import numpy as np
-import pandas as pd
 import pulp
 import pytest
 from scipy.optimize import linprog
@@ -104,27 +103,25 @@ def test_zero_throughput_means_unusable_for_that_bucket():
 
 
 def test_a_trace_whose_rate_swings_within_seconds_is_planned(tmp_path):
-    # The Azure conversation requests at an on/off modulated rate (exponential on periods of 20 s
-    # at 4x the off rate, off periods of 40 s; seeded), replayed at 4x: an index of dispersion of
-    # about 19 over 5 s. The queueing model then gives some configurations a κ far below 1e-10 req/s,
-    # and the MILP's rate / κ was a coefficient HiGHS refused as infinite ("HiGHS rejected the
-    # fleet model": an internal error of `llmfleet plan`). Such a κ serves nothing: 0.
-    from conftest import write_llama_workload
+    # The Azure conversation requests at an on/off modulated rate (bench/bursty_verify.py's
+    # on_off_arrivals: exponential on periods of 20 s at 4x the off rate, off periods of 40 s;
+    # seeded), replayed at 4x: an index of dispersion of about 28 over 5 s. The queueing model then
+    # gives some configurations a κ far below 1e-10 req/s, and the MILP's rate / κ was a
+    # coefficient HiGHS refused as infinite ("HiGHS rejected the fleet model": an internal error of
+    # `llmfleet plan`). Such a κ serves nothing: 0.
+    import importlib.util
+    import sys
+
+    from conftest import ROOT, write_llama_workload
     from llmfleet.solver.problem import MIN_CAPACITY_RPS
     from llmfleet.workload.traces import load_trace
 
+    spec = importlib.util.spec_from_file_location("bursty_verify", ROOT / "bench" / "bursty_verify.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
     azure = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
-    rng = np.random.default_rng(3)
-    span, n = float(azure["arrival_s"].iloc[-1]), len(azure)
-    edges = np.cumsum(np.concatenate([[0.0], rng.exponential(np.tile([20.0, 40.0], 200))]))
-    rates = np.tile([4.0, 1.0], 200)
-    work = np.concatenate([[0.0], np.cumsum(rates * np.diff(edges))])  # the intensity's integral
-    u = np.sort(rng.uniform(0.0, work[-1], n))
-    k = np.searchsorted(work, u, side="right") - 1
-    arrival = edges[k] + (u - work[k]) / rates[k]
-    pd.DataFrame({"timestamp": (arrival - arrival[0]) * span / (arrival[-1] - arrival[0]),
-                  "input_tokens": azure["input_tokens"], "output_tokens": azure["output_tokens"]}
-                 ).to_csv(tmp_path / "onoff.csv", index=False)
+    bench.write_csv(bench.on_off_arrivals(azure, seed=3), tmp_path / "onoff.csv")
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):
         (tmp_path / name).write_text((EXAMPLES / name).read_text())
     write_llama_workload(tmp_path, "chat", "{path: onoff.csv, format: csv, rateScale: 4}",

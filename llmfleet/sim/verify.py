@@ -93,8 +93,8 @@ def workload_traces(fp: FleetProblem, spec: FleetSpec, override: str | None = No
             where = "--verify TRACE" if use_override else object_ref(spec, w.workload)
             raise ManifestError(f"{where}: {err}", ("LLMWorkload", w.key)) from None
     for key, trace in traces.items():
-        if spread_note(trace):
-            sources[key] += f" ({spread_note(trace)})"
+        if spread := spread_note(trace):
+            sources[key] += f" ({spread})"
     return traces, sources
 
 

@@ -369,8 +369,8 @@ def workload_demand(w: LLMWorkload, base_dir: Path, ref: str | None = None, note
     path = trace_path(w, base_dir, ref)
     try:
         trace = load_trace(path, t.trace.format)
-        if notes is not None and "spread_tick_s" in trace.attrs:
-            notes.append(f"{w.key}: {spread_note(trace)}")
+        if notes is not None and (spread := spread_note(trace)):
+            notes.append(f"{w.key}: {spread}")
         return demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
     except TraceError as err:
         raise ManifestError(f"{ref}: spec.traffic.trace: {err}", ("LLMWorkload", w.key)) from None

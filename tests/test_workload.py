@@ -86,6 +86,42 @@ def test_timestamps_in_whole_seconds_are_spread_within_their_second(azure, share
     assert load_trace(regular, "csv")["arrival_s"].tolist() == [float(k) for k in range(20)]
 
 
+def test_an_unchanged_trace_is_read_once_and_an_edited_one_again(azure, tmp_path, monkeypatch):
+    # the operator asks for a trace-declared workload's demand on every telemetry tick and
+    # re-plan; a big trace took seconds to read each time
+    from llmfleet.api.loader import ManifestError
+    from llmfleet.solver import problem
+    reads = []
+    real = problem.load_trace
+    monkeypatch.setattr(problem, "load_trace", lambda path, fmt: reads.append(path) or real(path, fmt))
+    (tmp_path / "traces").mkdir()
+    f = tmp_path / "traces" / "t.csv"
+    half = azure[azure["arrival_s"] < 1800]
+    pd.DataFrame({"timestamp": half["arrival_s"], "input_tokens": half["input_tokens"],
+                  "output_tokens": half["output_tokens"]}).to_csv(f, index=False)
+    w = next(w for w in load_fleet([EXAMPLES]).workloads if w.spec.traffic.trace is not None)
+    w = w.model_copy(update={"spec": w.spec.model_copy(update={"traffic": w.spec.traffic.model_copy(update={
+        "trace": w.spec.traffic.trace.model_copy(update={"path": "traces/t.csv", "format": "csv"})})})})
+    first = problem.workload_demand(w, tmp_path)
+    assert problem.workload_demand(w, tmp_path).rate_mean_rps == first.rate_mean_rps
+    assert len(reads) == 1
+    # the whole hour written over it: read again, and the rate is the new file's
+    pd.DataFrame({"timestamp": azure["arrival_s"], "input_tokens": azure["input_tokens"],
+                  "output_tokens": azure["output_tokens"]}).to_csv(f, index=False)
+    whole = problem.workload_demand(w, tmp_path)
+    assert len(reads) == 2
+    assert whole.rate_mean_rps * w.spec.traffic.trace.rate_scale ** -1 == pytest.approx(
+        len(azure) / azure["arrival_s"].max(), rel=1e-3)
+    # a broken file is refused each time, and read again once it is fixed
+    f.write_text("timestamp,input_tokens,output_tokens\n" + "5,100,10\n" * 30)
+    for _ in range(2):
+        with pytest.raises(ManifestError, match="trace spans no time"):
+            problem.workload_demand(w, tmp_path)
+    assert len(reads) == 4
+    f.write_text("timestamp,input_tokens,output_tokens\n" + "".join(f"{k},100,10\n" for k in range(30)))
+    assert problem.workload_demand(w, tmp_path).rate_mean_rps > 0 and len(reads) == 5
+
+
 def test_generic_csv_and_missing_column(tmp_path):
     good = tmp_path / "g.csv"
     good.write_text("timestamp,input_tokens,output_tokens\n2,10,5\n1,20,6\n")

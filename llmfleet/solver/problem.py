@@ -23,6 +23,7 @@ import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -367,15 +368,43 @@ def workload_demand(w: LLMWorkload, base_dir: Path, ref: str | None = None, note
     if t.trace is None:
         return demand_from_spec(t)
     path = trace_path(w, base_dir, ref)
+    args = (t.trace.format, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
     try:
-        trace = load_trace(path, t.trace.format)
-        if notes is not None and (spread := spread_note(trace)):
-            notes.append(f"{w.key}: {spread}")
-        return demand_from_trace(trace, t.peak_quantile, t.rate_window_seconds, t.trace.rate_scale)
+        try:
+            stat = path.stat()
+        except OSError:  # gone or unreadable: load_trace names the file and the reason
+            demand, spread = _read_trace_demand(str(path), *args)
+        else:
+            demand, spread = _kept_trace_demand(str(path), stat.st_mtime_ns, stat.st_size, *args)
     except TraceError as err:
         raise ManifestError(f"{ref}: spec.traffic.trace: {err}", ("LLMWorkload", w.key)) from None
     except ValueError as err:  # a readable trace with no rate (every request at one instant)
         raise ManifestError(f"{ref}: spec.traffic.trace: {path}: {err}", ("LLMWorkload", w.key)) from None
+    if notes is not None and spread:
+        notes.append(f"{w.key}: {spread}")
+    return demand
+
+
+def _read_trace_demand(path: str, fmt: str, peak_quantile: float, window_s: float,
+                       rate_scale: float) -> tuple[Demand, str | None]:
+    """(demand, spread note) of the trace file ``path`` (``load_trace``, ``demand_from_trace``,
+    ``spread_note``).
+
+    Raises:
+        TraceError: the file cannot be read as a ``fmt`` trace.
+        ValueError: the trace has no rate (``demand_from_trace``).
+    """
+    trace = load_trace(path, fmt)
+    return demand_from_trace(trace, peak_quantile, window_s, rate_scale), spread_note(trace)
+
+
+@lru_cache(maxsize=64)
+def _kept_trace_demand(path: str, mtime_ns: int, size_bytes: int, *args) -> tuple[Demand, str | None]:
+    """``_read_trace_demand``, kept while the file's modification time and size stay as they
+    were: the operator asks for a trace-declared workload's demand on every telemetry tick and
+    every re-plan, and a trace of a million requests takes seconds to read. ``lru_cache`` keeps
+    results only, so a file that failed is read again once fixed."""
+    return _read_trace_demand(path, *args)
 
 
 def check_context_length(w: LLMWorkload, model: ModelSpec, ref: str) -> None:

@@ -47,6 +47,11 @@ With ``--more-arrivals``, two more Azure variants, arrival processes the Gamma o
   rate, 40 s off, on the trace's timeline; ``on_off_arrivals``), a load that swings within the
   planning rate's minute.
 
+With ``--code-like``, the Azure timeline with the lengths of a code-completion service
+(``code_like``): the same arrivals, prompts x ``CODE_PROMPT_SCALE`` and answers / ``CODE_ANSWER_DIVISOR``
+(at least one token), alone and with the Gamma CV² 7.3 and on/off arrivals. Few-token answers are
+a regime the conversation traces barely reach (generalisation check, not in the default run).
+
 SLO sets (``SLOS``, ``LONG_SLOS``): on Azure, relaxed (TTFT 2 s, TPOT 100 ms) and tight (TTFT
 500 ms, TPOT 40 ms), each at p90 and p99; on Mooncake, relaxed 5 s / 100 ms and tight 3 s / 40 ms
 (shorter TTFTs are out of reach for its long prompts), plus 2 s / 100 ms at p90. Model
@@ -55,6 +60,7 @@ Llama-3.1-8B-Instruct (TP 1, 2 or 4), the example GPU pools and FleetPolicy.
     python bench/bursty_verify.py            # full run: 27 cases, a few minutes on 2 cores
     python bench/bursty_verify.py --quick    # under 2 minutes: 10 minutes of Azure, 4 cases
     python bench/bursty_verify.py --more-arrivals   # also the Weibull and on/off variants: 35 cases
+    python bench/bursty_verify.py --code-like       # also code-completion lengths: 39 cases
 
 Progress goes to stderr, the tables to stdout.
 """
@@ -203,6 +209,22 @@ def on_off_arrivals(trace: pd.DataFrame, seed: int, on_off: tuple[float, float, 
     arrival = edges[k] + (u - work[k]) / rates[k]
     out = trace.copy()
     out["arrival_s"] = (arrival - arrival[0]) * span / (arrival[-1] - arrival[0])
+    return out
+
+
+CODE_PROMPT_SCALE = 1.5
+CODE_ANSWER_DIVISOR = 10.0
+"""``code_like``'s length transform: the Azure LLM inference trace 2023's code service has a
+median prompt of about 1,500 tokens and a median answer of 13, against 1,020 and 129 for its
+conversation service (Patel et al., "Splitwise", ISCA 2024, the traces' characterisation)"""
+
+
+def code_like(trace: pd.DataFrame) -> pd.DataFrame:
+    """``trace``'s arrivals with code-completion lengths: prompts x ``CODE_PROMPT_SCALE``, answers
+    / ``CODE_ANSWER_DIVISOR`` rounded, at least one token."""
+    out = trace.copy()
+    out["input_tokens"] = (out["input_tokens"] * CODE_PROMPT_SCALE).round().astype(int)
+    out["output_tokens"] = np.maximum((out["output_tokens"] / CODE_ANSWER_DIVISOR).round(), 1).astype(int)
     return out
 
 
@@ -466,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--more-arrivals", action="store_true",
                     help="also Azure with Weibull inter-arrivals at the client's CV and with on/off modulated "
                          "arrivals (module docstring)")
+    ap.add_argument("--code-like", action="store_true",
+                    help="also the Azure arrivals with code-completion lengths, alone, with Gamma CV² 7.3 gaps and "
+                         "on/off modulated (module docstring)")
     args = ap.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
@@ -489,6 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.more_arrivals and name == "azure":
             traces[f"{name}-w{cv_client ** 2:.1f}"] = (weibull_arrivals(t, cv_client, seed=7), scale, slos)
             traces[f"{name}-onoff"] = (on_off_arrivals(t, seed=3), scale, slos)
+        if args.code_like and name == "azure":
+            code = code_like(t)
+            traces["code"] = (code, scale, slos)
+            traces[f"code-g{cv_upper ** 2:.1f}"] = (gamma_arrivals(code, cv_upper, seed=2), scale, slos)
+            traces["code-onoff"] = (on_off_arrivals(code, seed=3), scale, slos)
 
     cases = []
     with tempfile.TemporaryDirectory(prefix="bursty-verify-") as tmp:
@@ -508,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = cases[-1].row
                 log(f"{label}: attainment {r['att0']:.1%} -> {r['attv']:.1%} in {r['rounds']} repair rounds, "
                     f"exit {r['exit']} ({r['wall']:.0f}s)")
-    flags = (" --quick" if args.quick else "") + (" --more-arrivals" if args.more_arrivals else "")
+    flags = (" --quick" if args.quick else "") + (" --more-arrivals" if args.more_arrivals else "") + (
+        " --code-like" if args.code_like else "")
     print(f"llmfleet bench/bursty_verify.py{flags}: Azure conv. first {minutes:g} min at "
           f"rateScale {AZURE_SCALE:g}"
           + (f"; Mooncake FAST'25 synthetic (17 min) at rateScale {MOONCAKE_SCALE:g}" if "mooncake" in bases else "")
@@ -516,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
           f"all-client p{UPPER_QUANTILE * 100:g} CV {cv_upper:.2f})"
           + ("; wN.N = Weibull inter-arrivals at the client's CV; onoff = on/off modulated Poisson "
              f"({ON_OFF[0]:g} s on at {ON_OFF[2]:g}x, {ON_OFF[1]:g} s off, before rateScale)" if args.more_arrivals else "")
+          + (f"; code = Azure's arrivals with prompts x {CODE_PROMPT_SCALE:g} and answers / {CODE_ANSWER_DIVISOR:g}"
+             if args.code_like else "")
           + f"; model {MODEL}; example GPU pools")
     for label, sets in (("Azure", SLOS), ("Mooncake", LONG_SLOS)):
         print(f"SLO sets on {label}: " + "; ".join(f"{n} = TTFT {a} / TPOT {b} at p{p}" for n, a, b, p in sets))

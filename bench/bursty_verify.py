@@ -14,7 +14,8 @@ are printed:
 2. per group of each round-0 plan: the predicted TTFT / TPOT at the SLO percentile
    (``Assignment.ttft_s`` / ``tpot_s``, at the planning rate) and the model at the load the group
    saw in the replay ("@sim": each size bucket's replayed rate, swinging minute by minute as the
-   trace does, ``Demand.rate_levels``) against the same percentile over the simulated requests
+   trace does, the group's own load by the rate and length mix of the buckets it serves,
+   ``group_levels``) against the same percentile over the simulated requests
    that group served (entry group for colocated and prefill groups, decode group for decode
    groups, as ``SimulationResult.groups`` counts them), and their ratio. The prefill groups of a
    plan share one queue at their replayed loads, as the replay's router pools their pods
@@ -84,7 +85,7 @@ from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import from_plan
 from llmfleet.sim.verify import best_round, plan_and_verify, workload_traces
-from llmfleet.solver.milp import (_prefill_queue, as_planned, burst_dealing, local_prefill_shares,
+from llmfleet.solver.milp import (_prefill_queue, as_planned, burst_dealing, group_levels, local_prefill_shares,
                                   predicted_attainment, predicted_latency, replica_load)
 from llmfleet.solver.problem import build_problem, servable_buckets
 from llmfleet.workload.demand import bucket_index
@@ -400,7 +401,7 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
             # the model at the load the group saw in the replay (the plan's figure is at its
             # planning rate, the peak with headroom, and the router need not split the traffic
             # as planned): each bucket's replayed rate over its κ, so the ratio is the model's
-            # error. Two loads: swinging minute by minute as the trace does (``Demand.rate_levels``,
+            # error. Two loads: swinging minute by minute as the trace does (the group's own load, ``group_levels``,
             # the "@sim" column), and held at the replay's mean (the footer's second count)
             config, bucket_rps, util = loads[gi]
             served = bucket_rps.sum() > 0
@@ -409,7 +410,8 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
             # the pods a burst is dealt over and this pod's share of the stream, as the plan's
             # read-out deals it, at the replay's split
             pods, share = burst_dealing(a, mine, lambda h: float(np.sum(replayed[index[id(h)]])))
-            at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params, levels=w.demand.rate_levels,
+            at_sim = (predicted_latency(w, config, bucket_rps, util, fp.params,
+                                        levels=group_levels(w, config, bucket_rps, mine_local),
                                         replicas=pods, queue=pooled, local_prefill=mine_local, pod_share=share)
                       if served else (None, None))
             at_mean = (predicted_latency(w, config, bucket_rps, min(util, 0.999), fp.params, replicas=pods,

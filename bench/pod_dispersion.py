@@ -91,7 +91,7 @@ import pandas as pd
 
 from llmfleet import progress
 from llmfleet.sim.engine import Simulation
-from llmfleet.solver.milp import predicted_latency
+from llmfleet.solver.milp import group_levels, predicted_latency
 from llmfleet.workload.demand import arrival_dispersion
 from llmfleet.workload.traces import load_trace
 
@@ -148,7 +148,8 @@ def one_pod_rows(case, label: str, rng: np.random.Generator) -> list[tuple]:
             thin.append(ttft_alone(scenario, g, rq.arrival[pick], rq.inp[pick], rq.out[pick], pct))
         config, bucket_rps, util = case.loads[gi]
         at_share = predicted_latency(dataclasses.replace(w, burst=w.burst.thinned(share)), config,
-                                     bucket_rps / g.replicas, util, fp.params, levels=w.demand.rate_levels)[0]
+                                     bucket_rps / g.replicas, util, fp.params,
+                                     levels=group_levels(w, config, bucket_rps))[0]
         rows.append((label, f"{g.replicas}x {g.name}", share, seeds[:, gi], own, float(np.median(thin)),
                      case.groups[gi]["ttft_at_sim"], at_share))
     return rows

@@ -69,7 +69,7 @@ import pandas as pd
 from llmfleet.api.loader import load_fleet
 from llmfleet.sim.engine import Simulation
 from llmfleet.sim.scenario import SimGroup, SimWorkload
-from llmfleet.solver.milp import _latencies_by_bucket, predicted_latency, replica_load
+from llmfleet.solver.milp import _latencies_by_bucket, group_levels, predicted_latency, replica_load
 from llmfleet.solver.problem import build_problem
 from llmfleet.workload.demand import demand_from_trace
 from llmfleet.workload.traces import load_trace
@@ -228,7 +228,7 @@ def thinned_table(fp, trace: pd.DataFrame, grid: list) -> None:
     window: dispersion 1.25 over 0.5 s, 5.6 over 20 s), thinned at random to the loads ``THINNED_LOADS``
     of each replica, replayed on that replica alone, against the read-out with the workload's
     burstiness thinned at that share (``Burstiness.thinned``) over the trace's minute-by-minute load
-    (``Demand.rate_levels``), as ``bench/bursty_verify.py``'s "@sim" column: a one-pod group's TTFT
+    (``group_levels``), as ``bench/bursty_verify.py``'s "@sim" column: a one-pod group's TTFT
     in a plan that splits the workload (``bench/pod_dispersion.py``)."""
     w = fp.workloads[0]  # the planner's model of the trace at rateScale 4: its burstiness as it is
     arrival = (trace["arrival_s"].to_numpy() - trace["arrival_s"].min()) / bv.AZURE_SCALE
@@ -252,7 +252,8 @@ def thinned_table(fp, trace: pd.DataFrame, grid: list) -> None:
                 sim = replay_alone(w, fp, config, grid, bucket_rps, requests)
                 ttft = sim.rq.first - sim.rq.arrival
                 ratios.append([bv._pct_at(ttft, p) / predicted_latency(thinned, config, bucket_rps, util, fp.params,
-                                                                       percentile=p, levels=w.demand.rate_levels)[0]
+                                                                       percentile=p,
+                                                                       levels=group_levels(w, config, bucket_rps))[0]
                                for p in PERCENTILES])
                 rates.append(len(requests) / span)
             ratios = np.array(ratios)  # (thinnings, percentiles)

@@ -214,6 +214,7 @@ def test_a_replan_on_telemetry_keeps_the_declared_traces_burstiness():
     assert demand.share[1, 1] == pytest.approx(1.0)  # the observed mix
     assert (demand.arrival_scv, demand.arrival_idc, demand.arrival_followers, demand.rate_levels) == \
         (declared.arrival_scv, declared.arrival_idc, declared.arrival_followers, declared.rate_levels)
+    assert demand.window_counts is declared.window_counts  # the length mix shifts minute by minute as declared
     # a later rate change on the same mix keeps them too, and the length quantiles
     moved = with_rate(demand, 3.0 * declared.rate_plan_rps)
     assert moved.rate_plan_rps == pytest.approx(3.0 * declared.rate_plan_rps)

@@ -135,6 +135,35 @@ def test_a_trace_whose_rate_swings_within_seconds_is_planned(tmp_path):
     assert plan.status == "optimal" and plan.workloads[0].shed_rps == 0.0
 
 
+def test_a_group_swings_with_the_minutes_of_the_sizes_it_serves():
+    # the Azure conversation hour at rateScale 4 (the example chat workload): its long prompts
+    # cluster in some minutes, so a group that takes only them swings far more than the rate
+    from llmfleet.solver.milp import group_levels
+    from llmfleet.workload.traces import load_trace
+    fp = build_problem(load_fleet([EXAMPLES]))
+    w = next(w for w in fp.workloads if w.demand is not None and w.demand.window_counts is not None)
+    c = next(c for c in w.configs if c.role == "colocated")
+    cells = np.argwhere(w.demand.share > 0)
+    every = np.ones(len(w.share))
+    # one κ for every size: a window's load is its count, so the levels are the rate's
+    flat = dataclasses.replace(c, capacity_rps=np.full(len(w.share), 5.0))
+    assert np.array(group_levels(w, flat, every)) == pytest.approx(np.array(w.demand.rate_levels))
+    # prompts of 2,048 tokens or more only, counted straight from the trace's minutes as replayed
+    long = (cells[:, 0] >= 3).astype(float)
+    trace = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
+    arrival = trace["arrival_s"].to_numpy() / 4.0
+    minutes = int(arrival.max() // 60)
+    counts = np.bincount((arrival[trace["input_tokens"].to_numpy() >= 2048] // 60).astype(int), minlength=minutes + 1)
+    counts = counts[:minutes].astype(float)
+    levels = group_levels(w, flat, long)
+    assert sum(share for _, share in levels) == pytest.approx(1.0)
+    # the request-weighted mean multiplier is Σ c² / (Σ c x mean c) however the windows are binned
+    assert sum(m * share for m, share in levels) == pytest.approx((counts ** 2).sum() / counts.sum() / counts.mean())
+    assert levels[-1][0] > 1.8 > 1.5 > w.demand.rate_levels[-1][0]  # vs 1.4 for all requests
+    # a group that serves nothing of the windows' sizes has the workload's levels
+    assert group_levels(w, dataclasses.replace(c, capacity_rps=np.zeros(len(w.share))), every) == w.demand.rate_levels
+
+
 def test_melange_input_errors_name_the_key():
     with pytest.raises(MelangeInputError, match="total_request_rate"):
         problem_from_melange({"gpu_info": {}, "workload_distribution": [[1]]})

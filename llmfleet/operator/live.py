@@ -139,7 +139,8 @@ def with_rate(d: Demand, rate_plan_rps: float, rate_mean_rps: float | None = Non
 def with_burstiness(d: Demand, declared: Demand | None) -> Demand:
     """``d`` with the arrival burstiness of ``declared`` (the workload's declared demand): its
     seconds-scale dispersion (``arrival_scv``, ``arrival_idc``), clump mates
-    (``arrival_followers``) and minute-to-minute load levels (``rate_levels``). Telemetry reads
+    (``arrival_followers``) and minute-to-minute load levels (``rate_levels``, and the length
+    mix's minute-to-minute shifts, ``window_counts``, relative to their mean). Telemetry reads
     rates over windows of a minute or more (``TelemetryClient.window_s``) and cannot see how
     requests clump within them, while the queues that decide TTFT build over seconds. A declared
     trace measured that; a declared rate is Poisson (the defaults, which then stay). Without it a
@@ -148,7 +149,8 @@ def with_burstiness(d: Demand, declared: Demand | None) -> Demand:
     if declared is None:
         return d
     return replace(d, arrival_scv=declared.arrival_scv, arrival_idc=declared.arrival_idc,
-                   arrival_followers=declared.arrival_followers, rate_levels=declared.rate_levels)
+                   arrival_followers=declared.arrival_followers, rate_levels=declared.rate_levels,
+                   window_counts=declared.window_counts)
 
 
 # ------------------------------------------------------------------------------ per workload

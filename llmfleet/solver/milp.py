@@ -76,7 +76,7 @@ from llmfleet.solver.churn import config_key, start_cost_usd, stop_cost_usd
 from llmfleet.solver.placement import groups_from_plan, limits_from_placement, place, shape_cuts
 from llmfleet.solver.plan import Assignment, Plan, WorkloadResult
 from llmfleet.solver.problem import UNLIMITED_GPUS, FleetProblem, WorkloadProblem, servable_buckets
-from llmfleet.workload.demand import INPUT_EDGES_TOKENS, RATE_LEVEL_WINDOW_S
+from llmfleet.workload.demand import INPUT_EDGES_TOKENS, RATE_LEVEL_WINDOW_S, load_levels
 
 _SHED_TOL = 1e-6
 _TIER_GAP = 0.01
@@ -2858,7 +2858,7 @@ def predicted_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float
     what a percentile over the group's requests measures. None where the role has no such latency
     (prefill: TPOT, decode: TTFT) or the group serves nothing within the SLO.
 
-    ``levels``: (load multiplier, share of requests) pairs, e.g. ``Demand.rate_levels``: the load
+    ``levels``: (load multiplier, share of requests) pairs, e.g. ``group_levels``: the load
     swings over the period, and each level's requests see the latency at ``util`` x multiplier
     (``bucket_rps`` scaled alike) held for ``RATE_LEVEL_WINDOW_S``: above the SLO's capacity too,
     and finite past saturation, where the excess queues for a minute
@@ -2895,6 +2895,33 @@ def period_levels(w: WorkloadProblem, util: float) -> tuple[float, tuple[tuple[f
     if d is None or w.rate_rps <= 0:
         return util, ((1.0, 1.0),)
     return util * d.rate_mean_rps / w.rate_rps, d.rate_levels
+
+
+def group_levels(w: WorkloadProblem, c, bucket_rps: np.ndarray,
+                 local_prefill: np.ndarray | None = None) -> tuple[tuple[float, float], ...]:
+    """How one group's load swings minute by minute over the period ``w``'s demand was measured
+    on: (load over its mean, share of the group's requests) pairs (``workload.demand.load_levels``),
+    for a group of configuration ``c`` serving the buckets where ``bucket_rps`` (shape (S,),
+    req/s) is above 0. A window's load is its requests of those buckets (``Demand.window_counts``)
+    over their κ, as the MILP counts load (``replica_load``; ``local_prefill`` as there), so a
+    group sees the shifts of the length mix as well as of the rate: a prefill group that takes the
+    long prompts swings with them (the Azure conversation trace at rateScale 4: its prompts of
+    2,048 tokens or more, the P/D share of a plan, ran at up to 2.3x their mean rate in a minute
+    while all requests ran at up to 1.4x theirs), and a group of slow replicas swings with the
+    sizes it is slow at. ``Demand.rate_levels`` where the demand has no window counts (a
+    declared rate, telemetry) or the group serves none of the windows' requests."""
+    d = w.demand
+    if d is None:
+        return ((1.0, 1.0),)
+    if d.window_counts is None:
+        return d.rate_levels
+    cells = np.argwhere(d.share > 0)
+    counts = d.window_counts[:, cells[:, 0], cells[:, 1]]  # (windows, S), in w's bucket order
+    per_request = _load_per_rps(c, local_prefill)
+    mine = (np.asarray(bucket_rps) > 0) & np.isfinite(per_request)
+    if not mine.any():
+        return d.rate_levels
+    return load_levels(counts[:, mine] @ per_request[mine], counts[:, mine].sum(axis=1))
 
 
 def predicted_mean_latency(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: float,
@@ -3001,8 +3028,9 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
     A coarse, model-only figure: ``--verify`` replays the traffic.
 
     ``over_period`` (default): over the period the demand was measured on, as a replay counts
-    it: each group at its mean load swinging minute by minute as the trace did
-    (``period_levels``, ``Demand.rate_levels``), each minute's requests weighted by their share.
+    it: each group at its mean load (``period_levels``) swinging minute by minute as its own load
+    did in the trace, the rate and the length mix of the buckets it serves (``group_levels``),
+    each minute's requests weighted by their share.
     False: every request at the planned load (the peak quantile with headroom), which
     under-states attainment wherever the load is below its peak most of the time
     (``bench/bursty_verify.py`` prints both against the replay)."""
@@ -3024,7 +3052,9 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             before = replica_load(a.config, a.bucket_rate_rps, 1, mine)
             util[id(a)] = a.utilization * (replica_load(a.config, rates[id(a)], 1, mine) / before if before > 0 else 1.0)
         base = {id(a): period_levels(w, util[id(a)])[0] if over_period else min(util[id(a)], 1.0) for a in groups}
-        levels = period_levels(w, 1.0)[1] if over_period else ((1.0, 1.0),)
+        # each group swings with its own load: the rate and the length mix of the buckets it serves
+        levels_of = {id(a): group_levels(w, a.config, rates[id(a)], local if a.role == "decode" else None)
+                     if over_period else ((1.0, 1.0),) for a in groups}
         window_s = RATE_LEVEL_WINDOW_S if over_period else None
         # the router's prefill profile picks among every prefill pod of the workload: one queue
         queue = _prefill_queue(w, [(a.config, rates[id(a)], base[id(a)], a.replicas)
@@ -3033,6 +3063,7 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             total = 0.0
             # the pods the picker deals a burst over, and this pod's share at the picker's split
             pods, pod_share = burst_dealing(a, groups, lambda g: float(np.sum(rates[id(g)])))
+            levels = levels_of[id(a)]
             for mult, share in levels:
                 reached = np.zeros(len(w.share))
                 if a.role == "prefill":  # its TTFT distribution read at the target itself

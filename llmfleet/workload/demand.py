@@ -56,6 +56,12 @@ class Demand:
             ascending (``arrival_followers``): how many more requests arrive within that window
             after a request than Poisson arrivals would bring, the clumps prompts share an
             iteration with; empty for a declared rate (Poisson: none).
+        window_counts: shape (n_windows, n_in, n_out), the requests of each bucket in each full
+            ``RATE_LEVEL_WINDOW_S`` window of the trace as replayed (``window_counts``): the
+            length mix shifts from minute to minute as well as the rate (the Azure conversation
+            trace's prompts of 2,048 tokens or more are 12-29% of a minute's requests), so a group
+            that serves part of the mix, or serves it at its own speeds, swings by its own load
+            (``solver.milp.group_levels``); None for a declared rate (``rate_levels`` for all).
     """
 
     rate_mean_rps: float
@@ -71,6 +77,7 @@ class Demand:
     input_quantiles: np.ndarray | None = None
     arrival_idc: tuple[tuple[float, float], ...] = ()
     arrival_followers: tuple[tuple[float, float], ...] = ()
+    window_counts: np.ndarray | None = None
 
     def arrival_scv_at(self, window_s: float) -> float:
         """The arrivals' index of dispersion over ``window_s`` seconds (``dispersion_at`` on
@@ -250,28 +257,63 @@ def rate_levels(arrival_s: np.ndarray, window_s: float = RATE_LEVEL_WINDOW_S,
 
     The full ``window_s`` windows are sorted by rate and cut where their cumulative share of the
     requests crosses ``edges``; each level is the request-weighted mean rate of its windows over
-    the trace's mean rate, with their share of the requests. A percentile over all requests is a
-    percentile of the mixture of the latency distributions at these levels: the requests of a busy
-    minute see that minute's queues (issue 14: the minutes above a p90 planning rate held 23.7% of
-    the requests and 65% of the misses).
+    the trace's mean rate, with their share of the requests (``load_levels`` with each window's
+    rate as its load). A percentile over all requests is a percentile of the mixture of the
+    latency distributions at these levels: the requests of a busy minute see that minute's queues
+    (issue 14: the minutes above a p90 planning rate held 23.7% of the requests and 65% of the
+    misses).
 
     Returns:
         ((rate / mean rate, share of requests), ...), shares summing to 1, rates ascending;
         ((1.0, 1.0),) for a trace shorter than two windows or with no requests in them.
     """
     rates = windowed_rates(arrival_s, window_s)
-    if len(rates) < 2 or rates.sum() <= 0:
+    return load_levels(rates, rates, edges)
+
+
+def load_levels(load: np.ndarray, requests: np.ndarray,
+                edges: tuple[float, ...] = RATE_LEVEL_EDGES) -> tuple[tuple[float, float], ...]:
+    """Windows' loads as at most ``len(edges) - 1`` levels: the windows sorted by ``load`` (shape
+    (n_windows,), any unit) are cut where their cumulative share of ``requests`` (shape
+    (n_windows,), the requests in each, any scale) crosses ``edges``; each level is the
+    request-weighted mean load of its windows over the mean load of all windows, with their share
+    of the requests.
+
+    Returns:
+        ((load / mean load, share of requests), ...), shares summing to 1, loads ascending;
+        ((1.0, 1.0),) for fewer than two windows, or no load or requests in them.
+    """
+    load, requests = np.asarray(load, dtype=float), np.asarray(requests, dtype=float)
+    if len(load) < 2 or load.sum() <= 0 or requests.sum() <= 0:
         return ((1.0, 1.0),)
-    rates = np.sort(rates)
-    share = rates / rates.sum()
+    order = np.argsort(load, kind="stable")
+    load, share = load[order], requests[order] / requests.sum()
     mid = np.cumsum(share) - share / 2.0  # each window's place in the request-share order
     level = np.clip(np.searchsorted(np.asarray(edges), mid, side="right") - 1, 0, len(edges) - 2)
-    mean = rates.mean()
+    mean = load.mean()
     out = []
     for k in np.unique(level):
         m = level == k
-        out.append((float((rates[m] * share[m]).sum() / share[m].sum() / mean), float(share[m].sum())))
+        if share[m].sum() > 0:
+            out.append((float((load[m] * share[m]).sum() / share[m].sum() / mean), float(share[m].sum())))
     return tuple(out)
+
+
+def window_counts(arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray,
+                  window_s: float = RATE_LEVEL_WINDOW_S) -> np.ndarray | None:
+    """The requests of each (input, output) bucket in each full ``window_s`` window (the windows
+    of ``windowed_rates``), shape (n_windows, n_in, n_out); None for a trace shorter than two
+    windows (``rate_levels`` has one level there)."""
+    arrival_s = np.asarray(arrival_s, dtype=float)
+    n = int((arrival_s.max() - arrival_s.min()) // window_s) if len(arrival_s) else 0
+    if n < 2:
+        return None
+    k = ((arrival_s - arrival_s.min()) // window_s).astype(np.intp)
+    i, j = bucket_index(np.asarray(input_tokens, dtype=float), np.asarray(output_tokens, dtype=float))
+    out = np.zeros((n, len(INPUT_EDGES_TOKENS) - 1, len(OUTPUT_EDGES_TOKENS) - 1))
+    full = k < n
+    np.add.at(out, (k[full], i[full], j[full]), 1.0)
+    return out
 
 
 def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s: float = 60.0,
@@ -310,6 +352,8 @@ def demand_from_trace(trace: pd.DataFrame, peak_quantile: float = 0.9, window_s:
                   arrival_idc=tuple((w, max(arrival_dispersion(arrival, w), 1.0)) for w in ARRIVAL_IDC_WINDOWS_S),
                   arrival_followers=tuple((w, max(arrival_followers(arrival, w), 0.0)) for w in FOLLOWER_WINDOWS_S),
                   rate_levels=rate_levels(arrival),
+                  window_counts=window_counts(arrival, trace["input_tokens"].to_numpy(),
+                                              trace["output_tokens"].to_numpy()),
                   input_quantiles=input_length_quantiles(trace["input_tokens"].to_numpy(),
                                                          trace["output_tokens"].to_numpy()))
 

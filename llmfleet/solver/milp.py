@@ -2909,7 +2909,7 @@ def group_levels(w: WorkloadProblem, c, bucket_rps: np.ndarray,
     2,048 tokens or more, the P/D share of a plan, ran at up to 2.3x their mean rate in a minute
     while all requests ran at up to 1.4x theirs), and a group of slow replicas swings with the
     sizes it is slow at. ``Demand.rate_levels`` where the demand has no window counts (a
-    declared rate, telemetry) or the group serves none of the windows' requests."""
+    declared rate) or none of the windows' requests are of the sizes the group serves."""
     d = w.demand
     if d is None:
         return ((1.0, 1.0),)
@@ -2919,7 +2919,7 @@ def group_levels(w: WorkloadProblem, c, bucket_rps: np.ndarray,
     counts = d.window_counts[:, cells[:, 0], cells[:, 1]]  # (windows, S), in w's bucket order
     per_request = _load_per_rps(c, local_prefill)
     mine = (np.asarray(bucket_rps) > 0) & np.isfinite(per_request)
-    if not mine.any():
+    if not counts[:, mine].any():  # e.g. a live mix with sizes the declared trace never had
         return d.rate_levels
     return load_levels(counts[:, mine] @ per_request[mine], counts[:, mine].sum(axis=1))
 

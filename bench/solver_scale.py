@@ -49,12 +49,20 @@ is not a proof: freeing a lower tier's GPUs might not form a group the higher ti
 ``provable`` is a proof: the tiers whose shed the plan could lower by taking lower tiers' GPUs
 (``provable_inversions``: the plan's replicas of the tier and above kept, the lower tiers' freed,
 the greedy fills what is left for the tier, the model routes it and sheds less of the tier).
+With ``--exact-tiers S``, each binding plan of (a) also gets an exact check, per tier that sheds
+(``exact_tier_check``): the whole model solved for that tier's shed alone, with the higher tiers'
+replicas held as planned, once with the lower tiers' replicas held too ("kept") and once with them
+removed ("freed"), S seconds each. The tier's best shed with the lower tiers kept, against the
+plan's, is what its own phase left on the table; the freed one against the kept one is what the
+lower tiers' GPUs are worth to it: an inversion of at most (kept found - freed bound) req/s,
+proven to exist only where the kept bound lies above the freed solution.
 ``shed beside free GPUs`` counts workloads with avoidable shed while a pool they have a
 configuration on keeps at least that configuration's TP degree of GPUs unused (pool totals, not
 node shapes): a plan that sheds there is not work-conserving, whatever the tiers.
 
     python bench/solver_scale.py            # full: (a) x3 seeds, (b) x1, (c) x3 changes
     python bench/solver_scale.py --quick    # (a) 10, (b) 30, (c) 20 workloads
+    python bench/solver_scale.py --only a --seeds 1 --exact-tiers 60   # (a) and its exact tier check
 
 Progress goes to stderr, the tables to stdout.
 """
@@ -300,6 +308,64 @@ def provable_inversions(fp, plan) -> int:
     return found
 
 
+def exact_tier_check(fp, plan, limit_s: float) -> list[dict]:
+    """Per tier whose workloads shed in ``plan`` (highest first): {"tier", "plan" (its shed,
+    req/s), "kept", "freed"}, each of the last two (best shed found, HiGHS's proven bound, status)
+    of one solve of the whole fleet model for that tier's shed alone within ``limit_s``, the higher
+    tiers' replica counts held as planned and the lower tiers' held as planned ("kept") or at 0
+    ("freed"), from the plan's counts (routed again, ``milp._complete``). Module docstring: what
+    each comparison proves."""
+    from llmfleet.solver.churn import config_key
+    from llmfleet.solver.highs import HighsModel
+
+    m = milp._build(fp, allow_shed=True)
+    model = HighsModel(m.prob)
+    keys, cols = milp._count_index(m, model)
+    index = {config_key(w.key, c): (wi, ci) for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)}
+    counts: Counter = Counter()
+    for a in plan.assignments:
+        key = index.get(config_key(a.workload, a.config))
+        if key is None:
+            return []  # a configuration the unpruned problem lacks: cannot check
+        counts[key] += a.replicas
+    shed = {r.workload: r.shed_rps for r in plan.workloads}
+    lower0, upper0 = model.bounds(cols)
+    out = []
+    for value in sorted({w.tier_value for w in fp.workloads}, reverse=True):
+        mine = [wi for wi, w in enumerate(fp.workloads) if w.tier_value == value]
+        before = sum(shed[fp.workloads[wi].key] for wi in mine)
+        if before <= 1e-6:
+            continue
+        row = {"tier": fp.workloads[mine[0]].tier, "plan": before}
+        for lower in ("kept", "freed"):
+            lo, hi = lower0.copy(), upper0.copy()
+            start = {}
+            for j, key in enumerate(keys):
+                tier = fp.workloads[key[0]].tier_value
+                if tier > value or (tier < value and lower == "kept"):
+                    lo[j] = hi[j] = counts.get(key, 0)
+                elif tier < value:
+                    lo[j] = hi[j] = 0
+                if counts.get(key) and (tier >= value or lower == "kept"):
+                    start[key] = counts[key]
+            values = milp._complete(fp, m, model, start, time.perf_counter() + limit_s)
+            model.set_bounds(cols, lo, hi)
+            model.set_objective(sum((milp._shed_rps(fp, m, wi) for wi in mine), 0))
+            res = model.solve(limit_s, 1e-4, values, label=f"exact check, {row['tier']}, lower tiers {lower}",
+                              unit="req/s shed")
+            model.set_bounds(cols, lower0, upper0)
+            row[lower] = (res.objective, res.dual_bound, res.status)
+        out.append(row)
+    return out
+
+
+def _solved(v: tuple) -> str:
+    """One ``exact_tier_check`` solve as "best (bound b, status)"."""
+    best, bound, status = v
+    return (f"{best:.2f}" if best is not None else "none") + (
+        f" (bound {bound:.2f}, {status})" if bound is not None else f" ({status})")
+
+
 def groups_by_workload(plan) -> dict[str, Counter]:
     """Per workload: replicas per (pool, TP, role, power cap), i.e. per Deployment."""
     out: dict[str, Counter] = {}
@@ -383,10 +449,13 @@ SCALE_HEADER = ["avail", "workloads", "seed", "configs", "GPUs avail", "GPUs use
                 "shed beside free GPUs"]
 
 
-def summarize(r: Run) -> dict:
+def summarize(r: Run, exact_s: float | None = None) -> dict:
     """What the tables need of one run, so that its problem and plan can be released before the
-    next build (the peak RSS then reflects one planner's problem, not two)."""
+    next build (the peak RSS then reflects one planner's problem, not two); ``exact_s``: the time
+    limit of ``exact_tier_check``'s solves, for a binding run (None: not run)."""
     tc = tier_check(r.fp, r.plan, r.caps)
+    if exact_s and r.caps:
+        tc["exact"] = exact_tier_check(r.fp, r.plan, exact_s)
     shed = "/".join(f"{tc['shed_pct'][t]:.1f}" for t, _, _ in TIERS)
     row = [r.avail, str(r.n), str(r.seed), str(r.configs),
            str(sum(r.caps.values())) if r.caps else f"{AMPLE_GPUS}/pool", str(r.plan.total_gpus),
@@ -405,7 +474,8 @@ def scale_case(n: int, seed: int, limit_s: float, args, profiles) -> list[dict]:
     caps = scarce_caps(ample.plan, args.scarcity)
     out = [summarize(ample)]
     del ample
-    out.append(summarize(solve_fleet(workloads, caps, limit_s, args, label, "binding", n, seed)))
+    out.append(summarize(solve_fleet(workloads, caps, limit_s, args, label, "binding", n, seed),
+                         getattr(args, "exact_tiers", None)))
     return out
 
 
@@ -436,6 +506,13 @@ def run_scale(title: str, n: int, seeds: int, limit_s: float, args, profiles) ->
         for r in binding:
             for e in r["check"]["examples"]:
                 print(f"  seed {r['seed']}: {e}")
+        for r in binding:
+            for t in r["check"].get("exact", []):
+                kept, freed = t["kept"], t["freed"]
+                worth = (f"; the lower tiers' GPUs are worth at most {kept[0] - freed[1]:.2f} req/s of it"
+                         if kept[0] is not None and freed[1] is not None else "")
+                print(f"  seed {r['seed']} exact check, {t['tier']}: the plan sheds {t['plan']:.2f} req/s; best "
+                      f"found with the lower tiers' replicas kept {_solved(kept)}, freed {_solved(freed)}{worth}")
 
 
 def changed_rate(workloads: list[dict], i: int, factor: float) -> list[dict]:
@@ -549,6 +626,8 @@ def main() -> None:
     ap.add_argument("--sizing-limit", type=float, default=600.0, help="time limit of the ample solves, s")
     ap.add_argument("--first-limit", type=float, default=120.0, help="time limit of the running plan in (c), s")
     ap.add_argument("--only", choices=["a", "b", "c"], action="append", help="run only these parts")
+    ap.add_argument("--exact-tiers", type=float, default=None, metavar="S",
+                    help="also check each binding plan of (a) tier by tier with S-second solves (module docstring)")
     args = ap.parse_args()
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     changes = args.changes if args.changes is not None else (1 if args.quick else 3)

@@ -401,8 +401,8 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
             # the model at the load the group saw in the replay (the plan's figure is at its
             # planning rate, the peak with headroom, and the router need not split the traffic
             # as planned): each bucket's replayed rate over its κ, so the ratio is the model's
-            # error. Two loads: swinging minute by minute as the trace does (the group's own load, ``group_levels``,
-            # the "@sim" column), and held at the replay's mean (the footer's second count)
+            # error. Two loads: swinging minute by minute as the trace does (the group's own load,
+            # ``group_levels``: the "@sim" column), and held at the replay's mean (the footer's second count)
             config, bucket_rps, util = loads[gi]
             served = bucket_rps.sum() > 0
             pooled = queue if g.role == "prefill" else None

@@ -268,6 +268,21 @@ def tier_check(fp, plan, caps: dict[str, int] | None = None) -> dict:
             "idle": len(idle)}
 
 
+def plan_counts(fp, plan) -> Counter | None:
+    """The plan's replicas per (workload index, configuration index) of ``fp``; None where the
+    plan has a configuration ``fp`` lacks (a pruned problem's), which no check can then hold."""
+    from llmfleet.solver.churn import config_key
+
+    index = {config_key(w.key, c): (wi, ci) for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)}
+    counts: Counter = Counter()
+    for a in plan.assignments:
+        key = index.get(config_key(a.workload, a.config))
+        if key is None:
+            return None
+        counts[key] += a.replicas
+    return counts
+
+
 def provable_inversions(fp, plan) -> int:
     """Tiers whose shed a plan provably could lower by taking GPUs from lower tiers only: the
     plan's replicas of this tier and above kept, every lower tier's removed, the greedy
@@ -275,19 +290,14 @@ def provable_inversions(fp, plan) -> int:
     for those replicas (``milp._complete``) sheds less of this tier than the plan does. Sound
     (such a plan exists and serves every higher tier as before); not complete (the greedy may miss
     a better packing)."""
-    from llmfleet.solver.churn import config_key
     from llmfleet.solver.highs import HighsModel
 
     fp = dataclasses.replace(fp, time_limit_s=60.0)
     m = milp._build(fp, allow_shed=True)
     model = HighsModel(m.prob)
-    index = {config_key(w.key, c): (wi, ci) for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)}
-    counts: Counter = Counter()
-    for a in plan.assignments:
-        key = index.get(config_key(a.workload, a.config))
-        if key is None:
-            return 0  # a configuration the unpruned problem lacks: cannot check
-        counts[key] += a.replicas
+    counts = plan_counts(fp, plan)
+    if counts is None:
+        return 0
     shed = {r.workload: r.shed_rps for r in plan.workloads}
     found = 0
     for value in sorted({w.tier_value for w in fp.workloads}, reverse=True):
@@ -315,19 +325,14 @@ def exact_tier_check(fp, plan, limit_s: float) -> list[dict]:
     tiers' replica counts held as planned and the lower tiers' held as planned ("kept") or at 0
     ("freed"), from the plan's counts (routed again, ``milp._complete``). Module docstring: what
     each comparison proves."""
-    from llmfleet.solver.churn import config_key
     from llmfleet.solver.highs import HighsModel
 
+    counts = plan_counts(fp, plan)
+    if counts is None:
+        return []
     m = milp._build(fp, allow_shed=True)
     model = HighsModel(m.prob)
     keys, cols = milp._count_index(m, model)
-    index = {config_key(w.key, c): (wi, ci) for wi, w in enumerate(fp.workloads) for ci, c in enumerate(w.configs)}
-    counts: Counter = Counter()
-    for a in plan.assignments:
-        key = index.get(config_key(a.workload, a.config))
-        if key is None:
-            return []  # a configuration the unpruned problem lacks: cannot check
-        counts[key] += a.replicas
     shed = {r.workload: r.shed_rps for r in plan.workloads}
     lower0, upper0 = model.bounds(cols)
     out = []
@@ -475,7 +480,7 @@ def scale_case(n: int, seed: int, limit_s: float, args, profiles) -> list[dict]:
     out = [summarize(ample)]
     del ample
     out.append(summarize(solve_fleet(workloads, caps, limit_s, args, label, "binding", n, seed),
-                         getattr(args, "exact_tiers", None)))
+                         args.exact_tiers))
     return out
 
 

@@ -110,7 +110,7 @@ def test_an_unchanged_trace_is_read_once_and_an_edited_one_again(azure, tmp_path
                   "output_tokens": azure["output_tokens"]}).to_csv(f, index=False)
     whole = problem.workload_demand(w, tmp_path)
     assert len(reads) == 2
-    assert whole.rate_mean_rps * w.spec.traffic.trace.rate_scale ** -1 == pytest.approx(
+    assert whole.rate_mean_rps / w.spec.traffic.trace.rate_scale == pytest.approx(
         len(azure) / azure["arrival_s"].max(), rel=1e-3)
     # a broken file is refused each time, and read again once it is fixed
     f.write_text("timestamp,input_tokens,output_tokens\n" + "5,100,10\n" * 30)

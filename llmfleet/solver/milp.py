@@ -2909,7 +2909,8 @@ def group_levels(w: WorkloadProblem, c, bucket_rps: np.ndarray,
     2,048 tokens or more, the P/D share of a plan, ran at up to 2.3x their mean rate in a minute
     while all requests ran at up to 1.4x theirs), and a group of slow replicas swings with the
     sizes it is slow at. ``Demand.rate_levels`` where the demand has no window counts (a
-    declared rate) or none of the windows' requests are of the sizes the group serves."""
+    declared rate) or none of the windows' requests are of the sizes the group serves; ((1, 1),)
+    without a demand (Mélange input). Raises nothing."""
     d = w.demand
     if d is None:
         return ((1.0, 1.0),)

@@ -399,6 +399,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
             targets = {w.key: w.workload.spec.slo.percentile for w in fp.workloads if w.workload is not None}
             console.print("predicted SLO attainment (capacity model; --verify replays the traffic): " + "; ".join(
                 f"{k} {_pct(v)} (target {targets[k]:g}%)" for k, v in predicted.items()), highlight=False)
+            short = [k for k, v in predicted.items() if v < targets[k] / 100.0]
+            if short and not rounds:
+                # the plan sizes each group by its sizes' SLO capacities; the read-out above also
+                # swings the load minute by minute and counts bursts and backlogs, and can disagree
+                console.print(f"predicted below target: {', '.join(short)}: the plan meets each size's SLO capacity, "
+                              "but the read-out of its load swings and bursts misses; run with --verify to replay "
+                              "the traffic and add capacity where it misses", highlight=False)
         if budget:
             _print_budget(console, budget)
         if scenario_results:

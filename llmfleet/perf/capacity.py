@@ -1379,7 +1379,7 @@ def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_to
     Measured against the simulator: in the replays of ``bench/bursty_verify.py --code-like``
     (Azure arrivals, prompts x 1.5, answers / 10) the requests of the top TTFT decile had a median
     TPOT 9-37x that of the bottom decile, and the p90 TPOT of the colocated groups went from
-    0.74-4.08x the model's to 0.71-1.73x (``tests/test_perf.py`` checks one replica on Gamma
+    0.74-3.32x the model's to 0.71-1.73x (``tests/test_perf.py`` checks one replica on Gamma
     arrivals). Alternatives measured there: the rest of the life at ``tpot_s`` instead of the
     mean iteration (its own busy period at ``q`` on top of the backlog at ``q``) took
     ``bench/colocated_sweep.py``'s TPOT from 18 to 14 of 18 within 25% of the replay; every

@@ -92,12 +92,11 @@ def test_plan_says_when_its_read_out_predicts_a_miss(tmp_path):
     prediction, not a replay), and the replay of ``--verify`` bears the prediction out: round 0
     misses the target, and the plan it returns meets it (when written: predicted 77.3%, 94.0%
     before the read-out counted the backlog; replayed 79.7% in round 0, 98.2% in round 1)."""
+    from bench.bursty_verify import code_like
     from conftest import write_gamma_arrivals
     from llmfleet.workload.traces import load_trace
 
-    azure = load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure")
-    code = azure.assign(input_tokens=(azure["input_tokens"] * 1.5).round().astype(int),
-                        output_tokens=(azure["output_tokens"] / 10.0).round().clip(lower=1).astype(int))
+    code = code_like(load_trace(EXAMPLES / "traces" / "azure_llm_2023_conv.csv", "azure"))
     (tmp_path / "traces").mkdir()
     write_gamma_arrivals(code, tmp_path / "traces" / "code.csv", 7.3, seed=2)
     for name in ("gpupools.yaml", "fleetpolicy.yaml"):

@@ -700,6 +700,28 @@ def test_a_colocated_replica_serves_each_prompt_at_its_own_length():
             assert float(np.percentile(replayed, pct)) == pytest.approx(float(ttft[1]), rel=rel), (rate, pct)
 
 
+def _bursty_replay(key: str, model, gpu, input_tokens: int, output_tokens: int, c_a2: float, rate_rps: float,
+                   rng: np.random.Generator):
+    """An hour of Gamma-renewal arrivals of squared CV ``c_a2`` at ``rate_rps`` req/s (drawn from
+    ``rng``), every request of one size, replayed on one colocated TP-1 replica
+    (``replay_one_replica``): (the replay's requests, the replica's mean arrivals as a one-bucket
+    mix (req/s), the ``Burstiness`` the planner estimates from the arrivals as from a trace's,
+    ``demand_from_trace``)."""
+    from llmfleet.perf.capacity import Burstiness
+    from llmfleet.workload.demand import demand_from_trace
+
+    n = int(rate_rps * 3600)
+    arrival = np.cumsum(rng.gamma(1.0 / c_a2, c_a2 / rate_rps, n))
+    requests = pd.DataFrame({"arrival_s": arrival, "input_tokens": input_tokens, "output_tokens": output_tokens})
+    d = demand_from_trace(requests)
+    mix = np.array([n / (arrival[-1] - arrival[0])])
+    rq = replay_one_replica(key, model, gpu, 1, np.array([float(input_tokens)]), np.array([float(output_tokens)]),
+                            mix, requests)
+    burst = Burstiness(d.arrival_scv, 0.0, queue_arrival_scv=d.arrival_scv_at(1.0),
+                       arrival_idc=d.arrival_idc, followers=d.arrival_followers)
+    return rq, mix, burst
+
+
 def test_a_prompt_that_arrives_in_a_clump_gets_its_first_token_with_the_clump():
     """One colocated H100 TP-1 replica of Llama-3.1-8B, an hour of Gamma-renewal arrivals of CV²
     3.7 and 7.3 (ServeGen's bursty clients; half of the gaps under 3% of the mean at 7.3) at 3 and
@@ -711,23 +733,15 @@ def test_a_prompt_that_arrives_in_a_clump_gets_its_first_token_with_the_clump():
     mates (``capacity.with_followers``) the replay's TTFT over ``latencies_at_rate``'s is within
     25% at p50 and p99 and 20% at p90 (seeds 1-3: p50 1.05-1.24, p90 1.06-1.19, p99 0.99-1.29);
     without them the p90 is 1.26-1.57x short (p50 1.45-2.06x)."""
-    from llmfleet.perf.capacity import Burstiness, latencies_at_rate
-    from llmfleet.workload.demand import demand_from_trace
+    from llmfleet.perf.capacity import latencies_at_rate
 
     model, gpu = resolve_model("meta-llama/Llama-3.1-8B-Instruct"), get_gpu("H100-SXM")
     inp, out = np.array([1000.0]), np.array([128.0])
     rng = np.random.default_rng(2)
     for c_a2 in (3.7, 7.3):
         for rate in (3.0, 8.0):
-            n = int(rate * 3600)
-            arrival = np.cumsum(rng.gamma(1.0 / c_a2, c_a2 / rate, n))
-            requests = pd.DataFrame({"arrival_s": arrival, "input_tokens": 1000, "output_tokens": 128})
-            d = demand_from_trace(requests)
-            mix = np.array([n / (arrival[-1] - arrival[0])])
-            rq = replay_one_replica("test/clumps", model, gpu, 1, inp, out, mix, requests)
+            rq, mix, burst = _bursty_replay("test/clumps", model, gpu, 1000, 128, c_a2, rate, rng)
             replayed = rq.first - rq.arrival
-            burst = Burstiness(d.arrival_scv, 0.0, queue_arrival_scv=d.arrival_scv_at(1.0),
-                               arrival_idc=d.arrival_idc, followers=d.arrival_followers)
             assert burst.followers_within(0.03) > 0.4  # clumps
             for b, within in ((burst, True), (replace(burst, followers=()), False)):
                 predicted = latencies_at_rate(model, gpu, 1, inp, out, mix, [50.0, 90.0, 99.0], burst=b, mix_rps=mix)
@@ -749,22 +763,13 @@ def test_a_short_answer_behind_a_burst_of_prompts_decodes_at_the_full_budget_ste
     ``latencies_at_rate``'s is within 25%; read over the decoding life alone (the backlog left
     out) the model is at least 1.4x short (when written: 0.99-1.05 with it, 1.51-2.84 without)."""
     from llmfleet.perf import capacity as capacity_module
-    from llmfleet.perf.capacity import Burstiness, latencies_at_rate
-    from llmfleet.workload.demand import demand_from_trace
+    from llmfleet.perf.capacity import latencies_at_rate
 
     model, gpu = resolve_model("meta-llama/Llama-3.1-8B-Instruct"), get_gpu("H100-SXM")
     inp, out = np.array([1500.0]), np.array([12.0])
     for seed, (c_a2, rate) in enumerate(((3.7, 9.0), (3.7, 12.0), (7.3, 9.0), (7.3, 12.0))):
-        rng = np.random.default_rng(seed)
-        n = int(rate * 3600)
-        arrival = np.cumsum(rng.gamma(1.0 / c_a2, c_a2 / rate, n))
-        requests = pd.DataFrame({"arrival_s": arrival, "input_tokens": 1500, "output_tokens": 12})
-        d = demand_from_trace(requests)
-        mix = np.array([n / (arrival[-1] - arrival[0])])
-        rq = replay_one_replica("test/backlog", model, gpu, 1, inp, out, mix, requests)
+        rq, mix, burst = _bursty_replay("test/backlog", model, gpu, 1500, 12, c_a2, rate, np.random.default_rng(seed))
         replayed = float(np.percentile((rq.finish - rq.first) / (rq.out - 1), 90.0))
-        burst = Burstiness(d.arrival_scv, 0.0, queue_arrival_scv=d.arrival_scv_at(1.0),
-                           arrival_idc=d.arrival_idc, followers=d.arrival_followers)
         with_backlog = float(latencies_at_rate(model, gpu, 1, inp, out, mix, [90.0], burst=burst, mix_rps=mix)[0][1][0])
         with monkeypatch.context() as m:
             m.setattr(capacity_module, "after_backlog_tpot_s", lambda tpot_s, *args, **kwargs: tpot_s)

@@ -1285,12 +1285,10 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     # each prompt's length over its bucket's mean (slice-weighted, so a bucket's mean service stays
     # the shared batch's): shape (S, J)
     relative = lengths / (((lengths[:, 1:] + lengths[:, :-1]) / 2.0) @ INPUT_LENGTH_SLICES)[:, None]
-    # the prompts' length SCV over the mix (every bucket's spread and the buckets' own spread)
     scv_each = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), input_tokens.shape)
-    total = float(mix_rps.sum())
-    prompt_mean = float(mix_rps @ input_tokens) / total if total > 0 else 0.0
-    prompt_scv = (float(mix_rps @ (input_tokens ** 2 * (1.0 + scv_each))) / total / prompt_mean ** 2 - 1.0
-                  if prompt_mean > 0 else 0.0)
+    # the prompts' length SCV over the mix (every bucket's spread and the buckets' own spread)
+    prompt_scv = (_over_arrivals(mix_rps, input_tokens ** 2 * (1.0 + scv_each))
+                  / _over_arrivals(mix_rps, input_tokens) ** 2 - 1.0) if float(mix_rps @ input_tokens) > 0 else 0.0
     out = []
     for percentile, sb in zip(percentiles, shared_batch(model, gpu, tp, input_tokens, output_tokens, mix_rps,
                                                         percentiles, p, gpu_memory_utilization, max_num_seqs,
@@ -1301,7 +1299,7 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
         service = sb.prefill_s
         fin = np.isfinite(service) & (mix_rps > 0)
         q = percentile / 100.0
-        scv_b = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), service.shape)[fin]
+        scv_b = scv_each[fin]
         # the prompts' one queue: the mix's arrivals, each prompt's service at its length (one
         # server; None when nothing arrives)
         queue = prefill_queue([(1, mix_rps[fin], service[fin], service[fin] ** 2 * (1.0 + scv_b),
@@ -1325,16 +1323,13 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
         else:
             wait = np.zeros_like(WAIT_PROBS)
         ok = np.isfinite(service)
-        ttft = np.full(size, np.inf)
+        ttft, tpot = np.full(size, np.inf), sb.tpot_s.copy()
         if ok.any():
-            own = service[ok][:, None] * relative[ok] + sb.step_s
-            ttft[ok] = _OwnPlusWait(own, wait).quantiles([q])[0]
-        tpot = sb.tpot_s
-        if ok.any():
-            tpot = tpot.copy()
+            first = _OwnPlusWait(service[ok][:, None] * relative[ok] + sb.step_s, wait)
+            ttft[ok] = first.quantiles([q])[0]
             tpot[ok] = after_backlog_tpot_s(tpot[ok], np.asarray(output_tokens, dtype=float)[ok], input_tokens[ok],
-                                            ((own[:, 1:] + own[:, :-1]) / 2.0) @ INPUT_LENGTH_SLICES, wait, sb,
-                                            float(mix_rps.sum()), burst, q, prompt_scv)
+                                            first.own_slices @ first.slices, wait, sb, float(mix_rps.sum()), burst,
+                                            q, prompt_scv)
         out.append((ttft, tpot))
     return out
 
@@ -1403,8 +1398,8 @@ def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_to
     # taken out, and during the prefill itself
     weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
     waits = np.broadcast_to((wait_s[1:] + wait_s[:-1])[None, :] / 2.0, (len(own), len(weight)))
-    last_chunk = np.asarray(input_tokens, dtype=float) - room * np.floor(np.maximum(
-        np.asarray(input_tokens, dtype=float) - 1.0, 0.0) / max(room, 1.0))
+    inp = np.asarray(input_tokens, dtype=float)
+    last_chunk = inp - room * np.floor(np.maximum(inp - 1.0, 0.0) / max(room, 1.0))  # in (0, R]
     beside = np.maximum(room - last_chunk, 0.0) / 2.0
     behind = (np.maximum(_arrivals_quantile(q, lam, waits, weight, burst, prompt_scv) * prompt_tokens - beside, 0.0)
               + _arrivals_quantile(q, lam, own[:, None], np.ones(1), burst, prompt_scv) * prompt_tokens)
@@ -1413,7 +1408,6 @@ def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_to
     d_w = burst.scv_over(np.maximum(w_q, 1e-6))
     g_wait = _rate_quantile(q, d_w, np.maximum(lam * w_q, 1e-9))
     g = np.ones_like(w_q)
-    full = np.zeros_like(w_q)
     for _ in range(_BACKLOG_STEPS):
         drain = room - g * sb.prompt_tokens_rps * t_full
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -1216,7 +1216,8 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
                       window_s: float | None = None,
                       mix_rps: np.ndarray | None = None,
                       min_tokens: np.ndarray | None = None,
-                      lengths: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                      lengths: np.ndarray | None = None,
+                      prefill_share: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """``latency_at_rate`` at each of ``percentiles`` (%), in order: one (TTFT, TPOT) pair per
     percentile, s, each of shape (S,), inf where ``rate_rps`` (req/s per bucket) exceeds what the
     replica sustains. The steady-state curves are computed once (``replica_curves_at``).
@@ -1235,12 +1236,14 @@ def latencies_at_rate(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     ``lengths``, shape (S, len(INPUT_LENGTH_PROBS)), where the trace gave them, else from its
     mean, SCV and lower edge ``min_tokens``, as ``prefill_service_moments``). Past what the
     replica sustains (only with ``window_s``), the excess queues at the replica's largest rate.
-    None: each bucket alone at its equivalent load ``rate_rps``, at its mean prompt."""
+    None: each bucket alone at its equivalent load ``rate_rps``, at its mean prompt.
+    ``prefill_share`` (with ``mix_rps``): a decode replica's share of each bucket's prompts it
+    prefills itself (``_latencies_in_mix``)."""
     held = window_s is not None
     if mix_rps is not None:
         return _latencies_in_mix(model, gpu, tp, input_tokens, output_tokens, np.asarray(mix_rps, dtype=float),
                                  percentiles, p, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens,
-                                 burst, window_s, min_tokens, lengths)
+                                 burst, window_s, min_tokens, lengths, prefill_share)
     rate = np.asarray(rate_rps, dtype=float)
     out = []
     for percentile, c in zip(percentiles, replica_curves_at(model, gpu, tp, input_tokens, output_tokens, percentiles,
@@ -1261,7 +1264,8 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
                       mix_rps: np.ndarray, percentiles, p: PerfParams | None, gpu_memory_utilization: float,
                       max_num_seqs: int | None, max_num_batched_tokens: int | None, burst: Burstiness,
                       window_s: float | None, min_tokens: np.ndarray | None = None,
-                      lengths: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                      lengths: np.ndarray | None = None,
+                      prefill_share: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """``latencies_at_rate`` with ``mix_rps``: (TTFT, TPOT) per percentile, s, shapes (S,).
 
     A prompt's service (its chunk iterations in the shared batch, ``SharedBatch.prefill_s`` at
@@ -1277,8 +1281,22 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     1.01-1.17x (1.01-1.20x); ``tests/test_perf.py`` checks a bucket of spread-out prompts. Under
     clumped arrivals the prompts right behind one share its iteration (``with_followers``, at
     most what the token budget leaves beside the mean batch and a mean prompt): on Gamma-renewal
-    arrivals of CV² 3.7 and 7.3 there, the p90 went from 1.01-1.40x to 0.92-1.24x."""
+    arrivals of CV² 3.7 and 7.3 there, the p90 went from 1.01-1.40x to 0.92-1.24x.
+
+    ``prefill_share`` (S,): a decode replica that prefills that share of each bucket's prompts
+    itself (the prompts under the P/D threshold; None: all of them, a colocated replica). Its
+    queue holds those prompts alone, their arrivals the stream thinned to their share
+    (``Burstiness.thinned``); the TTFT is theirs (inf where a bucket's prompts are all prefilled
+    elsewhere), and the TPOT of a bucket is its local requests' (behind the prompts that came
+    while they waited, ``after_backlog_tpot_s``) and its remote ones' (joining the batch with the
+    prompts queued at that moment ahead, ``ahead=True``), weighted by the shares."""
     size = len(mix_rps)
+    local_share = np.ones(size) if prefill_share is None else np.clip(np.asarray(prefill_share, dtype=float), 0.0, 1.0)
+    prompt_rps = mix_rps * local_share  # the prompts the replica prefills, req/s per bucket
+    total_rps = float(mix_rps.sum())
+    local_rps = float(prompt_rps.sum())
+    # the stream of prompts the replica queues: its arrivals thinned to the prefilled share
+    queue_burst = burst.thinned(local_rps / total_rps) if total_rps > 0 else burst
     input_tokens = np.asarray(input_tokens, dtype=float)
     budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)[1]
     lengths = bucket_prompt_lengths(input_tokens, burst.service_scv, min_tokens, lengths)
@@ -1287,56 +1305,67 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     relative = lengths / (((lengths[:, 1:] + lengths[:, :-1]) / 2.0) @ INPUT_LENGTH_SLICES)[:, None]
     scv_each = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), input_tokens.shape)
     # the prompts' length SCV over the mix (every bucket's spread and the buckets' own spread)
-    prompt_scv = (_over_arrivals(mix_rps, input_tokens ** 2 * (1.0 + scv_each))
-                  / _over_arrivals(mix_rps, input_tokens) ** 2 - 1.0) if float(mix_rps @ input_tokens) > 0 else 0.0
+    prompt_scv = (_over_arrivals(prompt_rps, input_tokens ** 2 * (1.0 + scv_each))
+                  / _over_arrivals(prompt_rps, input_tokens) ** 2 - 1.0) if float(prompt_rps @ input_tokens) > 0 else 0.0
     out = []
     for percentile, sb in zip(percentiles, shared_batch(model, gpu, tp, input_tokens, output_tokens, mix_rps,
                                                         percentiles, p, gpu_memory_utilization, max_num_seqs,
-                                                        max_num_batched_tokens, burst, held=window_s is not None)):
+                                                        max_num_batched_tokens, burst, held=window_s is not None,
+                                                        prefill_share=prefill_share)):
         if sb is None:
             out.append((np.full(size, np.inf), np.full(size, np.inf)))
             continue
         service = sb.prefill_s
-        fin = np.isfinite(service) & (mix_rps > 0)
+        fin = np.isfinite(service) & (prompt_rps > 0)
         q = percentile / 100.0
         scv_b = scv_each[fin]
         # the prompts' one queue: the mix's arrivals, each prompt's service at its length (one
         # server; None when nothing arrives)
-        queue = prefill_queue([(1, mix_rps[fin], service[fin], service[fin] ** 2 * (1.0 + scv_b),
+        queue = prefill_queue([(1, prompt_rps[fin], service[fin], service[fin] ** 2 * (1.0 + scv_b),
                                 service[fin][:, None] * relative[fin])])
-        v = burst.queue_scv + (queue.service_scv if queue is not None else 0.0)
+        v = queue_burst.queue_scv + (queue.service_scv if queue is not None else 0.0)
+        local = np.isfinite(service) & (local_share > 0)
         if sb.saturated:  # the batch is at its largest: the excess waits for the replica's completions
             with np.errstate(invalid="ignore", divide="ignore"):
-                wait = mdl_wait_quantile_s(np.array(float(mix_rps.sum())), 1.0 / sb.rate_max_rps, q, v, window_s,
-                                           arrival_scv=burst.queue_scv)
-            out.append((np.where(np.isfinite(service), service + sb.step_s + float(wait), np.inf), sb.tpot_s))
+                wait = mdl_wait_quantile_s(np.array(total_rps), 1.0 / sb.rate_max_rps, q, v, window_s,
+                                           arrival_scv=queue_burst.queue_scv)
+            out.append((np.where(local, service + sb.step_s + float(wait), np.inf), sb.tpot_s))
             continue
         if queue is not None:
-            wait = queue.wait_quantiles(v, window_s, arrival_scv=burst.queue_scv)
+            wait = queue.wait_quantiles(v, window_s, arrival_scv=queue_burst.queue_scv)
             # the clump mates that join the prompt's iteration: those that arrive within about
             # one iteration of it (before the next one starts), within the token budget the batch
             # and the prompt leave, each a prompt of the mix's mean length
-            mean_prompt = float(mix_rps[fin] @ input_tokens[fin]) / float(mix_rps[fin].sum())
+            mean_prompt = float(prompt_rps[fin] @ input_tokens[fin]) / float(prompt_rps[fin].sum())
             room = max(budget - sb.batch - mean_prompt, 0.0)
-            wait = with_followers(wait, burst.followers_within(sb.step_s), queue.mean_service_s,
+            wait = with_followers(wait, queue_burst.followers_within(sb.step_s), queue.mean_service_s,
                                   room / max(mean_prompt, 1.0))
         else:
             wait = np.zeros_like(WAIT_PROBS)
-        ok = np.isfinite(service)
         ttft, tpot = np.full(size, np.inf), sb.tpot_s.copy()
-        if ok.any():
-            first = _OwnPlusWait(service[ok][:, None] * relative[ok] + sb.step_s, wait)
-            ttft[ok] = first.quantiles([q])[0]
-            tpot[ok] = after_backlog_tpot_s(tpot[ok], np.asarray(output_tokens, dtype=float)[ok], input_tokens[ok],
-                                            first.own_slices @ first.slices, wait, sb, float(mix_rps.sum()), burst,
-                                            q, prompt_scv)
+        output = np.asarray(output_tokens, dtype=float)
+        if local.any():
+            first = _OwnPlusWait(service[local][:, None] * relative[local] + sb.step_s, wait)
+            ttft[local] = first.quantiles([q])[0]
+            tpot[local] = after_backlog_tpot_s(tpot[local], output[local], input_tokens[local],
+                                               first.own_slices @ first.slices, wait, sb, local_rps, queue_burst,
+                                               q, prompt_scv)
+        remote = local_share < 1.0
+        if remote.any() and local_rps > 0 and queue is not None:
+            # prefilled elsewhere: it joins the batch behind the prompts queued at that moment, the
+            # queue's work at a random time rather than the wait an arriving prompt sees
+            ahead = after_backlog_tpot_s(sb.tpot_s[remote], output[remote], input_tokens[remote],
+                                         np.zeros(int(remote.sum())), time_average_work(wait, queue), sb, local_rps,
+                                         queue_burst, q, prompt_scv, ahead=True)
+            f = local_share[remote]
+            tpot[remote] = np.where(local[remote], f * tpot[remote] + (1.0 - f) * ahead, ahead)
         out.append((ttft, tpot))
     return out
 
 
 def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_tokens: np.ndarray,
                          own_s: np.ndarray, wait_s: np.ndarray, sb: SharedBatch, arrivals_rps: float,
-                         burst: Burstiness, q: float, prompt_scv: float = 0.0) -> np.ndarray:
+                         burst: Burstiness, q: float, prompt_scv: float = 0.0, ahead: bool = False) -> np.ndarray:
     """TPOT at quantile ``q`` of requests that start decoding behind a backlog of prompts, s,
     shape (S,): at least ``tpot_s`` (``shared_batch``'s, which reads the load over the decoding
     life alone).
@@ -1383,8 +1412,26 @@ def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_to
     absorbed), and all of the room absorbed under-predicted the p90 (up to 1.38x). Its error
     left is mostly the wait itself, which Kingman's queue under-predicts in bursts (the code-like
     H100 TP-4 replica's p90 TTFT 1.21-1.27x the model's, and its p90 TPOT 1.73x with it).
-    ``arrivals_rps``: the replica's requests per second. Raises nothing; ``tpot_s`` itself where
-    the replica prefills nothing, nothing waits or the wait is unbounded (saturated)."""
+    ``arrivals_rps``: the replica's prompts per second (``burst`` their arrivals).
+
+    ``ahead``: the request was prefilled elsewhere (a decode replica's request over the P/D
+    threshold, ``own_s`` unused): it joins the batch with the prompts then queued ahead of it, a
+    wait of ``wait_s`` at ``q`` of full iterations, R tokens each (the caller passes the queue's
+    work at a random time, ``time_average_work``), and the drain as above, the wait's burst
+    carried on from that wait. On the decode replica of
+    ``bench/bursty_verify.py --code-like``'s code-g7.3 tight p99 plan (H100 TP-2, 82% of the
+    prompts prefilled locally) the replayed p99 TPOT of these requests was 168.7 ms and that of the
+    local ones 135.6 ms, against 54.7 ms for the model without the backlog. On
+    ``tests/test_perf.py``'s decode replica (Gamma arrivals, CV² 3.7 and 7.3) the remote requests'
+    replayed TPOT was 0.86-1.15x this at p90 and 1.23-1.43x at p99 (1.25-1.81x without the
+    backlog): a remote request comes in a burst, so it sees more than the time average at the
+    tail. The wait an arriving prompt sees instead gave 1.00-1.14x at p99 but 0.58-0.72x at p90,
+    and on ``bench/bursty_verify.py --code-like`` it over-predicted the decode groups of Mooncake
+    (0.67-0.75x at low load) and of on/off arrivals (0.13x, where it re-planned one case at 9%
+    more cost for nothing): not used.
+
+    Raises nothing; ``tpot_s`` itself where the replica prefills nothing, nothing waits or the
+    wait is unbounded (saturated)."""
     tpot_s = np.asarray(tpot_s, dtype=float)
     wait_s = np.asarray(wait_s, dtype=float)
     if (not np.isfinite(sb.backlog_step_s) or sb.prompt_tokens_rps <= 0 or arrivals_rps <= 0
@@ -1394,17 +1441,22 @@ def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_to
     prompt_tokens = sb.prompt_tokens_rps / lam  # the mean prefilled prompt, tokens
     t_full, room = sb.backlog_step_s, sb.backlog_room_tokens
     own = np.asarray(own_s, dtype=float)
-    # arrivals during the wait, the half of the final iteration's room left beside the last chunk
-    # taken out, and during the prefill itself
-    weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
-    waits = np.broadcast_to((wait_s[1:] + wait_s[:-1])[None, :] / 2.0, (len(own), len(weight)))
-    inp = np.asarray(input_tokens, dtype=float)
-    last_chunk = inp - room * np.floor(np.maximum(inp - 1.0, 0.0) / max(room, 1.0))  # in (0, R]
-    beside = np.maximum(room - last_chunk, 0.0) / 2.0
-    behind = (np.maximum(_arrivals_quantile(q, lam, waits, weight, burst, prompt_scv) * prompt_tokens - beside, 0.0)
-              + _arrivals_quantile(q, lam, own[:, None], np.ones(1), burst, prompt_scv) * prompt_tokens)
+    if ahead:  # the prompts queued when it joins: its wait's worth of full iterations
+        w_q = np.full(len(own), float(np.interp(q, WAIT_PROBS, wait_s)))
+        behind = w_q * room / t_full
+    else:
+        # arrivals during the wait, the half of the final iteration's room left beside the last
+        # chunk taken out, and during the prefill itself
+        weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
+        waits = np.broadcast_to((wait_s[1:] + wait_s[:-1])[None, :] / 2.0, (len(own), len(weight)))
+        inp = np.asarray(input_tokens, dtype=float)
+        last_chunk = inp - room * np.floor(np.maximum(inp - 1.0, 0.0) / max(room, 1.0))  # in (0, R]
+        beside = np.maximum(room - last_chunk, 0.0) / 2.0
+        behind = (np.maximum(_arrivals_quantile(q, lam, waits, weight, burst, prompt_scv) * prompt_tokens - beside,
+                             0.0)
+                  + _arrivals_quantile(q, lam, own[:, None], np.ones(1), burst, prompt_scv) * prompt_tokens)
+        w_q = own + float(np.interp(q, WAIT_PROBS, wait_s))
     # the drain: the rate over it, the wait's burst carried on by the counts' correlation
-    w_q = own + float(np.interp(q, WAIT_PROBS, wait_s))
     d_w = burst.scv_over(np.maximum(w_q, 1e-6))
     g_wait = _rate_quantile(q, d_w, np.maximum(lam * w_q, 1e-9))
     g = np.ones_like(w_q)
@@ -1420,6 +1472,28 @@ def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_to
     with np.errstate(divide="ignore", invalid="ignore"):
         backlogged = (full * t_full + (steps - full) * sb.step_s) / steps
     return np.where((steps > 0) & np.isfinite(backlogged), np.maximum(tpot_s, backlogged), tpot_s)
+
+
+def time_average_work(wait_s: np.ndarray, queue: "PrefillQueue") -> np.ndarray:
+    """The quantiles at ``WAIT_PROBS`` of the work a prompt queue holds at a random time, s,
+    shape of ``wait_s`` (the wait an arriving prompt sees, its quantiles at ``WAIT_PROBS``, s;
+    ``queue``: its arrivals and service moments).
+
+    Brumelle's formula (a rate-conservation identity that holds for any arrival process) gives
+    the mean work E[V] = λ E[S] E[W] + λ E[S²] / 2 (S the service, independent of the wait W). For
+    Poisson arrivals that is E[W] (arrivals see time averages); for bursty ones it is less, since
+    a burst's prompts see the queue their own burst built. V is taken as W's tail thinned to that
+    mean: P(V > x) = c P(W > x), c = E[V] / E[W] (at most 1), so V's quantile at p is W's at
+    1 - (1 - p) / c, and 0 below 1 - c. Raises nothing; ``wait_s`` itself where nothing waits."""
+    wait_s = np.asarray(wait_s, dtype=float)
+    weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
+    mean_w = float(((wait_s[1:] + wait_s[:-1]) / 2.0) @ weight)
+    if mean_w <= 0 or not np.isfinite(mean_w):
+        return wait_s
+    lam, s_mean = queue.rate_rps, queue.mean_service_s
+    c = min(lam * s_mean + lam * s_mean ** 2 * (1.0 + queue.service_scv) / (2.0 * mean_w), 1.0)
+    probs = 1.0 - (1.0 - WAIT_PROBS) / max(c, 1e-12)
+    return np.where(probs > 0, np.interp(np.maximum(probs, 0.0), WAIT_PROBS, wait_s), 0.0)
 
 
 def _arrivals_quantile(q: float, rate_rps: float, windows_s: np.ndarray, weight: np.ndarray, burst: Burstiness,

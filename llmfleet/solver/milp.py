@@ -2661,7 +2661,9 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     A decode or colocated replica's requests share one batch (``capacity.shared_batch``), and a
     colocated replica's prompts of every size wait in one queue (``capacity.latencies_at_rate``).
     A prefill group predicts TTFT only (KV transfer and the first decode step included), a decode
-    group TPOT only (None for the other); a colocated group's bursts are dealt over ``replicas``
+    group TPOT only (None for the other); a colocated group's bursts, and those of a decode group
+    that prefills short prompts itself (``local_prefill``: its prompt queue's backlog holds up
+    every answer's first iterations, ``capacity._latencies_in_mix``), are dealt over ``replicas``
     pods of which one takes ``pod_share`` of the stream (``burst_dealing``; None: 1 / replicas,
     pods of one speed); a prefill group's queue spans its ``replicas``
     (``capacity.prefill_ttft_quantiles_s``), or is ``queue`` where given (the workload's prefill
@@ -2688,10 +2690,19 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                                                      replicas, queue)), none
     if c.role == "decode":
         local = None if local_prefill is None else np.asarray(local_prefill, dtype=float)[served]
-        batches = shared_batch(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu, seqs, budget,
-                               burst, chunked_prefill=local is not None, held=window_s is not None,
-                               prefill_share=local)
-        return served, none, [np.full(len(inp), np.inf) if sb is None else sb.tpot_s for sb in batches]
+        if local is None or not (local > 0).any():
+            batches = shared_batch(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu, seqs, budget,
+                                   burst, chunked_prefill=False, held=window_s is not None)
+            return served, none, [np.full(len(inp), np.inf) if sb is None else sb.tpot_s for sb in batches]
+        # the prompts it prefills itself queue for its token budget, and their backlog holds up
+        # every request's first decode iterations, local or not (``capacity._latencies_in_mix``);
+        # the picker deals a burst over the decode pods as over colocated ones
+        dealt = burst.dealt(replicas, pod_share if pod_share else 1.0 / max(int(replicas), 1))
+        pairs = latencies_at_rate(w.model, c.pool.gpu, c.tp, inp, out, mix, percentiles, params, gmu,
+                                  max_num_seqs=seqs, max_num_batched_tokens=budget, burst=dealt,
+                                  window_s=window_s, mix_rps=mix, prefill_share=local,
+                                  **_prompt_length_arguments(w, served))
+        return served, none, [t for _, t in pairs]
     # the picker deals a burst over ``replicas`` pods (``Burstiness.dealt``; the plan's read-out
     # gives it every pod the picker chooses among and this pod's share, ``burst_dealing``)
     dealt = burst.dealt(replicas, pod_share if pod_share else 1.0 / max(int(replicas), 1))

@@ -611,3 +611,30 @@ spec: {gpuType: H100-SXM, gpusPerNode: 8, maxGPUs: 64}
     assert attainment(planned // 2) < 0.99, planned
     # and every size is served: under the whole stream's bursts the 4k-token prompts' κ was 0 (shed)
     assert plan.status == "optimal", plan.messages
+
+
+def test_a_decode_group_gives_the_ttft_of_the_prompts_it_prefills_itself(tmp_path, shared_data):
+    # Mooncake at TTFT 3 s / TPOT 40 ms p90: the plan's decode group prefills the prompts under
+    # the P/D threshold itself, and ``predicted_attainment`` checks their TTFT there
+    # (``_latencies_by_bucket(local_ttft=True)``: ``capacity._latencies_in_mix``'s queue of
+    # those prompts, within 25% of the replay in tests/test_perf.py): finite for the buckets it
+    # prefills, inf for those the prefill groups take (their TTFT is the prefill groups'), and
+    # None without the flag (a decode group's latency, as the plan's table shows it, is its TPOT)
+    from llmfleet.solver.milp import _latencies_by_bucket, local_prefill_shares
+
+    mooncake_fleet(tmp_path, shared_data, "{ttft: 3s, tpot: 40ms, percentile: 90}")
+    fp = build_problem(load_fleet([tmp_path]))
+    plan = solve(fp)
+    w = fp.workloads[0]
+    groups = [a for a in plan.assignments if a.workload == w.key and a.rate_rps > 0]
+    local = local_prefill_shares(groups, len(w.share))
+    decode = next(a for a in groups if a.role == "decode")
+    args = (w, decode.config, decode.bucket_rate_rps, min(decode.utilization, 1.0), fp.params, [50.0, 90.0])
+    served, ttft, tpot = _latencies_by_bucket(*args, local_prefill=local, local_ttft=True)
+    mine = local[served] > 0
+    assert mine.any() and (~mine).any()
+    for t in ttft:
+        assert np.all(np.isfinite(t[mine]) & (t[mine] > 0)) and np.all(np.isinf(t[~mine]))
+    assert np.all(ttft[1][mine] >= ttft[0][mine])
+    assert _latencies_by_bucket(*args, local_prefill=local)[1] == [None, None]
+    assert np.array_equal(_latencies_by_bucket(*args, local_prefill=local)[2][1], tpot[1])

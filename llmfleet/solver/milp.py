@@ -2653,7 +2653,8 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                          percentiles, window_s: float | None = None, replicas: int = 1,
                          queue: PrefillQueue | None = None,
                          local_prefill: np.ndarray | None = None,
-                         pod_share: float | None = None) -> tuple[np.ndarray, list, list]:
+                         pod_share: float | None = None,
+                         local_ttft: bool = False) -> tuple[np.ndarray, list, list]:
     """(served (S,) bool, [TTFT or None per percentile], [TPOT or None per percentile], each over
     the served buckets, s) of a replica group at utilisation ``util``, at each of ``percentiles``
     (%), with the group's power cap. Each replica's arrivals are the group's mix
@@ -2671,7 +2672,9 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     saturation, ``capacity.mdl_wait_quantile_s``); None: held for ever. ``local_prefill`` (S,):
     the share of each bucket a decode group prefills itself (prompts under the P/D threshold,
     ``local_prefill_shares``), whose chunks its decodes wait for and whose load counts against its
-    whole-request κ; None: none."""
+    whole-request κ; None: none. ``local_ttft``: a decode group that prefills prompts itself also
+    gives their TTFT (inf for the buckets it prefills none of: theirs is the prefill groups'),
+    which ``predicted_attainment`` counts; otherwise None, as for any decode group."""
     served = (bucket_rps > 0) & (c.capacity_rps > 0)  # planned misses (unservable sizes) left out
     none = [None] * len(percentiles)
     if not served.any():
@@ -2702,7 +2705,7 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
                                   max_num_seqs=seqs, max_num_batched_tokens=budget, burst=dealt,
                                   window_s=window_s, mix_rps=mix, prefill_share=local,
                                   **_prompt_length_arguments(w, served))
-        return served, none, [t for _, t in pairs]
+        return served, [t for t, _ in pairs] if local_ttft else none, [t for _, t in pairs]
     # the picker deals a burst over ``replicas`` pods (``Burstiness.dealt``; the plan's read-out
     # gives it every pod the picker chooses among and this pod's share, ``burst_dealing``)
     dealt = burst.dealt(replicas, pod_share if pod_share else 1.0 / max(int(replicas), 1))
@@ -3036,8 +3039,8 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
     the standalone router; ``prefill_router_split`` where it has several prefill groups). A
     request prefilled remotely (P/D) meets the SLO where
     its bucket met the TPOT on its decode group and the TTFT on the prefill groups (their mean for
-    that bucket); a prompt under the P/D threshold is prefilled by its decode replica itself.
-    A coarse, model-only figure: ``--verify`` replays the traffic.
+    that bucket); a prompt under the P/D threshold is prefilled by its decode replica itself,
+    where it must meet the TTFT as well. A coarse, model-only figure: ``--verify`` replays the traffic.
 
     ``over_period`` (default): over the period the demand was measured on, as a replay counts
     it: each group at its mean load (``period_levels``) swinging minute by minute as its own load
@@ -3089,15 +3092,18 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
                 served, ttfts, tpots = _latencies_by_bucket(w, a.config, rates[id(a)], base[id(a)] * mult,
                                                             fp.params, list(ATTAINMENT_GRID), window_s, pods,
                                                             local_prefill=local if a.role == "decode" else None,
-                                                            pod_share=pod_share)
+                                                            pod_share=pod_share, local_ttft=a.role == "decode")
+                # a decode group's own prompts must meet the TTFT too (those prefilled apart meet
+                # it on the prefill groups: ``pre_met`` below)
+                reached_tpot = np.zeros(len(w.share))
                 for q, ttft, tpot in zip(ATTAINMENT_GRID, ttfts, tpots):
-                    ok = np.ones(int(served.sum()), dtype=bool)
+                    ok = np.ones(int(served.sum()), dtype=bool) if tpot is None else tpot <= slo.tpot
+                    reached_tpot[np.flatnonzero(served)[ok]] = q / 100.0
                     if ttft is not None:
-                        ok &= ttft <= slo.ttft
-                    if tpot is not None:
-                        ok &= tpot <= slo.tpot
-                    idx = np.flatnonzero(served)[ok]
-                    reached[idx] = q / 100.0
+                        ok = ok & (ttft <= slo.ttft)
+                    reached[np.flatnonzero(served)[ok]] = q / 100.0
+                if a.role == "decode" and ttfts[0] is not None:
+                    reached = local * reached + (1.0 - local) * reached_tpot
                 total = total + share * reached
             met[id(a)] = total / sum(sh for _, sh in levels)  # per bucket, shape (S,)
         entry = [a for a in groups if a.role != "prefill"]

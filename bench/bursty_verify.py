@@ -389,7 +389,8 @@ def run_case(folder: Path, workload_file: Path, trace_name: str, slo: tuple,
         for gi, (a, g) in enumerate(zip(mine, sims[0].groups)):
             kappa, whole = planned[id(a.config)]
             # as the plan runs it (a prefill group's KV transfer to the plan's decode groups, ``as_planned``)
-            config = dataclasses.replace(as_planned(w, a.config, mine), capacity_rps=kappa, whole_capacity_rps=whole)
+            config = dataclasses.replace(as_planned(w, a.config, mine, fp.params), capacity_rps=kappa,
+                                         whole_capacity_rps=whole)
             bucket_rps = np.where(kappa > 0, replayed[gi], 0.0)
             # the load as the MILP counts it (a decode group's own prefills against its whole-request κ)
             loads.append((config, bucket_rps, replica_load(config, bucket_rps, g.replicas,

@@ -1299,10 +1299,7 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     queue_burst = burst.thinned(local_rps / total_rps) if total_rps > 0 else burst
     input_tokens = np.asarray(input_tokens, dtype=float)
     budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)[1]
-    lengths = bucket_prompt_lengths(input_tokens, burst.service_scv, min_tokens, lengths)
-    # each prompt's length over its bucket's mean (slice-weighted, so a bucket's mean service stays
-    # the shared batch's): shape (S, J)
-    relative = lengths / (((lengths[:, 1:] + lengths[:, :-1]) / 2.0) @ INPUT_LENGTH_SLICES)[:, None]
+    relative = _relative_lengths(input_tokens, burst, min_tokens, lengths)
     scv_each = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), input_tokens.shape)
     # the prompts' length SCV over the mix (every bucket's spread and the buckets' own spread)
     prompt_scv = (_over_arrivals(prompt_rps, input_tokens ** 2 * (1.0 + scv_each))
@@ -1316,13 +1313,8 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
             out.append((np.full(size, np.inf), np.full(size, np.inf)))
             continue
         service = sb.prefill_s
-        fin = np.isfinite(service) & (prompt_rps > 0)
         q = percentile / 100.0
-        scv_b = scv_each[fin]
-        # the prompts' one queue: the mix's arrivals, each prompt's service at its length (one
-        # server; None when nothing arrives)
-        queue = prefill_queue([(1, prompt_rps[fin], service[fin], service[fin] ** 2 * (1.0 + scv_b),
-                                service[fin][:, None] * relative[fin])])
+        queue = _prompt_queue(sb, prompt_rps, scv_each, relative)
         v = queue_burst.queue_scv + (queue.service_scv if queue is not None else 0.0)
         local = np.isfinite(service) & (local_share > 0)
         if sb.saturated:  # the batch is at its largest: the excess waits for the replica's completions
@@ -1331,17 +1323,7 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
                                            arrival_scv=queue_burst.queue_scv)
             out.append((np.where(local, service + sb.step_s + float(wait), np.inf), sb.tpot_s))
             continue
-        if queue is not None:
-            wait = queue.wait_quantiles(v, window_s, arrival_scv=queue_burst.queue_scv)
-            # the clump mates that join the prompt's iteration: those that arrive within about
-            # one iteration of it (before the next one starts), within the token budget the batch
-            # and the prompt leave, each a prompt of the mix's mean length
-            mean_prompt = float(prompt_rps[fin] @ input_tokens[fin]) / float(prompt_rps[fin].sum())
-            room = max(budget - sb.batch - mean_prompt, 0.0)
-            wait = with_followers(wait, queue_burst.followers_within(sb.step_s), queue.mean_service_s,
-                                  room / max(mean_prompt, 1.0))
-        else:
-            wait = np.zeros_like(WAIT_PROBS)
+        wait = _prompt_wait(sb, queue, prompt_rps, input_tokens, queue_burst, window_s, budget)
         ttft, tpot = np.full(size, np.inf), sb.tpot_s.copy()
         output = np.asarray(output_tokens, dtype=float)
         if local.any():
@@ -1361,6 +1343,128 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
             tpot[remote] = np.where(local[remote], f * tpot[remote] + (1.0 - f) * ahead, ahead)
         out.append((ttft, tpot))
     return out
+
+
+def _relative_lengths(input_tokens: np.ndarray, burst: Burstiness, min_tokens: np.ndarray | None,
+                      lengths: np.ndarray | None) -> np.ndarray:
+    """Each prompt's length over its bucket's mean, shape (S, len(INPUT_LENGTH_PROBS)), the
+    bucket's lengths from ``bucket_prompt_lengths``, slice-weighted so that a bucket's mean
+    service stays the shared batch's."""
+    lengths = bucket_prompt_lengths(input_tokens, burst.service_scv, min_tokens, lengths)
+    return lengths / (((lengths[:, 1:] + lengths[:, :-1]) / 2.0) @ INPUT_LENGTH_SLICES)[:, None]
+
+
+def _prompt_queue(sb: SharedBatch, prompt_rps: np.ndarray, scv_each: np.ndarray,
+                  relative: np.ndarray) -> "PrefillQueue | None":
+    """The one queue of the prompts a replica prefills in its shared batch ``sb``: ``prompt_rps``
+    (S,) req/s, each prompt's service its chunk iterations (``sb.prefill_s``) at its length
+    (``relative``, ``_relative_lengths``; ``scv_each`` (S,) the buckets' length SCVs), one
+    server. None when nothing arrives."""
+    service = sb.prefill_s
+    fin = np.isfinite(service) & (prompt_rps > 0)
+    return prefill_queue([(1, prompt_rps[fin], service[fin], service[fin] ** 2 * (1.0 + scv_each[fin]),
+                           service[fin][:, None] * relative[fin])])
+
+
+def _prompt_wait(sb: SharedBatch, queue: "PrefillQueue | None", prompt_rps: np.ndarray, input_tokens: np.ndarray,
+                 burst: Burstiness, window_s: float | None, budget: int) -> np.ndarray:
+    """The wait of a prompt in ``queue`` (``_prompt_queue``), its quantiles at ``WAIT_PROBS``, s:
+    Kingman's at the arrivals' (``burst``) and the services' variability, with the clump mates
+    that join the prompt's iteration: those that arrive within about one iteration of it (before
+    the next one starts), within the token budget the batch and the prompt leave, each a prompt
+    of the mix's mean length (``with_followers``). Zeros without a queue."""
+    if queue is None:
+        return np.zeros_like(WAIT_PROBS)
+    v = burst.queue_scv + queue.service_scv
+    wait = queue.wait_quantiles(v, window_s, arrival_scv=burst.queue_scv)
+    fin = np.isfinite(sb.prefill_s) & (prompt_rps > 0)
+    mean_prompt = float(prompt_rps[fin] @ input_tokens[fin]) / float(prompt_rps[fin].sum())
+    room = max(budget - sb.batch - mean_prompt, 0.0)
+    return with_followers(wait, burst.followers_within(sb.step_s), queue.mean_service_s, room / max(mean_prompt, 1.0))
+
+
+def decode_first_token_delay_s(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.ndarray,
+                               output_tokens: np.ndarray, mix_rps: np.ndarray, p: PerfParams | None = None,
+                               gpu_memory_utilization: float = 0.9, max_num_seqs: int | None = None,
+                               max_num_batched_tokens: int | None = None, burst: Burstiness = POISSON,
+                               prefill_share: np.ndarray | None = None, min_tokens: np.ndarray | None = None,
+                               lengths: np.ndarray | None = None) -> np.ndarray | None:
+    """The time from a request's KV cache reaching a decode replica to its first token, its
+    quantiles at ``WAIT_PROBS``, s (``first_token_delay_s``), for a decode replica whose arrivals
+    are ``mix_rps`` (S,) req/s and that prefills ``prefill_share`` (S,) of each bucket's prompts
+    itself (None: none; arguments as ``latencies_at_rate``): its mean iteration at its mean batch
+    (``shared_batch`` at p50), a full token budget of prompt chunks beside it, and the work its
+    prompt queue holds at a random time (``time_average_work``). None where no batch carries the
+    arrivals. Raises nothing.
+
+    It stands in the TTFT of a request prefilled elsewhere where the TPOT target stood (which κ,
+    ``prefill_capacity_rps``, still takes: a bound for a decode replica that prefills nothing, far
+    short of one whose iterations carry its own prompts' chunks). Measured on
+    ``tests/test_perf.py``'s decode replica: the replay's delay was 1.13-1.18x this at p90 and
+    0.96-0.98x at p99. On ``bench/bursty_verify.py --code-like`` the code-g7.3 tight p99 plan's
+    prefill groups (H100 TP-2 and TP-4, beside an H100 TP-2 decode group that prefills 82% of
+    the prompts) replayed at 1.47x and 1.77x the model's p99 TTFT with the TPOT target, 1.05x and
+    1.06x with this; TTFT within 25% in 8 of the 13 code-like groups (6 before), the other cases'
+    prefill groups within 0.78-1.21x as before."""
+    share = None if prefill_share is None else np.clip(np.asarray(prefill_share, dtype=float), 0.0, 1.0)
+    chunked = share is not None and bool((share > 0).any())
+    mix = np.asarray(mix_rps, dtype=float)
+    sb = shared_batch(model, gpu, tp, input_tokens, output_tokens, mix, [50.0], p, gpu_memory_utilization,
+                      max_num_seqs, max_num_batched_tokens, burst, chunked_prefill=chunked, held=True,
+                      prefill_share=share if chunked else None)[0]
+    if sb is None:
+        return None
+    if not chunked:
+        return first_token_delay_s(sb.step_s, np.inf, np.zeros_like(WAIT_PROBS))
+    inp = np.asarray(input_tokens, dtype=float)
+    prompt_rps = mix * share
+    queue_burst = burst.thinned(float(prompt_rps.sum()) / float(mix.sum()))
+    scv_each = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
+    queue = _prompt_queue(sb, prompt_rps, scv_each, _relative_lengths(inp, burst, min_tokens, lengths))
+    budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)[1]
+    wait = _prompt_wait(sb, queue, prompt_rps, inp, queue_burst, None, budget)
+    work = time_average_work(wait, queue) if queue is not None else np.zeros_like(WAIT_PROBS)
+    return first_token_delay_s(sb.step_s, sb.backlog_step_s, work)
+
+
+def first_token_delay_s(step_s: float, full_step_s: float, work_s: np.ndarray) -> np.ndarray:
+    """The time from a request's KV cache reaching a decode replica to its first token, its
+    quantiles at ``WAIT_PROBS``, s: the rest of the iteration in progress and one more (vLLM takes
+    the request into the batch at the next iteration, and its first token comes when that one
+    ends; the simulator does the same, ``sim.engine``), each of length T = min(``step_s`` + V,
+    ``full_step_s``): V the prompt work queued at that moment (``work_s``, its quantiles at
+    ``WAIT_PROBS``, s, ``time_average_work``), so the mean iteration where nothing is queued and a
+    full token budget of prompt chunks where an iteration's worth or more is. D = (1 + U) T with U
+    uniform on [0, 1] (where in the iteration in progress the KV arrives). Raises nothing."""
+    weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
+    work = np.asarray(work_s, dtype=float)
+    t = np.minimum(step_s + (work[1:] + work[:-1]) / 2.0, full_step_s)
+    u = (np.arange(_RESIDUAL_POINTS) + 0.5) / _RESIDUAL_POINTS
+    return _weighted_quantiles((t[:, None] * (1.0 + u[None, :])).ravel(),
+                               np.repeat(weight / _RESIDUAL_POINTS, _RESIDUAL_POINTS))
+
+
+def sum_quantiles(a_s: np.ndarray, b_s: np.ndarray) -> np.ndarray:
+    """The quantiles at ``WAIT_PROBS`` of X + Y, s, for X and Y independent with quantiles
+    ``a_s`` and ``b_s`` at ``WAIT_PROBS`` (s; each taken as its slices' midpoints). Raises
+    nothing."""
+    weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
+    a, b = np.asarray(a_s, dtype=float), np.asarray(b_s, dtype=float)
+    mid_a, mid_b = (a[1:] + a[:-1]) / 2.0, (b[1:] + b[:-1]) / 2.0
+    return _weighted_quantiles((mid_a[:, None] + mid_b[None, :]).ravel(), np.outer(weight, weight).ravel())
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The quantiles at ``WAIT_PROBS`` of the distribution that puts ``weights`` (summing to 1)
+    on ``values`` (same shape), linear between them."""
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    cum = np.cumsum(weights[order])
+    return np.interp(WAIT_PROBS, np.concatenate([[0.0], cum]), np.concatenate([[v[0]], v]))
+
+
+_RESIDUAL_POINTS = 16
+"""points of the uniform residual of the iteration in progress in ``first_token_delay_s``"""
 
 
 def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_tokens: np.ndarray,
@@ -1747,7 +1851,8 @@ def prefill_ttft_quantiles_s(model: ModelSpec, gpu: GPUType, tp: int, input_toke
 
     Args:
         transfer_s: shape (S,), KV transfer time per bucket at its mean length, s (``kv_transfer_s``).
-        first_token_s: the decode replica's first step, s (as ``prefill_capacity_rps``).
+        first_token_s: the decode replica's first step, s (as ``prefill_capacity_rps``), or its
+            quantiles at ``WAIT_PROBS`` (``decode_first_token_delay_s``), independent of the wait.
     """
     ttft = _PrefillTTFT(model, gpu, tp, input_tokens, rate_rps, transfer_s, first_token_s, p, burst, window_s,
                         servers, min_tokens, queue, lengths)
@@ -1815,7 +1920,9 @@ class _PrefillTTFT(_OwnPlusWait):
         inp = np.asarray(input_tokens, dtype=float)
         lengths, service, mean_b, square_b = prefill_service_moments(model, gpu, tp, inp, burst.service_scv,
                                                                      min_tokens, p, lengths)
-        own = service + np.asarray(transfer_s, dtype=float)[:, None] * lengths / inp[:, None] + first_token_s
+        first = np.asarray(first_token_s, dtype=float)
+        own = service + np.asarray(transfer_s, dtype=float)[:, None] * lengths / inp[:, None] + (
+            first if first.ndim == 0 else 0.0)
         if queue is None:
             queue = prefill_queue([(servers, np.asarray(rate_rps, dtype=float), mean_b, square_b, service)])
         if queue is not None:
@@ -1827,6 +1934,8 @@ class _PrefillTTFT(_OwnPlusWait):
                 wait = wait * (_over_arrivals(rate_rps, mean_b) / queue.mean_service_s)
         else:
             wait = np.zeros_like(WAIT_PROBS)  # nothing to wait behind
+        if first.ndim:  # the decode replica's delay to the first token, a distribution of its own
+            wait = sum_quantiles(wait, first)
         super().__init__(own, wait)
 
 

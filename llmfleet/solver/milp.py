@@ -65,9 +65,9 @@ import numpy as np
 import pulp
 from scipy import optimize
 
-from llmfleet.perf.capacity import (PrefillQueue, kv_transfer_s, latencies_at_rate, mix_rate_rps, prefill_queue,
-                                   prefill_service_moments, prefill_ttft_quantiles_s, prefill_ttft_share_within,
-                                   shared_batch)
+from llmfleet.perf.capacity import (PrefillQueue, decode_first_token_delay_s, kv_transfer_s, latencies_at_rate,
+                                   mix_rate_rps, prefill_queue, prefill_service_moments, prefill_ttft_quantiles_s,
+                                   prefill_ttft_share_within, shared_batch)
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver import neighbourhood
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
@@ -2644,7 +2644,7 @@ def _read_out(w: WorkloadProblem, groups: list[Assignment], params: PerfParams, 
     for a in groups:
         if a.rate_rps > 0:
             pods, share = burst_dealing(a, groups)
-            a.ttft_s, a.tpot_s = _predicted_latency(w, as_planned(w, a.config, groups), a.bucket_rate_rps,
+            a.ttft_s, a.tpot_s = _predicted_latency(w, as_planned(w, a.config, groups, params), a.bucket_rate_rps,
                                                     min(a.utilization, 1.0), params, pods,
                                                     local_prefill if a.role == "decode" else None, share)
 
@@ -2752,7 +2752,8 @@ def _prefill_arguments(w: WorkloadProblem, c, served: np.ndarray, params: PerfPa
                        replicas: int, queue: PrefillQueue | None) -> dict:
     """The arguments of ``capacity.prefill_ttft_quantiles_s`` and ``prefill_ttft_share_within``
     after the rates, for a prefill group of configuration ``c`` over its ``served`` buckets."""
-    return {"transfer_s": c.kv_transfer_s[served], "first_token_s": w.workload.spec.slo.tpot, "p": params,
+    first = w.workload.spec.slo.tpot if getattr(c, "first_token_s", None) is None else c.first_token_s
+    return {"transfer_s": c.kv_transfer_s[served], "first_token_s": first, "p": params,
             "burst": burst, "window_s": window_s, "servers": max(int(replicas), 1), "queue": queue,
             **_prompt_length_arguments(w, served)}
 
@@ -3082,7 +3083,8 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             for mult, share in levels:
                 reached = np.zeros(len(w.share))
                 if a.role == "prefill":  # its TTFT distribution read at the target itself
-                    served, within = _prefill_share_within(w, as_planned(w, a.config, groups), rates[id(a)],
+                    served, within = _prefill_share_within(w, as_planned(w, a.config, groups, fp.params),
+                                                           rates[id(a)],
                                                            base[id(a)] * mult,
                                                            fp.params, window_s, a.replicas,
                                                            None if queue is None else queue.scaled(mult))
@@ -3317,7 +3319,7 @@ def burst_dealing(a, groups, rate_of=None) -> tuple[int, float]:
     return pods, min(mine / total, 1.0)
 
 
-def as_planned(w: WorkloadProblem, c, groups):
+def as_planned(w: WorkloadProblem, c, groups, params: PerfParams | None = None):
     """Configuration ``c`` of ``w`` as a plan runs it, for reading out its latency: a prefill
     configuration's KV transfer (``ReplicaConfig.kv_transfer_s``) at the bandwidth of the decode
     groups the plan gives it. The capacity model takes the transfer at the slowest decode
@@ -3326,9 +3328,12 @@ def as_planned(w: WorkloadProblem, c, groups):
     send, the decode replica's receive bandwidth), each TP GPUs x the pool's per-GPU bandwidth, as
     the simulator moves it (``sim.engine``). With decode groups of several speeds the slowest is
     taken. ``groups``: the plan's ``Assignment``s of ``w`` (any roles; those in ``c``'s P/D group
-    count, or every decode group where none is). Returns ``c`` itself for other roles, without a
-    decode group, or where the transfer is unchanged; else a copy (remembered, so that the read-out
-    cache, ``_predicted_latency``, keeps hitting). Raises nothing.
+    count, or every decode group where none is). With ``params``, also the delay from the KV
+    cache's arrival at those decode groups to the first token (``ReplicaConfig.first_token_s``,
+    the slowest group's, ``_first_token_delay``) in place of the TPOT target. Returns ``c``
+    itself for other roles, without a decode group, or where nothing changes; else a copy
+    (remembered, so that the read-out cache, ``_predicted_latency``, keeps hitting). Raises
+    nothing.
 
     Measured: Mooncake with Gamma arrivals (CV² 3.7), TTFT 5 s at p99, an H100 TP-4 prefill
     group beside a TP-2 decode group (``bench/bursty_verify.py``): the replay's time from the end
@@ -3337,18 +3342,24 @@ def as_planned(w: WorkloadProblem, c, groups):
     0.57 / 1.70 s; the group's p99 TTFT was predicted at 1.39x the replay's, now 1.09x."""
     if c is None or c.role != "prefill" or c.kv_transfer_s is None or w.model is None:
         return c
-    decode = [a.config for a in groups if a.role == "decode" and a.config is not None and a.replicas > 0]
-    partners = [d for d in decode if d.pd_group == c.pd_group] or decode
+    decode = [a for a in groups if a.role == "decode" and a.config is not None and a.replicas > 0]
+    partners = [a for a in decode if a.config.pd_group == c.pd_group] or decode
     if not partners:
         return c
-    bandwidth = min(c.kv_bytes_per_s, min(d.kv_bytes_per_s for d in partners))
-    key = (id(c), bandwidth)
+    bandwidth = min(c.kv_bytes_per_s, min(a.config.kv_bytes_per_s for a in partners))
+    local = local_prefill_shares(groups, len(w.share))
+    key = (id(c), bandwidth, None if params is None else (params, local.tobytes(), tuple(
+        (id(a.config), a.utilization, a.replicas, a.bucket_rate_rps.tobytes()) for a in partners)))
     hit = _AS_PLANNED.get(key)
     if hit is not None and hit[0] is c:
         return hit[1]
     transfer = kv_transfer_s(w.model, w.input_tokens, bandwidth)
-    planned = c if np.allclose(transfer, c.kv_transfer_s, rtol=1e-9, atol=0.0) else dataclasses.replace(
-        c, kv_transfer_s=transfer)
+    # the slowest partner's delay to the first token, as for the transfer's bandwidth
+    delays = [] if params is None else [d for d in (_first_token_delay(w, a, local, params) for a in partners)
+                                        if d is not None]
+    first = np.max(delays, axis=0) if delays else None
+    planned = c if np.allclose(transfer, c.kv_transfer_s, rtol=1e-9, atol=0.0) and first is None else \
+        dataclasses.replace(c, kv_transfer_s=transfer, first_token_s=first)
     _AS_PLANNED[key] = (c, planned)  # the original is held, so its id is not reused while the entry lives
     if len(_AS_PLANNED) > _LATENCY_CACHE_SIZE:
         _AS_PLANNED.pop(next(iter(_AS_PLANNED)))
@@ -3356,6 +3367,29 @@ def as_planned(w: WorkloadProblem, c, groups):
 
 
 _AS_PLANNED: dict = {}
+
+
+def _first_token_delay(w: WorkloadProblem, a: Assignment, local: np.ndarray,
+                       params: PerfParams) -> np.ndarray | None:
+    """The delay from a prompt's KV cache reaching decode group ``a`` (an ``Assignment`` of
+    ``w``) to its first token, its quantiles at ``capacity.WAIT_PROBS``, s
+    (``capacity.decode_first_token_delay_s``), at the group's planned load with the prompts it
+    prefills itself (``local``, shape (S,), ``local_prefill_shares``), its bursts dealt over its
+    pods as ``_latencies_by_bucket`` deals them. None where it serves nothing."""
+    c = a.config
+    served = (a.bucket_rate_rps > 0) & (c.capacity_rps > 0)
+    if not served.any() or a.utilization <= 0:
+        return None
+    params = _group_params(c, params)
+    mix = _replica_arrivals(c, a.bucket_rate_rps, served, min(a.utilization, 1.0), local)
+    spec = w.workload.spec.serving
+    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
+    burst = dataclasses.replace(w.burst, service_scv=scv).dealt(a.replicas, 1.0 / max(int(a.replicas), 1))
+    share = np.asarray(local, dtype=float)[served]
+    return decode_first_token_delay_s(w.model, c.pool.gpu, c.tp, w.input_tokens[served], w.output_tokens[served], mix,
+                                      params, spec.gpu_memory_utilization, spec.max_num_seqs,
+                                      spec.max_num_batched_tokens, burst, share if (share > 0).any() else None,
+                                      **_prompt_length_arguments(w, served))
 
 
 def _describe_bucket(w: WorkloadProblem, b: int) -> str:

@@ -128,6 +128,11 @@ class ReplicaConfig:
     burst_replicas: int = 1
     """the replicas over which its κ takes a burst to be spread (``capacity.spread_capacity``; 1:
     each replica meets the whole stream's bursts, as with Poisson arrivals or for P/D roles)"""
+    first_token_s: np.ndarray | None = None
+    """prefill configs as a plan runs them (``milp.as_planned``): the delay from a prompt's KV
+    cache reaching the plan's decode replicas to its first token, its quantiles at
+    ``capacity.WAIT_PROBS``, s; None: the TPOT target stands for it (a decode replica that meets
+    it never takes longer per step), as in κ"""
 
     def __post_init__(self):
         # a rate below MIN_CAPACITY_RPS serves nothing: 0, so that the MILP's coefficients (rate

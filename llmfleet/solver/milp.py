@@ -3373,9 +3373,10 @@ def _first_token_delay(w: WorkloadProblem, a: Assignment, local: np.ndarray,
                        params: PerfParams) -> np.ndarray | None:
     """The delay from a prompt's KV cache reaching decode group ``a`` (an ``Assignment`` of
     ``w``) to its first token, its quantiles at ``capacity.WAIT_PROBS``, s
-    (``capacity.decode_first_token_delay_s``), at the group's planned load with the prompts it
-    prefills itself (``local``, shape (S,), ``local_prefill_shares``), its bursts dealt over its
-    pods as ``_latencies_by_bucket`` deals them. None where it serves nothing."""
+    (``capacity.decode_first_token_delay_s``), at the group's planned load (the read-out's load
+    levels and the router's split leave it there) with the prompts it prefills itself (``local``,
+    shape (S,), ``local_prefill_shares``), its bursts dealt evenly over its pods. None where it
+    serves nothing."""
     c = a.config
     served = (a.bucket_rate_rps > 0) & (c.capacity_rps > 0)
     if not served.any() or a.utilization <= 0:

@@ -1338,7 +1338,16 @@ def _readout_seconds(fp: FleetProblem, prepared: _Prepared) -> float:
         return 0.0
     counts = list(_counts(prepared.model, prepared.highs, prepared.start))
     remembered = {(key[0], key[1]) for key in _LATENCY_CACHE}
-    new = [(wi, ci) for wi, ci in counts if (fp.workloads[wi].key, id(fp.workloads[wi].configs[ci])) not in remembered]
+    # a prefill group is read out as the plan runs it (``as_planned``): a copy of its configuration
+    copies: dict[int, set] = {}
+    for original, planned in _AS_PLANNED.values():
+        copies.setdefault(id(original), set()).add(id(planned))
+
+    def known(wi: int, ci: int) -> bool:
+        key, c = fp.workloads[wi].key, id(fp.workloads[wi].configs[ci])
+        return any((key, i) in remembered for i in {c} | copies.get(c, set()))
+
+    new = [(wi, ci) for wi, ci in counts if not known(wi, ci)]
     timed = [(wi, ci) for wi, ci in (new or counts) if fp.workloads[wi].model is not None]
     if not timed:
         return 0.0

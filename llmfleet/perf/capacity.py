@@ -1292,11 +1292,9 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
     prompts queued at that moment ahead, ``ahead=True``), weighted by the shares."""
     size = len(mix_rps)
     local_share = np.ones(size) if prefill_share is None else np.clip(np.asarray(prefill_share, dtype=float), 0.0, 1.0)
-    prompt_rps = mix_rps * local_share  # the prompts the replica prefills, req/s per bucket
     total_rps = float(mix_rps.sum())
+    prompt_rps, queue_burst = _own_prompts(mix_rps, local_share, burst)
     local_rps = float(prompt_rps.sum())
-    # the stream of prompts the replica queues: its arrivals thinned to the prefilled share
-    queue_burst = burst.thinned(local_rps / total_rps) if total_rps > 0 else burst
     input_tokens = np.asarray(input_tokens, dtype=float)
     budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)[1]
     relative = _relative_lengths(input_tokens, burst, min_tokens, lengths)
@@ -1343,6 +1341,15 @@ def _latencies_in_mix(model: ModelSpec, gpu: GPUType, tp: int, input_tokens: np.
             tpot[remote] = np.where(local[remote], f * tpot[remote] + (1.0 - f) * ahead, ahead)
         out.append((ttft, tpot))
     return out
+
+
+def _own_prompts(mix_rps: np.ndarray, share: np.ndarray, burst: Burstiness) -> tuple[np.ndarray, Burstiness]:
+    """(req/s per bucket, shape (S,); their arrivals' burstiness) of the prompts a replica with
+    arrivals ``mix_rps`` (S,) req/s prefills itself, ``share`` (S,) of each bucket's: the stream
+    thinned to that share (``Burstiness.thinned``; the stream's own where nothing arrives)."""
+    prompt_rps = mix_rps * share
+    total = float(mix_rps.sum())
+    return prompt_rps, (burst.thinned(float(prompt_rps.sum()) / total) if total > 0 else burst)
 
 
 def _relative_lengths(input_tokens: np.ndarray, burst: Burstiness, min_tokens: np.ndarray | None,
@@ -1417,8 +1424,7 @@ def decode_first_token_delay_s(model: ModelSpec, gpu: GPUType, tp: int, input_to
     if not chunked:
         return first_token_delay_s(sb.step_s, np.inf, np.zeros_like(WAIT_PROBS))
     inp = np.asarray(input_tokens, dtype=float)
-    prompt_rps = mix * share
-    queue_burst = burst.thinned(float(prompt_rps.sum()) / float(mix.sum()))
+    prompt_rps, queue_burst = _own_prompts(mix, share, burst)
     scv_each = np.broadcast_to(np.asarray(burst.service_scv, dtype=float), inp.shape)
     queue = _prompt_queue(sb, prompt_rps, scv_each, _relative_lengths(inp, burst, min_tokens, lengths))
     budget = scheduler_limits(gpu, max_num_seqs, max_num_batched_tokens)[1]
@@ -1436,22 +1442,20 @@ def first_token_delay_s(step_s: float, full_step_s: float, work_s: np.ndarray) -
     ``WAIT_PROBS``, s, ``time_average_work``), so the mean iteration where nothing is queued and a
     full token budget of prompt chunks where an iteration's worth or more is. D = (1 + U) T with U
     uniform on [0, 1] (where in the iteration in progress the KV arrives). Raises nothing."""
-    weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
     work = np.asarray(work_s, dtype=float)
     t = np.minimum(step_s + (work[1:] + work[:-1]) / 2.0, full_step_s)
     u = (np.arange(_RESIDUAL_POINTS) + 0.5) / _RESIDUAL_POINTS
     return _weighted_quantiles((t[:, None] * (1.0 + u[None, :])).ravel(),
-                               np.repeat(weight / _RESIDUAL_POINTS, _RESIDUAL_POINTS))
+                               np.repeat(WAIT_SLICES / _RESIDUAL_POINTS, _RESIDUAL_POINTS))
 
 
 def sum_quantiles(a_s: np.ndarray, b_s: np.ndarray) -> np.ndarray:
     """The quantiles at ``WAIT_PROBS`` of X + Y, s, for X and Y independent with quantiles
     ``a_s`` and ``b_s`` at ``WAIT_PROBS`` (s; each taken as its slices' midpoints). Raises
     nothing."""
-    weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
     a, b = np.asarray(a_s, dtype=float), np.asarray(b_s, dtype=float)
     mid_a, mid_b = (a[1:] + a[:-1]) / 2.0, (b[1:] + b[:-1]) / 2.0
-    return _weighted_quantiles((mid_a[:, None] + mid_b[None, :]).ravel(), np.outer(weight, weight).ravel())
+    return _weighted_quantiles((mid_a[:, None] + mid_b[None, :]).ravel(), np.outer(WAIT_SLICES, WAIT_SLICES).ravel())
 
 
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -1464,7 +1468,8 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 _RESIDUAL_POINTS = 16
-"""points of the uniform residual of the iteration in progress in ``first_token_delay_s``"""
+"""points of the uniform residual of the iteration in progress in ``first_token_delay_s`` (a
+numerical choice: 1/16 of an iteration, a few ms at most, against TTFT targets of 100s of ms)"""
 
 
 def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_tokens: np.ndarray,
@@ -1551,7 +1556,7 @@ def after_backlog_tpot_s(tpot_s: np.ndarray, output_tokens: np.ndarray, input_to
     else:
         # arrivals during the wait, the half of the final iteration's room left beside the last
         # chunk taken out, and during the prefill itself
-        weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
+        weight = WAIT_SLICES
         waits = np.broadcast_to((wait_s[1:] + wait_s[:-1])[None, :] / 2.0, (len(own), len(weight)))
         inp = np.asarray(input_tokens, dtype=float)
         last_chunk = inp - room * np.floor(np.maximum(inp - 1.0, 0.0) / max(room, 1.0))  # in (0, R]
@@ -1590,8 +1595,7 @@ def time_average_work(wait_s: np.ndarray, queue: "PrefillQueue") -> np.ndarray:
     mean: P(V > x) = c P(W > x), c = E[V] / E[W] (at most 1), so V's quantile at p is W's at
     1 - (1 - p) / c, and 0 below 1 - c. Raises nothing; ``wait_s`` itself where nothing waits."""
     wait_s = np.asarray(wait_s, dtype=float)
-    weight = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
-    mean_w = float(((wait_s[1:] + wait_s[:-1]) / 2.0) @ weight)
+    mean_w = float(((wait_s[1:] + wait_s[:-1]) / 2.0) @ WAIT_SLICES)
     if mean_w <= 0 or not np.isfinite(mean_w):
         return wait_s
     lam, s_mean = queue.rate_rps, queue.mean_service_s
@@ -1626,6 +1630,10 @@ over it (a contraction: the rate over a longer drain is carried less of the wait
 WAIT_PROBS = np.concatenate([[0.0], 1.0 - np.logspace(0.0, -6.0, 97)[1:]])
 """cumulative probabilities at which the wait's quantile function is evaluated (its CDF is linear
 in between): 16 a decade of its tail, down to one in a million"""
+
+WAIT_SLICES = np.diff(WAIT_PROBS) / (WAIT_PROBS[-1] - WAIT_PROBS[0])
+"""the probability of each slice between two of ``WAIT_PROBS`` (summing to 1): a quantile
+function at ``WAIT_PROBS`` read as its slices' midpoints, each of this weight"""
 
 INPUT_LENGTH_SLICES = np.diff(INPUT_LENGTH_PROBS) / (INPUT_LENGTH_PROBS[-1] - INPUT_LENGTH_PROBS[0])
 """the probability of each slice between two of ``INPUT_LENGTH_PROBS`` (summing to 1)"""

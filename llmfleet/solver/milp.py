@@ -65,9 +65,9 @@ import numpy as np
 import pulp
 from scipy import optimize
 
-from llmfleet.perf.capacity import (PrefillQueue, decode_first_token_delay_s, kv_transfer_s, latencies_at_rate,
-                                   mix_rate_rps, prefill_queue, prefill_service_moments, prefill_ttft_quantiles_s,
-                                   prefill_ttft_share_within, shared_batch)
+from llmfleet.perf.capacity import (Burstiness, PrefillQueue, decode_first_token_delay_s, kv_transfer_s,
+                                   latencies_at_rate, mix_rate_rps, prefill_queue, prefill_service_moments,
+                                   prefill_ttft_quantiles_s, prefill_ttft_share_within, shared_batch)
 from llmfleet.perf.steptime import PerfParams
 from llmfleet.solver import neighbourhood
 from llmfleet.solver.greedy import Option, count_rows, greedy_replicas
@@ -2692,8 +2692,7 @@ def _latencies_by_bucket(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: fl
     gmu = w.workload.spec.serving.gpu_memory_utilization
     seqs, budget = w.workload.spec.serving.max_num_seqs, w.workload.spec.serving.max_num_batched_tokens
     inp, out = w.input_tokens[served], w.output_tokens[served]
-    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
-    burst = dataclasses.replace(w.burst, service_scv=scv)
+    burst = _served_burst(w, served)
     # a replica's actual arrivals per bucket: the group's mix, scaled so that Σ rate/κ is util
     mix = _replica_arrivals(c, bucket_rps, served, util, local_prefill if c.role == "decode" else None)
     if c.role == "prefill":
@@ -2776,13 +2775,19 @@ def _prefill_share_within(w: WorkloadProblem, c, bucket_rps: np.ndarray, util: f
     if not served.any():
         return served, np.zeros(0)
     params = _group_params(c, params)
-    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
-    burst = dataclasses.replace(w.burst, service_scv=scv)
+    burst = _served_burst(w, served)
     mix = _replica_arrivals(c, bucket_rps, served, util)
     return served, prefill_ttft_share_within(w.model, c.pool.gpu, c.tp, w.input_tokens[served], mix,
                                              w.workload.spec.slo.ttft,
                                              **_prefill_arguments(w, c, served, params, burst, window_s,
                                                                   replicas, queue))
+
+
+def _served_burst(w: WorkloadProblem, served: np.ndarray) -> Burstiness:
+    """``w``'s burstiness with the prompt-length SCVs of its ``served`` buckets (bool, shape (S,))
+    alone, as the capacity functions take the served buckets' arrays."""
+    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
+    return dataclasses.replace(w.burst, service_scv=scv)
 
 
 def _group_params(c, params: PerfParams) -> PerfParams:
@@ -3089,11 +3094,11 @@ def predicted_attainment(fp: FleetProblem, plan: Plan, over_period: bool = True)
             # the pods the picker deals a burst over, and this pod's share at the picker's split
             pods, pod_share = burst_dealing(a, groups, lambda g: float(np.sum(rates[id(g)])))
             levels = levels_of[id(a)]
+            as_run = as_planned(w, a.config, groups, fp.params)  # a prefill group as the plan runs it
             for mult, share in levels:
                 reached = np.zeros(len(w.share))
                 if a.role == "prefill":  # its TTFT distribution read at the target itself
-                    served, within = _prefill_share_within(w, as_planned(w, a.config, groups, fp.params),
-                                                           rates[id(a)],
+                    served, within = _prefill_share_within(w, as_run, rates[id(a)],
                                                            base[id(a)] * mult,
                                                            fp.params, window_s, a.replicas,
                                                            None if queue is None else queue.scaled(mult))
@@ -3356,7 +3361,7 @@ def as_planned(w: WorkloadProblem, c, groups, params: PerfParams | None = None):
     if not partners:
         return c
     bandwidth = min(c.kv_bytes_per_s, min(a.config.kv_bytes_per_s for a in partners))
-    local = local_prefill_shares(groups, len(w.share))
+    local = None if params is None else local_prefill_shares(groups, len(w.share))
     key = (id(c), bandwidth, None if params is None else (params, local.tobytes(), tuple(
         (id(a.config), a.utilization, a.replicas, a.bucket_rate_rps.tobytes()) for a in partners)))
     hit = _AS_PLANNED.get(key)
@@ -3393,8 +3398,7 @@ def _first_token_delay(w: WorkloadProblem, a: Assignment, local: np.ndarray,
     params = _group_params(c, params)
     mix = _replica_arrivals(c, a.bucket_rate_rps, served, min(a.utilization, 1.0), local)
     spec = w.workload.spec.serving
-    scv = np.broadcast_to(np.asarray(w.burst.service_scv, dtype=float), served.shape)[served]
-    burst = dataclasses.replace(w.burst, service_scv=scv).dealt(a.replicas, 1.0 / max(int(a.replicas), 1))
+    burst = _served_burst(w, served).dealt(a.replicas, 1.0 / max(int(a.replicas), 1))
     share = np.asarray(local, dtype=float)[served]
     return decode_first_token_delay_s(w.model, c.pool.gpu, c.tp, w.input_tokens[served], w.output_tokens[served], mix,
                                       params, spec.gpu_memory_utilization, spec.max_num_seqs,
